@@ -1,0 +1,1 @@
+//! etcd members: real etcd processes, one per namespace.

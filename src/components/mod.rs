@@ -1,0 +1,8 @@
+//! Components: the protocol knowledge of each piece of a cluster. They never call up into
+//! `sim`, `script` or `console`.
+
+pub mod cni;
+pub mod etcd;
+pub mod flannel;
+pub mod kubeproxy;
+pub mod skupper;

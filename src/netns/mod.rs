@@ -1,0 +1,145 @@
+//! Named network namespaces (the ones `ip netns list` shows), netlink inside them,
+//! processes started inside them, and the teardown record that lets a crashed run be
+//! cleaned up exactly.
+//!
+//! Namespaces are created the way `ip netns add` does it: a file under `/run/netns`
+//! bind-mounted over a fresh network namespace, with `/run/netns` a shared mount so the
+//! bind is visible from every mount namespace.
+
+pub mod netlink;
+pub mod process;
+pub mod record;
+
+use anyhow::{bail, Context, Result};
+use nix::mount::{mount, umount2, MntFlags, MsFlags};
+use nix::sched::{setns, unshare, CloneFlags};
+use std::fs::File;
+use std::os::fd::AsFd;
+use std::path::{Path, PathBuf};
+
+pub const NETNS_DIR: &str = "/run/netns";
+
+/// Path of a named namespace's bind mount, as `ip netns` uses it.
+pub fn path(name: &str) -> PathBuf {
+    Path::new(NETNS_DIR).join(name)
+}
+
+pub fn exists(name: &str) -> bool {
+    path(name).exists()
+}
+
+/// Names of every namespace under /run/netns (what `ip netns list` shows).
+pub fn list() -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(NETNS_DIR)
+        .map(|rd| {
+            rd.filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
+/// Opens a namespace handle (for `setns` or for moving links into it).
+pub fn open(name: &str) -> Result<File> {
+    File::open(path(name)).with_context(|| {
+        format!("network namespace '{name}' does not exist (no {})", path(name).display())
+    })
+}
+
+/// Makes /run/netns a shared mount point, as iproute2 does, so that bind mounts made
+/// under it propagate to every mount namespace (ip netns exec, other shells).
+fn prepare_netns_dir() -> Result<()> {
+    std::fs::create_dir_all(NETNS_DIR).context("creating /run/netns")?;
+    let flags = MsFlags::MS_SHARED | MsFlags::MS_REC;
+    if mount(None::<&str>, NETNS_DIR, Some("none"), flags, None::<&str>).is_ok() {
+        return Ok(());
+    }
+    mount(
+        Some(NETNS_DIR),
+        NETNS_DIR,
+        Some("none"),
+        MsFlags::MS_BIND | MsFlags::MS_REC,
+        None::<&str>,
+    )
+    .context("bind-mounting /run/netns onto itself")?;
+    mount(None::<&str>, NETNS_DIR, Some("none"), flags, None::<&str>)
+        .context("making /run/netns a shared mount")?;
+    Ok(())
+}
+
+/// Creates a named network namespace with `lo` down, exactly like `ip netns add NAME`.
+pub fn create(name: &str) -> Result<()> {
+    if name.is_empty() || name.contains('/') || name.len() > 200 {
+        bail!("'{name}' is not a valid namespace name");
+    }
+    prepare_netns_dir()?;
+    let target = path(name);
+    match std::fs::OpenOptions::new().write(true).create_new(true).open(&target) {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            bail!("network namespace '{name}' already exists (remove it with `ip netns del {name}` or `knetsim cleanup`)")
+        }
+        Err(e) => return Err(e).with_context(|| format!("creating {}", target.display())),
+    }
+    // unshare() changes only the calling thread, so do it on a thread of its own.
+    let t = target.clone();
+    let res = std::thread::spawn(move || -> Result<()> {
+        unshare(CloneFlags::CLONE_NEWNET).context("unshare(CLONE_NEWNET)")?;
+        mount(
+            Some("/proc/thread-self/ns/net"),
+            &t,
+            Some("none"),
+            MsFlags::MS_BIND,
+            None::<&str>,
+        )
+        .context("bind-mounting the new namespace")?;
+        Ok(())
+    })
+    .join()
+    .map_err(|_| anyhow::anyhow!("namespace thread panicked"))?;
+    if let Err(e) = res {
+        let _ = std::fs::remove_file(&target);
+        return Err(e.context(format!("creating network namespace '{name}'")));
+    }
+    Ok(())
+}
+
+/// Deletes a named namespace like `ip netns del`; succeeds when it is already gone.
+pub fn delete(name: &str) -> Result<()> {
+    let target = path(name);
+    if !target.exists() {
+        return Ok(());
+    }
+    let _ = umount2(&target, MntFlags::MNT_DETACH);
+    match std::fs::remove_file(&target) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e).with_context(|| format!("removing {}", target.display())),
+    }
+}
+
+/// The inode that identifies a namespace (same as `/proc/PID/ns/net` of its members).
+pub fn inode(name: &str) -> Option<u64> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path(name)).ok().map(|m| m.ino())
+}
+
+/// Runs `f` on a fresh OS thread that has entered namespace `name`, and returns its result.
+/// Sockets created inside `f` stay bound to that namespace.
+pub fn run_in<F, R>(name: &str, f: F) -> Result<R>
+where
+    F: FnOnce() -> Result<R> + Send + 'static,
+    R: Send + 'static,
+{
+    let file = open(name)?;
+    let name = name.to_string();
+    std::thread::spawn(move || -> Result<R> {
+        setns(file.as_fd(), CloneFlags::CLONE_NEWNET)
+            .with_context(|| format!("entering network namespace '{name}'"))?;
+        f()
+    })
+    .join()
+    .map_err(|_| anyhow::anyhow!("namespace worker thread panicked"))?
+}

@@ -1,0 +1,272 @@
+//! Processes inside a namespace: short commands whose output is returned (bounded by a
+//! timeout and a cancel flag), and daemons started in a session and process group of their
+//! own with their output in a log file. Processes are only ever ended by their own pid.
+
+use anyhow::{bail, Context, Result};
+use std::ffi::CString;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+/// Why a bounded command did not finish on its own.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Ended {
+    Exited(i32),
+    Signalled(i32),
+    TimedOut,
+    Cancelled,
+}
+
+/// What a bounded command left behind.
+#[derive(Debug, Clone)]
+pub struct Output {
+    /// stdout and stderr interleaved, as a terminal would show them.
+    pub text: String,
+    pub ended: Ended,
+}
+
+impl Output {
+    pub fn success(&self) -> bool {
+        self.ended == Ended::Exited(0)
+    }
+}
+
+/// Builds a `Command` that will run inside namespace `ns` (or the current one for `None`)
+/// in a new session, with a private mount namespace whose /sys shows the namespace's own
+/// links (as `ip netns exec` arranges).
+pub fn command_in(ns: Option<&str>, program: &str) -> Result<Command> {
+    let mut cmd = Command::new(program);
+    if let Some(ns) = ns {
+        let fd: OwnedFd = super::open(ns)?.into();
+        let sysfs = CString::new("sysfs").unwrap();
+        let sys = CString::new("/sys").unwrap();
+        let root = CString::new("/").unwrap();
+        let name = CString::new(ns).unwrap();
+        unsafe {
+            cmd.pre_exec(move || {
+                if libc::setns(fd.as_raw_fd(), libc::CLONE_NEWNET) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                // Best effort, like ip netns exec: a private /sys for this namespace.
+                if libc::unshare(libc::CLONE_NEWNS) == 0 {
+                    libc::mount(
+                        std::ptr::null(),
+                        root.as_ptr(),
+                        std::ptr::null(),
+                        libc::MS_SLAVE | libc::MS_REC,
+                        std::ptr::null(),
+                    );
+                    libc::umount2(sys.as_ptr(), libc::MNT_DETACH);
+                    libc::mount(name.as_ptr(), sys.as_ptr(), sysfs.as_ptr(), 0, std::ptr::null());
+                }
+                libc::setsid();
+                Ok(())
+            });
+        }
+    } else {
+        unsafe {
+            cmd.pre_exec(|| {
+                libc::setsid();
+                Ok(())
+            });
+        }
+    }
+    Ok(cmd)
+}
+
+/// Runs `sh -c script` in namespace `ns`, returning its output once it ends, when
+/// `timeout` passes, or when `cancel` is set (Ctrl-C). On timeout or cancel the command's
+/// whole process group is killed, and only that.
+pub fn run_shell(
+    ns: Option<&str>,
+    script: &str,
+    env: &[(&str, &str)],
+    timeout: Duration,
+    cancel: Option<&AtomicBool>,
+) -> Result<Output> {
+    let mut cmd = command_in(ns, "/bin/sh")?;
+    cmd.arg("-c").arg(script).stdin(Stdio::null());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    run_bounded(cmd, timeout, cancel)
+}
+
+/// Runs a prepared command with stdout+stderr captured into one pipe.
+pub fn run_bounded(mut cmd: Command, timeout: Duration, cancel: Option<&AtomicBool>) -> Result<Output> {
+    let (reader, writer) = std::io::pipe().context("creating a pipe")?;
+    let writer2 = writer.try_clone()?;
+    cmd.stdout(writer).stderr(writer2);
+    let mut child = cmd.spawn().context("starting command")?;
+    drop(cmd); // closes our copies of the write end
+    let pgid = child.id() as i32;
+    let reader_thread = std::thread::spawn(move || {
+        use std::io::Read;
+        let mut r = reader;
+        let mut buf = Vec::new();
+        let _ = r.read_to_end(&mut buf);
+        buf
+    });
+    let started = Instant::now();
+    let mut ended = None;
+    let mut sleep = Duration::from_micros(200);
+    while ended.is_none() {
+        if let Some(status) = child.try_wait()? {
+            ended = Some(exit_of(status));
+            break;
+        }
+        if cancel.is_some_and(|c| c.load(Ordering::SeqCst)) {
+            kill_group(pgid);
+            ended = Some(Ended::Cancelled);
+        } else if started.elapsed() >= timeout {
+            kill_group(pgid);
+            ended = Some(Ended::TimedOut);
+        } else {
+            std::thread::sleep(sleep);
+            sleep = (sleep * 2).min(Duration::from_millis(10));
+        }
+    }
+    let _ = child.wait();
+    // Background children that kept the pipe open would block the reader: they belong to
+    // the command's process group, which is gone after a kill; after a normal exit we give
+    // them a moment and then stop reading.
+    let text = join_with_deadline(reader_thread, pgid);
+    Ok(Output {
+        text,
+        ended: ended.unwrap(),
+    })
+}
+
+fn join_with_deadline(t: std::thread::JoinHandle<Vec<u8>>, pgid: i32) -> String {
+    let deadline = Instant::now() + Duration::from_millis(500);
+    while !t.is_finished() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    if !t.is_finished() {
+        // Something in the group still holds the pipe: end the group, by its id.
+        kill_group(pgid);
+    }
+    String::from_utf8_lossy(&t.join().unwrap_or_default()).into_owned()
+}
+
+fn exit_of(status: std::process::ExitStatus) -> Ended {
+    use std::os::unix::process::ExitStatusExt;
+    match (status.code(), status.signal()) {
+        (Some(c), _) => Ended::Exited(c),
+        (None, Some(s)) => Ended::Signalled(s),
+        _ => Ended::Exited(-1),
+    }
+}
+
+/// Sends SIGKILL to process group `pgid` (which we created with setsid).
+pub fn kill_group(pgid: i32) {
+    if pgid > 1 {
+        unsafe {
+            libc::kill(-pgid, libc::SIGKILL);
+        }
+    }
+}
+
+/// Starts a daemon in namespace `ns` in its own session, output appended to `log`.
+pub fn spawn_daemon(ns: Option<&str>, program: &str, args: &[String], log: &Path) -> Result<Child> {
+    let logf = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .with_context(|| format!("opening log file {}", log.display()))?;
+    let mut cmd = command_in(ns, program)?;
+    cmd.args(args)
+        .stdin(Stdio::null())
+        .stdout(logf.try_clone()?)
+        .stderr(logf);
+    let child = cmd
+        .spawn()
+        .with_context(|| format!("starting {program}"))?;
+    Ok(child)
+}
+
+/// Start time of a process in clock ticks since boot (field 22 of /proc/PID/stat), used
+/// with the pid to make sure a recorded pid still names the process we started.
+pub fn start_time(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let after = &stat[stat.rfind(')')? + 2..];
+    after.split_whitespace().nth(19)?.parse().ok()
+}
+
+/// True when `pid` is alive and is still the process that started at `start`.
+pub fn is_same_process(pid: u32, start: u64) -> bool {
+    start_time(pid) == Some(start)
+}
+
+/// Inode of a process's network namespace.
+pub fn netns_inode(pid: u32) -> Option<u64> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(format!("/proc/{pid}/ns/net")).ok().map(|m| m.ino())
+}
+
+/// Every pid whose network namespace is one of `inodes`.
+pub fn pids_in_namespaces(inodes: &[u64]) -> Vec<u32> {
+    let me = std::process::id();
+    let mut out = Vec::new();
+    if let Ok(rd) = std::fs::read_dir("/proc") {
+        for e in rd.flatten() {
+            if let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) {
+                if pid != me && netns_inode(pid).is_some_and(|i| inodes.contains(&i)) {
+                    out.push(pid);
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Ends one recorded process: SIGTERM, a short grace period, then SIGKILL.
+pub fn stop(pid: u32, start: u64, grace: Duration) -> Result<()> {
+    if !is_same_process(pid, start) {
+        return Ok(());
+    }
+    unsafe {
+        libc::kill(pid as i32, libc::SIGTERM);
+    }
+    let until = Instant::now() + grace;
+    while Instant::now() < until {
+        if !is_same_process(pid, start) || is_zombie(pid) {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    unsafe {
+        libc::kill(pid as i32, libc::SIGKILL);
+    }
+    Ok(())
+}
+
+fn is_zombie(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| s.rfind(')').map(|i| s[i + 2..].starts_with('Z')))
+        .unwrap_or(false)
+}
+
+/// Checks that an executable exists, for clear messages before anything starts.
+pub fn require_binary(path: &str, package: &str) -> Result<()> {
+    let found = if path.contains('/') {
+        Path::new(path).exists()
+    } else {
+        which(path).is_some()
+    };
+    if !found {
+        bail!("'{path}' was not found: install it with `apt-get install {package}` (or run `knetsim doctor`)");
+    }
+    Ok(())
+}
+
+pub fn which(name: &str) -> Option<std::path::PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
+}

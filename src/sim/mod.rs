@@ -1,0 +1,1 @@
+//! The model and lifecycle: Sim > Cluster > Worker / EtcdNode > Container.
