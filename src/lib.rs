@@ -11,6 +11,7 @@
 pub mod cli;
 pub mod components;
 pub mod console;
+pub mod interrupt;
 pub mod netns;
 pub mod script;
 pub mod sim;

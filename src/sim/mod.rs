@@ -1,1 +1,318 @@
-//! The model and lifecycle: Sim > Cluster > Worker / EtcdNode > Container.
+//! The model and lifecycle: a [`Sim`] holds clusters; a cluster holds etcd members and
+//! workers; a worker holds containers. It owns bring-up order, readiness waits and
+//! teardown, and hands protocol work to `components` and kernel work to `netns`.
+//!
+//! Handles ([`Cluster`], [`Worker`], [`EtcdNode`]) are cheap clones that name a node; the
+//! state lives once, behind a mutex, and is never held across a slow operation.
+
+pub mod addressing;
+pub mod bringup;
+mod cluster;
+mod worker;
+
+pub use cluster::{Cluster, ClusterSpec, EtcdNode};
+pub use worker::{ContainerInfo, Worker};
+
+use crate::netns::{self, record::Record};
+use anyhow::{bail, Result};
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::process::Child;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+pub const DEFAULT_INSTANCE: &str = "default";
+pub const DEFAULT_EXEC_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How a simulation is run.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Instance name: the run directory and (unless "default") a namespace name prefix.
+    pub instance: String,
+    /// Default bound on `exec*` calls.
+    pub exec_timeout: Duration,
+    /// The knetsim binary that daemons are started from.
+    pub knetsim_exe: PathBuf,
+    /// Show progress bars and summaries on stderr.
+    pub progress: bool,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            instance: DEFAULT_INSTANCE.to_string(),
+            exec_timeout: DEFAULT_EXEC_TIMEOUT,
+            knetsim_exe: std::env::var_os("KNETSIM_EXE")
+                .map(PathBuf::from)
+                .or_else(|| std::env::current_exe().ok())
+                .unwrap_or_else(|| PathBuf::from("knetsim")),
+            progress: true,
+        }
+    }
+}
+
+/// Times of the last bring-up, for the benchmark and the summary line.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct BringUpTimes {
+    pub total: Duration,
+    pub etcd_healthy: Duration,
+    pub flannel_ready: Duration,
+}
+
+/// A running simulation. Clones share it; the last one dropped tears it down.
+#[derive(Clone)]
+pub struct Sim {
+    pub(crate) inner: Arc<Inner>,
+}
+
+pub(crate) struct Inner {
+    pub opts: Options,
+    pub record: Record,
+    pub state: Mutex<State>,
+    pub children: Mutex<Vec<Child>>,
+    pub exec_timeout: Mutex<Duration>,
+    pub torn_down: AtomicBool,
+}
+
+#[derive(Default)]
+pub(crate) struct State {
+    pub host_counter: u32,
+    pub underlay_ready: bool,
+    pub clusters: Vec<ClusterState>,
+    pub last_bringup: Option<BringUpTimes>,
+}
+
+pub(crate) struct ClusterState {
+    pub id: String,
+    #[allow(dead_code)]
+    pub number: u32,
+    pub started: bool,
+    pub etcd: Vec<EtcdState>,
+    pub workers: Vec<WorkerState>,
+}
+
+#[derive(Clone)]
+pub(crate) struct EtcdState {
+    pub short: String,
+    pub name: String,
+    pub ns: String,
+    pub ip: Ipv4Addr,
+}
+
+pub(crate) struct WorkerState {
+    pub short: String,
+    pub name: String,
+    pub ns: String,
+    pub ip: Ipv4Addr,
+    pub started: bool,
+    pub containers: BTreeMap<String, ContainerState>,
+}
+
+#[derive(Clone)]
+pub(crate) struct ContainerState {
+    pub ns: String,
+    pub ip: String,
+    pub labels: BTreeMap<String, String>,
+}
+
+impl ClusterState {
+    pub fn name(&self) -> String {
+        format!("C{}", self.id)
+    }
+    pub fn etcd_endpoints(&self) -> String {
+        self.etcd
+            .iter()
+            .map(|e| format!("http://{}:2379", e.ip))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+}
+
+/// Either kind of node the console can address by name.
+#[derive(Clone)]
+pub enum Node {
+    Worker(Worker),
+    Etcd(EtcdNode),
+}
+
+impl Node {
+    pub fn name(&self) -> String {
+        match self {
+            Node::Worker(w) => w.name(),
+            Node::Etcd(e) => e.name(),
+        }
+    }
+    pub fn exec(&self, cmd: &str) -> Result<String> {
+        match self {
+            Node::Worker(w) => w.exec(cmd),
+            Node::Etcd(e) => e.exec(cmd),
+        }
+    }
+}
+
+impl Sim {
+    /// Claims the instance's run directory (refusing a live instance, cleaning a stale one).
+    pub fn new(opts: Options) -> Result<Sim> {
+        if !nix::unistd::geteuid().is_root() {
+            bail!("knetsim needs root to create network namespaces: run it with sudo");
+        }
+        if !addressing::valid_name(&opts.instance.replace('-', "_")) {
+            bail!(
+                "instance name '{}' is not valid: use letters, digits, '-' or '_', starting with a letter",
+                opts.instance
+            );
+        }
+        let record = Record::claim(&opts.instance)?;
+        let timeout = opts.exec_timeout;
+        Ok(Sim {
+            inner: Arc::new(Inner {
+                opts,
+                record,
+                state: Mutex::new(State::default()),
+                children: Mutex::new(Vec::new()),
+                exec_timeout: Mutex::new(timeout),
+                torn_down: AtomicBool::new(false),
+            }),
+        })
+    }
+
+    pub(crate) fn state(&self) -> MutexGuard<'_, State> {
+        self.inner.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn instance(&self) -> &str {
+        &self.inner.opts.instance
+    }
+
+    pub fn run_dir(&self) -> &Path {
+        self.inner.record.dir()
+    }
+
+    pub fn options(&self) -> &Options {
+        &self.inner.opts
+    }
+
+    pub fn exec_timeout(&self) -> Duration {
+        *self.inner.exec_timeout.lock().unwrap()
+    }
+
+    pub fn set_exec_timeout(&self, t: Duration) {
+        *self.inner.exec_timeout.lock().unwrap() = t;
+    }
+
+    pub fn last_bringup(&self) -> Option<BringUpTimes> {
+        self.state().last_bringup
+    }
+
+    /// Declares cluster `id` (named `C<id>`); [`Sim::start`] or [`Cluster::start`] brings it up.
+    pub fn cluster(&self, id: &str, spec: ClusterSpec) -> Result<Cluster> {
+        cluster::declare(self, id, spec)
+    }
+
+    pub fn get_cluster(&self, id_or_name: &str) -> Result<Cluster> {
+        let id = id_or_name.strip_prefix('C').unwrap_or(id_or_name);
+        let st = self.state();
+        if st.clusters.iter().any(|c| c.id == id) {
+            return Ok(Cluster::handle(self, id));
+        }
+        let known: Vec<String> = st.clusters.iter().map(|c| c.name()).collect();
+        bail!(
+            "there is no cluster '{id_or_name}' (clusters: {})",
+            if known.is_empty() { "none yet".into() } else { known.join(", ") }
+        )
+    }
+
+    pub fn clusters(&self) -> Vec<Cluster> {
+        let ids: Vec<String> = self.state().clusters.iter().map(|c| c.id.clone()).collect();
+        ids.iter().map(|id| Cluster::handle(self, id)).collect()
+    }
+
+    /// Brings up every declared cluster that is not running yet.
+    pub fn start(&self) -> Result<()> {
+        let ids: Vec<String> = self
+            .state()
+            .clusters
+            .iter()
+            .filter(|c| !c.started)
+            .map(|c| c.id.clone())
+            .collect();
+        if ids.is_empty() {
+            bail!("nothing to start: declare a cluster first, e.g. cluster(\"0\", #{{ workers: 3, etcd: 2 }})");
+        }
+        bringup::start_clusters(self, &ids)
+    }
+
+    /// A node by its full name (`C0w1`, `C0e1`).
+    pub fn node(&self, name: &str) -> Option<Node> {
+        let st = self.state();
+        for c in &st.clusters {
+            if let Some(w) = c.workers.iter().find(|w| w.name == name) {
+                return Some(Node::Worker(Worker::handle(self, &c.id, &w.short)));
+            }
+            if let Some(e) = c.etcd.iter().find(|e| e.name == name) {
+                return Some(Node::Etcd(EtcdNode::handle(self, &c.id, &e.short)));
+            }
+        }
+        None
+    }
+
+    /// Names of every cluster and node, for completion and console variables.
+    pub fn node_names(&self) -> Vec<String> {
+        let st = self.state();
+        let mut out = Vec::new();
+        for c in &st.clusters {
+            out.push(c.name());
+            out.extend(c.etcd.iter().map(|e| e.name.clone()));
+            out.extend(c.workers.iter().map(|w| w.name.clone()));
+        }
+        out
+    }
+
+    pub(crate) fn knetsim_exe(&self) -> String {
+        self.inner.opts.knetsim_exe.display().to_string()
+    }
+
+    pub(crate) fn ns_name(&self, node: &str) -> String {
+        addressing::ns_name(&self.inner.opts.instance, node)
+    }
+
+    /// Starts a daemon inside `ns`, recording its pid before anything else happens.
+    pub(crate) fn spawn_daemon(&self, ns: &str, program: &str, args: &[String], log: &Path, what: &str) -> Result<u32> {
+        let child = netns::process::spawn_daemon(Some(ns), program, args, log)?;
+        let pid = child.id();
+        self.inner.record.add_process(pid, what)?;
+        self.inner.children.lock().unwrap().push(child);
+        Ok(pid)
+    }
+
+    /// Stops everything and removes the run directory. Safe to call more than once.
+    pub fn teardown(&self) -> Result<()> {
+        if self.inner.torn_down.swap(true, Ordering::SeqCst) {
+            return Ok(());
+        }
+        teardown_inner(&self.inner)
+    }
+}
+
+fn teardown_inner(inner: &Inner) -> Result<()> {
+    // CNI DEL is not needed for teardown: removing the worker namespaces removes their
+    // veths and bridges; the IPAM files live in the run directory, removed with it.
+    let res = inner.record.teardown();
+    for mut c in inner.children.lock().unwrap().drain(..) {
+        let _ = c.kill();
+        let _ = c.wait();
+    }
+    res
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        if !self.torn_down.swap(true, Ordering::SeqCst) {
+            if let Err(e) = teardown_inner(self) {
+                eprintln!("knetsim: teardown: {e:#}");
+            }
+        }
+    }
+}

@@ -1,0 +1,314 @@
+//! Bring-up: the underlay switch, hosts wired to it, etcd members, the flannel agents,
+//! and the readiness waits between them (never fixed sleeps).
+
+use super::addressing::{FLANNEL_DEVICE, FLANNEL_NETWORK_CONFIG, FLANNEL_PREFIX, UNDERLAY_PREFIX};
+use super::{BringUpTimes, Sim};
+use crate::components::etcd;
+use crate::netns::{self, netlink, process};
+use anyhow::{bail, Context, Result};
+use indicatif::{ProgressBar, ProgressStyle};
+use std::net::Ipv4Addr;
+use std::time::{Duration, Instant};
+
+pub const UNDERLAY_NODE: &str = "underlay";
+pub const UNDERLAY_BRIDGE: &str = "s0";
+const ETCD_TIMEOUT: Duration = Duration::from_secs(30);
+const FLANNEL_TIMEOUT: Duration = Duration::from_secs(30);
+
+fn progress(sim: &Sim, len: u64) -> ProgressBar {
+    if !sim.options().progress {
+        return ProgressBar::hidden();
+    }
+    let pb = ProgressBar::new(len);
+    pb.set_style(
+        ProgressStyle::with_template("{spinner} [{bar:30}] {pos}/{len} {msg}")
+            .unwrap()
+            .progress_chars("=> "),
+    );
+    pb.enable_steady_tick(Duration::from_millis(100));
+    pb
+}
+
+fn check_prerequisites() -> Result<()> {
+    process::require_binary(etcd::ETCD_BIN, "etcd-server")?;
+    for p in ["bridge", "host-local", "loopback"] {
+        process::require_binary(
+            &format!("{}/{p}", crate::components::cni::CNI_PATH),
+            "containernetworking-plugins",
+        )?;
+    }
+    Ok(())
+}
+
+fn interrupted() -> bool {
+    crate::interrupt::is_set()
+}
+
+/// The underlay: one Linux bridge `s0` in a namespace of its own.
+fn ensure_underlay(sim: &Sim) -> Result<String> {
+    let ns = sim.ns_name(UNDERLAY_NODE);
+    if sim.state().underlay_ready {
+        return Ok(ns);
+    }
+    sim.inner.record.add_namespace(&ns)?;
+    netns::create(&ns)?;
+    netlink::with(&ns, |nl| async move {
+        nl.set_up("lo").await?;
+        nl.add_bridge(UNDERLAY_BRIDGE).await?;
+        nl.set_up(UNDERLAY_BRIDGE).await
+    })?;
+    sim.state().underlay_ready = true;
+    Ok(ns)
+}
+
+/// A host (worker or etcd member): its namespace, `lo` up, and `eth0` on the underlay
+/// with its address; the switch-side end is `<node>-eth0`, as Mininet names it.
+fn create_host(sim: &Sim, underlay: &str, node: &str, ns: &str, ip: Ipv4Addr) -> Result<()> {
+    sim.inner.record.add_namespace(ns)?;
+    netns::create(ns)?;
+    let peer = format!("{node}-eth0");
+    let (peer2, underlay2) = (peer.clone(), underlay.to_string());
+    netlink::with(ns, move |nl| async move {
+        nl.set_up("lo").await?;
+        nl.add_veth("eth0", &peer2).await?;
+        nl.move_to_ns(&peer2, &underlay2).await?;
+        nl.add_addr("eth0", ip, UNDERLAY_PREFIX).await?;
+        nl.set_up("eth0").await
+    })
+    .with_context(|| format!("wiring {node} to the underlay"))?;
+    netlink::with(underlay, move |nl| async move { nl.set_master(&peer, UNDERLAY_BRIDGE).await })?;
+    // A worker routes between cni0 and flannel.N.
+    netns::run_in(ns, || {
+        std::fs::write("/proc/sys/net/ipv4/ip_forward", "1").context("enabling ip_forward")
+    })?;
+    Ok(())
+}
+
+fn start_etcd_members(sim: &Sim, id: &str) -> Result<()> {
+    let (members, states) = {
+        let st = sim.state();
+        let c = st.clusters.iter().find(|c| c.id == id).unwrap();
+        let members: Vec<etcd::Member> = c
+            .etcd
+            .iter()
+            .map(|e| etcd::Member { name: e.name.clone(), ip: e.ip })
+            .collect();
+        (members, c.etcd.clone())
+    };
+    for (m, e) in members.iter().zip(&states) {
+        let dir = sim.run_dir().join(&e.name);
+        std::fs::create_dir_all(&dir)?;
+        let args = etcd::member_args(m, &members, &dir.join("data"), &format!("knetsim-C{id}"));
+        sim.spawn_daemon(&e.ns, etcd::ETCD_BIN, &args, &dir.join("etcd.log"), &format!("etcd {}", e.name))?;
+    }
+    Ok(())
+}
+
+fn flanneld_args(sim: &Sim, id: &str, short: &str) -> (String, Vec<String>, std::path::PathBuf) {
+    let w = super::Worker::handle(sim, id, short);
+    let eps = w.cluster().etcd_endpoints();
+    let args = vec![
+        "flanneld".to_string(),
+        "--etcd-endpoints".into(),
+        eps,
+        "--iface".into(),
+        w.ip().to_string(),
+        "--subnet-file".into(),
+        w.subnet_file().display().to_string(),
+        "--etcd-prefix".into(),
+        FLANNEL_PREFIX.into(),
+        "--ip-masq".into(),
+    ];
+    (w.ns(), args, w.dir().join("flanneld.log"))
+}
+
+fn start_flannel(sim: &Sim, id: &str, short: &str) -> Result<u32> {
+    let w = super::Worker::handle(sim, id, short);
+    std::fs::create_dir_all(w.dir())?;
+    let (ns, args, log) = flanneld_args(sim, id, short);
+    sim.spawn_daemon(&ns, &sim.knetsim_exe(), &args, &log, &format!("flanneld {}", w.name()))
+}
+
+fn tail(path: &std::path::Path, n: usize) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n    ")
+}
+
+/// Waits until the worker's agent has written subnet.env.
+fn wait_subnet(sim: &Sim, id: &str, short: &str, pid: u32) -> Result<()> {
+    let w = super::Worker::handle(sim, id, short);
+    let file = w.subnet_file();
+    let started = Instant::now();
+    let start_time = process::start_time(pid);
+    while started.elapsed() < FLANNEL_TIMEOUT {
+        if file.exists() {
+            return Ok(());
+        }
+        if interrupted() {
+            bail!("interrupted");
+        }
+        if start_time.is_none() || !process::is_same_process(pid, start_time.unwrap()) || process_exited(sim, pid) {
+            bail!(
+                "the flannel agent on {} exited before writing {}. Its log ({}) ends with:\n    {}",
+                w.name(),
+                file.display(),
+                w.dir().join("flanneld.log").display(),
+                tail(&w.dir().join("flanneld.log"), 5)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    bail!(
+        "the flannel agent on {} wrote no {} within {} s; see {}",
+        w.name(),
+        file.display(),
+        FLANNEL_TIMEOUT.as_secs(),
+        w.dir().join("flanneld.log").display()
+    )
+}
+
+fn process_exited(sim: &Sim, pid: u32) -> bool {
+    let mut children = sim.inner.children.lock().unwrap();
+    children
+        .iter_mut()
+        .find(|c| c.id() == pid)
+        .is_some_and(|c| matches!(c.try_wait(), Ok(Some(_))))
+}
+
+/// Waits until every started worker of cluster `id` has an overlay route to each other
+/// worker's subnet.
+fn wait_converged(sim: &Sim, id: &str) -> Result<()> {
+    let workers: Vec<(String, String)> = {
+        let st = sim.state();
+        let c = st.clusters.iter().find(|c| c.id == id).unwrap();
+        c.workers.iter().filter(|w| w.started).map(|w| (w.ns.clone(), w.name.clone())).collect()
+    };
+    let want = workers.len().saturating_sub(1);
+    let started = Instant::now();
+    for (ns, name) in &workers {
+        loop {
+            let n = netlink::with(ns, |nl| async move { nl.routes_via(FLANNEL_DEVICE).await })?;
+            if n >= want {
+                break;
+            }
+            if interrupted() {
+                bail!("interrupted");
+            }
+            if started.elapsed() > FLANNEL_TIMEOUT {
+                bail!(
+                    "{name} has routes to {n} of the {want} other workers' subnets after {} s; see its flanneld.log",
+                    FLANNEL_TIMEOUT.as_secs()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+    Ok(())
+}
+
+fn set_worker_started(sim: &Sim, id: &str, short: &str) {
+    let mut st = sim.state();
+    let c = st.clusters.iter_mut().find(|c| c.id == id).unwrap();
+    if let Some(w) = c.workers.iter_mut().find(|w| w.short == short) {
+        w.started = true;
+    }
+}
+
+/// Brings up clusters `ids` together: hosts, then every etcd, then every flannel agent.
+pub(super) fn start_clusters(sim: &Sim, ids: &[String]) -> Result<()> {
+    check_prerequisites()?;
+    let t0 = Instant::now();
+    let hosts: Vec<(String, String, Ipv4Addr)> = {
+        let st = sim.state();
+        st.clusters
+            .iter()
+            .filter(|c| ids.contains(&c.id))
+            .flat_map(|c| {
+                c.etcd
+                    .iter()
+                    .map(|e| (e.name.clone(), e.ns.clone(), e.ip))
+                    .chain(c.workers.iter().map(|w| (w.name.clone(), w.ns.clone(), w.ip)))
+                    .collect::<Vec<_>>()
+            })
+            .collect()
+    };
+    let pb = progress(sim, hosts.len() as u64 + 3);
+    pb.set_message("wiring hosts to the underlay");
+    let underlay = ensure_underlay(sim)?;
+    for (name, ns, ip) in &hosts {
+        create_host(sim, &underlay, name, ns, *ip)?;
+        pb.inc(1);
+    }
+    pb.set_message("starting etcd");
+    for id in ids {
+        start_etcd_members(sim, id)?;
+    }
+    let waits: Vec<_> = ids
+        .iter()
+        .map(|id| {
+            let c = super::Cluster::handle(sim, id);
+            let (ns, eps) = (c.etcd_ns(), c.etcd_endpoints());
+            std::thread::spawn(move || etcd::wait_healthy(&ns, &eps, ETCD_TIMEOUT, &interrupted))
+        })
+        .collect();
+    for w in waits {
+        w.join().map_err(|_| anyhow::anyhow!("etcd wait panicked"))??;
+    }
+    let etcd_healthy = t0.elapsed();
+    for id in ids {
+        let c = super::Cluster::handle(sim, id);
+        etcd::put(&c.etcd_ns(), &c.etcd_endpoints(), &format!("{FLANNEL_PREFIX}/config"), FLANNEL_NETWORK_CONFIG)?;
+    }
+    pb.inc(1);
+    pb.set_message("starting flannel agents");
+    let mut started = Vec::new();
+    for id in ids {
+        for w in super::Cluster::handle(sim, id).workers() {
+            let pid = start_flannel(sim, id, w.short())?;
+            started.push((id.clone(), w.short().to_string(), pid));
+        }
+    }
+    for (id, short, pid) in &started {
+        wait_subnet(sim, id, short, *pid)?;
+        set_worker_started(sim, id, short);
+    }
+    pb.inc(1);
+    let flannel_ready = t0.elapsed();
+    pb.set_message("waiting for the overlay routes");
+    for id in ids {
+        wait_converged(sim, id)?;
+        let mut st = sim.state();
+        st.clusters.iter_mut().find(|c| &c.id == id).unwrap().started = true;
+    }
+    pb.inc(1);
+    pb.finish_and_clear();
+    let times = BringUpTimes {
+        total: t0.elapsed(),
+        etcd_healthy,
+        flannel_ready,
+    };
+    sim.state().last_bringup = Some(times);
+    if sim.options().progress {
+        let names: Vec<String> = ids.iter().map(|i| format!("C{i}")).collect();
+        eprintln!(
+            "{} {} up in {:.2} s (etcd healthy after {:.2} s)",
+            crate::ui::green("✓"),
+            names.join(", "),
+            times.total.as_secs_f64(),
+            etcd_healthy.as_secs_f64()
+        );
+    }
+    Ok(())
+}
+
+/// Joins a worker to a running cluster.
+pub(super) fn join_worker(sim: &Sim, id: &str, short: &str) -> Result<()> {
+    let underlay = ensure_underlay(sim)?;
+    let w = super::Worker::handle(sim, id, short);
+    create_host(sim, &underlay, &w.name(), &w.ns(), w.ip())?;
+    let pid = start_flannel(sim, id, short)?;
+    wait_subnet(sim, id, short, pid)?;
+    set_worker_started(sim, id, short);
+    wait_converged(sim, id)
+}

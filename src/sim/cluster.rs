@@ -1,0 +1,266 @@
+//! Clusters and their etcd members: declaration (names and Mininet numbering), lookup of
+//! nodes and containers, and joining a worker to a running cluster.
+
+use super::addressing::{etcd_ip, host_ip, node_name};
+use super::{ClusterState, EtcdState, Node, Sim, Worker, WorkerState};
+use anyhow::{bail, Result};
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+use std::time::Duration;
+
+/// The shape of a cluster: how many workers and etcd members.
+#[derive(Debug, Clone, Copy)]
+pub struct ClusterSpec {
+    pub workers: u32,
+    pub etcd: u32,
+}
+
+impl Default for ClusterSpec {
+    fn default() -> Self {
+        ClusterSpec { workers: 3, etcd: 2 }
+    }
+}
+
+pub(super) fn declare(sim: &Sim, id: &str, spec: ClusterSpec) -> Result<Cluster> {
+    if id.is_empty() || id.len() > 3 || !id.chars().all(|c| c.is_ascii_digit()) {
+        bail!("cluster id '{id}' is not valid: use a number such as \"0\" or \"1\" (the cluster is then named C{id})");
+    }
+    if spec.workers == 0 || spec.workers > 200 {
+        bail!("cluster C{id}: workers must be between 1 and 200 (got {})", spec.workers);
+    }
+    if spec.etcd == 0 || spec.etcd > 5 {
+        bail!("cluster C{id}: etcd must be between 1 and 5 members (got {})", spec.etcd);
+    }
+    let mut st = sim.state();
+    if st.clusters.iter().any(|c| c.id == id) {
+        bail!("cluster C{id} is already declared; use a different id");
+    }
+    let number = id.parse::<u32>().unwrap_or(0);
+    let mut etcd = Vec::new();
+    for k in 1..=spec.etcd {
+        st.host_counter += 1;
+        let short = format!("e{k}");
+        let name = node_name(id, &short);
+        etcd.push(EtcdState {
+            ns: sim.ns_name(&name),
+            short,
+            name,
+            ip: etcd_ip(number, k),
+        });
+    }
+    let mut workers = Vec::new();
+    for k in 1..=spec.workers {
+        st.host_counter += 1;
+        let short = format!("w{k}");
+        let name = node_name(id, &short);
+        workers.push(WorkerState {
+            ns: sim.ns_name(&name),
+            short,
+            name,
+            ip: host_ip(st.host_counter),
+            started: false,
+            containers: BTreeMap::new(),
+        });
+    }
+    st.clusters.push(ClusterState {
+        id: id.to_string(),
+        number,
+        started: false,
+        etcd,
+        workers,
+    });
+    Ok(Cluster::handle(sim, id))
+}
+
+/// A handle on one cluster.
+#[derive(Clone)]
+pub struct Cluster {
+    pub(crate) sim: Sim,
+    pub(crate) id: String,
+}
+
+impl Cluster {
+    pub(crate) fn handle(sim: &Sim, id: &str) -> Cluster {
+        Cluster {
+            sim: sim.clone(),
+            id: id.to_string(),
+        }
+    }
+
+    pub fn sim(&self) -> &Sim {
+        &self.sim
+    }
+
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    pub fn name(&self) -> String {
+        format!("C{}", self.id)
+    }
+
+    pub(crate) fn with<R>(&self, f: impl FnOnce(&ClusterState) -> R) -> R {
+        let st = self.sim.state();
+        let c = st.clusters.iter().find(|c| c.id == self.id).expect("cluster handle");
+        f(c)
+    }
+
+    pub fn is_started(&self) -> bool {
+        self.with(|c| c.started)
+    }
+
+    /// Brings this cluster up (and the underlay, if needed).
+    pub fn start(&self) -> Result<()> {
+        if self.is_started() {
+            return Ok(());
+        }
+        super::bringup::start_clusters(&self.sim, std::slice::from_ref(&self.id))
+    }
+
+    /// Comma-separated etcd client URLs.
+    pub fn etcd_endpoints(&self) -> String {
+        self.with(|c| c.etcd_endpoints())
+    }
+
+    /// Namespace from which this cluster's etcd can be reached (its first member's).
+    pub fn etcd_ns(&self) -> String {
+        self.with(|c| c.etcd[0].ns.clone())
+    }
+
+    pub fn workers(&self) -> Vec<Worker> {
+        let shorts: Vec<String> = self.with(|c| c.workers.iter().map(|w| w.short.clone()).collect());
+        shorts.iter().map(|s| Worker::handle(&self.sim, &self.id, s)).collect()
+    }
+
+    pub fn etcd_nodes(&self) -> Vec<EtcdNode> {
+        let shorts: Vec<String> = self.with(|c| c.etcd.iter().map(|e| e.short.clone()).collect());
+        shorts.iter().map(|s| EtcdNode::handle(&self.sim, &self.id, s)).collect()
+    }
+
+    /// A node by its short name (`w1`, `e2`) or full name (`C0w1`).
+    pub fn get(&self, name: &str) -> Result<Node> {
+        let prefix = self.name();
+        let short = name.strip_prefix(&prefix).unwrap_or(name);
+        let (is_worker, is_etcd, known) = self.with(|c| {
+            let known: Vec<String> = c
+                .workers
+                .iter()
+                .map(|w| w.short.clone())
+                .chain(c.etcd.iter().map(|e| e.short.clone()))
+                .collect();
+            (
+                c.workers.iter().any(|w| w.short == short),
+                c.etcd.iter().any(|e| e.short == short),
+                known,
+            )
+        });
+        if is_worker {
+            return Ok(Node::Worker(Worker::handle(&self.sim, &self.id, short)));
+        }
+        if is_etcd {
+            return Ok(Node::Etcd(EtcdNode::handle(&self.sim, &self.id, short)));
+        }
+        bail!("{prefix} has no node '{name}' (its nodes: {})", known.join(", "))
+    }
+
+    /// A worker by short or full name.
+    pub fn worker(&self, name: &str) -> Result<Worker> {
+        match self.get(name)? {
+            Node::Worker(w) => Ok(w),
+            Node::Etcd(e) => bail!("{} is an etcd member, not a worker", e.name()),
+        }
+    }
+
+    /// The worker hosting container `name`, if any.
+    pub fn find_container(&self, name: &str) -> Option<Worker> {
+        let short = self.with(|c| {
+            c.workers
+                .iter()
+                .find(|w| w.containers.contains_key(name))
+                .map(|w| w.short.clone())
+        })?;
+        Some(Worker::handle(&self.sim, &self.id, &short))
+    }
+
+    /// Every container of the cluster as (container, worker) names.
+    pub fn containers(&self) -> Vec<(String, String)> {
+        self.with(|c| {
+            c.workers
+                .iter()
+                .flat_map(|w| w.containers.keys().map(move |k| (k.clone(), w.short.clone())))
+                .collect()
+        })
+    }
+
+    /// Adds a worker to the cluster (`C0w4`), bringing it up at once if the cluster runs.
+    pub fn add_worker(&self) -> Result<Worker> {
+        let (short, started) = {
+            let mut st = self.sim.state();
+            st.host_counter += 1;
+            let n = st.host_counter;
+            let ns_of = |name: &str| self.sim.ns_name(name);
+            let c = st.clusters.iter_mut().find(|c| c.id == self.id).expect("cluster handle");
+            let k = c.workers.len() + 1;
+            let short = format!("w{k}");
+            let name = node_name(&self.id, &short);
+            c.workers.push(WorkerState {
+                ns: ns_of(&name),
+                short: short.clone(),
+                name,
+                ip: host_ip(n),
+                started: false,
+                containers: BTreeMap::new(),
+            });
+            (short, c.started)
+        };
+        if started {
+            super::bringup::join_worker(&self.sim, &self.id, &short)?;
+        }
+        Ok(Worker::handle(&self.sim, &self.id, &short))
+    }
+}
+
+/// A handle on one etcd member.
+#[derive(Clone)]
+pub struct EtcdNode {
+    pub(crate) sim: Sim,
+    pub(crate) cluster: String,
+    pub(crate) short: String,
+}
+
+impl EtcdNode {
+    pub(crate) fn handle(sim: &Sim, cluster: &str, short: &str) -> EtcdNode {
+        EtcdNode {
+            sim: sim.clone(),
+            cluster: cluster.to_string(),
+            short: short.to_string(),
+        }
+    }
+
+    fn state(&self) -> EtcdState {
+        let st = self.sim.state();
+        let c = st.clusters.iter().find(|c| c.id == self.cluster).expect("cluster");
+        c.etcd.iter().find(|e| e.short == self.short).expect("etcd member").clone()
+    }
+
+    pub fn name(&self) -> String {
+        node_name(&self.cluster, &self.short)
+    }
+
+    pub fn ip(&self) -> Ipv4Addr {
+        self.state().ip
+    }
+
+    pub fn ns(&self) -> String {
+        self.state().ns
+    }
+
+    /// Runs a shell command on this member (bounded by the exec timeout).
+    pub fn exec(&self, cmd: &str) -> Result<String> {
+        super::worker::exec_in(&self.sim, &self.ns(), &self.name(), cmd, &[], None)
+    }
+
+    pub fn exec_with_timeout(&self, cmd: &str, timeout: Duration) -> Result<String> {
+        super::worker::exec_in(&self.sim, &self.ns(), &self.name(), cmd, &[], Some(timeout))
+    }
+}

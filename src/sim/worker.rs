@@ -1,0 +1,269 @@
+//! Workers and their containers: creating and deleting pods through CNI, and running
+//! commands on a worker or inside a pod.
+
+use super::addressing::{container_node, node_name, valid_name};
+use super::{ContainerState, Sim, WorkerState};
+use crate::components::cni::WorkerCni;
+use crate::netns::{self, process};
+use anyhow::{bail, Result};
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// What a learner can ask about one container.
+#[derive(Debug, Clone)]
+pub struct ContainerInfo {
+    pub name: String,
+    pub worker: String,
+    pub ns: String,
+    pub ip: String,
+    pub labels: BTreeMap<String, String>,
+}
+
+/// A handle on one worker.
+#[derive(Clone)]
+pub struct Worker {
+    pub(crate) sim: Sim,
+    pub(crate) cluster: String,
+    pub(crate) short: String,
+}
+
+/// Runs `cmd` with `sh -c` in namespace `ns`, bounded by the timeout and by Ctrl-C.
+/// Returns stdout and stderr as one text, like a terminal shows them.
+pub(crate) fn exec_in(
+    sim: &Sim,
+    ns: &str,
+    who: &str,
+    cmd: &str,
+    env: &[(&str, &str)],
+    timeout: Option<Duration>,
+) -> Result<String> {
+    let timeout = timeout.unwrap_or_else(|| sim.exec_timeout());
+    let out = process::run_shell(Some(ns), cmd, env, timeout, Some(crate::interrupt::flag()))?;
+    match out.ended {
+        process::Ended::TimedOut => bail!(
+            "`{cmd}` on {who} did not finish within {:.1} s, so it was stopped.\n  \
+             Bound it (e.g. `ping -c 3`), start it with exec_container_async(), or raise the limit with set_exec_timeout(SECONDS).",
+            timeout.as_secs_f64()
+        ),
+        process::Ended::Cancelled => {
+            crate::interrupt::take();
+            Ok(format!("{}^C (interrupted)\n", out.text))
+        }
+        _ => Ok(out.text),
+    }
+}
+
+impl Worker {
+    pub(crate) fn handle(sim: &Sim, cluster: &str, short: &str) -> Worker {
+        Worker {
+            sim: sim.clone(),
+            cluster: cluster.to_string(),
+            short: short.to_string(),
+        }
+    }
+
+    pub(crate) fn with<R>(&self, f: impl FnOnce(&WorkerState) -> R) -> R {
+        let st = self.sim.state();
+        let c = st.clusters.iter().find(|c| c.id == self.cluster).expect("cluster");
+        f(c.workers.iter().find(|w| w.short == self.short).expect("worker"))
+    }
+
+    fn with_mut<R>(&self, f: impl FnOnce(&mut WorkerState) -> R) -> R {
+        let mut st = self.sim.state();
+        let c = st.clusters.iter_mut().find(|c| c.id == self.cluster).expect("cluster");
+        f(c.workers.iter_mut().find(|w| w.short == self.short).expect("worker"))
+    }
+
+    pub fn sim(&self) -> &Sim {
+        &self.sim
+    }
+
+    pub fn cluster(&self) -> super::Cluster {
+        super::Cluster::handle(&self.sim, &self.cluster)
+    }
+
+    pub fn name(&self) -> String {
+        node_name(&self.cluster, &self.short)
+    }
+
+    pub fn short(&self) -> &str {
+        &self.short
+    }
+
+    pub fn ip(&self) -> Ipv4Addr {
+        self.with(|w| w.ip)
+    }
+
+    pub fn ns(&self) -> String {
+        self.with(|w| w.ns.clone())
+    }
+
+    pub fn is_started(&self) -> bool {
+        self.with(|w| w.started)
+    }
+
+    /// The worker's own directory in the run directory (subnet.env, logs, CNI state).
+    pub fn dir(&self) -> PathBuf {
+        self.sim.run_dir().join(self.name())
+    }
+
+    pub fn subnet_file(&self) -> PathBuf {
+        self.dir().join("subnet.env")
+    }
+
+    pub(crate) fn cni(&self) -> WorkerCni {
+        let dir = self.dir();
+        WorkerCni {
+            worker_ns: self.ns(),
+            subnet_file: self.subnet_file(),
+            data_dir: dir.join("cni").join("flannel"),
+            ipam_dir: dir.join("cni").join("networks"),
+        }
+    }
+
+    fn require_started(&self) -> Result<()> {
+        if !self.is_started() {
+            bail!(
+                "{} is not running yet: call start() (or {}.start()) first",
+                self.name(),
+                self.cluster().name()
+            );
+        }
+        Ok(())
+    }
+
+    /// Runs a shell command on the worker itself. `etcdctl` there talks to the cluster's
+    /// etcd, as a node's tools would be configured to.
+    pub fn exec(&self, cmd: &str) -> Result<String> {
+        self.exec_with_timeout(cmd, None)
+    }
+
+    pub fn exec_with_timeout(&self, cmd: &str, timeout: Option<Duration>) -> Result<String> {
+        self.require_started()?;
+        let eps = self.cluster().etcd_endpoints();
+        exec_in(&self.sim, &self.ns(), &self.name(), cmd, &[("ETCDCTL_ENDPOINTS", &eps)], timeout)
+    }
+
+    pub fn containers(&self) -> Vec<String> {
+        self.with(|w| w.containers.keys().cloned().collect())
+    }
+
+    pub fn container(&self, name: &str) -> Result<ContainerInfo> {
+        let found = self.with(|w| w.containers.get(name).cloned());
+        match found {
+            Some(c) => Ok(ContainerInfo {
+                name: name.to_string(),
+                worker: self.name(),
+                ns: c.ns,
+                ip: c.ip,
+                labels: c.labels,
+            }),
+            None => {
+                let here = self.containers();
+                let elsewhere = self
+                    .cluster()
+                    .find_container(name)
+                    .map(|w| format!("; it runs on {}", w.name()))
+                    .unwrap_or_default();
+                bail!(
+                    "there is no container '{name}' on {} (containers there: {}){elsewhere}",
+                    self.name(),
+                    if here.is_empty() { "none".to_string() } else { here.join(", ") }
+                )
+            }
+        }
+    }
+
+    pub fn container_ip(&self, name: &str) -> Result<String> {
+        Ok(self.container(name)?.ip)
+    }
+
+    /// Creates a pod: a namespace named `C<id>-<name>`, wired by CNI ADD.
+    pub fn create_container(&self, name: &str, labels: BTreeMap<String, String>) -> Result<ContainerInfo> {
+        self.require_started()?;
+        if !valid_name(name) {
+            bail!("'{name}' is not a valid container name: use letters, digits and '_', starting with a letter (at most 20)");
+        }
+        if let Some(w) = self.cluster().find_container(name) {
+            bail!(
+                "a container named '{name}' already exists in {} (on {}); pick another name or delete it first",
+                self.cluster().name(),
+                w.name()
+            );
+        }
+        let node = container_node(&self.cluster, name);
+        let ns = self.sim.ns_name(&node);
+        self.sim.inner.record.add_namespace(&ns)?;
+        if let Err(e) = netns::create(&ns) {
+            let _ = self.sim.inner.record.forget_namespace(&ns);
+            return Err(e);
+        }
+        let attach = match self.cni().add(&node, &netns::path(&ns)) {
+            Ok(a) => a,
+            Err(e) => {
+                let _ = self.cni().del(&node, &netns::path(&ns));
+                let _ = netns::delete(&ns);
+                let _ = self.sim.inner.record.forget_namespace(&ns);
+                return Err(e.context(format!("wiring container '{name}' on {}", self.name())));
+            }
+        };
+        let state = ContainerState {
+            ns: ns.clone(),
+            ip: attach.ip.clone(),
+            labels: labels.clone(),
+        };
+        self.with_mut(|w| w.containers.insert(name.to_string(), state));
+        Ok(ContainerInfo {
+            name: name.to_string(),
+            worker: self.name(),
+            ns,
+            ip: attach.ip,
+            labels,
+        })
+    }
+
+    /// Deletes a pod: CNI DEL with the config kept at ADD, then its namespace and anything
+    /// still running in it.
+    pub fn delete_container(&self, name: &str) -> Result<()> {
+        let info = self.container(name)?;
+        let node = container_node(&self.cluster, name);
+        let del = self.cni().del(&node, &netns::path(&info.ns));
+        if let Some(ino) = netns::inode(&info.ns) {
+            for pid in process::pids_in_namespaces(&[ino]) {
+                unsafe {
+                    libc::kill(pid as i32, libc::SIGKILL);
+                }
+            }
+        }
+        netns::delete(&info.ns)?;
+        self.sim.inner.record.forget_namespace(&info.ns)?;
+        self.with_mut(|w| w.containers.remove(name));
+        del
+    }
+
+    /// Runs a shell command inside a pod, bounded by the exec timeout.
+    pub fn exec_container(&self, name: &str, cmd: &str) -> Result<String> {
+        self.exec_container_with_timeout(name, cmd, None)
+    }
+
+    pub fn exec_container_with_timeout(&self, name: &str, cmd: &str, timeout: Option<Duration>) -> Result<String> {
+        let info = self.container(name)?;
+        exec_in(&self.sim, &info.ns, &format!("{name} on {}", self.name()), cmd, &[], timeout)
+    }
+
+    /// Starts a long-running command inside a pod and returns at once. Its output goes to
+    /// `<run dir>/<worker>/<container>.log`; teardown or delete_container ends it.
+    pub fn exec_container_async(&self, name: &str, cmd: &str) -> Result<u32> {
+        let info = self.container(name)?;
+        let log = self.dir().join(format!("{name}.log"));
+        self.sim.spawn_daemon(
+            &info.ns,
+            "/bin/sh",
+            &["-c".to_string(), cmd.to_string()],
+            &log,
+            &format!("{name} on {}: {cmd}", self.name()),
+        )
+    }
+}
