@@ -1,1 +1,313 @@
 //! The Rhai lesson runner.
+//!
+//! A [`ScriptSession`] owns one Rhai engine and one scope bound to a [`Sim`]. Scripts run
+//! in it one after another (a lesson, then console lines) and share their variables and
+//! functions. [`Outcome`] says how a run ended; the CLI maps it to an exit status.
+
+pub mod api;
+pub mod errors;
+
+use crate::sim::Sim;
+use crate::ui;
+use rhai::{Dynamic, Engine, EvalAltResult, Scope, AST};
+use std::path::Path;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+/// The original simulator's default scenario (two clusters with containers).
+pub const DEFAULT_SCENARIO: &str = include_str!("../../scenarios/default.rhai");
+/// The name errors in the default scenario are reported under.
+pub const DEFAULT_SCENARIO_NAME: &str = "scenarios/default.rhai";
+
+/// How a script run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Ran to the end and every `expect` held.
+    Ok,
+    /// Ran to the end, but this many `expect`s failed.
+    ExpectFailed(usize),
+    /// A syntax or runtime error stopped it (already reported on stderr).
+    ScriptError,
+    /// Ctrl-C stopped it.
+    Interrupted,
+}
+
+impl Outcome {
+    /// 0 all expects held; 1 some expect failed; 2 script error; 130 interrupted.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            Outcome::Ok => 0,
+            Outcome::ExpectFailed(_) => 1,
+            Outcome::ScriptError => 2,
+            Outcome::Interrupted => 130,
+        }
+    }
+}
+
+/// The result of evaluating one console line.
+pub(crate) enum LineResult {
+    Value(Dynamic),
+    Error(String),
+    Interrupted(Option<String>),
+}
+
+/// One Rhai engine + scope bound to a simulation.
+pub struct ScriptSession {
+    sim: Sim,
+    engine: Engine,
+    scope: Scope<'static>,
+    /// Functions defined by earlier runs, so the console can call a lesson's functions.
+    functions: AST,
+    lesson: Arc<api::Lesson>,
+    last_error: Option<String>,
+}
+
+impl ScriptSession {
+    /// `interactive`: `step()` waits for Enter (still never when stdin is not a terminal).
+    pub fn new(sim: Sim, interactive: bool) -> ScriptSession {
+        let lesson = Arc::new(api::Lesson::default());
+        lesson.interactive.store(interactive, Ordering::SeqCst);
+        let mut engine = Engine::new();
+        engine.set_max_expr_depths(256, 256);
+        api::register(&mut engine, &sim, &lesson);
+        // Ctrl-C outside an exec stops the script between operations.
+        engine.on_progress(|_| crate::interrupt::is_set().then_some(Dynamic::UNIT));
+        // Node names (`C0`, `C0w1`, `C0e1`) are variables unless the script defines them.
+        let s = sim.clone();
+        #[allow(deprecated)] // rhai marks on_var as volatile, not as going away
+        engine.on_var(move |name, _, ctx| {
+            if ctx.scope().contains(name) {
+                return Ok(None);
+            }
+            Ok(api::resolve_name(&s, name))
+        });
+        ScriptSession {
+            sim,
+            engine,
+            scope: Scope::new(),
+            functions: AST::empty(),
+            lesson,
+            last_error: None,
+        }
+    }
+
+    pub fn sim(&self) -> &Sim {
+        &self.sim
+    }
+
+    pub fn set_interactive(&mut self, on: bool) {
+        self.lesson.interactive.store(on, Ordering::SeqCst);
+    }
+
+    /// The last error message printed (without colours), for tests and tools.
+    pub fn last_error(&self) -> Option<&str> {
+        self.last_error.as_deref()
+    }
+
+    /// Expectations held and failed so far in this session.
+    pub fn expect_counts(&self) -> (usize, usize) {
+        (
+            self.lesson.passed.load(Ordering::SeqCst),
+            self.lesson.failed.load(Ordering::SeqCst),
+        )
+    }
+
+    /// Names of the variables in scope (for console completion).
+    pub fn variable_names(&self) -> Vec<String> {
+        self.scope
+            .iter_raw()
+            .map(|(n, _, _)| n.to_string())
+            .collect()
+    }
+
+    /// Binds every cluster and node as a variable (`C0`, `C0w1`, `C0e1`).
+    pub fn refresh_node_variables(&mut self) {
+        for name in self.sim.node_names() {
+            if let Some(v) = api::resolve_name(&self.sim, &name) {
+                self.scope.set_or_push(name, v);
+            }
+        }
+    }
+
+    /// Runs a script file, read relative to the current directory.
+    pub fn run_file(&mut self, path: &Path) -> Outcome {
+        let name = path.display().to_string();
+        match std::fs::read_to_string(path) {
+            Ok(src) => self.run_source(&name, &src),
+            Err(e) => {
+                let msg = format!(
+                    "error: cannot read the script {name}: {e} (paths are relative to {})",
+                    std::env::current_dir()
+                        .map(|d| d.display().to_string())
+                        .unwrap_or_else(|_| "the current directory".into())
+                );
+                eprintln!("{}", ui::red(&msg));
+                self.last_error = Some(msg);
+                Outcome::ScriptError
+            }
+        }
+    }
+
+    /// Runs script text; `name` is what error messages call it.
+    pub fn run_source(&mut self, name: &str, src: &str) -> Outcome {
+        let (p0, f0) = self.expect_counts();
+        let res = self.eval(name, src);
+        let (p1, f1) = self.expect_counts();
+        let (passed, failed) = (p1 - p0, f1 - f0);
+        let outcome = match res {
+            Ok(_) => {
+                if failed > 0 {
+                    Outcome::ExpectFailed(failed)
+                } else {
+                    Outcome::Ok
+                }
+            }
+            Err(Stop::Error(msg)) => {
+                eprint!("{}", color_error(&msg));
+                self.last_error = Some(msg);
+                Outcome::ScriptError
+            }
+            Err(Stop::Interrupted(partial, at)) => {
+                if let Some(p) = partial {
+                    print!("{p}");
+                }
+                let msg = format!(
+                    "{name}: interrupted (Ctrl-C){}",
+                    at.map(|a| format!(" at {a}")).unwrap_or_default()
+                );
+                eprintln!("{}", ui::yellow(&msg));
+                self.last_error = Some(msg);
+                Outcome::Interrupted
+            }
+        };
+        if passed + failed > 0 {
+            if failed == 0 {
+                println!(
+                    "{}",
+                    ui::green(&format!("✓ all {passed} expectations held"))
+                );
+            } else {
+                println!(
+                    "{}",
+                    ui::red(&format!(
+                        "✗ {failed} of {} expectations failed",
+                        passed + failed
+                    ))
+                );
+            }
+        }
+        outcome
+    }
+
+    /// Evaluates one console line (already classified as Rhai).
+    pub(crate) fn eval_line(&mut self, src: &str) -> LineResult {
+        self.lesson.in_console.store(true, Ordering::SeqCst);
+        let r = self.eval("console", src);
+        self.lesson.in_console.store(false, Ordering::SeqCst);
+        match r {
+            Ok(v) => LineResult::Value(v),
+            Err(Stop::Error(m)) => LineResult::Error(m),
+            Err(Stop::Interrupted(p, _)) => LineResult::Interrupted(p),
+        }
+    }
+
+    fn eval(&mut self, name: &str, src: &str) -> Result<Dynamic, Stop> {
+        let mut ast = match self.engine.compile(src) {
+            Ok(a) => a,
+            Err(e) => {
+                return Err(Stop::Error(errors::render(
+                    name,
+                    src,
+                    &errors::parse_error_report(&e),
+                )))
+            }
+        };
+        ast.set_source(name);
+        let full = self.functions.merge(&ast);
+        let res = self
+            .engine
+            .eval_ast_with_scope::<Dynamic>(&mut self.scope, &full);
+        self.functions += ast.clone_functions_only();
+        match res {
+            Ok(v) => Ok(v),
+            // `exit()` and a top-level `return` end a script normally.
+            Err(e) if matches!(*e, EvalAltResult::Exit(..) | EvalAltResult::Return(..)) => {
+                Ok(Dynamic::UNIT)
+            }
+            Err(e) => Err(self.classify(name, src, *e)),
+        }
+    }
+
+    fn classify(&self, name: &str, src: &str, e: EvalAltResult) -> Stop {
+        let inner = e.unwrap_inner();
+        if let EvalAltResult::ErrorTerminated(tok, pos) = inner {
+            crate::interrupt::take();
+            let partial = tok.clone().into_string().ok();
+            let at = pos.line().map(|l| format!("{name}:{l}"));
+            return Stop::Interrupted(partial, at);
+        }
+        if crate::interrupt::take() {
+            // A Rust call (e.g. start()) gave up because of Ctrl-C.
+            return Stop::Interrupted(None, e.position().line().map(|l| format!("{name}:{l}")));
+        }
+        Stop::Error(errors::render(name, src, &errors::eval_error_report(&e)))
+    }
+}
+
+/// Why an evaluation stopped early.
+enum Stop {
+    Error(String),
+    Interrupted(Option<String>, Option<String>),
+}
+
+/// Colours the `error:` prefix red and leaves the source lines plain.
+fn color_error(msg: &str) -> String {
+    let mut out = String::new();
+    for (i, line) in msg.lines().enumerate() {
+        if i == 0 {
+            out.push_str(&ui::red(line));
+        } else {
+            out.push_str(line);
+        }
+        out.push('\n');
+    }
+    out
+}
+
+/// How the console shows a value: strings as they are (command output reads naturally),
+/// the simulator's handles by name and address, arrays and maps element by element.
+pub fn show(v: &Dynamic) -> String {
+    show_inner(v, true)
+}
+
+fn show_inner(v: &Dynamic, top: bool) -> String {
+    use crate::sim::{Cluster, EtcdNode, Worker};
+    if let Some(w) = v.clone().try_cast::<Worker>() {
+        return format!("worker {} ({})", w.name(), w.ip());
+    }
+    if let Some(e) = v.clone().try_cast::<EtcdNode>() {
+        return format!("etcd member {} ({})", e.name(), e.ip());
+    }
+    if let Some(c) = v.clone().try_cast::<Cluster>() {
+        return format!("cluster {}", c.name());
+    }
+    if v.is_string() {
+        let s = v.to_string();
+        return if top { s } else { format!("{s:?}") };
+    }
+    if v.is_array() {
+        let a = v.clone().into_array().unwrap_or_default();
+        let items: Vec<String> = a.iter().map(|x| show_inner(x, false)).collect();
+        return format!("[{}]", items.join(", "));
+    }
+    if v.is_map() {
+        if let Some(m) = v.read_lock::<rhai::Map>() {
+            let items: Vec<String> = m
+                .iter()
+                .map(|(k, x)| format!("{k}: {}", show_inner(x, false)))
+                .collect();
+            return format!("#{{{}}}", items.join(", "));
+        }
+    }
+    v.to_string()
+}
