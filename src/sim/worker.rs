@@ -307,4 +307,18 @@ impl Worker {
             &format!("{name} on {}: {cmd}", self.name()),
         )
     }
+
+    /// Starts a long-running command on the worker itself (a capture, a server) and
+    /// returns its pid at once. Output goes to `<run dir>/<worker>/async.log`.
+    pub fn exec_async(&self, cmd: &str) -> Result<u32> {
+        self.require_started()?;
+        let log = self.dir().join("async.log");
+        self.sim.spawn_daemon(
+            &self.ns(),
+            "/bin/sh",
+            &["-c".to_string(), cmd.to_string()],
+            &log,
+            &format!("{}: {cmd}", self.name()),
+        )
+    }
 }
