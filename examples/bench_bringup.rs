@@ -12,7 +12,10 @@ use std::time::{Duration, Instant};
 
 fn knetsim_exe() -> std::path::PathBuf {
     let me = std::env::current_exe().expect("current exe");
-    let bin = me.parent().and_then(|p| p.parent()).map(|p| p.join("knetsim"));
+    let bin = me
+        .parent()
+        .and_then(|p| p.parent())
+        .map(|p| p.join("knetsim"));
     match bin {
         Some(b) if b.exists() => b,
         _ => {
@@ -56,7 +59,10 @@ fn all_pods_reach_each_other(pods: &[(Worker, String, String)]) {
 }
 
 fn main() -> anyhow::Result<()> {
-    let runs: usize = std::env::args().nth(1).and_then(|s| s.parse().ok()).unwrap_or(5);
+    let runs: usize = std::env::args()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(5);
     let exe = knetsim_exe();
     let mut totals = Vec::new();
     let mut etcds = Vec::new();
@@ -67,13 +73,28 @@ fn main() -> anyhow::Result<()> {
             progress: false,
             ..Options::default()
         })?;
-        let c0 = sim.cluster("0", ClusterSpec { workers: 3, etcd: 2 })?;
-        let c1 = sim.cluster("1", ClusterSpec { workers: 3, etcd: 2 })?;
+        let c0 = sim.cluster(
+            "0",
+            ClusterSpec {
+                workers: 3,
+                etcd: 2,
+            },
+        )?;
+        let c1 = sim.cluster(
+            "1",
+            ClusterSpec {
+                workers: 3,
+                etcd: 2,
+            },
+        )?;
         let t0 = Instant::now();
         sim.start()?;
         let mut pods = Vec::new();
         for (c, placement) in [
-            (&c0, vec![("w1", "c1"), ("w2", "c2"), ("w3", "c3"), ("w3", "c4")]),
+            (
+                &c0,
+                vec![("w1", "c1"), ("w2", "c2"), ("w3", "c3"), ("w3", "c4")],
+            ),
             (&c1, vec![("w1", "c1"), ("w2", "c2"), ("w3", "c3")]),
         ] {
             for (w, p) in placement {
@@ -84,7 +105,10 @@ fn main() -> anyhow::Result<()> {
         }
         all_pods_reach_each_other(&pods);
         let total = t0.elapsed();
-        let etcd = sim.last_bringup().map(|b| b.etcd_healthy).unwrap_or_default();
+        let etcd = sim
+            .last_bringup()
+            .map(|b| b.etcd_healthy)
+            .unwrap_or_default();
         println!(
             "run {}: every pod reaches every other after {:.3} s (etcd healthy after {:.3} s)",
             i + 1,
@@ -99,9 +123,18 @@ fn main() -> anyhow::Result<()> {
     println!();
     println!("| measure (median of {runs}) | seconds |");
     println!("| --- | --- |");
-    println!("| default scenario: start() until all pods reach each other | {:.3} |", t.as_secs_f64());
-    println!("| etcd election (both clusters healthy), same runs | {:.3} |", e.as_secs_f64());
+    println!(
+        "| default scenario: start() until all pods reach each other | {:.3} |",
+        t.as_secs_f64()
+    );
+    println!(
+        "| etcd election (both clusters healthy), same runs | {:.3} |",
+        e.as_secs_f64()
+    );
     println!("| everything after etcd | {:.3} |", (t - e).as_secs_f64());
-    println!("| ratio bring-up / etcd election | {:.2} |", t.as_secs_f64() / e.as_secs_f64());
+    println!(
+        "| ratio bring-up / etcd election | {:.2} |",
+        t.as_secs_f64() / e.as_secs_f64()
+    );
     Ok(())
 }

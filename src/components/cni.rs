@@ -9,7 +9,12 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
+/// Where Debian installs the CNI plugins; `KNETSIM_CNI_PATH` overrides it.
 pub const CNI_PATH: &str = "/usr/lib/cni";
+
+pub fn cni_path() -> String {
+    std::env::var("KNETSIM_CNI_PATH").unwrap_or_else(|_| CNI_PATH.to_string())
+}
 pub const CNI_VERSION: &str = "0.3.1";
 
 /// What flanneld wrote to subnet.env.
@@ -121,7 +126,8 @@ fn exec_plugin(
     ifname: &str,
     config: &Value,
 ) -> Result<Value> {
-    let bin = Path::new(CNI_PATH).join(plugin);
+    let dir = cni_path();
+    let bin = Path::new(&dir).join(plugin);
     if !bin.exists() {
         bail!(
             "CNI plugin {} is missing: install it with `apt-get install containernetworking-plugins`",
@@ -134,7 +140,7 @@ fn exec_plugin(
         .env("CNI_CONTAINERID", container_id)
         .env("CNI_NETNS", netns_path)
         .env("CNI_IFNAME", ifname)
-        .env("CNI_PATH", CNI_PATH)
+        .env("CNI_PATH", &dir)
         .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())

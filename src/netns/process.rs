@@ -212,9 +212,9 @@ pub fn start_time(pid: u32) -> Option<u64> {
     after.split_whitespace().nth(19)?.parse().ok()
 }
 
-/// True when `pid` is alive and is still the process that started at `start`.
+/// True when `pid` is alive (not a zombie) and is still the process that started at `start`.
 pub fn is_same_process(pid: u32, start: u64) -> bool {
-    start_time(pid) == Some(start)
+    start_time(pid) == Some(start) && !is_zombie(pid)
 }
 
 /// Inode of a process's network namespace.

@@ -33,7 +33,7 @@ fn check_prerequisites() -> Result<()> {
     process::require_binary(etcd::ETCD_BIN, "etcd-server")?;
     for p in ["bridge", "host-local", "loopback"] {
         process::require_binary(
-            &format!("{}/{p}", crate::components::cni::CNI_PATH),
+            &format!("{}/{p}", crate::components::cni::cni_path()),
             "containernetworking-plugins",
         )?;
     }
