@@ -91,9 +91,9 @@ pub fn run(args: FlanneldArgs) -> Result<()> {
             _ = term.recv() => { log!("received SIGTERM, exiting"); Ok(()) }
             _ = int.recv() => { log!("received SIGINT, exiting"); Ok(()) }
         };
-        match &res {
-            Ok(()) => log!("exiting cleanly: the VXLAN device, routes and the lease stay in place for the next start"),
-            Err(e) => log!("error: {e:#}"),
+        // An error is printed by the caller (on stderr, into the same log file).
+        if res.is_ok() {
+            log!("exiting cleanly: the VXLAN device, routes and the lease stay in place for the next start");
         }
         res
     })
@@ -415,5 +415,33 @@ async fn watch_loop(
         }
         tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(Duration::from_secs(5));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn write_atomic_creates_parent_and_leaves_no_temporary_file() {
+        let dir = std::env::temp_dir().join(format!("flannel-unit-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let path = dir.join("a/b/subnet.env");
+        write_atomic(&path, "FLANNEL_MTU=1450\n").unwrap();
+        write_atomic(&path, "FLANNEL_MTU=1400\n").unwrap();
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap(),
+            "FLANNEL_MTU=1400\n"
+        );
+        let names: Vec<_> = std::fs::read_dir(dir.join("a/b"))
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name())
+            .collect();
+        assert_eq!(names.len(), 1, "{names:?}");
+        // a parent that is a file is a clear error
+        let e = write_atomic(&path.join("x"), "y").unwrap_err();
+        assert!(format!("{e:#}").contains("creating directory"), "{e:#}");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

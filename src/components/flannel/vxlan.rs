@@ -232,9 +232,6 @@ fn incompatibility(l: &LinkMessage, cfg: &VxlanConfig, ext: &ExtIface) -> Option
                 return Some(format!("port {v} vs {}", cfg.port))
             }
             InfoVxlan::L2Miss(true) => return Some("l2miss is on".into()),
-            InfoVxlan::Learning(v) if *v != cfg.learning => {
-                return Some(format!("learning {v} vs {}", cfg.learning))
-            }
             _ => {}
         }
     }
