@@ -117,3 +117,107 @@ fn bad_names_give_clear_errors() {
     sim.teardown().unwrap();
     assert_nothing_left("lc3", &[]);
 }
+
+#[test]
+fn a_worker_added_after_start_is_reachable() {
+    let sim = sim("lc4");
+    let c = sim
+        .cluster(
+            "0",
+            ClusterSpec {
+                workers: 2,
+                etcd: 1,
+            },
+        )
+        .unwrap();
+    sim.start().unwrap();
+    let w1 = c.worker("w1").unwrap();
+    w1.create_container("c1", BTreeMap::new()).unwrap();
+    let t0 = std::time::Instant::now();
+    let w3 = c.add_worker().unwrap();
+    assert_eq!(w3.name(), "C0w3");
+    let p = w3.create_container("c9", BTreeMap::new()).unwrap();
+    let out = w1
+        .exec_container("c1", &format!("ping -c 1 -W 2 {}", p.ip))
+        .unwrap();
+    println!(
+        "joined, pod created and first ping answered after {:?}",
+        t0.elapsed()
+    );
+    assert!(
+        out.contains(" 0% packet loss"),
+        "new worker's pod unreachable:\n{out}"
+    );
+    let routes = w1.exec("ip route show dev flannel.100").unwrap();
+    assert_eq!(
+        routes.lines().filter(|l| l.contains("onlink")).count(),
+        2,
+        "{routes}"
+    );
+    sim.teardown().unwrap();
+    assert_nothing_left("lc4", &[]);
+}
+
+#[test]
+fn two_instances_run_side_by_side() {
+    let a = sim("lc5a");
+    let b = sim("lc5b");
+    for s in [&a, &b] {
+        s.cluster(
+            "0",
+            ClusterSpec {
+                workers: 2,
+                etcd: 1,
+            },
+        )
+        .unwrap();
+    }
+    let (ta, tb) = (a.clone(), b.clone());
+    let ha = std::thread::spawn(move || ta.start());
+    let hb = std::thread::spawn(move || tb.start());
+    ha.join().unwrap().unwrap();
+    hb.join().unwrap().unwrap();
+    for s in [&a, &b] {
+        let c = s.get_cluster("0").unwrap();
+        let w1 = c.worker("w1").unwrap();
+        let w2 = c.worker("w2").unwrap();
+        w1.create_container("c1", BTreeMap::new()).unwrap();
+        let ip = w2.create_container("c2", BTreeMap::new()).unwrap().ip;
+        let out = w1
+            .exec_container("c1", &format!("ping -c 1 -W 2 {ip}"))
+            .unwrap();
+        assert!(out.contains(" 0% packet loss"), "{}: {out}", s.instance());
+    }
+    assert!(knetsim::netns::exists("lc5a-C0w1") && knetsim::netns::exists("lc5b-C0w1"));
+    a.teardown().unwrap();
+    b.teardown().unwrap();
+    assert_nothing_left("lc5a", &[]);
+    assert_nothing_left("lc5b", &[]);
+}
+
+#[test]
+fn exec_async_processes_end_with_their_pod() {
+    let sim = sim("lc6");
+    let c = sim
+        .cluster(
+            "0",
+            ClusterSpec {
+                workers: 1,
+                etcd: 1,
+            },
+        )
+        .unwrap();
+    sim.start().unwrap();
+    let w1 = c.worker("w1").unwrap();
+    w1.create_container("c1", BTreeMap::new()).unwrap();
+    let pid = w1.exec_container_async("c1", "sleep 300").unwrap();
+    let start = knetsim::netns::process::start_time(pid).expect("the async command runs");
+    w1.delete_container("c1").unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    assert!(
+        !knetsim::netns::process::is_same_process(pid, start),
+        "sleep survived its pod"
+    );
+    sim.teardown().unwrap();
+    assert_nothing_left("lc6", &[]);
+}
