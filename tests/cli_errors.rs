@@ -129,7 +129,7 @@ fn exec_timeout_stops_the_command_and_says_how_to_fix_it() {
 
 #[test]
 fn missing_etcd_binary_names_the_package() {
-    let src = format!("{SMALL}");
+    let src = SMALL.to_string();
     let r = run(
         "cli6",
         "noetcd.rhai",
@@ -148,7 +148,7 @@ fn missing_etcd_binary_names_the_package() {
 
 #[test]
 fn missing_cni_plugin_names_the_package() {
-    let src = format!("{SMALL}");
+    let src = SMALL.to_string();
     let r = run(
         "cli7",
         "nocni.rhai",
