@@ -9,7 +9,12 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
+/// Where Debian installs the CNI plugins; `KNETSIM_CNI_PATH` overrides it.
 pub const CNI_PATH: &str = "/usr/lib/cni";
+
+pub fn cni_path() -> String {
+    std::env::var("KNETSIM_CNI_PATH").unwrap_or_else(|_| CNI_PATH.to_string())
+}
 pub const CNI_VERSION: &str = "0.3.1";
 
 /// What flanneld wrote to subnet.env.
@@ -31,14 +36,19 @@ pub fn parse_subnet_env(text: &str) -> Result<SubnetEnv> {
     Ok(SubnetEnv {
         network: get("FLANNEL_NETWORK")?,
         subnet: get("FLANNEL_SUBNET")?,
-        mtu: get("FLANNEL_MTU")?.parse().context("FLANNEL_MTU is not a number")?,
+        mtu: get("FLANNEL_MTU")?
+            .parse()
+            .context("FLANNEL_MTU is not a number")?,
         ipmasq: get("FLANNEL_IPMASQ")? == "true",
     })
 }
 
 pub fn read_subnet_env(path: &Path) -> Result<SubnetEnv> {
     let text = std::fs::read_to_string(path).with_context(|| {
-        format!("reading {} (is the worker's flannel agent running?)", path.display())
+        format!(
+            "reading {} (is the worker's flannel agent running?)",
+            path.display()
+        )
     })?;
     parse_subnet_env(&text).with_context(|| format!("parsing {}", path.display()))
 }
@@ -89,7 +99,11 @@ pub fn network_of(cidr: &str) -> String {
     let (Ok(ip), Ok(len)) = (ip.parse::<std::net::Ipv4Addr>(), len.parse::<u32>()) else {
         return cidr.to_string();
     };
-    let mask = if len == 0 { 0 } else { u32::MAX << (32 - len.min(32)) };
+    let mask = if len == 0 {
+        0
+    } else {
+        u32::MAX << (32 - len.min(32))
+    };
     format!("{}/{len}", std::net::Ipv4Addr::from(u32::from(ip) & mask))
 }
 
@@ -112,7 +126,8 @@ fn exec_plugin(
     ifname: &str,
     config: &Value,
 ) -> Result<Value> {
-    let bin = Path::new(CNI_PATH).join(plugin);
+    let dir = cni_path();
+    let bin = Path::new(&dir).join(plugin);
     if !bin.exists() {
         bail!(
             "CNI plugin {} is missing: install it with `apt-get install containernetworking-plugins`",
@@ -125,12 +140,14 @@ fn exec_plugin(
         .env("CNI_CONTAINERID", container_id)
         .env("CNI_NETNS", netns_path)
         .env("CNI_IFNAME", ifname)
-        .env("CNI_PATH", CNI_PATH)
+        .env("CNI_PATH", &dir)
         .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    let mut child = cmd.spawn().with_context(|| format!("running {}", bin.display()))?;
+    let mut child = cmd
+        .spawn()
+        .with_context(|| format!("running {}", bin.display()))?;
     child
         .stdin
         .take()
@@ -142,9 +159,16 @@ fn exec_plugin(
         // CNI errors come as JSON {code, msg, details} on stdout.
         let msg = serde_json::from_str::<Value>(&stdout)
             .ok()
-            .and_then(|v| v["msg"].as_str().map(|m| format!("{m} {}", v["details"].as_str().unwrap_or(""))))
+            .and_then(|v| {
+                v["msg"]
+                    .as_str()
+                    .map(|m| format!("{m} {}", v["details"].as_str().unwrap_or("")))
+            })
             .unwrap_or_else(|| format!("{stdout}{}", String::from_utf8_lossy(&out.stderr)));
-        bail!("CNI {command} with plugin '{plugin}' failed: {}", msg.trim());
+        bail!(
+            "CNI {command} with plugin '{plugin}' failed: {}",
+            msg.trim()
+        );
     }
     if stdout.trim().is_empty() {
         return Ok(Value::Null);
@@ -178,7 +202,15 @@ impl WorkerCni {
             serde_json::to_vec_pretty(&delegate)?,
         )?;
         let lo = json!({"cniVersion": CNI_VERSION, "name": "lo", "type": "loopback"});
-        exec_plugin(&self.worker_ns, "loopback", "ADD", container_id, netns_path, "lo", &lo)?;
+        exec_plugin(
+            &self.worker_ns,
+            "loopback",
+            "ADD",
+            container_id,
+            netns_path,
+            "lo",
+            &lo,
+        )?;
         let result = exec_plugin(
             &self.worker_ns,
             "bridge",
@@ -209,7 +241,15 @@ impl WorkerCni {
             Ok(b) => serde_json::from_slice(&b)?,
             Err(_) => return Ok(()),
         };
-        exec_plugin(&self.worker_ns, "bridge", "DEL", container_id, netns_path, "eth0", &delegate)?;
+        exec_plugin(
+            &self.worker_ns,
+            "bridge",
+            "DEL",
+            container_id,
+            netns_path,
+            "eth0",
+            &delegate,
+        )?;
         let _ = std::fs::remove_file(kept);
         Ok(())
     }
@@ -244,7 +284,10 @@ mod tests {
         assert_eq!(d["type"], "bridge");
         assert_eq!(d["name"], "cbr0");
         assert_eq!(d["mtu"], 1450);
-        assert_eq!(d["ipMasq"], false, "flannel masquerades, so the bridge must not");
+        assert_eq!(
+            d["ipMasq"], false,
+            "flannel masquerades, so the bridge must not"
+        );
         assert_eq!(d["isGateway"], true);
         assert_eq!(d["isDefaultGateway"], true);
         assert_eq!(d["hairpinMode"], true);

@@ -41,7 +41,11 @@ pub fn initial_cluster(members: &[Member]) -> String {
 
 /// Comma-separated client URLs of every member.
 pub fn endpoints(members: &[Member]) -> String {
-    members.iter().map(|m| m.client_url()).collect::<Vec<_>>().join(",")
+    members
+        .iter()
+        .map(|m| m.client_url())
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 /// The command-line arguments of one member. Timing is tightened (10 ms heartbeat,
@@ -143,7 +147,10 @@ pub fn get_prefix(ns: &str, endpoints: &str, prefix: &str) -> Result<Vec<(String
     let p = prefix.to_string();
     with_client(ns, endpoints, move |mut c| async move {
         let resp = c
-            .get(p.clone(), Some(etcd_client::GetOptions::new().with_prefix()))
+            .get(
+                p.clone(),
+                Some(etcd_client::GetOptions::new().with_prefix()),
+            )
             .await
             .with_context(|| format!("listing {p} in etcd"))?;
         Ok(resp

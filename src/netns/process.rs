@@ -38,6 +38,12 @@ impl Output {
 /// in a new session, with a private mount namespace whose /sys shows the namespace's own
 /// links (as `ip netns exec` arranges).
 pub fn command_in(ns: Option<&str>, program: &str) -> Result<Command> {
+    command_in_session(ns, program, true)
+}
+
+/// Like [`command_in`]; with `new_session` false the command keeps the caller's terminal
+/// (for an interactive shell).
+pub fn command_in_session(ns: Option<&str>, program: &str, new_session: bool) -> Result<Command> {
     let mut cmd = Command::new(program);
     if let Some(ns) = ns {
         let fd: OwnedFd = super::open(ns)?.into();
@@ -60,13 +66,21 @@ pub fn command_in(ns: Option<&str>, program: &str) -> Result<Command> {
                         std::ptr::null(),
                     );
                     libc::umount2(sys.as_ptr(), libc::MNT_DETACH);
-                    libc::mount(name.as_ptr(), sys.as_ptr(), sysfs.as_ptr(), 0, std::ptr::null());
+                    libc::mount(
+                        name.as_ptr(),
+                        sys.as_ptr(),
+                        sysfs.as_ptr(),
+                        0,
+                        std::ptr::null(),
+                    );
                 }
-                libc::setsid();
+                if new_session {
+                    libc::setsid();
+                }
                 Ok(())
             });
         }
-    } else {
+    } else if new_session {
         unsafe {
             cmd.pre_exec(|| {
                 libc::setsid();
@@ -96,7 +110,11 @@ pub fn run_shell(
 }
 
 /// Runs a prepared command with stdout+stderr captured into one pipe.
-pub fn run_bounded(mut cmd: Command, timeout: Duration, cancel: Option<&AtomicBool>) -> Result<Output> {
+pub fn run_bounded(
+    mut cmd: Command,
+    timeout: Duration,
+    cancel: Option<&AtomicBool>,
+) -> Result<Output> {
     let (reader, writer) = std::io::pipe().context("creating a pipe")?;
     let writer2 = writer.try_clone()?;
     cmd.stdout(writer).stderr(writer2);
@@ -182,9 +200,7 @@ pub fn spawn_daemon(ns: Option<&str>, program: &str, args: &[String], log: &Path
         .stdin(Stdio::null())
         .stdout(logf.try_clone()?)
         .stderr(logf);
-    let child = cmd
-        .spawn()
-        .with_context(|| format!("starting {program}"))?;
+    let child = cmd.spawn().with_context(|| format!("starting {program}"))?;
     Ok(child)
 }
 
@@ -196,15 +212,17 @@ pub fn start_time(pid: u32) -> Option<u64> {
     after.split_whitespace().nth(19)?.parse().ok()
 }
 
-/// True when `pid` is alive and is still the process that started at `start`.
+/// True when `pid` is alive (not a zombie) and is still the process that started at `start`.
 pub fn is_same_process(pid: u32, start: u64) -> bool {
-    start_time(pid) == Some(start)
+    start_time(pid) == Some(start) && !is_zombie(pid)
 }
 
 /// Inode of a process's network namespace.
 pub fn netns_inode(pid: u32) -> Option<u64> {
     use std::os::unix::fs::MetadataExt;
-    std::fs::metadata(format!("/proc/{pid}/ns/net")).ok().map(|m| m.ino())
+    std::fs::metadata(format!("/proc/{pid}/ns/net"))
+        .ok()
+        .map(|m| m.ino())
 }
 
 /// Every pid whose network namespace is one of `inodes`.

@@ -33,7 +33,7 @@ fn check_prerequisites() -> Result<()> {
     process::require_binary(etcd::ETCD_BIN, "etcd-server")?;
     for p in ["bridge", "host-local", "loopback"] {
         process::require_binary(
-            &format!("{}/{p}", crate::components::cni::CNI_PATH),
+            &format!("{}/{p}", crate::components::cni::cni_path()),
             "containernetworking-plugins",
         )?;
     }
@@ -76,7 +76,9 @@ fn create_host(sim: &Sim, underlay: &str, node: &str, ns: &str, ip: Ipv4Addr) ->
         nl.set_up("eth0").await
     })
     .with_context(|| format!("wiring {node} to the underlay"))?;
-    netlink::with(underlay, move |nl| async move { nl.set_master(&peer, UNDERLAY_BRIDGE).await })?;
+    netlink::with(underlay, move |nl| async move {
+        nl.set_master(&peer, UNDERLAY_BRIDGE).await
+    })?;
     // A worker routes between cni0 and flannel.N.
     netns::run_in(ns, || {
         std::fs::write("/proc/sys/net/ipv4/ip_forward", "1").context("enabling ip_forward")
@@ -91,7 +93,10 @@ fn start_etcd_members(sim: &Sim, id: &str) -> Result<()> {
         let members: Vec<etcd::Member> = c
             .etcd
             .iter()
-            .map(|e| etcd::Member { name: e.name.clone(), ip: e.ip })
+            .map(|e| etcd::Member {
+                name: e.name.clone(),
+                ip: e.ip,
+            })
             .collect();
         (members, c.etcd.clone())
     };
@@ -99,7 +104,13 @@ fn start_etcd_members(sim: &Sim, id: &str) -> Result<()> {
         let dir = sim.run_dir().join(&e.name);
         std::fs::create_dir_all(&dir)?;
         let args = etcd::member_args(m, &members, &dir.join("data"), &format!("knetsim-C{id}"));
-        sim.spawn_daemon(&e.ns, etcd::ETCD_BIN, &args, &dir.join("etcd.log"), &format!("etcd {}", e.name))?;
+        sim.spawn_daemon(
+            &e.ns,
+            etcd::ETCD_BIN,
+            &args,
+            &dir.join("etcd.log"),
+            &format!("etcd {}", e.name),
+        )?;
     }
     Ok(())
 }
@@ -126,7 +137,13 @@ fn start_flannel(sim: &Sim, id: &str, short: &str) -> Result<u32> {
     let w = super::Worker::handle(sim, id, short);
     std::fs::create_dir_all(w.dir())?;
     let (ns, args, log) = flanneld_args(sim, id, short);
-    sim.spawn_daemon(&ns, &sim.knetsim_exe(), &args, &log, &format!("flanneld {}", w.name()))
+    sim.spawn_daemon(
+        &ns,
+        &sim.knetsim_exe(),
+        &args,
+        &log,
+        &format!("flanneld {}", w.name()),
+    )
 }
 
 fn tail(path: &std::path::Path, n: usize) -> String {
@@ -148,7 +165,10 @@ fn wait_subnet(sim: &Sim, id: &str, short: &str, pid: u32) -> Result<()> {
         if interrupted() {
             bail!("interrupted");
         }
-        if start_time.is_none() || !process::is_same_process(pid, start_time.unwrap()) || process_exited(sim, pid) {
+        if start_time.is_none()
+            || !process::is_same_process(pid, start_time.unwrap())
+            || process_exited(sim, pid)
+        {
             bail!(
                 "the flannel agent on {} exited before writing {}. Its log ({}) ends with:\n    {}",
                 w.name(),
@@ -182,7 +202,11 @@ fn wait_converged(sim: &Sim, id: &str) -> Result<()> {
     let workers: Vec<(String, String)> = {
         let st = sim.state();
         let c = st.clusters.iter().find(|c| c.id == id).unwrap();
-        c.workers.iter().filter(|w| w.started).map(|w| (w.ns.clone(), w.name.clone())).collect()
+        c.workers
+            .iter()
+            .filter(|w| w.started)
+            .map(|w| (w.ns.clone(), w.name.clone()))
+            .collect()
     };
     let want = workers.len().saturating_sub(1);
     let started = Instant::now();
@@ -228,7 +252,11 @@ pub(super) fn start_clusters(sim: &Sim, ids: &[String]) -> Result<()> {
                 c.etcd
                     .iter()
                     .map(|e| (e.name.clone(), e.ns.clone(), e.ip))
-                    .chain(c.workers.iter().map(|w| (w.name.clone(), w.ns.clone(), w.ip)))
+                    .chain(
+                        c.workers
+                            .iter()
+                            .map(|w| (w.name.clone(), w.ns.clone(), w.ip)),
+                    )
                     .collect::<Vec<_>>()
             })
             .collect()
@@ -253,12 +281,18 @@ pub(super) fn start_clusters(sim: &Sim, ids: &[String]) -> Result<()> {
         })
         .collect();
     for w in waits {
-        w.join().map_err(|_| anyhow::anyhow!("etcd wait panicked"))??;
+        w.join()
+            .map_err(|_| anyhow::anyhow!("etcd wait panicked"))??;
     }
     let etcd_healthy = t0.elapsed();
     for id in ids {
         let c = super::Cluster::handle(sim, id);
-        etcd::put(&c.etcd_ns(), &c.etcd_endpoints(), &format!("{FLANNEL_PREFIX}/config"), FLANNEL_NETWORK_CONFIG)?;
+        etcd::put(
+            &c.etcd_ns(),
+            &c.etcd_endpoints(),
+            &format!("{FLANNEL_PREFIX}/config"),
+            FLANNEL_NETWORK_CONFIG,
+        )?;
     }
     pb.inc(1);
     pb.set_message("starting flannel agents");
@@ -279,7 +313,11 @@ pub(super) fn start_clusters(sim: &Sim, ids: &[String]) -> Result<()> {
     for id in ids {
         wait_converged(sim, id)?;
         let mut st = sim.state();
-        st.clusters.iter_mut().find(|c| &c.id == id).unwrap().started = true;
+        st.clusters
+            .iter_mut()
+            .find(|c| &c.id == id)
+            .unwrap()
+            .started = true;
     }
     pb.inc(1);
     pb.finish_and_clear();

@@ -17,7 +17,10 @@ pub struct ClusterSpec {
 
 impl Default for ClusterSpec {
     fn default() -> Self {
-        ClusterSpec { workers: 3, etcd: 2 }
+        ClusterSpec {
+            workers: 3,
+            etcd: 2,
+        }
     }
 }
 
@@ -26,10 +29,16 @@ pub(super) fn declare(sim: &Sim, id: &str, spec: ClusterSpec) -> Result<Cluster>
         bail!("cluster id '{id}' is not valid: use a number such as \"0\" or \"1\" (the cluster is then named C{id})");
     }
     if spec.workers == 0 || spec.workers > 200 {
-        bail!("cluster C{id}: workers must be between 1 and 200 (got {})", spec.workers);
+        bail!(
+            "cluster C{id}: workers must be between 1 and 200 (got {})",
+            spec.workers
+        );
     }
     if spec.etcd == 0 || spec.etcd > 5 {
-        bail!("cluster C{id}: etcd must be between 1 and 5 members (got {})", spec.etcd);
+        bail!(
+            "cluster C{id}: etcd must be between 1 and 5 members (got {})",
+            spec.etcd
+        );
     }
     let mut st = sim.state();
     if st.clusters.iter().any(|c| c.id == id) {
@@ -101,7 +110,11 @@ impl Cluster {
 
     pub(crate) fn with<R>(&self, f: impl FnOnce(&ClusterState) -> R) -> R {
         let st = self.sim.state();
-        let c = st.clusters.iter().find(|c| c.id == self.id).expect("cluster handle");
+        let c = st
+            .clusters
+            .iter()
+            .find(|c| c.id == self.id)
+            .expect("cluster handle");
         f(c)
     }
 
@@ -128,13 +141,20 @@ impl Cluster {
     }
 
     pub fn workers(&self) -> Vec<Worker> {
-        let shorts: Vec<String> = self.with(|c| c.workers.iter().map(|w| w.short.clone()).collect());
-        shorts.iter().map(|s| Worker::handle(&self.sim, &self.id, s)).collect()
+        let shorts: Vec<String> =
+            self.with(|c| c.workers.iter().map(|w| w.short.clone()).collect());
+        shorts
+            .iter()
+            .map(|s| Worker::handle(&self.sim, &self.id, s))
+            .collect()
     }
 
     pub fn etcd_nodes(&self) -> Vec<EtcdNode> {
         let shorts: Vec<String> = self.with(|c| c.etcd.iter().map(|e| e.short.clone()).collect());
-        shorts.iter().map(|s| EtcdNode::handle(&self.sim, &self.id, s)).collect()
+        shorts
+            .iter()
+            .map(|s| EtcdNode::handle(&self.sim, &self.id, s))
+            .collect()
     }
 
     /// A node by its short name (`w1`, `e2`) or full name (`C0w1`).
@@ -160,7 +180,10 @@ impl Cluster {
         if is_etcd {
             return Ok(Node::Etcd(EtcdNode::handle(&self.sim, &self.id, short)));
         }
-        bail!("{prefix} has no node '{name}' (its nodes: {})", known.join(", "))
+        bail!(
+            "{prefix} has no node '{name}' (its nodes: {})",
+            known.join(", ")
+        )
     }
 
     /// A worker by short or full name.
@@ -187,7 +210,11 @@ impl Cluster {
         self.with(|c| {
             c.workers
                 .iter()
-                .flat_map(|w| w.containers.keys().map(move |k| (k.clone(), w.short.clone())))
+                .flat_map(|w| {
+                    w.containers
+                        .keys()
+                        .map(move |k| (k.clone(), w.short.clone()))
+                })
                 .collect()
         })
     }
@@ -199,7 +226,11 @@ impl Cluster {
             st.host_counter += 1;
             let n = st.host_counter;
             let ns_of = |name: &str| self.sim.ns_name(name);
-            let c = st.clusters.iter_mut().find(|c| c.id == self.id).expect("cluster handle");
+            let c = st
+                .clusters
+                .iter_mut()
+                .find(|c| c.id == self.id)
+                .expect("cluster handle");
             let k = c.workers.len() + 1;
             let short = format!("w{k}");
             let name = node_name(&self.id, &short);
@@ -239,8 +270,16 @@ impl EtcdNode {
 
     fn state(&self) -> EtcdState {
         let st = self.sim.state();
-        let c = st.clusters.iter().find(|c| c.id == self.cluster).expect("cluster");
-        c.etcd.iter().find(|e| e.short == self.short).expect("etcd member").clone()
+        let c = st
+            .clusters
+            .iter()
+            .find(|c| c.id == self.cluster)
+            .expect("cluster");
+        c.etcd
+            .iter()
+            .find(|e| e.short == self.short)
+            .expect("etcd member")
+            .clone()
     }
 
     pub fn name(&self) -> String {

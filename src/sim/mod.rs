@@ -220,7 +220,11 @@ impl Sim {
         let known: Vec<String> = st.clusters.iter().map(|c| c.name()).collect();
         bail!(
             "there is no cluster '{id_or_name}' (clusters: {})",
-            if known.is_empty() { "none yet".into() } else { known.join(", ") }
+            if known.is_empty() {
+                "none yet".into()
+            } else {
+                known.join(", ")
+            }
         )
     }
 
@@ -279,7 +283,14 @@ impl Sim {
     }
 
     /// Starts a daemon inside `ns`, recording its pid before anything else happens.
-    pub(crate) fn spawn_daemon(&self, ns: &str, program: &str, args: &[String], log: &Path, what: &str) -> Result<u32> {
+    pub(crate) fn spawn_daemon(
+        &self,
+        ns: &str,
+        program: &str,
+        args: &[String],
+        log: &Path,
+        what: &str,
+    ) -> Result<u32> {
         let child = netns::process::spawn_daemon(Some(ns), program, args, log)?;
         let pid = child.id();
         self.inner.record.add_process(pid, what)?;

@@ -66,14 +66,28 @@ impl Worker {
 
     pub(crate) fn with<R>(&self, f: impl FnOnce(&WorkerState) -> R) -> R {
         let st = self.sim.state();
-        let c = st.clusters.iter().find(|c| c.id == self.cluster).expect("cluster");
-        f(c.workers.iter().find(|w| w.short == self.short).expect("worker"))
+        let c = st
+            .clusters
+            .iter()
+            .find(|c| c.id == self.cluster)
+            .expect("cluster");
+        f(c.workers
+            .iter()
+            .find(|w| w.short == self.short)
+            .expect("worker"))
     }
 
     fn with_mut<R>(&self, f: impl FnOnce(&mut WorkerState) -> R) -> R {
         let mut st = self.sim.state();
-        let c = st.clusters.iter_mut().find(|c| c.id == self.cluster).expect("cluster");
-        f(c.workers.iter_mut().find(|w| w.short == self.short).expect("worker"))
+        let c = st
+            .clusters
+            .iter_mut()
+            .find(|c| c.id == self.cluster)
+            .expect("cluster");
+        f(c.workers
+            .iter_mut()
+            .find(|w| w.short == self.short)
+            .expect("worker"))
     }
 
     pub fn sim(&self) -> &Sim {
@@ -143,7 +157,14 @@ impl Worker {
     pub fn exec_with_timeout(&self, cmd: &str, timeout: Option<Duration>) -> Result<String> {
         self.require_started()?;
         let eps = self.cluster().etcd_endpoints();
-        exec_in(&self.sim, &self.ns(), &self.name(), cmd, &[("ETCDCTL_ENDPOINTS", &eps)], timeout)
+        exec_in(
+            &self.sim,
+            &self.ns(),
+            &self.name(),
+            cmd,
+            &[("ETCDCTL_ENDPOINTS", &eps)],
+            timeout,
+        )
     }
 
     pub fn containers(&self) -> Vec<String> {
@@ -170,7 +191,11 @@ impl Worker {
                 bail!(
                     "there is no container '{name}' on {} (containers there: {}){elsewhere}",
                     self.name(),
-                    if here.is_empty() { "none".to_string() } else { here.join(", ") }
+                    if here.is_empty() {
+                        "none".to_string()
+                    } else {
+                        here.join(", ")
+                    }
                 )
             }
         }
@@ -181,7 +206,11 @@ impl Worker {
     }
 
     /// Creates a pod: a namespace named `C<id>-<name>`, wired by CNI ADD.
-    pub fn create_container(&self, name: &str, labels: BTreeMap<String, String>) -> Result<ContainerInfo> {
+    pub fn create_container(
+        &self,
+        name: &str,
+        labels: BTreeMap<String, String>,
+    ) -> Result<ContainerInfo> {
         self.require_started()?;
         if !valid_name(name) {
             bail!("'{name}' is not a valid container name: use letters, digits and '_', starting with a letter (at most 20)");
@@ -248,9 +277,21 @@ impl Worker {
         self.exec_container_with_timeout(name, cmd, None)
     }
 
-    pub fn exec_container_with_timeout(&self, name: &str, cmd: &str, timeout: Option<Duration>) -> Result<String> {
+    pub fn exec_container_with_timeout(
+        &self,
+        name: &str,
+        cmd: &str,
+        timeout: Option<Duration>,
+    ) -> Result<String> {
         let info = self.container(name)?;
-        exec_in(&self.sim, &info.ns, &format!("{name} on {}", self.name()), cmd, &[], timeout)
+        exec_in(
+            &self.sim,
+            &info.ns,
+            &format!("{name} on {}", self.name()),
+            cmd,
+            &[],
+            timeout,
+        )
     }
 
     /// Starts a long-running command inside a pod and returns at once. Its output goes to
@@ -264,6 +305,20 @@ impl Worker {
             &["-c".to_string(), cmd.to_string()],
             &log,
             &format!("{name} on {}: {cmd}", self.name()),
+        )
+    }
+
+    /// Starts a long-running command on the worker itself (a capture, a server) and
+    /// returns its pid at once. Output goes to `<run dir>/<worker>/async.log`.
+    pub fn exec_async(&self, cmd: &str) -> Result<u32> {
+        self.require_started()?;
+        let log = self.dir().join("async.log");
+        self.sim.spawn_daemon(
+            &self.ns(),
+            "/bin/sh",
+            &["-c".to_string(), cmd.to_string()],
+            &log,
+            &format!("{}: {cmd}", self.name()),
         )
     }
 }

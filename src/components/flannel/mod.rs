@@ -1,7 +1,55 @@
 //! `knetsim flanneld`: a flannel-compatible node agent (etcd v3 subnet manager + vxlan
-//! backend). Owned by the flannel work; see the module docs inside.
+//! backend). It runs inside a worker's network namespace and does what flanneld does:
+//!
+//! 1. reads `<prefix>/config` from etcd ([`config`]),
+//! 2. creates the VXLAN device `flannel.<VNI>` ([`vxlan`]),
+//! 3. acquires a subnet lease `<prefix>/subnets/<net>-<len>` ([`lease`], [`subnet`]),
+//! 4. writes subnet.env for the flannel CNI plugin,
+//! 5. programs forward (and with `--ip-masq` masquerade) rules with nftables ([`masq`]),
+//! 6. watches the other nodes' leases and programs neighbour, FDB and route entries for
+//!    each, renewing its own lease an hour before it expires.
+//!
+//! On SIGTERM it exits and leaves the device, the entries and the lease in place, as
+//! flanneld does, so a restart finds and reuses them.
 
+pub mod config;
+pub mod lease;
+pub mod masq;
+pub mod subnet;
+pub mod vxlan;
+
+use anyhow::{anyhow, Context, Result};
 use clap::Args;
+use etcd_client::EventType;
+use std::collections::HashMap;
+use std::path::Path;
+use std::time::{Duration, Instant};
+use subnet::{Ipv4Net, LeaseAttrs};
+use vxlan::{Device, Remote};
+
+/// Prints one timestamped log line (UTC wall clock) to stdout.
+macro_rules! log {
+    ($($arg:tt)*) => {
+        $crate::components::flannel::log_line(&format!($($arg)*))
+    };
+}
+pub(crate) use log;
+
+#[doc(hidden)]
+pub fn log_line(msg: &str) {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let s = now.as_secs();
+    println!(
+        "{:02}:{:02}:{:02}.{:03} flanneld[{}]: {msg}",
+        (s / 3600) % 24,
+        (s / 60) % 60,
+        s % 60,
+        now.subsec_millis(),
+        std::process::id()
+    );
+}
 
 /// Flags named like flanneld's own.
 #[derive(Debug, Clone, Args)]
@@ -21,8 +69,379 @@ pub struct FlanneldArgs {
     /// Set up IP masquerade for traffic leaving the flannel network.
     #[arg(long = "ip-masq")]
     pub ip_masq: bool,
+    /// Minutes before the lease expires at which it is renewed (flanneld's default: 60).
+    #[arg(long = "subnet-lease-renew-margin", default_value_t = 60)]
+    pub subnet_lease_renew_margin: u64,
+    /// Seconds to keep trying while etcd does not answer before giving up (knetsim addition).
+    #[arg(long = "etcd-wait", default_value_t = 30)]
+    pub etcd_wait: u64,
 }
 
-pub fn run(_args: FlanneldArgs) -> anyhow::Result<()> {
-    anyhow::bail!("flanneld: not implemented yet")
+pub fn run(args: FlanneldArgs) -> Result<()> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the flanneld runtime")?;
+    rt.block_on(async move {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+        let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+        let res = tokio::select! {
+            r = agent(&args) => r,
+            _ = term.recv() => { log!("received SIGTERM, exiting"); Ok(()) }
+            _ = int.recv() => { log!("received SIGINT, exiting"); Ok(()) }
+        };
+        // An error is printed by the caller (on stderr, into the same log file).
+        if res.is_ok() {
+            log!("exiting cleanly: the VXLAN device, routes and the lease stay in place for the next start");
+        }
+        res
+    })
+}
+
+/// Writes `text` to `path` atomically (temporary file in the same directory, then rename).
+pub fn write_atomic(path: &Path, text: &str) -> Result<()> {
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir)
+        .with_context(|| format!("creating directory {}", dir.display()))?;
+    let name = path
+        .file_name()
+        .ok_or_else(|| anyhow!("--subnet-file {} has no file name", path.display()))?;
+    let tmp = dir.join(format!(
+        ".{}.{}.tmp",
+        name.to_string_lossy(),
+        std::process::id()
+    ));
+    std::fs::write(&tmp, text).with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, path)
+        .with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))?;
+    Ok(())
+}
+
+async fn agent(args: &FlanneldArgs) -> Result<()> {
+    log!(
+        "starting: etcd {}, prefix {}, iface {}, subnet file {}, ip-masq {}",
+        args.etcd_endpoints,
+        args.etcd_prefix,
+        args.iface.as_deref().unwrap_or("(default route)"),
+        args.subnet_file,
+        args.ip_masq
+    );
+    let (conn, nl, _) = rtnetlink::new_connection().context("opening netlink")?;
+    tokio::spawn(conn);
+
+    let ext = vxlan::find_iface(&nl, args.iface.as_deref()).await?;
+    log!(
+        "using interface {} with address {} (MTU {})",
+        ext.name,
+        ext.ip,
+        ext.mtu
+    );
+
+    let endpoints: Vec<String> = args
+        .etcd_endpoints
+        .split(',')
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .collect();
+    if endpoints.is_empty() {
+        return Err(anyhow!(
+            "--etcd-endpoints is empty: give at least one URL such as http://10.1.0.1:2379"
+        ));
+    }
+    let (mut reg, cfg_text) = lease::Registry::connect(
+        &endpoints,
+        &args.etcd_prefix,
+        Duration::from_secs(args.etcd_wait),
+    )
+    .await?;
+    let cfg = config::parse(&cfg_text, &reg.config_key())?;
+    log!(
+        "network config: Network {} SubnetLen {} SubnetMin {} SubnetMax {} backend vxlan VNI {} Port {}",
+        cfg.network,
+        cfg.subnet_len,
+        cfg.subnet_min,
+        cfg.subnet_max,
+        cfg.backend.vni,
+        cfg.backend.port
+    );
+
+    let dev = vxlan::ensure_device(&nl, &cfg.backend, &ext).await?;
+    let attrs = LeaseAttrs::vxlan(ext.ip, cfg.backend.vni, dev.mac);
+
+    let subnet_file = Path::new(&args.subnet_file);
+    let previous = std::fs::read_to_string(subnet_file)
+        .ok()
+        .and_then(|t| subnet::previous_subnet(&t));
+    if let Some(p) = previous {
+        log!("previous subnet from {}: {p}", subnet_file.display());
+    }
+    let mut own = reg.acquire(&cfg, &attrs, previous).await?;
+    log!("lease value: {}", attrs.to_json());
+
+    vxlan::configure(&nl, &dev, &own.subnet, &cfg.network).await?;
+
+    write_atomic(
+        subnet_file,
+        &subnet::render_subnet_env(&cfg.network, &own.subnet, dev.mtu, args.ip_masq),
+    )?;
+    log!(
+        "wrote {}: FLANNEL_SUBNET={}/{} FLANNEL_MTU={}",
+        subnet_file.display(),
+        own.subnet.nth(1),
+        own.subnet.prefix_len,
+        dev.mtu
+    );
+
+    let rules = masq::ruleset(&cfg.network, &own.subnet, args.ip_masq, true);
+    match masq::apply(&rules) {
+        Ok(()) if args.ip_masq => log!(
+            "programmed nftables table ip {}: forward accept for {} and masquerade for pod traffic leaving it",
+            masq::TABLE,
+            cfg.network
+        ),
+        Ok(()) => log!("programmed nftables table ip {}: forward accept for {}", masq::TABLE, cfg.network),
+        Err(e) => {
+            // Older kernels lack fully-random: fall back to plain masquerade.
+            let plain = masq::ruleset(&cfg.network, &own.subnet, args.ip_masq, false);
+            match masq::apply(&plain) {
+                Ok(()) => log!("programmed nftables table ip {} (masquerade without fully-random)", masq::TABLE),
+                Err(e2) if args.ip_masq => {
+                    return Err(e2.context(format!("setting up --ip-masq (first try: {e:#})")));
+                }
+                Err(e2) => log!("warning: could not program the forward accept rules: {e2:#}"),
+            }
+        }
+    }
+
+    let margin = Duration::from_secs(args.subnet_lease_renew_margin * 60);
+    watch_loop(&mut reg, &nl, &dev, &mut own, &attrs, margin).await
+}
+
+/// Programs a remote lease (replacing an older different one for the same subnet).
+async fn program(
+    nl: &rtnetlink::Handle,
+    dev: &Device,
+    known: &mut HashMap<Ipv4Net, Remote>,
+    l: &subnet::Lease,
+) {
+    let mac = match l.attrs.vtep_mac() {
+        Ok(m) => m,
+        Err(e) => {
+            log!(
+                "ignoring lease {} of {}: {e:#}",
+                l.subnet,
+                l.attrs.public_ip
+            );
+            return;
+        }
+    };
+    let r = Remote {
+        subnet: l.subnet,
+        public_ip: l.attrs.public_ip,
+        mac,
+    };
+    if let Some(old) = known.get(&l.subnet).copied() {
+        if old == r {
+            return;
+        }
+        log!(
+            "lease {} changed (was {} {}), replacing its entries",
+            l.subnet,
+            old.public_ip,
+            subnet::format_mac(&old.mac)
+        );
+        if let Err(e) = vxlan::del_remote(nl, dev, &old).await {
+            log!("error: {e:#}");
+        }
+    }
+    log!(
+        "subnet added: {} (node {}, VtepMAC {})",
+        l.subnet,
+        l.attrs.public_ip,
+        subnet::format_mac(&mac)
+    );
+    match vxlan::add_remote(nl, dev, &r).await {
+        Ok(()) => {
+            known.insert(l.subnet, r);
+        }
+        Err(e) => log!("error programming {}: {e:#}", l.subnet),
+    }
+}
+
+async fn unprogram(
+    nl: &rtnetlink::Handle,
+    dev: &Device,
+    known: &mut HashMap<Ipv4Net, Remote>,
+    sn: &Ipv4Net,
+) {
+    if let Some(r) = known.remove(sn) {
+        log!("subnet removed: {sn} (node {})", r.public_ip);
+        if let Err(e) = vxlan::del_remote(nl, dev, &r).await {
+            log!("error removing {sn}: {e:#}");
+        }
+    }
+}
+
+/// Brings the programmed entries in line with a full list of leases.
+async fn sync(
+    nl: &rtnetlink::Handle,
+    dev: &Device,
+    own: &Ipv4Net,
+    known: &mut HashMap<Ipv4Net, Remote>,
+    leases: &[subnet::Lease],
+) {
+    let gone: Vec<Ipv4Net> = known
+        .keys()
+        .filter(|k| !leases.iter().any(|l| l.subnet == **k))
+        .copied()
+        .collect();
+    for sn in gone {
+        unprogram(nl, dev, known, &sn).await;
+    }
+    for l in leases.iter().filter(|l| l.subnet != *own) {
+        program(nl, dev, known, l).await;
+    }
+}
+
+async fn watch_loop(
+    reg: &mut lease::Registry,
+    nl: &rtnetlink::Handle,
+    dev: &Device,
+    own: &mut lease::OwnLease,
+    attrs: &LeaseAttrs,
+    margin: Duration,
+) -> Result<()> {
+    let mut known: HashMap<Ipv4Net, Remote> = HashMap::new();
+    let renew_at = |exp: Instant| exp.checked_sub(margin).unwrap_or_else(Instant::now);
+    let mut next_renew = renew_at(own.expires);
+    let mut resync = true;
+    let mut next_rev = 0i64;
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        if resync {
+            match reg.leases().await {
+                Ok((leases, rev)) => {
+                    log!("{} subnet lease(s) in etcd at revision {rev}", leases.len());
+                    sync(nl, dev, &own.subnet, &mut known, &leases).await;
+                    next_rev = rev + 1;
+                    resync = false;
+                }
+                Err(e) => {
+                    log!("error listing subnet leases (retrying): {e:#}");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                    continue;
+                }
+            }
+        }
+        let mut stream = match reg.watch(next_rev).await {
+            Ok(s) => s,
+            Err(e) => {
+                log!(
+                    "error starting the watch on {} (retrying): {e:#}",
+                    subnet::subnets_prefix(&reg.prefix)
+                );
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+                continue;
+            }
+        };
+        log!(
+            "watching {} from revision {next_rev}",
+            subnet::subnets_prefix(&reg.prefix)
+        );
+        loop {
+            tokio::select! {
+                msg = stream.message() => {
+                    let resp = match msg {
+                        Ok(Some(r)) => r,
+                        Ok(None) => { log!("etcd watch closed, reconnecting from revision {next_rev}"); break; }
+                        Err(e) => { log!("etcd watch error, reconnecting from revision {next_rev}: {e}"); break; }
+                    };
+                    backoff = Duration::from_millis(100);
+                    if resp.canceled() {
+                        if resp.compact_revision() > 0 {
+                            log!("watch fell behind etcd compaction (revision {}), re-listing", resp.compact_revision());
+                            resync = true;
+                        } else {
+                            log!("etcd canceled the watch ({}), reconnecting", resp.cancel_reason());
+                        }
+                        break;
+                    }
+                    for ev in resp.events() {
+                        let Some(kv) = ev.kv() else { continue };
+                        next_rev = next_rev.max(kv.mod_revision() + 1);
+                        let key = String::from_utf8_lossy(kv.key()).into_owned();
+                        let Some(sn) = subnet::parse_lease_key(&reg.prefix, &key) else { continue };
+                        match ev.event_type() {
+                            EventType::Put => {
+                                if sn == own.subnet {
+                                    continue;
+                                }
+                                match LeaseAttrs::from_json(kv.value()) {
+                                    Ok(a) => program(nl, dev, &mut known, &subnet::Lease { subnet: sn, attrs: a }).await,
+                                    Err(e) => log!("ignoring bad subnet lease {key}: {e:#}"),
+                                }
+                            }
+                            EventType::Delete => {
+                                if sn == own.subnet {
+                                    return Err(anyhow!(
+                                        "our lease {sn} has been revoked (etcd key {key} was deleted or expired); shutting down as flanneld does. Start flanneld again to acquire a new lease"
+                                    ));
+                                }
+                                unprogram(nl, dev, &mut known, &sn).await;
+                            }
+                        }
+                    }
+                }
+                _ = tokio::time::sleep_until(next_renew.into()) => {
+                    match reg.update(&own.subnet, attrs).await {
+                        Ok(exp) => {
+                            own.expires = exp;
+                            next_renew = renew_at(exp);
+                            log!("lease {} renewed, next renewal in {}s", own.subnet, next_renew.saturating_duration_since(Instant::now()).as_secs());
+                        }
+                        Err(e) => {
+                            log!("error renewing lease (trying again in 1 min): {e:#}");
+                            next_renew = Instant::now() + Duration::from_secs(60);
+                        }
+                    }
+                }
+            }
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(5));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn write_atomic_creates_parent_and_leaves_no_temporary_file() {
+        let dir = std::env::temp_dir().join(format!("flannel-unit-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let path = dir.join("a/b/subnet.env");
+        write_atomic(&path, "FLANNEL_MTU=1450\n").unwrap();
+        write_atomic(&path, "FLANNEL_MTU=1400\n").unwrap();
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap(),
+            "FLANNEL_MTU=1400\n"
+        );
+        let names: Vec<_> = std::fs::read_dir(dir.join("a/b"))
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name())
+            .collect();
+        assert_eq!(names.len(), 1, "{names:?}");
+        // a parent that is a file is a clear error
+        let e = write_atomic(&path.join("x"), "y").unwrap_err();
+        assert!(format!("{e:#}").contains("creating directory"), "{e:#}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }

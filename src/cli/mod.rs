@@ -1,0 +1,203 @@
+//! The `knetsim` command line: run a lesson or the default scenario (then the console),
+//! open a shell in a node, clean up after a crash, check the machine, and the daemons
+//! the simulator starts inside its namespaces.
+
+mod doctor;
+mod run;
+
+use crate::sim::DEFAULT_INSTANCE;
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+
+/// Exit statuses, documented in the README.
+pub mod exit {
+    pub const OK: i32 = 0;
+    /// A lesson's `expect` did not hold.
+    pub const EXPECT_FAILED: i32 = 1;
+    /// Bad input: a script error, an unknown name, bad flags.
+    pub const USAGE: i32 = 2;
+    /// The machine is missing something, or the simulation could not be built.
+    pub const ENVIRONMENT: i32 = 3;
+    pub const INTERRUPTED: i32 = 130;
+}
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "knetsim",
+    version,
+    about = "Kubernetes networking, built for real in miniature: namespaces, etcd, flannel VXLAN, CNI, nftables",
+    long_about = "Runs a lesson script (or, with no SCRIPT, the default two-cluster scenario followed by \
+                  the interactive console).\n\nExamples:\n  sudo knetsim                          # default scenario, then the console\n  \
+                  sudo knetsim lessons/01-flannel.rhai  # a lesson, step by step\n  \
+                  sudo knetsim --no-pause lessons/02-cni.rhai\n  sudo knetsim exec 0 w1 c1             # a shell in pod c1 of cluster C0"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub run: RunArgs,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct RunArgs {
+    /// A lesson or scenario script (.rhai). Without it: the default scenario and the console.
+    pub script: Option<PathBuf>,
+    /// Open the console after SCRIPT finishes.
+    #[arg(long)]
+    pub console: bool,
+    /// Never wait for Enter at step() (also implied when stdin is not a terminal).
+    #[arg(long)]
+    pub no_pause: bool,
+    /// Instance name: lets two simulations run side by side (run dir /tmp/knetsim/NAME).
+    #[arg(long, env = "KNETSIM_INSTANCE", default_value = DEFAULT_INSTANCE)]
+    pub instance: String,
+    /// Default time limit, in seconds, for exec/exec_container.
+    #[arg(long, default_value_t = 10.0)]
+    pub exec_timeout: f64,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Open a shell (or run CMD) on a worker or inside a container: `knetsim exec 0 w1 [c1]`.
+    Exec(ExecArgs),
+    /// Remove what a crashed run left behind (namespaces, processes, run directory).
+    Cleanup(CleanupArgs),
+    /// Check the binaries and kernel features the simulator needs.
+    Doctor,
+    /// The flannel-compatible node agent (the simulator starts one per worker).
+    Flanneld(crate::components::flannel::FlanneldArgs),
+    /// The nftables kube-proxy of one worker (the simulator starts one per worker).
+    #[command(name = "kube-proxy")]
+    KubeProxy(crate::components::kubeproxy::KubeProxyArgs),
+    /// A Skupper-style router (the simulator starts one per linked cluster).
+    Skrouterd(crate::components::skupper::SkrouterdArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ExecArgs {
+    /// Cluster number, e.g. 0 for C0.
+    pub cluster: String,
+    /// Node in that cluster: w1, w2, e1, ...
+    pub node: String,
+    /// A container on that worker (c1, ...). Omit to open the node itself.
+    pub container: Option<String>,
+    /// Command to run instead of an interactive shell (after `--`).
+    #[arg(last = true)]
+    pub cmd: Vec<String>,
+    #[arg(long, env = "KNETSIM_INSTANCE", default_value = DEFAULT_INSTANCE)]
+    pub instance: String,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct CleanupArgs {
+    #[arg(long, env = "KNETSIM_INSTANCE", default_value = DEFAULT_INSTANCE)]
+    pub instance: String,
+    /// Clean every instance under /tmp/knetsim.
+    #[arg(long)]
+    pub all: bool,
+}
+
+pub fn main() -> i32 {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let code = if e.use_stderr() {
+                exit::USAGE
+            } else {
+                exit::OK
+            };
+            let _ = e.print();
+            return code;
+        }
+    };
+    let res = match cli.command {
+        None => return run::run(cli.run),
+        Some(Command::Exec(a)) => return exec(a),
+        Some(Command::Cleanup(a)) => cleanup(a),
+        Some(Command::Doctor) => return doctor::run(),
+        Some(Command::Flanneld(a)) => crate::components::flannel::run(a),
+        Some(Command::KubeProxy(a)) => crate::components::kubeproxy::run(a),
+        Some(Command::Skrouterd(a)) => crate::components::skupper::run(a),
+    };
+    match res {
+        Ok(()) => exit::OK,
+        Err(e) => {
+            eprintln!("{} {e:#}", crate::ui::red("error:"));
+            exit::ENVIRONMENT
+        }
+    }
+}
+
+fn cleanup(a: CleanupArgs) -> anyhow::Result<()> {
+    let instances: Vec<String> = if a.all {
+        std::fs::read_dir(crate::netns::record::RUN_ROOT)
+            .map(|rd| {
+                rd.flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default()
+    } else {
+        vec![a.instance]
+    };
+    if instances.is_empty() {
+        println!("nothing to clean");
+    }
+    for i in instances {
+        println!("{}", crate::netns::record::cleanup(&i)?);
+    }
+    Ok(())
+}
+
+/// `knetsim exec 0 w1 [c1] [-- CMD]`: enters the node's or container's namespace, the way
+/// the original's `utils/exec` did.
+fn exec(a: ExecArgs) -> i32 {
+    use crate::sim::addressing::{container_node, node_name, ns_name};
+    let cluster = a.cluster.trim_start_matches('C');
+    let node = match &a.container {
+        Some(c) => container_node(cluster, c),
+        None => node_name(cluster, &a.node),
+    };
+    let ns = ns_name(&a.instance, &node);
+    if !crate::netns::exists(&ns) {
+        let what = match &a.container {
+            Some(c) => format!("container '{c}' of cluster C{cluster}"),
+            None => format!("node '{}'", node_name(cluster, &a.node)),
+        };
+        eprintln!(
+            "{} there is no {what} (no namespace '{ns}'). Is the simulation (instance '{}') running? \
+             `ip netns list` shows what exists.",
+            crate::ui::red("error:"),
+            a.instance
+        );
+        return exit::USAGE;
+    }
+    let (program, args) = if a.cmd.is_empty() {
+        let shell = if std::path::Path::new("/bin/bash").exists() {
+            "/bin/bash"
+        } else {
+            "/bin/sh"
+        };
+        (shell.to_string(), vec![])
+    } else {
+        (
+            "/bin/sh".to_string(),
+            vec!["-c".to_string(), a.cmd.join(" ")],
+        )
+    };
+    let mut cmd = match crate::netns::process::command_in_session(Some(&ns), &program, false) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{} {e:#}", crate::ui::red("error:"));
+            return exit::ENVIRONMENT;
+        }
+    };
+    cmd.args(&args).env("PS1", format!("{node}# "));
+    match cmd.status() {
+        Ok(s) => s.code().unwrap_or(exit::INTERRUPTED),
+        Err(e) => {
+            eprintln!("{} starting {program}: {e}", crate::ui::red("error:"));
+            exit::ENVIRONMENT
+        }
+    }
+}

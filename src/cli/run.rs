@@ -1,0 +1,65 @@
+//! `knetsim [SCRIPT]`: build a simulation, run a script (or the default scenario), open
+//! the console when asked, and always tear down.
+
+use super::{exit, RunArgs};
+use crate::script::{Outcome, ScriptSession};
+use crate::sim::{Options, Sim};
+use std::io::IsTerminal;
+use std::time::Duration;
+
+pub fn run(args: RunArgs) -> i32 {
+    crate::interrupt::install();
+    if let Some(path) = &args.script {
+        if !path.is_file() {
+            eprintln!(
+                "{} script '{}' was not found (the path is relative to {}); lessons live in lessons/, e.g. lessons/01-flannel.rhai",
+                crate::ui::red("error:"),
+                path.display(),
+                std::env::current_dir().map(|d| d.display().to_string()).unwrap_or_default()
+            );
+            return exit::USAGE;
+        }
+    }
+    if !(args.exec_timeout > 0.0 && args.exec_timeout.is_finite()) {
+        eprintln!(
+            "{} --exec-timeout must be a positive number of seconds",
+            crate::ui::red("error:")
+        );
+        return exit::USAGE;
+    }
+    let opts = Options {
+        instance: args.instance.clone(),
+        exec_timeout: Duration::from_secs_f64(args.exec_timeout),
+        ..Options::default()
+    };
+    let sim = match Sim::new(opts) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("{} {e:#}", crate::ui::red("error:"));
+            return exit::ENVIRONMENT;
+        }
+    };
+    let interactive = !args.no_pause && std::io::stdin().is_terminal();
+    let mut session = ScriptSession::new(sim.clone(), interactive);
+    let (outcome, open_console) = match &args.script {
+        Some(path) => (session.run_file(path), args.console),
+        None => (
+            session.run_source("default scenario", crate::script::DEFAULT_SCENARIO),
+            true,
+        ),
+    };
+    let mut code = outcome.exit_code();
+    if open_console && matches!(outcome, Outcome::Ok | Outcome::ExpectFailed(_)) {
+        if let Err(e) = crate::console::run(&mut session) {
+            eprintln!("{} console: {e:#}", crate::ui::red("error:"));
+        }
+    }
+    drop(session);
+    if let Err(e) = sim.teardown() {
+        eprintln!("{} teardown: {e:#}", crate::ui::red("error:"));
+        if code == exit::OK {
+            code = exit::ENVIRONMENT;
+        }
+    }
+    code
+}

@@ -1,0 +1,282 @@
+//! flannel's etcd v3 subnet registry: read the config, list leases, acquire a lease with an
+//! etcd lease (TTL 24 h) in a transaction `if version(key) == 0 then put(key, value,
+//! lease)`, renew it by putting the key again with a fresh etcd lease, and watch the
+//! subnets prefix.
+
+use super::config::NetConfig;
+use super::log;
+use super::subnet::{self, Choice, Ipv4Net, Lease, LeaseAttrs, Range};
+use anyhow::{anyhow, bail, Context, Result};
+use etcd_client::{
+    Client, Compare, CompareOp, ConnectOptions, GetOptions, PutOptions, Txn, TxnOp, WatchOptions,
+    WatchStream,
+};
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+/// flannel's lease time to live.
+pub const SUBNET_TTL: Duration = Duration::from_secs(24 * 3600);
+/// flannel's number of tries when another node wins the race for a subnet.
+pub const RACE_RETRIES: usize = 10;
+const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Bounds one etcd call so a vanished etcd turns into an error, not a hang.
+async fn bounded<T>(
+    what: &str,
+    f: impl Future<Output = Result<T, etcd_client::Error>>,
+) -> Result<T> {
+    match tokio::time::timeout(CALL_TIMEOUT, f).await {
+        Ok(r) => r.map_err(|e| anyhow!("etcd {what}: {e}")),
+        Err(_) => Err(anyhow!(
+            "etcd {what}: no answer within {}s",
+            CALL_TIMEOUT.as_secs()
+        )),
+    }
+}
+
+pub struct Registry {
+    client: Client,
+    pub prefix: String,
+}
+
+/// A lease we hold.
+#[derive(Debug, Clone)]
+pub struct OwnLease {
+    pub subnet: Ipv4Net,
+    pub expires: Instant,
+}
+
+impl Registry {
+    pub fn config_key(&self) -> String {
+        format!("{}/config", self.prefix)
+    }
+
+    /// Connects and reads the network config, retrying while etcd does not answer until
+    /// `wait` has passed. Returns the registry and the config text.
+    pub async fn connect(
+        endpoints: &[String],
+        prefix: &str,
+        wait: Duration,
+    ) -> Result<(Self, String)> {
+        let prefix = prefix.trim_end_matches('/').to_string();
+        let key = format!("{prefix}/config");
+        let started = Instant::now();
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let opts = ConnectOptions::new()
+                .with_connect_timeout(Duration::from_secs(2))
+                .with_keep_alive(Duration::from_secs(5), Duration::from_secs(5));
+            let res: Result<(Client, Option<String>)> = async {
+                let mut client = Client::connect(endpoints, Some(opts))
+                    .await
+                    .map_err(|e| anyhow!("{e}"))?;
+                let resp = bounded("get config", client.get(key.as_str(), None)).await?;
+                let value = resp
+                    .kvs()
+                    .first()
+                    .map(|kv| String::from_utf8_lossy(kv.value()).into_owned());
+                Ok((client, value))
+            }
+            .await;
+            match res {
+                Ok((client, Some(text))) => {
+                    log!("connected to etcd at {}", endpoints.join(","));
+                    return Ok((Self { client, prefix }, text));
+                }
+                Ok((_, None)) => bail!(
+                    "etcd key {key} is missing: flannel reads its network configuration from it. \
+                     Set it first, e.g. `etcdctl put {key} '{{\"Network\":\"11.0.0.0/8\",\"SubnetLen\":20,\"Backend\":{{\"Type\":\"vxlan\",\"VNI\":100}}}}'` \
+                     (with ETCDCTL_API=3), or pass the right --etcd-prefix"
+                ),
+                Err(e) => {
+                    let waited = started.elapsed();
+                    if waited >= wait {
+                        bail!(
+                            "etcd is unreachable at {} after {}s ({attempt} attempts): {e:#}. \
+                             Check that etcd is running and that --etcd-endpoints is right and reachable from this network namespace",
+                            endpoints.join(","),
+                            waited.as_secs()
+                        );
+                    }
+                    log!(
+                        "waiting for etcd at {} (attempt {attempt}, {}s of {}s): {e:#}",
+                        endpoints.join(","),
+                        waited.as_secs(),
+                        wait.as_secs()
+                    );
+                    let left = wait.saturating_sub(started.elapsed());
+                    tokio::time::sleep(left.min(Duration::from_secs(1))).await;
+                }
+            }
+        }
+    }
+
+    /// Every lease under `<prefix>/subnets/` and the revision of that snapshot.
+    pub async fn leases(&mut self) -> Result<(Vec<Lease>, i64)> {
+        let p = subnet::subnets_prefix(&self.prefix);
+        let resp = bounded(
+            "list subnets",
+            self.client
+                .get(p.as_str(), Some(GetOptions::new().with_prefix())),
+        )
+        .await?;
+        let rev = resp.header().map(|h| h.revision()).unwrap_or(0);
+        let mut out = Vec::new();
+        for kv in resp.kvs() {
+            let key = String::from_utf8_lossy(kv.key());
+            let Some(sn) = subnet::parse_lease_key(&self.prefix, &key) else {
+                log!("ignoring key {key}: not a subnet lease");
+                continue;
+            };
+            match LeaseAttrs::from_json(kv.value()) {
+                Ok(attrs) => out.push(Lease { subnet: sn, attrs }),
+                Err(e) => log!("ignoring bad subnet lease {key}: {e:#}"),
+            }
+        }
+        Ok((out, rev))
+    }
+
+    /// Creates the lease key only if nobody holds it. Ok(None) when someone was faster.
+    pub async fn create(&mut self, sn: &Ipv4Net, attrs: &LeaseAttrs) -> Result<Option<Instant>> {
+        let key = subnet::lease_key(&self.prefix, sn);
+        let grant = bounded(
+            "lease grant",
+            self.client.lease_grant(SUBNET_TTL.as_secs() as i64, None),
+        )
+        .await?;
+        let txn = Txn::new()
+            .when(vec![Compare::version(key.as_str(), CompareOp::Equal, 0)])
+            .and_then(vec![TxnOp::put(
+                key.as_str(),
+                attrs.to_json(),
+                Some(PutOptions::new().with_lease(grant.id())),
+            )]);
+        let res = bounded("txn", self.client.txn(txn)).await;
+        let ok = match res {
+            Ok(r) => r.succeeded(),
+            Err(e) => {
+                let _ = bounded("lease revoke", self.client.lease_revoke(grant.id())).await;
+                return Err(e);
+            }
+        };
+        if !ok {
+            let _ = bounded("lease revoke", self.client.lease_revoke(grant.id())).await;
+            return Ok(None);
+        }
+        Ok(Some(
+            Instant::now() + Duration::from_secs(grant.ttl() as u64),
+        ))
+    }
+
+    /// Puts the lease key again with a fresh etcd lease (reuse and renewal).
+    pub async fn update(&mut self, sn: &Ipv4Net, attrs: &LeaseAttrs) -> Result<Instant> {
+        let key = subnet::lease_key(&self.prefix, sn);
+        let grant = bounded(
+            "lease grant",
+            self.client.lease_grant(SUBNET_TTL.as_secs() as i64, None),
+        )
+        .await?;
+        if let Err(e) = bounded(
+            "put",
+            self.client.put(
+                key.as_str(),
+                attrs.to_json(),
+                Some(PutOptions::new().with_lease(grant.id())),
+            ),
+        )
+        .await
+        {
+            let _ = bounded("lease revoke", self.client.lease_revoke(grant.id())).await;
+            return Err(e);
+        }
+        Ok(Instant::now() + Duration::from_secs(grant.ttl() as u64))
+    }
+
+    pub async fn delete(&mut self, sn: &Ipv4Net) -> Result<()> {
+        let key = subnet::lease_key(&self.prefix, sn);
+        bounded("delete", self.client.delete(key.as_str(), None)).await?;
+        Ok(())
+    }
+
+    /// A prefix watch on `<prefix>/subnets/` starting at revision `from`.
+    pub async fn watch(&mut self, from: i64) -> Result<WatchStream> {
+        let p = subnet::subnets_prefix(&self.prefix);
+        bounded(
+            "watch",
+            self.client.watch(
+                p.as_str(),
+                Some(WatchOptions::new().with_prefix().with_start_revision(from)),
+            ),
+        )
+        .await
+    }
+
+    /// flannel's AcquireLease: up to 10 tries of (list, choose, create).
+    pub async fn acquire(
+        &mut self,
+        cfg: &NetConfig,
+        attrs: &LeaseAttrs,
+        previous: Option<Ipv4Net>,
+    ) -> Result<OwnLease> {
+        let range = Range::from_config(cfg);
+        for _ in 0..RACE_RETRIES {
+            let (leases, _) = self.leases().await?;
+            let choice = subnet::choose(&range, &leases, attrs.public_ip, previous, |n| {
+                rand::random_range(0..n)
+            })?;
+            match choice {
+                Choice::Reuse(sn) => {
+                    log!(
+                        "found lease {sn} for current IP {}, reusing",
+                        attrs.public_ip
+                    );
+                    let expires = self.update(&sn, attrs).await?;
+                    return Ok(OwnLease {
+                        subnet: sn,
+                        expires,
+                    });
+                }
+                Choice::DeleteIncompatible(sn) => {
+                    log!(
+                        "found lease {sn} for current IP {} but it does not fit the network config, deleting it",
+                        attrs.public_ip
+                    );
+                    self.delete(&sn).await?;
+                    continue;
+                }
+                Choice::Create {
+                    subnet: sn,
+                    previous,
+                } => {
+                    if previous {
+                        log!("found previously leased subnet {sn} (from the subnet file), reusing");
+                    } else {
+                        log!("picking subnet in range {} ... {}", range.min, range.max);
+                    }
+                    match self.create(&sn, attrs).await? {
+                        Some(expires) => {
+                            log!(
+                                "acquired lease {sn} for {} (etcd key {})",
+                                attrs.public_ip,
+                                subnet::lease_key(&self.prefix, &sn)
+                            );
+                            return Ok(OwnLease {
+                                subnet: sn,
+                                expires,
+                            });
+                        }
+                        None => {
+                            log!("subnet {sn} was taken by another node meanwhile, trying again");
+                            continue;
+                        }
+                    }
+                }
+            }
+        }
+        Err(anyhow!(
+            "max retries ({RACE_RETRIES}) reached trying to acquire a subnet: other nodes kept taking the chosen ones"
+        ))
+        .context("acquiring a subnet lease")
+    }
+}

@@ -1,0 +1,595 @@
+//! `knetsim flanneld` against a real etcd, in namespaces this test creates (needs root).
+//!
+//! World per test: `flt-<t>-sw` holds bridge `br0` (the underlay switch); `flt-<t>-e` runs a
+//! single-member etcd at 10.1.0.1; workers `flt-<t>-wN` have `eth0` 10.0.0.(N+2)/8 on the
+//! bridge and run one agent each.
+
+use knetsim::netns;
+use knetsim::netns::process::{run_shell, spawn_daemon, Output};
+use std::path::PathBuf;
+use std::process::Child;
+use std::time::{Duration, Instant};
+
+const ETCD_IP: &str = "10.1.0.1";
+const PREFIX: &str = "/coreos.com/network";
+const CONFIG: &str = r#"{"Network":"11.0.0.0/8","SubnetLen":20,"SubnetMin":"11.10.0.0","SubnetMax":"11.99.0.0","Backend":{"Type":"vxlan","VNI":100,"Port":8472}}"#;
+
+fn is_root() -> bool {
+    unsafe { libc::geteuid() == 0 }
+}
+
+fn sh(ns: &str, script: &str) -> Output {
+    run_shell(Some(ns), script, &[], Duration::from_secs(30), None).expect("running a command")
+}
+
+fn sh_ok(ns: &str, script: &str) -> String {
+    let o = sh(ns, script);
+    assert!(
+        o.success(),
+        "`{script}` in {ns} failed: {:?}\n{}",
+        o.ended,
+        o.text
+    );
+    o.text
+}
+
+/// Polls `f` until it returns Some, for at most `limit` (a bound so a broken agent fails
+/// the test instead of hanging it; no timing is asserted).
+fn wait_for<T>(what: &str, limit: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        if start.elapsed() > limit {
+            panic!("gave up waiting for {what}");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+struct World {
+    name: String,
+    dir: PathBuf,
+    namespaces: Vec<String>,
+    children: Vec<(String, Child)>,
+}
+
+impl World {
+    fn new(test: &str) -> World {
+        let name = format!("flt-{test}");
+        let dir = std::env::temp_dir().join(format!("{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut w = World {
+            name,
+            dir,
+            namespaces: Vec::new(),
+            children: Vec::new(),
+        };
+        let sw = w.ns("sw");
+        w.add_ns(&sw);
+        sh_ok(
+            &sw,
+            "ip link add br0 type bridge && ip link set br0 up && ip link set lo up",
+        );
+        w
+    }
+
+    fn ns(&self, short: &str) -> String {
+        format!("{}-{short}", self.name)
+    }
+
+    fn add_ns(&mut self, ns: &str) {
+        netns::delete(ns).unwrap();
+        netns::create(ns).unwrap();
+        self.namespaces.push(ns.to_string());
+    }
+
+    /// A host namespace with eth0 = `ip`/8 plugged into the switch.
+    fn host(&mut self, short: &str, ip: &str) -> String {
+        let ns = self.ns(short);
+        self.add_ns(&ns);
+        let sw = self.ns("sw");
+        sh_ok(
+            &sw,
+            &format!("ip link add {short} type veth peer name eth0 netns {ns} && ip link set {short} master br0 up"),
+        );
+        sh_ok(
+            &ns,
+            &format!("ip link set lo up && ip addr add {ip}/8 dev eth0 && ip link set eth0 up"),
+        );
+        ns
+    }
+
+    fn spawn(&mut self, label: &str, ns: &str, program: &str, args: &[String]) -> u32 {
+        let log = self.dir.join(format!("{label}.log"));
+        let child = spawn_daemon(Some(ns), program, args, &log).unwrap();
+        let pid = child.id();
+        self.children.push((label.to_string(), child));
+        pid
+    }
+
+    fn log(&self, label: &str) -> String {
+        std::fs::read_to_string(self.dir.join(format!("{label}.log"))).unwrap_or_default()
+    }
+
+    fn start_etcd(&mut self) -> String {
+        let ns = self.host("e", ETCD_IP);
+        let data = self.dir.join("etcd-data");
+        let c = format!("http://{ETCD_IP}:2379");
+        let p = format!("http://{ETCD_IP}:2380");
+        let args: Vec<String> = [
+            "--name",
+            "e1",
+            "--data-dir",
+            data.to_str().unwrap(),
+            "--listen-client-urls",
+            &c,
+            "--advertise-client-urls",
+            &c,
+            "--listen-peer-urls",
+            &p,
+            "--initial-advertise-peer-urls",
+            &p,
+            "--initial-cluster",
+            &format!("e1={p}"),
+            "--heartbeat-interval=10",
+            "--election-timeout=100",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        self.spawn("etcd", &ns, "etcd", &args);
+        wait_for("etcd to answer", Duration::from_secs(30), || {
+            sh(&ns, &etcdctl("endpoint health")).success().then_some(())
+        });
+        ns
+    }
+
+    fn etcd(&self, cmd: &str) -> String {
+        sh_ok(&self.ns("e"), &etcdctl(cmd))
+    }
+
+    fn subnet_file(&self, worker: &str) -> PathBuf {
+        self.dir.join(worker).join("subnet.env")
+    }
+
+    fn start_agent(&mut self, worker: &str, ip: &str, extra: &[&str]) -> u32 {
+        let ns = self.ns(worker);
+        let mut args: Vec<String> = vec![
+            "flanneld".into(),
+            "--etcd-endpoints".into(),
+            format!("http://{ETCD_IP}:2379"),
+            "--iface".into(),
+            ip.into(),
+            "--subnet-file".into(),
+            self.subnet_file(worker).to_string_lossy().into_owned(),
+        ];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        self.spawn(worker, &ns, env!("CARGO_BIN_EXE_knetsim"), &args)
+    }
+
+    /// Ends one child (by its pid) with `sig` and returns its exit code, if any.
+    fn stop(&mut self, label: &str, sig: i32) -> Option<i32> {
+        let i = self.children.iter().position(|(l, _)| l == label)?;
+        let (_, mut child) = self.children.remove(i);
+        unsafe {
+            libc::kill(child.id() as i32, sig);
+        }
+        child.wait().ok().and_then(|s| s.code())
+    }
+
+    /// Waits until child `label` exits on its own; returns its exit code.
+    fn wait_exit(&mut self, label: &str) -> Option<i32> {
+        let i = self.children.iter().position(|(l, _)| l == label)?;
+        let status = wait_for(&format!("{label} to exit"), Duration::from_secs(30), || {
+            self.children[i].1.try_wait().ok().flatten()
+        });
+        self.children.remove(i);
+        status.code()
+    }
+}
+
+impl Drop for World {
+    fn drop(&mut self) {
+        for (_, c) in self.children.iter_mut() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        for ns in self.namespaces.iter().rev() {
+            let _ = netns::delete(ns);
+        }
+        if std::env::var_os("FLT_KEEP_LOGS").is_none() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+fn etcdctl(cmd: &str) -> String {
+    format!("ETCDCTL_API=3 etcdctl --endpoints http://{ETCD_IP}:2379 --dial-timeout 2s {cmd}")
+}
+
+/// (key, value) pairs under the subnets prefix.
+fn leases(w: &World) -> Vec<(String, String)> {
+    let out = w.etcd(&format!("get --prefix {PREFIX}/subnets/"));
+    let lines: Vec<&str> = out.lines().filter(|l| !l.is_empty()).collect();
+    lines
+        .chunks(2)
+        .filter(|c| c.len() == 2)
+        .map(|c| (c[0].to_string(), c[1].to_string()))
+        .collect()
+}
+
+fn lease_of(w: &World, public_ip: &str) -> Option<(String, String)> {
+    leases(w)
+        .into_iter()
+        .find(|(_, v)| v.contains(&format!("\"PublicIP\":\"{public_ip}\"")))
+}
+
+/// "11.12.16.0" and 20 from a key like /coreos.com/network/subnets/11.12.16.0-20.
+fn subnet_of_key(key: &str) -> (String, u8) {
+    let last = key.rsplit('/').next().unwrap();
+    let (ip, len) = last.split_once('-').unwrap();
+    (ip.to_string(), len.parse().unwrap())
+}
+
+fn mac_of(ns: &str, dev: &str) -> String {
+    let out = sh_ok(ns, &format!("ip -o link show {dev}"));
+    let i = out.find("link/ether ").expect("an ether address");
+    out[i + 11..i + 28].to_string()
+}
+
+fn entries_for(ns: &str, subnet: &str, len: u8, mac: &str, public_ip: &str) -> (bool, bool, bool) {
+    let neigh = sh_ok(ns, "ip neigh show dev flannel.100");
+    let fdb = sh_ok(ns, "bridge fdb show dev flannel.100");
+    let routes = sh_ok(ns, "ip route show dev flannel.100");
+    (
+        neigh
+            .lines()
+            .any(|l| l.starts_with(&format!("{subnet} lladdr {mac}")) && l.contains("PERMANENT")),
+        fdb.lines().any(|l| {
+            l.starts_with(&format!("{mac} dst {public_ip}")) && l.contains("self permanent")
+        }),
+        routes.lines().any(|l| {
+            l.starts_with(&format!("{subnet}/{len} via {subnet}")) && l.contains("onlink")
+        }),
+    )
+}
+
+#[test]
+fn agents_lease_program_overlay_and_survive_restarts() {
+    if !is_root() {
+        eprintln!("skipped: needs root to create network namespaces");
+        return;
+    }
+    let mut w = World::new("main");
+    w.start_etcd();
+    w.etcd(&format!("put {PREFIX}/config '{CONFIG}'"));
+    let workers = [("w1", "10.0.0.3"), ("w2", "10.0.0.4")];
+    for (n, ip) in workers {
+        w.host(n, ip);
+    }
+    // w2 has a leftover flannel.100 with the wrong port: the agent recreates it
+    sh_ok(
+        &w.ns("w2"),
+        "ip link add flannel.100 type vxlan id 100 dstport 4789 dev eth0 local 10.0.0.4",
+    );
+    w.start_agent("w1", "10.0.0.3", &["--ip-masq"]);
+    w.start_agent("w2", "10.0.0.4", &[]);
+
+    // 1. a lease per worker, in flannel's exact JSON, carrying the device's MAC
+    let mut subnets = Vec::new();
+    for (n, ip) in workers {
+        let ns = w.ns(n);
+        let (key, value) = wait_for(&format!("lease of {n}"), Duration::from_secs(60), || {
+            lease_of(&w, ip)
+        });
+        let mac = mac_of(&ns, "flannel.100");
+        assert_eq!(
+            value,
+            format!(
+                r#"{{"PublicIP":"{ip}","PublicIPv6":null,"BackendType":"vxlan","BackendData":{{"VNI":100,"VtepMAC":"{mac}"}}}}"#
+            )
+        );
+        let (sn, len) = subnet_of_key(&key);
+        assert_eq!(len, 20);
+        let o: Vec<u8> = sn.split('.').map(|x| x.parse().unwrap()).collect();
+        assert_eq!(o[0], 11);
+        assert!(
+            (10..=99).contains(&o[1]) && o[2].is_multiple_of(16) && o[3] == 0,
+            "{sn} outside SubnetMin..SubnetMax"
+        );
+        // the key carries an etcd lease with a TTL of about 24 h
+        let lease_id = sh_ok(&w.ns("e"), &etcdctl(&format!("get {key} -w json")));
+        let id = lease_id
+            .split("\"lease\":")
+            .nth(1)
+            .unwrap()
+            .split([',', '}'])
+            .next()
+            .unwrap()
+            .trim()
+            .to_string();
+        let ttl = w.etcd(&format!(
+            "lease timetolive {:x}",
+            id.parse::<i64>().unwrap()
+        ));
+        let granted: u64 = ttl
+            .split("granted with TTL(")
+            .nth(1)
+            .unwrap()
+            .split('s')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert_eq!(granted, 86400, "{ttl}");
+        // subnet.env
+        let env = wait_for("subnet.env", Duration::from_secs(30), || {
+            std::fs::read_to_string(w.subnet_file(n)).ok()
+        });
+        let masq = n == "w1";
+        let gw = format!("{}.{}.{}.1", o[0], o[1], o[2]);
+        assert_eq!(
+            env,
+            format!("FLANNEL_NETWORK=11.0.0.0/8\nFLANNEL_SUBNET={gw}/20\nFLANNEL_MTU=1450\nFLANNEL_IPMASQ={masq}\n")
+        );
+        // the device
+        let d = sh_ok(&ns, "ip -d link show flannel.100");
+        assert!(d.contains("mtu 1450"), "{d}");
+        assert!(d.contains("vxlan id 100"), "{d}");
+        assert!(
+            d.contains(&format!("local {ip}")) && d.contains("dev eth0"),
+            "{d}"
+        );
+        assert!(
+            d.contains("dstport 8472") && d.contains("nolearning"),
+            "{d}"
+        );
+        assert!(d.contains("state UNKNOWN") || d.contains(",UP"), "{d}");
+        let a = sh_ok(&ns, "ip -4 -o addr show dev flannel.100");
+        assert!(a.contains(&format!("inet {sn}/32")), "{a}");
+        subnets.push((sn, mac));
+    }
+
+    assert!(
+        w.log("w2")
+            .contains("incompatible configuration (port 4789 vs 8472)"),
+        "{}",
+        w.log("w2")
+    );
+
+    // 2. each worker has the other's neighbour, fdb and route entries
+    for (i, (n, _)) in workers.iter().enumerate() {
+        let other = 1 - i;
+        let (sn, mac) = &subnets[other];
+        let pip = workers[other].1;
+        let ns = w.ns(n);
+        wait_for(
+            &format!("entries for {sn} on {n}"),
+            Duration::from_secs(30),
+            || (entries_for(&ns, sn, 20, mac, pip) == (true, true, true)).then_some(()),
+        );
+        // and nothing for its own subnet
+        let own = &subnets[i].0;
+        let r = sh_ok(&ns, "ip route show dev flannel.100");
+        assert!(!r.contains(&format!("{own}/20")), "{r}");
+    }
+
+    // 3. the overlay carries traffic: ping w2's flannel.100 address from w1, over VXLAN
+    let ping = sh(
+        &w.ns("w1"),
+        &format!("ping -c 3 -i 0.2 -W 2 {}", subnets[1].0),
+    );
+    assert!(
+        ping.success() && ping.text.contains(" 0% packet loss"),
+        "{}",
+        ping.text
+    );
+
+    // 4. nftables: forward accept everywhere, masquerade only with --ip-masq
+    let t1 = sh_ok(&w.ns("w1"), "nft list table ip flannel-ipv4");
+    assert!(
+        t1.contains("ip saddr 11.0.0.0/8 accept") && t1.contains("ip daddr 11.0.0.0/8 accept"),
+        "{t1}"
+    );
+    assert!(
+        t1.contains(&format!(
+            "ip saddr {}/20 ip daddr 11.0.0.0/8 return",
+            subnets[0].0
+        )),
+        "{t1}"
+    );
+    assert!(
+        t1.contains("ip saddr 11.0.0.0/8 ip daddr != 224.0.0.0/4 masquerade"),
+        "{t1}"
+    );
+    let t2 = sh_ok(&w.ns("w2"), "nft list table ip flannel-ipv4");
+    assert!(
+        t2.contains("ip saddr 11.0.0.0/8 accept") && !t2.contains("masquerade"),
+        "{t2}"
+    );
+
+    // 5. SIGTERM leaves device, routes and lease; a restart keeps subnet and MAC
+    let code = w.stop("w1", libc::SIGTERM);
+    assert_eq!(code, Some(0), "{}", w.log("w1"));
+    let (key_before, _) = lease_of(&w, "10.0.0.3").expect("the lease stays after SIGTERM");
+    assert!(sh_ok(&w.ns("w1"), "ip route show dev flannel.100")
+        .contains(&format!("{}/20", subnets[1].0)));
+    w.start_agent("w1", "10.0.0.3", &["--ip-masq"]);
+    wait_for("w1 to reuse its lease", Duration::from_secs(30), || {
+        w.log("w1").contains("reusing").then_some(())
+    });
+    let (key_after, value_after) = lease_of(&w, "10.0.0.3").unwrap();
+    assert_eq!(key_after, key_before);
+    assert!(
+        value_after.contains(&subnets[0].1),
+        "same VtepMAC: {value_after}"
+    );
+    assert_eq!(mac_of(&w.ns("w1"), "flannel.100"), subnets[0].1);
+    assert_eq!(leases(&w).len(), 2);
+
+    // 5b. the lease gone but subnet.env kept: the previous subnet is taken again
+    w.stop("w1", libc::SIGTERM);
+    w.etcd(&format!("del {key_before}"));
+    w.start_agent("w1", "10.0.0.3", &["--ip-masq"]);
+    let (key_prev, _) = wait_for("w1 lease again", Duration::from_secs(30), || {
+        lease_of(&w, "10.0.0.3")
+    });
+    assert_eq!(key_prev, key_before);
+    assert!(
+        w.log("w1").contains("previously leased subnet"),
+        "{}",
+        w.log("w1")
+    );
+
+    // 6. a worker joining later shows up on the others
+    w.host("w3", "10.0.0.5");
+    w.start_agent("w3", "10.0.0.5", &[]);
+    let (k3, _) = wait_for("lease of w3", Duration::from_secs(60), || {
+        lease_of(&w, "10.0.0.5")
+    });
+    let (sn3, _) = subnet_of_key(&k3);
+    let mac3 = wait_for("w3 device", Duration::from_secs(30), || {
+        let o = sh(&w.ns("w3"), "ip -o link show flannel.100");
+        o.success().then(|| mac_of(&w.ns("w3"), "flannel.100"))
+    });
+    for n in ["w1", "w2"] {
+        let ns = w.ns(n);
+        wait_for(
+            &format!("entries for w3 on {n}"),
+            Duration::from_secs(30),
+            || (entries_for(&ns, &sn3, 20, &mac3, "10.0.0.5") == (true, true, true)).then_some(()),
+        );
+    }
+    // and w3 learned the others
+    wait_for("w3 to know w2", Duration::from_secs(30), || {
+        (entries_for(&w.ns("w3"), &subnets[1].0, 20, &subnets[1].1, "10.0.0.4")
+            == (true, true, true))
+            .then_some(())
+    });
+
+    // 7. deleting w3's lease removes its entries on the others; w3 exits as flanneld does
+    w.etcd(&format!("del {k3}"));
+    for n in ["w1", "w2"] {
+        let ns = w.ns(n);
+        wait_for(
+            &format!("entries for w3 gone on {n}"),
+            Duration::from_secs(30),
+            || {
+                (entries_for(&ns, &sn3, 20, &mac3, "10.0.0.5") == (false, false, false))
+                    .then_some(())
+            },
+        );
+    }
+    let code = w.wait_exit("w3");
+    assert_eq!(code, Some(1));
+    assert!(w.log("w3").contains("has been revoked"), "{}", w.log("w3"));
+    // the others keep each other
+    assert_eq!(
+        entries_for(&w.ns("w2"), &subnets[0].0, 20, &subnets[0].1, "10.0.0.3"),
+        (true, true, true)
+    );
+}
+
+#[test]
+fn missing_config_key_is_a_clear_error() {
+    if !is_root() {
+        eprintln!("skipped: needs root to create network namespaces");
+        return;
+    }
+    let mut w = World::new("nocfg");
+    w.start_etcd();
+    let ns = w.host("w1", "10.0.0.3");
+    let bin = env!("CARGO_BIN_EXE_knetsim");
+    let sf = w.subnet_file("w1");
+    let o = run_shell(
+        Some(&ns),
+        &format!(
+            "{bin} flanneld --etcd-endpoints http://{ETCD_IP}:2379 --iface eth0 --subnet-file {}",
+            sf.display()
+        ),
+        &[],
+        Duration::from_secs(60),
+        None,
+    )
+    .unwrap();
+    assert_eq!(o.ended, netns::process::Ended::Exited(1), "{}", o.text);
+    assert!(
+        o.text.contains("/coreos.com/network/config is missing"),
+        "{}",
+        o.text
+    );
+    assert!(
+        o.text.contains("etcdctl put /coreos.com/network/config"),
+        "{}",
+        o.text
+    );
+    assert!(!sf.exists());
+
+    // a config that is not JSON is named too
+    w.etcd(&format!("put {PREFIX}/config 'Network=11.0.0.0/8'"));
+    let o = sh(
+        &ns,
+        &format!(
+            "{bin} flanneld --etcd-endpoints http://{ETCD_IP}:2379 --iface eth0 --subnet-file {}",
+            sf.display()
+        ),
+    );
+    assert_eq!(o.ended, netns::process::Ended::Exited(1), "{}", o.text);
+    assert!(o.text.contains("not valid JSON"), "{}", o.text);
+}
+
+#[test]
+fn unreachable_etcd_and_unknown_iface_are_clear_errors() {
+    if !is_root() {
+        eprintln!("skipped: needs root to create network namespaces");
+        return;
+    }
+    let mut w = World::new("noetcd");
+    let ns = w.host("w1", "10.0.0.3");
+    let bin = env!("CARGO_BIN_EXE_knetsim");
+    let sf = w.subnet_file("w1");
+    // nothing listens at 10.0.0.3:2379: the agent waits (bounded), logging, then gives up
+    let o = run_shell(
+        Some(&ns),
+        &format!("{bin} flanneld --etcd-endpoints http://10.0.0.3:2379 --iface 10.0.0.3 --etcd-wait 3 --subnet-file {}", sf.display()),
+        &[],
+        Duration::from_secs(60),
+        None,
+    )
+    .unwrap();
+    assert_eq!(o.ended, netns::process::Ended::Exited(1), "{}", o.text);
+    assert!(
+        o.text.contains("waiting for etcd at http://10.0.0.3:2379"),
+        "{}",
+        o.text
+    );
+    assert!(
+        o.text
+            .contains("etcd is unreachable at http://10.0.0.3:2379"),
+        "{}",
+        o.text
+    );
+    assert!(o.text.contains("--etcd-endpoints"), "{}", o.text);
+
+    // --iface naming an address or a link that is not there
+    for (iface, want) in [
+        (
+            "10.9.9.9",
+            "no interface in this network namespace has address 10.9.9.9",
+        ),
+        ("nope0", "--iface nope0: no such interface"),
+    ] {
+        let o = sh(
+            &ns,
+            &format!("{bin} flanneld --etcd-endpoints http://10.0.0.3:2379 --iface {iface} --subnet-file {}", sf.display()),
+        );
+        assert_eq!(o.ended, netns::process::Ended::Exited(1), "{}", o.text);
+        assert!(o.text.contains(want), "{}", o.text);
+        assert!(o.text.contains("eth0"), "lists the links there: {}", o.text);
+    }
+    // no device was created by the failed starts
+    assert!(!sh_ok(&ns, "ip -o link").contains("flannel."));
+}

@@ -1,0 +1,40 @@
+//! Every lesson is a test: run non-interactively it must exit 0 (every `expect` held) and
+//! leave nothing behind.
+
+mod common;
+
+use common::{assert_nothing_left, knetsim_exe, HostSnapshot};
+use std::process::Command;
+
+fn run_lesson(file: &str, instance: &str) {
+    let before = HostSnapshot::take();
+    let out = Command::new(knetsim_exe())
+        .args(["--no-pause", "--instance", instance])
+        .arg(format!("{}/lessons/{file}", env!("CARGO_MANIFEST_DIR")))
+        .env("NO_COLOR", "1")
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.status.code(), Some(0), "lesson {file} failed:\n{text}");
+    assert!(!text.contains('✗'), "a failed expect in {file}:\n{text}");
+    assert_nothing_left(instance, &[]);
+    assert_eq!(
+        before,
+        HostSnapshot::take(),
+        "lesson {file} changed the root network namespace"
+    );
+}
+
+#[test]
+fn lesson_01_flannel() {
+    run_lesson("01-flannel.rhai", "lesson01");
+}
+
+#[test]
+fn lesson_02_cni() {
+    run_lesson("02-cni.rhai", "lesson02");
+}

@@ -1,0 +1,223 @@
+//! The core runtime end to end: a cluster comes up on a real etcd and flannel overlay,
+//! pods on different workers reach each other, and teardown leaves the host as it was.
+
+mod common;
+
+use common::{assert_nothing_left, sim, HostSnapshot};
+use knetsim::sim::ClusterSpec;
+use std::collections::BTreeMap;
+
+#[test]
+fn pods_on_different_workers_ping_over_the_overlay_and_nothing_is_left() {
+    let before = HostSnapshot::take();
+    {
+        let sim = sim("lc1");
+        let c = sim
+            .cluster(
+                "0",
+                ClusterSpec {
+                    workers: 2,
+                    etcd: 1,
+                },
+            )
+            .unwrap();
+        sim.start().expect("bring-up");
+        let w1 = c.worker("w1").unwrap();
+        let w2 = c.worker("w2").unwrap();
+        assert_eq!(
+            w1.ip().to_string(),
+            "10.0.0.2",
+            "Mininet numbering: e1 is host 1"
+        );
+        let a = w1.create_container("c1", BTreeMap::new()).unwrap();
+        let b = w2.create_container("c2", BTreeMap::new()).unwrap();
+        assert!(
+            a.ip.starts_with("11."),
+            "pod IPs come from the flannel network: {}",
+            a.ip
+        );
+        let out = w1
+            .exec_container("c1", &format!("ping -c 2 -W 2 {}", b.ip))
+            .unwrap();
+        assert!(
+            out.contains(" 0% packet loss"),
+            "cross-worker ping failed:\n{out}"
+        );
+        let links = w1.exec("ip -d link show flannel.100").unwrap();
+        assert!(links.contains("vxlan id 100"), "{links}");
+        let leases = w1
+            .exec("etcdctl get --prefix /coreos.com/network/subnets --keys-only")
+            .unwrap();
+        assert_eq!(
+            leases.lines().filter(|l| l.contains("/subnets/")).count(),
+            2,
+            "{leases}"
+        );
+        w2.delete_container("c2").unwrap();
+        assert!(!knetsim::netns::exists("lc1-C0-c2"));
+        sim.teardown().unwrap();
+    }
+    assert_nothing_left("lc1", &[]);
+    assert_eq!(
+        before,
+        HostSnapshot::take(),
+        "the root network namespace changed"
+    );
+}
+
+#[test]
+fn a_second_run_of_a_live_instance_is_refused() {
+    let first = sim("lc2");
+    let err = knetsim::sim::Sim::new(common::options("lc2"))
+        .err()
+        .expect("must refuse");
+    let msg = format!("{err:#}");
+    assert!(
+        msg.contains("already running") && msg.contains("--instance"),
+        "{msg}"
+    );
+    first.teardown().unwrap();
+    assert_nothing_left("lc2", &[]);
+}
+
+#[test]
+fn bad_names_give_clear_errors() {
+    let sim = sim("lc3");
+    let err = sim
+        .cluster("x", ClusterSpec::default())
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(err.contains("cluster id 'x'"), "{err}");
+    let c = sim
+        .cluster(
+            "0",
+            ClusterSpec {
+                workers: 1,
+                etcd: 1,
+            },
+        )
+        .unwrap();
+    let err = sim
+        .cluster("0", ClusterSpec::default())
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(err.contains("already declared"), "{err}");
+    let err = c.get("w9").err().unwrap().to_string();
+    assert!(err.contains("no node 'w9'") && err.contains("w1"), "{err}");
+    let err = c
+        .worker("w1")
+        .unwrap()
+        .exec("true")
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(err.contains("not running yet"), "{err}");
+    sim.teardown().unwrap();
+    assert_nothing_left("lc3", &[]);
+}
+
+#[test]
+fn a_worker_added_after_start_is_reachable() {
+    let sim = sim("lc4");
+    let c = sim
+        .cluster(
+            "0",
+            ClusterSpec {
+                workers: 2,
+                etcd: 1,
+            },
+        )
+        .unwrap();
+    sim.start().unwrap();
+    let w1 = c.worker("w1").unwrap();
+    w1.create_container("c1", BTreeMap::new()).unwrap();
+    let t0 = std::time::Instant::now();
+    let w3 = c.add_worker().unwrap();
+    assert_eq!(w3.name(), "C0w3");
+    let p = w3.create_container("c9", BTreeMap::new()).unwrap();
+    let out = w1
+        .exec_container("c1", &format!("ping -c 1 -W 2 {}", p.ip))
+        .unwrap();
+    println!(
+        "joined, pod created and first ping answered after {:?}",
+        t0.elapsed()
+    );
+    assert!(
+        out.contains(" 0% packet loss"),
+        "new worker's pod unreachable:\n{out}"
+    );
+    let routes = w1.exec("ip route show dev flannel.100").unwrap();
+    assert_eq!(
+        routes.lines().filter(|l| l.contains("onlink")).count(),
+        2,
+        "{routes}"
+    );
+    sim.teardown().unwrap();
+    assert_nothing_left("lc4", &[]);
+}
+
+#[test]
+fn two_instances_run_side_by_side() {
+    let a = sim("lc5a");
+    let b = sim("lc5b");
+    for s in [&a, &b] {
+        s.cluster(
+            "0",
+            ClusterSpec {
+                workers: 2,
+                etcd: 1,
+            },
+        )
+        .unwrap();
+    }
+    let (ta, tb) = (a.clone(), b.clone());
+    let ha = std::thread::spawn(move || ta.start());
+    let hb = std::thread::spawn(move || tb.start());
+    ha.join().unwrap().unwrap();
+    hb.join().unwrap().unwrap();
+    for s in [&a, &b] {
+        let c = s.get_cluster("0").unwrap();
+        let w1 = c.worker("w1").unwrap();
+        let w2 = c.worker("w2").unwrap();
+        w1.create_container("c1", BTreeMap::new()).unwrap();
+        let ip = w2.create_container("c2", BTreeMap::new()).unwrap().ip;
+        let out = w1
+            .exec_container("c1", &format!("ping -c 1 -W 2 {ip}"))
+            .unwrap();
+        assert!(out.contains(" 0% packet loss"), "{}: {out}", s.instance());
+    }
+    assert!(knetsim::netns::exists("lc5a-C0w1") && knetsim::netns::exists("lc5b-C0w1"));
+    a.teardown().unwrap();
+    b.teardown().unwrap();
+    assert_nothing_left("lc5a", &[]);
+    assert_nothing_left("lc5b", &[]);
+}
+
+#[test]
+fn exec_async_processes_end_with_their_pod() {
+    let sim = sim("lc6");
+    let c = sim
+        .cluster(
+            "0",
+            ClusterSpec {
+                workers: 1,
+                etcd: 1,
+            },
+        )
+        .unwrap();
+    sim.start().unwrap();
+    let w1 = c.worker("w1").unwrap();
+    w1.create_container("c1", BTreeMap::new()).unwrap();
+    let pid = w1.exec_container_async("c1", "sleep 300").unwrap();
+    let start = knetsim::netns::process::start_time(pid).expect("the async command runs");
+    w1.delete_container("c1").unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    assert!(
+        !knetsim::netns::process::is_same_process(pid, start),
+        "sleep survived its pod"
+    );
+    sim.teardown().unwrap();
+    assert_nothing_left("lc6", &[]);
+}
