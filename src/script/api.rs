@@ -368,6 +368,11 @@ fn register_worker(engine: &mut Engine) {
     engine.register_get("ip", |w: &mut Worker| w.ip().to_string());
     engine.register_fn("ip", |w: &mut Worker| w.ip().to_string());
     engine.register_get("cluster", |w: &mut Worker| w.cluster());
+    engine.register_get("dir", |w: &mut Worker| w.dir().display().to_string());
+    engine.register_fn("dir", |w: &mut Worker| w.dir().display().to_string());
+    engine.register_fn("exec_async", |w: &mut Worker, cmd: &str| -> RResult<i64> {
+        rt(w.exec_async(cmd)).map(|pid| pid as i64)
+    });
     engine.register_fn("to_string", |w: &mut Worker| {
         format!("worker {} ({})", w.name(), w.ip())
     });

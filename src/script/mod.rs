@@ -311,3 +311,43 @@ fn show_inner(v: &Dynamic, top: bool) -> String {
     }
     v.to_string()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exit_codes() {
+        assert_eq!(Outcome::Ok.exit_code(), 0);
+        assert_eq!(Outcome::ExpectFailed(3).exit_code(), 1);
+        assert_eq!(Outcome::ScriptError.exit_code(), 2);
+        assert_eq!(Outcome::Interrupted.exit_code(), 130);
+    }
+
+    #[test]
+    fn default_scenario_parses_and_builds_the_original_topology() {
+        let ast = Engine::new()
+            .compile(DEFAULT_SCENARIO)
+            .expect("default scenario parses");
+        assert!(
+            ast.iter_functions().count() == 0,
+            "the scenario defines no functions"
+        );
+        for want in [
+            "cluster(\"0\", #{ workers: 3, etcd: 2 })",
+            "cluster(\"1\", #{ workers: 3, etcd: 2 })",
+        ] {
+            assert!(DEFAULT_SCENARIO.contains(want), "{want}");
+        }
+    }
+
+    #[test]
+    fn values_are_shown_readably() {
+        let v: Dynamic = vec![Dynamic::from("a"), Dynamic::from(1_i64)].into();
+        assert_eq!(show(&v), "[\"a\", 1]");
+        assert_eq!(show(&Dynamic::from("out\n")), "out\n");
+        let mut m = rhai::Map::new();
+        m.insert("ip".into(), "11.10.0.2".into());
+        assert_eq!(show(&m.into()), "#{ip: \"11.10.0.2\"}");
+    }
+}

@@ -1,0 +1,138 @@
+//! Console lines through `console::handle`, as a learner types them: commands, Rhai in
+//! the shared scope, mininet-style node lines, errors. No cluster is started here.
+
+mod common;
+
+use common::{assert_nothing_left, sim};
+use knetsim::console::{handle, Flow};
+use knetsim::script::{Outcome, ScriptSession};
+
+struct Console(ScriptSession, String);
+
+impl Console {
+    fn new(test: &str) -> Console {
+        let instance = format!("con-{test}");
+        Console(ScriptSession::new(sim(&instance), true), instance)
+    }
+    fn line(&mut self, l: &str) -> String {
+        let mut out = Vec::new();
+        assert_eq!(handle(&mut self.0, l, &mut out), Flow::Continue, "{l}");
+        String::from_utf8(out).unwrap()
+    }
+}
+
+impl Drop for Console {
+    fn drop(&mut self) {
+        self.0.sim().teardown().expect("teardown");
+        if !std::thread::panicking() {
+            assert_nothing_left(&self.1, &[]);
+        }
+    }
+}
+
+#[test]
+fn rhai_lines_share_the_scope_and_show_values() {
+    let mut c = Console::new("rhai");
+    assert_eq!(c.line("1 + 2"), "3\n");
+    assert_eq!(c.line("let x = 20"), "");
+    assert_eq!(c.line("x * 2 + 2"), "42\n");
+    assert_eq!(c.line("py x + 1"), "21\n");
+    assert_eq!(c.line("\"text\""), "text\n");
+    // A multi-line block (as the console collects it) runs as one input.
+    assert_eq!(c.line("for i in 0..3 {\n  x += i;\n}\nx"), "23\n");
+    // `step` prints its header itself (to stdout) and yields nothing to show.
+    assert_eq!(c.line("step(\"in the console\")"), "");
+}
+
+#[test]
+fn a_script_run_first_leaves_its_variables_and_nodes_to_the_console() {
+    let mut c = Console::new("shared");
+    let o = c.0.run_source(
+        "setup.rhai",
+        "let C0 = cluster(\"0\", #{ workers: 2, etcd: 1 });\nlet greeting = \"hello\";\nfn twice(s) { s + s }\n",
+    );
+    assert_eq!(o, Outcome::Ok);
+    assert_eq!(c.line("twice(greeting)"), "hellohello\n");
+    assert_eq!(c.line("C0w2"), "worker C0w2 (10.0.0.3)\n");
+    assert_eq!(c.line("C0e1.ip"), "10.1.0.1\n");
+    assert_eq!(
+        c.line("C0.workers()"),
+        "[worker C0w1 (10.0.0.2), worker C0w2 (10.0.0.3)]\n"
+    );
+    // Nodes added from the console become variables after the line.
+    c.line("let C1 = cluster(\"1\", #{ workers: 1, etcd: 1 })");
+    c.0.refresh_node_variables();
+    let vars = c.0.variable_names();
+    for v in [
+        "C0", "C0w1", "C0w2", "C0e1", "C1", "C1w1", "C1e1", "greeting",
+    ] {
+        assert!(vars.iter().any(|n| n == v), "{v} missing from {vars:?}");
+    }
+    assert_eq!(c.line("C1w1.name"), "C1w1\n");
+}
+
+#[test]
+fn errors_are_one_message_and_the_console_goes_on() {
+    let mut c = Console::new("errors");
+    let out = c.line("let a = (1 +;");
+    assert!(out.starts_with("error: console:1:"), "{out}");
+    assert!(out.contains(" 1 | let a = (1 +;"), "{out}");
+    let out = c.line("cluster(\"x\")");
+    assert!(
+        out.starts_with("error: console:1:1: cluster id 'x' is not valid"),
+        "{out}"
+    );
+    assert_eq!(c.line("2 * 3"), "6\n");
+}
+
+#[test]
+fn node_lines_run_on_the_node_and_say_why_not() {
+    let mut c = Console::new("nodeline");
+    c.line("cluster(\"0\", #{ workers: 1, etcd: 1 }); cluster(\"1\", #{ workers: 1, etcd: 1 });");
+    let out = c.line("C0w1 ip -br addr");
+    assert!(
+        out.contains("C0w1 is not running yet: call start()"),
+        "{out}"
+    );
+    let out = c.line("w1 ip -br addr");
+    assert!(
+        out.contains("'w1' names a node in more than one cluster: use C0w1 or C1w1"),
+        "{out}"
+    );
+}
+
+#[test]
+fn help_nodes_pingall_and_exit() {
+    let mut c = Console::new("cmds");
+    let help = c.line("help");
+    for want in [
+        "pingall",
+        "nodes",
+        "exec_container",
+        "create_container",
+        "C0w1 CMD",
+        "expect",
+    ] {
+        assert!(help.contains(want), "help lacks {want}:\n{help}");
+    }
+    assert!(c.line("nodes").contains("no clusters yet"));
+    c.line("let C0 = cluster(\"0\", #{ workers: 2, etcd: 1 })");
+    let nodes = c.line("nodes");
+    for want in [
+        "C0e1",
+        "etcd member",
+        "10.1.0.1",
+        "C0w2",
+        "worker",
+        "10.0.0.3",
+        "declared",
+    ] {
+        assert!(nodes.contains(want), "nodes lacks {want}:\n{nodes}");
+    }
+    let ping = c.line("pingall");
+    assert!(ping.contains("C0: fewer than two containers"), "{ping}");
+    assert!(ping.contains("no pings sent"), "{ping}");
+    let mut out = Vec::new();
+    assert_eq!(handle(&mut c.0, "exit", &mut out), Flow::Exit);
+    assert_eq!(handle(&mut c.0, " quit ", &mut out), Flow::Exit);
+}

@@ -1,0 +1,148 @@
+//! The script API and the console against running clusters (real etcd, flannel agent,
+//! CNI): a lesson-like script, the default scenario with `pingall`, mininet lines.
+
+mod common;
+
+use common::{assert_nothing_left, sim, HostSnapshot};
+use knetsim::console::handle;
+use knetsim::script::{Outcome, ScriptSession, DEFAULT_SCENARIO};
+
+struct Session(ScriptSession, String);
+
+impl Session {
+    fn new(instance: &str) -> Session {
+        Session(
+            ScriptSession::new(sim(instance), false),
+            instance.to_string(),
+        )
+    }
+    fn line(&mut self, l: &str) -> String {
+        let mut out = Vec::new();
+        handle(&mut self.0, l, &mut out);
+        String::from_utf8(out).unwrap()
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        self.0.sim().teardown().expect("teardown");
+        if !std::thread::panicking() {
+            assert_nothing_left(&self.1, &[]);
+        }
+    }
+}
+
+const LESSON: &str = r#"
+let C0 = cluster("0", #{ workers: 2, etcd: 1 });
+C0.start();
+let w1 = C0.get("w1");
+let w2 = C0.get("w2");
+let c1 = w1.create_container("c1");
+w2.create_container("c2", #{ labels: #{ app: "web", tier: 1 } });
+expect(c1.ip == w1.container_ip("c1") && c1.ip.starts_with("11."), "container IPs come from the flannel network");
+expect(w2.containers() == ["c2"], "w2 lists its container");
+expect(C0.containers().len() == 2, "the cluster lists both containers");
+expect(C0.find_container("c2").name == "C0w2", "find_container names the worker");
+let ping = w1.exec_container("c1", `ping -c 2 -W 2 ${w2.container_ip("c2")}`);
+expect(ping.contains(" 0% packet loss"), "c1 reaches c2 on another worker");
+let pid = w1.exec_container_async("c1", "sleep 300");
+expect(pid > 0, "an async command returns its pid");
+expect(C0e1.exec("etcdctl --endpoints http://10.1.0.1:2379 endpoint health").contains("is healthy"), "etcd answers on its member");
+expect(w1.exec("ip -br link show flannel.100").contains("flannel.100"), "the worker has the VXLAN device");
+let w3 = C0.add_worker();
+w3.create_container("c3");
+let ping3 = w3.exec_container("c3", `ping -c 2 -W 2 ${w2.container_ip("c2")}`);
+expect(ping3.contains(" 0% packet loss"), "a worker added to a running cluster reaches the others");
+w2.delete_container("c2");
+expect(w2.containers().len() == 0, "delete_container removes it");
+"#;
+
+#[test]
+fn a_lesson_like_script_drives_a_running_cluster() {
+    let before = HostSnapshot::take();
+    {
+        let mut s = Session::new("scr-lesson");
+        let o = s.0.run_source("lesson.rhai", LESSON);
+        assert_eq!(o, Outcome::Ok, "{:?}", s.0.last_error());
+        assert_eq!(s.0.expect_counts(), (10, 0));
+        // Errors from a running cluster keep the sim's words.
+        let o = s.0.run_source("dup.rhai", "w1.create_container(\"c1\");");
+        assert_eq!(o, Outcome::ScriptError);
+        assert!(
+            s.0.last_error().unwrap().contains("already exists"),
+            "{:?}",
+            s.0.last_error()
+        );
+        let o =
+            s.0.run_source("gone.rhai", "w1.exec_container(\"c2\", \"true\");");
+        assert_eq!(o, Outcome::ScriptError);
+        assert!(
+            s.0.last_error()
+                .unwrap()
+                .starts_with("error: gone.rhai:1:4: there is no container 'c2' on C0w1"),
+            "{:?}",
+            s.0.last_error()
+        );
+        let o = s.0.run_source(
+            "labels.rhai",
+            "w1.create_container(\"c4\", #{ label: #{ app: \"x\" } });",
+        );
+        assert_eq!(o, Outcome::ScriptError);
+        assert!(
+            s.0.last_error().unwrap().contains("unknown option 'label'"),
+            "{:?}",
+            s.0.last_error()
+        );
+        // Mininet-style lines in the console, on a worker and an etcd member.
+        let out = s.line("C0w1 ip -br addr show eth0");
+        assert!(out.contains("eth0") && out.contains("10.0.0.2"), "{out}");
+        let out = s.line("py C0w1.exec_container(\"c1\", \"ip -br addr show eth0\")");
+        assert!(out.contains("eth0") && out.contains("11."), "{out}");
+        let out = s.line("C0w1 false; echo status=$?");
+        assert!(out.contains("status=1"), "{out}");
+        let nodes = s.line("nodes");
+        assert!(
+            nodes.contains("running") && nodes.contains("c1 11."),
+            "{nodes}"
+        );
+    }
+    assert_nothing_left("scr-lesson", &[]);
+    assert_eq!(
+        before,
+        HostSnapshot::take(),
+        "the root network namespace changed"
+    );
+}
+
+#[test]
+fn default_scenario_comes_up_and_every_container_pings_every_other() {
+    let mut s = Session::new("scr-default");
+    let o =
+        s.0.run_source(knetsim::script::DEFAULT_SCENARIO_NAME, DEFAULT_SCENARIO);
+    assert_eq!(o, Outcome::Ok, "{:?}", s.0.last_error());
+    let want = [
+        ("C0w1", "c1"),
+        ("C0w2", "c2"),
+        ("C0w3", "c3"),
+        ("C0w3", "c4"),
+        ("C1w1", "c1"),
+        ("C1w2", "c2"),
+        ("C1w3", "c3"),
+    ];
+    for (node, c) in want {
+        let out = s.line(&format!("{node}.containers().contains(\"{c}\")"));
+        assert_eq!(out, "true\n", "{c} on {node}");
+    }
+    assert_eq!(s.line("C1w1.ip"), "10.0.0.8\n", "the original's numbering");
+    let ping = s.line("pingall");
+    // C0: 4 containers, 12 pings; C1: 3 containers, 6 pings.
+    assert!(
+        ping.contains("*** Results: 0% dropped (18/18 received)"),
+        "{ping}"
+    );
+    assert!(ping.contains("C0 c1 -> c2 c3 c4"), "{ping}");
+    // Delete a container and ping again: the matrix shrinks, still no loss.
+    s.line("C0w3.delete_container(\"c4\")");
+    let ping = s.line("pingall");
+    assert!(ping.contains("0% dropped (12/12 received)"), "{ping}");
+}
