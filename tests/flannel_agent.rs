@@ -593,3 +593,98 @@ fn unreachable_etcd_and_unknown_iface_are_clear_errors() {
     // no device was created by the failed starts
     assert!(!sh_ok(&ns, "ip -o link").contains("flannel."));
 }
+
+/// A pod namespace behind worker `worker`: veth `vp-<pod>` on the worker with the subnet's
+/// .1, the pod gets `ip` and a default route via .1 (what the bridge CNI plugin arranges).
+fn add_pod(w: &mut World, worker: &str, pod: &str, gw: &str, ip: &str) -> String {
+    let wns = w.ns(worker);
+    let pns = w.ns(pod);
+    w.add_ns(&pns);
+    sh_ok(
+        &wns,
+        &format!(
+            "ip link add vp-{pod} type veth peer name eth0 netns {pns} && ip addr add {gw}/20 dev vp-{pod} && ip link set vp-{pod} up && sysctl -qw net.ipv4.ip_forward=1"
+        ),
+    );
+    sh_ok(
+        &pns,
+        &format!("ip link set lo up && ip addr add {ip}/20 dev eth0 && ip link set eth0 up && ip route add default via {gw}"),
+    );
+    pns
+}
+
+#[test]
+fn ip_masq_hides_pods_from_the_outside_but_not_from_pods() {
+    if !is_root() {
+        eprintln!("skipped: needs root to create network namespaces");
+        return;
+    }
+    let mut w = World::new("masq");
+    w.start_etcd();
+    w.etcd(&format!("put {PREFIX}/config '{CONFIG}'"));
+    w.host("w1", "10.0.0.3");
+    w.host("w2", "10.0.0.4");
+    // an outside host with no route to the pod network
+    w.host("x", "10.0.0.9");
+    w.start_agent("w1", "10.0.0.3", &["--ip-masq"]);
+    w.start_agent("w2", "10.0.0.4", &[]);
+    let mut pods = Vec::new();
+    for (n, ip, pod) in [("w1", "10.0.0.3", "p1"), ("w2", "10.0.0.4", "p2")] {
+        let (key, _) = wait_for(&format!("lease of {n}"), Duration::from_secs(60), || {
+            lease_of(&w, ip)
+        });
+        let (sn, _) = subnet_of_key(&key);
+        let base = sn.rsplit_once('.').unwrap().0.to_string();
+        let pns = add_pod(&mut w, n, pod, &format!("{base}.1"), &format!("{base}.2"));
+        pods.push((pns, format!("{base}.2"), sn));
+    }
+    // wait until each worker has the other's route
+    for (i, n) in ["w1", "w2"].iter().enumerate() {
+        let other = &pods[1 - i].2;
+        let ns = w.ns(n);
+        wait_for(&format!("route on {n}"), Duration::from_secs(30), || {
+            sh_ok(&ns, "ip route show dev flannel.100")
+                .contains(&format!("{other}/20"))
+                .then_some(())
+        });
+    }
+    // count, on w2, packets arriving from p1's own address (i.e. not masqueraded)
+    sh_ok(
+        &w.ns("w2"),
+        &format!("nft add table ip flt-count && nft add chain ip flt-count in '{{ type filter hook prerouting priority -300 ; }}' && nft add rule ip flt-count in ip saddr {} counter", pods[0].1),
+    );
+
+    // p1 (on the --ip-masq worker) reaches the outside host: its source was masqueraded
+    let o = sh(&pods[0].0, "ping -c 2 -i 0.2 -W 2 10.0.0.9");
+    assert!(
+        o.success() && o.text.contains(" 0% packet loss"),
+        "{}",
+        o.text
+    );
+    // p2 (worker without --ip-masq) cannot: the outside host has no route back to 11/8
+    let o = sh(&pods[1].0, "ping -c 2 -i 0.2 -W 1 10.0.0.9");
+    assert!(
+        !o.success() && o.text.contains("100% packet loss"),
+        "{}",
+        o.text
+    );
+
+    // pod to pod keeps the pod's address, also through the --ip-masq worker
+    let o = sh(&pods[0].0, &format!("ping -c 2 -i 0.2 -W 2 {}", pods[1].1));
+    assert!(
+        o.success() && o.text.contains(" 0% packet loss"),
+        "{}",
+        o.text
+    );
+    let c = sh_ok(&w.ns("w2"), "nft list chain ip flt-count in");
+    let packets: u64 = c
+        .split("counter packets ")
+        .nth(1)
+        .and_then(|s| s.split_whitespace().next())
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    assert!(
+        packets >= 2,
+        "w2 saw pod-to-pod packets with the pod's own source: {c}"
+    );
+}
