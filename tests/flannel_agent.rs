@@ -590,6 +590,18 @@ fn unreachable_etcd_and_unknown_iface_are_clear_errors() {
         assert!(o.text.contains(want), "{}", o.text);
         assert!(o.text.contains("eth0"), "lists the links there: {}", o.text);
     }
+    // flanneld's flag check
+    let o = sh(
+        &ns,
+        &format!("{bin} flanneld --etcd-endpoints http://10.0.0.3:2379 --iface eth0 --subnet-lease-renew-margin 1440 --subnet-file {}", sf.display()),
+    );
+    assert_eq!(o.ended, netns::process::Ended::Exited(1), "{}", o.text);
+    assert!(
+        o.text.contains("invalid --subnet-lease-renew-margin 1440"),
+        "{}",
+        o.text
+    );
+
     // no device was created by the failed starts
     assert!(!sh_ok(&ns, "ip -o link").contains("flannel."));
 }
@@ -687,4 +699,52 @@ fn ip_masq_hides_pods_from_the_outside_but_not_from_pods() {
         packets >= 2,
         "w2 saw pod-to-pod packets with the pod's own source: {c}"
     );
+}
+
+#[test]
+fn lease_is_renewed_and_expires_when_the_agent_dies() {
+    if !is_root() {
+        eprintln!("skipped: needs root to create network namespaces");
+        return;
+    }
+    let mut w = World::new("ttl");
+    w.start_etcd();
+    w.etcd(&format!("put {PREFIX}/config '{CONFIG}'"));
+    w.host("w1", "10.0.0.3");
+    w.host("w2", "10.0.0.4");
+    // a 4 s lease: renewed every 2 s (half the TTL, as the 60 min margin does not fit)
+    w.start_agent("w1", "10.0.0.3", &["--subnet-lease-ttl", "4"]);
+    w.start_agent("w2", "10.0.0.4", &[]);
+    let (k1, _) = wait_for("lease of w1", Duration::from_secs(60), || {
+        lease_of(&w, "10.0.0.3")
+    });
+    let (sn1, _) = subnet_of_key(&k1);
+    let mac1 = wait_for("w1 device", Duration::from_secs(30), || {
+        let o = sh(&w.ns("w1"), "ip -o link show flannel.100");
+        o.success().then(|| mac_of(&w.ns("w1"), "flannel.100"))
+    });
+    let w2 = w.ns("w2");
+    wait_for("w1's entries on w2", Duration::from_secs(30), || {
+        (entries_for(&w2, &sn1, 20, &mac1, "10.0.0.3") == (true, true, true)).then_some(())
+    });
+    // three renewals: the key outlives several TTLs
+    wait_for("three renewals", Duration::from_secs(60), || {
+        (w.log("w1")
+            .matches(&format!("lease {sn1}/20 renewed"))
+            .count()
+            >= 3)
+            .then_some(())
+    });
+    assert_eq!(lease_of(&w, "10.0.0.3").map(|l| l.0), Some(k1.clone()));
+    // the agent crashes (SIGKILL, nothing runs on exit): the lease expires by itself and
+    // the other worker removes the entries
+    w.stop("w1", libc::SIGKILL);
+    wait_for("w1's lease to expire", Duration::from_secs(30), || {
+        lease_of(&w, "10.0.0.3").is_none().then_some(())
+    });
+    wait_for("w1's entries gone on w2", Duration::from_secs(30), || {
+        (entries_for(&w2, &sn1, 20, &mac1, "10.0.0.3") == (false, false, false)).then_some(())
+    });
+    // the device and routes of the crashed node stay, as with flanneld
+    assert!(sh(&w.ns("w1"), "ip link show flannel.100").success());
 }

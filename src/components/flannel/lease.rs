@@ -37,6 +37,8 @@ async fn bounded<T>(
 pub struct Registry {
     client: Client,
     pub prefix: String,
+    /// TTL of the etcd lease behind each subnet lease (flannel: 24 h).
+    pub ttl: Duration,
 }
 
 /// A lease we hold.
@@ -82,7 +84,14 @@ impl Registry {
             match res {
                 Ok((client, Some(text))) => {
                     log!("connected to etcd at {}", endpoints.join(","));
-                    return Ok((Self { client, prefix }, text));
+                    return Ok((
+                        Self {
+                            client,
+                            prefix,
+                            ttl: SUBNET_TTL,
+                        },
+                        text,
+                    ));
                 }
                 Ok((_, None)) => bail!(
                     "etcd key {key} is missing: flannel reads its network configuration from it. \
@@ -142,7 +151,7 @@ impl Registry {
         let key = subnet::lease_key(&self.prefix, sn);
         let grant = bounded(
             "lease grant",
-            self.client.lease_grant(SUBNET_TTL.as_secs() as i64, None),
+            self.client.lease_grant(self.ttl.as_secs() as i64, None),
         )
         .await?;
         let txn = Txn::new()
@@ -174,7 +183,7 @@ impl Registry {
         let key = subnet::lease_key(&self.prefix, sn);
         let grant = bounded(
             "lease grant",
-            self.client.lease_grant(SUBNET_TTL.as_secs() as i64, None),
+            self.client.lease_grant(self.ttl.as_secs() as i64, None),
         )
         .await?;
         if let Err(e) = bounded(

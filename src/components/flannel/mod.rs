@@ -72,6 +72,11 @@ pub struct FlanneldArgs {
     /// Minutes before the lease expires at which it is renewed (flanneld's default: 60).
     #[arg(long = "subnet-lease-renew-margin", default_value_t = 60)]
     pub subnet_lease_renew_margin: u64,
+    /// TTL in seconds of the subnet lease (flanneld: always 24 h). A short TTL shows a lease
+    /// expiring in a lesson; renewal then happens at half the TTL when the margin is longer
+    /// (knetsim addition).
+    #[arg(long = "subnet-lease-ttl", default_value_t = 24 * 3600)]
+    pub subnet_lease_ttl: u64,
     /// Seconds to keep trying while etcd does not answer before giving up (knetsim addition).
     #[arg(long = "etcd-wait", default_value_t = 30)]
     pub etcd_wait: u64,
@@ -121,7 +126,34 @@ pub fn write_atomic(path: &Path, text: &str) -> Result<()> {
     Ok(())
 }
 
+/// When to renew a lease of `ttl`: `margin` before it expires, as flanneld does, or at half
+/// the TTL when the margin does not fit into it.
+pub fn renew_margin(margin: Duration, ttl: Duration) -> Duration {
+    if margin >= ttl {
+        ttl / 2
+    } else {
+        margin
+    }
+}
+
+/// flanneld's flag checks.
+pub fn check_args(args: &FlanneldArgs) -> Result<()> {
+    if args.subnet_lease_renew_margin == 0 || args.subnet_lease_renew_margin >= 24 * 60 {
+        return Err(anyhow!(
+            "invalid --subnet-lease-renew-margin {}: out of acceptable range, give minutes between 1 and 1439",
+            args.subnet_lease_renew_margin
+        ));
+    }
+    if args.subnet_lease_ttl == 0 {
+        return Err(anyhow!(
+            "invalid --subnet-lease-ttl 0: give a number of seconds (flannel uses 86400)"
+        ));
+    }
+    Ok(())
+}
+
 async fn agent(args: &FlanneldArgs) -> Result<()> {
+    check_args(args)?;
     log!(
         "starting: etcd {}, prefix {}, iface {}, subnet file {}, ip-masq {}",
         args.etcd_endpoints,
@@ -158,6 +190,7 @@ async fn agent(args: &FlanneldArgs) -> Result<()> {
         Duration::from_secs(args.etcd_wait),
     )
     .await?;
+    reg.ttl = Duration::from_secs(args.subnet_lease_ttl);
     let cfg = config::parse(&cfg_text, &reg.config_key())?;
     log!(
         "network config: Network {} SubnetLen {} SubnetMin {} SubnetMax {} backend vxlan VNI {} Port {}",
@@ -217,7 +250,10 @@ async fn agent(args: &FlanneldArgs) -> Result<()> {
         }
     }
 
-    let margin = Duration::from_secs(args.subnet_lease_renew_margin * 60);
+    let margin = renew_margin(
+        Duration::from_secs(args.subnet_lease_renew_margin * 60),
+        reg.ttl,
+    );
     watch_loop(&mut reg, &nl, &dev, &mut own, &attrs, margin).await
 }
 
@@ -421,6 +457,16 @@ async fn watch_loop(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn renew_margin_fits_into_the_ttl() {
+        let h = Duration::from_secs(3600);
+        assert_eq!(renew_margin(h, Duration::from_secs(86400)), h);
+        assert_eq!(
+            renew_margin(h, Duration::from_secs(10)),
+            Duration::from_secs(5)
+        );
+    }
 
     #[test]
     fn write_atomic_creates_parent_and_leaves_no_temporary_file() {
