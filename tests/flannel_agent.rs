@@ -115,7 +115,13 @@ impl World {
     }
 
     fn start_etcd(&mut self) -> String {
-        let ns = self.host("e", ETCD_IP);
+        self.host("e", ETCD_IP);
+        self.spawn_etcd()
+    }
+
+    /// (Re)starts etcd in its namespace on the same data directory.
+    fn spawn_etcd(&mut self) -> String {
+        let ns = self.ns("e");
         let data = self.dir.join("etcd-data");
         let c = format!("http://{ETCD_IP}:2379");
         let p = format!("http://{ETCD_IP}:2380");
@@ -747,4 +753,65 @@ fn lease_is_renewed_and_expires_when_the_agent_dies() {
     });
     // the device and routes of the crashed node stay, as with flanneld
     assert!(sh(&w.ns("w1"), "ip link show flannel.100").success());
+}
+
+#[test]
+fn watch_survives_an_etcd_restart_and_reads_real_flannel_leases() {
+    if !is_root() {
+        eprintln!("skipped: needs root to create network namespaces");
+        return;
+    }
+    let mut w = World::new("erst");
+    w.start_etcd();
+    w.etcd(&format!("put {PREFIX}/config '{CONFIG}'"));
+    w.host("w1", "10.0.0.3");
+    w.start_agent("w1", "10.0.0.3", &[]);
+    wait_for("lease of w1", Duration::from_secs(60), || {
+        lease_of(&w, "10.0.0.3")
+    });
+    let ns = w.ns("w1");
+    wait_for("w1 watching", Duration::from_secs(30), || {
+        w.log("w1").contains("watching").then_some(())
+    });
+
+    // etcd goes away for a moment, then comes back with its data
+    w.stop("etcd", libc::SIGTERM);
+    std::thread::sleep(Duration::from_millis(500));
+    w.spawn_etcd();
+
+    // a lease as a real flanneld of another host writes it (its own field order)
+    let key = format!("{PREFIX}/subnets/11.50.16.0-20");
+    w.etcd(&format!(
+        r#"put {key} '{{"PublicIP":"10.0.0.77","BackendType":"vxlan","BackendData":{{"VtepMAC":"0e:11:22:33:44:55","VNI":100}}}}'"#
+    ));
+    wait_for(
+        "the new lease on w1 after the etcd restart",
+        Duration::from_secs(60),
+        || {
+            (entries_for(&ns, "11.50.16.0", 20, "0e:11:22:33:44:55", "10.0.0.77")
+                == (true, true, true))
+                .then_some(())
+        },
+    );
+    // a lease of another backend is not programmed (and does not stop the agent)
+    w.etcd(&format!(
+        r#"put {PREFIX}/subnets/11.51.0.0-20 '{{"PublicIP":"10.0.0.78","BackendType":"host-gw"}}'"#
+    ));
+    w.etcd(&format!("del {key}"));
+    wait_for("the lease's entries gone", Duration::from_secs(30), || {
+        (entries_for(&ns, "11.50.16.0", 20, "0e:11:22:33:44:55", "10.0.0.77")
+            == (false, false, false))
+            .then_some(())
+    });
+    assert!(!sh_ok(&ns, "ip route show dev flannel.100").contains("11.51.0.0"));
+    assert!(
+        w.log("w1").contains("ignoring lease 11.51.0.0/20"),
+        "{}",
+        w.log("w1")
+    );
+    let agent = w.children.iter_mut().find(|(l, _)| l == "w1").unwrap();
+    assert!(
+        agent.1.try_wait().unwrap().is_none(),
+        "the agent is still running"
+    );
 }
