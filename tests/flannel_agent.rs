@@ -534,6 +534,19 @@ fn missing_config_key_is_a_clear_error() {
     );
     assert!(!sf.exists());
 
+    // --ip-masq without nft: a clear error after the lease (the lease stays, as on any exit)
+    w.etcd(&format!("put {PREFIX}/config '{CONFIG}'"));
+    let o = sh(
+        &ns,
+        &format!("PATH=/nonexistent {bin} flanneld --etcd-endpoints http://{ETCD_IP}:2379 --iface eth0 --ip-masq --subnet-file {}", sf.display()),
+    );
+    assert_eq!(o.ended, netns::process::Ended::Exited(1), "{}", o.text);
+    assert!(
+        o.text.contains("setting up --ip-masq") && o.text.contains("apt-get install nftables"),
+        "{}",
+        o.text
+    );
+
     // a config that is not JSON is named too
     w.etcd(&format!("put {PREFIX}/config 'Network=11.0.0.0/8'"));
     let o = sh(
@@ -596,6 +609,81 @@ fn unreachable_etcd_and_unknown_iface_are_clear_errors() {
         assert!(o.text.contains(want), "{}", o.text);
         assert!(o.text.contains("eth0"), "lists the links there: {}", o.text);
     }
+    // endpoints that are not URLs fail at once (no waiting), empty ones too
+    for (ep, want) in [
+        (
+            "http://exa mple:2379",
+            "--etcd-endpoints http://exa mple:2379: invalid uri",
+        ),
+        (",", "--etcd-endpoints is empty"),
+    ] {
+        let o = sh(
+            &ns,
+            &format!(
+                "{bin} flanneld --etcd-endpoints '{ep}' --iface eth0 --subnet-file {}",
+                sf.display()
+            ),
+        );
+        assert_eq!(o.ended, netns::process::Ended::Exited(1), "{}", o.text);
+        assert!(o.text.contains(want), "{}", o.text);
+        assert!(!o.text.contains("waiting for etcd"), "{}", o.text);
+    }
+    // no --iface and no default route; an interface without an IPv4 address
+    let o = sh(
+        &ns,
+        &format!(
+            "{bin} flanneld --etcd-endpoints http://10.0.0.3:2379 --subnet-file {}",
+            sf.display()
+        ),
+    );
+    assert_eq!(o.ended, netns::process::Ended::Exited(1), "{}", o.text);
+    assert!(
+        o.text
+            .contains("no --iface given and there is no default route"),
+        "{}",
+        o.text
+    );
+    sh_ok(&ns, "ip link add eth9 type veth peer name eth10");
+    let o = sh(
+        &ns,
+        &format!(
+            "{bin} flanneld --etcd-endpoints http://10.0.0.3:2379 --iface eth9 --subnet-file {}",
+            sf.display()
+        ),
+    );
+    assert_eq!(o.ended, netns::process::Ended::Exited(1), "{}", o.text);
+    assert!(
+        o.text
+            .contains("--iface eth9: the interface has no IPv4 address"),
+        "{}",
+        o.text
+    );
+    // with a default route, the agent picks that route's interface (then waits for etcd)
+    sh_ok(&ns, "ip route add default via 10.0.0.1 dev eth0");
+    let o = sh(
+        &ns,
+        &format!(
+            "{bin} flanneld --etcd-endpoints http://10.0.0.3:2379 --etcd-wait 1 --subnet-file {}",
+            sf.display()
+        ),
+    );
+    assert!(
+        o.text
+            .contains("using interface eth0 with address 10.0.0.3"),
+        "{}",
+        o.text
+    );
+    let o = sh(
+        &ns,
+        &format!("{bin} flanneld --etcd-endpoints http://10.0.0.3:2379 --iface eth0 --subnet-lease-ttl 0 --subnet-file {}", sf.display()),
+    );
+    assert_eq!(o.ended, netns::process::Ended::Exited(1), "{}", o.text);
+    assert!(
+        o.text.contains("invalid --subnet-lease-ttl 0"),
+        "{}",
+        o.text
+    );
+
     // flanneld's flag check
     let o = sh(
         &ns,
