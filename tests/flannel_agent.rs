@@ -162,11 +162,15 @@ impl World {
     }
 
     fn start_agent(&mut self, worker: &str, ip: &str, extra: &[&str]) -> u32 {
+        self.start_agent_with(worker, ip, &format!("http://{ETCD_IP}:2379"), extra)
+    }
+
+    fn start_agent_with(&mut self, worker: &str, ip: &str, endpoints: &str, extra: &[&str]) -> u32 {
         let ns = self.ns(worker);
         let mut args: Vec<String> = vec![
             "flanneld".into(),
             "--etcd-endpoints".into(),
-            format!("http://{ETCD_IP}:2379"),
+            endpoints.into(),
             "--iface".into(),
             ip.into(),
             "--subnet-file".into(),
@@ -853,7 +857,13 @@ fn watch_survives_an_etcd_restart_and_reads_real_flannel_leases() {
     w.start_etcd();
     w.etcd(&format!("put {PREFIX}/config '{CONFIG}'"));
     w.host("w1", "10.0.0.3");
-    w.start_agent("w1", "10.0.0.3", &[]);
+    // as in a cluster with two etcd members of which one (10.1.0.2) is down
+    w.start_agent_with(
+        "w1",
+        "10.0.0.3",
+        &format!("http://10.1.0.2:2379,http://{ETCD_IP}:2379"),
+        &[],
+    );
     wait_for("lease of w1", Duration::from_secs(60), || {
         lease_of(&w, "10.0.0.3")
     });
