@@ -217,16 +217,18 @@ async fn agent(args: &FlanneldArgs) -> Result<()> {
 
     vxlan::configure(&nl, &dev, &own.subnet, &cfg.network).await?;
 
+    // flannel's network MTU: the external interface's minus the VXLAN overhead (50 bytes)
+    let mtu = ext.mtu.saturating_sub(50);
     write_atomic(
         subnet_file,
-        &subnet::render_subnet_env(&cfg.network, &own.subnet, dev.mtu, args.ip_masq),
+        &subnet::render_subnet_env(&cfg.network, &own.subnet, mtu, args.ip_masq),
     )?;
     log!(
         "wrote {}: FLANNEL_SUBNET={}/{} FLANNEL_MTU={}",
         subnet_file.display(),
         own.subnet.nth(1),
         own.subnet.prefix_len,
-        dev.mtu
+        mtu
     );
 
     let rules = masq::ruleset(&cfg.network, &own.subnet, args.ip_masq, true);
@@ -268,7 +270,7 @@ async fn program(
         Ok(m) => m,
         Err(e) => {
             log!(
-                "ignoring lease {} of {}: {e:#}",
+                "ignoring subnet {} (PublicIP {}): {e:#}",
                 l.subnet,
                 l.attrs.public_ip
             );
@@ -295,7 +297,7 @@ async fn program(
         }
     }
     log!(
-        "subnet added: {} (node {}, VtepMAC {})",
+        "adding subnet: {} PublicIP: {} VtepMAC: {}",
         l.subnet,
         l.attrs.public_ip,
         subnet::format_mac(&mac)
@@ -315,7 +317,11 @@ async fn unprogram(
     sn: &Ipv4Net,
 ) {
     if let Some(r) = known.remove(sn) {
-        log!("subnet removed: {sn} (node {})", r.public_ip);
+        log!(
+            "removing subnet: {sn} PublicIP: {} VtepMAC: {}",
+            r.public_ip,
+            subnet::format_mac(&r.mac)
+        );
         if let Err(e) = vxlan::del_remote(nl, dev, &r).await {
             log!("error removing {sn}: {e:#}");
         }
