@@ -460,6 +460,43 @@ fn agents_lease_program_overlay_and_survive_restarts() {
         w.log("w1")
     );
 
+    // 5c. a lease that vanishes while an agent is down: its entries go at the next start
+    w.stop("w2", libc::SIGTERM);
+    w.stop("w1", libc::SIGTERM);
+    w.etcd(&format!("del {key_before}"));
+    assert_eq!(
+        entries_for(&w.ns("w2"), &subnets[0].0, 20, &subnets[0].1, "10.0.0.3"),
+        (true, true, true)
+    );
+    w.start_agent("w2", "10.0.0.4", &[]);
+    wait_for(
+        "w2 to drop w1's stale entries",
+        Duration::from_secs(30),
+        || {
+            (entries_for(&w.ns("w2"), &subnets[0].0, 20, &subnets[0].1, "10.0.0.3")
+                == (false, false, false))
+                .then_some(())
+        },
+    );
+    assert!(
+        w.log("w2").contains(&format!(
+            "removing stale subnet: {}/20 PublicIP: 10.0.0.3 VtepMAC: {}",
+            subnets[0].0, subnets[0].1
+        )),
+        "{}",
+        w.log("w2")
+    );
+    w.start_agent("w1", "10.0.0.3", &["--ip-masq"]);
+    let (k1, _) = wait_for("w1 lease again", Duration::from_secs(30), || {
+        lease_of(&w, "10.0.0.3")
+    });
+    assert_eq!(k1, key_before, "the subnet from subnet.env again");
+    wait_for("w1 back on w2", Duration::from_secs(30), || {
+        (entries_for(&w.ns("w2"), &subnets[0].0, 20, &subnets[0].1, "10.0.0.3")
+            == (true, true, true))
+            .then_some(())
+    });
+
     // 6. a worker joining later shows up on the others
     w.host("w3", "10.0.0.5");
     w.start_agent("w3", "10.0.0.5", &[]);

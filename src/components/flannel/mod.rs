@@ -162,17 +162,6 @@ async fn agent(args: &FlanneldArgs) -> Result<()> {
         args.subnet_file,
         args.ip_masq
     );
-    let (conn, nl, _) = rtnetlink::new_connection().context("opening netlink")?;
-    tokio::spawn(conn);
-
-    let ext = vxlan::find_iface(&nl, args.iface.as_deref()).await?;
-    log!(
-        "using interface {} with address {} (MTU {})",
-        ext.name,
-        ext.ip,
-        ext.mtu
-    );
-
     let endpoints: Vec<String> = args
         .etcd_endpoints
         .split(',')
@@ -184,6 +173,17 @@ async fn agent(args: &FlanneldArgs) -> Result<()> {
             "--etcd-endpoints is empty: give at least one URL such as http://10.1.0.1:2379"
         ));
     }
+    let (conn, nl, _) = rtnetlink::new_connection().context("opening netlink")?;
+    tokio::spawn(conn);
+
+    let ext = vxlan::find_iface(&nl, args.iface.as_deref()).await?;
+    log!(
+        "using interface {} with address {} (MTU {})",
+        ext.name,
+        ext.ip,
+        ext.mtu
+    );
+
     let (mut reg, cfg_text) = lease::Registry::connect(
         &endpoints,
         &args.etcd_prefix,
@@ -328,6 +328,33 @@ async fn unprogram(
     }
 }
 
+/// Removes entries for subnets whose leases vanished while this agent was not running.
+async fn remove_stale(
+    nl: &rtnetlink::Handle,
+    dev: &Device,
+    own: &Ipv4Net,
+    leases: &[subnet::Lease],
+) {
+    let mut keep: Vec<Ipv4Net> = leases.iter().map(|l| l.subnet).collect();
+    keep.push(*own);
+    match vxlan::stale_remotes(nl, dev, &keep).await {
+        Ok(stale) => {
+            for r in stale {
+                log!(
+                    "removing stale subnet: {} PublicIP: {} VtepMAC: {} (its lease is gone from etcd)",
+                    r.subnet,
+                    r.public_ip,
+                    subnet::format_mac(&r.mac)
+                );
+                if let Err(e) = vxlan::del_remote(nl, dev, &r).await {
+                    log!("error removing {}: {e:#}", r.subnet);
+                }
+            }
+        }
+        Err(e) => log!("error looking for stale entries: {e:#}"),
+    }
+}
+
 /// Brings the programmed entries in line with a full list of leases.
 async fn sync(
     nl: &rtnetlink::Handle,
@@ -361,6 +388,7 @@ async fn watch_loop(
     let renew_at = |exp: Instant| exp.checked_sub(margin).unwrap_or_else(Instant::now);
     let mut next_renew = renew_at(own.expires);
     let mut resync = true;
+    let mut first_sync = true;
     let mut next_rev = 0i64;
     let mut backoff = Duration::from_millis(100);
     loop {
@@ -368,6 +396,10 @@ async fn watch_loop(
             match reg.leases().await {
                 Ok((leases, rev)) => {
                     log!("{} subnet lease(s) in etcd at revision {rev}", leases.len());
+                    if first_sync {
+                        remove_stale(nl, dev, &own.subnet, &leases).await;
+                        first_sync = false;
+                    }
                     sync(nl, dev, &own.subnet, &mut known, &leases).await;
                     next_rev = rev + 1;
                     resync = false;

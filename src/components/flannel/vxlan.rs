@@ -505,3 +505,92 @@ pub async fn del_remote(h: &Handle, dev: &Device, r: &Remote) -> Result<()> {
     let c = del_neigh(h, dev, r).await;
     a.and(b).and(c)
 }
+
+/// Entries on the device for subnets not in `keep`: left over from leases that vanished
+/// while the agent was not running (a restart would otherwise keep routing into a dead
+/// VTEP). Each is returned with the MAC and public IP its neighbour and FDB entries carry.
+pub async fn stale_remotes(h: &Handle, dev: &Device, keep: &[Ipv4Net]) -> Result<Vec<Remote>> {
+    use netlink_packet_route::route::{RouteAddress, RouteAttribute};
+    let msg = RouteMessageBuilder::<Ipv4Addr>::new().build();
+    let routes: Vec<RouteMessage> = h
+        .route()
+        .get(msg)
+        .execute()
+        .try_collect()
+        .await
+        .context("listing routes")?;
+    let neighs: Vec<NeighbourMessage> = h
+        .neighbours()
+        .get()
+        .set_address_family(AddressFamily::Inet)
+        .execute()
+        .try_collect()
+        .await
+        .context("listing neighbours")?;
+    let fdb: Vec<NeighbourMessage> = h
+        .neighbours()
+        .get()
+        .set_address_family(AddressFamily::Bridge)
+        .execute()
+        .try_collect()
+        .await
+        .context("listing fdb entries")?;
+    let lladdr = |m: &NeighbourMessage| {
+        m.attributes.iter().find_map(|a| match a {
+            NeighbourAttribute::LinkLayerAddress(l) if l.len() == 6 => {
+                let mut mac = [0u8; 6];
+                mac.copy_from_slice(l);
+                Some(mac)
+            }
+            _ => None,
+        })
+    };
+    let dst = |m: &NeighbourMessage| {
+        m.attributes.iter().find_map(|a| match a {
+            NeighbourAttribute::Destination(NeighbourAddress::Inet(ip)) => Some(*ip),
+            // bridge (FDB) entries carry the address undecoded
+            NeighbourAttribute::Destination(NeighbourAddress::Other(b)) if b.len() == 4 => {
+                Some(Ipv4Addr::new(b[0], b[1], b[2], b[3]))
+            }
+            _ => None,
+        })
+    };
+    let mut out = Vec::new();
+    for r in &routes {
+        let oif = r.attributes.iter().find_map(|a| match a {
+            RouteAttribute::Oif(i) => Some(*i),
+            _ => None,
+        });
+        let gw = r.attributes.iter().find_map(|a| match a {
+            RouteAttribute::Gateway(RouteAddress::Inet(ip)) => Some(*ip),
+            _ => None,
+        });
+        let dst_ip = r.attributes.iter().find_map(|a| match a {
+            RouteAttribute::Destination(RouteAddress::Inet(ip)) => Some(*ip),
+            _ => None,
+        });
+        let (Some(oif), Some(gw), Some(dst_ip)) = (oif, gw, dst_ip) else {
+            continue;
+        };
+        let sn = Ipv4Net::new(dst_ip, r.header.destination_prefix_length);
+        if oif != dev.index || gw != dst_ip || keep.contains(&sn) {
+            continue;
+        }
+        let mac = neighs
+            .iter()
+            .filter(|n| n.header.ifindex == dev.index && dst(n) == Some(gw))
+            .find_map(lladdr);
+        let Some(mac) = mac else { continue };
+        let public_ip = fdb
+            .iter()
+            .filter(|n| n.header.ifindex == dev.index && lladdr(n) == Some(mac))
+            .find_map(dst)
+            .unwrap_or(Ipv4Addr::UNSPECIFIED);
+        out.push(Remote {
+            subnet: sn,
+            public_ip,
+            mac,
+        });
+    }
+    Ok(out)
+}
