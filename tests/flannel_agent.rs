@@ -19,7 +19,7 @@ fn is_root() -> bool {
 }
 
 fn sh(ns: &str, script: &str) -> Output {
-    run_shell(Some(ns), script, &[], Duration::from_secs(30), None).expect("running a command")
+    run_shell(Some(ns), script, &[], Duration::from_secs(60), None).expect("running a command")
 }
 
 fn sh_ok(ns: &str, script: &str) -> String {
@@ -153,7 +153,7 @@ impl World {
         .map(|s| s.to_string())
         .collect();
         self.spawn("etcd", &ns, "etcd", &args);
-        wait_for("etcd to answer", Duration::from_secs(30), || {
+        wait_for("etcd to answer", Duration::from_secs(60), || {
             sh(&ns, &etcdctl("endpoint health")).success().then_some(())
         });
         ns
@@ -199,7 +199,7 @@ impl World {
     /// Waits until child `label` exits on its own; returns its exit code.
     fn wait_exit(&mut self, label: &str) -> Option<i32> {
         let i = self.children.iter().position(|(l, _)| l == label)?;
-        let status = wait_for(&format!("{label} to exit"), Duration::from_secs(30), || {
+        let status = wait_for(&format!("{label} to exit"), Duration::from_secs(60), || {
             self.children[i].1.try_wait().ok().flatten()
         });
         self.children.remove(i);
@@ -298,7 +298,7 @@ fn agents_lease_program_overlay_and_survive_restarts() {
     let mut subnets = Vec::new();
     for (n, ip) in workers {
         let ns = w.ns(n);
-        let (key, value) = wait_for(&format!("lease of {n}"), Duration::from_secs(60), || {
+        let (key, value) = wait_for(&format!("lease of {n}"), Duration::from_secs(120), || {
             lease_of(&w, ip)
         });
         let mac = mac_of(&ns, "flannel.100");
@@ -342,7 +342,7 @@ fn agents_lease_program_overlay_and_survive_restarts() {
             .unwrap();
         assert_eq!(granted, 86400, "{ttl}");
         // subnet.env
-        let env = wait_for("subnet.env", Duration::from_secs(30), || {
+        let env = wait_for("subnet.env", Duration::from_secs(60), || {
             std::fs::read_to_string(w.subnet_file(n)).ok()
         });
         let masq = n == "w1";
@@ -384,7 +384,7 @@ fn agents_lease_program_overlay_and_survive_restarts() {
         let ns = w.ns(n);
         wait_for(
             &format!("entries for {sn} on {n}"),
-            Duration::from_secs(30),
+            Duration::from_secs(60),
             || (entries_for(&ns, sn, 20, mac, pip) == (true, true, true)).then_some(()),
         );
         // and nothing for its own subnet
@@ -434,7 +434,7 @@ fn agents_lease_program_overlay_and_survive_restarts() {
     assert!(sh_ok(&w.ns("w1"), "ip route show dev flannel.100")
         .contains(&format!("{}/20", subnets[1].0)));
     w.start_agent("w1", "10.0.0.3", &["--ip-masq"]);
-    wait_for("w1 to reuse its lease", Duration::from_secs(30), || {
+    wait_for("w1 to reuse its lease", Duration::from_secs(60), || {
         w.log("w1").contains("reusing").then_some(())
     });
     let (key_after, value_after) = lease_of(&w, "10.0.0.3").unwrap();
@@ -450,7 +450,7 @@ fn agents_lease_program_overlay_and_survive_restarts() {
     w.stop("w1", libc::SIGTERM);
     w.etcd(&format!("del {key_before}"));
     w.start_agent("w1", "10.0.0.3", &["--ip-masq"]);
-    let (key_prev, _) = wait_for("w1 lease again", Duration::from_secs(30), || {
+    let (key_prev, _) = wait_for("w1 lease again", Duration::from_secs(60), || {
         lease_of(&w, "10.0.0.3")
     });
     assert_eq!(key_prev, key_before);
@@ -471,7 +471,7 @@ fn agents_lease_program_overlay_and_survive_restarts() {
     w.start_agent("w2", "10.0.0.4", &[]);
     wait_for(
         "w2 to drop w1's stale entries",
-        Duration::from_secs(30),
+        Duration::from_secs(60),
         || {
             (entries_for(&w.ns("w2"), &subnets[0].0, 20, &subnets[0].1, "10.0.0.3")
                 == (false, false, false))
@@ -487,11 +487,11 @@ fn agents_lease_program_overlay_and_survive_restarts() {
         w.log("w2")
     );
     w.start_agent("w1", "10.0.0.3", &["--ip-masq"]);
-    let (k1, _) = wait_for("w1 lease again", Duration::from_secs(30), || {
+    let (k1, _) = wait_for("w1 lease again", Duration::from_secs(60), || {
         lease_of(&w, "10.0.0.3")
     });
     assert_eq!(k1, key_before, "the subnet from subnet.env again");
-    wait_for("w1 back on w2", Duration::from_secs(30), || {
+    wait_for("w1 back on w2", Duration::from_secs(60), || {
         (entries_for(&w.ns("w2"), &subnets[0].0, 20, &subnets[0].1, "10.0.0.3")
             == (true, true, true))
             .then_some(())
@@ -500,11 +500,11 @@ fn agents_lease_program_overlay_and_survive_restarts() {
     // 6. a worker joining later shows up on the others
     w.host("w3", "10.0.0.5");
     w.start_agent("w3", "10.0.0.5", &[]);
-    let (k3, _) = wait_for("lease of w3", Duration::from_secs(60), || {
+    let (k3, _) = wait_for("lease of w3", Duration::from_secs(120), || {
         lease_of(&w, "10.0.0.5")
     });
     let (sn3, _) = subnet_of_key(&k3);
-    let mac3 = wait_for("w3 device", Duration::from_secs(30), || {
+    let mac3 = wait_for("w3 device", Duration::from_secs(60), || {
         let o = sh(&w.ns("w3"), "ip -o link show flannel.100");
         o.success().then(|| mac_of(&w.ns("w3"), "flannel.100"))
     });
@@ -512,12 +512,12 @@ fn agents_lease_program_overlay_and_survive_restarts() {
         let ns = w.ns(n);
         wait_for(
             &format!("entries for w3 on {n}"),
-            Duration::from_secs(30),
+            Duration::from_secs(60),
             || (entries_for(&ns, &sn3, 20, &mac3, "10.0.0.5") == (true, true, true)).then_some(()),
         );
     }
     // and w3 learned the others
-    wait_for("w3 to know w2", Duration::from_secs(30), || {
+    wait_for("w3 to know w2", Duration::from_secs(60), || {
         (entries_for(&w.ns("w3"), &subnets[1].0, 20, &subnets[1].1, "10.0.0.4")
             == (true, true, true))
             .then_some(())
@@ -529,7 +529,7 @@ fn agents_lease_program_overlay_and_survive_restarts() {
         let ns = w.ns(n);
         wait_for(
             &format!("entries for w3 gone on {n}"),
-            Duration::from_secs(30),
+            Duration::from_secs(60),
             || {
                 (entries_for(&ns, &sn3, 20, &mac3, "10.0.0.5") == (false, false, false))
                     .then_some(())
@@ -564,7 +564,7 @@ fn missing_config_key_is_a_clear_error() {
             sf.display()
         ),
         &[],
-        Duration::from_secs(60),
+        Duration::from_secs(120),
         None,
     )
     .unwrap();
@@ -622,7 +622,7 @@ fn unreachable_etcd_and_unknown_iface_are_clear_errors() {
         Some(&ns),
         &format!("{bin} flanneld --etcd-endpoints http://10.0.0.3:2379 --iface 10.0.0.3 --etcd-wait 3 --subnet-file {}", sf.display()),
         &[],
-        Duration::from_secs(60),
+        Duration::from_secs(120),
         None,
     )
     .unwrap();
@@ -783,7 +783,7 @@ fn ip_masq_hides_pods_from_the_outside_but_not_from_pods() {
     w.start_agent("w2", "10.0.0.4", &[]);
     let mut pods = Vec::new();
     for (n, ip, pod) in [("w1", "10.0.0.3", "p1"), ("w2", "10.0.0.4", "p2")] {
-        let (key, _) = wait_for(&format!("lease of {n}"), Duration::from_secs(60), || {
+        let (key, _) = wait_for(&format!("lease of {n}"), Duration::from_secs(120), || {
             lease_of(&w, ip)
         });
         let (sn, _) = subnet_of_key(&key);
@@ -795,7 +795,7 @@ fn ip_masq_hides_pods_from_the_outside_but_not_from_pods() {
     for (i, n) in ["w1", "w2"].iter().enumerate() {
         let other = &pods[1 - i].2;
         let ns = w.ns(n);
-        wait_for(&format!("route on {n}"), Duration::from_secs(30), || {
+        wait_for(&format!("route on {n}"), Duration::from_secs(60), || {
             sh_ok(&ns, "ip route show dev flannel.100")
                 .contains(&format!("{other}/20"))
                 .then_some(())
@@ -856,20 +856,20 @@ fn lease_is_renewed_and_expires_when_the_agent_dies() {
     // a 4 s lease: renewed every 2 s (half the TTL, as the 60 min margin does not fit)
     w.start_agent("w1", "10.0.0.3", &["--subnet-lease-ttl", "4"]);
     w.start_agent("w2", "10.0.0.4", &[]);
-    let (k1, _) = wait_for("lease of w1", Duration::from_secs(60), || {
+    let (k1, _) = wait_for("lease of w1", Duration::from_secs(120), || {
         lease_of(&w, "10.0.0.3")
     });
     let (sn1, _) = subnet_of_key(&k1);
-    let mac1 = wait_for("w1 device", Duration::from_secs(30), || {
+    let mac1 = wait_for("w1 device", Duration::from_secs(60), || {
         let o = sh(&w.ns("w1"), "ip -o link show flannel.100");
         o.success().then(|| mac_of(&w.ns("w1"), "flannel.100"))
     });
     let w2 = w.ns("w2");
-    wait_for("w1's entries on w2", Duration::from_secs(30), || {
+    wait_for("w1's entries on w2", Duration::from_secs(60), || {
         (entries_for(&w2, &sn1, 20, &mac1, "10.0.0.3") == (true, true, true)).then_some(())
     });
     // three renewals: the key outlives several TTLs
-    wait_for("three renewals", Duration::from_secs(60), || {
+    wait_for("three renewals", Duration::from_secs(120), || {
         (w.log("w1")
             .matches(&format!("lease {sn1}/20 renewed"))
             .count()
@@ -880,10 +880,10 @@ fn lease_is_renewed_and_expires_when_the_agent_dies() {
     // the agent crashes (SIGKILL, nothing runs on exit): the lease expires by itself and
     // the other worker removes the entries
     w.stop("w1", libc::SIGKILL);
-    wait_for("w1's lease to expire", Duration::from_secs(30), || {
+    wait_for("w1's lease to expire", Duration::from_secs(60), || {
         lease_of(&w, "10.0.0.3").is_none().then_some(())
     });
-    wait_for("w1's entries gone on w2", Duration::from_secs(30), || {
+    wait_for("w1's entries gone on w2", Duration::from_secs(60), || {
         (entries_for(&w2, &sn1, 20, &mac1, "10.0.0.3") == (false, false, false)).then_some(())
     });
     // the device and routes of the crashed node stay, as with flanneld
@@ -907,11 +907,11 @@ fn watch_survives_an_etcd_restart_and_reads_real_flannel_leases() {
         &format!("http://10.1.0.2:2379,http://{ETCD_IP}:2379"),
         &[],
     );
-    wait_for("lease of w1", Duration::from_secs(60), || {
+    wait_for("lease of w1", Duration::from_secs(120), || {
         lease_of(&w, "10.0.0.3")
     });
     let ns = w.ns("w1");
-    wait_for("w1 watching", Duration::from_secs(30), || {
+    wait_for("w1 watching", Duration::from_secs(60), || {
         w.log("w1").contains("watching").then_some(())
     });
 
@@ -927,7 +927,7 @@ fn watch_survives_an_etcd_restart_and_reads_real_flannel_leases() {
     ));
     wait_for(
         "the new lease on w1 after the etcd restart",
-        Duration::from_secs(60),
+        Duration::from_secs(120),
         || {
             (entries_for(&ns, "11.50.16.0", 20, "0e:11:22:33:44:55", "10.0.0.77")
                 == (true, true, true))
@@ -939,7 +939,7 @@ fn watch_survives_an_etcd_restart_and_reads_real_flannel_leases() {
         r#"put {PREFIX}/subnets/11.51.0.0-20 '{{"PublicIP":"10.0.0.78","BackendType":"host-gw"}}'"#
     ));
     w.etcd(&format!("del {key}"));
-    wait_for("the lease's entries gone", Duration::from_secs(30), || {
+    wait_for("the lease's entries gone", Duration::from_secs(60), || {
         (entries_for(&ns, "11.50.16.0", 20, "0e:11:22:33:44:55", "10.0.0.77")
             == (false, false, false))
             .then_some(())
