@@ -223,7 +223,7 @@ impl Drop for World {
 }
 
 fn etcdctl(cmd: &str) -> String {
-    format!("ETCDCTL_API=3 etcdctl --endpoints http://{ETCD_IP}:2379 --dial-timeout 2s {cmd}")
+    format!("ETCDCTL_API=3 etcdctl --endpoints http://{ETCD_IP}:2379 --dial-timeout 2s --command-timeout 20s {cmd}")
 }
 
 /// (key, value) pairs under the subnets prefix.
