@@ -25,6 +25,9 @@ pub struct RecordData {
     pub owner_start_time: u64,
     pub namespaces: Vec<String>,
     pub processes: Vec<RecordedProcess>,
+    /// Directories outside the run directory (e.g. etcd data in /dev/shm).
+    #[serde(default)]
+    pub paths: Vec<String>,
 }
 
 /// A live record, shared by every part of one simulation.
@@ -132,6 +135,15 @@ impl Record {
         self.save()
     }
 
+    pub fn add_path(&self, path: &Path) -> Result<()> {
+        self.data
+            .lock()
+            .unwrap()
+            .paths
+            .push(path.display().to_string());
+        self.save()
+    }
+
     pub fn forget_process(&self, pid: u32) -> Result<()> {
         self.data.lock().unwrap().processes.retain(|p| p.pid != pid);
         self.save()
@@ -187,6 +199,9 @@ fn teardown_data(data: &RecordData) -> Result<()> {
         if let Err(e) = super::delete(ns) {
             errors.push(format!("{ns}: {e:#}"));
         }
+    }
+    for p in &data.paths {
+        let _ = std::fs::remove_dir_all(p);
     }
     if !errors.is_empty() {
         bail!("could not remove some namespaces: {}", errors.join("; "));

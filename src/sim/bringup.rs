@@ -103,7 +103,8 @@ fn start_etcd_members(sim: &Sim, id: &str) -> Result<()> {
     for (m, e) in members.iter().zip(&states) {
         let dir = sim.run_dir().join(&e.name);
         std::fs::create_dir_all(&dir)?;
-        let args = etcd::member_args(m, &members, &dir.join("data"), &format!("knetsim-C{id}"));
+        let data = etcd_data_dir(sim, &e.name)?;
+        let args = etcd::member_args(m, &members, &data, &format!("knetsim-C{id}"));
         sim.spawn_daemon(
             &e.ns,
             etcd::ETCD_BIN,
@@ -113,6 +114,26 @@ fn start_etcd_members(sim: &Sim, id: &str) -> Result<()> {
         )?;
     }
     Ok(())
+}
+
+/// etcd fsyncs its WAL on every write; on a busy disk that stalls elections for seconds.
+/// The data is throwaway, so it lives in memory (/dev/shm) when there is room for the
+/// WAL's 64 MB preallocation, else in the run directory.
+fn etcd_data_dir(sim: &Sim, member: &str) -> Result<std::path::PathBuf> {
+    let shm = std::path::Path::new("/dev/shm");
+    let roomy = nix::sys::statvfs::statvfs(shm)
+        .map(|s| s.blocks_available() as u64 * s.fragment_size() as u64 > 1 << 30)
+        .unwrap_or(false);
+    if roomy {
+        let base = shm.join("knetsim").join(sim.instance());
+        if !base.exists() {
+            sim.inner.record.add_path(&base)?;
+        }
+        let dir = base.join(member);
+        std::fs::create_dir_all(&dir)?;
+        return Ok(dir);
+    }
+    Ok(sim.run_dir().join(member).join("data"))
 }
 
 fn flanneld_args(sim: &Sim, id: &str, short: &str) -> (String, Vec<String>, std::path::PathBuf) {

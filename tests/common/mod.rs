@@ -67,4 +67,6 @@ pub fn assert_nothing_left(instance: &str, namespaces: &[&str]) {
     assert!(ours.is_empty(), "namespaces of {instance} left: {ours:?}");
     let dir = knetsim::netns::record::run_dir(instance);
     assert!(!dir.exists(), "run directory {} was left", dir.display());
+    let shm = std::path::Path::new("/dev/shm/knetsim").join(instance);
+    assert!(!shm.exists(), "etcd data {} was left", shm.display());
 }
