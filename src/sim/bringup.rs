@@ -122,7 +122,7 @@ fn start_etcd_members(sim: &Sim, id: &str) -> Result<()> {
 fn etcd_data_dir(sim: &Sim, member: &str) -> Result<std::path::PathBuf> {
     let shm = std::path::Path::new("/dev/shm");
     let roomy = nix::sys::statvfs::statvfs(shm)
-        .map(|s| s.blocks_available() as u64 * s.fragment_size() as u64 > 1 << 30)
+        .map(|s| s.blocks_available() * s.fragment_size() > 1 << 30)
         .unwrap_or(false);
     if roomy {
         let base = shm.join("knetsim").join(sim.instance());
