@@ -19,7 +19,7 @@ fn is_root() -> bool {
 }
 
 fn sh(ns: &str, script: &str) -> Output {
-    run_shell(Some(ns), script, &[], Duration::from_secs(30), None).expect("running a command")
+    run_shell(Some(ns), script, &[], Duration::from_secs(60), None).expect("running a command")
 }
 
 fn sh_ok(ns: &str, script: &str) -> String {
@@ -58,7 +58,13 @@ struct World {
 impl World {
     fn new(test: &str) -> World {
         let name = format!("flt-{test}");
-        let dir = std::env::temp_dir().join(format!("{name}-{}", std::process::id()));
+        // tmpfs when there is one: etcd's fsyncs on a busy disk can stall it for seconds
+        let base = if std::path::Path::new("/dev/shm").is_dir() {
+            PathBuf::from("/dev/shm")
+        } else {
+            std::env::temp_dir()
+        };
+        let dir = base.join(format!("{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         let mut w = World {
@@ -115,7 +121,13 @@ impl World {
     }
 
     fn start_etcd(&mut self) -> String {
-        let ns = self.host("e", ETCD_IP);
+        self.host("e", ETCD_IP);
+        self.spawn_etcd()
+    }
+
+    /// (Re)starts etcd in its namespace on the same data directory.
+    fn spawn_etcd(&mut self) -> String {
+        let ns = self.ns("e");
         let data = self.dir.join("etcd-data");
         let c = format!("http://{ETCD_IP}:2379");
         let p = format!("http://{ETCD_IP}:2380");
@@ -141,7 +153,7 @@ impl World {
         .map(|s| s.to_string())
         .collect();
         self.spawn("etcd", &ns, "etcd", &args);
-        wait_for("etcd to answer", Duration::from_secs(30), || {
+        wait_for("etcd to answer", Duration::from_secs(60), || {
             sh(&ns, &etcdctl("endpoint health")).success().then_some(())
         });
         ns
@@ -156,11 +168,15 @@ impl World {
     }
 
     fn start_agent(&mut self, worker: &str, ip: &str, extra: &[&str]) -> u32 {
+        self.start_agent_with(worker, ip, &format!("http://{ETCD_IP}:2379"), extra)
+    }
+
+    fn start_agent_with(&mut self, worker: &str, ip: &str, endpoints: &str, extra: &[&str]) -> u32 {
         let ns = self.ns(worker);
         let mut args: Vec<String> = vec![
             "flanneld".into(),
             "--etcd-endpoints".into(),
-            format!("http://{ETCD_IP}:2379"),
+            endpoints.into(),
             "--iface".into(),
             ip.into(),
             "--subnet-file".into(),
@@ -183,7 +199,7 @@ impl World {
     /// Waits until child `label` exits on its own; returns its exit code.
     fn wait_exit(&mut self, label: &str) -> Option<i32> {
         let i = self.children.iter().position(|(l, _)| l == label)?;
-        let status = wait_for(&format!("{label} to exit"), Duration::from_secs(30), || {
+        let status = wait_for(&format!("{label} to exit"), Duration::from_secs(60), || {
             self.children[i].1.try_wait().ok().flatten()
         });
         self.children.remove(i);
@@ -207,7 +223,7 @@ impl Drop for World {
 }
 
 fn etcdctl(cmd: &str) -> String {
-    format!("ETCDCTL_API=3 etcdctl --endpoints http://{ETCD_IP}:2379 --dial-timeout 2s {cmd}")
+    format!("ETCDCTL_API=3 etcdctl --endpoints http://{ETCD_IP}:2379 --dial-timeout 2s --command-timeout 20s {cmd}")
 }
 
 /// (key, value) pairs under the subnets prefix.
@@ -282,7 +298,7 @@ fn agents_lease_program_overlay_and_survive_restarts() {
     let mut subnets = Vec::new();
     for (n, ip) in workers {
         let ns = w.ns(n);
-        let (key, value) = wait_for(&format!("lease of {n}"), Duration::from_secs(60), || {
+        let (key, value) = wait_for(&format!("lease of {n}"), Duration::from_secs(120), || {
             lease_of(&w, ip)
         });
         let mac = mac_of(&ns, "flannel.100");
@@ -326,7 +342,7 @@ fn agents_lease_program_overlay_and_survive_restarts() {
             .unwrap();
         assert_eq!(granted, 86400, "{ttl}");
         // subnet.env
-        let env = wait_for("subnet.env", Duration::from_secs(30), || {
+        let env = wait_for("subnet.env", Duration::from_secs(60), || {
             std::fs::read_to_string(w.subnet_file(n)).ok()
         });
         let masq = n == "w1";
@@ -368,7 +384,7 @@ fn agents_lease_program_overlay_and_survive_restarts() {
         let ns = w.ns(n);
         wait_for(
             &format!("entries for {sn} on {n}"),
-            Duration::from_secs(30),
+            Duration::from_secs(60),
             || (entries_for(&ns, sn, 20, mac, pip) == (true, true, true)).then_some(()),
         );
         // and nothing for its own subnet
@@ -418,7 +434,7 @@ fn agents_lease_program_overlay_and_survive_restarts() {
     assert!(sh_ok(&w.ns("w1"), "ip route show dev flannel.100")
         .contains(&format!("{}/20", subnets[1].0)));
     w.start_agent("w1", "10.0.0.3", &["--ip-masq"]);
-    wait_for("w1 to reuse its lease", Duration::from_secs(30), || {
+    wait_for("w1 to reuse its lease", Duration::from_secs(60), || {
         w.log("w1").contains("reusing").then_some(())
     });
     let (key_after, value_after) = lease_of(&w, "10.0.0.3").unwrap();
@@ -434,7 +450,7 @@ fn agents_lease_program_overlay_and_survive_restarts() {
     w.stop("w1", libc::SIGTERM);
     w.etcd(&format!("del {key_before}"));
     w.start_agent("w1", "10.0.0.3", &["--ip-masq"]);
-    let (key_prev, _) = wait_for("w1 lease again", Duration::from_secs(30), || {
+    let (key_prev, _) = wait_for("w1 lease again", Duration::from_secs(60), || {
         lease_of(&w, "10.0.0.3")
     });
     assert_eq!(key_prev, key_before);
@@ -444,14 +460,51 @@ fn agents_lease_program_overlay_and_survive_restarts() {
         w.log("w1")
     );
 
+    // 5c. a lease that vanishes while an agent is down: its entries go at the next start
+    w.stop("w2", libc::SIGTERM);
+    w.stop("w1", libc::SIGTERM);
+    w.etcd(&format!("del {key_before}"));
+    assert_eq!(
+        entries_for(&w.ns("w2"), &subnets[0].0, 20, &subnets[0].1, "10.0.0.3"),
+        (true, true, true)
+    );
+    w.start_agent("w2", "10.0.0.4", &[]);
+    wait_for(
+        "w2 to drop w1's stale entries",
+        Duration::from_secs(60),
+        || {
+            (entries_for(&w.ns("w2"), &subnets[0].0, 20, &subnets[0].1, "10.0.0.3")
+                == (false, false, false))
+                .then_some(())
+        },
+    );
+    assert!(
+        w.log("w2").contains(&format!(
+            "removing stale subnet: {}/20 PublicIP: 10.0.0.3 VtepMAC: {}",
+            subnets[0].0, subnets[0].1
+        )),
+        "{}",
+        w.log("w2")
+    );
+    w.start_agent("w1", "10.0.0.3", &["--ip-masq"]);
+    let (k1, _) = wait_for("w1 lease again", Duration::from_secs(60), || {
+        lease_of(&w, "10.0.0.3")
+    });
+    assert_eq!(k1, key_before, "the subnet from subnet.env again");
+    wait_for("w1 back on w2", Duration::from_secs(60), || {
+        (entries_for(&w.ns("w2"), &subnets[0].0, 20, &subnets[0].1, "10.0.0.3")
+            == (true, true, true))
+            .then_some(())
+    });
+
     // 6. a worker joining later shows up on the others
     w.host("w3", "10.0.0.5");
     w.start_agent("w3", "10.0.0.5", &[]);
-    let (k3, _) = wait_for("lease of w3", Duration::from_secs(60), || {
+    let (k3, _) = wait_for("lease of w3", Duration::from_secs(120), || {
         lease_of(&w, "10.0.0.5")
     });
     let (sn3, _) = subnet_of_key(&k3);
-    let mac3 = wait_for("w3 device", Duration::from_secs(30), || {
+    let mac3 = wait_for("w3 device", Duration::from_secs(60), || {
         let o = sh(&w.ns("w3"), "ip -o link show flannel.100");
         o.success().then(|| mac_of(&w.ns("w3"), "flannel.100"))
     });
@@ -459,12 +512,12 @@ fn agents_lease_program_overlay_and_survive_restarts() {
         let ns = w.ns(n);
         wait_for(
             &format!("entries for w3 on {n}"),
-            Duration::from_secs(30),
+            Duration::from_secs(60),
             || (entries_for(&ns, &sn3, 20, &mac3, "10.0.0.5") == (true, true, true)).then_some(()),
         );
     }
     // and w3 learned the others
-    wait_for("w3 to know w2", Duration::from_secs(30), || {
+    wait_for("w3 to know w2", Duration::from_secs(60), || {
         (entries_for(&w.ns("w3"), &subnets[1].0, 20, &subnets[1].1, "10.0.0.4")
             == (true, true, true))
             .then_some(())
@@ -476,7 +529,7 @@ fn agents_lease_program_overlay_and_survive_restarts() {
         let ns = w.ns(n);
         wait_for(
             &format!("entries for w3 gone on {n}"),
-            Duration::from_secs(30),
+            Duration::from_secs(60),
             || {
                 (entries_for(&ns, &sn3, 20, &mac3, "10.0.0.5") == (false, false, false))
                     .then_some(())
@@ -511,7 +564,7 @@ fn missing_config_key_is_a_clear_error() {
             sf.display()
         ),
         &[],
-        Duration::from_secs(60),
+        Duration::from_secs(120),
         None,
     )
     .unwrap();
@@ -527,6 +580,19 @@ fn missing_config_key_is_a_clear_error() {
         o.text
     );
     assert!(!sf.exists());
+
+    // --ip-masq without nft: a clear error after the lease (the lease stays, as on any exit)
+    w.etcd(&format!("put {PREFIX}/config '{CONFIG}'"));
+    let o = sh(
+        &ns,
+        &format!("PATH=/nonexistent {bin} flanneld --etcd-endpoints http://{ETCD_IP}:2379 --iface eth0 --ip-masq --subnet-file {}", sf.display()),
+    );
+    assert_eq!(o.ended, netns::process::Ended::Exited(1), "{}", o.text);
+    assert!(
+        o.text.contains("setting up --ip-masq") && o.text.contains("apt-get install nftables"),
+        "{}",
+        o.text
+    );
 
     // a config that is not JSON is named too
     w.etcd(&format!("put {PREFIX}/config 'Network=11.0.0.0/8'"));
@@ -556,7 +622,7 @@ fn unreachable_etcd_and_unknown_iface_are_clear_errors() {
         Some(&ns),
         &format!("{bin} flanneld --etcd-endpoints http://10.0.0.3:2379 --iface 10.0.0.3 --etcd-wait 3 --subnet-file {}", sf.display()),
         &[],
-        Duration::from_secs(60),
+        Duration::from_secs(120),
         None,
     )
     .unwrap();
@@ -590,6 +656,303 @@ fn unreachable_etcd_and_unknown_iface_are_clear_errors() {
         assert!(o.text.contains(want), "{}", o.text);
         assert!(o.text.contains("eth0"), "lists the links there: {}", o.text);
     }
+    // endpoints that are not URLs fail at once (no waiting), empty ones too
+    for (ep, want) in [
+        (
+            "http://exa mple:2379",
+            "--etcd-endpoints http://exa mple:2379: invalid uri",
+        ),
+        (",", "--etcd-endpoints is empty"),
+    ] {
+        let o = sh(
+            &ns,
+            &format!(
+                "{bin} flanneld --etcd-endpoints '{ep}' --iface eth0 --subnet-file {}",
+                sf.display()
+            ),
+        );
+        assert_eq!(o.ended, netns::process::Ended::Exited(1), "{}", o.text);
+        assert!(o.text.contains(want), "{}", o.text);
+        assert!(!o.text.contains("waiting for etcd"), "{}", o.text);
+    }
+    // no --iface and no default route; an interface without an IPv4 address
+    let o = sh(
+        &ns,
+        &format!(
+            "{bin} flanneld --etcd-endpoints http://10.0.0.3:2379 --subnet-file {}",
+            sf.display()
+        ),
+    );
+    assert_eq!(o.ended, netns::process::Ended::Exited(1), "{}", o.text);
+    assert!(
+        o.text
+            .contains("no --iface given and there is no default route"),
+        "{}",
+        o.text
+    );
+    sh_ok(&ns, "ip link add eth9 type veth peer name eth10");
+    let o = sh(
+        &ns,
+        &format!(
+            "{bin} flanneld --etcd-endpoints http://10.0.0.3:2379 --iface eth9 --subnet-file {}",
+            sf.display()
+        ),
+    );
+    assert_eq!(o.ended, netns::process::Ended::Exited(1), "{}", o.text);
+    assert!(
+        o.text
+            .contains("--iface eth9: the interface has no IPv4 address"),
+        "{}",
+        o.text
+    );
+    // with a default route, the agent picks that route's interface (then waits for etcd)
+    sh_ok(&ns, "ip route add default via 10.0.0.1 dev eth0");
+    let o = sh(
+        &ns,
+        &format!(
+            "{bin} flanneld --etcd-endpoints http://10.0.0.3:2379 --etcd-wait 1 --subnet-file {}",
+            sf.display()
+        ),
+    );
+    assert!(
+        o.text
+            .contains("using interface eth0 with address 10.0.0.3"),
+        "{}",
+        o.text
+    );
+    let o = sh(
+        &ns,
+        &format!("{bin} flanneld --etcd-endpoints http://10.0.0.3:2379 --iface eth0 --subnet-lease-ttl 0 --subnet-file {}", sf.display()),
+    );
+    assert_eq!(o.ended, netns::process::Ended::Exited(1), "{}", o.text);
+    assert!(
+        o.text.contains("invalid --subnet-lease-ttl 0"),
+        "{}",
+        o.text
+    );
+
+    // flanneld's flag check
+    let o = sh(
+        &ns,
+        &format!("{bin} flanneld --etcd-endpoints http://10.0.0.3:2379 --iface eth0 --subnet-lease-renew-margin 1440 --subnet-file {}", sf.display()),
+    );
+    assert_eq!(o.ended, netns::process::Ended::Exited(1), "{}", o.text);
+    assert!(
+        o.text.contains("invalid --subnet-lease-renew-margin 1440"),
+        "{}",
+        o.text
+    );
+
     // no device was created by the failed starts
     assert!(!sh_ok(&ns, "ip -o link").contains("flannel."));
+}
+
+/// A pod namespace behind worker `worker`: veth `vp-<pod>` on the worker with the subnet's
+/// .1, the pod gets `ip` and a default route via .1 (what the bridge CNI plugin arranges).
+fn add_pod(w: &mut World, worker: &str, pod: &str, gw: &str, ip: &str) -> String {
+    let wns = w.ns(worker);
+    let pns = w.ns(pod);
+    w.add_ns(&pns);
+    sh_ok(
+        &wns,
+        &format!(
+            "ip link add vp-{pod} type veth peer name eth0 netns {pns} && ip addr add {gw}/20 dev vp-{pod} && ip link set vp-{pod} up && sysctl -qw net.ipv4.ip_forward=1"
+        ),
+    );
+    sh_ok(
+        &pns,
+        &format!("ip link set lo up && ip addr add {ip}/20 dev eth0 && ip link set eth0 up && ip route add default via {gw}"),
+    );
+    pns
+}
+
+#[test]
+fn ip_masq_hides_pods_from_the_outside_but_not_from_pods() {
+    if !is_root() {
+        eprintln!("skipped: needs root to create network namespaces");
+        return;
+    }
+    let mut w = World::new("masq");
+    w.start_etcd();
+    w.etcd(&format!("put {PREFIX}/config '{CONFIG}'"));
+    w.host("w1", "10.0.0.3");
+    w.host("w2", "10.0.0.4");
+    // an outside host with no route to the pod network
+    w.host("x", "10.0.0.9");
+    w.start_agent("w1", "10.0.0.3", &["--ip-masq"]);
+    w.start_agent("w2", "10.0.0.4", &[]);
+    let mut pods = Vec::new();
+    for (n, ip, pod) in [("w1", "10.0.0.3", "p1"), ("w2", "10.0.0.4", "p2")] {
+        let (key, _) = wait_for(&format!("lease of {n}"), Duration::from_secs(120), || {
+            lease_of(&w, ip)
+        });
+        let (sn, _) = subnet_of_key(&key);
+        let base = sn.rsplit_once('.').unwrap().0.to_string();
+        let pns = add_pod(&mut w, n, pod, &format!("{base}.1"), &format!("{base}.2"));
+        pods.push((pns, format!("{base}.2"), sn));
+    }
+    // wait until each worker has the other's route
+    for (i, n) in ["w1", "w2"].iter().enumerate() {
+        let other = &pods[1 - i].2;
+        let ns = w.ns(n);
+        wait_for(&format!("route on {n}"), Duration::from_secs(60), || {
+            sh_ok(&ns, "ip route show dev flannel.100")
+                .contains(&format!("{other}/20"))
+                .then_some(())
+        });
+    }
+    // count, on w2, packets arriving from p1's own address (i.e. not masqueraded)
+    sh_ok(
+        &w.ns("w2"),
+        &format!("nft add table ip flt-count && nft add chain ip flt-count in '{{ type filter hook prerouting priority -300 ; }}' && nft add rule ip flt-count in ip saddr {} counter", pods[0].1),
+    );
+
+    // p1 (on the --ip-masq worker) reaches the outside host: its source was masqueraded
+    let o = sh(&pods[0].0, "ping -c 2 -i 0.2 -W 2 10.0.0.9");
+    assert!(
+        o.success() && o.text.contains(" 0% packet loss"),
+        "{}",
+        o.text
+    );
+    // p2 (worker without --ip-masq) cannot: the outside host has no route back to 11/8
+    let o = sh(&pods[1].0, "ping -c 2 -i 0.2 -W 1 10.0.0.9");
+    assert!(
+        !o.success() && o.text.contains("100% packet loss"),
+        "{}",
+        o.text
+    );
+
+    // pod to pod keeps the pod's address, also through the --ip-masq worker
+    let o = sh(&pods[0].0, &format!("ping -c 2 -i 0.2 -W 2 {}", pods[1].1));
+    assert!(
+        o.success() && o.text.contains(" 0% packet loss"),
+        "{}",
+        o.text
+    );
+    let c = sh_ok(&w.ns("w2"), "nft list chain ip flt-count in");
+    let packets: u64 = c
+        .split("counter packets ")
+        .nth(1)
+        .and_then(|s| s.split_whitespace().next())
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    assert!(
+        packets >= 2,
+        "w2 saw pod-to-pod packets with the pod's own source: {c}"
+    );
+}
+
+#[test]
+fn lease_is_renewed_and_expires_when_the_agent_dies() {
+    if !is_root() {
+        eprintln!("skipped: needs root to create network namespaces");
+        return;
+    }
+    let mut w = World::new("ttl");
+    w.start_etcd();
+    w.etcd(&format!("put {PREFIX}/config '{CONFIG}'"));
+    w.host("w1", "10.0.0.3");
+    w.host("w2", "10.0.0.4");
+    // a 4 s lease: renewed every 2 s (half the TTL, as the 60 min margin does not fit)
+    w.start_agent("w1", "10.0.0.3", &["--subnet-lease-ttl", "4"]);
+    w.start_agent("w2", "10.0.0.4", &[]);
+    let (k1, _) = wait_for("lease of w1", Duration::from_secs(120), || {
+        lease_of(&w, "10.0.0.3")
+    });
+    let (sn1, _) = subnet_of_key(&k1);
+    let mac1 = wait_for("w1 device", Duration::from_secs(60), || {
+        let o = sh(&w.ns("w1"), "ip -o link show flannel.100");
+        o.success().then(|| mac_of(&w.ns("w1"), "flannel.100"))
+    });
+    let w2 = w.ns("w2");
+    wait_for("w1's entries on w2", Duration::from_secs(60), || {
+        (entries_for(&w2, &sn1, 20, &mac1, "10.0.0.3") == (true, true, true)).then_some(())
+    });
+    // three renewals: the key outlives several TTLs
+    wait_for("three renewals", Duration::from_secs(120), || {
+        (w.log("w1")
+            .matches(&format!("lease {sn1}/20 renewed"))
+            .count()
+            >= 3)
+            .then_some(())
+    });
+    assert_eq!(lease_of(&w, "10.0.0.3").map(|l| l.0), Some(k1.clone()));
+    // the agent crashes (SIGKILL, nothing runs on exit): the lease expires by itself and
+    // the other worker removes the entries
+    w.stop("w1", libc::SIGKILL);
+    wait_for("w1's lease to expire", Duration::from_secs(60), || {
+        lease_of(&w, "10.0.0.3").is_none().then_some(())
+    });
+    wait_for("w1's entries gone on w2", Duration::from_secs(60), || {
+        (entries_for(&w2, &sn1, 20, &mac1, "10.0.0.3") == (false, false, false)).then_some(())
+    });
+    // the device and routes of the crashed node stay, as with flanneld
+    assert!(sh(&w.ns("w1"), "ip link show flannel.100").success());
+}
+
+#[test]
+fn watch_survives_an_etcd_restart_and_reads_real_flannel_leases() {
+    if !is_root() {
+        eprintln!("skipped: needs root to create network namespaces");
+        return;
+    }
+    let mut w = World::new("erst");
+    w.start_etcd();
+    w.etcd(&format!("put {PREFIX}/config '{CONFIG}'"));
+    w.host("w1", "10.0.0.3");
+    // as in a cluster with two etcd members of which one (10.1.0.2) is down
+    w.start_agent_with(
+        "w1",
+        "10.0.0.3",
+        &format!("http://10.1.0.2:2379,http://{ETCD_IP}:2379"),
+        &[],
+    );
+    wait_for("lease of w1", Duration::from_secs(120), || {
+        lease_of(&w, "10.0.0.3")
+    });
+    let ns = w.ns("w1");
+    wait_for("w1 watching", Duration::from_secs(60), || {
+        w.log("w1").contains("watching").then_some(())
+    });
+
+    // etcd goes away for a moment, then comes back with its data
+    w.stop("etcd", libc::SIGTERM);
+    std::thread::sleep(Duration::from_millis(500));
+    w.spawn_etcd();
+
+    // a lease as a real flanneld of another host writes it (its own field order)
+    let key = format!("{PREFIX}/subnets/11.50.16.0-20");
+    w.etcd(&format!(
+        r#"put {key} '{{"PublicIP":"10.0.0.77","BackendType":"vxlan","BackendData":{{"VtepMAC":"0e:11:22:33:44:55","VNI":100}}}}'"#
+    ));
+    wait_for(
+        "the new lease on w1 after the etcd restart",
+        Duration::from_secs(120),
+        || {
+            (entries_for(&ns, "11.50.16.0", 20, "0e:11:22:33:44:55", "10.0.0.77")
+                == (true, true, true))
+                .then_some(())
+        },
+    );
+    // a lease of another backend is not programmed (and does not stop the agent)
+    w.etcd(&format!(
+        r#"put {PREFIX}/subnets/11.51.0.0-20 '{{"PublicIP":"10.0.0.78","BackendType":"host-gw"}}'"#
+    ));
+    w.etcd(&format!("del {key}"));
+    wait_for("the lease's entries gone", Duration::from_secs(60), || {
+        (entries_for(&ns, "11.50.16.0", 20, "0e:11:22:33:44:55", "10.0.0.77")
+            == (false, false, false))
+            .then_some(())
+    });
+    assert!(!sh_ok(&ns, "ip route show dev flannel.100").contains("11.51.0.0"));
+    assert!(
+        w.log("w1").contains("ignoring subnet 11.51.0.0/20"),
+        "{}",
+        w.log("w1")
+    );
+    let agent = w.children.iter_mut().find(|(l, _)| l == "w1").unwrap();
+    assert!(
+        agent.1.try_wait().unwrap().is_none(),
+        "the agent is still running"
+    );
 }

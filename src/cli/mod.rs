@@ -110,20 +110,21 @@ pub fn main() -> i32 {
             return code;
         }
     };
-    let res = match cli.command {
+    // Daemons exit 1 on failure, as their upstream counterparts do.
+    let (res, failure) = match cli.command {
         None => return run::run(cli.run),
         Some(Command::Exec(a)) => return exec(a),
-        Some(Command::Cleanup(a)) => cleanup(a),
         Some(Command::Doctor) => return doctor::run(),
-        Some(Command::Flanneld(a)) => crate::components::flannel::run(a),
-        Some(Command::KubeProxy(a)) => crate::components::kubeproxy::run(a),
-        Some(Command::Skrouterd(a)) => crate::components::skupper::run(a),
+        Some(Command::Cleanup(a)) => (cleanup(a), exit::ENVIRONMENT),
+        Some(Command::Flanneld(a)) => (crate::components::flannel::run(a), 1),
+        Some(Command::KubeProxy(a)) => (crate::components::kubeproxy::run(a), 1),
+        Some(Command::Skrouterd(a)) => (crate::components::skupper::run(a), 1),
     };
     match res {
         Ok(()) => exit::OK,
         Err(e) => {
             eprintln!("{} {e:#}", crate::ui::red("error:"));
-            exit::ENVIRONMENT
+            failure
         }
     }
 }

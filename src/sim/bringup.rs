@@ -136,6 +136,13 @@ fn flanneld_args(sim: &Sim, id: &str, short: &str) -> (String, Vec<String>, std:
 fn start_flannel(sim: &Sim, id: &str, short: &str) -> Result<u32> {
     let w = super::Worker::handle(sim, id, short);
     std::fs::create_dir_all(w.dir())?;
+    // What a kubelet's runtime would find in /etc/cni/net.d on this node.
+    let net_d = w.dir().join("cni").join("net.d");
+    std::fs::create_dir_all(&net_d)?;
+    std::fs::write(
+        net_d.join("10-flannel.conf"),
+        serde_json::to_vec_pretty(&w.cni().conf())?,
+    )?;
     let (ns, args, log) = flanneld_args(sim, id, short);
     sim.spawn_daemon(
         &ns,

@@ -42,11 +42,20 @@ pub(crate) fn exec_in(
     let timeout = timeout.unwrap_or_else(|| sim.exec_timeout());
     let out = process::run_shell(Some(ns), cmd, env, timeout, Some(crate::interrupt::flag()))?;
     match out.ended {
-        process::Ended::TimedOut => bail!(
-            "`{cmd}` on {who} did not finish within {:.1} s, so it was stopped.\n  \
-             Bound it (e.g. `ping -c 3`), start it with exec_container_async(), or raise the limit with set_exec_timeout(SECONDS).",
-            timeout.as_secs_f64()
-        ),
+        process::Ended::TimedOut => {
+            let lines: Vec<&str> = out.text.lines().collect();
+            let tail = lines[lines.len().saturating_sub(5)..].join("\n    ");
+            let so_far = if tail.trim().is_empty() {
+                "It printed nothing.".to_string()
+            } else {
+                format!("Its last output:\n    {tail}")
+            };
+            bail!(
+                "`{cmd}` on {who} did not finish within {:.1} s, so it was stopped. {so_far}\n  \
+                 Bound it (e.g. `ping -c 3`), start it with exec_container_async(), or raise the limit with set_exec_timeout(SECONDS).",
+                timeout.as_secs_f64()
+            )
+        }
         process::Ended::Cancelled => {
             crate::interrupt::take();
             Ok(format!("{}^C (interrupted)\n", out.text))

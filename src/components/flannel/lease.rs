@@ -34,9 +34,23 @@ async fn bounded<T>(
     }
 }
 
+/// Endpoints that can never work: not worth waiting for.
+#[derive(Debug)]
+struct BadEndpoints(String);
+
+impl std::fmt::Display for BadEndpoints {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for BadEndpoints {}
+
 pub struct Registry {
     client: Client,
     pub prefix: String,
+    /// TTL of the etcd lease behind each subnet lease (flannel: 24 h).
+    pub ttl: Duration,
 }
 
 /// A lease we hold.
@@ -68,9 +82,16 @@ impl Registry {
                 .with_connect_timeout(Duration::from_secs(2))
                 .with_keep_alive(Duration::from_secs(5), Duration::from_secs(5));
             let res: Result<(Client, Option<String>)> = async {
-                let mut client = Client::connect(endpoints, Some(opts))
-                    .await
-                    .map_err(|e| anyhow!("{e}"))?;
+                let mut client = match Client::connect(endpoints, Some(opts)).await {
+                    Ok(c) => c,
+                    Err(e @ (etcd_client::Error::InvalidUri(_) | etcd_client::Error::InvalidArgs(_))) => {
+                        return Err(anyhow!(BadEndpoints(format!(
+                            "--etcd-endpoints {}: {e}; give comma-separated URLs such as http://10.1.0.1:2379,http://10.1.0.2:2379",
+                            endpoints.join(",")
+                        ))))
+                    }
+                    Err(e) => return Err(anyhow!("{e}")),
+                };
                 let resp = bounded("get config", client.get(key.as_str(), None)).await?;
                 let value = resp
                     .kvs()
@@ -82,13 +103,21 @@ impl Registry {
             match res {
                 Ok((client, Some(text))) => {
                     log!("connected to etcd at {}", endpoints.join(","));
-                    return Ok((Self { client, prefix }, text));
+                    return Ok((
+                        Self {
+                            client,
+                            prefix,
+                            ttl: SUBNET_TTL,
+                        },
+                        text,
+                    ));
                 }
                 Ok((_, None)) => bail!(
                     "etcd key {key} is missing: flannel reads its network configuration from it. \
                      Set it first, e.g. `etcdctl put {key} '{{\"Network\":\"11.0.0.0/8\",\"SubnetLen\":20,\"Backend\":{{\"Type\":\"vxlan\",\"VNI\":100}}}}'` \
                      (with ETCDCTL_API=3), or pass the right --etcd-prefix"
                 ),
+                Err(e) if e.is::<BadEndpoints>() => return Err(e),
                 Err(e) => {
                     let waited = started.elapsed();
                     if waited >= wait {
@@ -142,7 +171,7 @@ impl Registry {
         let key = subnet::lease_key(&self.prefix, sn);
         let grant = bounded(
             "lease grant",
-            self.client.lease_grant(SUBNET_TTL.as_secs() as i64, None),
+            self.client.lease_grant(self.ttl.as_secs() as i64, None),
         )
         .await?;
         let txn = Txn::new()
@@ -174,7 +203,7 @@ impl Registry {
         let key = subnet::lease_key(&self.prefix, sn);
         let grant = bounded(
             "lease grant",
-            self.client.lease_grant(SUBNET_TTL.as_secs() as i64, None),
+            self.client.lease_grant(self.ttl.as_secs() as i64, None),
         )
         .await?;
         if let Err(e) = bounded(

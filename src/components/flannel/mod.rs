@@ -72,6 +72,11 @@ pub struct FlanneldArgs {
     /// Minutes before the lease expires at which it is renewed (flanneld's default: 60).
     #[arg(long = "subnet-lease-renew-margin", default_value_t = 60)]
     pub subnet_lease_renew_margin: u64,
+    /// TTL in seconds of the subnet lease (flanneld: always 24 h). A short TTL shows a lease
+    /// expiring in a lesson; renewal then happens at half the TTL when the margin is longer
+    /// (knetsim addition).
+    #[arg(long = "subnet-lease-ttl", default_value_t = 24 * 3600)]
+    pub subnet_lease_ttl: u64,
     /// Seconds to keep trying while etcd does not answer before giving up (knetsim addition).
     #[arg(long = "etcd-wait", default_value_t = 30)]
     pub etcd_wait: u64,
@@ -121,7 +126,34 @@ pub fn write_atomic(path: &Path, text: &str) -> Result<()> {
     Ok(())
 }
 
+/// When to renew a lease of `ttl`: `margin` before it expires, as flanneld does, or at half
+/// the TTL when the margin does not fit into it.
+pub fn renew_margin(margin: Duration, ttl: Duration) -> Duration {
+    if margin >= ttl {
+        ttl / 2
+    } else {
+        margin
+    }
+}
+
+/// flanneld's flag checks.
+pub fn check_args(args: &FlanneldArgs) -> Result<()> {
+    if args.subnet_lease_renew_margin == 0 || args.subnet_lease_renew_margin >= 24 * 60 {
+        return Err(anyhow!(
+            "invalid --subnet-lease-renew-margin {}: out of acceptable range, give minutes between 1 and 1439",
+            args.subnet_lease_renew_margin
+        ));
+    }
+    if args.subnet_lease_ttl == 0 {
+        return Err(anyhow!(
+            "invalid --subnet-lease-ttl 0: give a number of seconds (flannel uses 86400)"
+        ));
+    }
+    Ok(())
+}
+
 async fn agent(args: &FlanneldArgs) -> Result<()> {
+    check_args(args)?;
     log!(
         "starting: etcd {}, prefix {}, iface {}, subnet file {}, ip-masq {}",
         args.etcd_endpoints,
@@ -130,17 +162,6 @@ async fn agent(args: &FlanneldArgs) -> Result<()> {
         args.subnet_file,
         args.ip_masq
     );
-    let (conn, nl, _) = rtnetlink::new_connection().context("opening netlink")?;
-    tokio::spawn(conn);
-
-    let ext = vxlan::find_iface(&nl, args.iface.as_deref()).await?;
-    log!(
-        "using interface {} with address {} (MTU {})",
-        ext.name,
-        ext.ip,
-        ext.mtu
-    );
-
     let endpoints: Vec<String> = args
         .etcd_endpoints
         .split(',')
@@ -152,12 +173,24 @@ async fn agent(args: &FlanneldArgs) -> Result<()> {
             "--etcd-endpoints is empty: give at least one URL such as http://10.1.0.1:2379"
         ));
     }
+    let (conn, nl, _) = rtnetlink::new_connection().context("opening netlink")?;
+    tokio::spawn(conn);
+
+    let ext = vxlan::find_iface(&nl, args.iface.as_deref()).await?;
+    log!(
+        "using interface {} with address {} (MTU {})",
+        ext.name,
+        ext.ip,
+        ext.mtu
+    );
+
     let (mut reg, cfg_text) = lease::Registry::connect(
         &endpoints,
         &args.etcd_prefix,
         Duration::from_secs(args.etcd_wait),
     )
     .await?;
+    reg.ttl = Duration::from_secs(args.subnet_lease_ttl);
     let cfg = config::parse(&cfg_text, &reg.config_key())?;
     log!(
         "network config: Network {} SubnetLen {} SubnetMin {} SubnetMax {} backend vxlan VNI {} Port {}",
@@ -184,16 +217,18 @@ async fn agent(args: &FlanneldArgs) -> Result<()> {
 
     vxlan::configure(&nl, &dev, &own.subnet, &cfg.network).await?;
 
+    // flannel's network MTU: the external interface's minus the VXLAN overhead (50 bytes)
+    let mtu = ext.mtu.saturating_sub(50);
     write_atomic(
         subnet_file,
-        &subnet::render_subnet_env(&cfg.network, &own.subnet, dev.mtu, args.ip_masq),
+        &subnet::render_subnet_env(&cfg.network, &own.subnet, mtu, args.ip_masq),
     )?;
     log!(
         "wrote {}: FLANNEL_SUBNET={}/{} FLANNEL_MTU={}",
         subnet_file.display(),
         own.subnet.nth(1),
         own.subnet.prefix_len,
-        dev.mtu
+        mtu
     );
 
     let rules = masq::ruleset(&cfg.network, &own.subnet, args.ip_masq, true);
@@ -217,7 +252,10 @@ async fn agent(args: &FlanneldArgs) -> Result<()> {
         }
     }
 
-    let margin = Duration::from_secs(args.subnet_lease_renew_margin * 60);
+    let margin = renew_margin(
+        Duration::from_secs(args.subnet_lease_renew_margin * 60),
+        reg.ttl,
+    );
     watch_loop(&mut reg, &nl, &dev, &mut own, &attrs, margin).await
 }
 
@@ -232,7 +270,7 @@ async fn program(
         Ok(m) => m,
         Err(e) => {
             log!(
-                "ignoring lease {} of {}: {e:#}",
+                "ignoring subnet {} (PublicIP {}): {e:#}",
                 l.subnet,
                 l.attrs.public_ip
             );
@@ -259,7 +297,7 @@ async fn program(
         }
     }
     log!(
-        "subnet added: {} (node {}, VtepMAC {})",
+        "adding subnet: {} PublicIP: {} VtepMAC: {}",
         l.subnet,
         l.attrs.public_ip,
         subnet::format_mac(&mac)
@@ -279,10 +317,41 @@ async fn unprogram(
     sn: &Ipv4Net,
 ) {
     if let Some(r) = known.remove(sn) {
-        log!("subnet removed: {sn} (node {})", r.public_ip);
+        log!(
+            "removing subnet: {sn} PublicIP: {} VtepMAC: {}",
+            r.public_ip,
+            subnet::format_mac(&r.mac)
+        );
         if let Err(e) = vxlan::del_remote(nl, dev, &r).await {
             log!("error removing {sn}: {e:#}");
         }
+    }
+}
+
+/// Removes entries for subnets whose leases vanished while this agent was not running.
+async fn remove_stale(
+    nl: &rtnetlink::Handle,
+    dev: &Device,
+    own: &Ipv4Net,
+    leases: &[subnet::Lease],
+) {
+    let mut keep: Vec<Ipv4Net> = leases.iter().map(|l| l.subnet).collect();
+    keep.push(*own);
+    match vxlan::stale_remotes(nl, dev, &keep).await {
+        Ok(stale) => {
+            for r in stale {
+                log!(
+                    "removing stale subnet: {} PublicIP: {} VtepMAC: {} (its lease is gone from etcd)",
+                    r.subnet,
+                    r.public_ip,
+                    subnet::format_mac(&r.mac)
+                );
+                if let Err(e) = vxlan::del_remote(nl, dev, &r).await {
+                    log!("error removing {}: {e:#}", r.subnet);
+                }
+            }
+        }
+        Err(e) => log!("error looking for stale entries: {e:#}"),
     }
 }
 
@@ -319,6 +388,7 @@ async fn watch_loop(
     let renew_at = |exp: Instant| exp.checked_sub(margin).unwrap_or_else(Instant::now);
     let mut next_renew = renew_at(own.expires);
     let mut resync = true;
+    let mut first_sync = true;
     let mut next_rev = 0i64;
     let mut backoff = Duration::from_millis(100);
     loop {
@@ -326,6 +396,10 @@ async fn watch_loop(
             match reg.leases().await {
                 Ok((leases, rev)) => {
                     log!("{} subnet lease(s) in etcd at revision {rev}", leases.len());
+                    if first_sync {
+                        remove_stale(nl, dev, &own.subnet, &leases).await;
+                        first_sync = false;
+                    }
                     sync(nl, dev, &own.subnet, &mut known, &leases).await;
                     next_rev = rev + 1;
                     resync = false;
@@ -421,6 +495,16 @@ async fn watch_loop(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn renew_margin_fits_into_the_ttl() {
+        let h = Duration::from_secs(3600);
+        assert_eq!(renew_margin(h, Duration::from_secs(86400)), h);
+        assert_eq!(
+            renew_margin(h, Duration::from_secs(10)),
+            Duration::from_secs(5)
+        );
+    }
 
     #[test]
     fn write_atomic_creates_parent_and_leaves_no_temporary_file() {

@@ -365,7 +365,8 @@ pub struct Remote {
     pub mac: [u8; 6],
 }
 
-/// neighbour, then FDB, then route (all "replace").
+/// neighbour, then FDB, then route (all "replace"). When a later step fails the earlier
+/// entries are removed again, as flannel does.
 pub async fn add_remote(h: &Handle, dev: &Device, r: &Remote) -> Result<()> {
     let gw = r.subnet.ip;
     let mac = format_mac(&r.mac);
@@ -381,46 +382,51 @@ pub async fn add_remote(h: &Handle, dev: &Device, r: &Remote) -> Result<()> {
         "added neighbour {gw} lladdr {mac} dev {} nud permanent",
         dev.name
     );
-    h.neighbours()
+
+    let fdb = h
+        .neighbours()
         .add_bridge(dev.index, &r.mac)
         .destination(IpAddr::V4(r.public_ip))
         .flags(NeighbourFlags::Own)
         .state(NeighbourState::Permanent)
         .replace()
         .execute()
-        .await
-        .map_err(|e| {
-            anyhow!(
-                "adding fdb entry {mac} dev {} dst {}: {e}",
-                dev.name,
-                r.public_ip
-            )
-        })?;
+        .await;
+    if let Err(e) = fdb {
+        let _ = del_neigh(h, dev, r).await;
+        bail!(
+            "adding fdb entry {mac} dev {} dst {}: {e}",
+            dev.name,
+            r.public_ip
+        );
+    }
     log!(
         "added fdb entry {mac} dev {} dst {} self permanent",
         dev.name,
         r.public_ip
     );
-    let route = RouteMessageBuilder::<Ipv4Addr>::new()
-        .destination_prefix(r.subnet.ip, r.subnet.prefix_len)
-        .gateway(gw)
-        .output_interface(dev.index)
-        .onlink()
-        .build();
-    h.route()
-        .add(route)
-        .replace()
-        .execute()
-        .await
-        .map_err(|e| {
-            anyhow!(
-                "adding route {} via {gw} dev {} onlink: {e}",
-                r.subnet,
-                dev.name
-            )
-        })?;
+
+    let route = h.route().add(route_msg(dev, r)).replace().execute().await;
+    if let Err(e) = route {
+        let _ = del_neigh(h, dev, r).await;
+        let _ = del_fdb(h, dev, r).await;
+        bail!(
+            "adding route {} via {gw} dev {} onlink: {e}",
+            r.subnet,
+            dev.name
+        );
+    }
     log!("added route {} via {gw} dev {} onlink", r.subnet, dev.name);
     Ok(())
+}
+
+fn route_msg(dev: &Device, r: &Remote) -> RouteMessage {
+    RouteMessageBuilder::<Ipv4Addr>::new()
+        .destination_prefix(r.subnet.ip, r.subnet.prefix_len)
+        .gateway(r.subnet.ip)
+        .output_interface(dev.index)
+        .onlink()
+        .build()
 }
 
 fn ignore_missing(res: Result<(), rtnetlink::Error>) -> Result<bool, rtnetlink::Error> {
@@ -433,27 +439,22 @@ fn ignore_missing(res: Result<(), rtnetlink::Error>) -> Result<bool, rtnetlink::
     }
 }
 
-/// route, then FDB, then neighbour (the reverse of [`add_remote`]); entries already gone
-/// are fine.
-pub async fn del_remote(h: &Handle, dev: &Device, r: &Remote) -> Result<()> {
-    let gw = r.subnet.ip;
-    let mac = format_mac(&r.mac);
-    let route = RouteMessageBuilder::<Ipv4Addr>::new()
-        .destination_prefix(r.subnet.ip, r.subnet.prefix_len)
-        .gateway(gw)
-        .output_interface(dev.index)
-        .onlink()
-        .build();
-    if ignore_missing(h.route().del(route).execute().await)
+async fn del_route(h: &Handle, dev: &Device, r: &Remote) -> Result<()> {
+    if ignore_missing(h.route().del(route_msg(dev, r)).execute().await)
         .map_err(|e| anyhow!("deleting route {}: {e}", r.subnet))?
     {
         log!(
-            "deleted route {} via {gw} dev {} onlink",
+            "deleted route {} via {} dev {} onlink",
             r.subnet,
+            r.subnet.ip,
             dev.name
         );
     }
+    Ok(())
+}
 
+async fn del_fdb(h: &Handle, dev: &Device, r: &Remote) -> Result<()> {
+    let mac = format_mac(&r.mac);
     let mut fdb = NeighbourMessage::default();
     fdb.header.family = AddressFamily::Bridge;
     fdb.header.ifindex = dev.index;
@@ -474,7 +475,11 @@ pub async fn del_remote(h: &Handle, dev: &Device, r: &Remote) -> Result<()> {
             r.public_ip
         );
     }
+    Ok(())
+}
 
+async fn del_neigh(h: &Handle, dev: &Device, r: &Remote) -> Result<()> {
+    let gw = r.subnet.ip;
     let mut arp = NeighbourMessage::default();
     arp.header.family = AddressFamily::Inet;
     arp.header.ifindex = dev.index;
@@ -483,7 +488,109 @@ pub async fn del_remote(h: &Handle, dev: &Device, r: &Remote) -> Result<()> {
     if ignore_missing(h.neighbours().del(arp).execute().await)
         .map_err(|e| anyhow!("deleting neighbour {gw}: {e}"))?
     {
-        log!("deleted neighbour {gw} lladdr {mac} dev {}", dev.name);
+        log!(
+            "deleted neighbour {gw} lladdr {} dev {}",
+            format_mac(&r.mac),
+            dev.name
+        );
     }
     Ok(())
+}
+
+/// route, then FDB, then neighbour (the reverse of [`add_remote`]); entries already gone
+/// are fine, and a failing step does not stop the others.
+pub async fn del_remote(h: &Handle, dev: &Device, r: &Remote) -> Result<()> {
+    let a = del_route(h, dev, r).await;
+    let b = del_fdb(h, dev, r).await;
+    let c = del_neigh(h, dev, r).await;
+    a.and(b).and(c)
+}
+
+/// Entries on the device for subnets not in `keep`: left over from leases that vanished
+/// while the agent was not running (a restart would otherwise keep routing into a dead
+/// VTEP). Each is returned with the MAC and public IP its neighbour and FDB entries carry.
+pub async fn stale_remotes(h: &Handle, dev: &Device, keep: &[Ipv4Net]) -> Result<Vec<Remote>> {
+    use netlink_packet_route::route::{RouteAddress, RouteAttribute};
+    let msg = RouteMessageBuilder::<Ipv4Addr>::new().build();
+    let routes: Vec<RouteMessage> = h
+        .route()
+        .get(msg)
+        .execute()
+        .try_collect()
+        .await
+        .context("listing routes")?;
+    let neighs: Vec<NeighbourMessage> = h
+        .neighbours()
+        .get()
+        .set_address_family(AddressFamily::Inet)
+        .execute()
+        .try_collect()
+        .await
+        .context("listing neighbours")?;
+    let fdb: Vec<NeighbourMessage> = h
+        .neighbours()
+        .get()
+        .set_address_family(AddressFamily::Bridge)
+        .execute()
+        .try_collect()
+        .await
+        .context("listing fdb entries")?;
+    let lladdr = |m: &NeighbourMessage| {
+        m.attributes.iter().find_map(|a| match a {
+            NeighbourAttribute::LinkLayerAddress(l) if l.len() == 6 => {
+                let mut mac = [0u8; 6];
+                mac.copy_from_slice(l);
+                Some(mac)
+            }
+            _ => None,
+        })
+    };
+    let dst = |m: &NeighbourMessage| {
+        m.attributes.iter().find_map(|a| match a {
+            NeighbourAttribute::Destination(NeighbourAddress::Inet(ip)) => Some(*ip),
+            // bridge (FDB) entries carry the address undecoded
+            NeighbourAttribute::Destination(NeighbourAddress::Other(b)) if b.len() == 4 => {
+                Some(Ipv4Addr::new(b[0], b[1], b[2], b[3]))
+            }
+            _ => None,
+        })
+    };
+    let mut out = Vec::new();
+    for r in &routes {
+        let oif = r.attributes.iter().find_map(|a| match a {
+            RouteAttribute::Oif(i) => Some(*i),
+            _ => None,
+        });
+        let gw = r.attributes.iter().find_map(|a| match a {
+            RouteAttribute::Gateway(RouteAddress::Inet(ip)) => Some(*ip),
+            _ => None,
+        });
+        let dst_ip = r.attributes.iter().find_map(|a| match a {
+            RouteAttribute::Destination(RouteAddress::Inet(ip)) => Some(*ip),
+            _ => None,
+        });
+        let (Some(oif), Some(gw), Some(dst_ip)) = (oif, gw, dst_ip) else {
+            continue;
+        };
+        let sn = Ipv4Net::new(dst_ip, r.header.destination_prefix_length);
+        if oif != dev.index || gw != dst_ip || keep.contains(&sn) {
+            continue;
+        }
+        let mac = neighs
+            .iter()
+            .filter(|n| n.header.ifindex == dev.index && dst(n) == Some(gw))
+            .find_map(lladdr);
+        let Some(mac) = mac else { continue };
+        let public_ip = fdb
+            .iter()
+            .filter(|n| n.header.ifindex == dev.index && lladdr(n) == Some(mac))
+            .find_map(dst)
+            .unwrap_or(Ipv4Addr::UNSPECIFIED);
+        out.push(Remote {
+            subnet: sn,
+            public_ip,
+            mac,
+        });
+    }
+    Ok(out)
 }
