@@ -33,7 +33,11 @@ fn history_file() -> Option<PathBuf> {
 
 /// Runs the console until `exit`, `quit` or Ctrl-D. The caller tears down afterwards.
 pub fn run(session: &mut ScriptSession) -> anyhow::Result<()> {
-    let mut ed: Editor<ConsoleHelper, DefaultHistory> = Editor::new()?;
+    let config = rustyline::Config::builder()
+        .completion_type(rustyline::CompletionType::List)
+        .auto_add_history(false)
+        .build();
+    let mut ed: Editor<ConsoleHelper, DefaultHistory> = Editor::with_config(config)?;
     ed.set_helper(Some(ConsoleHelper {
         nodes: Vec::new(),
         vars: Vec::new(),
@@ -149,12 +153,15 @@ pub fn handle(session: &mut ScriptSession, input: &str, out: &mut dyn Write) -> 
             LineResult::Error(msg) => {
                 let _ = write!(out, "{msg}");
             }
-            LineResult::Interrupted(partial) => {
-                if let Some(p) = partial {
+            LineResult::Interrupted(partial) => match partial {
+                // An exec's own output already ends with "^C (interrupted)".
+                Some(p) => {
                     let _ = write!(out, "{p}");
                 }
-                let _ = writeln!(out, "{}", ui::yellow("^C"));
-            }
+                None => {
+                    let _ = writeln!(out, "{}", ui::yellow("(interrupted)"));
+                }
+            },
         },
     }
     let _ = out.flush();
@@ -176,7 +183,7 @@ pub fn help_text() -> String {
     }
     s.push_str("\nMethods:\n");
     for (t, m, ex) in api::METHOD_API {
-        s.push_str(&format!("  {:<26} {ex}\n", format!("{t}.{m}")));
+        s.push_str(&format!("  {:<28} {ex}\n", format!("{t}.{m}")));
     }
     s.push_str("\nTab completes names; an unfinished line (open brace, bracket, string) continues on the next.\n");
     s

@@ -179,9 +179,18 @@ fn wait_for_enter() -> RResult<()> {
     }
 }
 
+/// `━━ Step 2: title ━━`, or `━━ 2. title ━━` when the lesson numbers its steps itself.
+pub fn step_header(n: usize, title: &str) -> String {
+    if title.starts_with(|c: char| c.is_ascii_digit()) {
+        format!("━━ {title} ━━")
+    } else {
+        format!("━━ Step {n}: {title} ━━")
+    }
+}
+
 fn step(lesson: &Lesson, title: &str) -> RResult<()> {
     let n = lesson.steps.fetch_add(1, Ordering::SeqCst) + 1;
-    println!("\n{}", ui::bold(&format!("━━ Step {n}: {title} ━━")));
+    println!("\n{}", ui::bold(&step_header(n, title)));
     let _ = std::io::stdout().flush();
     if lesson.interactive.load(Ordering::SeqCst)
         && !lesson.in_console.load(Ordering::SeqCst)
@@ -518,3 +527,50 @@ pub const METHOD_API: &[(&str, &str, &str)] = &[
         "print(C0e1.exec(\"etcdctl member list\"));",
     ),
 ];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn step_headers_number_steps_unless_the_lesson_does() {
+        assert_eq!(step_header(3, "Ping"), "━━ Step 3: Ping ━━");
+        assert_eq!(step_header(3, "3. Ping"), "━━ 3. Ping ━━");
+    }
+
+    #[test]
+    fn tables_render_and_reject_bad_rows() {
+        let h: Array = vec!["name".into(), "ip".into()];
+        let rows: Array = vec![Dynamic::from_array(vec!["c1".into(), "11.10.0.2".into()])];
+        let t = render_table(&h, &rows).unwrap();
+        assert!(t.contains("name") && t.contains("11.10.0.2"), "{t}");
+        let bad: Array = vec![Dynamic::from(1_i64)];
+        let e = render_table(&h, &bad).unwrap_err().to_string();
+        assert!(e.contains("row 1 must be an array"), "{e}");
+    }
+
+    #[test]
+    fn options_maps_are_checked() {
+        let mut m = Map::new();
+        m.insert("workers".into(), Dynamic::from(2_i64));
+        m.insert("etcd".into(), Dynamic::from(1_i64));
+        let s = spec_from_map("0", &m).unwrap();
+        assert_eq!((s.workers, s.etcd), (2, 1));
+        m.insert("etcd".into(), Dynamic::from(-1_i64));
+        assert!(spec_from_map("0", &m)
+            .unwrap_err()
+            .to_string()
+            .contains("must not be negative"));
+        let mut o = Map::new();
+        let mut l = Map::new();
+        l.insert("app".into(), "web".into());
+        o.insert("labels".into(), l.into());
+        let labels = labels_from_opts("c1", &o).unwrap();
+        assert_eq!(labels.get("app").map(String::as_str), Some("web"));
+        o.insert("labels".into(), "app=web".into());
+        assert!(labels_from_opts("c1", &o)
+            .unwrap_err()
+            .to_string()
+            .contains("must be a map"));
+    }
+}

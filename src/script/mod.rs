@@ -181,18 +181,19 @@ impl ScriptSession {
             }
         };
         if passed + failed > 0 {
+            let total = passed + failed;
+            let noun = if total == 1 {
+                "expectation"
+            } else {
+                "expectations"
+            };
             if failed == 0 {
-                println!(
-                    "{}",
-                    ui::green(&format!("✓ all {passed} expectations held"))
-                );
+                let all = if total == 1 { "" } else { "all " };
+                println!("{}", ui::green(&format!("✓ {all}{total} {noun} held")));
             } else {
                 println!(
                     "{}",
-                    ui::red(&format!(
-                        "✗ {failed} of {} expectations failed",
-                        passed + failed
-                    ))
+                    ui::red(&format!("✗ {failed} of {total} {noun} failed"))
                 );
             }
         }

@@ -1,0 +1,58 @@
+//! The console end to end through the binary, with its input piped (as in a workshop
+//! script or CI): a script runs first, the console sees its variables, multi-line input is
+//! collected, the history file is written, and `quit` tears everything down.
+
+mod common;
+
+use common::{assert_nothing_left, knetsim_exe};
+use std::io::Write;
+use std::process::{Command, Stdio};
+
+#[test]
+fn piped_console_session_after_a_script() {
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("con-pipe");
+    std::fs::create_dir_all(&dir).unwrap();
+    let script = dir.join("setup.rhai");
+    std::fs::write(
+        &script,
+        "let C0 = cluster(\"0\", #{ workers: 1, etcd: 1 });\nlet n = 40;\n",
+    )
+    .unwrap();
+    let _ = std::fs::remove_file(dir.join(".knetsim_history"));
+    let mut child = Command::new(knetsim_exe())
+        .args(["--instance", "con-pipe", "--console"])
+        .arg(&script)
+        .env("HOME", &dir)
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let input = "n + 2\nfor i in 0..3 {\n  n += 1;\n}\nprint(`n is ${n}`);\nC0w1.name\nC0w1 ip a\nlet bad = (;\nnodes\nquit\nprint(\"not reached\")\n";
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let text = format!("{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(!text.contains("panicked"), "{text}");
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert!(lines.contains(&"42"), "{text}");
+    assert!(lines.contains(&"n is 43"), "{text}");
+    assert!(lines.contains(&"C0w1"), "{text}");
+    assert!(text.contains("C0w1 is not running yet"), "{text}");
+    assert!(text.contains("error: console:1:"), "{text}");
+    assert!(text.contains("etcd member"), "{text}");
+    assert!(!text.contains("not reached"), "{text}");
+    let history = std::fs::read_to_string(dir.join(".knetsim_history")).unwrap();
+    assert!(
+        history.contains("C0w1 ip a") && history.contains("quit"),
+        "{history}"
+    );
+    assert_nothing_left("con-pipe", &[]);
+}
