@@ -101,73 +101,121 @@ pub fn run_shell(
     timeout: Duration,
     cancel: Option<&AtomicBool>,
 ) -> Result<Output> {
-    let mut cmd = command_in(ns, "/bin/sh")?;
-    cmd.arg("-c").arg(script).stdin(Stdio::null());
+    // A plain "program arg arg" line runs directly: the shell would only split it on
+    // spaces, and skipping it saves a fork and an exec on every call.
+    let mut cmd = match plain_words(script) {
+        Some(words) => {
+            let mut c = command_in(ns, words[0])?;
+            c.args(&words[1..]);
+            c
+        }
+        None => {
+            let mut c = command_in(ns, "/bin/sh")?;
+            c.arg("-c").arg(script);
+            c
+        }
+    };
+    cmd.stdin(Stdio::null());
     for (k, v) in env {
         cmd.env(k, v);
     }
     run_bounded(cmd, timeout, cancel)
 }
 
-/// Runs a prepared command with stdout+stderr captured into one pipe.
+/// The words of `script` when it has nothing a shell would interpret (quotes, variables,
+/// globs, redirections, operators), else None.
+fn plain_words(script: &str) -> Option<Vec<&str>> {
+    const SPECIAL: &[char] = &[
+        '|', '&', ';', '<', '>', '(', ')', '$', '`', '\\', '"', '\'', '*', '?', '[', ']', '#', '~',
+        '=', '%', '{', '}', '\n', '!',
+    ];
+    if script.contains(SPECIAL) {
+        return None;
+    }
+    let words: Vec<&str> = script.split_whitespace().collect();
+    let first = words.first()?;
+    // Shell builtins and keywords need the shell.
+    if matches!(
+        *first,
+        "cd" | "export"
+            | "exit"
+            | "set"
+            | "ulimit"
+            | "umask"
+            | "exec"
+            | "if"
+            | "for"
+            | "while"
+            | "."
+            | "source"
+            | "alias"
+            | "wait"
+    ) {
+        return None;
+    }
+    Some(words)
+}
+
+/// Runs a prepared command with stdout+stderr captured into one pipe. A waiter thread
+/// blocks on the child, so the result is back as soon as the command ends (no polling
+/// delay); the caller's loop only wakes to check the timeout and the cancel flag.
 pub fn run_bounded(
     mut cmd: Command,
     timeout: Duration,
     cancel: Option<&AtomicBool>,
 ) -> Result<Output> {
+    use std::sync::mpsc::{channel, RecvTimeoutError};
     let (reader, writer) = std::io::pipe().context("creating a pipe")?;
     let writer2 = writer.try_clone()?;
     cmd.stdout(writer).stderr(writer2);
     let mut child = cmd.spawn().context("starting command")?;
     drop(cmd); // closes our copies of the write end
     let pgid = child.id() as i32;
-    let reader_thread = std::thread::spawn(move || {
+    let (text_tx, text_rx) = channel();
+    std::thread::spawn(move || {
         use std::io::Read;
         let mut r = reader;
         let mut buf = Vec::new();
         let _ = r.read_to_end(&mut buf);
-        buf
+        let _ = text_tx.send(buf);
+    });
+    let (exit_tx, exit_rx) = channel();
+    std::thread::spawn(move || {
+        let _ = exit_tx.send(child.wait());
     });
     let started = Instant::now();
-    let mut ended = None;
-    let mut sleep = Duration::from_micros(200);
-    while ended.is_none() {
-        if let Some(status) = child.try_wait()? {
-            ended = Some(exit_of(status));
-            break;
+    let mut stopped: Option<Ended> = None;
+    let status = loop {
+        match exit_rx.recv_timeout(Duration::from_millis(20)) {
+            Ok(status) => break status.context("waiting for command")?,
+            Err(RecvTimeoutError::Disconnected) => bail!("lost track of the command"),
+            Err(RecvTimeoutError::Timeout) => {}
         }
-        if cancel.is_some_and(|c| c.load(Ordering::SeqCst)) {
-            kill_group(pgid);
-            ended = Some(Ended::Cancelled);
-        } else if started.elapsed() >= timeout {
-            kill_group(pgid);
-            ended = Some(Ended::TimedOut);
-        } else {
-            std::thread::sleep(sleep);
-            sleep = (sleep * 2).min(Duration::from_millis(10));
+        if stopped.is_none() {
+            if cancel.is_some_and(|c| c.load(Ordering::SeqCst)) {
+                kill_group(pgid);
+                stopped = Some(Ended::Cancelled);
+            } else if started.elapsed() >= timeout {
+                kill_group(pgid);
+                stopped = Some(Ended::TimedOut);
+            }
         }
-    }
-    let _ = child.wait();
-    // Background children that kept the pipe open would block the reader: they belong to
-    // the command's process group, which is gone after a kill; after a normal exit we give
-    // them a moment and then stop reading.
-    let text = join_with_deadline(reader_thread, pgid);
+    };
+    // Background children that kept the pipe open would block the reader: after a short
+    // grace period the command's process group (which we created) is ended, by its id.
+    let bytes = match text_rx.recv_timeout(Duration::from_millis(500)) {
+        Ok(b) => b,
+        Err(_) => {
+            kill_group(pgid);
+            text_rx
+                .recv_timeout(Duration::from_millis(500))
+                .unwrap_or_default()
+        }
+    };
     Ok(Output {
-        text,
-        ended: ended.unwrap(),
+        text: String::from_utf8_lossy(&bytes).into_owned(),
+        ended: stopped.unwrap_or_else(|| exit_of(status)),
     })
-}
-
-fn join_with_deadline(t: std::thread::JoinHandle<Vec<u8>>, pgid: i32) -> String {
-    let deadline = Instant::now() + Duration::from_millis(500);
-    while !t.is_finished() && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(2));
-    }
-    if !t.is_finished() {
-        // Something in the group still holds the pipe: end the group, by its id.
-        kill_group(pgid);
-    }
-    String::from_utf8_lossy(&t.join().unwrap_or_default()).into_owned()
 }
 
 fn exit_of(status: std::process::ExitStatus) -> Ended {
@@ -287,4 +335,31 @@ pub fn which(name: &str) -> Option<std::path::PathBuf> {
     std::env::split_paths(&path)
         .map(|d| d.join(name))
         .find(|p| p.is_file())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::plain_words;
+
+    #[test]
+    fn plain_lines_skip_the_shell_and_others_keep_it() {
+        assert_eq!(
+            plain_words("ping -c 3 11.0.0.2"),
+            Some(vec!["ping", "-c", "3", "11.0.0.2"])
+        );
+        assert_eq!(plain_words("ip -br addr"), Some(vec!["ip", "-br", "addr"]));
+        for shelly in [
+            "echo $HOME",
+            "ls | wc -l",
+            "a && b",
+            "echo 'x y'",
+            "cat /tmp/*.env",
+            "ETCDCTL_API=2 etcdctl cluster-health",
+            "cd /tmp",
+            "sleep 1 &",
+            "",
+        ] {
+            assert_eq!(plain_words(shelly), None, "{shelly}");
+        }
+    }
 }

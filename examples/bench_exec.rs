@@ -1,0 +1,73 @@
+//! Benchmark: latency of `exec_container` (a command inside a pod, output returned) beside
+//! `ip netns exec NS true` measured in the same run, on the same pod.
+//!
+//!   sudo cargo build --release --bins --examples
+//!   sudo target/release/examples/bench_exec [COUNT]
+
+use knetsim::sim::{ClusterSpec, Options, Sim};
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+fn main() -> anyhow::Result<()> {
+    let n: usize = std::env::args()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(200);
+    let me = std::env::current_exe()?;
+    let exe = me
+        .parent()
+        .and_then(|p| p.parent())
+        .map(|p| p.join("knetsim"))
+        .unwrap();
+    if !exe.exists() {
+        eprintln!("error: build the knetsim binary first: cargo build --release --bins --examples");
+        std::process::exit(3);
+    }
+    let sim = Sim::new(Options {
+        instance: "benchexec".into(),
+        knetsim_exe: exe,
+        progress: false,
+        ..Options::default()
+    })?;
+    let c = sim.cluster(
+        "0",
+        ClusterSpec {
+            workers: 1,
+            etcd: 1,
+        },
+    )?;
+    sim.start()?;
+    let w1 = c.worker("w1")?;
+    let pod = w1.create_container("c1", BTreeMap::new())?;
+    let (mut ours, mut ip) = (Vec::new(), Vec::new());
+    for _ in 0..n {
+        let t = Instant::now();
+        w1.exec_container("c1", "true")?;
+        ours.push(t.elapsed());
+        let t = Instant::now();
+        std::process::Command::new("ip")
+            .args(["netns", "exec", &pod.ns, "true"])
+            .status()?;
+        ip.push(t.elapsed());
+    }
+    sim.teardown()?;
+    let (o, b) = (median(ours), median(ip));
+    println!("| measure (median of {n}, interleaved) | ms |");
+    println!("| --- | --- |");
+    println!(
+        "| exec_container(\"c1\", \"true\") | {:.2} |",
+        o.as_secs_f64() * 1e3
+    );
+    println!(
+        "| ip netns exec {} true (baseline) | {:.2} |",
+        pod.ns,
+        b.as_secs_f64() * 1e3
+    );
+    println!("| ratio | {:.2} |", o.as_secs_f64() / b.as_secs_f64());
+    Ok(())
+}
