@@ -187,7 +187,15 @@ impl ScriptSession {
             } else {
                 "expectations"
             };
-            if failed == 0 {
+            if !matches!(outcome, Outcome::Ok | Outcome::ExpectFailed(_)) {
+                // The script stopped early: say so, rather than a reassuring total.
+                println!(
+                    "{}",
+                    ui::yellow(&format!(
+                        "{passed} of {total} {noun} held before the script stopped ({failed} failed)"
+                    ))
+                );
+            } else if failed == 0 {
                 let all = if total == 1 { "" } else { "all " };
                 println!("{}", ui::green(&format!("✓ {all}{total} {noun} held")));
             } else {
