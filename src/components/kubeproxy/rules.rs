@@ -724,9 +724,17 @@ pub fn plan(want: &Desired, cur: &Current) -> Plan {
         .collect();
     st.elements_added += add.len();
     write_elements(&mut out, "add", SET_CLUSTER_IPS, &add);
-    // 4. stale chains: nothing refers to them any more once the above is applied
-    for name in cur.chains.keys().filter(|n| !want.chains.contains_key(*n)) {
+    // 4. stale chains: nothing refers to them once the above is applied and they are all
+    // flushed (a stale service chain still jumps to stale endpoint chains until then).
+    let stale: Vec<&String> = cur
+        .chains
+        .keys()
+        .filter(|n| !want.chains.contains_key(*n))
+        .collect();
+    for name in &stale {
         let _ = writeln!(out, "flush chain ip {TABLE} {name}");
+    }
+    for name in &stale {
         let _ = writeln!(out, "delete chain ip {TABLE} {name}");
         st.chains_deleted += 1;
     }
@@ -945,6 +953,16 @@ mod tests {
         );
         assert_eq!(p.stats.chains_deleted, 1);
         assert_eq!(p.stats.chains_rewritten, 1);
+        // The whole Service goes: every stale chain is flushed before any is deleted (a
+        // service chain still jumps to its endpoint chains until it is flushed).
+        let mut s4 = s.clone();
+        s4.services.clear();
+        s4.endpoints.clear();
+        let p = plan(&desired(&s4), &cur);
+        assert_eq!(p.stats.chains_deleted, 4, "{}", p.text);
+        let last_flush = p.text.rfind("flush chain").unwrap();
+        let first_delete = p.text.find("delete chain").unwrap();
+        assert!(last_flush < first_delete, "{}", p.text);
         // The ClusterIP changes: elements move, chains stay.
         let mut s3 = s.clone();
         s3.services[0].cluster_ip = ip("100.64.0.11");
