@@ -108,6 +108,18 @@ fn vip_services_nodeports_reject_and_counters() {
     let e = connect(&t.client, "100.64.0.10:81").unwrap_err();
     assert_eq!(e.kind(), std::io::ErrorKind::ConnectionRefused, "{e}");
 
+    // Hairpin: a backend reaching the Service lands on itself about half the time, and
+    // still gets the answer (masqueraded through the node), never a broken connection.
+    let mut own = 0;
+    for _ in 0..20 {
+        let out = connect(&b1, "100.64.0.10:80").unwrap();
+        own += usize::from(out == "hello from b1");
+    }
+    assert!(own > 0, "b1 never reached itself through the Service");
+    // The worker itself reaches the VIP (nat-output, plus the service route).
+    let (ok, out) = sh_any(&t.node, "ping -c 1 -W 2 100.64.10.1");
+    assert!(ok, "the node could not ping the VIP: {out}");
+
     // A Service without endpoints refuses the connection (not a timeout).
     let e = connect(&t.client, "100.64.0.20:80").unwrap_err();
     assert_eq!(e.kind(), std::io::ErrorKind::ConnectionRefused, "{e}");

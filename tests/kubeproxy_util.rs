@@ -65,7 +65,9 @@ impl Drop for Guard {
 }
 
 /// client (10.0.0.2) --veth-- node (10.0.0.1; bridge br0 11.10.0.1/24) --veth-- backends
-/// (11.10.0.2, 11.10.0.3, ...). The node forwards and has `100.64.0.0/16 dev br0`.
+/// (11.10.0.2, 11.10.0.3, ...). The node forwards and has `100.64.0.0/16 dev br0`. Bridge
+/// ports are in hairpin mode, as the CNI bridge plugin sets them with `hairpinMode: true`
+/// (kube-flannel's default): a pod reaching a Service that picks the pod itself needs it.
 pub struct Topo {
     pub client: String,
     pub node: String,
@@ -90,7 +92,7 @@ pub fn topology(g: &mut Guard, prefix: &str, backends: usize) -> Topo {
         let ip: std::net::Ipv4Addr = format!("11.10.0.{}", i + 2).parse().unwrap();
         sh(
             &node,
-            &format!("ip link add vb{i} type veth peer name eth0 netns {b} && ip link set vb{i} master br0 && ip link set vb{i} up"),
+            &format!("ip link add vb{i} type veth peer name eth0 netns {b} && ip link set vb{i} master br0 && ip link set vb{i} up && bridge link set dev vb{i} hairpin on"),
         );
         sh(&b, &format!("ip addr add {ip}/24 dev eth0 && ip link set eth0 up && ip route add default via 11.10.0.1"));
         bs.push((b, ip));

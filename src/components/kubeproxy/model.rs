@@ -324,6 +324,16 @@ impl State {
             if !eps.insert(e.key()) {
                 bail!("endpoints of Service {} are given twice", e.key());
             }
+            let mut seen = BTreeSet::new();
+            for a in &e.addresses {
+                if !seen.insert(a.ip) {
+                    bail!(
+                        "endpoints of Service {} list {} twice: list each pod once",
+                        e.key(),
+                        a.ip
+                    );
+                }
+            }
         }
         Ok(())
     }
@@ -582,6 +592,26 @@ mod tests {
         );
         assert_eq!(serde_json::from_str::<Service>(&j).unwrap(), web());
         assert!(serde_json::from_str::<Service>(&j.replace("TCP", "ICMP")).is_err());
+    }
+
+    #[test]
+    fn duplicate_endpoint_ip() {
+        let a = EndpointAddress {
+            ip: "11.0.0.2".parse().unwrap(),
+            pod: "c2".into(),
+            node: "w1".into(),
+        };
+        let e = Endpoints {
+            service: "web".into(),
+            namespace: "default".into(),
+            addresses: vec![a.clone(), a],
+        };
+        let s = State {
+            services: vec![web()],
+            endpoints: vec![e],
+            vips: vec![],
+        };
+        assert!(err(&s).contains("list 11.0.0.2 twice"), "{}", err(&s));
     }
 
     #[test]

@@ -180,6 +180,16 @@ pub async fn allocate_cluster_ip(client: &mut Client) -> Result<Ipv4Addr> {
     current(client).await?.free_cluster_ip()
 }
 
+/// A free NodePort (30000-32767) for `proto`, not among those in use nor in `also_taken`
+/// (ports already picked for other ports of the Service being built).
+pub async fn allocate_node_port(
+    client: &mut Client,
+    proto: super::model::Protocol,
+    also_taken: &[u16],
+) -> Result<u16> {
+    current(client).await?.free_node_port(proto, also_taken)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
