@@ -297,4 +297,32 @@ fn agent_programs_from_etcd_and_survives_restart() {
     );
     assert!(connect(&t.client, &api).is_err());
     assert!(connect(&t.client, &web).is_ok());
+
+    // A state that cannot be programmed (a VIP written past the store's checks onto web's
+    // ClusterIP) is refused with a message in the log, and the rules stay as they were.
+    let before = ruleset(&t.node);
+    let clash = format!(r#"{{"vip":"{web_ip}","ips":["{ip1}"]}}"#);
+    etcd_do(&t.node, move |mut c| async move {
+        c.put(store::vip_key(web_ip), clash, None).await?;
+        Ok(())
+    })
+    .unwrap();
+    wait_for(
+        "the agent to refuse the clash",
+        Duration::from_secs(10),
+        || {
+            std::fs::read_to_string(&log)
+                .unwrap()
+                .contains("not programming this state")
+        },
+    );
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        text.contains(&format!(
+            "VIP {web_ip} is already taken by Service default/web"
+        )),
+        "{text}"
+    );
+    assert_eq!(ruleset(&t.node), before);
+    assert!(connect(&t.client, &web).is_ok());
 }

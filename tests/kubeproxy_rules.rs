@@ -239,3 +239,32 @@ fn rejected_change_leaves_ruleset_unchanged() {
     );
     assert!(e.contains("kubeproxy-rules-no-such-ns"), "{e}");
 }
+
+#[test]
+fn nft_and_route_errors_are_clear() {
+    if !is_root() {
+        eprintln!("SKIPPED: needs root to create namespaces");
+        return;
+    }
+    let mut g = Guard::default();
+    let node = g.ns("kubeproxy-rules-errors-node");
+    let e = knetsim::components::kubeproxy::apply_transaction(
+        Some(&node),
+        "add rule ip nowhere x accept\n",
+    )
+    .unwrap_err();
+    let e = format!("{e:#}");
+    assert!(
+        e.contains("nft refused the kube-proxy transaction (nothing was changed)"),
+        "{e}"
+    );
+    let e =
+        knetsim::components::kubeproxy::ensure_service_route(Some(&node), "nosuchdev").unwrap_err();
+    let e = format!("{e:#}");
+    assert!(
+        e.contains("100.64.0.0/16 dev nosuchdev") && e.contains("does 'nosuchdev' exist yet?"),
+        "{e}"
+    );
+    // No table yet: counters are simply empty, not an error.
+    assert!(read_counters(&node).unwrap().is_empty());
+}

@@ -194,6 +194,15 @@ pub async fn allocate_node_port(
 mod tests {
     use super::*;
 
+    #[tokio::test]
+    async fn connect_without_endpoints_is_a_clear_error() {
+        let e = format!("{:#}", connect(" , ").await.err().unwrap());
+        assert!(
+            e.contains("no etcd endpoint given: pass --etcd-endpoints"),
+            "{e}"
+        );
+    }
+
     #[test]
     fn keys_and_parse() {
         assert_eq!(
