@@ -1,7 +1,36 @@
 //! `knetsim kube-proxy`: programs a worker's nftables from the Service state kept in etcd,
 //! in the layout of kube-proxy's nftables mode.
+//!
+//! - [`model`]: Services, Endpoints, the original's static VIPs, validation.
+//! - [`store`]: where they live in etcd (`/registry/services/specs/...`, see there).
+//! - [`rules`]: the pure state -> `nft -f -` transaction function (incremental).
+//! - [`agent`]: the daemon (list + watch etcd, debounce, one atomic transaction per sync).
+//! - [`counters`]: per-endpoint packet/byte counters read back from a worker.
+//!
+//! The sim can also program a namespace directly with [`apply_local`].
+//!
+//! Worker-originated traffic to a VIP: the worker needs a route for the service range so
+//! the packet leaves at all (nat-output then rewrites its destination). The agent adds
+//! `100.64.0.0/16 dev DEV` inside its namespace when started with `--service-route-dev DEV`
+//! (the original used the flannel device, `flannel.100`); [`ensure_service_route`] does the
+//! same for a namespace programmed with [`apply_local`].
 
+pub mod agent;
+pub mod counters;
+pub mod model;
+pub mod rules;
+pub mod store;
+
+use anyhow::{bail, Context, Result};
 use clap::Args;
+use std::io::Write;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+pub use counters::{read_counters, CounterRow};
+pub use model::{
+    EndpointAddress, Endpoints, Protocol, Service, ServicePort, ServiceType, State, StaticVip,
+};
 
 #[derive(Debug, Clone, Args)]
 pub struct KubeProxyArgs {
@@ -11,8 +40,157 @@ pub struct KubeProxyArgs {
     /// This node's name.
     #[arg(long = "hostname-override")]
     pub hostname_override: Option<String>,
+    /// Add `100.64.0.0/16 dev DEV` in this namespace so the worker itself reaches VIPs
+    /// (e.g. flannel.100 or cni0). Retried until the device exists.
+    #[arg(long = "service-route-dev")]
+    pub service_route_dev: Option<String>,
+    /// Wait this long for more changes before programming (milliseconds).
+    #[arg(long = "debounce-ms", default_value_t = 30)]
+    pub debounce_ms: u64,
 }
 
-pub fn run(_args: KubeProxyArgs) -> anyhow::Result<()> {
-    anyhow::bail!("kube-proxy: not implemented yet")
+pub fn run(args: KubeProxyArgs) -> Result<()> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the kube-proxy runtime")?;
+    rt.block_on(agent::run(args))
+}
+
+/// Runs `nft ARGS` in namespace `ns` (None: the current one) with `input` on stdin.
+/// Returns stdout, or an error carrying nft's message.
+pub(crate) fn nft(
+    ns: Option<&str>,
+    args: &[&str],
+    input: Option<&str>,
+) -> Result<std::result::Result<String, String>> {
+    let mut cmd = crate::netns::process::command_in(ns, "nft")?;
+    cmd.args(args)
+        .stdin(if input.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd
+        .spawn()
+        .context("starting nft (install it with `apt-get install nftables`)")?;
+    if let Some(text) = input {
+        let mut stdin = child.stdin.take().context("nft stdin")?;
+        // Write from a thread so a large transaction cannot deadlock against nft's output.
+        let text = text.to_string();
+        let writer = std::thread::spawn(move || stdin.write_all(text.as_bytes()));
+        let out = child.wait_with_output().context("waiting for nft")?;
+        let _ = writer.join();
+        return Ok(finish(out));
+    }
+    Ok(finish(child.wait_with_output().context("waiting for nft")?))
+}
+
+fn finish(out: std::process::Output) -> std::result::Result<String, String> {
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).trim().to_string())
+    }
+}
+
+/// `nft -j list table ip kube-proxy` in `ns`; None when the table does not exist.
+pub fn list_table_json(ns: Option<&str>) -> Result<Option<String>> {
+    match nft(ns, &["-j", "list", "table", "ip", rules::TABLE], None)? {
+        Ok(s) => Ok(Some(s)),
+        Err(e) if e.contains("No such file or directory") || e.contains("does not exist") => {
+            Ok(None)
+        }
+        Err(e) => bail!("reading table ip {} with nft: {e}", rules::TABLE),
+    }
+}
+
+/// The kernel's current kube-proxy table in `ns`, in the form [`rules::plan`] compares.
+pub fn read_current(ns: Option<&str>) -> Result<rules::Current> {
+    match list_table_json(ns)? {
+        Some(json) => rules::Current::from_nft_json(&json),
+        None => Ok(rules::Current::empty()),
+    }
+}
+
+/// Applies one transaction atomically (`nft -f -`). Nothing changes when it fails.
+pub fn apply_transaction(ns: Option<&str>, text: &str) -> Result<()> {
+    if text.is_empty() {
+        return Ok(());
+    }
+    match nft(ns, &["-f", "-"], Some(text))? {
+        Ok(_) => Ok(()),
+        Err(e) => {
+            let first: String = e.lines().take(6).collect::<Vec<_>>().join("\n");
+            bail!("nft refused the kube-proxy transaction (nothing was changed):\n{first}")
+        }
+    }
+}
+
+/// What one [`apply_local`] did.
+#[derive(Debug, Clone)]
+pub struct ApplyReport {
+    pub stats: rules::PlanStats,
+    pub services: usize,
+    pub endpoints: usize,
+    pub vips: usize,
+    pub elapsed: Duration,
+}
+
+impl ApplyReport {
+    /// The learner-readable line the agent also logs.
+    pub fn summary(&self) -> String {
+        let s = &self.stats;
+        format!(
+            "synced {} services, {} endpoints, {} VIPs in {} ms (chains: {} added, {} rewritten, {} deleted, {} kept with their counters; map elements: +{} -{})",
+            self.services,
+            self.endpoints,
+            self.vips,
+            self.elapsed.as_millis(),
+            s.chains_added,
+            s.chains_rewritten,
+            s.chains_deleted,
+            s.chains_kept,
+            s.elements_added,
+            s.elements_deleted
+        )
+    }
+}
+
+/// Programs namespace `ns` (a worker) to `state` right now, synchronously: validates,
+/// reads the kernel's table, applies the difference in one atomic `nft -f -`. A state that
+/// fails validation or a transaction nft refuses leaves the ruleset unchanged.
+pub fn apply_local(ns: &str, state: &State) -> Result<ApplyReport> {
+    let start = Instant::now();
+    state.validate()?;
+    let want = rules::desired(state);
+    let cur = read_current(Some(ns))?;
+    let plan = rules::plan(&want, &cur);
+    apply_transaction(Some(ns), &plan.text)
+        .with_context(|| format!("programming Services in namespace '{ns}'"))?;
+    Ok(ApplyReport {
+        stats: plan.stats,
+        services: want.services,
+        endpoints: want.endpoints,
+        vips: want.vips,
+        elapsed: start.elapsed(),
+    })
+}
+
+/// Adds `100.64.0.0/16 dev DEV` in namespace `ns` (None: the current one), so the worker
+/// itself can reach Service addresses.
+pub fn ensure_service_route(ns: Option<&str>, dev: &str) -> Result<()> {
+    let (net, len) = model::SERVICE_CIDR;
+    let mut cmd = crate::netns::process::command_in(ns, "ip")?;
+    cmd.args(["route", "replace", &format!("{net}/{len}"), "dev", dev]);
+    let out = cmd.output().context("running ip route")?;
+    if !out.status.success() {
+        bail!(
+            "adding route {net}/{len} dev {dev}: {} (does '{dev}' exist yet?)",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(())
 }

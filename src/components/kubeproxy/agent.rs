@@ -1,0 +1,238 @@
+//! The kube-proxy daemon: one per worker, inside the worker's namespace.
+//!
+//! Start: read the table the kernel already has (a restart after a kill finds its rules
+//! still there and keeps them), list the state in etcd, program the difference. Then watch
+//! the prefixes, wait `--debounce-ms` for a burst of changes to settle, and program the
+//! difference again: always one atomic `nft -f -` transaction, never a table flush, so an
+//! unchanged Service never stops answering and its endpoint counters keep counting.
+
+use super::model::State;
+use super::store::{self, Parsed};
+use super::{rules, KubeProxyArgs};
+use anyhow::Result;
+use etcd_client::{EventType, WatchOptions};
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+fn log(msg: &str) {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let secs = now.as_secs() % 86400;
+    println!(
+        "{:02}:{:02}:{:02}.{:03} kube-proxy: {msg}",
+        secs / 3600,
+        (secs / 60) % 60,
+        secs % 60,
+        now.subsec_millis()
+    );
+}
+
+/// The objects seen in etcd, by key.
+#[derive(Default)]
+struct Objects {
+    by_key: BTreeMap<String, Parsed>,
+}
+
+impl Objects {
+    fn state(&self) -> State {
+        let mut st = State::default();
+        for p in self.by_key.values() {
+            match p {
+                Parsed::Service(s) => st.services.push(s.clone()),
+                Parsed::Endpoints(e) => st.endpoints.push(e.clone()),
+                Parsed::Vip(v) => st.vips.push(v.clone()),
+                _ => {}
+            }
+        }
+        st
+    }
+}
+
+struct Syncer {
+    /// What the kernel has, as of our last successful sync (None: read it from the kernel).
+    current: Option<rules::Current>,
+    last_error: Option<String>,
+}
+
+impl Syncer {
+    fn sync(&mut self, st: &State) {
+        let start = Instant::now();
+        if let Err(e) = st.validate() {
+            let msg = format!("not programming this state, the rules stay as they are: {e:#}");
+            if self.last_error.as_deref() != Some(msg.as_str()) {
+                log(&msg);
+                self.last_error = Some(msg);
+            }
+            return;
+        }
+        let cur = match self.current.take() {
+            Some(c) => c,
+            None => match super::read_current(None) {
+                Ok(c) => c,
+                Err(e) => {
+                    log(&format!("cannot read the current table: {e:#}"));
+                    return;
+                }
+            },
+        };
+        let want = rules::desired(st);
+        let plan = rules::plan(&want, &cur);
+        match super::apply_transaction(None, &plan.text) {
+            Ok(()) => {
+                self.current = Some(rules::Current::from_desired(&want));
+                self.last_error = None;
+                let report = super::ApplyReport {
+                    stats: plan.stats,
+                    services: want.services,
+                    endpoints: want.endpoints,
+                    vips: want.vips,
+                    elapsed: start.elapsed(),
+                };
+                log(&report.summary());
+            }
+            Err(e) => {
+                // The kernel kept its old table; read it again before the next attempt.
+                self.current = None;
+                log(&format!("sync failed, will retry: {e:#}"));
+            }
+        }
+    }
+}
+
+pub async fn run(args: KubeProxyArgs) -> Result<()> {
+    let node = args
+        .hostname_override
+        .clone()
+        .unwrap_or_else(|| "this node".into());
+    log(&format!("starting on {node}, etcd {}", args.etcd_endpoints));
+    let mut syncer = Syncer {
+        current: None,
+        last_error: None,
+    };
+    match super::read_current(None) {
+        Ok(c) if c.table => {
+            log(&format!(
+                "table ip kube-proxy already exists with {} service/endpoint chains: converging it in place, without flushing",
+                c.chains.len()
+            ));
+            syncer.current = Some(c);
+        }
+        Ok(_) => log("no table ip kube-proxy yet: the first sync creates it"),
+        Err(e) => log(&format!("cannot read nftables yet: {e:#}")),
+    }
+    let mut route_pending = args.service_route_dev.clone();
+    let debounce = Duration::from_millis(args.debounce_ms);
+    loop {
+        if let Some(dev) = &route_pending {
+            match super::ensure_service_route(None, dev) {
+                Ok(()) => {
+                    log(&format!("route 100.64.0.0/16 dev {dev} added: this worker reaches Service addresses"));
+                    route_pending = None;
+                }
+                Err(e) => log(&format!("{e:#}; will retry")),
+            }
+        }
+        if let Err(e) = session(&args, &mut syncer, debounce, &mut route_pending).await {
+            log(&format!("etcd: {e:#}; reconnecting in 1 s"));
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    }
+}
+
+/// One connection to etcd: list, program, watch until the connection fails.
+async fn session(
+    args: &KubeProxyArgs,
+    syncer: &mut Syncer,
+    debounce: Duration,
+    route_pending: &mut Option<String>,
+) -> Result<()> {
+    let mut client = store::connect(&args.etcd_endpoints).await?;
+    // List at one revision, keeping the parsed objects by key so watch events can replace
+    // them one by one; then watch from the next revision, so nothing is missed.
+    let mut objs = Objects::default();
+    let mut rev = 0;
+    for prefix in [
+        store::SERVICES_PREFIX,
+        store::ENDPOINTS_PREFIX,
+        store::VIPS_PREFIX,
+    ] {
+        let mut opts = etcd_client::GetOptions::new().with_prefix();
+        if rev > 0 {
+            opts = opts.with_revision(rev);
+        }
+        let resp = client.get(prefix, Some(opts)).await?;
+        if rev == 0 {
+            rev = resp.header().map(|h| h.revision()).unwrap_or(0);
+        }
+        for kv in resp.kvs() {
+            let key = String::from_utf8_lossy(kv.key()).into_owned();
+            let p = store::parse(&key, kv.value());
+            if let Parsed::Invalid(m) = &p {
+                log(&format!("ignoring {m}"));
+                continue;
+            }
+            objs.by_key.insert(key, p);
+        }
+    }
+    syncer.sync(&objs.state());
+    let opts = WatchOptions::new()
+        .with_prefix()
+        .with_start_revision(rev + 1);
+    let mut stream = client.watch("/registry/", Some(opts)).await?;
+    let mut dirty_since: Option<Instant> = None;
+    loop {
+        let wait = match dirty_since {
+            Some(_) => debounce,
+            None => Duration::from_secs(5),
+        };
+        match tokio::time::timeout(wait, stream.message()).await {
+            Ok(msg) => {
+                let Some(resp) = msg? else {
+                    anyhow::bail!("the watch ended");
+                };
+                if resp.canceled() {
+                    anyhow::bail!("the watch was cancelled ({})", resp.cancel_reason());
+                }
+                for ev in resp.events() {
+                    let Some(kv) = ev.kv() else { continue };
+                    let key = String::from_utf8_lossy(kv.key()).into_owned();
+                    match ev.event_type() {
+                        EventType::Put => match store::parse(&key, kv.value()) {
+                            Parsed::Other => continue,
+                            Parsed::Invalid(m) => {
+                                log(&format!("ignoring {m}"));
+                                objs.by_key.remove(&key);
+                            }
+                            p => {
+                                objs.by_key.insert(key, p);
+                            }
+                        },
+                        EventType::Delete => {
+                            if objs.by_key.remove(&key).is_none() {
+                                continue;
+                            }
+                        }
+                    }
+                    dirty_since.get_or_insert_with(Instant::now);
+                }
+                // A steady stream of changes still syncs at least every 10 debounces.
+                if dirty_since.is_some_and(|t| t.elapsed() >= debounce * 10) {
+                    syncer.sync(&objs.state());
+                    dirty_since = None;
+                }
+            }
+            Err(_) => {
+                if dirty_since.take().is_some() || syncer.current.is_none() {
+                    syncer.sync(&objs.state());
+                }
+                if let Some(dev) = route_pending.clone() {
+                    if super::ensure_service_route(None, &dev).is_ok() {
+                        log(&format!("route 100.64.0.0/16 dev {dev} added: this worker reaches Service addresses"));
+                        *route_pending = None;
+                    }
+                }
+            }
+        }
+    }
+}
