@@ -38,3 +38,8 @@ fn lesson_01_flannel() {
 fn lesson_02_cni() {
     run_lesson("02-cni.rhai", "lesson02");
 }
+
+#[test]
+fn lesson_03_loadbalance() {
+    run_lesson("03-loadbalance.rhai", "lesson03");
+}

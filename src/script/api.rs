@@ -250,6 +250,7 @@ pub fn register(engine: &mut Engine, sim: &Sim, lesson: &Arc<Lesson>) {
     register_cluster(engine);
     register_worker(engine);
     register_etcd(engine);
+    super::services_api::register(engine);
 
     // Declaring and starting.
     let s = sim.clone();
@@ -492,6 +493,25 @@ pub const METHOD_API: &[(&str, &str, &str)] = &[
         "let w = C0.find_container(\"c3\");",
     ),
     ("Cluster", "etcd_endpoints", "print(C0.etcd_endpoints());"),
+    (
+        "Cluster",
+        "kp_vip_add",
+        "C0.kp_vip_add(\"100.64.10.1\", [\"c2\", \"c3\"]);  // static, all protocols",
+    ),
+    ("Cluster", "kp_vip_del", "C0.kp_vip_del(\"100.64.10.1\");"),
+    (
+        "Cluster",
+        "service",
+        "let ip = C0.service(\"web\", #{ selector: #{ app: \"web\" }, ports: [#{ port: 80, target: 8000 }] });",
+    ),
+    ("Cluster", "delete_service", "C0.delete_service(\"web\");"),
+    ("Cluster", "service_ip", "print(C0.service_ip(\"web\"));"),
+    ("Worker", "nft_counters", "print(C0w1.nft_counters());  // flows per endpoint"),
+    (
+        "Worker",
+        "flows_by_endpoint",
+        "print(C0w1.flows_by_endpoint(\"100.64.10.1\"));",
+    ),
     (
         "Worker",
         "create_container",

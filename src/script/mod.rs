@@ -6,6 +6,7 @@
 
 pub mod api;
 pub mod errors;
+pub mod services_api;
 
 use crate::sim::Sim;
 use crate::ui;

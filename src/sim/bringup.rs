@@ -334,6 +334,7 @@ pub(super) fn start_clusters(sim: &Sim, ids: &[String]) -> Result<()> {
     for (id, short, pid) in &started {
         wait_subnet(sim, id, short, *pid)?;
         set_worker_started(sim, id, short);
+        super::services::start_kube_proxy(sim, &super::Worker::handle(sim, id, short))?;
     }
     pb.inc(1);
     let flannel_ready = t0.elapsed();
@@ -376,5 +377,8 @@ pub(super) fn join_worker(sim: &Sim, id: &str, short: &str) -> Result<()> {
     let pid = start_flannel(sim, id, short)?;
     wait_subnet(sim, id, short, pid)?;
     set_worker_started(sim, id, short);
-    wait_converged(sim, id)
+    super::services::start_kube_proxy(sim, &w)?;
+    wait_converged(sim, id)?;
+    // The new worker programs the cluster's existing Services before it counts as joined.
+    super::Cluster::handle(sim, id).wait_converged()
 }

@@ -77,6 +77,8 @@ pub(super) fn declare(sim: &Sim, id: &str, spec: ClusterSpec) -> Result<Cluster>
         started: false,
         etcd,
         workers,
+        services: BTreeMap::new(),
+        vips: BTreeMap::new(),
     });
     Ok(Cluster::handle(sim, id))
 }

@@ -8,9 +8,11 @@
 pub mod addressing;
 pub mod bringup;
 mod cluster;
+mod services;
 mod worker;
 
 pub use cluster::{Cluster, ClusterSpec, EtcdNode};
+pub use services::{PortSpec, ServiceSpec};
 pub use worker::{ContainerInfo, Worker};
 
 use crate::netns::{self, record::Record};
@@ -91,6 +93,8 @@ pub(crate) struct ClusterState {
     pub started: bool,
     pub etcd: Vec<EtcdState>,
     pub workers: Vec<WorkerState>,
+    pub services: BTreeMap<String, services::ServiceDef>,
+    pub vips: BTreeMap<Ipv4Addr, crate::components::kubeproxy::StaticVip>,
 }
 
 #[derive(Clone)]

@@ -253,6 +253,7 @@ impl Worker {
             labels: labels.clone(),
         };
         self.with_mut(|w| w.containers.insert(name.to_string(), state));
+        self.cluster().pods_changed(&labels)?;
         Ok(ContainerInfo {
             name: name.to_string(),
             worker: self.name(),
@@ -278,6 +279,7 @@ impl Worker {
         netns::delete(&info.ns)?;
         self.sim.inner.record.forget_namespace(&info.ns)?;
         self.with_mut(|w| w.containers.remove(name));
+        self.cluster().pods_changed(&info.labels)?;
         del
     }
 
