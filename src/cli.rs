@@ -3,11 +3,7 @@
 use clap::{Parser, Subcommand};
 
 #[derive(Debug, Parser)]
-#[command(
-    name = "knetsim",
-    version,
-    about = "Kubernetes networking, built for real in miniature"
-)]
+#[command(name = "knetsim", version, about = "Kubernetes networking, built for real in miniature")]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Option<Command>,

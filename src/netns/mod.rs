@@ -44,10 +44,7 @@ pub fn list() -> Vec<String> {
 /// Opens a namespace handle (for `setns` or for moving links into it).
 pub fn open(name: &str) -> Result<File> {
     File::open(path(name)).with_context(|| {
-        format!(
-            "network namespace '{name}' does not exist (no {})",
-            path(name).display()
-        )
+        format!("network namespace '{name}' does not exist (no {})", path(name).display())
     })
 }
 
@@ -79,11 +76,7 @@ pub fn create(name: &str) -> Result<()> {
     }
     prepare_netns_dir()?;
     let target = path(name);
-    match std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(&target)
-    {
+    match std::fs::OpenOptions::new().write(true).create_new(true).open(&target) {
         Ok(_) => {}
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
             bail!("network namespace '{name}' already exists (remove it with `ip netns del {name}` or `knetsim cleanup`)")

@@ -38,12 +38,7 @@ where
 
 impl Netlink {
     pub async fn index(&self, name: &str) -> Result<u32> {
-        let mut links = self
-            .handle
-            .link()
-            .get()
-            .match_name(name.to_string())
-            .execute();
+        let mut links = self.handle.link().get().match_name(name.to_string()).execute();
         match links.try_next().await {
             Ok(Some(link)) => Ok(link.header.index),
             Ok(None) => Err(anyhow!("no link named '{name}'")),
@@ -86,11 +81,7 @@ impl Netlink {
         let file = super::open(ns)?;
         self.handle
             .link()
-            .set(
-                LinkUnspec::new_with_index(idx)
-                    .setns_by_fd(file.as_raw_fd())
-                    .build(),
-            )
+            .set(LinkUnspec::new_with_index(idx).setns_by_fd(file.as_raw_fd()).build())
             .execute()
             .await
             .with_context(|| format!("moving '{name}' into namespace '{ns}'"))
@@ -160,12 +151,8 @@ impl Netlink {
         let mut routes = self.handle.route().get(msg).execute();
         let mut n = 0;
         while let Some(r) = routes.try_next().await? {
-            if r.attributes
-                .iter()
-                .any(|a| matches!(a, RouteAttribute::Oif(i) if *i == idx))
-                && r.attributes
-                    .iter()
-                    .any(|a| matches!(a, RouteAttribute::Gateway(_)))
+            if r.attributes.iter().any(|a| matches!(a, RouteAttribute::Oif(i) if *i == idx))
+                && r.attributes.iter().any(|a| matches!(a, RouteAttribute::Gateway(_)))
             {
                 n += 1;
             }

@@ -60,13 +60,7 @@ pub fn command_in(ns: Option<&str>, program: &str) -> Result<Command> {
                         std::ptr::null(),
                     );
                     libc::umount2(sys.as_ptr(), libc::MNT_DETACH);
-                    libc::mount(
-                        name.as_ptr(),
-                        sys.as_ptr(),
-                        sysfs.as_ptr(),
-                        0,
-                        std::ptr::null(),
-                    );
+                    libc::mount(name.as_ptr(), sys.as_ptr(), sysfs.as_ptr(), 0, std::ptr::null());
                 }
                 libc::setsid();
                 Ok(())
@@ -102,11 +96,7 @@ pub fn run_shell(
 }
 
 /// Runs a prepared command with stdout+stderr captured into one pipe.
-pub fn run_bounded(
-    mut cmd: Command,
-    timeout: Duration,
-    cancel: Option<&AtomicBool>,
-) -> Result<Output> {
+pub fn run_bounded(mut cmd: Command, timeout: Duration, cancel: Option<&AtomicBool>) -> Result<Output> {
     let (reader, writer) = std::io::pipe().context("creating a pipe")?;
     let writer2 = writer.try_clone()?;
     cmd.stdout(writer).stderr(writer2);
@@ -192,7 +182,9 @@ pub fn spawn_daemon(ns: Option<&str>, program: &str, args: &[String], log: &Path
         .stdin(Stdio::null())
         .stdout(logf.try_clone()?)
         .stderr(logf);
-    let child = cmd.spawn().with_context(|| format!("starting {program}"))?;
+    let child = cmd
+        .spawn()
+        .with_context(|| format!("starting {program}"))?;
     Ok(child)
 }
 
@@ -212,9 +204,7 @@ pub fn is_same_process(pid: u32, start: u64) -> bool {
 /// Inode of a process's network namespace.
 pub fn netns_inode(pid: u32) -> Option<u64> {
     use std::os::unix::fs::MetadataExt;
-    std::fs::metadata(format!("/proc/{pid}/ns/net"))
-        .ok()
-        .map(|m| m.ino())
+    std::fs::metadata(format!("/proc/{pid}/ns/net")).ok().map(|m| m.ino())
 }
 
 /// Every pid whose network namespace is one of `inodes`.

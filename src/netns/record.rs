@@ -165,11 +165,7 @@ fn teardown_data(data: &RecordData) -> Result<()> {
             }
         }
     }
-    let inodes: Vec<u64> = data
-        .namespaces
-        .iter()
-        .filter_map(|n| super::inode(n))
-        .collect();
+    let inodes: Vec<u64> = data.namespaces.iter().filter_map(|n| super::inode(n)).collect();
     for _ in 0..50 {
         let left = process::pids_in_namespaces(&inodes);
         if left.is_empty() {
