@@ -402,6 +402,19 @@ fn triangle_prefers_cheap_path_and_fails_over() {
     assert_eq!(roundtrip(lport, &data).unwrap(), data);
     r.wait_log("A", "connector to-B: connect to 127.0.0.1");
     r.wait_log("A", "retrying in 2s");
+
+    // B comes back: A's connector reconnects and traffic returns to the cheap path.
+    let b_cfg = std::fs::read_to_string(r.dir.join("B.json")).unwrap();
+    r.start("B", &b_cfg);
+    r.wait_log_count("A", "link to router B up", 2);
+    r.wait_log_count(
+        "A",
+        "address svc: reachable at router C, next hop B, cost 2",
+        2,
+    );
+    let before = routed(hb, "B");
+    assert_eq!(roundtrip(lport, &data).unwrap(), data);
+    assert!(routed(hb, "B") > before, "the flow did not return to B");
 }
 
 /// A router presenting a certificate from another site's CA is refused, and says so.

@@ -30,7 +30,11 @@ impl Routers {
     pub fn start(&mut self, name: &str, config: &str) {
         let cfg = self.dir.join(format!("{name}.json"));
         std::fs::write(&cfg, config).unwrap();
-        let log = std::fs::File::create(self.dir.join(format!("{name}.log"))).unwrap();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join(format!("{name}.log")))
+            .unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_knetsim"))
             .arg("skrouterd")
             .arg("-c")
@@ -66,6 +70,21 @@ impl Routers {
         }
         panic!(
             "router {name} never logged {needle:?}; log:\n{}",
+            self.log(name)
+        );
+    }
+
+    /// Waits until router NAME's log contains `needle` at least `n` times.
+    pub fn wait_log_count(&self, name: &str, needle: &str, n: usize) {
+        let t = Instant::now();
+        while t.elapsed() < Duration::from_secs(30) {
+            if self.log(name).matches(needle).count() >= n {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!(
+            "router {name} never logged {needle:?} {n} times; log:\n{}",
             self.log(name)
         );
     }

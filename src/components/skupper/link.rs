@@ -29,6 +29,8 @@ use tokio::sync::mpsc;
 
 const LINK_ADDRESS: &str = "_router/inter-router";
 const HANDSHAKE: Duration = Duration::from_secs(10);
+/// Largest AMQP frame: one data message (a 128 KiB chunk plus headers) fits in one frame.
+const MAX_FRAME: u32 = 256 * 1024;
 /// Link credit (messages) each receiver grants.
 const CREDIT: u32 = 1000;
 
@@ -187,7 +189,7 @@ where
 {
     let mut conn = Connection::builder()
         .container_id(router.id.clone())
-        .max_frame_size(65536u32)
+        .max_frame_size(MAX_FRAME)
         .open_with_stream(io)
         .await
         .map_err(|e| anyhow!("AMQP open failed: {e}"))?;
@@ -314,7 +316,7 @@ where
 {
     let acceptor = ConnectionAcceptor::builder()
         .container_id(router.id.clone())
-        .max_frame_size(65536u32)
+        .max_frame_size(MAX_FRAME)
         .build();
     let mut conn = acceptor
         .accept(io)

@@ -7,7 +7,24 @@
 //! - [`tcp`]: the TCP adaptor (tcpListener / tcpConnector).
 //! - [`http`]: `/healthz` and `/metrics`.
 //!
-//! The simulator starts a router as `knetsim skrouterd -c FILE` inside a worker namespace.
+//! ## For the simulator
+//!
+//! 1. Per site, once: [`create_site_ca`]`(dir, "C0")`, then
+//!    [`issue_router_cert`]`(ca_dir, out_dir, "C0", &["10.0.0.3"])` for the site router's
+//!    own listener certificate (the hosts are the addresses peers dial).
+//! 2. A token for another site to link with: [`create_token`]`(ca_dir, out_dir, "C1",
+//!    host, 55671)`: CA certificate, a client certificate/key from this site's CA, host and
+//!    port (also written as `token.json`).
+//! 3. Build a [`RouterConfig`] (`RouterConfig::new(id, Mode::Interior)` and push
+//!    `listeners`, `connectors`, `ssl_profiles`, `tcp_listeners`, `tcp_connectors`), write
+//!    [`RouterConfig::render`] to `<run dir>/skupper/<site>.json`.
+//! 4. Start `knetsim skrouterd -c FILE` inside the worker namespace with
+//!    `netns::process::spawn_daemon`; it logs to stderr. It exits non-zero with a message
+//!    on a bad config or a port it cannot bind; stop it by pid (SIGTERM).
+//!
+//! Readiness: the log says `link to router X up (...)` per link and
+//! `address A: reachable at router R, next hop H, cost N` per service address;
+//! `/healthz` answers `OK` once the listeners are bound.
 
 use clap::Args;
 

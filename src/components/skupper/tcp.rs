@@ -20,7 +20,7 @@ use tokio::sync::{mpsc, Semaphore};
 /// Bytes a side may have in flight per direction.
 pub const WINDOW: usize = 4 * 1024 * 1024;
 /// Largest payload of one data message.
-pub const CHUNK: usize = 64 * 1024;
+pub const CHUNK: usize = 128 * 1024;
 
 #[derive(Debug)]
 pub enum FlowEvent {
