@@ -73,7 +73,9 @@ pub struct SkrouterdArgs {
 
 pub fn run(args: SkrouterdArgs) -> anyhow::Result<()> {
     let cfg = RouterConfig::load(&args.config)?;
-    let rt = tokio::runtime::Builder::new_multi_thread()
+    // One thread per router: on small machines several routers share few cores, and a
+    // single-threaded runtime measured faster here than a multi-threaded one.
+    let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
     rt.block_on(serve(cfg))
