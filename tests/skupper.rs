@@ -530,5 +530,25 @@ fn malformed_config_fails_clearly() {
         )),
         "{err}"
     );
+    // A listener's sslProfile naming a missing certificate: the file is named, exit non-zero.
+    let f = dir.join("nocert.json");
+    std::fs::write(
+        &f,
+        config(&[
+            router("A"),
+            http_listener(free_port()),
+            r#"["sslProfile", {"name": "site", "caCertFile": "/nonexistent/ca.crt", "certFile": "/nonexistent/tls.crt", "privateKeyFile": "/nonexistent/tls.key"}]"#.to_string(),
+            ir_listener(free_port(), Some("site")),
+        ]),
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_knetsim"))
+        .args(["skrouterd", "-c"])
+        .arg(&f)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(err.contains("/nonexistent/ca.crt"), "{err}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
