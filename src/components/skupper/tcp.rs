@@ -247,8 +247,9 @@ async fn run_flow(
                     return false;
                 };
                 permit.forget();
-                let mut buf = vec![0u8; CHUNK];
-                match rd.read(&mut buf).await {
+                // Read into spare capacity: no zeroing pass over the chunk.
+                let mut buf = Vec::with_capacity(CHUNK);
+                match rd.read_buf(&mut buf).await {
                     Ok(0) => {
                         seq += 1;
                         router.route(msg(Kind::Fin, &peer, &me, seq, vec![]));
@@ -256,7 +257,6 @@ async fn run_flow(
                     }
                     Ok(k) => {
                         credit.add_permits(CHUNK - k);
-                        buf.truncate(k);
                         seq += 1;
                         router
                             .metrics
