@@ -43,10 +43,12 @@ fn port_spec(ctx: &str, v: &Dynamic) -> RResult<PortSpec> {
             "node_port" | "nodePort" => p.node_port = Some(int(ctx, "node_port", v)?),
             "protocol" => p.protocol = Some(v.to_string()),
             "name" => p.name = Some(v.to_string()),
-            other => return Err(format!(
+            other => {
+                return Err(format!(
                 "{ctx}: unknown port field '{other}' (use port, target, protocol, name, node_port)"
             )
-            .into()),
+                .into())
+            }
         }
     }
     if !has_port {

@@ -1,0 +1,260 @@
+//! Site certificate authorities, router certificates, link tokens and the TLS settings of
+//! inter-router links.
+//!
+//! As in Skupper, every site has its own certificate authority. The site's router listens
+//! for inter-router links with a server certificate issued by that CA and asks every peer
+//! for a client certificate from the same CA. A *token* is what another site needs to link
+//! to this one: the CA certificate, a client certificate and key issued by this site's CA,
+//! and the host and port of the inter-router listener.
+
+use anyhow::{anyhow, bail, Context, Result};
+use rcgen::{
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+    KeyUsagePurpose,
+};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// The DNS name every router certificate carries, used when a connector does not verify the
+/// host name (`verifyHostname: false`).
+pub const ROUTER_SAN: &str = "skupper-router";
+
+/// Paths of the three files an sslProfile names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertFiles {
+    pub ca_cert: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+fn ca_params(site: &str) -> Result<CertificateParams> {
+    let mut p = CertificateParams::new(Vec::<String>::new())?;
+    p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    p.distinguished_name
+        .push(DnType::CommonName, format!("{site} site CA"));
+    p.distinguished_name
+        .push(DnType::OrganizationName, "knetsim skupper");
+    p.key_usages = vec![
+        KeyUsagePurpose::DigitalSignature,
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+    ];
+    Ok(p)
+}
+
+fn write(path: &Path, text: &str) -> Result<()> {
+    std::fs::write(path, text).with_context(|| format!("cannot write {}", path.display()))
+}
+
+/// Creates a site certificate authority in `dir` (`ca.crt`, `ca.key`, `ca.name`) and
+/// returns the path of `ca.crt`.
+pub fn create_site_ca(dir: &Path, site: &str) -> Result<PathBuf> {
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let key = KeyPair::generate()?;
+    let cert = ca_params(site)?.self_signed(&key)?;
+    write(&dir.join("ca.crt"), &cert.pem())?;
+    write(&dir.join("ca.key"), &key.serialize_pem())?;
+    write(&dir.join("ca.name"), site)?;
+    Ok(dir.join("ca.crt"))
+}
+
+/// Issues a certificate and key signed by the CA in `ca_dir` into `out_dir` (`ca.crt`,
+/// `tls.crt`, `tls.key`). The certificate names `hosts` (IP addresses or DNS names) and
+/// [`ROUTER_SAN`], and serves both as server and client certificate.
+pub fn issue_router_cert(
+    ca_dir: &Path,
+    out_dir: &Path,
+    name: &str,
+    hosts: &[&str],
+) -> Result<CertFiles> {
+    let site = std::fs::read_to_string(ca_dir.join("ca.name")).with_context(|| {
+        format!(
+            "{} holds no site CA (no ca.name); create one with create_site_ca first",
+            ca_dir.display()
+        )
+    })?;
+    let ca_key_pem = std::fs::read_to_string(ca_dir.join("ca.key"))
+        .with_context(|| format!("cannot read {}/ca.key", ca_dir.display()))?;
+    let ca_key = KeyPair::from_pem(&ca_key_pem)
+        .map_err(|e| anyhow!("{}/ca.key is not a key: {e}", ca_dir.display()))?;
+    let issuer = Issuer::new(ca_params(site.trim())?, ca_key);
+
+    let mut sans: Vec<String> = hosts.iter().map(|h| h.to_string()).collect();
+    sans.push(ROUTER_SAN.to_string());
+    let mut p = CertificateParams::new(sans)
+        .map_err(|e| anyhow!("a host name for certificate {name} is not valid: {e}"))?;
+    p.distinguished_name.push(DnType::CommonName, name);
+    p.use_authority_key_identifier_extension = true;
+    p.key_usages = vec![
+        KeyUsagePurpose::DigitalSignature,
+        KeyUsagePurpose::KeyEncipherment,
+    ];
+    p.extended_key_usages = vec![
+        ExtendedKeyUsagePurpose::ServerAuth,
+        ExtendedKeyUsagePurpose::ClientAuth,
+    ];
+    let key = KeyPair::generate()?;
+    let cert = p.signed_by(&key, &issuer)?;
+    std::fs::create_dir_all(out_dir)
+        .with_context(|| format!("cannot create {}", out_dir.display()))?;
+    let files = CertFiles {
+        ca_cert: out_dir.join("ca.crt"),
+        cert: out_dir.join("tls.crt"),
+        key: out_dir.join("tls.key"),
+    };
+    std::fs::copy(ca_dir.join("ca.crt"), &files.ca_cert)
+        .with_context(|| format!("cannot copy {}/ca.crt", ca_dir.display()))?;
+    write(&files.cert, &cert.pem())?;
+    write(&files.key, &key.serialize_pem())?;
+    Ok(files)
+}
+
+/// A link token: what a site hands to another so that it can link to it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Token {
+    /// Directory holding `ca.crt`, `tls.crt`, `tls.key`.
+    pub files: CertFiles,
+    /// Host and port of the issuing site's inter-router listener.
+    pub host: String,
+    pub port: u16,
+}
+
+/// Creates a token in `out_dir` for linking to the site whose CA is in `ca_dir` and whose
+/// inter-router listener is at `host:port`. Also writes `out_dir/token.json`.
+pub fn create_token(
+    ca_dir: &Path,
+    out_dir: &Path,
+    name: &str,
+    host: &str,
+    port: u16,
+) -> Result<Token> {
+    let files = issue_router_cert(ca_dir, out_dir, name, &[])?;
+    let json = serde_json::json!({
+        "host": host, "port": port,
+        "caCertFile": files.ca_cert, "certFile": files.cert, "privateKeyFile": files.key,
+    });
+    write(&out_dir.join("token.json"), &format!("{json:#}\n"))?;
+    Ok(Token {
+        files,
+        host: host.to_string(),
+        port,
+    })
+}
+
+fn load_certs(path: &str) -> Result<Vec<CertificateDer<'static>>> {
+    let certs: Vec<_> = CertificateDer::pem_file_iter(path)
+        .map_err(|e| anyhow!("cannot read certificate file {path}: {e}"))?
+        .collect::<Result<_, _>>()
+        .map_err(|e| anyhow!("certificate file {path} is not valid PEM: {e}"))?;
+    if certs.is_empty() {
+        bail!("certificate file {path} holds no certificate");
+    }
+    Ok(certs)
+}
+
+fn load_key(path: &str) -> Result<PrivateKeyDer<'static>> {
+    PrivateKeyDer::from_pem_file(path)
+        .map_err(|e| anyhow!("cannot read a private key from {path}: {e}"))
+}
+
+fn roots(ca: &str) -> Result<Arc<rustls::RootCertStore>> {
+    let mut store = rustls::RootCertStore::empty();
+    for c in load_certs(ca)? {
+        store
+            .add(c)
+            .map_err(|e| anyhow!("CA certificate {ca} is not usable: {e}"))?;
+    }
+    Ok(Arc::new(store))
+}
+
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// TLS settings of an inter-router listener: our certificate, and peers must present a
+/// client certificate from our CA.
+pub fn server_config(p: &super::config::SslProfile) -> Result<Arc<rustls::ServerConfig>> {
+    let (cert, key) = match (&p.cert_file, &p.private_key_file) {
+        (Some(c), Some(k)) => (c, k),
+        _ => bail!(
+            "sslProfile \"{}\" is used by a listener but has no certFile/privateKeyFile",
+            p.name
+        ),
+    };
+    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+        roots(&p.ca_cert_file)?,
+        provider(),
+    )
+    .build()
+    .map_err(|e| anyhow!("sslProfile \"{}\": {e}", p.name))?;
+    let cfg = rustls::ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(load_certs(cert)?, load_key(key)?)
+        .map_err(|e| anyhow!("sslProfile \"{}\": certificate and key: {e}", p.name))?;
+    Ok(Arc::new(cfg))
+}
+
+/// TLS settings of an inter-router connector: trust only the profile's CA, present the
+/// profile's certificate.
+pub fn client_config(p: &super::config::SslProfile) -> Result<Arc<rustls::ClientConfig>> {
+    let b = rustls::ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots(&p.ca_cert_file)?);
+    let cfg = match (&p.cert_file, &p.private_key_file) {
+        (Some(c), Some(k)) => b
+            .with_client_auth_cert(load_certs(c)?, load_key(k)?)
+            .map_err(|e| anyhow!("sslProfile \"{}\": certificate and key: {e}", p.name))?,
+        _ => b.with_no_client_auth(),
+    };
+    Ok(Arc::new(cfg))
+}
+
+/// The name a connector checks in the listener's certificate.
+pub fn server_name(host: &str, verify_hostname: bool) -> Result<ServerName<'static>> {
+    let h = if verify_hostname { host } else { ROUTER_SAN };
+    ServerName::try_from(h.to_string())
+        .map_err(|e| anyhow!("\"{h}\" is not a host name or address: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::components::skupper::config::SslProfile;
+
+    fn profile(f: &CertFiles) -> SslProfile {
+        SslProfile {
+            name: "p".into(),
+            ca_cert_file: f.ca_cert.display().to_string(),
+            cert_file: Some(f.cert.display().to_string()),
+            private_key_file: Some(f.key.display().to_string()),
+        }
+    }
+
+    #[test]
+    fn ca_issue_and_load() {
+        let d = std::env::temp_dir().join(format!("knetsim-skcerts-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        create_site_ca(&d.join("ca"), "C0").unwrap();
+        let f = issue_router_cert(&d.join("ca"), &d.join("router"), "C0", &["127.0.0.1"]).unwrap();
+        assert!(std::fs::read_to_string(&f.cert)
+            .unwrap()
+            .contains("BEGIN CERTIFICATE"));
+        server_config(&profile(&f)).unwrap();
+        client_config(&profile(&f)).unwrap();
+        let t = create_token(&d.join("ca"), &d.join("token"), "C1", "10.0.0.3", 55671).unwrap();
+        assert_eq!(t.port, 55671);
+        assert!(d.join("token/token.json").exists());
+        // A directory without a CA is named in the error.
+        let e = issue_router_cert(&d.join("nope"), &d.join("x"), "x", &[]).unwrap_err();
+        assert!(format!("{e:#}").contains("no site CA"), "{e:#}");
+        // A profile pointing to a missing file says which.
+        let mut bad = profile(&f);
+        bad.ca_cert_file = "/nonexistent/ca.crt".into();
+        let e = client_config(&bad).unwrap_err();
+        assert!(format!("{e:#}").contains("/nonexistent/ca.crt"), "{e:#}");
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+}

@@ -1,0 +1,449 @@
+//! Inter-router links: AMQP 1.0 connections (fe2o3-amqp), over mutual TLS when the listener
+//! or connector names an sslProfile, plain otherwise.
+//!
+//! On each connection the connecting router begins one session and attaches two links:
+//! a sender and a receiver, both named after the routers and addressed
+//! `_router/inter-router`, pre-settled (the TCP adaptor has its own end-to-end flow control
+//! and loss detection). The first message each way is `hello` (router id, link cost); then
+//! link-state records and TCP flow messages share the link.
+
+use super::certs;
+use super::config::{Connector, Listener, Role};
+use super::log;
+use super::router::{Kind, Msg, Neighbor, Router};
+use anyhow::{anyhow, bail, Context, Result};
+use fe2o3_amqp::acceptor::{ConnectionAcceptor, LinkAcceptor, LinkEndpoint, SessionAcceptor};
+use fe2o3_amqp::connection::ConnectionHandle;
+use fe2o3_amqp::session::SessionHandle;
+use fe2o3_amqp::types::definitions::SenderSettleMode;
+use fe2o3_amqp::types::messaging::{Body, Message, MessageId, Properties};
+use fe2o3_amqp::types::primitives::{Binary, Value};
+use fe2o3_amqp::{Connection, Receiver, Sender, Session};
+use serde::{Deserialize, Serialize};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+
+const LINK_ADDRESS: &str = "_router/inter-router";
+const HANDSHAKE: Duration = Duration::from_secs(10);
+/// Largest AMQP frame: one data message (a 128 KiB chunk plus headers) fits in one frame.
+const MAX_FRAME: u32 = 256 * 1024;
+/// Link credit (messages) each receiver grants.
+const CREDIT: u32 = 1000;
+
+#[derive(Serialize, Deserialize)]
+struct Hello {
+    id: String,
+    cost: u32,
+    mode: String,
+}
+
+fn to_amqp(m: Msg) -> Message<fe2o3_amqp::types::messaging::Data> {
+    let mut p = Properties::builder()
+        .message_id(MessageId::Ulong(m.seq))
+        .to(m.to)
+        .subject(m.kind.as_str());
+    if !m.reply_to.is_empty() {
+        p = p.reply_to(m.reply_to);
+    }
+    Message::builder()
+        .properties(p.build())
+        .data(Binary::from(m.body))
+        .build()
+}
+
+fn from_amqp(m: Message<Body<Value>>) -> Option<Msg> {
+    let p = m.properties?;
+    let kind = Kind::parse(p.subject.as_deref()?)?;
+    let seq = match p.message_id {
+        Some(MessageId::Ulong(n)) => n,
+        _ => 0,
+    };
+    let body = match m.body {
+        Body::Data(batch) => {
+            let mut v: Vec<Vec<u8>> = batch.into_iter().map(|d| d.0.into_vec()).collect();
+            if v.len() == 1 {
+                v.pop().unwrap_or_default()
+            } else {
+                v.concat()
+            }
+        }
+        _ => vec![],
+    };
+    Some(Msg {
+        kind,
+        to: p.to.unwrap_or_default(),
+        reply_to: p.reply_to.unwrap_or_default(),
+        seq,
+        body,
+    })
+}
+
+fn hello_msg(router: &Router, cost: u32) -> Msg {
+    let h = Hello {
+        id: router.id.clone(),
+        cost,
+        mode: router.mode().as_str().into(),
+    };
+    Msg {
+        kind: Kind::Hello,
+        to: "_control".into(),
+        reply_to: String::new(),
+        seq: 0,
+        body: serde_json::to_vec(&h).unwrap_or_default(),
+    }
+}
+
+async fn recv_hello(rx: &mut Receiver) -> Result<Hello> {
+    let d = rx
+        .recv::<Body<Value>>()
+        .await
+        .map_err(|e| anyhow!("no hello from the peer: {e}"))?;
+    let m = from_amqp(d.into_message())
+        .ok_or_else(|| anyhow!("the peer's first message is not a hello"))?;
+    if m.kind != Kind::Hello {
+        bail!("the peer's first message is {}, not hello", m.kind.as_str());
+    }
+    serde_json::from_slice(&m.body).map_err(|e| anyhow!("bad hello from the peer: {e}"))
+}
+
+/// Runs an established link until it drops.
+async fn run_link(
+    router: Arc<Router>,
+    mut sender: Sender,
+    mut receiver: Receiver,
+    peer: Hello,
+    cost: u32,
+    describe: String,
+) -> String {
+    let conn = router.next_id();
+    let (tx, mut rx) = mpsc::unbounded_channel::<Msg>();
+    let send_task = tokio::spawn(async move {
+        while let Some(m) = rx.recv().await {
+            if let Err(e) = sender.send(to_amqp(m)).await {
+                return format!("send failed: {e}");
+            }
+        }
+        let _ = sender.close().await;
+        "closed".to_string()
+    });
+    router.neighbor_up(
+        conn,
+        Neighbor {
+            router: peer.id.clone(),
+            cost: cost.max(peer.cost),
+            tx,
+            describe,
+        },
+    );
+    // Deliveries are pre-settled, so fe2o3's automatic credit (refreshed on dispositions)
+    // never comes back: grant link credit ourselves, topping up every CREDIT/2 messages.
+    if let Err(e) = receiver.set_credit(CREDIT).await {
+        log!("cannot grant link credit: {e}");
+    }
+    let mut since_credit = 0u32;
+    let why = loop {
+        match receiver.recv::<Body<Value>>().await {
+            Ok(d) => {
+                since_credit += 1;
+                if since_credit >= CREDIT / 2 {
+                    since_credit = 0;
+                    if let Err(e) = receiver.set_credit(CREDIT).await {
+                        break format!("cannot grant link credit: {e}");
+                    }
+                }
+                let Some(m) = from_amqp(d.into_message()) else {
+                    continue;
+                };
+                match m.kind {
+                    Kind::Lsa => router.handle_lsa(conn, &m.body),
+                    Kind::Hello => {}
+                    _ => router.route(m),
+                }
+            }
+            Err(e) => break format!("{e}"),
+        }
+    };
+    router.neighbor_down(conn, &why);
+    send_task.abort();
+    let _ = receiver.close().await;
+    why
+}
+
+async fn connector_side<Io>(
+    router: &Arc<Router>,
+    io: Io,
+    c: &Connector,
+) -> Result<(
+    ConnectionHandle<()>,
+    SessionHandle<()>,
+    Sender,
+    Receiver,
+    Hello,
+)>
+where
+    Io: AsyncRead + AsyncWrite + Send + Unpin + std::fmt::Debug + 'static,
+{
+    let mut conn = Connection::builder()
+        .container_id(router.id.clone())
+        .max_frame_size(MAX_FRAME)
+        .open_with_stream(io)
+        .await
+        .map_err(|e| anyhow!("AMQP open failed: {e}"))?;
+    let mut session = Session::begin(&mut conn)
+        .await
+        .map_err(|e| anyhow!("AMQP begin failed: {e}"))?;
+    let mut sender = Sender::builder()
+        .name(format!("{}-to-{}", router.id, c.name))
+        .target(LINK_ADDRESS)
+        .sender_settle_mode(SenderSettleMode::Settled)
+        .attach(&mut session)
+        .await
+        .map_err(|e| anyhow!("AMQP attach (sender) failed: {e}"))?;
+    let mut receiver = Receiver::builder()
+        .name(format!("{}-from-{}", router.id, c.name))
+        .source(LINK_ADDRESS)
+        .sender_settle_mode(SenderSettleMode::Settled)
+        .attach(&mut session)
+        .await
+        .map_err(|e| anyhow!("AMQP attach (receiver) failed: {e}"))?;
+    sender
+        .send(to_amqp(hello_msg(router, c.cost)))
+        .await
+        .map_err(|e| anyhow!("sending hello failed: {e}"))?;
+    let peer = recv_hello(&mut receiver).await?;
+    Ok((conn, session, sender, receiver, peer))
+}
+
+async fn connect_once(router: &Arc<Router>, c: &Connector) -> Result<String> {
+    let tcp = TcpStream::connect((c.host.as_str(), c.port))
+        .await
+        .with_context(|| format!("connect to {}:{}", c.host, c.port))?;
+    let _ = tcp.set_nodelay(true);
+    let role = c.role.as_str();
+    let (conn, session, sender, receiver, peer, describe) = match &c.ssl_profile {
+        Some(p) => {
+            let prof = router
+                .cfg
+                .ssl_profile(p)
+                .ok_or_else(|| anyhow!("sslProfile {p} missing"))?;
+            let tls = certs::client_config(prof)?;
+            let name = certs::server_name(&c.host, c.verify_hostname)?;
+            let io = tokio_rustls::TlsConnector::from(tls)
+                .connect(name, tcp)
+                .await
+                .map_err(|e| anyhow!("TLS handshake with {}:{} failed: {e}", c.host, c.port))?;
+            let (a, b, s, r, h) = tokio::time::timeout(HANDSHAKE, connector_side(router, io, c))
+                .await
+                .map_err(|_| anyhow!("AMQP handshake timed out"))??;
+            (a, b, s, r, h, format!("{role}, TLS"))
+        }
+        None => {
+            let (a, b, s, r, h) =
+                tokio::time::timeout(HANDSHAKE, connector_side(router, buffered(tcp), c))
+                    .await
+                    .map_err(|_| anyhow!("AMQP handshake timed out"))??;
+            (a, b, s, r, h, format!("{role}, plain"))
+        }
+    };
+    let why = run_link(router.clone(), sender, receiver, peer, c.cost, describe).await;
+    drop(session);
+    drop(conn);
+    Ok(why)
+}
+
+/// Keeps a connector's link up, reconnecting with backoff (1 s doubling to 16 s).
+pub async fn run_connector(router: Arc<Router>, c: Connector) {
+    if !c.role.is_router_link() {
+        log!(
+            "connector {}: role {} is not served by this router (only inter-router and edge links); ignored",
+            c.name,
+            c.role.as_str()
+        );
+        return;
+    }
+    log!(
+        "connector {} -> {}:{} ({}, cost {}, {})",
+        c.name,
+        c.host,
+        c.port,
+        c.role.as_str(),
+        c.cost,
+        if c.ssl_profile.is_some() {
+            "TLS"
+        } else {
+            "plain"
+        }
+    );
+    let mut backoff = Duration::from_secs(1);
+    loop {
+        match connect_once(&router, &c).await {
+            Ok(why) => {
+                log!(
+                    "connector {}: link lost ({why}); reconnecting in 1s",
+                    c.name
+                );
+                backoff = Duration::from_secs(1);
+                tokio::time::sleep(backoff).await;
+            }
+            Err(e) => {
+                log!(
+                    "connector {}: {e:#}; retrying in {}s",
+                    c.name,
+                    backoff.as_secs()
+                );
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(16));
+            }
+        }
+    }
+}
+
+async fn acceptor_side<Io>(
+    router: &Arc<Router>,
+    io: Io,
+) -> Result<(
+    fe2o3_amqp::acceptor::ListenerConnectionHandle,
+    fe2o3_amqp::acceptor::ListenerSessionHandle,
+    Sender,
+    Receiver,
+    Hello,
+)>
+where
+    Io: AsyncRead + AsyncWrite + Send + Unpin + std::fmt::Debug + 'static,
+{
+    let acceptor = ConnectionAcceptor::builder()
+        .container_id(router.id.clone())
+        .max_frame_size(MAX_FRAME)
+        .build();
+    let mut conn = acceptor
+        .accept(io)
+        .await
+        .map_err(|e| anyhow!("AMQP open failed: {e}"))?;
+    let mut session = SessionAcceptor::new()
+        .accept(&mut conn)
+        .await
+        .map_err(|e| anyhow!("AMQP begin failed: {e}"))?;
+    let la = LinkAcceptor::new();
+    let (mut sender, mut receiver) = (None, None);
+    while sender.is_none() || receiver.is_none() {
+        match la
+            .accept(&mut session)
+            .await
+            .map_err(|e| anyhow!("AMQP attach failed: {e}"))?
+        {
+            LinkEndpoint::Sender(s) => sender = Some(s),
+            LinkEndpoint::Receiver(r) => receiver = Some(r),
+        }
+    }
+    let (mut sender, mut receiver) = (sender.unwrap(), receiver.unwrap());
+    let peer = recv_hello(&mut receiver).await?;
+    sender
+        .send(to_amqp(hello_msg(router, peer.cost)))
+        .await
+        .map_err(|e| anyhow!("sending hello failed: {e}"))?;
+    Ok((conn, session, sender, receiver, peer))
+}
+
+async fn serve_one(
+    router: Arc<Router>,
+    l: Arc<Listener>,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    tcp: TcpStream,
+    from: std::net::SocketAddr,
+) {
+    let _ = tcp.set_nodelay(true);
+    let role = l.role.as_str();
+    let res = async {
+        match tls {
+            Some(cfg) => {
+                let io = tokio_rustls::TlsAcceptor::from(cfg)
+                    .accept(tcp)
+                    .await
+                    .map_err(|e| anyhow!("TLS handshake failed: {e} (the peer's certificate must be issued by this site's CA: link with a token from this site)"))?;
+                let (c, s, snd, rcv, h) = tokio::time::timeout(HANDSHAKE, acceptor_side(&router, io))
+                    .await
+                    .map_err(|_| anyhow!("AMQP handshake timed out"))??;
+                Ok::<_, anyhow::Error>((c, s, snd, rcv, h, format!("{role}, TLS")))
+            }
+            None => {
+                let (c, s, snd, rcv, h) = tokio::time::timeout(HANDSHAKE, acceptor_side(&router, buffered(tcp)))
+                    .await
+                    .map_err(|_| anyhow!("AMQP handshake timed out"))??;
+                Ok((c, s, snd, rcv, h, format!("{role}, plain")))
+            }
+        }
+    }
+    .await;
+    match res {
+        Ok((conn, session, sender, receiver, peer, describe)) => {
+            let cost = l.cost.unwrap_or(1);
+            let _ = run_link(router, sender, receiver, peer, cost, describe).await;
+            drop(session);
+            drop(conn);
+        }
+        Err(e) => {
+            router.metrics.links_refused.fetch_add(1, Ordering::Relaxed);
+            log!("refused inter-router connection from {from}: {e:#}");
+        }
+    }
+}
+
+/// Listens for inter-router (or edge) links.
+pub async fn run_listener(router: Arc<Router>, l: Listener) -> Result<()> {
+    let tls = match &l.ssl_profile {
+        Some(p) => {
+            let prof = router
+                .cfg
+                .ssl_profile(p)
+                .ok_or_else(|| anyhow!("sslProfile {p} missing"))?;
+            Some(certs::server_config(prof)?)
+        }
+        None => None,
+    };
+    let sock = tokio::net::TcpListener::bind((l.host.as_str(), l.port))
+        .await
+        .map_err(|e| {
+            anyhow!(
+                "listener {}:{} ({}) cannot listen: {e}; choose a free port",
+                l.host,
+                l.port,
+                l.role.as_str()
+            )
+        })?;
+    log!(
+        "listening for {} links on {}:{} ({})",
+        l.role.as_str(),
+        l.host,
+        l.port,
+        if tls.is_some() { "mutual TLS" } else { "plain" }
+    );
+    let l = Arc::new(l);
+    tokio::spawn(async move {
+        loop {
+            match sock.accept().await {
+                Ok((s, from)) => {
+                    tokio::spawn(serve_one(router.clone(), l.clone(), tls.clone(), s, from));
+                }
+                Err(e) => {
+                    log!("listener {}: accept failed: {e}", l.port);
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        }
+    });
+    Ok(())
+}
+
+/// Whether a listener role carries router links.
+pub fn serves(role: Role) -> bool {
+    role.is_router_link()
+}
+
+/// A plain link's socket with read and write buffers, so frames cost fewer system calls.
+fn buffered(tcp: TcpStream) -> tokio::io::BufStream<TcpStream> {
+    tokio::io::BufStream::with_capacity(256 * 1024, 256 * 1024, tcp)
+}

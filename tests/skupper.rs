@@ -1,0 +1,554 @@
+//! The Skupper-style router end to end: real `knetsim skrouterd` processes on 127.0.0.1,
+//! linked over AMQP (plain or mutual TLS), carrying TCP connections.
+
+mod skupper_common;
+
+use knetsim::components::skupper::{create_site_ca, create_token, issue_router_cert};
+use sha2::{Digest, Sha256};
+use skupper_common::*;
+use std::io::{ErrorKind, Read, Write};
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::time::Duration;
+
+/// Two routers, plain link: bytes through, half-close, health and metrics.
+#[test]
+fn two_routers_plain_echo_health_metrics() {
+    let mut r = Routers::new("plain");
+    let (ir, http_a, http_b, lport) = (free_port(), free_port(), free_port(), free_port());
+    let echo = echo_server();
+    r.start(
+        "B",
+        &config(&[
+            router("B"),
+            http_listener(http_b),
+            ir_listener(ir, None),
+            tcp_connector("svc1", echo),
+        ]),
+    );
+    r.start(
+        "A",
+        &config(&[
+            router("A"),
+            http_listener(http_a),
+            connector("to-B", ir, 1, None),
+            tcp_listener("svc1", lport),
+        ]),
+    );
+    r.wait_log("A", "link to router B up (inter-router, plain)");
+    r.wait_log("B", "link to router A up (inter-router, plain)");
+    r.wait_log("A", "tcpListener svc1 on 127.0.0.1:");
+    wait_echo(lport);
+    let data: Vec<u8> = (0..300_000u32).map(|i| (i * 7 % 251) as u8).collect();
+    assert_eq!(roundtrip(lport, &data).unwrap(), data);
+
+    let h = http_get(http_a, "/healthz");
+    assert!(h.starts_with("HTTP/1.1 200") && h.ends_with("OK"), "{h}");
+    let m = http_get(http_a, "/metrics");
+    assert!(m.contains("skrouter_links{router=\"A\"} 1"), "{m}");
+    assert!(
+        m.contains("skrouter_address_connections_total{router=\"A\",address=\"svc1\"}"),
+        "{m}"
+    );
+    let bytes_in: u64 = m
+        .lines()
+        .find(|l| l.starts_with("skrouter_bytes_in_total"))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap();
+    assert!(bytes_in >= data.len() as u64, "{m}");
+    let nf = http_get(http_b, "/nope");
+    assert!(nf.starts_with("HTTP/1.1 404"), "{nf}");
+}
+
+/// A server that hashes everything it reads until EOF, then answers the hex digest: a
+/// half-close must cross both routers for the answer to come back.
+fn hash_server() -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for s in l.incoming() {
+            let Ok(mut s) = s else { return };
+            std::thread::spawn(move || {
+                let mut h = Sha256::new();
+                let mut buf = vec![0u8; 1 << 16];
+                let mut total = 0u64;
+                loop {
+                    match s.read(&mut buf) {
+                        Ok(0) => break,
+                        Ok(n) => {
+                            h.update(&buf[..n]);
+                            total += n as u64;
+                        }
+                        Err(_) => return,
+                    }
+                }
+                let hex: String = h.finalize().iter().map(|b| format!("{b:02x}")).collect();
+                let _ = write!(s, "{total} {hex}");
+            });
+        }
+    });
+    port
+}
+
+fn tls_pair(r: &Routers) -> (String, String) {
+    let ca = r.dir.join("B-ca");
+    create_site_ca(&ca, "B").unwrap();
+    let server = issue_router_cert(&ca, &r.dir.join("B-router"), "B", &["127.0.0.1"]).unwrap();
+    let token = create_token(&ca, &r.dir.join("token-for-A"), "A", "127.0.0.1", 0).unwrap();
+    (
+        ssl_profile("site", &server),
+        ssl_profile("link-B", &token.files),
+    )
+}
+
+/// 100 MB through two routers over mutual TLS arrives with the same sha256.
+#[test]
+fn hundred_megabytes_over_tls_same_sha256() {
+    let mut r = Routers::new("100mb");
+    let (ir, http_a, http_b, lport) = (free_port(), free_port(), free_port(), free_port());
+    let (server_prof, client_prof) = tls_pair(&r);
+    let hs = hash_server();
+    r.start(
+        "B",
+        &config(&[
+            router("B"),
+            server_prof,
+            http_listener(http_b),
+            ir_listener(ir, Some("site")),
+            tcp_connector("hash", hs),
+        ]),
+    );
+    r.start(
+        "A",
+        &config(&[
+            router("A"),
+            client_prof,
+            http_listener(http_a),
+            connector("to-B", ir, 1, Some("link-B")),
+            tcp_listener("hash", lport),
+        ]),
+    );
+    r.wait_log("A", "link to router B up (inter-router, TLS)");
+    r.wait_log("B", "link to router A up (inter-router, TLS)");
+    r.wait_log("A", "address hash: reachable at router B");
+
+    const SIZE: usize = 100 * 1024 * 1024;
+    let mut data = vec![0u8; SIZE];
+    let mut x: u64 = 0x9E3779B97F4A7C15;
+    for chunk in data.chunks_mut(8) {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        chunk.copy_from_slice(&x.to_le_bytes()[..chunk.len()]);
+    }
+    let want: String = Sha256::digest(&data)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let mut s = TcpStream::connect(("127.0.0.1", lport)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(120))).unwrap();
+    s.write_all(&data).unwrap();
+    s.shutdown(Shutdown::Write).unwrap();
+    let mut answer = String::new();
+    s.read_to_string(&mut answer).unwrap();
+    assert_eq!(answer, format!("{SIZE} {want}"), "{}", r.all_logs());
+}
+
+/// 200 concurrent connections through one link all complete with their own bytes.
+#[test]
+fn two_hundred_concurrent_connections() {
+    let mut r = Routers::new("c200");
+    let (ir, http_a, http_b, lport) = (free_port(), free_port(), free_port(), free_port());
+    let echo = echo_server();
+    r.start(
+        "B",
+        &config(&[
+            router("B"),
+            http_listener(http_b),
+            ir_listener(ir, None),
+            tcp_connector("svc", echo),
+        ]),
+    );
+    r.start(
+        "A",
+        &config(&[
+            router("A"),
+            http_listener(http_a),
+            connector("to-B", ir, 1, None),
+            tcp_listener("svc", lport),
+        ]),
+    );
+    wait_echo(lport);
+    let handles: Vec<_> = (0..200u32)
+        .map(|i| {
+            std::thread::spawn(move || {
+                let data: Vec<u8> = (0..20_000u32).map(|j| ((i * 31 + j) % 256) as u8).collect();
+                roundtrip(lport, &data).map(|got| got == data)
+            })
+        })
+        .collect();
+    let mut ok = 0;
+    for h in handles {
+        match h.join().unwrap() {
+            Ok(true) => ok += 1,
+            Ok(false) => panic!("a connection got other bytes back"),
+            Err(e) => panic!("a connection failed: {e}\n{}", r.all_logs()),
+        }
+    }
+    assert_eq!(ok, 200);
+    let m = http_get(http_b, "/metrics");
+    let conns: u64 = m
+        .lines()
+        .find(|l| l.starts_with("skrouter_tcp_connected_total"))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap();
+    assert!(conns >= 200, "{m}");
+}
+
+/// Several services share one link; a reset by the server reaches the client; an address
+/// nobody serves is refused at once.
+#[test]
+fn services_share_a_link_and_resets_propagate() {
+    let mut r = Routers::new("reset");
+    let (ir, http_a, http_b) = (free_port(), free_port(), free_port());
+    let (l1, l2, l3) = (free_port(), free_port(), free_port());
+    let echo = echo_server();
+    // A server that resets every connection after reading a little.
+    let rs = TcpListener::bind("127.0.0.1:0").unwrap();
+    let rport = rs.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for s in rs.incoming() {
+            let Ok(mut s) = s else { return };
+            let mut b = [0u8; 4];
+            let _ = s.read_exact(&mut b);
+            // SO_LINGER 0: close sends RST.
+            linger0(&s);
+            drop(s);
+        }
+    });
+    r.start(
+        "B",
+        &config(&[
+            router("B"),
+            http_listener(http_b),
+            ir_listener(ir, None),
+            tcp_connector("echo", echo),
+            tcp_connector("rst", rport),
+        ]),
+    );
+    r.start(
+        "A",
+        &config(&[
+            router("A"),
+            http_listener(http_a),
+            connector("to-B", ir, 1, None),
+            tcp_listener("echo", l1),
+            tcp_listener("rst", l2),
+            tcp_listener("nobody", l3),
+        ]),
+    );
+    wait_echo(l1);
+    r.wait_log("A", "address rst: reachable");
+    let mut s = TcpStream::connect(("127.0.0.1", l2)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(b"abcd").unwrap();
+    let mut buf = [0u8; 16];
+    let res = s.read(&mut buf);
+    match res {
+        Err(e) => assert_eq!(e.kind(), ErrorKind::ConnectionReset, "{e}"),
+        Ok(n) => panic!("expected a reset, read {n} bytes"),
+    }
+    // The echo service still works on the same link.
+    assert_eq!(roundtrip(l1, b"still here").unwrap(), b"still here");
+    // No router serves "nobody": the connection is reset and the log says why.
+    let mut s = TcpStream::connect(("127.0.0.1", l3)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let _ = s.write_all(b"x");
+    let mut buf = [0u8; 4];
+    assert!(!matches!(s.read(&mut buf), Ok(n) if n > 0));
+    r.wait_log("A", "connection to address nobody refused");
+}
+
+fn linger0(s: &TcpStream) {
+    use std::os::fd::AsRawFd;
+    let l = libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
+    unsafe {
+        libc::setsockopt(
+            s.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            &l as *const libc::linger as *const libc::c_void,
+            std::mem::size_of::<libc::linger>() as libc::socklen_t,
+        );
+    }
+}
+
+/// A-B-C chain: the service at A is reachable from C, which links only to B.
+#[test]
+fn three_router_chain() {
+    let mut r = Routers::new("chain");
+    let (ira, irb) = (free_port(), free_port());
+    let (ha, hb, hc, lport) = (free_port(), free_port(), free_port(), free_port());
+    let echo = echo_server();
+    r.start(
+        "A",
+        &config(&[
+            router("A"),
+            http_listener(ha),
+            ir_listener(ira, None),
+            tcp_connector("svc", echo),
+        ]),
+    );
+    r.start(
+        "B",
+        &config(&[
+            router("B"),
+            http_listener(hb),
+            ir_listener(irb, None),
+            connector("to-A", ira, 1, None),
+        ]),
+    );
+    r.start(
+        "C",
+        &config(&[
+            router("C"),
+            http_listener(hc),
+            connector("to-B", irb, 1, None),
+            tcp_listener("svc", lport),
+        ]),
+    );
+    r.wait_log(
+        "C",
+        "address svc: reachable at router A, next hop B, cost 2",
+    );
+    wait_echo(lport);
+    let data: Vec<u8> = (0..1_000_000u32).map(|i| (i % 253) as u8).collect();
+    assert_eq!(roundtrip(lport, &data).unwrap(), data);
+    // B relayed the flow without being an end of it.
+    let m = http_get(hb, "/metrics");
+    assert!(m.contains("skrouter_links{router=\"B\"} 2"), "{m}");
+    assert!(m.contains("skrouter_tcp_flows{router=\"B\"} 0"), "{m}");
+}
+
+/// Triangle: A-B (1), B-C (1), A-C (10). Traffic takes A-B-C; when B dies it moves to A-C,
+/// and A's connector to B keeps retrying with backoff.
+#[test]
+fn triangle_prefers_cheap_path_and_fails_over() {
+    let mut r = Routers::new("triangle");
+    let (irb, irc) = (free_port(), free_port());
+    let (ha, hb, hc, lport) = (free_port(), free_port(), free_port(), free_port());
+    let echo = echo_server();
+    r.start(
+        "C",
+        &config(&[
+            router("C"),
+            http_listener(hc),
+            ir_listener(irc, None),
+            tcp_connector("svc", echo),
+        ]),
+    );
+    r.start(
+        "B",
+        &config(&[
+            router("B"),
+            http_listener(hb),
+            ir_listener(irb, None),
+            connector("to-C", irc, 1, None),
+        ]),
+    );
+    r.start(
+        "A",
+        &config(&[
+            router("A"),
+            http_listener(ha),
+            connector("to-B", irb, 1, None),
+            connector("to-C", irc, 10, None),
+            tcp_listener("svc", lport),
+        ]),
+    );
+    r.wait_log(
+        "A",
+        "address svc: reachable at router C, next hop B, cost 2",
+    );
+    wait_echo(lport);
+    let routed = |port: u16, id: &str| -> u64 {
+        let m = http_get(port, "/metrics");
+        m.lines()
+            .find(|l| {
+                l.starts_with(&format!(
+                    "skrouter_messages_routed_total{{router=\"{id}\"}}"
+                ))
+            })
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap()
+    };
+    let before = routed(hb, "B");
+    let data = vec![7u8; 200_000];
+    assert_eq!(roundtrip(lport, &data).unwrap(), data);
+    assert!(routed(hb, "B") > before, "the flow did not cross B");
+
+    r.kill("B");
+    r.wait_log("A", "link to router B down");
+    r.wait_log(
+        "A",
+        "address svc: reachable at router C, next hop C, cost 10",
+    );
+    wait_echo(lport);
+    assert_eq!(roundtrip(lport, &data).unwrap(), data);
+    r.wait_log("A", "connector to-B: connect to 127.0.0.1");
+    r.wait_log("A", "retrying in 2s");
+
+    // B comes back: A's connector reconnects and traffic returns to the cheap path.
+    let b_cfg = std::fs::read_to_string(r.dir.join("B.json")).unwrap();
+    r.start("B", &b_cfg);
+    r.wait_log_count("A", "link to router B up", 2);
+    r.wait_log_count(
+        "A",
+        "address svc: reachable at router C, next hop B, cost 2",
+        2,
+    );
+    let before = routed(hb, "B");
+    assert_eq!(roundtrip(lport, &data).unwrap(), data);
+    assert!(routed(hb, "B") > before, "the flow did not return to B");
+}
+
+/// A router presenting a certificate from another site's CA is refused, and says so.
+#[test]
+fn wrong_ca_is_refused() {
+    let mut r = Routers::new("wrongca");
+    let (ir, ha, hb, lport) = (free_port(), free_port(), free_port(), free_port());
+    let (server_prof, _) = tls_pair(&r);
+    // A's token comes from another site's CA.
+    let other = r.dir.join("X-ca");
+    create_site_ca(&other, "X").unwrap();
+    let bad = create_token(&other, &r.dir.join("bad-token"), "A", "127.0.0.1", ir).unwrap();
+    let echo = echo_server();
+    r.start(
+        "B",
+        &config(&[
+            router("B"),
+            server_prof,
+            http_listener(hb),
+            ir_listener(ir, Some("site")),
+            tcp_connector("svc", echo),
+        ]),
+    );
+    r.start(
+        "A",
+        &config(&[
+            router("A"),
+            ssl_profile("bad", &bad.files),
+            http_listener(ha),
+            connector("to-B", ir, 1, Some("bad")),
+            tcp_listener("svc", lport),
+        ]),
+    );
+    r.wait_log("B", "refused inter-router connection from 127.0.0.1");
+    r.wait_log("A", "connector to-B: TLS handshake with 127.0.0.1");
+    assert!(
+        r.log("B").contains("TLS handshake failed"),
+        "{}",
+        r.log("B")
+    );
+    assert!(
+        !r.log("A").contains("link to router B up"),
+        "{}",
+        r.log("A")
+    );
+    assert!(
+        !r.log("B").contains("link to router A up"),
+        "{}",
+        r.log("B")
+    );
+}
+
+/// A malformed config: a clear error naming the problem and a non-zero exit.
+#[test]
+fn malformed_config_fails_clearly() {
+    let dir = std::env::temp_dir().join(format!("knetsim-skupper-badcfg-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let cases = [
+        (
+            r#"[["router", {"id": "A"}], ["tcpListener", {"name": "s", "address": "s", "prot": 1}]]"#,
+            "entry 1 (tcpListener): unknown attribute \"prot\"",
+        ),
+        (
+            r#"[["router", {"id": "A"}], ["bridge", {}]]"#,
+            "unknown entity type \"bridge\"",
+        ),
+        (r#"[["router", {"id": "A"}], "#, "not valid JSON"),
+    ];
+    for (i, (text, want)) in cases.iter().enumerate() {
+        let f = dir.join(format!("bad{i}.json"));
+        std::fs::write(&f, text).unwrap();
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_knetsim"))
+            .args(["skrouterd", "-c"])
+            .arg(&f)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{err}");
+        assert!(err.contains(want), "wanted {want:?} in: {err}");
+        assert!(err.contains(&f.display().to_string()), "{err}");
+        assert!(!err.contains("panicked"), "{err}");
+    }
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_knetsim"))
+        .args(["skrouterd", "-c", "/nonexistent/router.json"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr)
+        .contains("cannot read router config /nonexistent/router.json"));
+    // A port already taken: the router says which listener and exits non-zero.
+    let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let f = dir.join("busy.json");
+    std::fs::write(
+        &f,
+        config(&[
+            router("A"),
+            http_listener(free_port()),
+            tcp_listener("svc", port),
+        ]),
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_knetsim"))
+        .args(["skrouterd", "-c"])
+        .arg(&f)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains(&format!(
+            "tcpListener svc cannot listen on 127.0.0.1:{port}"
+        )),
+        "{err}"
+    );
+    // A listener's sslProfile naming a missing certificate: the file is named, exit non-zero.
+    let f = dir.join("nocert.json");
+    std::fs::write(
+        &f,
+        config(&[
+            router("A"),
+            http_listener(free_port()),
+            r#"["sslProfile", {"name": "site", "caCertFile": "/nonexistent/ca.crt", "certFile": "/nonexistent/tls.crt", "privateKeyFile": "/nonexistent/tls.key"}]"#.to_string(),
+            ir_listener(free_port(), Some("site")),
+        ]),
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_knetsim"))
+        .args(["skrouterd", "-c"])
+        .arg(&f)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(err.contains("/nonexistent/ca.crt"), "{err}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -1,0 +1,237 @@
+//! Helpers for the router tests: routers started as `knetsim skrouterd -c FILE` on
+//! 127.0.0.1 with distinct ports, killed by pid when the guard drops.
+
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub struct Routers {
+    pub dir: PathBuf,
+    pub children: Vec<(String, Child)>,
+}
+
+impl Routers {
+    pub fn new(test: &str) -> Routers {
+        let dir =
+            std::env::temp_dir().join(format!("knetsim-skupper-{test}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        Routers {
+            dir,
+            children: vec![],
+        }
+    }
+
+    /// Writes `config` to NAME.json and starts a router on it, logging to NAME.log.
+    pub fn start(&mut self, name: &str, config: &str) {
+        let cfg = self.dir.join(format!("{name}.json"));
+        std::fs::write(&cfg, config).unwrap();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join(format!("{name}.log")))
+            .unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_knetsim"))
+            .arg("skrouterd")
+            .arg("-c")
+            .arg(&cfg)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.children.push((name.to_string(), child));
+    }
+
+    pub fn kill(&mut self, name: &str) {
+        if let Some(i) = self.children.iter().position(|(n, _)| n == name) {
+            let (_, mut c) = self.children.remove(i);
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    pub fn log(&self, name: &str) -> String {
+        std::fs::read_to_string(self.dir.join(format!("{name}.log"))).unwrap_or_default()
+    }
+
+    /// Waits until router NAME's log contains `needle` (panics with the log after 20 s).
+    pub fn wait_log(&self, name: &str, needle: &str) {
+        let t = Instant::now();
+        while t.elapsed() < Duration::from_secs(20) {
+            if self.log(name).contains(needle) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!(
+            "router {name} never logged {needle:?}; log:\n{}",
+            self.log(name)
+        );
+    }
+
+    /// Waits until router NAME's log contains `needle` at least `n` times.
+    pub fn wait_log_count(&self, name: &str, needle: &str, n: usize) {
+        let t = Instant::now();
+        while t.elapsed() < Duration::from_secs(30) {
+            if self.log(name).matches(needle).count() >= n {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!(
+            "router {name} never logged {needle:?} {n} times; log:\n{}",
+            self.log(name)
+        );
+    }
+
+    pub fn all_logs(&self) -> String {
+        self.children
+            .iter()
+            .map(|(n, _)| format!("--- {n}\n{}", self.log(n)))
+            .collect()
+    }
+}
+
+impl Drop for Routers {
+    fn drop(&mut self) {
+        for (_, c) in &mut self.children {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        } else {
+            eprintln!("router logs kept in {}", self.dir.display());
+        }
+    }
+}
+
+/// A port free right now on 127.0.0.1.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// An echo server: writes back everything, half-closes when the client does.
+pub fn echo_server() -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for s in l.incoming() {
+            let Ok(mut s) = s else { return };
+            std::thread::spawn(move || {
+                let mut buf = vec![0u8; 65536];
+                loop {
+                    match s.read(&mut buf) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => {
+                            if s.write_all(&buf[..n]).is_err() {
+                                return;
+                            }
+                        }
+                    }
+                }
+                let _ = s.shutdown(Shutdown::Write);
+            });
+        }
+    });
+    port
+}
+
+/// Connects, sends `data`, half-closes, reads everything back until EOF.
+pub fn roundtrip(port: u16, data: &[u8]) -> std::io::Result<Vec<u8>> {
+    let mut s = TcpStream::connect(("127.0.0.1", port))?;
+    s.set_read_timeout(Some(Duration::from_secs(20)))?;
+    let mut w = s.try_clone()?;
+    let data = data.to_vec();
+    let writer = std::thread::spawn(move || -> std::io::Result<()> {
+        w.write_all(&data)?;
+        w.shutdown(Shutdown::Write)
+    });
+    let mut out = vec![];
+    s.read_to_end(&mut out)?;
+    writer.join().unwrap()?;
+    Ok(out)
+}
+
+/// Retries an echo through `port` until it works (routes settle), up to 20 s.
+pub fn wait_echo(port: u16) {
+    let t = Instant::now();
+    let mut last = String::new();
+    while t.elapsed() < Duration::from_secs(20) {
+        match roundtrip(port, b"ping") {
+            Ok(v) if v == b"ping" => return,
+            Ok(v) => last = format!("got {v:?}"),
+            Err(e) => last = e.to_string(),
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("no echo through port {port}: {last}");
+}
+
+/// A plain HTTP GET on 127.0.0.1:port, returning the whole response.
+pub fn http_get(port: u16, path: &str) -> String {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out
+}
+
+pub fn router(id: &str) -> String {
+    format!(r#"["router", {{"id": "{id}", "mode": "interior"}}]"#)
+}
+pub fn http_listener(port: u16) -> String {
+    format!(
+        r#"["listener", {{"host": "127.0.0.1", "port": {port}, "http": true, "healthz": true, "metrics": true}}]"#
+    )
+}
+pub fn ir_listener(port: u16, ssl: Option<&str>) -> String {
+    match ssl {
+        Some(p) => format!(
+            r#"["listener", {{"name": "ir", "host": "127.0.0.1", "port": {port}, "role": "inter-router", "sslProfile": "{p}"}}]"#
+        ),
+        None => format!(
+            r#"["listener", {{"name": "ir", "host": "127.0.0.1", "port": {port}, "role": "inter-router"}}]"#
+        ),
+    }
+}
+pub fn connector(name: &str, port: u16, cost: u32, ssl: Option<&str>) -> String {
+    match ssl {
+        Some(p) => format!(
+            r#"["connector", {{"name": "{name}", "role": "inter-router", "host": "127.0.0.1", "port": {port}, "cost": {cost}, "sslProfile": "{p}"}}]"#
+        ),
+        None => format!(
+            r#"["connector", {{"name": "{name}", "role": "inter-router", "host": "127.0.0.1", "port": {port}, "cost": {cost}}}]"#
+        ),
+    }
+}
+pub fn tcp_listener(addr: &str, port: u16) -> String {
+    format!(
+        r#"["tcpListener", {{"name": "{addr}", "address": "{addr}", "host": "127.0.0.1", "port": {port}}}]"#
+    )
+}
+pub fn tcp_connector(addr: &str, port: u16) -> String {
+    format!(
+        r#"["tcpConnector", {{"name": "{addr}", "address": "{addr}", "host": "127.0.0.1", "port": {port}}}]"#
+    )
+}
+pub fn ssl_profile(name: &str, f: &knetsim::components::skupper::CertFiles) -> String {
+    format!(
+        r#"["sslProfile", {{"name": "{name}", "caCertFile": "{}", "certFile": "{}", "privateKeyFile": "{}"}}]"#,
+        f.ca_cert.display(),
+        f.cert.display(),
+        f.key.display()
+    )
+}
+pub fn config(entries: &[String]) -> String {
+    format!("[\n{}\n]\n", entries.join(",\n"))
+}
