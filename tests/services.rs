@@ -3,8 +3,8 @@
 
 mod common;
 
-use common::{assert_nothing_left, sim};
-use knetsim::sim::{ClusterSpec, PortSpec, ServiceSpec};
+use common::{assert_nothing_left, started};
+use knetsim::sim::{PortSpec, ServiceSpec};
 use std::collections::BTreeMap;
 
 fn labels(app: &str) -> BTreeMap<String, String> {
@@ -25,17 +25,7 @@ fn web_spec(port: i64) -> ServiceSpec {
 
 #[test]
 fn bad_service_input_is_refused_and_nothing_is_half_applied() {
-    let sim = sim("svc1");
-    let c = sim
-        .cluster(
-            "0",
-            ClusterSpec {
-                workers: 2,
-                etcd: 1,
-            },
-        )
-        .unwrap();
-    sim.start().unwrap();
+    let (sim, c) = started("svc1", 2, 1);
     let w1 = c.worker("w1").unwrap();
     let w2 = c.worker("w2").unwrap();
     w1.create_container("c1", BTreeMap::new()).unwrap();
@@ -97,17 +87,7 @@ fn bad_service_input_is_refused_and_nothing_is_half_applied() {
 
 #[test]
 fn endpoints_follow_pods_and_a_joining_worker_gets_existing_services() {
-    let sim = sim("svc2");
-    let c = sim
-        .cluster(
-            "0",
-            ClusterSpec {
-                workers: 2,
-                etcd: 1,
-            },
-        )
-        .unwrap();
-    sim.start().unwrap();
+    let (sim, c) = started("svc2", 2, 1);
     let w1 = c.worker("w1").unwrap();
     let w2 = c.worker("w2").unwrap();
     let ip = c.service("web", &web_spec(80)).unwrap();

@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{assert_nothing_left, sim, HostSnapshot};
+use common::{assert_nothing_left, sim, started, HostSnapshot};
 use knetsim::sim::ClusterSpec;
 use std::collections::BTreeMap;
 
@@ -120,17 +120,7 @@ fn bad_names_give_clear_errors() {
 
 #[test]
 fn a_worker_added_after_start_is_reachable() {
-    let sim = sim("lc4");
-    let c = sim
-        .cluster(
-            "0",
-            ClusterSpec {
-                workers: 2,
-                etcd: 1,
-            },
-        )
-        .unwrap();
-    sim.start().unwrap();
+    let (sim, c) = started("lc4", 2, 1);
     let w1 = c.worker("w1").unwrap();
     w1.create_container("c1", BTreeMap::new()).unwrap();
     let t0 = std::time::Instant::now();
@@ -197,17 +187,7 @@ fn two_instances_run_side_by_side() {
 
 #[test]
 fn exec_async_processes_end_with_their_pod() {
-    let sim = sim("lc6");
-    let c = sim
-        .cluster(
-            "0",
-            ClusterSpec {
-                workers: 1,
-                etcd: 1,
-            },
-        )
-        .unwrap();
-    sim.start().unwrap();
+    let (sim, c) = started("lc6", 1, 1);
     let w1 = c.worker("w1").unwrap();
     w1.create_container("c1", BTreeMap::new()).unwrap();
     let pid = w1.exec_container_async("c1", "sleep 300").unwrap();

@@ -22,6 +22,16 @@ pub fn sim(instance: &str) -> Sim {
     Sim::new(options(instance)).expect("creating the simulation")
 }
 
+/// A simulation with one running cluster `C0` of `workers` workers and `etcd` members.
+pub fn started(instance: &str, workers: u32, etcd: u32) -> (Sim, knetsim::sim::Cluster) {
+    let sim = sim(instance);
+    let c = sim
+        .cluster("0", knetsim::sim::ClusterSpec { workers, etcd })
+        .expect("declaring C0");
+    sim.start().expect("bring-up");
+    (sim, c)
+}
+
 fn sh(cmd: &str) -> String {
     let out = Command::new("sh").arg("-c").arg(cmd).output().expect("sh");
     String::from_utf8_lossy(&out.stdout).into_owned()
