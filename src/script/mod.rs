@@ -7,6 +7,7 @@
 pub mod api;
 pub mod errors;
 pub mod services_api;
+pub mod skupper_api;
 
 use crate::sim::Sim;
 use crate::ui;
