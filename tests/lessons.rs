@@ -43,3 +43,8 @@ fn lesson_02_cni() {
 fn lesson_03_loadbalance() {
     run_lesson("03-loadbalance.rhai", "lesson03");
 }
+
+#[test]
+fn lesson_05_skupper() {
+    run_lesson("05-skupper.rhai", "lesson05");
+}

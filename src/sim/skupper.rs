@@ -7,7 +7,7 @@
 //!
 //! Files, under the run directory: `skupper/<cluster>.json` (the router's configuration, in
 //! skupper-router's format), `skupper/<cluster>.log` (its log), `skupper/<cluster>/` (the
-//! site CA in `ca/`, the router's certificate in `router/`, tokens in `tokens/<n>/`).
+//! site CA in `ca/`, the router's certificate in `router/`, tokens in `tokens/<n>-<nonce>/`).
 //!
 //! The model is the source of truth: every change (init, link, expose, delete) edits the
 //! model, renders every site's configuration again, and restarts the routers whose
@@ -476,6 +476,44 @@ fn wait_converged(sim: &Sim, id: &str) -> Result<()> {
     Ok(())
 }
 
+/// Waits for this router's log (after `offset`) to say the link to `peer` is up. A TLS
+/// failure does not heal by retrying, so it ends the wait at once with the log's words.
+fn wait_link(log: &Path, offset: u64, peer: &str) -> Result<()> {
+    let up = format!("link to router {peer} up");
+    let connector = format!("connector link-{peer}: ");
+    let t = Instant::now();
+    loop {
+        let text = std::fs::read(log).unwrap_or_default();
+        let new = String::from_utf8_lossy(&text[(offset as usize).min(text.len())..]).into_owned();
+        if new.contains(&up) {
+            return Ok(());
+        }
+        if let Some(line) = new
+            .lines()
+            .find(|l| l.contains(&connector) && l.contains("TLS handshake"))
+        {
+            bail!(
+                "the link to {peer} was refused: {}. The token does not match {peer}'s certificate authority: issue a new one with {peer}.skupper_token()",
+                line.split_once(&connector)
+                    .map(|x| x.1)
+                    .unwrap_or(line)
+                    .split("; retrying")
+                    .next()
+                    .unwrap_or(line)
+            );
+        }
+        if t.elapsed() > CONVERGE_TIMEOUT {
+            bail!(
+                "the link to {peer} did not come up within {} s; the log ({}) ends with:\n    {}",
+                CONVERGE_TIMEOUT.as_secs(),
+                log.display(),
+                tail(log, 5)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 fn valid_service_name(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 63
@@ -489,6 +527,20 @@ fn read_token(token: &str) -> Result<TokenFile> {
     let path = Path::new(token);
     let how = "a token is the value skupper_token() returns, e.g. `let t = C0.skupper_token(); C1.skupper_link(t);`";
     if !path.is_absolute() || !path.is_file() {
+        // A token of ours whose site was deleted since: .../skupper/C0/tokens/1/token.json
+        let site = path
+            .ancestors()
+            .nth(3)
+            .filter(|_| path.ends_with("token.json"))
+            .filter(|d| d.parent().is_some_and(|p| p.ends_with("skupper")))
+            .and_then(|d| d.file_name())
+            .map(|n| n.to_string_lossy().into_owned());
+        if let Some(site) = site {
+            bail!(
+                "the token's site {site} is not running (its Skupper site was deleted, and the token with it): \
+                 call {site}.skupper_init() and issue a new token with {site}.skupper_token()"
+            );
+        }
         bail!("\"{token}\" is not a Skupper token (no such token file): {how}");
     }
     let text = std::fs::read_to_string(path)
@@ -609,7 +661,12 @@ impl Cluster {
         let s = self.require_site()?;
         let n = s.tokens + 1;
         let name = self.name();
-        let dir = s.dir.join("tokens").join(n.to_string());
+        // A per-issue suffix keeps a deleted site's token from naming a later site's token.
+        let nonce = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0);
+        let dir = s.dir.join("tokens").join(format!("{n}-{nonce:08x}"));
         let (ca, cert, key) = if s.tls {
             let t = create_token(
                 &s.dir.join("ca"),
@@ -666,7 +723,7 @@ impl Cluster {
             .sim
             .get_cluster(&peer)
             .map_err(|e| anyhow!("the token names site {} but {e}", tok.site))?;
-        let Some(peer_site) = peer_cluster.site() else {
+        if peer_cluster.site().is_none() {
             bail!(
                 "the token's site {} is not running (its Skupper site was deleted or never created): \
                  call {}.skupper_init() and issue a new token with {}.skupper_token()",
@@ -674,7 +731,7 @@ impl Cluster {
                 tok.site,
                 tok.site
             );
-        };
+        }
         let files = if tok.tls {
             let f = CertFiles {
                 ca_cert: tok.ca_cert_file.clone().unwrap_or_default(),
@@ -683,8 +740,8 @@ impl Cluster {
             };
             if !(f.ca_cert.is_file() && f.cert.is_file() && f.key.is_file()) {
                 bail!(
-                    "this token's certificates are gone: {} was deleted after issuing it. Issue a new one with {}.skupper_token()",
-                    tok.site,
+                    "this token's certificate files are missing ({}): issue a new token with {}.skupper_token()",
+                    f.ca_cert.parent().unwrap_or(&f.ca_cert).display(),
                     tok.site
                 );
             }
@@ -692,31 +749,9 @@ impl Cluster {
         } else {
             None
         };
-        if tok.tls != peer_site.tls {
-            bail!(
-                "this token was issued by an earlier {} site (TLS {}, the site now {}): issue a new one with {}.skupper_token()",
-                tok.site,
-                if tok.tls { "on" } else { "off" },
-                if peer_site.tls { "uses TLS" } else { "is plain" },
-                tok.site
-            );
-        }
         let all = sites(&self.sim);
         if neighbours(&all, &self.id).contains(&peer) {
             bail!("{name} and {} are already linked", tok.site);
-        }
-        // Service names must stay unique in the network the link creates.
-        let mine = services_in(&all, &component(&all, &self.id));
-        let theirs = services_in(&all, &component(&all, &peer));
-        if let Some(dup) = mine
-            .keys()
-            .find(|k| theirs.get(*k).is_some_and(|(o, _)| !mine[*k].0.eq(o)))
-        {
-            bail!(
-                "cannot link {name} and {}: both networks expose a service named '{dup}'; \
-                 service names must be unique across linked sites",
-                tok.site
-            );
         }
         // Is anything listening there? A stopped router fails here, at once.
         let (host, port) = (tok.host.clone(), tok.port);
@@ -749,7 +784,11 @@ impl Cluster {
                 s.links.push(link);
             }
         });
-        let res = apply(&self.sim).and_then(|_| wait_converged(&self.sim, &self.id));
+        let log = self.skupper_log_path();
+        let offset = std::fs::metadata(&log).map(|m| m.len()).unwrap_or(0);
+        let res = apply(&self.sim)
+            .and_then(|_| wait_link(&log, offset, &tok.site))
+            .and_then(|_| wait_converged(&self.sim, &self.id));
         if let Err(e) = res {
             with_site_mut(&self.sim, &self.id, |s| {
                 if let Some(s) = s {
