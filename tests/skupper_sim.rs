@@ -439,3 +439,100 @@ fn script_options_are_checked_before_anything_starts() {
     s.sim().teardown().unwrap();
     assert_nothing_left(instance, &[]);
 }
+
+#[test]
+fn the_originals_list_form_create_conf_and_start_skupper() {
+    if !is_root() {
+        eprintln!("SKIPPED: needs root to create network namespaces");
+        return;
+    }
+    use knetsim::script::{Outcome, ScriptSession};
+    let instance = "sksim-list";
+    let before = HostSnapshot::take();
+    let sim = sim(instance);
+    let c0 = sim.cluster("0", spec(3)).unwrap();
+    let c1 = sim.cluster("1", spec(2)).unwrap();
+    sim.cluster("2", spec(1)).unwrap();
+    sim.start().unwrap();
+    serve(&c0.worker("w3").unwrap(), "c4", "hello from c4");
+    c1.worker("w2")
+        .unwrap()
+        .create_container("c2", BTreeMap::new())
+        .unwrap();
+    let mut s = ScriptSession::new(sim.clone(), false);
+    let o = s.run_source(
+        "list.rhai",
+        r#"
+let C0 = get_cluster("0");
+let C1 = get_cluster("1");
+let ip = C0.get("w3").container_ip("c4");
+let svcs = [#{ name: "svc1", cluster: "0", host: ip, port: "80", lport: 1028 }];
+create_conf(C0, [], svcs);
+C1.create_conf([C0], svcs);
+C0.start_skupper();
+C1.start_skupper();
+C1.start_skupper();   // a second start does nothing
+let out = C1.get("w2").exec_container("c2", `wget -q -O - -T 5 http://${C1.get("w1").ip}:1028/`);
+expect(out.contains("hello from c4"), "c2 in C1 reaches svc1 through the routers");
+"#,
+    );
+    assert_eq!(o, Outcome::Ok, "{:?}", s.last_error());
+    let cfg1 = config(&c1);
+    assert!(
+        cfg1.contains(r#"["connector",{"cost":1,"host":"10.0.0.2","name":"C0""#)
+            && cfg1.contains(r#""port":1028"#),
+        "{cfg1}"
+    );
+    let pid1 = c1.skupper_router_pid().unwrap();
+
+    let cases = [
+        ("C0.skupper_token()", "configured with create_conf()"),
+        ("C0.skupper_init()", "configured with create_conf()"),
+        ("create_conf(C0, [], [])", "C0's router is already running"),
+        ("create_conf(C2, [C2], [])", "cannot be its own remote"),
+        ("create_conf(C2, [\"C0\"], [])", "remotes is a list of clusters"),
+        (
+            "create_conf(C2, [], [#{ name: \"s\", cluster: \"9\", host: \"1.2.3.4\", port: 1, lport: 2 }])",
+            "\"9\", which is not a cluster here",
+        ),
+        (
+            "create_conf(C2, [], [#{ name: \"s\", cluster: \"2\", host: \"1.2.3.4\", port: \"http\", lport: 2 }])",
+            "'port' must be a port number",
+        ),
+        (
+            "create_conf(C2, [], [#{ name: \"s\", cluster: \"2\", host: \"1.2.3.4\", port: 1 }])",
+            "'lport' is missing",
+        ),
+        (
+            "create_conf(C2, [], [#{ name: \"s\", cluster: \"2\", host: \"c4\", port: 1, lport: 2 }])",
+            "is not an IPv4 address",
+        ),
+        (
+            "create_conf(C2, [], [#{ name: \"s\", cluster: \"2\", host: \"1.2.3.4\", port: 1, lport: 2, colour: 1 }])",
+            "unknown field 'colour'",
+        ),
+        ("create_conf(C2, [], [1])", "each service is a map"),
+        ("C2.start_skupper()", "call create_conf(C2, remotes, svcs) first"),
+        ("C2.skupper_delete()", "C2 has no Skupper site to delete"),
+    ];
+    for (src, want) in cases {
+        let o = s.run_source("case.rhai", src);
+        assert_ne!(o, Outcome::Ok, "{src} was accepted");
+        let e = s.last_error().unwrap_or_default().to_string();
+        assert!(e.contains(want), "{src}: {e}");
+    }
+    let c2 = sim.get_cluster("2").unwrap();
+    assert!(c2.skupper_router_pid().is_none());
+    assert!(!c2.skupper_config_path().exists());
+    assert_eq!(c1.skupper_router_pid(), Some(pid1));
+
+    // Deleting a list-form site stops its router.
+    c1.skupper_delete().unwrap();
+    assert!(!alive(pid1));
+    let pid0 = c0.skupper_router_pid().unwrap();
+    drop(s);
+    sim.teardown().unwrap();
+    assert!(!alive(pid0));
+    assert_nothing_left(instance, &[]);
+    assert_eq!(before, HostSnapshot::take(), "the root namespace changed");
+}

@@ -1,10 +1,12 @@
 //! The multi-cluster part of the script API, shaped like the skupper CLI:
 //! `C0.skupper_init()`, `let t = C0.skupper_token()`, `C1.skupper_link(t)`,
 //! `let port = C0.skupper_expose("svc1", "c4", 80)`, `C0.skupper_delete()`, plus the paths
-//! of a site's configuration and log for a lesson to print.
+//! of a site's configuration and log for a lesson to print. Also the original's list form:
+//! `create_conf(C1, [C0], svcs)` then `C1.start_skupper()`, with
+//! `svcs = [#{ name: "svc1", cluster: "0", host: ip, port: 80, lport: 1028 }]`.
 
-use crate::sim::{Cluster, LinkOptions, SiteOptions};
-use rhai::{Dynamic, Engine, EvalAltResult, Map};
+use crate::sim::{Cluster, LinkOptions, ListService, SiteOptions};
+use rhai::{Array, Dynamic, Engine, EvalAltResult, Map};
 
 type RResult<T> = Result<T, Box<EvalAltResult>>;
 
@@ -59,7 +61,88 @@ fn link_options(m: &Map) -> RResult<LinkOptions> {
     Ok(o)
 }
 
+/// A port given as a number or as a string of digits (the original wrote "80").
+fn port_of(ctx: &str, key: &str, v: &Dynamic) -> RResult<u16> {
+    let n = if let Ok(i) = v.as_int() {
+        Some(i)
+    } else {
+        v.clone()
+            .into_string()
+            .ok()
+            .and_then(|s| s.trim().parse::<i64>().ok())
+    };
+    match n {
+        Some(p) if (1..=65535).contains(&p) => Ok(p as u16),
+        _ => {
+            Err(format!("{ctx}: '{key}' must be a port number between 1 and 65535, got {v}").into())
+        }
+    }
+}
+
+fn list_services(cluster: &str, svcs: &Array) -> RResult<Vec<ListService>> {
+    let example = "#{ name: \"svc1\", cluster: \"0\", host: ip, port: 80, lport: 1028 }";
+    let mut out = Vec::new();
+    for (i, v) in svcs.iter().enumerate() {
+        let ctx = format!("create_conf({cluster}, ..., svcs): service {i}");
+        let m = v
+            .read_lock::<Map>()
+            .ok_or_else(|| format!("{ctx}: each service is a map such as {example}"))?;
+        let text = |k: &str| -> RResult<String> {
+            m.get(k)
+                .map(|v| v.to_string())
+                .ok_or_else(|| format!("{ctx}: '{k}' is missing, e.g. {example}").into())
+        };
+        for k in m.keys() {
+            if !["name", "cluster", "host", "port", "lport"].contains(&k.as_str()) {
+                return Err(format!(
+                    "{ctx}: unknown field '{k}' (use name, cluster, host, port, lport)"
+                )
+                .into());
+            }
+        }
+        let port = m
+            .get("port")
+            .ok_or_else(|| format!("{ctx}: 'port' is missing, e.g. {example}"))?;
+        let lport = m
+            .get("lport")
+            .ok_or_else(|| format!("{ctx}: 'lport' is missing, e.g. {example}"))?;
+        out.push(ListService {
+            name: text("name")?,
+            cluster: text("cluster")?,
+            host: text("host")?,
+            port: port_of(&ctx, "port", port)?,
+            lport: port_of(&ctx, "lport", lport)?,
+        });
+    }
+    Ok(out)
+}
+
+fn clusters_of(cluster: &str, remotes: &Array) -> RResult<Vec<Cluster>> {
+    remotes
+        .iter()
+        .map(|r| {
+            r.clone().try_cast::<Cluster>().ok_or_else(|| {
+                format!(
+                    "create_conf({cluster}, remotes, ...): remotes is a list of clusters such as [C0], found a {}",
+                    r.type_name()
+                )
+                .into()
+            })
+        })
+        .collect()
+}
+
 pub fn register(engine: &mut Engine) {
+    engine.register_fn(
+        "create_conf",
+        |c: &mut Cluster, remotes: Array, svcs: Array| -> RResult<String> {
+            let name = c.name();
+            let remotes = clusters_of(&name, &remotes)?;
+            let svcs = list_services(&name, &svcs)?;
+            rt(c.create_conf(&remotes, &svcs)).map(|p| p.display().to_string())
+        },
+    );
+    engine.register_fn("start_skupper", |c: &mut Cluster| rt(c.start_skupper()));
     engine.register_fn("skupper_init", |c: &mut Cluster| {
         rt(c.skupper_init(SiteOptions::default()))
     });

@@ -14,7 +14,7 @@ mod worker;
 
 pub use cluster::{Cluster, ClusterSpec, EtcdNode};
 pub use services::{PortSpec, ServiceSpec};
-pub use skupper::{LinkOptions, SiteOptions, FIRST_SERVICE_PORT};
+pub use skupper::{LinkOptions, ListService, SiteOptions, FIRST_SERVICE_PORT};
 pub use worker::{ContainerInfo, Worker};
 
 use crate::netns::{self, record::Record};

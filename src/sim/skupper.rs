@@ -105,6 +105,9 @@ pub(crate) struct SiteState {
     tokens: u32,
     links: Vec<LinkState>,
     exposed: BTreeMap<String, Exposed>,
+    /// Configured by the original's list form (`create_conf`), not from the model: its
+    /// configuration is written once and started by `start_skupper()`.
+    manual: bool,
 }
 
 /// What a token file holds (`token.json` in the token's directory).
@@ -393,9 +396,11 @@ fn start_router(sim: &Sim, id: &str, s: &SiteState) -> Result<(u32, u64)> {
 fn apply(sim: &Sim) -> Result<Vec<String>> {
     let all = sites(sim);
     let mut changed: Vec<(usize, String, RouterConfig)> = Vec::new();
-    for id in all.keys() {
+    for (id, s) in &all {
+        if s.manual {
+            continue;
+        }
         let want = render(&all, id);
-        let s = &all[id];
         if s.running.as_ref() != Some(&want) || !alive(s.pid, s.start_time) {
             changed.push((s.links.len(), id.clone(), want));
         }
@@ -434,46 +439,62 @@ fn wait_converged(sim: &Sim, id: &str) -> Result<()> {
     let all = sites(sim);
     let comp = component(&all, id);
     let want_addrs = services_in(&all, &comp).len() as u64;
+    let targets = comp
+        .iter()
+        .map(|sid| Target {
+            id: sid.clone(),
+            ns: all[sid].ns.clone(),
+            links: link_count(&all, sid) as u64,
+            addrs: want_addrs,
+        })
+        .collect();
+    wait_metrics(sim, targets)
+}
+
+/// What one router's `/metrics` should say once the network has settled.
+struct Target {
+    id: String,
+    ns: String,
+    links: u64,
+    addrs: u64,
+}
+
+fn wait_metrics(sim: &Sim, mut pending: Vec<Target>) -> Result<()> {
     let t = Instant::now();
-    let mut pending: Vec<String> = comp.iter().cloned().collect();
     let mut last = String::new();
-    while !pending.is_empty() {
-        pending.retain(|sid| {
-            let s = &all[sid];
-            let want_links = link_count(&all, sid) as u64;
-            match http_get(&s.ns, "/metrics") {
-                Ok(text) => {
-                    let links = metric(&text, "skrouter_links").unwrap_or(0);
-                    let addrs = metric(&text, "skrouter_addresses_reachable").unwrap_or(0);
-                    last = format!(
-                        "{} has {links} of {want_links} links up and {addrs} of {want_addrs} service addresses",
-                        cluster_name(sid)
-                    );
-                    !(links == want_links && addrs == want_addrs)
-                }
-                Err(e) => {
-                    last = format!("{}: /metrics did not answer: {e}", cluster_name(sid));
-                    true
-                }
+    loop {
+        pending.retain(|g| match http_get(&g.ns, "/metrics") {
+            Ok(text) => {
+                let links = metric(&text, "skrouter_links").unwrap_or(0);
+                let addrs = metric(&text, "skrouter_addresses_reachable").unwrap_or(0);
+                last = format!(
+                    "{} has {links} of {} links up and {addrs} of {} service addresses",
+                    cluster_name(&g.id),
+                    g.links,
+                    g.addrs
+                );
+                !(links == g.links && addrs == g.addrs)
+            }
+            Err(e) => {
+                last = format!("{}: /metrics did not answer: {e}", cluster_name(&g.id));
+                true
             }
         });
         if pending.is_empty() {
-            break;
+            return Ok(());
         }
         if t.elapsed() > CONVERGE_TIMEOUT {
-            let sid = &pending[0];
-            let log = log_path(sim, &cluster_name(sid));
+            let name = cluster_name(&pending[0].id);
+            let log = log_path(sim, &name);
             bail!(
-                "the Skupper network did not settle within {} s: {last}. {}'s log ({}) ends with:\n    {}",
+                "the Skupper network did not settle within {} s: {last}. {name}'s log ({}) ends with:\n    {}",
                 CONVERGE_TIMEOUT.as_secs(),
-                cluster_name(sid),
                 log.display(),
                 tail(&log, 6)
             );
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    Ok(())
 }
 
 /// Waits for this router's log (after `offset`) to say the link to `peer` is up. A TLS
@@ -554,13 +575,22 @@ impl Cluster {
     }
 
     fn require_site(&self) -> Result<SiteState> {
-        self.site().ok_or_else(|| {
+        let s = self.site().ok_or_else(|| {
             anyhow!(
                 "{} has no Skupper site yet: call {}.skupper_init() first",
                 self.name(),
                 self.name()
             )
-        })
+        })?;
+        if s.manual {
+            bail!(
+                "{}'s router was configured with create_conf(); skupper_token/link/expose work on sites made \
+                 with skupper_init(). Use one form or the other ({}.skupper_delete() starts over)",
+                self.name(),
+                self.name()
+            );
+        }
+        Ok(s)
     }
 
     /// Path of this cluster's router configuration (`<run>/skupper/C0.json`).
@@ -597,6 +627,13 @@ impl Cluster {
             );
         }
         if let Some(s) = self.site() {
+            if s.manual {
+                bail!(
+                    "{} already has a router configured with create_conf(); delete it first with {}.skupper_delete()",
+                    self.name(),
+                    self.name()
+                );
+            }
             if s.tls == opts.tls {
                 return Ok(());
             }
@@ -642,6 +679,7 @@ impl Cluster {
             tokens: 0,
             links: Vec::new(),
             exposed: BTreeMap::new(),
+            manual: false,
         };
         with_site_mut(&self.sim, &self.id, |s| *s = Some(site));
         if let Err(e) = apply(&self.sim) {
@@ -870,7 +908,9 @@ impl Cluster {
     /// Deletes this cluster's site (as `skupper delete` does): stops its router, removes
     /// its CA and tokens, and removes the links and listeners other sites had for it.
     pub fn skupper_delete(&self) -> Result<()> {
-        let s = self.require_site()?;
+        let s = self
+            .site()
+            .ok_or_else(|| anyhow!("{} has no Skupper site to delete", self.name()))?;
         stop_router(&self.sim, s.pid, s.start_time)?;
         with_site_mut(&self.sim, &self.id, |site| *site = None);
         let _ = std::fs::remove_dir_all(&s.dir);
@@ -886,6 +926,225 @@ impl Cluster {
         }
         apply(&self.sim)?;
         Ok(())
+    }
+}
+
+/// One service of the original's list form:
+/// `{"name": "svc1", "cluster": "0", "host": ip, "port": "80", "lport": 1028}` — a
+/// tcpConnector to `host:port` in cluster `cluster`, a tcpListener on `lport` elsewhere.
+#[derive(Debug, Clone)]
+pub struct ListService {
+    pub name: String,
+    pub cluster: String,
+    pub host: String,
+    pub port: u16,
+    pub lport: u16,
+}
+
+impl Cluster {
+    /// The original's `create_conf(C, remotes, svcs)`: writes this cluster's router
+    /// configuration with a (plain) connector to each remote cluster's router and the
+    /// services' tcpConnectors (in their own cluster) or tcpListeners (elsewhere). The
+    /// router starts with [`Cluster::start_skupper`]. Returns the configuration's path.
+    pub fn create_conf(&self, remotes: &[Cluster], svcs: &[ListService]) -> Result<PathBuf> {
+        let name = self.name();
+        if !self.is_started() {
+            bail!("{name} is not running yet: call start() before create_conf({name}, ...)");
+        }
+        if let Some(s) = self.site() {
+            if !s.manual {
+                bail!(
+                    "{name} already has a Skupper site made with skupper_init(); create_conf() and skupper_init() do not mix (delete it first with {name}.skupper_delete())"
+                );
+            }
+            if alive(s.pid, s.start_time) {
+                bail!("{name}'s router is already running: call create_conf({name}, ...) before {name}.start_skupper(), or {name}.skupper_delete() first");
+            }
+        }
+        let mut cfg = RouterConfig::new(&name, Mode::Interior);
+        cfg.listeners.push(Listener {
+            name: Some("inter-router".into()),
+            host: "0.0.0.0".into(),
+            port: INTER_ROUTER_PORT,
+            role: Role::InterRouter,
+            ssl_profile: None,
+            cost: None,
+            http: false,
+        });
+        cfg.listeners.push(Listener {
+            name: Some("health".into()),
+            host: "0.0.0.0".into(),
+            port: HTTP_PORT,
+            role: Role::Normal,
+            ssl_profile: None,
+            cost: None,
+            http: true,
+        });
+        for r in remotes {
+            if r.sim.instance() != self.sim.instance() {
+                bail!(
+                    "create_conf({name}, ...): remote {} belongs to another simulation",
+                    r.name()
+                );
+            }
+            if r.id == self.id {
+                bail!("create_conf({name}, [{name}], ...): a cluster cannot be its own remote; list the other clusters, e.g. create_conf(C1, [C0], svcs)");
+            }
+            let host = r
+                .workers()
+                .first()
+                .map(|w| w.ip().to_string())
+                .ok_or_else(|| anyhow!("{} has no worker", r.name()))?;
+            cfg.connectors.push(Connector {
+                name: r.name(),
+                role: Role::InterRouter,
+                host,
+                port: INTER_ROUTER_PORT,
+                cost: 1,
+                ssl_profile: None,
+                verify_hostname: true,
+            });
+        }
+        let mut seen = BTreeSet::new();
+        for (i, sv) in svcs.iter().enumerate() {
+            let ctx = format!("create_conf({name}, ...): service {i} ({})", sv.name);
+            if !valid_service_name(&sv.name) {
+                bail!("{ctx}: 'name' must be letters, digits, '-', '_' or '.', starting with a letter");
+            }
+            if !seen.insert(sv.name.clone()) {
+                bail!("{ctx}: the name '{}' is used twice", sv.name);
+            }
+            if self.sim.get_cluster(&sv.cluster).is_err() {
+                bail!(
+                    "{ctx}: 'cluster' is \"{}\", which is not a cluster here; give the id of the cluster running the service, e.g. \"0\"",
+                    sv.cluster
+                );
+            }
+            if sv.host.parse::<Ipv4Addr>().is_err() {
+                bail!(
+                    "{ctx}: 'host' \"{}\" is not an IPv4 address; give the container's IP",
+                    sv.host
+                );
+            }
+            if sv.port == 0 || sv.lport == 0 {
+                bail!("{ctx}: 'port' and 'lport' must be between 1 and 65535");
+            }
+            let owner = sv.cluster.strip_prefix('C').unwrap_or(&sv.cluster);
+            if owner == self.id {
+                cfg.tcp_connectors.push(TcpConnector {
+                    name: sv.name.clone(),
+                    address: sv.name.clone(),
+                    host: sv.host.clone(),
+                    port: sv.port,
+                });
+            } else {
+                cfg.tcp_listeners.push(TcpListener {
+                    name: sv.name.clone(),
+                    address: sv.name.clone(),
+                    host: "0.0.0.0".into(),
+                    port: sv.lport,
+                });
+            }
+        }
+        let w = self
+            .workers()
+            .into_iter()
+            .next()
+            .ok_or_else(|| anyhow!("{name} has no worker to run its router on"))?;
+        std::fs::create_dir_all(skupper_dir(&self.sim))?;
+        let path = self.skupper_config_path();
+        std::fs::write(&path, cfg.render())
+            .with_context(|| format!("writing {}", path.display()))?;
+        let site = SiteState {
+            worker: w.name(),
+            ns: w.ns(),
+            host: w.ip(),
+            tls: false,
+            dir: skupper_dir(&self.sim).join(&name),
+            router_files: None,
+            running: Some(cfg),
+            pid: 0,
+            start_time: 0,
+            tokens: 0,
+            links: Vec::new(),
+            exposed: BTreeMap::new(),
+            manual: true,
+        };
+        with_site_mut(&self.sim, &self.id, |s| *s = Some(site));
+        Ok(path)
+    }
+
+    /// The original's `C0.start_skupper()`: starts the router configured by
+    /// [`Cluster::create_conf`] and waits until every running router of that form has the
+    /// links and service addresses its configuration gives it (instead of the original's
+    /// fixed 5 s sleep).
+    pub fn start_skupper(&self) -> Result<()> {
+        let name = self.name();
+        let s = self.site().ok_or_else(|| {
+            anyhow!(
+                "{name} has no router configuration: call create_conf({name}, remotes, svcs) first"
+            )
+        })?;
+        if !s.manual {
+            bail!("{name}'s router was started by skupper_init() already");
+        }
+        if alive(s.pid, s.start_time) {
+            return Ok(());
+        }
+        let (pid, start) = start_router(&self.sim, &self.id, &s)?;
+        with_site_mut(&self.sim, &self.id, |site| {
+            if let Some(site) = site {
+                site.pid = pid;
+                site.start_time = start;
+            }
+        });
+        // What each running router of this form should report.
+        let all: Vec<(String, SiteState)> = sites(&self.sim)
+            .into_iter()
+            .filter(|(_, s)| s.manual && alive(s.pid, s.start_time))
+            .collect();
+        let host_of: BTreeMap<String, String> = all
+            .iter()
+            .map(|(id, s)| (s.host.to_string(), id.clone()))
+            .collect();
+        let served: BTreeSet<String> = all
+            .iter()
+            .flat_map(|(_, s)| s.running.iter().flat_map(|c| c.tcp_connectors.iter()))
+            .map(|t| t.address.clone())
+            .collect();
+        let mut targets = Vec::new();
+        for (id, s) in &all {
+            let Some(cfg) = &s.running else { continue };
+            let out = cfg
+                .connectors
+                .iter()
+                .filter(|c| host_of.contains_key(&c.host))
+                .count();
+            let inbound = all
+                .iter()
+                .filter(|(other, _)| other != id)
+                .flat_map(|(_, o)| o.running.iter().flat_map(|c| c.connectors.iter()))
+                .filter(|c| c.host == s.host.to_string())
+                .count();
+            let addrs: BTreeSet<&String> = cfg
+                .tcp_connectors
+                .iter()
+                .map(|t| &t.address)
+                .chain(
+                    cfg.tcp_listeners
+                        .iter()
+                        .map(|t| &t.address)
+                        .filter(|a| served.contains(*a)),
+                )
+                .collect();
+            targets.push(Target {
+                id: id.clone(),
+                ns: s.ns.clone(),
+                links: (out + inbound) as u64,
+                addrs: addrs.len() as u64,
+            });
+        }
+        wait_metrics(&self.sim, targets).with_context(|| format!("starting {name}'s router"))
     }
 }
 
@@ -915,6 +1174,7 @@ mod tests {
                     files: None,
                 })
                 .collect(),
+            manual: false,
             exposed: exposed
                 .iter()
                 .map(|(n, p)| {
