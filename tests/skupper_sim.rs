@@ -536,3 +536,86 @@ expect(out.contains("hello from c4"), "c2 in C1 reaches svc1 through the routers
     assert_nothing_left(instance, &[]);
     assert_eq!(before, HostSnapshot::take(), "the root namespace changed");
 }
+
+/// After restarts (link, expose), the record names exactly the running routers, so
+/// `knetsim cleanup` after a crash ends them by pid.
+#[test]
+fn cleanup_after_a_crash_ends_the_routers() {
+    if !is_root() {
+        eprintln!("SKIPPED: needs root to create network namespaces");
+        return;
+    }
+    use std::process::{Command, Stdio};
+    let instance = "sksim-crash";
+    let dir = std::env::temp_dir().join(format!("{instance}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let script = dir.join("crash.rhai");
+    std::fs::write(
+        &script,
+        r#"
+let C0 = cluster("0", #{ workers: 1, etcd: 1 });
+let C1 = cluster("1", #{ workers: 1, etcd: 1 });
+start();
+C0.get("w1").create_container("c1");
+C0.skupper_init();
+C1.skupper_init();
+C1.skupper_link(C0.skupper_token());
+C0.skupper_expose("svc1", "c1", 80);
+C0.get("w1").exec(`touch ${C0.skupper_config}.ready`);
+sleep(120);
+"#,
+    )
+    .unwrap();
+    let mut child = Command::new(common::knetsim_exe())
+        .args(["--no-pause", "--instance", instance])
+        .arg(&script)
+        .env("NO_COLOR", "1")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let run = knetsim::netns::record::run_dir(instance);
+    let ready = run.join("skupper/C0.json.ready");
+    let t = Instant::now();
+    while !ready.exists() && t.elapsed() < Duration::from_secs(60) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill(); // SIGKILL: no teardown runs
+    let _ = child.wait();
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(ready.exists(), "the script did not get to expose");
+    let record: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(run.join("record.json")).unwrap()).unwrap();
+    let routers: Vec<(u32, u64)> = record["processes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["what"].as_str().unwrap_or("").starts_with("skrouterd"))
+        .map(|p| {
+            (
+                p["pid"].as_u64().unwrap() as u32,
+                p["start_time"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(routers.len(), 2, "one recorded router per site: {record}");
+    for (pid, start) in &routers {
+        assert!(
+            process::is_same_process(*pid, *start),
+            "recorded router {pid} is not the running one"
+        );
+    }
+    let out = Command::new(common::knetsim_exe())
+        .args(["cleanup", "--instance", instance])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    std::thread::sleep(Duration::from_millis(100));
+    for (pid, start) in routers {
+        assert!(
+            !process::is_same_process(pid, start),
+            "router {pid} is still running after cleanup"
+        );
+    }
+    assert_nothing_left(instance, &[]);
+}
