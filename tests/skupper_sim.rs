@@ -298,6 +298,11 @@ fn bad_skupper_input_is_refused_clearly_and_leaves_nothing() {
         LinkOptions::default(),
     ));
     assert!(e.contains("certificate files are missing"), "{e}");
+    let e = err(c1.skupper_link(
+        &forge(&|v| v["host"] = "router.example".into()),
+        LinkOptions::default(),
+    ));
+    assert!(e.contains("router.example:55671 is not valid"), "{e}");
     unchanged("forged token");
     let e = err(c0
         .skupper_expose("svc1", "c1", 80)
@@ -385,6 +390,11 @@ fn bad_skupper_input_is_refused_clearly_and_leaves_nothing() {
     );
     let e = err(c1.skupper_link(&t2, LinkOptions::default()));
     assert!(e.contains("already linked"), "{e}");
+    // The original's list form does not mix with a site made by skupper_init().
+    let e = err(c0.create_conf(&[], &[]));
+    assert!(e.contains("do not mix"), "{e}");
+    let e = err(c0.start_skupper());
+    assert!(e.contains("started by skupper_init()"), "{e}");
 
     let pids: Vec<u32> = [&c0, &c1]
         .iter()
@@ -423,6 +433,10 @@ fn script_options_are_checked_before_anything_starts() {
         ),
         ("C0.skupper_init()", "C0 is not running yet: call start()"),
         ("C0.skupper_token()", "C0 has no Skupper site yet"),
+        (
+            "create_conf(C0, [], [])",
+            "C0 is not running yet: call start()",
+        ),
     ];
     let o = s.run_source(
         "decl.rhai",
@@ -512,6 +526,14 @@ expect(out.contains("hello from c4"), "c2 in C1 reaches svc1 through the routers
             "unknown field 'colour'",
         ),
         ("create_conf(C2, [], [1])", "each service is a map"),
+        (
+            "create_conf(C2, [], [#{ name: \"1s\", cluster: \"2\", host: \"1.2.3.4\", port: 1, lport: 2 }])",
+            "'name' must be letters",
+        ),
+        (
+            "let s = #{ name: \"s\", cluster: \"2\", host: \"1.2.3.4\", port: 1, lport: 2 }; create_conf(C2, [], [s, s])",
+            "the name 's' is used twice",
+        ),
         ("C2.start_skupper()", "call create_conf(C2, remotes, svcs) first"),
         ("C2.skupper_delete()", "C2 has no Skupper site to delete"),
     ];
@@ -522,6 +544,13 @@ expect(out.contains("hello from c4"), "c2 in C1 reaches svc1 through the routers
         assert!(e.contains(want), "{src}: {e}");
     }
     let c2 = sim.get_cluster("2").unwrap();
+    // A remote from another simulation is refused (only reachable from Rust).
+    let other = common::sim("sksim-list2");
+    let foreign = other.cluster("0", spec(1)).unwrap();
+    let e = format!("{:#}", c2.create_conf(&[foreign], &[]).unwrap_err());
+    assert!(e.contains("belongs to another simulation"), "{e}");
+    other.teardown().unwrap();
+    assert_nothing_left("sksim-list2", &[]);
     assert!(c2.skupper_router_pid().is_none());
     assert!(!c2.skupper_config_path().exists());
     assert_eq!(c1.skupper_router_pid(), Some(pid1));
