@@ -252,12 +252,14 @@ fn installed_by_stage(stage: &Stage, list: &str) -> Result<Vec<String>, String> 
         run.line,
         consumer.trim()
     );
+    let extra: Vec<&str> = consumer_words[3..]
+        .iter()
+        .copied()
+        .filter(|w| !w.starts_with('-'))
+        .collect();
     assert!(
-        consumer_words.len() <= 6
-            && !consumer_words.iter().any(|w| valid_package_name(w)
-                && !w.starts_with('-')
-                && !["xargs", "apt-get", "install", "-y", "-q"].contains(w)),
-        "Dockerfile:{}: `{}` adds package names of its own: put them in {list}",
+        extra.is_empty(),
+        "Dockerfile:{}: `{}` adds package names of its own ({extra:?}): put them in {list}",
         run.line,
         consumer.trim()
     );
@@ -552,32 +554,39 @@ fn add_tool(tools: &mut Tools, name: &str, whence: &str) {
         .insert(whence.to_string());
 }
 
-/// The string literal starting at `s` (after optional whitespace): "..." or `...`.
-fn string_literal(s: &str) -> Option<String> {
-    let s = s.trim_start();
-    let quote = s.chars().next().filter(|c| *c == '"' || *c == '`')?;
+/// The string literal starting at `s` (after optional whitespace): "..." or `...`, with
+/// the byte offset in `s` just past its closing quote.
+fn literal_at(s: &str) -> Option<(String, usize)> {
+    let lead = s.len() - s.trim_start().len();
+    let body = &s[lead..];
+    let quote = body.chars().next().filter(|c| *c == '"' || *c == '`')?;
     let mut out = String::new();
-    let mut chars = s[1..].chars();
-    while let Some(c) = chars.next() {
+    let mut chars = body.char_indices().skip(1);
+    while let Some((_, c)) = chars.next() {
         match c {
             '\\' => {
-                if let Some(n) = chars.next() {
+                if let Some((_, n)) = chars.next() {
                     out.push(n);
                 }
             }
-            c if c == quote => return Some(out),
+            c if c == quote => {
+                let end = chars.next().map(|(i, _)| i).unwrap_or(body.len());
+                return Some((out, lead + end));
+            }
             c => out.push(c),
         }
     }
     None
 }
 
-/// The second argument of a call, when it is a literal: `("c1", "cmd")`.
+fn string_literal(s: &str) -> Option<String> {
+    literal_at(s).map(|(l, _)| l)
+}
+
+/// The second argument of a call, when both are literals: `("c1", "cmd")`.
 fn second_literal(s: &str) -> Option<String> {
-    let first = string_literal(s)?;
-    let rest = s.trim_start();
-    let after_first = &rest[first.len() + 2..];
-    let after_comma = after_first.trim_start().strip_prefix(',')?;
+    let (_, end) = literal_at(s)?;
+    let after_comma = s[end..].trim_start().strip_prefix(',')?;
     string_literal(after_comma)
 }
 
@@ -928,6 +937,11 @@ fn commands_are_split_as_the_shell_would() {
     assert_eq!(
         string_literal(r#" "a \"b\"" rest"#).as_deref(),
         Some(r#"a "b""#)
+    );
+    assert_eq!(
+        second_literal(r#""é\"x", "ls""#).as_deref(),
+        Some("ls"),
+        "offsets count bytes of the source, escapes and all"
     );
     assert_eq!(
         second_literal(r#""c1", `ping -c 3 ${ip}`)"#).as_deref(),
