@@ -43,3 +43,8 @@ fn lesson_02_cni() {
 fn lesson_03_loadbalance() {
     run_lesson("03-loadbalance.rhai", "lesson03");
 }
+
+#[test]
+fn lesson_04_ingress() {
+    run_lesson("04-ingress.rhai", "lesson04");
+}

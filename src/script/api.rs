@@ -251,6 +251,7 @@ pub fn register(engine: &mut Engine, sim: &Sim, lesson: &Arc<Lesson>) {
     register_worker(engine);
     register_etcd(engine);
     super::services_api::register(engine);
+    super::ingress_api::register(engine);
 
     // Declaring and starting.
     let s = sim.clone();
