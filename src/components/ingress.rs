@@ -174,10 +174,12 @@ impl IngressConfig {
         s.push_str("    default_type text/plain;\n\n");
         s.push_str("    server {\n");
         let _ = writeln!(s, "        listen {};", self.port);
-        s.push_str(
-            "        # Any path without a rule: 404, as an ingress controller's default backend.\n",
-        );
-        s.push_str("        location / {\n            return 404 \"no ingress rule matches $uri\\n\";\n        }\n");
+        if !self.rules.iter().any(|r| r.path == "/") {
+            s.push_str(
+                "        # Any path without a rule: 404, as an ingress controller's default backend.\n",
+            );
+            s.push_str("        location / {\n            return 404 \"no ingress rule matches $uri\\n\";\n        }\n");
+        }
         for r in &self.rules {
             let _ = writeln!(s, "        location {} {{", r.path);
             let _ = writeln!(s, "            proxy_pass http://{};", r.endpoint);
@@ -302,6 +304,16 @@ mod tests {
         assert_eq!(check_port(8001).unwrap(), 8001);
         assert!(check_port(0).is_err());
         assert!(check_port(65536).is_err());
+    }
+
+    #[test]
+    fn a_rule_for_slash_replaces_the_default_404() {
+        let mut c = cfg();
+        assert!(c.render().contains("return 404"));
+        c.rules[0].path = "/".into();
+        let text = c.render();
+        assert!(!text.contains("return 404"));
+        assert_eq!(text.matches("location / {").count(), 1);
     }
 
     #[test]

@@ -387,7 +387,7 @@ impl Worker {
 
     /// Stops ingress `name` (by its master's pid); its config and logs stay for reading.
     pub fn stop_ingress(&self, name: &str) -> Result<()> {
-        let Some(info) = self.ingress(name) else {
+        if self.ingress(name).is_none() {
             let running = self.ingresses();
             bail!(
                 "there is no ingress '{name}' on {} (running there: {})",
@@ -398,7 +398,7 @@ impl Worker {
                     running.join(", ")
                 }
             );
-        };
+        }
         let st = self
             .sim
             .inner
@@ -409,7 +409,6 @@ impl Worker {
         if let Some(st) = st {
             self.sim.stop_recorded(st.pid, st.start);
         }
-        let _ = info;
         Ok(())
     }
 
