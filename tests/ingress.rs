@@ -267,3 +267,67 @@ fn bad_ingress_input_is_refused_and_leaves_no_nginx() {
     sim.teardown().unwrap();
     assert_nothing_left("ingr2", &[]);
 }
+
+#[test]
+fn cleanup_after_a_crash_ends_nginx_by_its_recorded_pid() {
+    let instance = "ingr3";
+    let script = std::env::temp_dir().join(format!("knetsim-ingr3-{}.rhai", std::process::id()));
+    std::fs::write(
+        &script,
+        "let C0 = cluster(\"0\", #{ workers: 1, etcd: 1 });\nstart();\n\
+         C0.get(\"w1\").run_ingress(\"grp1\", 8001, [#{ path: \"/a\", endpoint: \"100.64.11.1:8000\" }]);\n\
+         sleep(60.0);\n",
+    )
+    .unwrap();
+    let mut child = std::process::Command::new(common::knetsim_exe())
+        .args(["--no-pause", "--instance", instance])
+        .arg(&script)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let run = knetsim::netns::record::run_dir(instance);
+    let until = Instant::now() + Duration::from_secs(60);
+    let nginx = loop {
+        let rec: Option<serde_json::Value> = std::fs::read(run.join("record.json"))
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok());
+        let found = rec.and_then(|r| {
+            r["processes"].as_array()?.iter().find_map(|p| {
+                if !p["what"].as_str()?.starts_with("ingress grp1") {
+                    return None;
+                }
+                Some((p["pid"].as_u64()? as u32, p["start_time"].as_u64()?))
+            })
+        });
+        // Recorded, and running (nginx has written its pid file).
+        if let Some(f) = found {
+            if run.join("C0w1/ingress/grp1/nginx.pid").exists() {
+                break f;
+            }
+        }
+        assert!(Instant::now() < until, "the ingress never started");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let _ = child.kill(); // SIGKILL: no teardown runs
+    let _ = child.wait();
+    assert!(
+        process::is_same_process(nginx.0, nginx.1),
+        "nginx died with knetsim"
+    );
+    let out = std::process::Command::new(common::knetsim_exe())
+        .args(["cleanup", "--instance", instance])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let until = Instant::now() + Duration::from_secs(5);
+    while process::is_same_process(nginx.0, nginx.1) && Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        !process::is_same_process(nginx.0, nginx.1),
+        "nginx survived cleanup"
+    );
+    let _ = std::fs::remove_file(&script);
+    assert_nothing_left(instance, &[]);
+}
