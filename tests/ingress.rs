@@ -331,3 +331,34 @@ fn cleanup_after_a_crash_ends_nginx_by_its_recorded_pid() {
     let _ = std::fs::remove_file(&script);
     assert_nothing_left(instance, &[]);
 }
+
+#[test]
+fn missing_nginx_names_the_package_and_leaves_nothing() {
+    let script = std::env::temp_dir().join(format!("knetsim-ingr4-{}.rhai", std::process::id()));
+    std::fs::write(
+        &script,
+        "let C0 = cluster(\"0\", #{ workers: 1, etcd: 1 });\nstart();\n\
+         C0.get(\"w1\").run_ingress(\"grp1\", 8001, [#{ path: \"/a\", endpoint: \"100.64.11.1:8000\" }]);\n",
+    )
+    .unwrap();
+    let out = std::process::Command::new(common::knetsim_exe())
+        .args(["--no-pause", "--instance", "ingr4"])
+        .arg(&script)
+        .env("KNETSIM_NGINX", "/nonexistent/nginx")
+        .env("NO_COLOR", "1")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stderr);
+    let _ = std::fs::remove_file(&script);
+    assert_eq!(out.status.code(), Some(2), "{text}");
+    assert!(
+        text.contains("/nonexistent/nginx' was not found")
+            && text.contains("apt-get install nginx-light"),
+        "{text}"
+    );
+    assert!(
+        text.contains(":3:"),
+        "the message names the script line: {text}"
+    );
+    assert_nothing_left("ingr4", &[]);
+}

@@ -15,6 +15,14 @@ use std::path::{Path, PathBuf};
 pub const NGINX_BIN: &str = "/usr/sbin/nginx";
 pub const NGINX_PACKAGE: &str = "nginx-light";
 
+/// The nginx binary: `KNETSIM_NGINX` if set, else Debian's /usr/sbin/nginx.
+pub fn nginx_bin() -> String {
+    std::env::var("KNETSIM_NGINX")
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| NGINX_BIN.to_string())
+}
+
 /// The temp directories nginx-light would otherwise create under /var/lib/nginx.
 pub const TEMP_PATHS: &[(&str, &str)] = &[
     ("client_body_temp_path", "body"),

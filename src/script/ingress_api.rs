@@ -114,3 +114,55 @@ pub fn register(engine: &mut Engine) {
         },
     );
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rule(pairs: &[(&str, Dynamic)]) -> Dynamic {
+        let mut m = Map::new();
+        for (k, v) in pairs {
+            m.insert((*k).into(), v.clone());
+        }
+        Dynamic::from_map(m)
+    }
+
+    #[test]
+    fn rules_are_maps_with_a_path_and_an_endpoint() {
+        let ok = rule(&[
+            ("path", "/svc1".into()),
+            ("endpoint", "100.64.11.1:8000".into()),
+        ]);
+        let r = rules_from("grp1", &vec![ok]).unwrap();
+        assert_eq!(
+            (r[0].path.as_str(), r[0].endpoint.as_str()),
+            ("/svc1", "100.64.11.1:8000")
+        );
+        for (bad, want) in [
+            (Dynamic::from("/svc1"), "not a map"),
+            (
+                rule(&[("endpoint", "100.64.11.1:8000".into())]),
+                "has no 'path'",
+            ),
+            (rule(&[("path", "/svc1".into())]), "has no 'endpoint'"),
+            (
+                rule(&[
+                    ("path", "/a".into()),
+                    ("endpoint", "1.2.3.4:5".into()),
+                    ("host", "x".into()),
+                ]),
+                "unknown field 'host'",
+            ),
+            (
+                rule(&[
+                    ("path", Dynamic::from(1_i64)),
+                    ("endpoint", "1.2.3.4:5".into()),
+                ]),
+                "must be a string",
+            ),
+        ] {
+            let e = rules_from("grp1", &vec![bad]).unwrap_err().to_string();
+            assert!(e.contains(want) && e.contains(RULE_EXAMPLE), "{want}: {e}");
+        }
+    }
+}

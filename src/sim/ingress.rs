@@ -211,7 +211,7 @@ impl Worker {
             });
         }
         ingress::check_rules(&parsed)?;
-        process::require_binary(ingress::NGINX_BIN, ingress::NGINX_PACKAGE)?;
+        process::require_binary(&ingress::nginx_bin(), ingress::NGINX_PACKAGE)?;
         let existing = self.ingress(name);
         if existing.as_ref().map(|e| e.port) != Some(port) {
             if let Some(who) = port_holder(&self.ns(), port)? {
@@ -253,7 +253,7 @@ impl Worker {
 
     /// `nginx -t` against `conf`, inside the worker's namespace.
     fn nginx_test(&self, cfg: &IngressConfig, conf: &std::path::Path) -> Result<()> {
-        let mut cmd = process::command_in(Some(&self.ns()), ingress::NGINX_BIN)?;
+        let mut cmd = process::command_in(Some(&self.ns()), &ingress::nginx_bin())?;
         cmd.args(cfg.test_args(conf));
         let out = process::run_bounded(cmd, Duration::from_secs(10), None)?;
         if !out.success() {
@@ -275,7 +275,7 @@ impl Worker {
         let log = cfg.dir.join("nginx.log");
         let pid = self.sim.spawn_daemon(
             &self.ns(),
-            ingress::NGINX_BIN,
+            &ingress::nginx_bin(),
             &cfg.nginx_args(&conf),
             &log,
             &format!("ingress {} on {} (nginx master)", cfg.name, self.name()),
