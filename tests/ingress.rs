@@ -59,7 +59,19 @@ fn ingress_routes_reloads_and_is_stopped_by_pid() {
     w2.create_container("pa", labels("a")).unwrap();
     w2.create_container("pb", labels("b")).unwrap();
     w2.echo_server("pa", 8000, "REPLY-A").unwrap();
-    w2.echo_server("pb", 8000, "REPLY-B").unwrap();
+    // `knetsim` is on the PATH of exec commands, so a lesson can also start one by hand.
+    w2.exec_container_async("pb", "knetsim echo-server --port 8000 --message REPLY-B")
+        .unwrap();
+    let until = Instant::now() + Duration::from_secs(5);
+    while w2
+        .exec_container("pb", "curl -s -m 1 http://127.0.0.1:8000/")
+        .unwrap()
+        .trim()
+        != "REPLY-B"
+    {
+        assert!(Instant::now() < until, "echo server in pb did not answer");
+        std::thread::sleep(Duration::from_millis(20));
+    }
     let ipa = c.service("sa", &spec("a")).unwrap();
     let ipb = c.service("sb", &spec("b")).unwrap();
     let (ea, eb) = (format!("{ipa}:8000"), format!("{ipb}:8000"));
