@@ -48,3 +48,8 @@ fn lesson_03_loadbalance() {
 fn lesson_04_ingress() {
     run_lesson("04-ingress.rhai", "lesson04");
 }
+
+#[test]
+fn lesson_05_skupper() {
+    run_lesson("05-skupper.rhai", "lesson05");
+}

@@ -252,6 +252,7 @@ pub fn register(engine: &mut Engine, sim: &Sim, lesson: &Arc<Lesson>) {
     register_etcd(engine);
     super::services_api::register(engine);
     super::ingress_api::register(engine);
+    super::skupper_api::register(engine);
 
     // Declaring and starting.
     let s = sim.clone();

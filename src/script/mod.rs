@@ -8,6 +8,7 @@ pub mod api;
 pub mod errors;
 pub mod ingress_api;
 pub mod services_api;
+pub mod skupper_api;
 
 use crate::sim::Sim;
 use crate::ui;

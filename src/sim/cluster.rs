@@ -79,6 +79,7 @@ pub(super) fn declare(sim: &Sim, id: &str, spec: ClusterSpec) -> Result<Cluster>
         workers,
         services: BTreeMap::new(),
         vips: BTreeMap::new(),
+        skupper: None,
     });
     Ok(Cluster::handle(sim, id))
 }

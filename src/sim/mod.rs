@@ -10,11 +10,13 @@ pub mod bringup;
 mod cluster;
 mod ingress;
 mod services;
+mod skupper;
 mod worker;
 
 pub use cluster::{Cluster, ClusterSpec, EtcdNode};
 pub use ingress::{IngressInfo, IngressRule};
 pub use services::{PortSpec, ServiceSpec};
+pub use skupper::{LinkOptions, ListService, SiteOptions, FIRST_SERVICE_PORT};
 pub use worker::{ContainerInfo, Worker};
 
 use crate::netns::{self, record::Record};
@@ -99,6 +101,8 @@ pub(crate) struct ClusterState {
     pub workers: Vec<WorkerState>,
     pub services: BTreeMap<String, services::ServiceDef>,
     pub vips: BTreeMap<Ipv4Addr, crate::components::kubeproxy::StaticVip>,
+    /// The cluster's Skupper site, once `skupper_init()` created it.
+    pub skupper: Option<skupper::SiteState>,
 }
 
 #[derive(Clone)]

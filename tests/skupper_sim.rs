@@ -1,0 +1,650 @@
+//! Skupper sites through the simulator: clusters linked by their routers, a service exposed
+//! in one cluster reached from every pod of the others (also across a chain of sites), and
+//! bad input refused with a clear message and nothing left behind.
+
+mod common;
+
+use common::{assert_nothing_left, sim, HostSnapshot};
+use knetsim::netns::process;
+use knetsim::sim::{Cluster, ClusterSpec, LinkOptions, SiteOptions, Worker};
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+fn is_root() -> bool {
+    nix::unistd::Uid::effective().is_root()
+}
+
+fn spec(workers: u32) -> ClusterSpec {
+    ClusterSpec { workers, etcd: 1 }
+}
+
+/// A page server in `container` on `w`, answering `text` on port 80.
+fn serve(w: &Worker, container: &str, text: &str) {
+    w.create_container(container, BTreeMap::new()).unwrap();
+    let www = w.dir().join(format!("www-{container}"));
+    std::fs::create_dir_all(&www).unwrap();
+    std::fs::write(www.join("index.html"), format!("{text}\n")).unwrap();
+    w.exec_container_async(
+        container,
+        &format!(
+            "exec python3 -m http.server 80 --bind 0.0.0.0 --directory {}",
+            www.display()
+        ),
+    )
+    .unwrap();
+    let t = Instant::now();
+    while t.elapsed() < Duration::from_secs(10) {
+        let out = w
+            .exec_container(container, "wget -q -O - -T 1 http://127.0.0.1/")
+            .unwrap_or_default();
+        if out.contains(text) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("the page server in {container} did not start");
+}
+
+fn get(w: &Worker, container: &str, url: &str) -> String {
+    w.exec_container(container, &format!("wget -q -O - -T 5 {url}"))
+        .unwrap_or_else(|e| format!("{e:#}"))
+}
+
+fn config(c: &Cluster) -> String {
+    std::fs::read_to_string(c.skupper_config_path()).unwrap_or_default()
+}
+
+fn alive(pid: u32) -> bool {
+    process::start_time(pid).is_some()
+        && !std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .unwrap_or_default()
+            .contains(") Z")
+}
+
+#[test]
+fn a_service_in_c0_is_reached_from_every_pod_of_c1_and_of_c2_through_c1() {
+    if !is_root() {
+        eprintln!("SKIPPED: needs root to create network namespaces");
+        return;
+    }
+    let instance = "sksim-reach";
+    let before = HostSnapshot::take();
+    let sim = sim(instance);
+    let c0 = sim.cluster("0", spec(3)).unwrap();
+    let c1 = sim.cluster("1", spec(3)).unwrap();
+    let c2 = sim.cluster("2", spec(1)).unwrap();
+    sim.start().unwrap();
+    let c0w3 = c0.worker("w3").unwrap();
+    serve(&c0w3, "c4", "hello from c4");
+    serve(&c0w3, "c5", "hello from c5");
+    let clients: Vec<(Worker, String)> = (1..=3)
+        .map(|k| {
+            let w = c1.worker(&format!("w{k}")).unwrap();
+            let name = format!("c{k}");
+            w.create_container(&name, BTreeMap::new()).unwrap();
+            (w, name)
+        })
+        .collect();
+    let c1w1 = c1.worker("w1").unwrap();
+    let c2w1 = c2.worker("w1").unwrap();
+    c2w1.create_container("c9", BTreeMap::new()).unwrap();
+
+    for c in [&c0, &c1, &c2] {
+        c.skupper_init(SiteOptions::default()).unwrap();
+    }
+    // A second init with the same options changes nothing.
+    let pid0 = c0.skupper_router_pid().unwrap();
+    c0.skupper_init(SiteOptions::default()).unwrap();
+    assert_eq!(c0.skupper_router_pid(), Some(pid0));
+    // ... with other options it is refused, naming the fix.
+    let e = format!(
+        "{:#}",
+        c0.skupper_init(SiteOptions { tls: false }).unwrap_err()
+    );
+    assert!(e.contains("skupper_delete()"), "{e}");
+
+    let t = c0.skupper_token().unwrap();
+    c1.skupper_link(&t, LinkOptions::default()).unwrap();
+    let log1 = std::fs::read_to_string(c1.skupper_log_path()).unwrap();
+    assert!(
+        log1.contains("link to router C0 up (inter-router, TLS)"),
+        "{log1}"
+    );
+
+    let p1 = c0.skupper_expose("svc1", "c4", 80).unwrap();
+    let p2 = c0.skupper_expose("svc2", "c5", 80).unwrap();
+    assert_eq!((p1, p2), (1028, 1029));
+    let cfg1 = config(&c1);
+    assert!(
+        cfg1.contains(
+            r#"["tcpListener",{"address":"svc1","host":"0.0.0.0","name":"svc1","port":1028}]"#
+        ),
+        "{cfg1}"
+    );
+    let c4ip = c0w3.container_ip("c4").unwrap();
+    assert!(
+        config(&c0).contains(&format!(r#""host":"{c4ip}","name":"svc1","port":80"#)),
+        "{}",
+        config(&c0)
+    );
+    for (w, c) in &clients {
+        let a = get(w, c, &format!("http://{}:{p1}/", c1w1.ip()));
+        assert!(a.contains("hello from c4"), "{c} on {}: {a}", w.name());
+        let b = get(w, c, &format!("http://{}:{p2}/", c1w1.ip()));
+        assert!(b.contains("hello from c5"), "{c} on {}: {b}", w.name());
+    }
+
+    // C2 links only to C1: it gets listeners on the same ports and reaches C0 through C1.
+    let t1 = c1.skupper_token().unwrap();
+    c2.skupper_link(&t1, LinkOptions::default()).unwrap();
+    let got = get(&c2w1, "c9", &format!("http://{}:{p1}/", c2w1.ip()));
+    assert!(got.contains("hello from c4"), "c9 in C2: {got}");
+    let log2 = std::fs::read_to_string(c2.skupper_log_path()).unwrap();
+    assert!(
+        log2.contains("address svc1: reachable at router C0, next hop C1, cost 2"),
+        "{log2}"
+    );
+    // C1 still serves its pods after the restarts the new link caused.
+    let (w, c) = &clients[1];
+    assert!(get(w, c, &format!("http://{}:{p1}/", c1w1.ip())).contains("hello from c4"));
+
+    // One router per cluster, each recorded for teardown.
+    let pids: Vec<u32> = [&c0, &c1, &c2]
+        .iter()
+        .map(|c| c.skupper_router_pid().unwrap())
+        .collect();
+    let rec = std::fs::read_to_string(sim.run_dir().join("record.json")).unwrap();
+    for p in &pids {
+        assert!(alive(*p), "router {p} is not running");
+        assert!(rec.contains(&format!("\"pid\": {p}")), "{p} not in {rec}");
+    }
+    assert_eq!(
+        rec.matches("skrouterd C").count(),
+        3,
+        "one recorded router per site: {rec}"
+    );
+
+    sim.teardown().unwrap();
+    for p in &pids {
+        assert!(!alive(*p), "router {p} survived teardown");
+    }
+    assert_nothing_left(instance, &[]);
+    assert_eq!(before, HostSnapshot::take(), "the root namespace changed");
+}
+
+fn err(r: anyhow::Result<impl std::fmt::Debug>) -> String {
+    format!("{:#}", r.expect_err("expected an error"))
+}
+
+#[test]
+fn bad_skupper_input_is_refused_clearly_and_leaves_nothing() {
+    if !is_root() {
+        eprintln!("SKIPPED: needs root to create network namespaces");
+        return;
+    }
+    let instance = "sksim-bad";
+    let before = HostSnapshot::take();
+    let sim = sim(instance);
+    let c0 = sim.cluster("0", spec(1)).unwrap();
+    let c1 = sim.cluster("1", spec(1)).unwrap();
+    sim.start().unwrap();
+    let c0w1 = c0.worker("w1").unwrap();
+    let c1w1 = c1.worker("w1").unwrap();
+    c0w1.create_container("c1", BTreeMap::new()).unwrap();
+
+    // Before init.
+    let e = err(c0.skupper_expose("svc1", "c1", 80));
+    assert!(
+        e.contains("C0 has no Skupper site yet") && e.contains("C0.skupper_init()"),
+        "{e}"
+    );
+    let e = err(c0.skupper_token());
+    assert!(e.contains("C0.skupper_init()"), "{e}");
+    let e = err(c1.skupper_link("/nonexistent/token.json", LinkOptions::default()));
+    assert!(e.contains("C1.skupper_init()"), "{e}");
+
+    // A router that cannot start (its HTTP port is taken on C1w1): a clear message, and
+    // no site, config or process left.
+    let squatter = c1w1
+        .exec_async("exec python3 -m http.server 9090 --bind 127.0.0.1")
+        .unwrap();
+    let t = Instant::now();
+    while t.elapsed() < Duration::from_secs(10)
+        && !c1w1
+            .exec("ss -ltn")
+            .unwrap_or_default()
+            .contains("127.0.0.1:9090")
+    {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let e = err(c1.skupper_init(SiteOptions::default()));
+    assert!(
+        e.contains("router of C1") && e.contains("9090") && e.contains("C1.log"),
+        "{e}"
+    );
+    assert!(c1.skupper_router_pid().is_none());
+    assert!(!c1.skupper_config_path().exists());
+    assert!(!c1w1.exec("ps -eo args").unwrap().contains(&format!(
+        "skrouterd -c {}",
+        c1.skupper_config_path().display()
+    )));
+    unsafe {
+        libc::kill(squatter as i32, libc::SIGKILL);
+    }
+    while alive(squatter) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+
+    c0.skupper_init(SiteOptions::default()).unwrap();
+    c1.skupper_init(SiteOptions::default()).unwrap();
+    let (cfg0, pid0) = (config(&c0), c0.skupper_router_pid().unwrap());
+    let (cfg1, pid1) = (config(&c1), c1.skupper_router_pid().unwrap());
+    let unchanged = |what: &str| {
+        assert_eq!(config(&c0), cfg0, "{what}: C0's config changed");
+        assert_eq!(config(&c1), cfg1, "{what}: C1's config changed");
+        assert_eq!(c0.skupper_router_pid(), Some(pid0), "{what}: C0 restarted");
+        assert_eq!(c1.skupper_router_pid(), Some(pid1), "{what}: C1 restarted");
+    };
+
+    // Exposing what is not there.
+    let e = err(c0.skupper_expose("svc1", "nope", 80));
+    assert!(
+        e.contains("C0 has no container 'nope'") && e.contains("its containers: c1"),
+        "{e}"
+    );
+    let e = err(c0.skupper_expose("svc1", "c1", 0));
+    assert!(e.contains("between 1 and 65535"), "{e}");
+    let e = err(c0.skupper_expose("1 bad", "c1", 80));
+    assert!(e.contains("not a valid service name"), "{e}");
+    unchanged("bad expose");
+    assert!(c0.skupper_services().is_empty());
+
+    // Garbage tokens.
+    let e = err(c1.skupper_link("garbage", LinkOptions::default()));
+    assert!(
+        e.contains("\"garbage\" is not a Skupper token") && e.contains("skupper_token()"),
+        "{e}"
+    );
+    let junk = sim.run_dir().join("junk.json");
+    std::fs::write(&junk, "{\"hello\": 1}").unwrap();
+    let e = err(c1.skupper_link(&junk.display().to_string(), LinkOptions::default()));
+    assert!(e.contains("is not a Skupper token"), "{e}");
+    let own = c1.skupper_token().unwrap();
+    let e = err(c1.skupper_link(&own, LinkOptions::default()));
+    assert!(e.contains("C1 cannot link to itself"), "{e}");
+    unchanged("garbage token");
+
+    // Tokens that look right but are not: another instance's, an unknown site's, one
+    // whose certificate files are missing.
+    let t = c0.skupper_token().unwrap();
+    let valid: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&t).unwrap()).unwrap();
+    let forge = |edit: &dyn Fn(&mut serde_json::Value)| -> String {
+        let mut v = valid.clone();
+        edit(&mut v);
+        let p = sim.run_dir().join("forged.json");
+        std::fs::write(&p, v.to_string()).unwrap();
+        p.display().to_string()
+    };
+    let e = err(c1.skupper_link(
+        &forge(&|v| v["instance"] = "other".into()),
+        LinkOptions::default(),
+    ));
+    assert!(e.contains("issued by instance 'other'"), "{e}");
+    let e = err(c1.skupper_link(&forge(&|v| v["site"] = "C7".into()), LinkOptions::default()));
+    assert!(e.contains("site C7") && e.contains("no cluster"), "{e}");
+    let e = err(c1.skupper_link(
+        &forge(&|v| v["certFile"] = "/nonexistent/tls.crt".into()),
+        LinkOptions::default(),
+    ));
+    assert!(e.contains("certificate files are missing"), "{e}");
+    let e = err(c1.skupper_link(
+        &forge(&|v| v["host"] = "router.example".into()),
+        LinkOptions::default(),
+    ));
+    assert!(e.contains("router.example:55671 is not valid"), "{e}");
+    unchanged("forged token");
+    let e = err(c0
+        .skupper_expose("svc1", "c1", 80)
+        .and_then(|_| c0.skupper_expose("svc1", "c1", 81)));
+    assert!(e.contains("service 'svc1' is already exposed by C0"), "{e}");
+
+    // A token carrying certificates from another site's CA (C1's, relabelled as C0's):
+    // the TLS handshake fails, the link is refused at once, C1's config is rolled back.
+    let own_v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&own).unwrap()).unwrap();
+    let other_ca = forge(&|v| {
+        for k in ["caCertFile", "certFile", "privateKeyFile"] {
+            v[k] = own_v[k].clone();
+        }
+    });
+    let started = Instant::now();
+    let e = err(c1.skupper_link(&other_ca, LinkOptions::default()));
+    eprintln!(
+        "link with another CA's certificates refused after {:.2} s: {e}",
+        started.elapsed().as_secs_f64()
+    );
+    assert!(
+        e.contains("the link to C0 was refused") && e.contains("TLS handshake"),
+        "{e}"
+    );
+    assert!(!e.contains("retrying"), "{e}");
+    let log0 = std::fs::read_to_string(c0.skupper_log_path()).unwrap();
+    assert!(
+        log0.contains(&format!(
+            "refused inter-router connection from {}",
+            c1w1.ip()
+        )),
+        "C0's log does not say it refused C1: {log0}"
+    );
+    assert_eq!(config(&c1), cfg1, "C1's config was not rolled back");
+    let pid1 = c1.skupper_router_pid().unwrap();
+    assert!(alive(pid1));
+    let pid0 = c0.skupper_router_pid().unwrap();
+    let cfg0 = config(&c0);
+
+    // A token from a site whose router is not running: refused at once, not a hang.
+    unsafe {
+        libc::kill(pid0 as i32, libc::SIGKILL);
+    }
+    while alive(pid0) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let started = Instant::now();
+    let e = err(c1.skupper_link(&t, LinkOptions::default()));
+    eprintln!(
+        "link to a stopped router refused after {:.2} s: {e}",
+        started.elapsed().as_secs_f64()
+    );
+    assert!(
+        e.contains("C1 cannot reach C0's router at 10.0.0.")
+            && e.contains(":55671")
+            && e.contains("is it running?"),
+        "{e}"
+    );
+    assert_eq!(config(&c1), cfg1, "C1's config changed");
+    assert_eq!(c1.skupper_router_pid(), Some(pid1), "C1 restarted");
+    assert!(config(&c0).contains("tcpConnector") && cfg0.contains("tcpConnector"));
+
+    // A token from a deleted site.
+    c0.skupper_delete().unwrap();
+    assert!(c0.skupper_router_pid().is_none());
+    assert!(!c0.skupper_config_path().exists());
+    let e = err(c1.skupper_link(&t, LinkOptions::default()));
+    assert!(
+        e.contains("site C0 is not running") && e.contains("C0.skupper_init()"),
+        "{e}"
+    );
+    assert_eq!(config(&c1), cfg1, "C1's config changed");
+
+    // After all that, a fresh site and a new token link fine.
+    c0.skupper_init(SiteOptions { tls: false }).unwrap();
+    let t2 = c0.skupper_token().unwrap();
+    let e = err(c1.skupper_link(&t, LinkOptions::default()));
+    assert!(e.contains("site C0 is not running"), "{e}");
+    c1.skupper_link(&t2, LinkOptions { cost: 3 }).unwrap();
+    let log = std::fs::read_to_string(c1.skupper_log_path()).unwrap();
+    assert!(
+        log.contains("link to router C0 up (inter-router, plain)"),
+        "{log}"
+    );
+    let e = err(c1.skupper_link(&t2, LinkOptions::default()));
+    assert!(e.contains("already linked"), "{e}");
+    // The original's list form does not mix with a site made by skupper_init().
+    let e = err(c0.create_conf(&[], &[]));
+    assert!(e.contains("do not mix"), "{e}");
+    let e = err(c0.start_skupper());
+    assert!(e.contains("started by skupper_init()"), "{e}");
+
+    let pids: Vec<u32> = [&c0, &c1]
+        .iter()
+        .filter_map(|c| c.skupper_router_pid())
+        .collect();
+    sim.teardown().unwrap();
+    for p in pids {
+        assert!(!alive(p), "router {p} survived teardown");
+    }
+    assert_nothing_left(instance, &[]);
+    assert_eq!(before, HostSnapshot::take(), "the root namespace changed");
+}
+
+#[test]
+fn script_options_are_checked_before_anything_starts() {
+    if !is_root() {
+        eprintln!("SKIPPED: needs root (a simulation claims a run directory)");
+        return;
+    }
+    use knetsim::script::{Outcome, ScriptSession};
+    let instance = "sksim-script";
+    let mut s = ScriptSession::new(sim(instance), false);
+    let cases = [
+        ("C0.skupper_init(#{ tls: 1 })", "'tls' is true or false"),
+        (
+            "C0.skupper_init(#{ colour: true })",
+            "unknown option 'colour'",
+        ),
+        (
+            "C0.skupper_link(\"t\", #{ cost: 0 })",
+            "the cost must be between 1 and 1000000",
+        ),
+        (
+            "C0.skupper_link(\"t\", #{ weight: 2 })",
+            "unknown option 'weight'",
+        ),
+        ("C0.skupper_init()", "C0 is not running yet: call start()"),
+        ("C0.skupper_token()", "C0 has no Skupper site yet"),
+        (
+            "create_conf(C0, [], [])",
+            "C0 is not running yet: call start()",
+        ),
+    ];
+    let o = s.run_source(
+        "decl.rhai",
+        "let C0 = cluster(\"0\", #{ workers: 1, etcd: 1 });",
+    );
+    assert_eq!(o, Outcome::Ok);
+    for (src, want) in cases {
+        let o = s.run_source("case.rhai", src);
+        assert_ne!(o, Outcome::Ok, "{src} was accepted");
+        let e = s.last_error().unwrap_or_default().to_string();
+        assert!(e.contains(want), "{src}: {e}");
+        assert!(e.contains("case.rhai:1:"), "{src}: no position in {e}");
+    }
+    s.sim().teardown().unwrap();
+    assert_nothing_left(instance, &[]);
+}
+
+#[test]
+fn the_originals_list_form_create_conf_and_start_skupper() {
+    if !is_root() {
+        eprintln!("SKIPPED: needs root to create network namespaces");
+        return;
+    }
+    use knetsim::script::{Outcome, ScriptSession};
+    let instance = "sksim-list";
+    let before = HostSnapshot::take();
+    let sim = sim(instance);
+    let c0 = sim.cluster("0", spec(3)).unwrap();
+    let c1 = sim.cluster("1", spec(2)).unwrap();
+    sim.cluster("2", spec(1)).unwrap();
+    sim.start().unwrap();
+    serve(&c0.worker("w3").unwrap(), "c4", "hello from c4");
+    c1.worker("w2")
+        .unwrap()
+        .create_container("c2", BTreeMap::new())
+        .unwrap();
+    let mut s = ScriptSession::new(sim.clone(), false);
+    let o = s.run_source(
+        "list.rhai",
+        r#"
+let C0 = get_cluster("0");
+let C1 = get_cluster("1");
+let ip = C0.get("w3").container_ip("c4");
+let svcs = [#{ name: "svc1", cluster: "0", host: ip, port: "80", lport: 1028 }];
+create_conf(C0, [], svcs);
+C1.create_conf([C0], svcs);
+C0.start_skupper();
+C1.start_skupper();
+C1.start_skupper();   // a second start does nothing
+let out = C1.get("w2").exec_container("c2", `wget -q -O - -T 5 http://${C1.get("w1").ip}:1028/`);
+expect(out.contains("hello from c4"), "c2 in C1 reaches svc1 through the routers");
+"#,
+    );
+    assert_eq!(o, Outcome::Ok, "{:?}", s.last_error());
+    let cfg1 = config(&c1);
+    assert!(
+        cfg1.contains(r#"["connector",{"cost":1,"host":"10.0.0.2","name":"C0""#)
+            && cfg1.contains(r#""port":1028"#),
+        "{cfg1}"
+    );
+    let pid1 = c1.skupper_router_pid().unwrap();
+
+    let cases = [
+        ("C0.skupper_token()", "configured with create_conf()"),
+        ("C0.skupper_init()", "configured with create_conf()"),
+        ("create_conf(C0, [], [])", "C0's router is already running"),
+        ("create_conf(C2, [C2], [])", "cannot be its own remote"),
+        ("create_conf(C2, [\"C0\"], [])", "remotes is a list of clusters"),
+        (
+            "create_conf(C2, [], [#{ name: \"s\", cluster: \"9\", host: \"1.2.3.4\", port: 1, lport: 2 }])",
+            "\"9\", which is not a cluster here",
+        ),
+        (
+            "create_conf(C2, [], [#{ name: \"s\", cluster: \"2\", host: \"1.2.3.4\", port: \"http\", lport: 2 }])",
+            "'port' must be a port number",
+        ),
+        (
+            "create_conf(C2, [], [#{ name: \"s\", cluster: \"2\", host: \"1.2.3.4\", port: 1 }])",
+            "'lport' is missing",
+        ),
+        (
+            "create_conf(C2, [], [#{ name: \"s\", cluster: \"2\", host: \"c4\", port: 1, lport: 2 }])",
+            "is not an IPv4 address",
+        ),
+        (
+            "create_conf(C2, [], [#{ name: \"s\", cluster: \"2\", host: \"1.2.3.4\", port: 1, lport: 2, colour: 1 }])",
+            "unknown field 'colour'",
+        ),
+        ("create_conf(C2, [], [1])", "each service is a map"),
+        (
+            "create_conf(C2, [], [#{ name: \"1s\", cluster: \"2\", host: \"1.2.3.4\", port: 1, lport: 2 }])",
+            "'name' must be letters",
+        ),
+        (
+            "let s = #{ name: \"s\", cluster: \"2\", host: \"1.2.3.4\", port: 1, lport: 2 }; create_conf(C2, [], [s, s])",
+            "the name 's' is used twice",
+        ),
+        ("C2.start_skupper()", "call create_conf(C2, remotes, svcs) first"),
+        ("C2.skupper_delete()", "C2 has no Skupper site to delete"),
+    ];
+    for (src, want) in cases {
+        let o = s.run_source("case.rhai", src);
+        assert_ne!(o, Outcome::Ok, "{src} was accepted");
+        let e = s.last_error().unwrap_or_default().to_string();
+        assert!(e.contains(want), "{src}: {e}");
+    }
+    let c2 = sim.get_cluster("2").unwrap();
+    // A remote from another simulation is refused (only reachable from Rust).
+    let other = common::sim("sksim-list2");
+    let foreign = other.cluster("0", spec(1)).unwrap();
+    let e = format!("{:#}", c2.create_conf(&[foreign], &[]).unwrap_err());
+    assert!(e.contains("belongs to another simulation"), "{e}");
+    other.teardown().unwrap();
+    assert_nothing_left("sksim-list2", &[]);
+    assert!(c2.skupper_router_pid().is_none());
+    assert!(!c2.skupper_config_path().exists());
+    assert_eq!(c1.skupper_router_pid(), Some(pid1));
+
+    // Deleting a list-form site stops its router.
+    c1.skupper_delete().unwrap();
+    assert!(!alive(pid1));
+    let pid0 = c0.skupper_router_pid().unwrap();
+    drop(s);
+    sim.teardown().unwrap();
+    assert!(!alive(pid0));
+    assert_nothing_left(instance, &[]);
+    assert_eq!(before, HostSnapshot::take(), "the root namespace changed");
+}
+
+/// After restarts (link, expose), the record names exactly the running routers, so
+/// `knetsim cleanup` after a crash ends them by pid.
+#[test]
+fn cleanup_after_a_crash_ends_the_routers() {
+    if !is_root() {
+        eprintln!("SKIPPED: needs root to create network namespaces");
+        return;
+    }
+    use std::process::{Command, Stdio};
+    let instance = "sksim-crash";
+    let dir = std::env::temp_dir().join(format!("{instance}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let script = dir.join("crash.rhai");
+    std::fs::write(
+        &script,
+        r#"
+let C0 = cluster("0", #{ workers: 1, etcd: 1 });
+let C1 = cluster("1", #{ workers: 1, etcd: 1 });
+start();
+C0.get("w1").create_container("c1");
+C0.skupper_init();
+C1.skupper_init();
+C1.skupper_link(C0.skupper_token());
+C0.skupper_expose("svc1", "c1", 80);
+C0.get("w1").exec(`touch ${C0.skupper_config}.ready`);
+sleep(120);
+"#,
+    )
+    .unwrap();
+    let mut child = Command::new(common::knetsim_exe())
+        .args(["--no-pause", "--instance", instance])
+        .arg(&script)
+        .env("NO_COLOR", "1")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let run = knetsim::netns::record::run_dir(instance);
+    let ready = run.join("skupper/C0.json.ready");
+    let t = Instant::now();
+    while !ready.exists() && t.elapsed() < Duration::from_secs(60) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill(); // SIGKILL: no teardown runs
+    let _ = child.wait();
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(ready.exists(), "the script did not get to expose");
+    let record: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(run.join("record.json")).unwrap()).unwrap();
+    let routers: Vec<(u32, u64)> = record["processes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["what"].as_str().unwrap_or("").starts_with("skrouterd"))
+        .map(|p| {
+            (
+                p["pid"].as_u64().unwrap() as u32,
+                p["start_time"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(routers.len(), 2, "one recorded router per site: {record}");
+    for (pid, start) in &routers {
+        assert!(
+            process::is_same_process(*pid, *start),
+            "recorded router {pid} is not the running one"
+        );
+    }
+    let out = Command::new(common::knetsim_exe())
+        .args(["cleanup", "--instance", instance])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    std::thread::sleep(Duration::from_millis(100));
+    for (pid, start) in routers {
+        assert!(
+            !process::is_same_process(pid, start),
+            "router {pid} is still running after cleanup"
+        );
+    }
+    assert_nothing_left(instance, &[]);
+}
