@@ -124,7 +124,7 @@ fn main() -> anyhow::Result<()> {
         workers: 3,
         etcd: 1,
     };
-    let c0 = sim.cluster("0", spec.clone())?;
+    let c0 = sim.cluster("0", spec)?;
     let c1 = sim.cluster("1", spec)?;
     sim.start()?;
     let c0w3 = c0.worker("w3")?;
