@@ -45,6 +45,11 @@ fn lesson_03_loadbalance() {
 }
 
 #[test]
+fn lesson_04_ingress() {
+    run_lesson("04-ingress.rhai", "lesson04");
+}
+
+#[test]
 fn lesson_05_skupper() {
     run_lesson("05-skupper.rhai", "lesson05");
 }

@@ -71,6 +71,10 @@ pub enum Command {
     KubeProxy(crate::components::kubeproxy::KubeProxyArgs),
     /// A Skupper-style router (the simulator starts one per linked cluster).
     Skrouterd(crate::components::skupper::SkrouterdArgs),
+    /// A tiny HTTP server for lessons: answers every GET with one message (like the
+    /// original's utils/ss.py), e.g. `knetsim echo-server --port 8000 --message S1-W2`.
+    #[command(name = "echo-server")]
+    EchoServer(crate::components::echo::EchoServerArgs),
 }
 
 #[derive(Debug, Clone, Args)]
@@ -119,6 +123,7 @@ pub fn main() -> i32 {
         Some(Command::Flanneld(a)) => (crate::components::flannel::run(a), 1),
         Some(Command::KubeProxy(a)) => (crate::components::kubeproxy::run(a), 1),
         Some(Command::Skrouterd(a)) => (crate::components::skupper::run(a), 1),
+        Some(Command::EchoServer(a)) => (crate::components::echo::run(a), 1),
     };
     match res {
         Ok(()) => exit::OK,

@@ -2,7 +2,9 @@
 //! `sim`, `script` or `console`.
 
 pub mod cni;
+pub mod echo;
 pub mod etcd;
 pub mod flannel;
+pub mod ingress;
 pub mod kubeproxy;
 pub mod skupper;

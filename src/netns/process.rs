@@ -238,6 +238,17 @@ pub fn kill_group(pgid: i32) {
 
 /// Starts a daemon in namespace `ns` in its own session, output appended to `log`.
 pub fn spawn_daemon(ns: Option<&str>, program: &str, args: &[String], log: &Path) -> Result<Child> {
+    spawn_daemon_env(ns, program, args, &[], log)
+}
+
+/// [`spawn_daemon`] with extra environment variables.
+pub fn spawn_daemon_env(
+    ns: Option<&str>,
+    program: &str,
+    args: &[String],
+    env: &[(&str, &str)],
+    log: &Path,
+) -> Result<Child> {
     let logf = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -245,6 +256,7 @@ pub fn spawn_daemon(ns: Option<&str>, program: &str, args: &[String], log: &Path
         .with_context(|| format!("opening log file {}", log.display()))?;
     let mut cmd = command_in(ns, program)?;
     cmd.args(args)
+        .envs(env.iter().copied())
         .stdin(Stdio::null())
         .stdout(logf.try_clone()?)
         .stderr(logf);

@@ -251,6 +251,7 @@ pub fn register(engine: &mut Engine, sim: &Sim, lesson: &Arc<Lesson>) {
     register_worker(engine);
     register_etcd(engine);
     super::services_api::register(engine);
+    super::ingress_api::register(engine);
     super::skupper_api::register(engine);
 
     // Declaring and starting.
@@ -540,6 +541,18 @@ pub const METHOD_API: &[(&str, &str, &str)] = &[
         "let ip = C0w2.container_ip(\"c2\");",
     ),
     ("Worker", "containers", "print(C0w3.containers());"),
+    (
+        "Worker",
+        "run_ingress",
+        "let ing = C0w1.run_ingress(\"grp1\", 8001, [#{ path: \"/svc1\", endpoint: \"100.64.11.1:8000\" }]);  // real nginx; again to reload",
+    ),
+    ("Worker", "stop_ingress", "C0w1.stop_ingress(\"grp1\");"),
+    ("Worker", "ingresses", "print(C0w1.ingresses());"),
+    (
+        "Worker",
+        "echo_server",
+        "C0w2.echo_server(\"c2\", 8000, \"S1-W2\");  // answers every GET with S1-W2",
+    ),
     ("Worker", "ip", "print(C0w1.ip);  // underlay address"),
     ("Worker", "name", "print(w1.name);"),
     (

@@ -6,6 +6,7 @@
 
 pub mod api;
 pub mod errors;
+pub mod ingress_api;
 pub mod services_api;
 pub mod skupper_api;
 

@@ -8,11 +8,13 @@
 pub mod addressing;
 pub mod bringup;
 mod cluster;
+mod ingress;
 mod services;
 mod skupper;
 mod worker;
 
 pub use cluster::{Cluster, ClusterSpec, EtcdNode};
+pub use ingress::{IngressInfo, IngressRule};
 pub use services::{PortSpec, ServiceSpec};
 pub use skupper::{LinkOptions, ListService, SiteOptions, FIRST_SERVICE_PORT};
 pub use worker::{ContainerInfo, Worker};
@@ -78,6 +80,8 @@ pub(crate) struct Inner {
     pub children: Mutex<Vec<Child>>,
     pub exec_timeout: Mutex<Duration>,
     pub torn_down: AtomicBool,
+    /// Running ingresses by (worker name, ingress name).
+    pub ingresses: Mutex<BTreeMap<(String, String), ingress::IngressState>>,
 }
 
 #[derive(Default)]
@@ -182,6 +186,7 @@ impl Sim {
                 children: Mutex::new(Vec::new()),
                 exec_timeout: Mutex::new(timeout),
                 torn_down: AtomicBool::new(false),
+                ingresses: Mutex::new(BTreeMap::new()),
             }),
         })
     }
@@ -286,6 +291,18 @@ impl Sim {
         self.inner.opts.knetsim_exe.display().to_string()
     }
 
+    /// PATH for commands the simulator runs: the knetsim binary's directory first, so
+    /// `knetsim echo-server ...` works inside `exec*` commands and scripts.
+    pub(crate) fn path_env(&self) -> String {
+        let old = std::env::var("PATH").unwrap_or_else(|_| {
+            "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into()
+        });
+        match self.inner.opts.knetsim_exe.parent() {
+            Some(d) if d.is_absolute() => format!("{}:{old}", d.display()),
+            _ => old,
+        }
+    }
+
     pub(crate) fn ns_name(&self, node: &str) -> String {
         addressing::ns_name(&self.inner.opts.instance, node)
     }
@@ -299,7 +316,9 @@ impl Sim {
         log: &Path,
         what: &str,
     ) -> Result<u32> {
-        let child = netns::process::spawn_daemon(Some(ns), program, args, log)?;
+        let path = self.path_env();
+        let child =
+            netns::process::spawn_daemon_env(Some(ns), program, args, &[("PATH", &path)], log)?;
         let pid = child.id();
         self.inner.record.add_process(pid, what)?;
         self.inner.children.lock().unwrap().push(child);

@@ -40,7 +40,10 @@ pub(crate) fn exec_in(
     timeout: Option<Duration>,
 ) -> Result<String> {
     let timeout = timeout.unwrap_or_else(|| sim.exec_timeout());
-    let out = process::run_shell(Some(ns), cmd, env, timeout, Some(crate::interrupt::flag()))?;
+    let path = sim.path_env();
+    let mut env = env.to_vec();
+    env.push(("PATH", &path));
+    let out = process::run_shell(Some(ns), cmd, &env, timeout, Some(crate::interrupt::flag()))?;
     match out.ended {
         process::Ended::TimedOut => {
             let lines: Vec<&str> = out.text.lines().collect();

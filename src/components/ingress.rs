@@ -1,0 +1,335 @@
+//! The ingress controller: real nginx (Debian's nginx-light) with a generated
+//! configuration. One `server` listens on the ingress port; each rule becomes a
+//! `location <path>` that proxies to its endpoint (usually a Service's ClusterIP:port).
+//!
+//! Everything nginx writes (pid file, error and access logs, the five temp directories)
+//! lives in the ingress's own directory, so nothing touches the host's /var or /run.
+//! nginx is started as `nginx -p DIR -e DIR/error.log -c DIR/nginx.conf -g 'daemon off;'`
+//! so the pid the simulator starts is the master's pid; a reload is SIGHUP to that pid.
+
+use anyhow::{bail, Result};
+use std::fmt::Write as _;
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::path::{Path, PathBuf};
+
+pub const NGINX_BIN: &str = "/usr/sbin/nginx";
+pub const NGINX_PACKAGE: &str = "nginx-light";
+
+/// The nginx binary: `KNETSIM_NGINX` if set, else Debian's /usr/sbin/nginx.
+pub fn nginx_bin() -> String {
+    std::env::var("KNETSIM_NGINX")
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| NGINX_BIN.to_string())
+}
+
+/// The temp directories nginx-light would otherwise create under /var/lib/nginx.
+pub const TEMP_PATHS: &[(&str, &str)] = &[
+    ("client_body_temp_path", "body"),
+    ("proxy_temp_path", "proxy"),
+    ("fastcgi_temp_path", "fastcgi"),
+    ("uwsgi_temp_path", "uwsgi"),
+    ("scgi_temp_path", "scgi"),
+];
+
+/// One routing rule: requests whose path starts with `path` go to `endpoint`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rule {
+    pub path: String,
+    pub endpoint: SocketAddrV4,
+}
+
+/// An ingress as the simulator renders it.
+#[derive(Debug, Clone)]
+pub struct IngressConfig {
+    pub name: String,
+    pub port: u16,
+    pub rules: Vec<Rule>,
+    /// The ingress's own directory: config, pid, logs, temp paths.
+    pub dir: PathBuf,
+}
+
+/// An ingress name is a plain word: letters, digits, '-' and '_', starting with a letter.
+pub fn check_name(name: &str) -> Result<()> {
+    let ok = !name.is_empty()
+        && name.len() <= 40
+        && name.starts_with(|c: char| c.is_ascii_alphabetic())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+    if !ok {
+        bail!(
+            "ingress name '{name}' is not a plain word: use letters, digits, '-' or '_', starting with a letter (at most 40), e.g. \"grp1\""
+        );
+    }
+    Ok(())
+}
+
+/// A rule's path: starts with '/', and carries nothing nginx would read as syntax.
+pub fn check_path(path: &str) -> Result<()> {
+    if !path.starts_with('/') {
+        bail!(
+            "ingress path '{path}' does not start with '/': nginx matches request paths, which always do; write \"/{}\"",
+            path.trim_start_matches('/')
+        );
+    }
+    if let Some(c) = path.chars().find(|c| {
+        c.is_whitespace()
+            || c.is_control()
+            || matches!(c, ';' | '{' | '}' | '"' | '\'' | '\\' | '$' | '#')
+    }) {
+        bail!(
+            "ingress path '{path}' contains {c:?}, which nginx would read as configuration syntax: use a plain URL path such as \"/svc1\""
+        );
+    }
+    if path.len() > 200 {
+        bail!("ingress path '{path}' is longer than 200 characters: use a shorter prefix");
+    }
+    Ok(())
+}
+
+/// A rule's endpoint: `IPv4:port` with a port from 1 to 65535, e.g. "100.64.11.1:8000".
+pub fn parse_endpoint(endpoint: &str) -> Result<SocketAddrV4> {
+    let hint = "an endpoint is an IPv4 address and a port, e.g. \"100.64.11.1:8000\" (a Service's ClusterIP and port)";
+    let Some((host, port)) = endpoint.rsplit_once(':') else {
+        bail!("ingress endpoint '{endpoint}' has no port: {hint}");
+    };
+    let ip: Ipv4Addr = host.parse().map_err(|_| {
+        anyhow::anyhow!("ingress endpoint '{endpoint}': '{host}' is not an IPv4 address; {hint}")
+    })?;
+    let port: u32 = port.parse().map_err(|_| {
+        anyhow::anyhow!("ingress endpoint '{endpoint}': '{port}' is not a port number; {hint}")
+    })?;
+    if !(1..=65535).contains(&port) {
+        bail!("ingress endpoint '{endpoint}': port {port} is outside 1-65535; {hint}");
+    }
+    Ok(SocketAddrV4::new(ip, port as u16))
+}
+
+/// The ingress's listening port: 1-65535.
+pub fn check_port(port: i64) -> Result<u16> {
+    if !(1..=65535).contains(&port) {
+        bail!("ingress port {port} is not a port: use a number from 1 to 65535, e.g. 8001");
+    }
+    Ok(port as u16)
+}
+
+/// Checks a whole rule list: at least one rule, valid paths, no path twice.
+pub fn check_rules(rules: &[Rule]) -> Result<()> {
+    if rules.is_empty() {
+        bail!("an ingress needs at least one rule, e.g. [#{{ path: \"/svc1\", endpoint: \"100.64.11.1:8000\" }}]");
+    }
+    for (i, r) in rules.iter().enumerate() {
+        check_path(&r.path)?;
+        if rules[..i].iter().any(|o| o.path == r.path) {
+            bail!(
+                "ingress path '{}' appears twice: nginx refuses duplicate locations; keep one rule per path",
+                r.path
+            );
+        }
+    }
+    Ok(())
+}
+
+impl IngressConfig {
+    pub fn conf_path(&self) -> PathBuf {
+        self.dir.join("nginx.conf")
+    }
+    pub fn pid_path(&self) -> PathBuf {
+        self.dir.join("nginx.pid")
+    }
+    pub fn error_log(&self) -> PathBuf {
+        self.dir.join("error.log")
+    }
+    pub fn access_log(&self) -> PathBuf {
+        self.dir.join("access.log")
+    }
+    pub fn temp_dir(&self) -> PathBuf {
+        self.dir.join("temp")
+    }
+
+    /// Validates every field.
+    pub fn check(&self) -> Result<()> {
+        check_name(&self.name)?;
+        check_port(self.port as i64)?;
+        check_rules(&self.rules)
+    }
+
+    /// The nginx.conf text.
+    pub fn render(&self) -> String {
+        let d = |p: &Path| p.display().to_string();
+        let mut s = String::new();
+        let _ = writeln!(
+            s,
+            "# Ingress '{}', generated by knetsim: one server on port {}, one location per rule.",
+            self.name, self.port
+        );
+        let _ = writeln!(
+            s,
+            "# Reload after editing: kill -HUP $(cat {})",
+            d(&self.pid_path())
+        );
+        s.push_str("worker_processes 1;\n");
+        let _ = writeln!(s, "pid {};", d(&self.pid_path()));
+        let _ = writeln!(s, "error_log {} notice;", d(&self.error_log()));
+        s.push('\n');
+        s.push_str("events {\n    worker_connections 256;\n}\n\n");
+        s.push_str("http {\n");
+        let _ = writeln!(s, "    access_log {};", d(&self.access_log()));
+        for (directive, sub) in TEMP_PATHS {
+            let _ = writeln!(s, "    {directive} {};", d(&self.temp_dir().join(sub)));
+        }
+        s.push_str("    default_type text/plain;\n\n");
+        s.push_str("    server {\n");
+        let _ = writeln!(s, "        listen {};", self.port);
+        if !self.rules.iter().any(|r| r.path == "/") {
+            s.push_str(
+                "        # Any path without a rule: 404, as an ingress controller's default backend.\n",
+            );
+            s.push_str("        location / {\n            return 404 \"no ingress rule matches $uri\\n\";\n        }\n");
+        }
+        for r in &self.rules {
+            let _ = writeln!(s, "        location {} {{", r.path);
+            let _ = writeln!(s, "            proxy_pass http://{};", r.endpoint);
+            s.push_str("        }\n");
+        }
+        s.push_str("    }\n}\n");
+        s
+    }
+
+    /// Arguments for nginx: the prefix, the early error log and the config, in the
+    /// foreground (`daemon off`) so the started pid is the master's.
+    pub fn nginx_args(&self, conf: &Path) -> Vec<String> {
+        vec![
+            "-p".into(),
+            format!("{}/", self.dir.display()),
+            "-e".into(),
+            self.error_log().display().to_string(),
+            "-c".into(),
+            conf.display().to_string(),
+            "-g".into(),
+            "daemon off;".into(),
+        ]
+    }
+
+    /// Arguments for `nginx -t` against `conf`.
+    pub fn test_args(&self, conf: &Path) -> Vec<String> {
+        vec![
+            "-t".into(),
+            "-q".into(),
+            "-p".into(),
+            format!("{}/", self.dir.display()),
+            "-e".into(),
+            self.error_log().display().to_string(),
+            "-c".into(),
+            conf.display().to_string(),
+        ]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg() -> IngressConfig {
+        IngressConfig {
+            name: "grp1".into(),
+            port: 8001,
+            rules: vec![
+                Rule {
+                    path: "/svc1".into(),
+                    endpoint: "100.64.11.1:8000".parse().unwrap(),
+                },
+                Rule {
+                    path: "/svc2".into(),
+                    endpoint: "100.64.11.2:8000".parse().unwrap(),
+                },
+            ],
+            dir: "/tmp/knetsim/x/C0w1/ingress/grp1".into(),
+        }
+    }
+
+    #[test]
+    fn renders_one_location_per_rule_and_keeps_paths_in_the_dir() {
+        let text = cfg().render();
+        assert!(text.contains("listen 8001;"));
+        assert!(text.contains(
+            "location /svc1 {\n            proxy_pass http://100.64.11.1:8000;\n        }"
+        ));
+        assert!(text.contains("proxy_pass http://100.64.11.2:8000;"));
+        assert!(text.contains("pid /tmp/knetsim/x/C0w1/ingress/grp1/nginx.pid;"));
+        // Every path nginx writes is inside the ingress directory.
+        for line in text
+            .lines()
+            .filter(|l| l.contains("/tmp") || l.contains("/var"))
+        {
+            if line.trim_start().starts_with('#') {
+                continue;
+            }
+            assert!(
+                line.contains("/tmp/knetsim/x/C0w1/ingress/grp1/"),
+                "a path outside the ingress dir: {line}"
+            );
+        }
+        for (d, _) in TEMP_PATHS {
+            assert!(text.contains(d), "{d} is not overridden");
+        }
+        assert_eq!(text.matches('{').count(), text.matches('}').count());
+    }
+
+    #[test]
+    fn validates_names_paths_endpoints_ports() {
+        assert!(check_name("grp1").is_ok());
+        assert!(check_name("web-in_1").is_ok());
+        for bad in ["", "1grp", "grp 1", "a/b", "x;y"] {
+            let e = check_name(bad).unwrap_err().to_string();
+            assert!(e.contains("plain word"), "{bad}: {e}");
+        }
+        assert!(check_path("/svc1").is_ok());
+        let e = check_path("svc1").unwrap_err().to_string();
+        assert!(
+            e.contains("does not start with '/'") && e.contains("\"/svc1\""),
+            "{e}"
+        );
+        for bad in ["/a b", "/a;b", "/a{", "/$x"] {
+            assert!(check_path(bad).is_err(), "{bad}");
+        }
+        assert_eq!(
+            parse_endpoint("100.64.11.1:8000").unwrap(),
+            "100.64.11.1:8000".parse().unwrap()
+        );
+        for (bad, why) in [
+            ("100.64.11.1", "has no port"),
+            ("svc1:8000", "not an IPv4 address"),
+            ("100.64.11.1:http", "not a port number"),
+            ("100.64.11.1:0", "outside 1-65535"),
+            ("100.64.11.1:70000", "outside 1-65535"),
+            ("100.64.11.300:80", "not an IPv4 address"),
+        ] {
+            let e = parse_endpoint(bad).unwrap_err().to_string();
+            assert!(e.contains(why) && e.contains("e.g."), "{bad}: {e}");
+        }
+        assert_eq!(check_port(8001).unwrap(), 8001);
+        assert!(check_port(0).is_err());
+        assert!(check_port(65536).is_err());
+    }
+
+    #[test]
+    fn a_rule_for_slash_replaces_the_default_404() {
+        let mut c = cfg();
+        assert!(c.render().contains("return 404"));
+        c.rules[0].path = "/".into();
+        let text = c.render();
+        assert!(!text.contains("return 404"));
+        assert_eq!(text.matches("location / {").count(), 1);
+    }
+
+    #[test]
+    fn rejects_empty_and_duplicate_rules() {
+        assert!(check_rules(&[]).is_err());
+        let mut c = cfg();
+        c.rules[1].path = "/svc1".into();
+        let e = c.check().unwrap_err().to_string();
+        assert!(e.contains("appears twice"), "{e}");
+    }
+}

@@ -1,0 +1,168 @@
+//! The ingress part of the script API: real nginx on a worker, and the lessons' echo
+//! servers in pods.
+//!
+//! ```rhai
+//! let ing = C0.get("w1").run_ingress("grp1", 8001, [
+//!     #{ path: "/svc1", endpoint: "100.64.11.1:8000" },
+//!     #{ path: "/svc2", endpoint: "100.64.11.2:8000" },
+//! ]);
+//! print(ing.conf);                        // <run dir>/C0w1/ingress/grp1/nginx.conf
+//! C0.get("w2").echo_server("c2", 8000, "S1-W2");
+//! ```
+
+use crate::sim::{IngressInfo, IngressRule, Worker};
+use rhai::{Array, Dynamic, Engine, EvalAltResult, Map};
+
+type RResult<T> = Result<T, Box<EvalAltResult>>;
+
+fn rt<T>(r: anyhow::Result<T>) -> RResult<T> {
+    r.map_err(|e| format!("{e:#}").into())
+}
+
+const RULE_EXAMPLE: &str = "#{ path: \"/svc1\", endpoint: \"100.64.11.1:8000\" }";
+
+fn rules_from(name: &str, a: &Array) -> RResult<Vec<IngressRule>> {
+    let ctx = format!("run_ingress(\"{name}\", ...)");
+    let mut out = Vec::new();
+    for (i, v) in a.iter().enumerate() {
+        let m = v.read_lock::<Map>().ok_or_else(|| {
+            format!(
+                "{ctx}: rule {} is a {}, not a map; each rule looks like {RULE_EXAMPLE}",
+                i + 1,
+                v.type_name()
+            )
+        })?;
+        let mut path = None;
+        let mut endpoint = None;
+        for (k, v) in m.iter() {
+            let text = v.clone().into_string().map_err(|t| {
+                format!(
+                    "{ctx}: rule {}: '{k}' must be a string, got a {t}; e.g. {RULE_EXAMPLE}",
+                    i + 1
+                )
+            })?;
+            match k.as_str() {
+                "path" => path = Some(text),
+                "endpoint" => endpoint = Some(text),
+                other => {
+                    return Err(format!(
+                        "{ctx}: rule {}: unknown field '{other}' (a rule has 'path' and 'endpoint', e.g. {RULE_EXAMPLE})",
+                        i + 1
+                    )
+                    .into())
+                }
+            }
+        }
+        match (path, endpoint) {
+            (Some(path), Some(endpoint)) => out.push(IngressRule { path, endpoint }),
+            (None, _) => {
+                return Err(
+                    format!("{ctx}: rule {} has no 'path'; e.g. {RULE_EXAMPLE}", i + 1).into(),
+                )
+            }
+            (_, None) => {
+                return Err(format!(
+                    "{ctx}: rule {} has no 'endpoint'; e.g. {RULE_EXAMPLE}",
+                    i + 1
+                )
+                .into())
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn info_map(i: IngressInfo) -> Map {
+    let mut m = Map::new();
+    m.insert("name".into(), i.name.into());
+    m.insert("worker".into(), i.worker.into());
+    m.insert("port".into(), (i.port as i64).into());
+    m.insert("pid".into(), (i.pid as i64).into());
+    m.insert("conf".into(), i.conf.display().to_string().into());
+    let rules: Array = i
+        .rules
+        .into_iter()
+        .map(|r| {
+            let mut rm = Map::new();
+            rm.insert("path".into(), r.path.into());
+            rm.insert("endpoint".into(), r.endpoint.to_string().into());
+            Dynamic::from_map(rm)
+        })
+        .collect();
+    m.insert("rules".into(), rules.into());
+    m
+}
+
+pub fn register(engine: &mut Engine) {
+    engine.register_fn(
+        "run_ingress",
+        |w: &mut Worker, name: &str, port: i64, rules: Array| -> RResult<Map> {
+            let rules = rules_from(name, &rules)?;
+            rt(w.run_ingress(name, port, &rules)).map(info_map)
+        },
+    );
+    engine.register_fn("stop_ingress", |w: &mut Worker, name: &str| {
+        rt(w.stop_ingress(name))
+    });
+    engine.register_fn("ingresses", |w: &mut Worker| -> Array {
+        w.ingresses().into_iter().map(Dynamic::from).collect()
+    });
+    engine.register_fn(
+        "echo_server",
+        |w: &mut Worker, container: &str, port: i64, message: &str| -> RResult<i64> {
+            rt(w.echo_server(container, port, message)).map(|p| p as i64)
+        },
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rule(pairs: &[(&str, Dynamic)]) -> Dynamic {
+        let mut m = Map::new();
+        for (k, v) in pairs {
+            m.insert((*k).into(), v.clone());
+        }
+        Dynamic::from_map(m)
+    }
+
+    #[test]
+    fn rules_are_maps_with_a_path_and_an_endpoint() {
+        let ok = rule(&[
+            ("path", "/svc1".into()),
+            ("endpoint", "100.64.11.1:8000".into()),
+        ]);
+        let r = rules_from("grp1", &vec![ok]).unwrap();
+        assert_eq!(
+            (r[0].path.as_str(), r[0].endpoint.as_str()),
+            ("/svc1", "100.64.11.1:8000")
+        );
+        for (bad, want) in [
+            (Dynamic::from("/svc1"), "not a map"),
+            (
+                rule(&[("endpoint", "100.64.11.1:8000".into())]),
+                "has no 'path'",
+            ),
+            (rule(&[("path", "/svc1".into())]), "has no 'endpoint'"),
+            (
+                rule(&[
+                    ("path", "/a".into()),
+                    ("endpoint", "1.2.3.4:5".into()),
+                    ("host", "x".into()),
+                ]),
+                "unknown field 'host'",
+            ),
+            (
+                rule(&[
+                    ("path", Dynamic::from(1_i64)),
+                    ("endpoint", "1.2.3.4:5".into()),
+                ]),
+                "must be a string",
+            ),
+        ] {
+            let e = rules_from("grp1", &vec![bad]).unwrap_err().to_string();
+            assert!(e.contains(want) && e.contains(RULE_EXAMPLE), "{want}: {e}");
+        }
+    }
+}

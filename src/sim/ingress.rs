@@ -1,0 +1,461 @@
+//! Ingress on a worker (real nginx in the worker's namespace) and the lessons' echo
+//! servers in pods. Both are daemons the simulator records, so teardown and
+//! `knetsim cleanup` stop them by pid.
+//!
+//! `run_ingress` validates everything before anything starts; a second call with the
+//! same name writes the new config beside the old one, has `nginx -t` check it, swaps it
+//! in and sends SIGHUP to the master, then waits until the old worker processes are gone
+//! so the next request sees the new rules.
+
+use super::{Sim, Worker};
+use crate::components::echo;
+use crate::components::ingress::{self, IngressConfig, Rule};
+use crate::netns::{self, process};
+use anyhow::{anyhow, bail, Context, Result};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+const READY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// One rule as a script gives it: a path prefix and an `addr:port` endpoint.
+#[derive(Debug, Clone)]
+pub struct IngressRule {
+    pub path: String,
+    pub endpoint: String,
+}
+
+/// What a running ingress looks like from outside.
+#[derive(Debug, Clone)]
+pub struct IngressInfo {
+    pub name: String,
+    pub worker: String,
+    pub port: u16,
+    pub pid: u32,
+    pub conf: PathBuf,
+    pub rules: Vec<Rule>,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct IngressState {
+    pub pid: u32,
+    pub start: u64,
+    pub cfg: IngressConfig,
+}
+
+impl IngressState {
+    fn info(&self, worker: &str) -> IngressInfo {
+        IngressInfo {
+            name: self.cfg.name.clone(),
+            worker: worker.to_string(),
+            port: self.cfg.port,
+            pid: self.pid,
+            conf: self.cfg.conf_path(),
+            rules: self.cfg.rules.clone(),
+        }
+    }
+}
+
+/// Who listens on TCP `port` in namespace `ns`, if anyone: found by trying to bind it.
+fn port_holder(ns: &str, port: u16) -> Result<Option<String>> {
+    let busy = netns::run_in(ns, move || {
+        match TcpListener::bind((Ipv4Addr::UNSPECIFIED, port)) {
+            Ok(_) => Ok(false),
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => Ok(true),
+            Err(e) => Err(anyhow!("checking port {port}: {e}")),
+        }
+    })?;
+    if !busy {
+        return Ok(None);
+    }
+    // Name the process for the message (ss -p shows it); best effort.
+    let who = process::run_shell(
+        Some(ns),
+        &format!("ss -ltnpH 'sport = :{port}'"),
+        &[],
+        Duration::from_secs(3),
+        None,
+    )
+    .ok()
+    .and_then(|o| {
+        let t = o.text;
+        let users = t.find("users:((")?;
+        let rest = &t[users + 8..];
+        Some(rest[..rest.find(')').unwrap_or(rest.len())].replace('"', ""))
+    });
+    Ok(Some(who.map(|w| format!(" (by {w})")).unwrap_or_default()))
+}
+
+/// Waits until something accepts TCP connections on `addr` inside `ns`, or the process
+/// `pid` (started at `start`) is gone. True when it is ready.
+fn wait_listening(ns: &str, addr: SocketAddr, pid: u32, start: u64) -> Result<bool> {
+    netns::run_in(ns, move || {
+        let until = Instant::now() + READY_TIMEOUT;
+        loop {
+            if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+                return Ok(true);
+            }
+            if !process::is_same_process(pid, start) || Instant::now() > until {
+                return Ok(false);
+            }
+            if crate::interrupt::is_set() {
+                bail!("interrupted");
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    })
+}
+
+/// The last lines of a log, indented, for error messages.
+fn tail(path: &std::path::Path, n: usize) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    let t = lines[lines.len().saturating_sub(n)..].join("\n    ");
+    if t.trim().is_empty() {
+        "(it printed nothing)".into()
+    } else {
+        format!("\n    {t}")
+    }
+}
+
+/// Pids whose parent is `pid` (nginx's worker processes).
+fn children_of(pid: u32) -> Vec<u32> {
+    let mut out = Vec::new();
+    if let Ok(rd) = std::fs::read_dir("/proc") {
+        for e in rd.flatten() {
+            let Some(p) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+                continue;
+            };
+            let Ok(stat) = std::fs::read_to_string(format!("/proc/{p}/stat")) else {
+                continue;
+            };
+            let Some(close) = stat.rfind(')') else {
+                continue;
+            };
+            let ppid = stat[close + 2..]
+                .split_whitespace()
+                .nth(1)
+                .and_then(|s| s.parse::<u32>().ok());
+            if ppid == Some(pid) && !stat[close + 2..].starts_with('Z') {
+                out.push(p);
+            }
+        }
+    }
+    out
+}
+
+impl Sim {
+    /// Stops a recorded daemon by pid and forgets it.
+    fn stop_recorded(&self, pid: u32, start: u64) {
+        let _ = process::stop(pid, start, Duration::from_secs(2));
+        process::kill_group(pid as i32);
+        let _ = self.inner.record.forget_process(pid);
+    }
+}
+
+impl Worker {
+    /// The directory of ingress `name`: `<run dir>/<worker>/ingress/<name>`.
+    pub fn ingress_dir(&self, name: &str) -> PathBuf {
+        self.dir().join("ingress").join(name)
+    }
+
+    fn key(&self, name: &str) -> (String, String) {
+        (self.name(), name.to_string())
+    }
+
+    /// The running ingress `name` on this worker, if any (one whose nginx has died is
+    /// forgotten here).
+    pub fn ingress(&self, name: &str) -> Option<IngressInfo> {
+        let key = self.key(name);
+        let mut map = self.sim.inner.ingresses.lock().unwrap();
+        let st = map.get(&key)?.clone();
+        if !process::is_same_process(st.pid, st.start) {
+            map.remove(&key);
+            let _ = self.sim.inner.record.forget_process(st.pid);
+            return None;
+        }
+        Some(st.info(&self.name()))
+    }
+
+    /// Names of the ingresses running on this worker.
+    pub fn ingresses(&self) -> Vec<String> {
+        let me = self.name();
+        let names: Vec<String> = self
+            .sim
+            .inner
+            .ingresses
+            .lock()
+            .unwrap()
+            .keys()
+            .filter(|(w, _)| *w == me)
+            .map(|(_, n)| n.clone())
+            .collect();
+        names
+            .into_iter()
+            .filter(|n| self.ingress(n).is_some())
+            .collect()
+    }
+
+    /// Starts (or reconfigures) ingress `name`: nginx listening on `port` in this worker's
+    /// namespace, one `location` per rule proxying to its endpoint.
+    pub fn run_ingress(&self, name: &str, port: i64, rules: &[IngressRule]) -> Result<IngressInfo> {
+        self.require_running()?;
+        ingress::check_name(name)?;
+        let port = ingress::check_port(port)?;
+        let mut parsed = Vec::new();
+        for r in rules {
+            ingress::check_path(&r.path)?;
+            parsed.push(Rule {
+                path: r.path.clone(),
+                endpoint: ingress::parse_endpoint(&r.endpoint)?,
+            });
+        }
+        ingress::check_rules(&parsed)?;
+        process::require_binary(&ingress::nginx_bin(), ingress::NGINX_PACKAGE)?;
+        let existing = self.ingress(name);
+        if existing.as_ref().map(|e| e.port) != Some(port) {
+            if let Some(who) = port_holder(&self.ns(), port)? {
+                bail!(
+                    "port {port} on {} is already in use{who}: pick another port for ingress '{name}', \
+                     or stop what listens there (`{} ss -ltnp` shows it)",
+                    self.name(),
+                    self.name()
+                );
+            }
+        }
+        let cfg = IngressConfig {
+            name: name.to_string(),
+            port,
+            rules: parsed,
+            dir: self.ingress_dir(name),
+        };
+        cfg.check()?;
+        for (_, sub) in ingress::TEMP_PATHS {
+            std::fs::create_dir_all(cfg.temp_dir().join(sub))
+                .with_context(|| format!("creating {}", cfg.temp_dir().display()))?;
+        }
+        match existing {
+            Some(_) => self.reload_ingress(cfg),
+            None => self.start_ingress(cfg),
+        }
+    }
+
+    fn require_running(&self) -> Result<()> {
+        if !self.is_started() {
+            bail!(
+                "{} is not running yet: call start() (or {}.start()) first",
+                self.name(),
+                self.cluster().name()
+            );
+        }
+        Ok(())
+    }
+
+    /// `nginx -t` against `conf`, inside the worker's namespace.
+    fn nginx_test(&self, cfg: &IngressConfig, conf: &std::path::Path) -> Result<()> {
+        let mut cmd = process::command_in(Some(&self.ns()), &ingress::nginx_bin())?;
+        cmd.args(cfg.test_args(conf));
+        let out = process::run_bounded(cmd, Duration::from_secs(10), None)?;
+        if !out.success() {
+            bail!(
+                "nginx rejected the configuration for ingress '{}' ({}):\n    {}",
+                cfg.name,
+                conf.display(),
+                out.text.trim().replace('\n', "\n    ")
+            );
+        }
+        Ok(())
+    }
+
+    fn start_ingress(&self, cfg: IngressConfig) -> Result<IngressInfo> {
+        let conf = cfg.conf_path();
+        std::fs::write(&conf, cfg.render())
+            .with_context(|| format!("writing {}", conf.display()))?;
+        self.nginx_test(&cfg, &conf)?;
+        let log = cfg.dir.join("nginx.log");
+        let pid = self.sim.spawn_daemon(
+            &self.ns(),
+            &ingress::nginx_bin(),
+            &cfg.nginx_args(&conf),
+            &log,
+            &format!("ingress {} on {} (nginx master)", cfg.name, self.name()),
+        )?;
+        let start = process::start_time(pid).unwrap_or(0);
+        let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, cfg.port));
+        let ready = wait_listening(&self.ns(), addr, pid, start);
+        if !matches!(ready, Ok(true)) {
+            self.sim.stop_recorded(pid, start);
+            let why = match ready {
+                Err(e) => format!("{e:#}"),
+                _ => format!(
+                    "nginx did not listen on port {} within {} s; its error log says:{}",
+                    cfg.port,
+                    READY_TIMEOUT.as_secs(),
+                    tail(&cfg.error_log(), 5)
+                ),
+            };
+            bail!(
+                "ingress '{}' on {} did not start: {why}",
+                cfg.name,
+                self.name()
+            );
+        }
+        let st = IngressState { pid, start, cfg };
+        let info = st.info(&self.name());
+        self.sim
+            .inner
+            .ingresses
+            .lock()
+            .unwrap()
+            .insert(self.key(&info.name), st);
+        Ok(info)
+    }
+
+    fn reload_ingress(&self, cfg: IngressConfig) -> Result<IngressInfo> {
+        let key = self.key(&cfg.name);
+        let old = self
+            .sim
+            .inner
+            .ingresses
+            .lock()
+            .unwrap()
+            .get(&key)
+            .cloned()
+            .ok_or_else(|| anyhow!("ingress '{}' is not running", cfg.name))?;
+        let conf = cfg.conf_path();
+        let next = cfg.dir.join("nginx.conf.next");
+        std::fs::write(&next, cfg.render())
+            .with_context(|| format!("writing {}", next.display()))?;
+        if let Err(e) = self.nginx_test(&cfg, &next) {
+            let _ = std::fs::remove_file(&next);
+            return Err(e.context(format!("ingress '{}' keeps its previous rules", cfg.name)));
+        }
+        let old_workers = children_of(old.pid);
+        std::fs::rename(&next, &conf).with_context(|| format!("replacing {}", conf.display()))?;
+        unsafe {
+            libc::kill(old.pid as i32, libc::SIGHUP);
+        }
+        // The master re-reads the config, starts new workers and tells the old ones to
+        // finish: once they are gone every new request sees the new rules.
+        let until = Instant::now() + READY_TIMEOUT;
+        loop {
+            if !process::is_same_process(old.pid, old.start) {
+                self.sim.inner.ingresses.lock().unwrap().remove(&key);
+                let _ = self.sim.inner.record.forget_process(old.pid);
+                bail!(
+                    "nginx of ingress '{}' on {} exited during the reload; its error log says:{}",
+                    cfg.name,
+                    self.name(),
+                    tail(&cfg.error_log(), 5)
+                );
+            }
+            let now = children_of(old.pid);
+            let replaced = !now.is_empty() && now.iter().all(|p| !old_workers.contains(p));
+            if replaced {
+                break;
+            }
+            if Instant::now() > until {
+                bail!(
+                    "nginx of ingress '{}' on {} did not apply the new configuration within {} s; its error log says:{}",
+                    cfg.name,
+                    self.name(),
+                    READY_TIMEOUT.as_secs(),
+                    tail(&cfg.error_log(), 5)
+                );
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, cfg.port));
+        if !wait_listening(&self.ns(), addr, old.pid, old.start)? {
+            bail!(
+                "ingress '{}' on {} does not listen on port {} after the reload; its error log says:{}",
+                cfg.name,
+                self.name(),
+                cfg.port,
+                tail(&cfg.error_log(), 5)
+            );
+        }
+        let st = IngressState {
+            pid: old.pid,
+            start: old.start,
+            cfg,
+        };
+        let info = st.info(&self.name());
+        self.sim.inner.ingresses.lock().unwrap().insert(key, st);
+        Ok(info)
+    }
+
+    /// Stops ingress `name` (by its master's pid); its config and logs stay for reading.
+    pub fn stop_ingress(&self, name: &str) -> Result<()> {
+        if self.ingress(name).is_none() {
+            let running = self.ingresses();
+            bail!(
+                "there is no ingress '{name}' on {} (running there: {})",
+                self.name(),
+                if running.is_empty() {
+                    "none".into()
+                } else {
+                    running.join(", ")
+                }
+            );
+        }
+        let st = self
+            .sim
+            .inner
+            .ingresses
+            .lock()
+            .unwrap()
+            .remove(&self.key(name));
+        if let Some(st) = st {
+            self.sim.stop_recorded(st.pid, st.start);
+        }
+        Ok(())
+    }
+
+    /// Starts `knetsim echo-server` in pod `container`, answering every GET on `port`
+    /// with `message`; returns once it accepts connections. Teardown (or deleting the
+    /// pod) stops it.
+    pub fn echo_server(&self, container: &str, port: i64, message: &str) -> Result<u32> {
+        let info = self.container(container)?;
+        let port = u16::try_from(port).ok().filter(|p| *p > 0).ok_or_else(|| {
+            anyhow!(
+                "echo server port {port} is not a port: use a number from 1 to 65535, e.g. 8000"
+            )
+        })?;
+        echo::check_message(message)?;
+        if let Some(who) = port_holder(&info.ns, port)? {
+            bail!(
+                "port {port} in container '{container}' is already in use{who}: pick another port for its echo server"
+            );
+        }
+        let log = self.dir().join(format!("{container}-echo-{port}.log"));
+        let args = vec![
+            "echo-server".to_string(),
+            "--port".into(),
+            port.to_string(),
+            "--message".into(),
+            message.to_string(),
+        ];
+        let pid = self.sim.spawn_daemon(
+            &info.ns,
+            &self.sim.knetsim_exe(),
+            &args,
+            &log,
+            &format!(
+                "echo-server {message:?} on {container}:{port} ({})",
+                self.name()
+            ),
+        )?;
+        let start = process::start_time(pid).unwrap_or(0);
+        let ip: Ipv4Addr = info.ip.parse().unwrap_or(Ipv4Addr::LOCALHOST);
+        let ready = wait_listening(&info.ns, SocketAddr::from((ip, port)), pid, start);
+        if !matches!(ready, Ok(true)) {
+            self.sim.stop_recorded(pid, start);
+            bail!(
+                "the echo server in '{container}' did not start listening on port {port}; its log says:{}",
+                tail(&log, 5)
+            );
+        }
+        Ok(pid)
+    }
+}

@@ -1,0 +1,376 @@
+//! Ingress through the simulator: real nginx in a worker's namespace routes by path to
+//! Services, a reconfiguration reloads it (same master, new rules), bad input is refused
+//! with a clear message and leaves no nginx behind, and teardown ends nginx by pid.
+
+mod common;
+
+use common::{assert_nothing_left, started};
+use knetsim::netns::{self, process};
+use knetsim::sim::{IngressRule, PortSpec, ServiceSpec, Worker};
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+fn labels(app: &str) -> BTreeMap<String, String> {
+    BTreeMap::from([("app".to_string(), app.to_string())])
+}
+
+fn spec(app: &str) -> ServiceSpec {
+    ServiceSpec {
+        selector: labels(app),
+        ports: vec![PortSpec {
+            port: 8000,
+            target: Some(8000),
+            ..Default::default()
+        }],
+        ..Default::default()
+    }
+}
+
+fn rule(path: &str, endpoint: &str) -> IngressRule {
+    IngressRule {
+        path: path.into(),
+        endpoint: endpoint.into(),
+    }
+}
+
+/// Pids of nginx processes inside a worker's namespace.
+fn nginx_pids(w: &Worker) -> Vec<u32> {
+    let ino = netns::inode(&w.ns()).expect("worker namespace");
+    process::pids_in_namespaces(&[ino])
+        .into_iter()
+        .filter(|p| {
+            std::fs::read_to_string(format!("/proc/{p}/comm")).is_ok_and(|c| c.trim() == "nginx")
+        })
+        .collect()
+}
+
+fn curl(from: &Worker, url: &str) -> String {
+    from.exec(&format!("curl -s -m 3 {url}"))
+        .unwrap()
+        .trim()
+        .to_string()
+}
+
+#[test]
+fn ingress_routes_reloads_and_is_stopped_by_pid() {
+    let (sim, c) = started("ingr1", 2, 1);
+    let w1 = c.worker("w1").unwrap();
+    let w2 = c.worker("w2").unwrap();
+    w2.create_container("pa", labels("a")).unwrap();
+    w2.create_container("pb", labels("b")).unwrap();
+    w2.echo_server("pa", 8000, "REPLY-A").unwrap();
+    // `knetsim` is on the PATH of exec commands, so a lesson can also start one by hand.
+    w2.exec_container_async("pb", "knetsim echo-server --port 8000 --message REPLY-B")
+        .unwrap();
+    let until = Instant::now() + Duration::from_secs(5);
+    while w2
+        .exec_container("pb", "curl -s -m 1 http://127.0.0.1:8000/")
+        .unwrap()
+        .trim()
+        != "REPLY-B"
+    {
+        assert!(Instant::now() < until, "echo server in pb did not answer");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let ipa = c.service("sa", &spec("a")).unwrap();
+    let ipb = c.service("sb", &spec("b")).unwrap();
+    let (ea, eb) = (format!("{ipa}:8000"), format!("{ipb}:8000"));
+
+    let info = w1
+        .run_ingress("grp1", 8001, &[rule("/a", &ea), rule("/b", &eb)])
+        .unwrap();
+    assert_eq!(info.conf, w1.dir().join("ingress/grp1/nginx.conf"));
+    let conf = std::fs::read_to_string(&info.conf).unwrap();
+    assert!(conf.contains(&format!(
+        "location /a {{\n            proxy_pass http://{ea};"
+    )));
+    let base = format!("http://{}:8001", w1.ip());
+    assert_eq!(curl(&w2, &format!("{base}/a")), "REPLY-A");
+    assert_eq!(curl(&w2, &format!("{base}/b")), "REPLY-B");
+    let code = w2
+        .exec(&format!(
+            "curl -s -o /dev/null -w '%{{http_code}}' {base}/zzz"
+        ))
+        .unwrap();
+    assert_eq!(code, "404");
+    let first = nginx_pids(&w1);
+    assert!(
+        first.contains(&info.pid),
+        "{first:?} lacks master {}",
+        info.pid
+    );
+    assert!(first.len() >= 2, "a master and a worker: {first:?}");
+
+    // Reconfigure under the same name: same master, new workers, swapped routing.
+    let again = w1
+        .run_ingress("grp1", 8001, &[rule("/a", &eb), rule("/b", &ea)])
+        .unwrap();
+    assert_eq!(again.pid, info.pid, "a reload keeps the master");
+    for _ in 0..5 {
+        assert_eq!(curl(&w2, &format!("{base}/a")), "REPLY-B");
+        assert_eq!(curl(&w2, &format!("{base}/b")), "REPLY-A");
+    }
+    let second = nginx_pids(&w1);
+    let old_workers: Vec<&u32> = first.iter().filter(|p| **p != info.pid).collect();
+    assert!(
+        old_workers.iter().all(|p| !second.contains(p)),
+        "old workers {old_workers:?} still run after the reload: {second:?}"
+    );
+
+    // A new port on reload: the old one closes, the new one answers.
+    w1.run_ingress("grp1", 8002, &[rule("/a", &ea)]).unwrap();
+    assert_eq!(curl(&w2, &format!("http://{}:8002/a", w1.ip())), "REPLY-A");
+    let old = w2
+        .exec(&format!("curl -s -m 2 {base}/a || echo refused"))
+        .unwrap();
+    assert_eq!(old.trim(), "refused");
+
+    // A second ingress beside it, stopped on its own by pid.
+    let other = w1.run_ingress("grp2", 8003, &[rule("/", &ea)]).unwrap();
+    assert_eq!(w1.ingresses(), vec!["grp1".to_string(), "grp2".to_string()]);
+    assert_eq!(
+        curl(&w2, &format!("http://{}:8003/anything", w1.ip())),
+        "REPLY-A"
+    );
+    w1.stop_ingress("grp2").unwrap();
+    assert!(
+        !nginx_pids(&w1).contains(&other.pid),
+        "grp2's nginx still runs"
+    );
+    assert_eq!(w1.ingresses(), vec!["grp1".to_string()]);
+    let e = w1.stop_ingress("grp2").unwrap_err().to_string();
+    assert!(e.contains("no ingress 'grp2'") && e.contains("grp1"), "{e}");
+
+    // Teardown ends every nginx process by the recorded pid (and its group).
+    let left = nginx_pids(&w1);
+    assert!(!left.is_empty());
+    let starts: Vec<(u32, u64)> = left
+        .iter()
+        .filter_map(|p| process::start_time(*p).map(|s| (*p, s)))
+        .collect();
+    sim.teardown().unwrap();
+    let until = Instant::now() + Duration::from_secs(5);
+    while starts.iter().any(|(p, s)| process::is_same_process(*p, *s)) && Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    for (p, s) in &starts {
+        assert!(
+            !process::is_same_process(*p, *s),
+            "nginx {p} survived teardown"
+        );
+    }
+    assert_nothing_left("ingr1", &[]);
+}
+
+#[test]
+fn bad_ingress_input_is_refused_and_leaves_no_nginx() {
+    let (sim, c) = started("ingr2", 1, 1);
+    let w1 = c.worker("w1").unwrap();
+    let ok = [rule("/svc1", "100.64.11.1:8000")];
+    let cases: Vec<(&str, &str, i64, Vec<IngressRule>)> = vec![
+        (
+            "does not start with '/'",
+            "grp1",
+            8001,
+            vec![rule("svc1", "100.64.11.1:8000")],
+        ),
+        (
+            "has no port",
+            "grp1",
+            8001,
+            vec![rule("/svc1", "100.64.11.1")],
+        ),
+        (
+            "is not an IPv4 address",
+            "grp1",
+            8001,
+            vec![rule("/svc1", "svc1:8000")],
+        ),
+        (
+            "outside 1-65535",
+            "grp1",
+            8001,
+            vec![rule("/svc1", "100.64.11.1:0")],
+        ),
+        ("is not a port", "grp1", 0, ok.to_vec()),
+        ("is not a port", "grp1", 70000, ok.to_vec()),
+        ("not a plain word", "grp 1", 8001, ok.to_vec()),
+        ("not a plain word", "../x", 8001, ok.to_vec()),
+        ("at least one rule", "grp1", 8001, vec![]),
+        (
+            "appears twice",
+            "grp1",
+            8001,
+            vec![rule("/a", "100.64.11.1:80"), rule("/a", "100.64.11.2:80")],
+        ),
+        (
+            "configuration syntax",
+            "grp1",
+            8001,
+            vec![rule("/a;b", "100.64.11.1:80")],
+        ),
+    ];
+    for (want, name, port, rules) in &cases {
+        let e = w1
+            .run_ingress(name, *port, rules)
+            .expect_err(want)
+            .to_string();
+        assert!(e.contains(want), "expected '{want}' in: {e}");
+        assert!(e.contains("e.g.") || e.contains(": "), "no fix given: {e}");
+        assert!(nginx_pids(&w1).is_empty(), "nginx left after '{want}'");
+        assert!(!w1.ingress_dir(name).join("nginx.conf").exists());
+    }
+
+    // A port in use: by a server started on the worker (found through PATH), then by
+    // another ingress.
+    w1.exec_async("knetsim echo-server --port 8005 --message busy")
+        .unwrap();
+    let until = Instant::now() + Duration::from_secs(5);
+    while !w1
+        .exec("curl -s -m 1 http://127.0.0.1:8005/")
+        .unwrap()
+        .contains("busy")
+    {
+        assert!(Instant::now() < until, "the echo server did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let e = w1.run_ingress("grp1", 8005, &ok).unwrap_err().to_string();
+    assert!(
+        e.contains("port 8005 on") && e.contains("already in use") && e.contains("knetsim"),
+        "{e}"
+    );
+    assert!(nginx_pids(&w1).is_empty());
+    w1.run_ingress("grp1", 8001, &ok).unwrap();
+    let pids = nginx_pids(&w1);
+    let e = w1.run_ingress("grp2", 8001, &ok).unwrap_err().to_string();
+    assert!(e.contains("already in use") && e.contains("nginx"), "{e}");
+    assert_eq!(nginx_pids(&w1), pids, "a refused ingress started nothing");
+    // A bad reconfiguration leaves the running ingress as it was.
+    let e = w1
+        .run_ingress("grp1", 8001, &[rule("bad", "100.64.11.1:8000")])
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("does not start with '/'"), "{e}");
+    let conf = std::fs::read_to_string(w1.ingress_dir("grp1").join("nginx.conf")).unwrap();
+    assert!(conf.contains("location /svc1 {"));
+    assert_eq!(nginx_pids(&w1), pids);
+
+    // Echo servers refuse bad input too.
+    w1.create_container("c1", BTreeMap::new()).unwrap();
+    for (want, container, port, msg) in [
+        ("is not a port", "c1", 0, "x"),
+        ("is not a port", "c1", 70000, "x"),
+        ("line break", "c1", 8000, "a\nb"),
+        ("empty", "c1", 8000, ""),
+        ("no container 'c9'", "c9", 8000, "x"),
+    ] {
+        let e = w1
+            .echo_server(container, port, msg)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains(want), "expected '{want}' in: {e}");
+    }
+    w1.echo_server("c1", 8000, "first").unwrap();
+    let e = w1
+        .echo_server("c1", 8000, "second")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("already in use"), "{e}");
+    sim.teardown().unwrap();
+    assert_nothing_left("ingr2", &[]);
+}
+
+#[test]
+fn cleanup_after_a_crash_ends_nginx_by_its_recorded_pid() {
+    let instance = "ingr3";
+    let script = std::env::temp_dir().join(format!("knetsim-ingr3-{}.rhai", std::process::id()));
+    std::fs::write(
+        &script,
+        "let C0 = cluster(\"0\", #{ workers: 1, etcd: 1 });\nstart();\n\
+         C0.get(\"w1\").run_ingress(\"grp1\", 8001, [#{ path: \"/a\", endpoint: \"100.64.11.1:8000\" }]);\n\
+         sleep(60.0);\n",
+    )
+    .unwrap();
+    let mut child = std::process::Command::new(common::knetsim_exe())
+        .args(["--no-pause", "--instance", instance])
+        .arg(&script)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let run = knetsim::netns::record::run_dir(instance);
+    let until = Instant::now() + Duration::from_secs(60);
+    let nginx = loop {
+        let rec: Option<serde_json::Value> = std::fs::read(run.join("record.json"))
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok());
+        let found = rec.and_then(|r| {
+            r["processes"].as_array()?.iter().find_map(|p| {
+                if !p["what"].as_str()?.starts_with("ingress grp1") {
+                    return None;
+                }
+                Some((p["pid"].as_u64()? as u32, p["start_time"].as_u64()?))
+            })
+        });
+        // Recorded, and running (nginx has written its pid file).
+        if let Some(f) = found {
+            if run.join("C0w1/ingress/grp1/nginx.pid").exists() {
+                break f;
+            }
+        }
+        assert!(Instant::now() < until, "the ingress never started");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let _ = child.kill(); // SIGKILL: no teardown runs
+    let _ = child.wait();
+    assert!(
+        process::is_same_process(nginx.0, nginx.1),
+        "nginx died with knetsim"
+    );
+    let out = std::process::Command::new(common::knetsim_exe())
+        .args(["cleanup", "--instance", instance])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let until = Instant::now() + Duration::from_secs(5);
+    while process::is_same_process(nginx.0, nginx.1) && Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        !process::is_same_process(nginx.0, nginx.1),
+        "nginx survived cleanup"
+    );
+    let _ = std::fs::remove_file(&script);
+    assert_nothing_left(instance, &[]);
+}
+
+#[test]
+fn missing_nginx_names_the_package_and_leaves_nothing() {
+    let script = std::env::temp_dir().join(format!("knetsim-ingr4-{}.rhai", std::process::id()));
+    std::fs::write(
+        &script,
+        "let C0 = cluster(\"0\", #{ workers: 1, etcd: 1 });\nstart();\n\
+         C0.get(\"w1\").run_ingress(\"grp1\", 8001, [#{ path: \"/a\", endpoint: \"100.64.11.1:8000\" }]);\n",
+    )
+    .unwrap();
+    let out = std::process::Command::new(common::knetsim_exe())
+        .args(["--no-pause", "--instance", "ingr4"])
+        .arg(&script)
+        .env("KNETSIM_NGINX", "/nonexistent/nginx")
+        .env("NO_COLOR", "1")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stderr);
+    let _ = std::fs::remove_file(&script);
+    assert_eq!(out.status.code(), Some(2), "{text}");
+    assert!(
+        text.contains("/nonexistent/nginx' was not found")
+            && text.contains("apt-get install nginx-light"),
+        "{text}"
+    );
+    assert!(
+        text.contains(":3:"),
+        "the message names the script line: {text}"
+    );
+    assert_nothing_left("ingr4", &[]);
+}
