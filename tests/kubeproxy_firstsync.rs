@@ -211,3 +211,25 @@ fn refused_netlink_batch_names_the_transaction() {
         table(&one).matches("numgen random").count()
     );
 }
+
+#[test]
+fn split_first_sync_from_inside_the_namespace() {
+    if !is_root() {
+        eprintln!("SKIPPED: needs root to create namespaces");
+        return;
+    }
+    // The agent runs inside its worker's namespace and passes no namespace name.
+    let mut g = Guard::default();
+    let ns = g.ns("kubeproxy-firstsync-inside");
+    let st = state(
+        300,
+        [Ipv4Addr::new(11, 10, 0, 2), Ipv4Addr::new(11, 10, 0, 3)],
+    );
+    let want = rules::desired(&st);
+    let plans = rules::plan_sync(&st, &want, &rules::Current::empty(), rules::DEFAULT_BULK);
+    assert!(plans.iter().any(|p| p.netlink.is_some()));
+    knetsim::netns::run_in(&ns, move || apply_plans(None, &plans)).unwrap();
+    let cur = knetsim::components::kubeproxy::read_current(Some(&ns)).unwrap();
+    assert!(rules::plan(&want, &cur).is_empty());
+    assert_eq!(table(&ns).matches("numgen random").count(), 300 - 42 + 2);
+}
