@@ -1,32 +1,47 @@
 //! Benchmark: Services on nftables, kube-proxy layout vs the original's linear layout.
 //!
-//! Run as root: `cargo run --release --example bench_services [-- --samples 1000]`.
-//! It builds its own namespaces (prefix `kpbench-`) and removes them when done.
+//! Run as root: `cargo run --release --example bench_services [-- --samples 1000]`
+//! (`--sweep`: also other batch sizes; `--unsplit-10k`: also the 10,000 Services in one
+//! `nft -f` transaction, about two minutes). It builds its own namespaces (prefix
+//! `kpbench-`) and removes them when done. `--program N [netlink|text|single] [K]
+//! [--keep]` times one first sync alone; `--dump N [K]` prints the transactions.
 //!
-//! (a) time to program 10,000 Services with 2 endpoints each into one namespace (median
-//!     of 3), beside 10 Services and beside the linear layout (one rule per VIP);
+//! (a) time to program 10,000 Services with 2 endpoints each into one namespace (a first
+//!     sync, median of 3), beside 10 Services and beside the linear layout (one rule per
+//!     VIP), all in the same run;
 //! (b) first-packet TCP connect latency (median of many connects) to one Service with 10
 //!     and with 10,000 Services installed, for both layouts; the ratios show how lookup
 //!     cost grows.
 //!
-//! Measured here (Debian 12, kernel 6.18, nft 1.0.6, 2 cores, release build):
+//! Measured here (Debian 12, kernel 6.18, nft 1.0.6, 2 cores shared with other builds,
+//! load average ~5, release build), one run:
 //!
 //! | case | figure |
 //! | --- | --- |
-//! | program 10 Services (kube-proxy layout) | 40 ms |
-//! | program 10,000 Services x 2 endpoints (kube-proxy layout) | 144 s |
-//! | program 10,000 rules (linear layout, baseline) | 0.63 s |
-//! | add 1 Service with 10,000 installed (agent, cached view) | 1.5 s |
-//! | connect latency, kube-proxy layout, 10 / 10,000 Services | 65 / 61 us (0.94x) |
-//! | connect latency, linear layout, 10 / 10,000 rules | 66 / 235 us (3.56x) |
+//! | program 10 Services (kube-proxy layout) | 11 ms |
+//! | program 10,000 Services x 2 endpoints, netlink bulk path (default, 42 transactions) | 9.4 s |
+//! | the same, netlink batches of 100 / 1,000 | 8.6 / 7.3 s |
+//! | the same, `nft -f` split in batches of 250 / 500 / 1,000 | 22 / 18 / 28 s |
+//! | the same in ONE `nft -f` transaction (the path before) | 122 s (144 s in an earlier run) |
+//! | program 10,000 rules (linear layout, baseline) | 0.41 s |
+//! | add 1 Service with 10,000 installed (agent, cached view, `nft -f`) | 0.76 s |
+//! | remove it again (apply_local: reads the kernel's table with `nft -j` first) | 13.4 s |
+//! | connect latency, kube-proxy layout, 10 / 10,000 Services | 62 / 69 us (1.12x) |
+//! | connect latency, linear layout, 10 / 10,000 rules | 67 / 268 us (4.03x) |
 //!
-//! The first sync at 10,000 is dominated by kernel time that grows with the square of the
-//! number of anonymous sets (one `numgen ... vmap { }` per service chain): 2,000 such
-//! rules alone take ~1 s, 4,000 ~2.9 s, almost all system time. The same transaction
-//! without those vmaps grows linearly (~0.33 ms per Service). `perf` puts the time in the
-//! kernel's nf_tables: `__nft_set_trans_bind` (walks the transaction per anonymous set),
-//! `nf_tables_newset` (anonymous name allocation scans every set with sscanf) and
-//! `nft_set_lookup_global` (linear lookup by name).
+//! Why a first sync cannot reach 1 s while every Service keeps its anonymous
+//! `numgen random mod N vmap { ... }`: the kernel does work per new set that is linear in
+//! the sets the table already has, so 10,000 sets cost O(n^2). One `nft -f` transaction
+//! pays four such walks per set: `__nft_set_trans_bind` walks the whole transaction,
+//! `nf_tables_set_alloc_name` `sscanf`s every set name to number `__map%d`, and
+//! `nf_tables_newset` and `nft_set_lookup_global` (elements, rule) look the set up by
+//! walking every set by name. The netlink path ([`kp::nfnl`]) keeps transactions short,
+//! names each set concretely and sends the elements by set id only, leaving three walks:
+//! `nf_tables_newset` (lookup + name check) and the rule's `lookup` expression, whose set
+//! name is mandatory. `perf` of that path shows those and the `strlen`/`memcmp` of the
+//! name comparisons on top; 5,000 Services take 3.7 s, 10,000 take 7.3-9.4 s (6-8.5 s of
+//! it system time). Named maps (`vmap @name`, no anonymous set) in one transaction took
+//! 11.7 s (7.3 s system), walking the same list: the floor is the per-set walk itself.
 
 use anyhow::{bail, Context, Result};
 use knetsim::components::kubeproxy::{self as kp, rules};
@@ -231,8 +246,8 @@ fn main() -> Result<()> {
         return Ok(());
     }
     if let Some(n) = std::env::args().skip_while(|a| a != "--program").nth(1) {
-        // `--program N [netlink|text|single] [K]`: one first sync of N services into a
-        // fresh namespace, for timing the kernel alone (e.g. under perf or time).
+        // `--program N [netlink|text|single] [K] [--keep]`: one first sync of N services
+        // into a fresh namespace, for timing the kernel alone (e.g. under perf or time).
         let n: usize = n.parse()?;
         let args: Vec<String> = std::env::args().skip_while(|a| a != "--program").collect();
         let k: usize = args
@@ -254,6 +269,19 @@ fn main() -> Result<()> {
             n,
             [Ipv4Addr::new(11, 10, 0, 2), Ipv4Addr::new(11, 10, 0, 3)],
         );
+        if std::env::args().any(|a| a == "--keep") {
+            // Leaves namespace kpbench-program with the table, for listing or timing
+            // reads (remove it with `ip netns del kpbench-program`).
+            let ns = g.ns("kpbench-program")?;
+            g.namespaces.clear();
+            let t = Instant::now();
+            let want = rules::desired(&st);
+            let plans = rules::plan_sync(&st, &want, &rules::Current::empty(), bulk);
+            kp::apply_plans(Some(&ns), &plans)?;
+            let ms = t.elapsed().as_secs_f64() * 1e3;
+            println!("{n} services, {bulk:?}: {ms:.1} ms, kept in namespace {ns}");
+            return Ok(());
+        }
         let (s, t) = program_kp(&mut g, "kpbench-program", &st, bulk)?;
         println!(
             "{n} services, {bulk:?}: {:.1} ms in {t} transactions",
