@@ -185,7 +185,7 @@ impl ApplyReport {
         let s = &self.stats;
         let split = if s.transactions > 1 {
             format!(
-                ", as a first sync split into {} nft transactions",
+                ", as a first sync split into {} transactions",
                 s.transactions
             )
         } else {

@@ -2,17 +2,18 @@
 //! vmap { 0 : goto A, 1 : goto B }`) written as nf_tables netlink messages, not as `nft -f`.
 //!
 //! Why: every such rule carries an anonymous set, and the kernel (6.18 measured) does
-//! work per new set that grows with the table: `nf_tables_newset` looks the name up by
-//! walking every set of the table and, for a name like nft's `__map%d`, allocates the
-//! number by `sscanf`-ing every set name (`nf_tables_set_alloc_name`);
-//! `nft_set_lookup_global` walks them again for the elements and for the rule's lookup
-//! (the name `__map%d` never matches, so the walk always runs to the end before the
+//! work per new set that grows with the table or the transaction: `nf_tables_newset`
+//! looks the name up by walking every set of the table and, for a name like nft's
+//! `__map%d`, numbers it by `sscanf`-ing every set name (`nf_tables_set_alloc_name`);
+//! `nft_set_lookup_global` walks them by name again for the elements and for the rule's
+//! lookup (nft's `__map%d` never matches, so the walk always runs to the end before the
 //! lookup by id); and `__nft_set_trans_bind` walks the whole transaction per set. nft
 //! itself also dumps every chain of the table for its cache on each run. Here each set
-//! gets a concrete name (`__map0`, `__map1`, ...): the kernel skips the `sscanf`
-//! allocation and finds the set by name; batches stay small, so the transaction walk
-//! stays short; and no nft process or cache dump is involved. The walks over the table's
-//! sets remain: they are the floor (see examples/bench_services.rs).
+//! gets a concrete name (`__map0`, `__map1`, ...), so no `sscanf` numbering; its elements
+//! name it by id only, so no walk for them; batches stay short, so the transaction walk
+//! does too; and no nft process or cache dump is involved. Two walks over the table's
+//! sets in `nf_tables_newset` and one for the rule's lookup (whose set name the kernel
+//! requires) remain: they are the floor (see examples/bench_services.rs).
 //!
 //! The messages are the ones nft 1.0.6 sends for the same rule text (`nft --debug=mnl`):
 //! the set has flags anonymous|constant|map, key type integer (4 bytes, host byte
