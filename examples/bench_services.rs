@@ -1,37 +1,53 @@
 //! Benchmark: Services on nftables, kube-proxy layout vs the original's linear layout.
 //!
-//! Run as root: `cargo run --release --example bench_services [-- --samples 1000]`.
-//! It builds its own namespaces (prefix `kpbench-`) and removes them when done.
+//! Run as root: `cargo run --release --example bench_services [-- --samples 1000]`
+//! (`--sweep`: also other batch sizes; `--unsplit-10k`: also the 10,000 Services in one
+//! `nft -f` transaction, about two minutes). It builds its own namespaces (prefix
+//! `kpbench-`) and removes them when done. `--program N [netlink|text|single] [K]
+//! [--keep]` times one first sync alone; `--dump N [K]` prints the transactions.
 //!
-//! (a) time to program 10,000 Services with 2 endpoints each into one namespace (median
-//!     of 3), beside 10 Services and beside the linear layout (one rule per VIP);
+//! (a) time to program 10,000 Services with 2 endpoints each into one namespace (a first
+//!     sync, median of 3), beside 10 Services and beside the linear layout (one rule per
+//!     VIP), all in the same run;
 //! (b) first-packet TCP connect latency (median of many connects) to one Service with 10
 //!     and with 10,000 Services installed, for both layouts; the ratios show how lookup
 //!     cost grows.
 //!
-//! Measured here (Debian 12, kernel 6.18, nft 1.0.6, 2 cores, release build):
+//! Measured here (Debian 12, kernel 6.18, nft 1.0.6, 2 cores shared with other builds,
+//! load average ~5, release build), one run:
 //!
 //! | case | figure |
 //! | --- | --- |
-//! | program 10 Services (kube-proxy layout) | 40 ms |
-//! | program 10,000 Services x 2 endpoints (kube-proxy layout) | 144 s |
-//! | program 10,000 rules (linear layout, baseline) | 0.63 s |
-//! | add 1 Service with 10,000 installed (agent, cached view) | 1.5 s |
-//! | connect latency, kube-proxy layout, 10 / 10,000 Services | 65 / 61 us (0.94x) |
-//! | connect latency, linear layout, 10 / 10,000 rules | 66 / 235 us (3.56x) |
+//! | program 10 Services (kube-proxy layout) | 11 ms |
+//! | program 10,000 Services x 2 endpoints, netlink bulk path (default, 42 transactions) | 9.4 s |
+//! | the same, netlink batches of 100 / 1,000 | 8.6 / 7.3 s |
+//! | the same, `nft -f` split in batches of 250 / 500 / 1,000 | 22 / 18 / 28 s |
+//! | the same in ONE `nft -f` transaction (the path before) | 122 s (144 s in an earlier run) |
+//! | program 10,000 rules (linear layout, baseline) | 0.41 s |
+//! | add 1 Service with 10,000 installed (agent, cached view, `nft -f`) | 0.76 s |
+//! | remove it again (apply_local: reads the kernel's table with `nft -j` first) | 13.4 s |
+//! | connect latency, kube-proxy layout, 10 / 10,000 Services | 62 / 69 us (1.12x) |
+//! | connect latency, linear layout, 10 / 10,000 rules | 67 / 268 us (4.03x) |
 //!
-//! The first sync at 10,000 is dominated by kernel time that grows with the square of the
-//! number of anonymous sets (one `numgen ... vmap { }` per service chain): 2,000 such
-//! rules alone take ~1 s, 4,000 ~2.9 s, almost all system time. The same transaction
-//! without those vmaps grows linearly (~0.33 ms per Service). `perf` puts the time in the
-//! kernel's nf_tables: `__nft_set_trans_bind` (walks the transaction per anonymous set),
-//! `nf_tables_newset` (anonymous name allocation scans every set with sscanf) and
-//! `nft_set_lookup_global` (linear lookup by name).
+//! Why a first sync cannot reach 1 s while every Service keeps its anonymous
+//! `numgen random mod N vmap { ... }`: the kernel does work per new set that is linear in
+//! the sets the table already has, so 10,000 sets cost O(n^2). One `nft -f` transaction
+//! pays four such walks per set: `__nft_set_trans_bind` walks the whole transaction,
+//! `nf_tables_set_alloc_name` `sscanf`s every set name to number `__map%d`, and
+//! `nf_tables_newset` and `nft_set_lookup_global` (elements, rule) look the set up by
+//! walking every set by name. The netlink path ([`kp::nfnl`]) keeps transactions short,
+//! names each set concretely and sends the elements by set id only, leaving three walks:
+//! `nf_tables_newset` (lookup + name check) and the rule's `lookup` expression, whose set
+//! name is mandatory. `perf` of that path shows those and the `strlen`/`memcmp` of the
+//! name comparisons on top; 5,000 Services take 3.7 s, 10,000 take 7.3-9.4 s (6-8.5 s of
+//! it system time). Named maps (`vmap @name`, no anonymous set) in one transaction took
+//! 11.7 s (7.3 s system), walking the same list: the floor is the per-set walk itself.
 
 use anyhow::{bail, Context, Result};
 use knetsim::components::kubeproxy::{self as kp, rules};
 use knetsim::netns;
 use kp::{EndpointAddress, Endpoints, Protocol, Service, ServicePort, ServiceType, State};
+use rules::Bulk;
 use std::io::Read;
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -114,14 +130,17 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
-/// Programs `st` (kube-proxy layout) into a fresh namespace; returns seconds.
-fn program_kp(g: &mut Guard, name: &str, st: &State) -> Result<f64> {
+/// Programs `st` (kube-proxy layout) into a fresh namespace as a first sync written the
+/// `bulk` way; returns seconds and the number of transactions.
+fn program_kp(g: &mut Guard, name: &str, st: &State, bulk: Bulk) -> Result<(f64, usize)> {
     let ns = g.ns(name)?;
     let t = Instant::now();
-    kp::apply_local(&ns, st)?;
+    let want = rules::desired(st);
+    let plans = rules::plan_sync(st, &want, &rules::Current::empty(), bulk);
+    kp::apply_plans(Some(&ns), &plans)?;
     let secs = t.elapsed().as_secs_f64();
     netns::delete(&ns)?;
-    Ok(secs)
+    Ok((secs, plans.len()))
 }
 
 fn program_linear(g: &mut Guard, name: &str, n: usize, backend: Ipv4Addr) -> Result<f64> {
@@ -203,13 +222,70 @@ fn main() -> Result<()> {
     }
     if let Some(n) = std::env::args().skip_while(|a| a != "--dump").nth(1) {
         // Prints the first-sync transaction for N services (for looking at or timing nft).
+        // `--dump N [K]`: with K, the first sync split into transactions of K services,
+        // each after a `# transaction I` line.
         let n: usize = n.parse()?;
-        print!(
-            "{}",
-            rules::full_transaction(&state(
-                n,
-                [Ipv4Addr::new(11, 10, 0, 2), Ipv4Addr::new(11, 10, 0, 3)]
-            ))
+        let st = state(
+            n,
+            [Ipv4Addr::new(11, 10, 0, 2), Ipv4Addr::new(11, 10, 0, 3)],
+        );
+        match std::env::args().skip_while(|a| a != "--dump").nth(2) {
+            None => print!("{}", rules::full_transaction(&st)),
+            Some(k) => {
+                let plans = rules::plan_sync(
+                    &st,
+                    &rules::desired(&st),
+                    &rules::Current::empty(),
+                    Bulk::NftText(k.parse()?),
+                );
+                for (i, p) in plans.iter().enumerate() {
+                    print!("# transaction {}\n{}", i + 1, p.text);
+                }
+            }
+        }
+        return Ok(());
+    }
+    if let Some(n) = std::env::args().skip_while(|a| a != "--program").nth(1) {
+        // `--program N [netlink|text|single] [K] [--keep]`: one first sync of N services
+        // into a fresh namespace, for timing the kernel alone (e.g. under perf or time).
+        let n: usize = n.parse()?;
+        let args: Vec<String> = std::env::args().skip_while(|a| a != "--program").collect();
+        let k: usize = args
+            .get(3)
+            .map(|k| k.parse())
+            .transpose()?
+            .unwrap_or(rules::FIRST_SYNC_BATCH);
+        let bulk = match args.get(2).map(String::as_str) {
+            None | Some("netlink") => Bulk::Netlink(k),
+            Some("text") => Bulk::NftText(k),
+            Some("single") => Bulk::Single,
+            Some(other) => bail!("unknown way {other:?}: netlink, text or single"),
+        };
+        let mut g = Guard {
+            namespaces: vec![],
+            stop: Arc::new(AtomicBool::new(false)),
+        };
+        let st = state(
+            n,
+            [Ipv4Addr::new(11, 10, 0, 2), Ipv4Addr::new(11, 10, 0, 3)],
+        );
+        if std::env::args().any(|a| a == "--keep") {
+            // Leaves namespace kpbench-program with the table, for listing or timing
+            // reads (remove it with `ip netns del kpbench-program`).
+            let ns = g.ns("kpbench-program")?;
+            g.namespaces.clear();
+            let t = Instant::now();
+            let want = rules::desired(&st);
+            let plans = rules::plan_sync(&st, &want, &rules::Current::empty(), bulk);
+            kp::apply_plans(Some(&ns), &plans)?;
+            let ms = t.elapsed().as_secs_f64() * 1e3;
+            println!("{n} services, {bulk:?}: {ms:.1} ms, kept in namespace {ns}");
+            return Ok(());
+        }
+        let (s, t) = program_kp(&mut g, "kpbench-program", &st, bulk)?;
+        println!(
+            "{n} services, {bulk:?}: {:.1} ms in {t} transactions",
+            s * 1e3
         );
         return Ok(());
     }
@@ -227,24 +303,72 @@ fn main() -> Result<()> {
     let big = state(10_000, backends);
     let small = state(10, backends);
 
-    println!("(a) programming time, median of 3 runs, each into a fresh namespace");
-    let mut rows = Vec::new();
-    for (label, n) in [
-        ("kube-proxy layout, 10 services", 10),
-        ("kube-proxy layout, 10,000 services", 10_000),
-    ] {
-        let st = if n == 10 { &small } else { &big };
-        let v: Vec<f64> = (0..3)
-            .map(|i| program_kp(&mut g, &format!("kpbench-prog{i}"), st))
-            .collect::<Result<_>>()?;
-        rows.push((label.to_string(), median(v)));
+    println!("(a) programming time (first sync into a fresh namespace)");
+    let k = rules::FIRST_SYNC_BATCH;
+    let mut rows: Vec<(String, f64)> = Vec::new();
+    let median3 = |g: &mut Guard, st: &State, bulk: Bulk| -> Result<(f64, usize)> {
+        let mut v = Vec::new();
+        let mut n = 0;
+        for i in 0..3 {
+            let (s, t) = program_kp(g, &format!("kpbench-prog{i}"), st, bulk)?;
+            v.push(s);
+            n = t;
+        }
+        Ok((median(v), n))
+    };
+    let (s, _) = median3(&mut g, &small, rules::DEFAULT_BULK)?;
+    rows.push(("kube-proxy layout, 10 services (median of 3)".into(), s));
+    let (s, n) = median3(&mut g, &big, Bulk::Netlink(k))?;
+    rows.push((
+        format!("kube-proxy layout, 10,000 services, netlink bulk, {n} transactions (median of 3)"),
+        s,
+    ));
+    let sweep = std::env::args().any(|a| a == "--sweep");
+    let extra: &[Bulk] = if sweep {
+        &[
+            Bulk::Netlink(100),
+            Bulk::Netlink(1000),
+            Bulk::NftText(250),
+            Bulk::NftText(500),
+            Bulk::NftText(1000),
+        ]
+    } else {
+        &[Bulk::NftText(250)]
+    };
+    for bulk in extra {
+        let (s, n) = program_kp(&mut g, "kpbench-progk", &big, *bulk)?;
+        let how = match bulk {
+            Bulk::Netlink(b) => format!("netlink bulk of {b}"),
+            Bulk::NftText(b) => format!("nft -f split by {b}"),
+            Bulk::Single => "one transaction".into(),
+        };
+        rows.push((
+            format!("kube-proxy layout, 10,000 services, {how}, {n} transactions (1 run)"),
+            s,
+        ));
+    }
+    let mid = state(2_000, backends);
+    let (s, _) = program_kp(&mut g, "kpbench-prog1", &mid, Bulk::Single)?;
+    rows.push((
+        "kube-proxy layout, 2,000 services in ONE nft -f transaction (1 run)".into(),
+        s,
+    ));
+    if std::env::args().any(|a| a == "--unsplit-10k") {
+        let (s, _) = program_kp(&mut g, "kpbench-prog1", &big, Bulk::Single)?;
+        rows.push((
+            "kube-proxy layout, 10,000 services in ONE nft -f transaction (1 run)".into(),
+            s,
+        ));
     }
     let v: Vec<f64> = (0..3)
         .map(|i| program_linear(&mut g, &format!("kpbench-lin{i}"), 10_000, backends[0]))
         .collect::<Result<_>>()?;
-    rows.push(("linear layout (original), 10,000 rules".into(), median(v)));
+    rows.push((
+        "linear layout (original), 10,000 rules (baseline, median of 3)".into(),
+        median(v),
+    ));
     for (l, s) in &rows {
-        println!("  {l:<52} {:>9.1} ms", s * 1e3);
+        println!("  {l:<76} {:>9.1} ms", s * 1e3);
     }
     rows.clear();
 
@@ -272,7 +396,7 @@ fn main() -> Result<()> {
     ));
     println!("\n(a') one change with 10,000 services installed");
     for (l, s) in &rows {
-        println!("  {l:<52} {:>9.1} ms", s * 1e3);
+        println!("  {l:<76} {:>9.1} ms", s * 1e3);
     }
 
     println!(

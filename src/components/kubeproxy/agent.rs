@@ -77,13 +77,13 @@ impl Syncer {
             },
         };
         let want = rules::desired(st);
-        let plan = rules::plan(&want, &cur);
-        match super::apply_transaction(None, &plan.text) {
+        let plans = rules::plan_sync(st, &want, &cur, rules::DEFAULT_BULK);
+        match super::apply_plans(None, &plans) {
             Ok(()) => {
                 self.current = Some(rules::Current::from_desired(&want));
                 self.last_error = None;
                 let report = super::ApplyReport {
-                    stats: plan.stats,
+                    stats: rules::PlanStats::total(&plans),
                     services: want.services,
                     endpoints: want.endpoints,
                     vips: want.vips,

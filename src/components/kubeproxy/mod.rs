@@ -4,6 +4,10 @@
 //! - [`model`]: Services, Endpoints, the original's static VIPs, validation.
 //! - [`store`]: where they live in etcd (`/registry/services/specs/...`, see there).
 //! - [`rules`]: the pure state -> `nft -f -` transaction function (incremental).
+//! - [`nfnl`]: the bulk path of a large first sync, balancer rules as nf_tables netlink
+//!   batches. Every other change goes through `nft -f -`: one readable, atomic
+//!   transaction a learner can print, and cheap when it adds a few anonymous sets; only
+//!   thousands of them in one table make the kernel's per-set work add up.
 //! - [`agent`]: the daemon (list + watch etcd, debounce, one atomic transaction per sync).
 //! - [`counters`]: per-endpoint packet/byte counters read back from a worker.
 //!
@@ -18,6 +22,7 @@
 pub mod agent;
 pub mod counters;
 pub mod model;
+pub mod nfnl;
 pub mod rules;
 pub mod store;
 
@@ -129,6 +134,41 @@ pub fn apply_transaction(ns: Option<&str>, text: &str) -> Result<()> {
     }
 }
 
+/// Applies the transactions of one sync ([`rules::plan_sync`]) in order, each atomically.
+/// When one is refused, the ones before it stay applied: they only ever add complete
+/// Services to a table that had none (a split first sync), and the next sync reads the
+/// kernel's table and continues from there.
+pub fn apply_plans(ns: Option<&str>, plans: &[rules::Plan]) -> Result<()> {
+    let n = plans.len();
+    for (i, p) in plans.iter().enumerate() {
+        let r = match &p.netlink {
+            Some(b) => apply_netlink(ns, b),
+            None => apply_transaction(ns, &p.text),
+        };
+        if n > 1 {
+            r.with_context(|| {
+                format!(
+                    "first sync, transaction {} of {n} (the {i} before it stay applied, each with complete Services)",
+                    i + 1
+                )
+            })?;
+        } else {
+            r?;
+        }
+    }
+    Ok(())
+}
+
+/// Sends one netlink batch of balancer rules in `ns` (None: the current namespace).
+fn apply_netlink(ns: Option<&str>, b: &rules::NetlinkBatch) -> Result<()> {
+    let buf = nfnl::encode(rules::TABLE, &b.rules, b.first_set)?;
+    let n = b.rules.len();
+    match ns {
+        None => nfnl::send(&buf, n),
+        Some(ns) => crate::netns::run_in(ns, move || nfnl::send(&buf, n)),
+    }
+}
+
 /// What one [`apply_local`] did.
 #[derive(Debug, Clone)]
 pub struct ApplyReport {
@@ -143,8 +183,16 @@ impl ApplyReport {
     /// The learner-readable line the agent also logs.
     pub fn summary(&self) -> String {
         let s = &self.stats;
+        let split = if s.transactions > 1 {
+            format!(
+                ", as a first sync split into {} transactions",
+                s.transactions
+            )
+        } else {
+            String::new()
+        };
         format!(
-            "synced {} services, {} endpoints, {} VIPs in {} ms (chains: {} added, {} rewritten, {} deleted, {} kept with their counters; map elements: +{} -{})",
+            "synced {} services, {} endpoints, {} VIPs in {} ms{split} (chains: {} added, {} rewritten, {} deleted, {} kept with their counters; map elements: +{} -{})",
             self.services,
             self.endpoints,
             self.vips,
@@ -160,18 +208,19 @@ impl ApplyReport {
 }
 
 /// Programs namespace `ns` (a worker) to `state` right now, synchronously: validates,
-/// reads the kernel's table, applies the difference in one atomic `nft -f -`. A state that
-/// fails validation or a transaction nft refuses leaves the ruleset unchanged.
+/// reads the kernel's table, applies the difference in one atomic `nft -f -` (a large
+/// first sync in several, see [`rules::plan_sync`]). A state that fails validation or a
+/// change nft refuses leaves the ruleset unchanged.
 pub fn apply_local(ns: &str, state: &State) -> Result<ApplyReport> {
     let start = Instant::now();
     state.validate()?;
     let want = rules::desired(state);
     let cur = read_current(Some(ns))?;
-    let plan = rules::plan(&want, &cur);
-    apply_transaction(Some(ns), &plan.text)
+    let plans = rules::plan_sync(state, &want, &cur, rules::DEFAULT_BULK);
+    apply_plans(Some(ns), &plans)
         .with_context(|| format!("programming Services in namespace '{ns}'"))?;
     Ok(ApplyReport {
-        stats: plan.stats,
+        stats: rules::PlanStats::total(&plans),
         services: want.services,
         endpoints: want.endpoints,
         vips: want.vips,

@@ -26,12 +26,19 @@
 //! chain's content is compared through its rules' comments and jump/goto targets, which is
 //! also what `nft -j list table` returns, so a restarted agent can converge a table it did
 //! not write without ever deleting it.
+//!
+//! Every change is one atomic `nft -f -` transaction. The one exception is a large first
+//! sync into a table that has no Service yet ([`plan_sync`]): with one anonymous set per
+//! balancer rule the kernel's cost grows with the square of the number of rules in one
+//! transaction (10,000 Services: 144 s), so its balancer rules go as netlink batches
+//! ([`super::nfnl`]) between an `nft -f` that creates every chain and one that adds every
+//! map element, all Services appearing at once. The listing is the same either way.
 
-use super::model::{Service, ServicePort, ServiceType, State};
+use super::model::{Endpoints, Service, ServicePort, ServiceType, State};
 use anyhow::{Context, Result};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt::Write as _;
 use std::net::Ipv4Addr;
 
@@ -290,9 +297,20 @@ pub fn desired(state: &State) -> Desired {
     for (m, _, _) in MAPS {
         d.maps.insert(m.to_string(), BTreeMap::new());
     }
+    // Endpoints by Service (the first entry wins, as in State::endpoints_of), so that a
+    // large state is not searched once per Service.
+    let mut by_svc: HashMap<(&str, &str), &[super::model::EndpointAddress]> = HashMap::new();
+    for e in &state.endpoints {
+        by_svc
+            .entry((e.namespace.as_str(), e.service.as_str()))
+            .or_insert(e.addresses.as_slice());
+    }
     for svc in &state.services {
         d.services += 1;
-        let eps = state.endpoints_of(svc);
+        let eps: &[_] = by_svc
+            .get(&(svc.namespace.as_str(), svc.name.as_str()))
+            .copied()
+            .unwrap_or(&[]);
         d.cluster_ips.insert(svc.cluster_ip.to_string());
         for port in &svc.ports {
             let spn = format!("{}/{}:{}", svc.namespace, svc.name, port.label());
@@ -580,20 +598,54 @@ pub struct PlanStats {
     pub chains_kept: usize,
     pub elements_added: usize,
     pub elements_deleted: usize,
+    /// nft transactions the sync took (1, or more for a split first sync).
+    pub transactions: usize,
 }
 
 #[derive(Debug, Clone)]
 pub struct Plan {
     /// The `nft -f -` transaction (empty when nothing changes).
     pub text: String,
+    /// Or, for the bulk part of a large first sync, balancer rules sent as one nf_tables
+    /// netlink batch (see [`super::nfnl`]); `text` is then empty.
+    pub netlink: Option<NetlinkBatch>,
     pub stats: PlanStats,
 }
 
+/// Balancer rules for one netlink transaction, their sets named `__map{first_set}`...
+#[derive(Debug, Clone)]
+pub struct NetlinkBatch {
+    pub rules: Vec<super::nfnl::Balancer>,
+    pub first_set: u32,
+}
+
 impl Plan {
+    fn text(text: String, stats: PlanStats) -> Plan {
+        Plan {
+            text,
+            netlink: None,
+            stats,
+        }
+    }
+
     pub fn is_empty(&self) -> bool {
-        self.text.is_empty()
+        self.text.is_empty() && self.netlink.as_ref().is_none_or(|n| n.rules.is_empty())
     }
 }
+
+/// How a large first sync is written (see [`plan_sync`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Bulk {
+    /// Never split: one `nft -f` transaction.
+    Single,
+    /// Split into `nft -f` transactions of this many Services (or VIPs) each.
+    NftText(usize),
+    /// Balancer rules as netlink batches of this many rules each, the rest as `nft -f`.
+    Netlink(usize),
+}
+
+/// What a sync uses: the netlink bulk path in batches of [`FIRST_SYNC_BATCH`].
+pub const DEFAULT_BULK: Bulk = Bulk::Netlink(FIRST_SYNC_BATCH);
 
 fn setup_text(out: &mut String) {
     let t = TABLE;
@@ -738,9 +790,159 @@ pub fn plan(want: &Desired, cur: &Current) -> Plan {
         let _ = writeln!(out, "delete chain ip {TABLE} {name}");
         st.chains_deleted += 1;
     }
-    Plan {
-        text: out,
-        stats: st,
+    st.transactions = usize::from(!out.is_empty());
+    Plan::text(out, st)
+}
+
+/// Services (and, separately, VIPs) per transaction when a first sync is split, and the
+/// size from which it is split.
+///
+/// Measured with 10,000 Services x 2 endpoints (examples/bench_services.rs `--program`):
+/// on the netlink path batches of 250, 1,000 and 2,500 all took 7.4-7.8 s, so the batch
+/// size hardly matters there (the walks over the table's sets do); the `nft -f` split is
+/// slower the smaller its batches (nft dumps every chain for its cache on each run).
+pub const FIRST_SYNC_BATCH: usize = 250;
+
+impl Current {
+    /// True when the table holds no Service or VIP yet (no chain of ours, no element):
+    /// a sync from here changes nothing that exists, so it may be split.
+    pub fn is_unprogrammed(&self) -> bool {
+        self.chains.is_empty()
+            && self.cluster_ips.is_empty()
+            && self.maps.values().all(|m| m.is_empty())
+    }
+}
+
+/// The balancer rule of a chain (`counter numgen random mod N vmap { ... }`), if it is one.
+fn balancer(chain: &str, rules: &[Rule]) -> Option<super::nfnl::Balancer> {
+    match rules {
+        [r] if r.text.starts_with("counter numgen random mod ") => Some(super::nfnl::Balancer {
+            chain: chain.to_string(),
+            comment: r.comment.clone(),
+            targets: r.targets.clone(),
+        }),
+        _ => None,
+    }
+}
+
+/// The transactions that turn `cur` into the table of `state` (`want` = `desired(state)`).
+///
+/// Normally exactly one: [`plan`], applied atomically. A first sync (the table holds no
+/// Service yet, see [`Current::is_unprogrammed`]) of more than `batch` Services is split,
+/// because the kernel's cost per anonymous set grows with the length of the transaction
+/// and with the table (see [`super::nfnl`]). Every transaction leaves a consistent table:
+///
+/// - [`Bulk::Netlink`]: (1) `nft -f`: the fixed skeleton, every chain (in the order one
+///   transaction would create them, so the listing is the same) and the rules of every
+///   chain but the balancers; nothing refers to these chains yet. (2) netlink batches of
+///   `batch` balancer rules with their anonymous sets. (3) `nft -f`: every map and set
+///   element at once, so all Services start answering together.
+/// - [`Bulk::NftText`]: (1) skeleton and every chain, empty; then per `batch` Services
+///   one transaction with their rules and, in it, their map elements.
+pub fn plan_sync(state: &State, want: &Desired, cur: &Current, bulk: Bulk) -> Vec<Plan> {
+    let batch = match bulk {
+        Bulk::Single => usize::MAX,
+        Bulk::NftText(b) | Bulk::Netlink(b) => b.max(1),
+    };
+    if !cur.is_unprogrammed() || (state.services.len() <= batch && state.vips.len() <= batch) {
+        return vec![plan(want, cur)];
+    }
+    let mut plans = Vec::new();
+    let mut st = PlanStats::default();
+    let mut out = String::new();
+    if !cur.skeleton {
+        st.setup = true;
+        setup_text(&mut out);
+    }
+    for name in want.chains.keys() {
+        let _ = writeln!(out, "add chain ip {TABLE} {name}");
+        st.chains_added += 1;
+    }
+    if let Bulk::Netlink(_) = bulk {
+        let mut balancers = Vec::new();
+        for (name, rules) in &want.chains {
+            match balancer(name, rules) {
+                Some(b) => balancers.push(b),
+                None => write_rules(&mut out, name, rules),
+            }
+        }
+        plans.push(Plan::text(out, st));
+        for (i, chunk) in balancers.chunks(batch).enumerate() {
+            plans.push(Plan {
+                text: String::new(),
+                netlink: Some(NetlinkBatch {
+                    rules: chunk.to_vec(),
+                    first_set: (i * batch) as u32,
+                }),
+                stats: PlanStats::default(),
+            });
+        }
+        let mut st = PlanStats::default();
+        let mut out = String::new();
+        write_all_elements(&mut out, &mut st, want);
+        plans.push(Plan::text(out, st));
+        return plans;
+    }
+    plans.push(Plan::text(out, st));
+    let eps: HashMap<(&str, &str), &Endpoints> = state
+        .endpoints
+        .iter()
+        .map(|e| ((e.namespace.as_str(), e.service.as_str()), e))
+        .collect();
+    let svc_chunks = state.services.chunks(batch).map(|svcs| State {
+        services: svcs.to_vec(),
+        endpoints: svcs
+            .iter()
+            .filter_map(|s| eps.get(&(s.namespace.as_str(), s.name.as_str())))
+            .map(|e| (*e).clone())
+            .collect(),
+        vips: vec![],
+    });
+    let vip_chunks = state.vips.chunks(batch).map(|vips| State {
+        vips: vips.to_vec(),
+        ..State::default()
+    });
+    for sub in svc_chunks.chain(vip_chunks) {
+        let d = desired(&sub);
+        let mut st = PlanStats::default();
+        let mut out = String::new();
+        for (name, rules) in &d.chains {
+            write_rules(&mut out, name, rules);
+        }
+        write_all_elements(&mut out, &mut st, &d);
+        plans.push(Plan::text(out, st));
+    }
+    plans
+}
+
+/// `add element` commands for every map and set element of `d`.
+fn write_all_elements(out: &mut String, st: &mut PlanStats, d: &Desired) {
+    for (map, elems) in &d.maps {
+        let add: Vec<String> = elems.iter().map(|(k, v)| format!("{k} : {v}")).collect();
+        st.elements_added += add.len();
+        write_elements(out, "add", map, &add);
+    }
+    let add: Vec<String> = d.cluster_ips.iter().cloned().collect();
+    st.elements_added += add.len();
+    write_elements(out, "add", SET_CLUSTER_IPS, &add);
+}
+
+impl PlanStats {
+    /// The sum of the stats of several transactions of one sync.
+    pub fn total(plans: &[Plan]) -> PlanStats {
+        let mut t = PlanStats::default();
+        for p in plans {
+            let s = &p.stats;
+            t.setup |= s.setup;
+            t.chains_added += s.chains_added;
+            t.chains_rewritten += s.chains_rewritten;
+            t.chains_deleted += s.chains_deleted;
+            t.chains_kept += s.chains_kept;
+            t.elements_added += s.elements_added;
+            t.elements_deleted += s.elements_deleted;
+        }
+        t.transactions = plans.iter().filter(|p| !p.is_empty()).count();
+        t
     }
 }
 
@@ -988,6 +1190,219 @@ mod tests {
         assert_eq!(
             p.stats.chains_added + p.stats.chains_rewritten + p.stats.chains_deleted,
             0
+        );
+    }
+
+    /// `n` Services svc-0.. (every third a NodePort, every fifth without endpoints) and
+    /// `v` VIPs.
+    fn big_state(n: usize, v: usize) -> State {
+        let mut st = State::default();
+        for i in 0..n {
+            let name = format!("svc-{i}");
+            let np = i % 3 == 0;
+            st.services.push(Service {
+                name: name.clone(),
+                namespace: "default".into(),
+                cluster_ip: Ipv4Addr::new(100, 64, 1, i as u8 + 1),
+                type_: if np {
+                    ServiceType::NodePort
+                } else {
+                    ServiceType::ClusterIP
+                },
+                ports: vec![ServicePort {
+                    name: None,
+                    protocol: Protocol::Tcp,
+                    port: 80,
+                    target_port: 8000,
+                    node_port: np.then_some(30000 + i as u16),
+                }],
+            });
+            if i % 5 != 4 {
+                st.endpoints.push(Endpoints {
+                    service: name,
+                    namespace: "default".into(),
+                    addresses: (2..4)
+                        .map(|k| EndpointAddress {
+                            ip: Ipv4Addr::new(11, 10, 0, k),
+                            pod: format!("c{k}"),
+                            node: "w".into(),
+                        })
+                        .collect(),
+                });
+            }
+        }
+        for i in 0..v {
+            st.vips.push(StaticVip {
+                vip: Ipv4Addr::new(100, 64, 10, i as u8 + 1),
+                ips: vec![ip("11.10.0.2"), ip("11.10.0.3")],
+            });
+        }
+        st
+    }
+
+    /// The lines of transactions, with `add element` lines cut into one element each.
+    fn normalized(texts: &[&str]) -> Vec<String> {
+        let mut v = Vec::new();
+        for t in texts {
+            for l in t.lines() {
+                match l.split_once(" { ").filter(|_| l.starts_with("add element")) {
+                    Some((head, body)) => {
+                        for e in body.trim_end_matches(" }").split(", ") {
+                            v.push(format!("{head} {{ {e} }}"));
+                        }
+                    }
+                    None => v.push(l.to_string()),
+                }
+            }
+        }
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn first_sync_split_adds_what_one_transaction_adds() {
+        let s = big_state(7, 3);
+        s.validate().unwrap();
+        let want = desired(&s);
+        let one = plan(&want, &Current::empty());
+        let plans = plan_sync(&s, &want, &Current::empty(), Bulk::NftText(2));
+        // skeleton + chains, 4 batches of Services (2,2,2,1), 2 of VIPs (2,1)
+        assert_eq!(plans.len(), 7);
+        let texts: Vec<&str> = plans.iter().map(|p| p.text.as_str()).collect();
+        assert_eq!(normalized(&texts), normalized(&[&one.text]));
+        let total = PlanStats::total(&plans);
+        assert_eq!(total.transactions, 7);
+        assert!(total.setup);
+        assert_eq!(total.chains_added, one.stats.chains_added);
+        assert_eq!(total.elements_added, one.stats.elements_added);
+        // The first creates every chain, empty, in the order one transaction would.
+        let chains = |t: &str| -> Vec<String> {
+            t.lines()
+                .filter(|l| {
+                    l.starts_with("add chain") && is_dynamic_chain(l.split(' ').nth(4).unwrap())
+                })
+                .map(str::to_string)
+                .collect()
+        };
+        assert_eq!(chains(&plans[0].text), chains(&one.text));
+        assert!(plans[0].text.contains("add table ip kube-proxy"));
+        assert!(
+            !plans[0].text.lines().any(
+                |l| l.starts_with("add rule") && is_dynamic_chain(l.split(' ').nth(4).unwrap())
+            ),
+            "{}",
+            plans[0].text
+        );
+        // Every later one only adds: it names a chain in a map element only when the
+        // same transaction writes that chain's rules, and endpoint chains with it.
+        for p in &plans[1..] {
+            assert!(!p.text.contains("add chain") && !p.text.contains("delete "));
+            for l in p.text.lines().filter(|l| l.starts_with("add element")) {
+                for target in l.split("goto ").skip(1) {
+                    let chain = target.split([',', ' ']).next().unwrap();
+                    if chain == "reject-chain" {
+                        continue;
+                    }
+                    assert!(
+                        p.text.contains(&format!("add rule ip kube-proxy {chain} ")),
+                        "{chain} is referred to before its rules exist:\n{}",
+                        p.text
+                    );
+                }
+            }
+            for l in p.text.lines().filter(|l| l.contains("numgen random")) {
+                for target in l.split("goto ").skip(1) {
+                    let chain = target.split([',', ' ']).next().unwrap();
+                    assert!(p.text.contains(&format!("add rule ip kube-proxy {chain} ")));
+                }
+            }
+        }
+        // The same state with a table that already has the skeleton: no setup.
+        let mut skel = Current::empty();
+        skel.table = true;
+        skel.skeleton = true;
+        let plans = plan_sync(&s, &want, &skel, Bulk::NftText(2));
+        assert_eq!(plans.len(), 7);
+        assert!(!plans[0].text.contains("add table") && !plans[0].stats.setup);
+    }
+
+    #[test]
+    fn first_sync_netlink_adds_what_one_transaction_adds() {
+        let s = big_state(7, 3);
+        let want = desired(&s);
+        let one = plan(&want, &Current::empty());
+        let plans = plan_sync(&s, &want, &Current::empty(), Bulk::Netlink(2));
+        // 6 Services with endpoints + 3 VIPs = 9 balancers: 5 netlink batches.
+        assert_eq!(plans.len(), 1 + 5 + 1);
+        let (first, rest) = plans.split_first().unwrap();
+        let (last, middle) = rest.split_last().unwrap();
+        assert!(first.netlink.is_none() && last.netlink.is_none());
+        assert!(!first.text.contains("add element") && !first.text.contains("numgen"));
+        assert!(
+            last.text.lines().all(|l| l.starts_with("add element")),
+            "{}",
+            last.text
+        );
+        // The balancers, rendered as the rule text nft would have been given.
+        let mut texts = vec![first.text.clone(), last.text.clone()];
+        let mut set = 0;
+        for p in middle {
+            let b = p.netlink.as_ref().unwrap();
+            assert!(p.text.is_empty() && !b.rules.is_empty() && b.rules.len() <= 2);
+            assert_eq!(b.first_set, set);
+            set += b.rules.len() as u32;
+            for r in &b.rules {
+                let elems: Vec<String> = r
+                    .targets
+                    .iter()
+                    .enumerate()
+                    .map(|(i, t)| format!("{i} : goto {t}"))
+                    .collect();
+                texts.push(format!(
+                    "add rule ip {TABLE} {} counter numgen random mod {} vmap {{ {} }} comment \"{}\"\n",
+                    r.chain,
+                    r.targets.len(),
+                    elems.join(", "),
+                    r.comment.as_deref().unwrap()
+                ));
+            }
+        }
+        assert_eq!(set, 9);
+        let texts: Vec<&str> = texts.iter().map(String::as_str).collect();
+        assert_eq!(normalized(&texts), normalized(&[&one.text]));
+        let total = PlanStats::total(&plans);
+        assert_eq!(total.transactions, 7);
+        assert_eq!(total.chains_added, one.stats.chains_added);
+        assert_eq!(total.elements_added, one.stats.elements_added);
+    }
+
+    #[test]
+    fn only_a_first_sync_is_split() {
+        let s = big_state(7, 3);
+        let want = desired(&s);
+        // A table that already has Services: one atomic transaction, whatever its size.
+        let cur = Current::from_desired(&desired(&big_state(2, 0)));
+        assert!(!cur.is_unprogrammed());
+        let plans = plan_sync(&s, &want, &cur, Bulk::Netlink(2));
+        assert_eq!(plans.len(), 1);
+        assert_eq!(plans[0].text, plan(&want, &cur).text);
+        assert_eq!(PlanStats::total(&plans).transactions, 1);
+        // Small enough for one batch: not split either.
+        let plans = plan_sync(&s, &want, &Current::empty(), Bulk::NftText(7));
+        assert_eq!(plans.len(), 1);
+        // Nothing to do: one empty plan, zero transactions.
+        let plans = plan_sync(&s, &want, &Current::from_desired(&want), Bulk::Netlink(2));
+        assert!(plans.len() == 1 && plans[0].is_empty());
+        assert_eq!(PlanStats::total(&plans).transactions, 0);
+        // Batch 0 is taken as 1.
+        assert_eq!(
+            plan_sync(&s, &want, &Current::empty(), Bulk::NftText(0)).len(),
+            1 + 7 + 3
+        );
+        // Never split when asked not to.
+        assert_eq!(
+            plan_sync(&s, &want, &Current::empty(), Bulk::Single).len(),
+            1
         );
     }
 

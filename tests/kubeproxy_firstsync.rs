@@ -1,0 +1,235 @@
+//! A large first sync is split (netlink batches of balancer rules, or `nft -f` batches):
+//! the table it leaves must be the one a single `nft -f` transaction writes, listed
+//! byte for byte the same, and it must carry traffic and count it. Needs root; each test
+//! builds and removes its own namespaces.
+
+#[path = "kubeproxy_util.rs"]
+mod util;
+
+use knetsim::components::kubeproxy::rules::{self, Bulk};
+use knetsim::components::kubeproxy::{
+    apply_local, apply_plans, apply_transaction, read_counters, EndpointAddress, Endpoints,
+    Protocol, Service, ServicePort, ServiceType, State, StaticVip,
+};
+use std::net::Ipv4Addr;
+use util::*;
+
+/// `n` Services (every fourth a NodePort, every seventh without endpoints) on the two
+/// backends, and two VIPs.
+fn state(n: usize, backends: [Ipv4Addr; 2]) -> State {
+    let mut st = State::default();
+    for i in 0..n {
+        let name = format!("svc-{i}");
+        let np = i % 4 == 0;
+        st.services.push(Service {
+            name: name.clone(),
+            namespace: "default".into(),
+            cluster_ip: Ipv4Addr::new(100, 64, 20 + (i / 250) as u8, (i % 250) as u8 + 1),
+            type_: if np {
+                ServiceType::NodePort
+            } else {
+                ServiceType::ClusterIP
+            },
+            ports: vec![ServicePort {
+                name: Some("http".into()),
+                protocol: Protocol::Tcp,
+                port: 80,
+                target_port: 8000,
+                node_port: np.then_some(30000 + i as u16),
+            }],
+        });
+        if i % 7 != 6 {
+            st.endpoints.push(Endpoints {
+                service: name,
+                namespace: "default".into(),
+                addresses: backends
+                    .iter()
+                    .enumerate()
+                    .map(|(k, ip)| EndpointAddress {
+                        ip: *ip,
+                        pod: format!("b{}", k + 1),
+                        node: "node".into(),
+                    })
+                    .collect(),
+            });
+        }
+    }
+    for v in [1, 2] {
+        st.vips.push(StaticVip {
+            vip: Ipv4Addr::new(100, 64, 10, v),
+            ips: backends.to_vec(),
+        });
+    }
+    st
+}
+
+fn table(ns: &str) -> String {
+    sh(ns, "nft list table ip kube-proxy")
+}
+
+#[test]
+fn split_first_sync_lists_like_one_transaction() {
+    if !is_root() {
+        eprintln!("SKIPPED: needs root to create namespaces");
+        return;
+    }
+    let mut g = Guard::default();
+    let backends = [Ipv4Addr::new(11, 10, 0, 2), Ipv4Addr::new(11, 10, 0, 3)];
+    let st = state(600, backends);
+    let want = rules::desired(&st);
+
+    let one = g.ns("kubeproxy-firstsync-list-one");
+    apply_transaction(Some(&one), &rules::full_transaction(&st)).unwrap();
+    let reference = table(&one);
+    assert_eq!(
+        reference.matches("numgen random mod 2 vmap {").count(),
+        600 - 85 + 2
+    );
+
+    for (name, bulk) in [
+        ("kubeproxy-firstsync-list-nl", Bulk::Netlink(250)),
+        ("kubeproxy-firstsync-list-txt", Bulk::NftText(250)),
+    ] {
+        let ns = g.ns(name);
+        let plans = rules::plan_sync(&st, &want, &rules::Current::empty(), bulk);
+        assert!(plans.len() > 3, "{bulk:?} was not split");
+        apply_plans(Some(&ns), &plans).unwrap();
+        let got = table(&ns);
+        if got != reference {
+            let diff: Vec<_> = got
+                .lines()
+                .zip(reference.lines())
+                .filter(|(a, b)| a != b)
+                .take(3)
+                .collect();
+            panic!("{bulk:?}: the listing differs from one nft -f transaction: {diff:?}");
+        }
+        // The kernel's view the agent converges from: nothing left to do.
+        let cur = knetsim::components::kubeproxy::read_current(Some(&ns)).unwrap();
+        assert!(rules::plan(&want, &cur).is_empty(), "{bulk:?}");
+    }
+}
+
+#[test]
+fn split_first_sync_carries_traffic_then_changes_atomically() {
+    if !is_root() {
+        eprintln!("SKIPPED: needs root to create namespaces");
+        return;
+    }
+    let mut g = Guard::default();
+    let t = topology(&mut g, "kubeproxy-firstsync-e2e", 2);
+    let (b1, ip1) = t.backends[0].clone();
+    let (b2, ip2) = t.backends[1].clone();
+    serve(&g, &b1, 8000, "hello from b1");
+    serve(&g, &b2, 8000, "hello from b2");
+    let mut st = state(600, [ip1, ip2]);
+
+    // apply_local takes the bulk path by itself for a first sync this large.
+    let r = apply_local(&t.node, &st).unwrap();
+    println!("{}", r.summary());
+    assert!(r.stats.transactions > 3, "{:?}", r.stats);
+    assert!(r.summary().contains("split into"), "{}", r.summary());
+
+    // Services from the first and the last netlink batch, a NodePort, a VIP, a Service
+    // without endpoints (refused at once).
+    for addr in ["100.64.20.1:80", "100.64.22.100:80", "10.0.0.1:30000"] {
+        let out = connect(&t.client, addr).unwrap();
+        assert!(out.starts_with("hello from b"), "{addr}: {out}");
+    }
+    let (ok, out) = sh_any(&t.client, "ping -c 1 -W 2 100.64.10.2");
+    assert!(ok, "{out}");
+    let e = connect(&t.client, "100.64.20.7:80").unwrap_err();
+    assert_eq!(e.kind(), std::io::ErrorKind::ConnectionRefused, "{e}");
+    let rows = read_counters(&t.node).unwrap();
+    let hit: u64 = rows
+        .iter()
+        .filter(|r| r.service == "default/svc-0/tcp/http")
+        .map(|r| r.packets)
+        .sum();
+    // Two connections reached svc-0: through its ClusterIP and through its NodePort.
+    assert_eq!(hit, 2, "{:?}", &rows[..4.min(rows.len())]);
+
+    // A later change is one transaction again, and keeps the counters of the rest.
+    let count = |rows: &[knetsim::components::kubeproxy::CounterRow], ip: Ipv4Addr| -> u64 {
+        rows.iter()
+            .filter(|r| r.service == "default/svc-0/tcp/http" && r.endpoint == ip)
+            .map(|r| r.packets)
+            .sum()
+    };
+    let before_b1 = count(&rows, ip1);
+    st.endpoints[0].addresses.retain(|a| a.ip == ip1);
+    let r = apply_local(&t.node, &st).unwrap();
+    assert_eq!(r.stats.transactions, 1, "{:?}", r.stats);
+    assert_eq!(r.stats.chains_deleted, 1, "{:?}", r.stats);
+    let after = read_counters(&t.node).unwrap();
+    assert_eq!(
+        count(&after, ip1),
+        before_b1,
+        "the kept endpoint chain kept its counter"
+    );
+    assert_eq!(count(&after, ip2), 0);
+    assert_eq!(
+        connect(&t.client, "100.64.20.1:80").unwrap(),
+        "hello from b1"
+    );
+}
+
+#[test]
+fn refused_netlink_batch_names_the_transaction() {
+    if !is_root() {
+        eprintln!("SKIPPED: needs root to create namespaces");
+        return;
+    }
+    let mut g = Guard::default();
+    let ns = g.ns("kubeproxy-firstsync-refused");
+    let st = state(
+        30,
+        [Ipv4Addr::new(11, 10, 0, 2), Ipv4Addr::new(11, 10, 0, 3)],
+    );
+    let want = rules::desired(&st);
+    let mut plans = rules::plan_sync(&st, &want, &rules::Current::empty(), Bulk::Netlink(10));
+    // Break the second netlink batch: a rule going to a chain that does not exist.
+    let b = plans[2].netlink.as_mut().unwrap();
+    b.rules[3].targets[1] = "no-such-chain".into();
+    let e = format!("{:#}", apply_plans(Some(&ns), &plans).unwrap_err());
+    assert!(
+        e.contains(&format!("first sync, transaction 3 of {}", plans.len()))
+            && e.contains("the kernel refused the nf_tables batch (nothing of it was applied)")
+            && e.contains("rule 4 of 10"),
+        "{e}"
+    );
+    // The first netlink batch stayed; nothing of the second one did.
+    let listing = table(&ns);
+    assert_eq!(listing.matches("numgen random").count(), 10, "{listing}");
+    // The next sync converges from what the kernel has, in one transaction.
+    let r = apply_local(&ns, &st).unwrap();
+    assert_eq!(r.stats.transactions, 1);
+    let one = g.ns("kubeproxy-firstsync-refused-ref");
+    apply_transaction(Some(&one), &rules::full_transaction(&st)).unwrap();
+    assert_eq!(
+        table(&ns).matches("numgen random").count(),
+        table(&one).matches("numgen random").count()
+    );
+}
+
+#[test]
+fn split_first_sync_from_inside_the_namespace() {
+    if !is_root() {
+        eprintln!("SKIPPED: needs root to create namespaces");
+        return;
+    }
+    // The agent runs inside its worker's namespace and passes no namespace name.
+    let mut g = Guard::default();
+    let ns = g.ns("kubeproxy-firstsync-inside");
+    let st = state(
+        300,
+        [Ipv4Addr::new(11, 10, 0, 2), Ipv4Addr::new(11, 10, 0, 3)],
+    );
+    let want = rules::desired(&st);
+    let plans = rules::plan_sync(&st, &want, &rules::Current::empty(), rules::DEFAULT_BULK);
+    assert!(plans.iter().any(|p| p.netlink.is_some()));
+    knetsim::netns::run_in(&ns, move || apply_plans(None, &plans)).unwrap();
+    let cur = knetsim::components::kubeproxy::read_current(Some(&ns)).unwrap();
+    assert!(rules::plan(&want, &cur).is_empty());
+    assert_eq!(table(&ns).matches("numgen random").count(), 300 - 42 + 2);
+}
