@@ -29,8 +29,9 @@ use tokio::sync::mpsc;
 
 const LINK_ADDRESS: &str = "_router/inter-router";
 const HANDSHAKE: Duration = Duration::from_secs(10);
-/// Largest AMQP frame: one data message (a 128 KiB chunk plus headers) fits in one frame.
-const MAX_FRAME: u32 = 256 * 1024;
+/// Largest AMQP frame: one data message (a [`crate::components::skupper::tcp::CHUNK`] plus
+/// headers) fits in one frame.
+const MAX_FRAME: u32 = 1024 * 1024;
 /// Link credit (messages) each receiver grants.
 const CREDIT: u32 = 1000;
 
