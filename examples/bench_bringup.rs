@@ -6,29 +6,13 @@
 //!
 //! Prints medians (the machines are noisy) and the ratio of the two.
 
-use knetsim::sim::{ClusterSpec, Options, Sim, Worker};
+use knetsim::sim::{ClusterSpec, Worker};
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-fn knetsim_exe() -> std::path::PathBuf {
-    let me = std::env::current_exe().expect("current exe");
-    let bin = me
-        .parent()
-        .and_then(|p| p.parent())
-        .map(|p| p.join("knetsim"));
-    match bin {
-        Some(b) if b.exists() => b,
-        _ => {
-            eprintln!("error: the knetsim binary is not built next to this example; run `cargo build --release --bins --examples` first");
-            std::process::exit(3);
-        }
-    }
-}
+mod common;
 
-fn median(mut v: Vec<Duration>) -> Duration {
-    v.sort();
-    v[v.len() / 2]
-}
+use common::median;
 
 /// Pings until every pod of each cluster reaches every other one.
 fn all_pods_reach_each_other(pods: &[(Worker, String, String)]) {
@@ -63,16 +47,10 @@ fn main() -> anyhow::Result<()> {
         .nth(1)
         .and_then(|s| s.parse().ok())
         .unwrap_or(5);
-    let exe = knetsim_exe();
     let mut totals = Vec::new();
     let mut etcds = Vec::new();
     for i in 0..runs {
-        let sim = Sim::new(Options {
-            instance: format!("bench{i}"),
-            knetsim_exe: exe.clone(),
-            progress: false,
-            ..Options::default()
-        })?;
+        let sim = common::sim(&format!("bench{i}"))?;
         let c0 = sim.cluster(
             "0",
             ClusterSpec {

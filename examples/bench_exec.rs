@@ -4,36 +4,20 @@
 //!   sudo cargo build --release --bins --examples
 //!   sudo target/release/examples/bench_exec [COUNT]
 
-use knetsim::sim::{ClusterSpec, Options, Sim};
+use knetsim::sim::ClusterSpec;
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-fn median(mut v: Vec<Duration>) -> Duration {
-    v.sort();
-    v[v.len() / 2]
-}
+mod common;
+
+use common::median;
 
 fn main() -> anyhow::Result<()> {
     let n: usize = std::env::args()
         .nth(1)
         .and_then(|s| s.parse().ok())
         .unwrap_or(200);
-    let me = std::env::current_exe()?;
-    let exe = me
-        .parent()
-        .and_then(|p| p.parent())
-        .map(|p| p.join("knetsim"))
-        .unwrap();
-    if !exe.exists() {
-        eprintln!("error: build the knetsim binary first: cargo build --release --bins --examples");
-        std::process::exit(3);
-    }
-    let sim = Sim::new(Options {
-        instance: "benchexec".into(),
-        knetsim_exe: exe,
-        progress: false,
-        ..Options::default()
-    })?;
+    let sim = common::sim("benchexec")?;
     let c = sim.cluster(
         "0",
         ClusterSpec {

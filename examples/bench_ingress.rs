@@ -7,16 +7,15 @@
 //!   sudo target/release/examples/bench_ingress [COUNT]
 
 use knetsim::netns;
-use knetsim::sim::{ClusterSpec, IngressRule, Options, PortSpec, ServiceSpec, Sim};
+use knetsim::sim::{ClusterSpec, IngressRule, PortSpec, ServiceSpec};
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
-fn median(mut v: Vec<Duration>) -> Duration {
-    v.sort();
-    v[v.len() / 2]
-}
+mod common;
+
+use common::median;
 
 fn get(addr: SocketAddr, path: &str) -> anyhow::Result<String> {
     let mut s = TcpStream::connect(addr)?;
@@ -36,22 +35,7 @@ fn main() -> anyhow::Result<()> {
         .nth(1)
         .and_then(|s| s.parse().ok())
         .unwrap_or(500);
-    let me = std::env::current_exe()?;
-    let exe = me
-        .parent()
-        .and_then(|p| p.parent())
-        .map(|p| p.join("knetsim"))
-        .unwrap();
-    if !exe.exists() {
-        eprintln!("error: build the knetsim binary first: cargo build --release --bins --examples");
-        std::process::exit(3);
-    }
-    let sim = Sim::new(Options {
-        instance: "benchingress".into(),
-        knetsim_exe: exe,
-        progress: false,
-        ..Options::default()
-    })?;
+    let sim = common::sim("benchingress")?;
     let c = sim.cluster(
         "0",
         ClusterSpec {

@@ -13,7 +13,7 @@
 //! `examples/bench_skupper.rs` measures the routers alone on loopback.
 
 use knetsim::netns;
-use knetsim::sim::{ClusterSpec, LinkOptions, Options, Sim, SiteOptions, Worker};
+use knetsim::sim::{ClusterSpec, LinkOptions, SiteOptions, Worker};
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -26,25 +26,9 @@ const CONNECT_SECS: u64 = 2;
 const CONNECT_CLIENTS: usize = 8;
 const ACCEPT_PORT: u16 = 7000;
 
-fn knetsim_exe() -> std::path::PathBuf {
-    let me = std::env::current_exe().expect("current exe");
-    let bin = me
-        .parent()
-        .and_then(|p| p.parent())
-        .map(|p| p.join("knetsim"));
-    match bin {
-        Some(b) if b.exists() => b,
-        _ => {
-            eprintln!("error: the knetsim binary is not built next to this example; run `cargo build --release --bins --examples` first");
-            std::process::exit(3);
-        }
-    }
-}
+mod common;
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    v[v.len() / 2]
-}
+use common::median;
 
 /// iperf3 from `container` on `w` to addr:port; the receiver's bits per second.
 fn iperf(w: &Worker, container: &str, addr: &str, port: u16) -> anyhow::Result<f64> {
@@ -135,12 +119,7 @@ fn main() -> anyhow::Result<()> {
         .nth(1)
         .and_then(|s| s.parse().ok())
         .unwrap_or(3);
-    let sim = Sim::new(Options {
-        instance: "benchsk".into(),
-        knetsim_exe: knetsim_exe(),
-        progress: false,
-        ..Options::default()
-    })?;
+    let sim = common::sim("benchsk")?;
     let spec = ClusterSpec {
         workers: 3,
         etcd: 1,

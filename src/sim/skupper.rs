@@ -227,19 +227,16 @@ fn services_in(
 }
 
 /// The configuration site `id` should run, from the model.
-fn render(sites: &BTreeMap<String, SiteState>, id: &str) -> RouterConfig {
-    let s = &sites[id];
-    let mut cfg = RouterConfig::new(&cluster_name(id), Mode::Interior);
-    let site_profile = s.router_files.as_ref().map(|f| {
-        cfg.ssl_profiles.push(profile("site", f));
-        "site".to_string()
-    });
+/// A site router's base configuration: the inter-router listener on 55671 (with the site's
+/// sslProfile when links use TLS) and the HTTP listener for /healthz and /metrics.
+fn site_router(name: &str, ssl_profile: Option<String>) -> RouterConfig {
+    let mut cfg = RouterConfig::new(name, Mode::Interior);
     cfg.listeners.push(Listener {
         name: Some("inter-router".into()),
         host: "0.0.0.0".into(),
         port: INTER_ROUTER_PORT,
         role: Role::InterRouter,
-        ssl_profile: site_profile,
+        ssl_profile,
         cost: None,
         http: false,
     });
@@ -252,6 +249,18 @@ fn render(sites: &BTreeMap<String, SiteState>, id: &str) -> RouterConfig {
         cost: None,
         http: true,
     });
+    cfg
+}
+
+fn render(sites: &BTreeMap<String, SiteState>, id: &str) -> RouterConfig {
+    let s = &sites[id];
+    let mut cfg = site_router(
+        &cluster_name(id),
+        s.router_files.is_some().then(|| "site".into()),
+    );
+    if let Some(f) = &s.router_files {
+        cfg.ssl_profiles.push(profile("site", f));
+    }
     for l in s.links.iter().filter(|l| sites.contains_key(&l.peer)) {
         let name = format!("link-{}", cluster_name(&l.peer));
         let ssl = l.files.as_ref().map(|f| {
@@ -961,25 +970,7 @@ impl Cluster {
                 bail!("{name}'s router is already running: call create_conf({name}, ...) before {name}.start_skupper(), or {name}.skupper_delete() first");
             }
         }
-        let mut cfg = RouterConfig::new(&name, Mode::Interior);
-        cfg.listeners.push(Listener {
-            name: Some("inter-router".into()),
-            host: "0.0.0.0".into(),
-            port: INTER_ROUTER_PORT,
-            role: Role::InterRouter,
-            ssl_profile: None,
-            cost: None,
-            http: false,
-        });
-        cfg.listeners.push(Listener {
-            name: Some("health".into()),
-            host: "0.0.0.0".into(),
-            port: HTTP_PORT,
-            role: Role::Normal,
-            ssl_profile: None,
-            cost: None,
-            http: true,
-        });
+        let mut cfg = site_router(&name, None);
         for r in remotes {
             if r.sim.instance() != self.sim.instance() {
                 bail!(
