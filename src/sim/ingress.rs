@@ -433,8 +433,8 @@ impl Worker {
             "echo-server".to_string(),
             "--port".into(),
             port.to_string(),
-            "--message".into(),
-            message.to_string(),
+            // One argument, so a message starting with '-' is not taken for an option.
+            format!("--message={message}"),
         ];
         let pid = self.sim.spawn_daemon(
             &info.ns,

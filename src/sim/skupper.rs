@@ -506,8 +506,9 @@ fn wait_metrics(sim: &Sim, mut pending: Vec<Target>) -> Result<()> {
     }
 }
 
-/// Waits for this router's log (after `offset`) to say the link to `peer` is up. A TLS
-/// failure does not heal by retrying, so it ends the wait at once with the log's words.
+/// Waits for this router's log (after `offset`) to say the link to `peer` is up. A refused
+/// certificate does not heal by retrying, so it ends the wait at once with the log's words;
+/// a handshake cut short (the peer restarting in the same change) is retried by the router.
 fn wait_link(log: &Path, offset: u64, peer: &str) -> Result<()> {
     let up = format!("link to router {peer} up");
     let connector = format!("connector link-{peer}: ");
@@ -520,7 +521,7 @@ fn wait_link(log: &Path, offset: u64, peer: &str) -> Result<()> {
         }
         if let Some(line) = new
             .lines()
-            .find(|l| l.contains(&connector) && l.contains("TLS handshake"))
+            .find(|l| l.contains(&connector) && is_certificate_refusal(l))
         {
             bail!(
                 "the link to {peer} was refused: {}. The token does not match {peer}'s certificate authority: issue a new one with {peer}.skupper_token()",
@@ -542,6 +543,13 @@ fn wait_link(log: &Path, offset: u64, peer: &str) -> Result<()> {
         }
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// A TLS handshake that failed over a certificate (ours refused, or the peer's alert),
+/// not over a reset or an early end of stream.
+fn is_certificate_refusal(line: &str) -> bool {
+    let l = line.to_ascii_lowercase();
+    l.contains("tls handshake") && (l.contains("certificate") || l.contains("alert"))
 }
 
 fn valid_service_name(s: &str) -> bool {
@@ -567,8 +575,8 @@ fn read_token(token: &str) -> Result<TokenFile> {
             .map(|n| n.to_string_lossy().into_owned());
         if let Some(site) = site {
             bail!(
-                "the token's site {site} is not running (its Skupper site was deleted, and the token with it): \
-                 call {site}.skupper_init() and issue a new token with {site}.skupper_token()"
+                "the token is from a Skupper site of {site} that was deleted (its tokens went with it): \
+                 issue a new one with {site}.skupper_token(), after {site}.skupper_init() if {site} has no site now"
             );
         }
         bail!("\"{token}\" is not a Skupper token (no such token file): {how}");
@@ -1142,6 +1150,22 @@ impl Cluster {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_a_certificate_failure_ends_the_wait_for_a_link() {
+        assert!(is_certificate_refusal(
+            "connector link-C0: TLS handshake with 10.0.0.3:55671 failed: invalid peer certificate: UnknownIssuer; retrying in 1s"
+        ));
+        assert!(is_certificate_refusal(
+            "connector link-C0: TLS handshake with 10.0.0.3:55671 failed: received fatal alert: UnknownCA"
+        ));
+        assert!(!is_certificate_refusal(
+            "connector link-C0: TLS handshake with 10.0.0.3:55671 failed: Connection reset by peer (os error 104)"
+        ));
+        assert!(!is_certificate_refusal(
+            "connector link-C0: TLS handshake with 10.0.0.3:55671 failed: unexpected end of file"
+        ));
+    }
 
     fn site(links: &[&str], exposed: &[(&str, u16)]) -> SiteState {
         SiteState {

@@ -58,6 +58,10 @@ const SET_UDATA: [u8; 28] = [
     0x01, 0x00, 0x00, 0x00, 0x01, 0x00, 0x06, 0x04, 0x00, 0x00, 0x00, 0x00,
 ];
 
+/// The most endpoints a balancer written here may have: each element takes up to about 100
+/// bytes of the set's element list, whose netlink length field stops at 65,535.
+pub const MAX_TARGETS: usize = 256;
+
 /// One balancer rule: `counter numgen random mod N vmap { i : goto targets[i] }`, alone
 /// in `chain`, with `comment`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -74,6 +78,8 @@ struct Writer {
     /// Start of each open nested attribute.
     nests: Vec<usize>,
     msg_start: usize,
+    /// An attribute grew past the 65,535 bytes a netlink length can say.
+    oversized: bool,
 }
 
 impl Writer {
@@ -83,6 +89,7 @@ impl Writer {
             seq: 0,
             nests: Vec::new(),
             msg_start: 0,
+            oversized: false,
         }
     }
 
@@ -115,7 +122,10 @@ impl Writer {
 
     fn attr(&mut self, ty: u16, data: &[u8]) {
         self.align();
-        let len = (4 + data.len()) as u16;
+        let len = u16::try_from(4 + data.len()).unwrap_or_else(|_| {
+            self.oversized = true;
+            0
+        });
         self.buf.extend_from_slice(&len.to_ne_bytes());
         self.buf.extend_from_slice(&ty.to_ne_bytes());
         self.buf.extend_from_slice(data);
@@ -141,7 +151,10 @@ impl Writer {
 
     fn unnest(&mut self) {
         let start = self.nests.pop().expect("nest/unnest pairs");
-        let len = (self.buf.len() - start) as u16;
+        let len = u16::try_from(self.buf.len() - start).unwrap_or_else(|_| {
+            self.oversized = true;
+            0
+        });
         self.buf[start..start + 2].copy_from_slice(&len.to_ne_bytes());
     }
 
@@ -276,6 +289,12 @@ pub fn encode(table: &str, rules: &[Balancer], first_set: u32) -> Result<Vec<u8>
     }
     w.begin(NFNL_MSG_BATCH_END, NLM_F_REQUEST, 0, NFNL_SUBSYS_NFTABLES);
     w.end();
+    if w.oversized {
+        bail!(
+            "a balancer rule has too many endpoints for one netlink attribute (65,535 bytes); \
+             write it with nft -f instead"
+        );
+    }
     Ok(w.buf)
 }
 
@@ -434,6 +453,26 @@ mod tests {
             off += len;
         }
         v
+    }
+
+    #[test]
+    fn a_set_too_large_for_netlink_is_refused_not_truncated() {
+        let many: Vec<String> = (0..2000)
+            .map(|i| {
+                format!(
+                    "endpoint-ABCDEFGH-default/web/tcp/http__11.0.{}.{}/8000",
+                    i / 256,
+                    i % 256
+                )
+            })
+            .collect();
+        let big = Balancer {
+            chain: "service-X".into(),
+            comment: None,
+            targets: many,
+        };
+        let e = encode("kube-proxy", &[big], 0).unwrap_err().to_string();
+        assert!(e.contains("too many endpoints"), "{e}");
     }
 
     #[test]

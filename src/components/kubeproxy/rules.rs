@@ -816,11 +816,17 @@ impl Current {
 /// The balancer rule of a chain (`counter numgen random mod N vmap { ... }`), if it is one.
 fn balancer(chain: &str, rules: &[Rule]) -> Option<super::nfnl::Balancer> {
     match rules {
-        [r] if r.text.starts_with("counter numgen random mod ") => Some(super::nfnl::Balancer {
-            chain: chain.to_string(),
-            comment: r.comment.clone(),
-            targets: r.targets.clone(),
-        }),
+        // A very large one stays in the `nft -f` part: its set would outgrow one netlink
+        // attribute's length.
+        [r] if r.text.starts_with("counter numgen random mod ")
+            && r.targets.len() <= super::nfnl::MAX_TARGETS =>
+        {
+            Some(super::nfnl::Balancer {
+                chain: chain.to_string(),
+                comment: r.comment.clone(),
+                targets: r.targets.clone(),
+            })
+        }
         _ => None,
     }
 }
