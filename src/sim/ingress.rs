@@ -7,7 +7,7 @@
 //! in and sends SIGHUP to the master, then waits until the old worker processes are gone
 //! so the next request sees the new rules.
 
-use super::{Sim, Worker};
+use super::Worker;
 use crate::components::echo;
 use crate::components::ingress::{self, IngressConfig, Rule};
 use crate::netns::{self, process};
@@ -144,15 +144,6 @@ fn children_of(pid: u32) -> Vec<u32> {
     out
 }
 
-impl Sim {
-    /// Stops a recorded daemon by pid and forgets it.
-    fn stop_recorded(&self, pid: u32, start: u64) {
-        let _ = process::stop(pid, start, Duration::from_secs(2));
-        process::kill_group(pid as i32);
-        let _ = self.inner.record.forget_process(pid);
-    }
-}
-
 impl Worker {
     /// The directory of ingress `name`: `<run dir>/<worker>/ingress/<name>`.
     pub fn ingress_dir(&self, name: &str) -> PathBuf {
@@ -284,7 +275,7 @@ impl Worker {
         let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, cfg.port));
         let ready = wait_listening(&self.ns(), addr, pid, start);
         if !matches!(ready, Ok(true)) {
-            self.sim.stop_recorded(pid, start);
+            let _ = self.sim.stop_daemon(pid, start);
             let why = match ready {
                 Err(e) => format!("{e:#}"),
                 _ => format!(
@@ -407,7 +398,7 @@ impl Worker {
             .unwrap()
             .remove(&self.key(name));
         if let Some(st) = st {
-            self.sim.stop_recorded(st.pid, st.start);
+            let _ = self.sim.stop_daemon(st.pid, st.start);
         }
         Ok(())
     }
@@ -450,7 +441,7 @@ impl Worker {
         let ip: Ipv4Addr = info.ip.parse().unwrap_or(Ipv4Addr::LOCALHOST);
         let ready = wait_listening(&info.ns, SocketAddr::from((ip, port)), pid, start);
         if !matches!(ready, Ok(true)) {
-            self.sim.stop_recorded(pid, start);
+            let _ = self.sim.stop_daemon(pid, start);
             bail!(
                 "the echo server in '{container}' did not start listening on port {port}; its log says:{}",
                 tail(&log, 5)

@@ -325,6 +325,26 @@ impl Sim {
         Ok(pid)
     }
 
+    /// Stops one daemon started by [`Sim::spawn_daemon`] (its whole process group), reaps
+    /// it and takes it out of the teardown record.
+    pub(crate) fn stop_daemon(&self, pid: u32, start: u64) -> Result<()> {
+        let stopped = netns::process::stop(pid, start, std::time::Duration::from_secs(2));
+        netns::process::kill_group(pid as i32);
+        let child = {
+            let mut children = self.inner.children.lock().unwrap();
+            children
+                .iter()
+                .position(|c| c.id() == pid)
+                .map(|i| children.remove(i))
+        };
+        if let Some(mut c) = child {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        self.inner.record.forget_process(pid)?;
+        stopped
+    }
+
     /// Stops everything and removes the run directory. Safe to call more than once.
     pub fn teardown(&self) -> Result<()> {
         if self.inner.torn_down.swap(true, Ordering::SeqCst) {

@@ -338,19 +338,7 @@ fn stop_router(sim: &Sim, pid: u32, start: u64) -> Result<()> {
     if pid == 0 {
         return Ok(());
     }
-    process::stop(pid, start, Duration::from_secs(2))?;
-    let child = {
-        let mut children = sim.inner.children.lock().unwrap();
-        children
-            .iter()
-            .position(|c| c.id() == pid)
-            .map(|i| children.remove(i))
-    };
-    if let Some(mut c) = child {
-        let _ = c.kill();
-        let _ = c.wait();
-    }
-    sim.inner.record.forget_process(pid)
+    sim.stop_daemon(pid, start)
 }
 
 /// Starts site `id`'s router with the configuration already written, and waits for
