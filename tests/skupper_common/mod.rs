@@ -112,12 +112,23 @@ impl Drop for Routers {
 }
 
 /// A port free right now on 127.0.0.1.
+/// A port free right now and never handed out before in this test binary: a port is
+/// released as soon as it is probed, so the kernel may offer the same one to the next
+/// probe, and two listeners of one test would then collide.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    loop {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut given = GIVEN.lock().unwrap();
+        if !given.contains(&port) {
+            given.push(port);
+            return port;
+        }
+    }
 }
 
 /// An echo server: writes back everything, half-closes when the client does.
