@@ -46,7 +46,7 @@
 use anyhow::{bail, Context, Result};
 use knetsim::components::kubeproxy::{self as kp, rules};
 use knetsim::netns;
-use kp::{EndpointAddress, Endpoints, Protocol, Service, ServicePort, ServiceType, State};
+use kp::{Endpoints, Protocol, Service, ServicePort, ServiceType, State};
 use rules::Bulk;
 use std::io::Read;
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
@@ -104,19 +104,7 @@ fn state(n: usize, backends: [Ipv4Addr; 2]) -> State {
                 node_port: None,
             }],
         });
-        st.endpoints.push(Endpoints {
-            service: name,
-            namespace: "default".into(),
-            addresses: backends
-                .iter()
-                .enumerate()
-                .map(|(k, ip)| EndpointAddress {
-                    ip: *ip,
-                    pod: format!("b{}", k + 1),
-                    node: "node".into(),
-                })
-                .collect(),
-        });
+        st.endpoints.push(Endpoints::synthetic(&name, &backends));
     }
     st
 }

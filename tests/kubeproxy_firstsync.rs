@@ -8,8 +8,8 @@ mod util;
 
 use knetsim::components::kubeproxy::rules::{self, Bulk};
 use knetsim::components::kubeproxy::{
-    apply_local, apply_plans, apply_transaction, read_counters, EndpointAddress, Endpoints,
-    Protocol, Service, ServicePort, ServiceType, State, StaticVip,
+    apply_local, apply_plans, apply_transaction, read_counters, Endpoints, Protocol, Service,
+    ServicePort, ServiceType, State, StaticVip,
 };
 use std::net::Ipv4Addr;
 use util::*;
@@ -39,19 +39,7 @@ fn state(n: usize, backends: [Ipv4Addr; 2]) -> State {
             }],
         });
         if i % 7 != 6 {
-            st.endpoints.push(Endpoints {
-                service: name,
-                namespace: "default".into(),
-                addresses: backends
-                    .iter()
-                    .enumerate()
-                    .map(|(k, ip)| EndpointAddress {
-                        ip: *ip,
-                        pod: format!("b{}", k + 1),
-                        node: "node".into(),
-                    })
-                    .collect(),
-            });
+            st.endpoints.push(Endpoints::synthetic(&name, &backends));
         }
     }
     for v in [1, 2] {

@@ -271,6 +271,24 @@ impl StaticVip {
 }
 
 impl Endpoints {
+    /// Endpoints of `service` in namespace `default` at `ips`, pods named b1, b2, ... on a
+    /// node named `node`: synthetic state for benchmarks and tests.
+    pub fn synthetic(service: &str, ips: &[Ipv4Addr]) -> Endpoints {
+        Endpoints {
+            service: service.to_string(),
+            namespace: "default".into(),
+            addresses: ips
+                .iter()
+                .enumerate()
+                .map(|(k, ip)| EndpointAddress {
+                    ip: *ip,
+                    pod: format!("b{}", k + 1),
+                    node: "node".into(),
+                })
+                .collect(),
+        }
+    }
+
     pub fn key(&self) -> String {
         format!("{}/{}", self.namespace, self.service)
     }
