@@ -54,6 +54,10 @@ pub fn run(args: RunArgs) -> i32 {
             eprintln!("{} console: {e:#}", crate::ui::red("error:"));
         }
     }
+    if crate::interrupt::terminated() {
+        // SIGTERM ends the run however far it got; the shell reads 143 as "terminated".
+        code = exit::TERMINATED;
+    }
     drop(session);
     if let Err(e) = sim.teardown() {
         eprintln!("{} teardown: {e:#}", crate::ui::red("error:"));

@@ -13,7 +13,7 @@ mod services;
 mod skupper;
 mod worker;
 
-pub use cluster::{Cluster, ClusterSpec, EtcdNode};
+pub use cluster::{check_count, Cluster, ClusterSpec, EtcdNode, MAX_ETCD, MAX_WORKERS};
 pub use ingress::{IngressInfo, IngressRule};
 pub use services::{PortSpec, ServiceSpec};
 pub use skupper::{LinkOptions, ListService, SiteOptions, FIRST_SERVICE_PORT};
@@ -94,7 +94,6 @@ pub(crate) struct State {
 
 pub(crate) struct ClusterState {
     pub id: String,
-    #[allow(dead_code)]
     pub number: u32,
     pub started: bool,
     pub etcd: Vec<EtcdState>,
@@ -256,9 +255,27 @@ impl Sim {
             .map(|c| c.id.clone())
             .collect();
         if ids.is_empty() {
-            bail!("nothing to start: declare a cluster first, e.g. cluster(\"0\", #{{ workers: 3, etcd: 2 }})");
+            let running: Vec<String> = self.state().clusters.iter().map(|c| c.name()).collect();
+            let Some(first) = running.first() else {
+                bail!("nothing to start: declare a cluster first, e.g. cluster(\"0\", #{{ workers: 3, etcd: 2 }})");
+            };
+            // A second start() means the script expected something new to come up.
+            bail!(
+                "already started: {} {} running and no cluster was declared since. \
+                 Declare another cluster with cluster(\"{}\", #{{ workers: 3, etcd: 2 }}) first, \
+                 or add workers with {first}.add_worker()",
+                running.join(", "),
+                if running.len() == 1 { "is" } else { "are" },
+                self.free_cluster_id()
+            );
         }
         bringup::start_clusters(self, &ids)
+    }
+
+    /// The smallest cluster id not declared yet, for examples in messages.
+    fn free_cluster_id(&self) -> u32 {
+        let st = self.state();
+        (0..).find(|n| !st.clusters.iter().any(|c| c.number == *n)).unwrap_or(0)
     }
 
     /// A node by its full name (`C0w1`, `C0e1`).
