@@ -27,11 +27,16 @@ pub const DEFAULT_SCENARIO_NAME: &str = "scenarios/default.rhai";
 /// stack. Generous: an exec's output (capped at 16 MiB) fits in a string many times over,
 /// and lessons never nest calls deeply. The number of operations is not limited: lessons
 /// loop for a long time around waits, and Ctrl-C ends any loop.
+///
+/// With any size limit set, rhai re-measures an array after each call that changes it
+/// (`push` costs time proportional to the array's length), so the array limit is kept
+/// where a runaway `push` loop still ends within seconds. rhai does not measure a map
+/// grown by `m[key] = value` until the map is passed to a function.
 pub mod limits {
     /// Longest string, in bytes.
     pub const STRING_BYTES: usize = 64 << 20;
     /// Most elements in one array (nested arrays count their elements too).
-    pub const ARRAY_ITEMS: usize = 1_000_000;
+    pub const ARRAY_ITEMS: usize = 100_000;
     /// Most entries in one object map.
     pub const MAP_ENTRIES: usize = 100_000;
     /// Deepest nesting of function calls.
