@@ -190,7 +190,7 @@ impl Worker {
     /// Starts (or reconfigures) ingress `name`: nginx listening on `port` in this worker's
     /// namespace, one `location` per rule proxying to its endpoint.
     pub fn run_ingress(&self, name: &str, port: i64, rules: &[IngressRule]) -> Result<IngressInfo> {
-        self.require_running()?;
+        // Input first, so a mistake is reported before anything needs to run.
         ingress::check_name(name)?;
         let port = ingress::check_port(port)?;
         let mut parsed = Vec::new();
@@ -202,6 +202,7 @@ impl Worker {
             });
         }
         ingress::check_rules(&parsed)?;
+        self.require_running()?;
         process::require_binary(&ingress::nginx_bin(), ingress::NGINX_PACKAGE)?;
         let existing = self.ingress(name);
         if existing.as_ref().map(|e| e.port) != Some(port) {
