@@ -158,15 +158,18 @@ mod tests {
     fn a_timeout_names_what_and_the_last_thing_seen() {
         let flag = AtomicBool::new(false);
         let mut n = 0;
-        let e = Wait::new("kube-proxy on C0w2 to program service web", Duration::from_millis(60))
-            .every(Duration::from_millis(10))
-            .cancel_on(&flag)
-            .hint(|| "see C0w2/kube-proxy.log".into())
-            .until(|| -> anyhow::Result<Poll<()>> {
-                n += 1;
-                Ok(Poll::Pending(format!("{} of 2 endpoints", n.min(1))))
-            })
-            .unwrap_err();
+        let e = Wait::new(
+            "kube-proxy on C0w2 to program service web",
+            Duration::from_millis(60),
+        )
+        .every(Duration::from_millis(10))
+        .cancel_on(&flag)
+        .hint(|| "see C0w2/kube-proxy.log".into())
+        .until(|| -> anyhow::Result<Poll<()>> {
+            n += 1;
+            Ok(Poll::Pending(format!("{} of 2 endpoints", n.min(1))))
+        })
+        .unwrap_err();
         let text = e.to_string();
         assert!(
             text.starts_with("timed out after 0.1 s waiting for kube-proxy on C0w2 to program service web (last seen: 1 of 2 endpoints); see C0w2/kube-proxy.log"),

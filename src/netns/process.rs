@@ -412,7 +412,8 @@ mod tests {
     fn output_is_capped_and_the_rest_drained() {
         let before = peak_rss_kib();
         let mut cmd = Command::new("sh");
-        cmd.arg("-c").arg("head -c 300000000 /dev/zero | tr '\\0' x; echo done >&2");
+        cmd.arg("-c")
+            .arg("head -c 300000000 /dev/zero | tr '\\0' x; echo done >&2");
         let out = run_bounded(cmd, Duration::from_secs(60), None).unwrap();
         let grew_mib = peak_rss_kib().saturating_sub(before) / 1024;
         eprintln!("300 MB of output: peak RSS grew by {grew_mib} MiB");
@@ -431,7 +432,10 @@ mod tests {
         let mut cmd = Command::new("printf");
         cmd.arg("h\\303\\251llo");
         let out = run_bounded(cmd, Duration::from_secs(10), None).unwrap();
-        assert_eq!((out.text.as_str(), out.cut, out.printed), ("héllo", false, 6));
+        assert_eq!(
+            (out.text.as_str(), out.cut, out.printed),
+            ("héllo", false, 6)
+        );
         let (kept, printed) = read_capped(&b"h\xc3\xa9llo"[..], 2);
         assert_eq!((into_text(kept), printed), ("h".to_string(), 6));
         assert_eq!(into_text(b"a\xffb".to_vec()), "a\u{fffd}b");

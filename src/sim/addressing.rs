@@ -57,7 +57,7 @@ pub fn cluster_number(id: &str, declared: &[String]) -> Result<u32, String> {
                 format!(" (10.256 does not exist: it would wrap to 10.0.0.x, the workers' addresses{worker})")
             } else {
                 let other = (wraps_to - 1).to_string();
-                if declared.iter().any(|d| *d == other) {
+                if declared.contains(&other) {
                     format!(" (it would wrap to 10.{wraps_to}.0.x, the addresses of C{other}'s etcd members: '{id}' and '{other}' would share one etcd)")
                 } else {
                     format!(" (it would wrap to 10.{wraps_to}.0.x, the etcd addresses of a cluster \"{other}\")")
@@ -144,14 +144,23 @@ mod tests {
         assert_eq!(cluster_number("254", &none), Ok(254));
         assert_eq!(etcd_ip(254, 1), Ipv4Addr::new(10, 255, 0, 1));
         let e = cluster_number("007", &none).unwrap_err();
-        assert!(e.contains("leading zeros") && e.contains("did you mean \"7\""), "{e}");
+        assert!(
+            e.contains("leading zeros") && e.contains("did you mean \"7\""),
+            "{e}"
+        );
         let e = cluster_number("007", &["7".to_string()]).unwrap_err();
-        assert!(e.contains("C7") && e.contains("'007'") && e.contains("already declared"), "{e}");
+        assert!(
+            e.contains("C7") && e.contains("'007'") && e.contains("already declared"),
+            "{e}"
+        );
         let e = cluster_number("00", &none).unwrap_err();
         assert!(e.contains("did you mean \"0\""), "{e}");
         for bad in ["", "x", "-1", "1.5", " 1", "1e3", "٣"] {
             let e = cluster_number(bad, &none).unwrap_err();
-            assert!(e.contains("not a number") && e.contains("0 to 254"), "{bad}: {e}");
+            assert!(
+                e.contains("not a number") && e.contains("0 to 254"),
+                "{bad}: {e}"
+            );
         }
         let e = cluster_number("C0", &none).unwrap_err();
         assert!(e.contains("cluster(\"0\")"), "{e}");

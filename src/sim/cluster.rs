@@ -40,7 +40,9 @@ pub fn check_count(id: &str, key: &str, n: i64) -> Result<u32> {
         ),
     };
     if !(1..=max as i64).contains(&n) {
-        bail!("cluster(\"{id}\", ...): {key} must be between 1 and {max} (got {n}), e.g. {example}");
+        bail!(
+            "cluster(\"{id}\", ...): {key} must be between 1 and {max} (got {n}), e.g. {example}"
+        );
     }
     Ok(n as u32)
 }

@@ -275,7 +275,9 @@ impl Sim {
     /// The smallest cluster id not declared yet, for examples in messages.
     fn free_cluster_id(&self) -> u32 {
         let st = self.state();
-        (0..).find(|n| !st.clusters.iter().any(|c| c.number == *n)).unwrap_or(0)
+        (0..)
+            .find(|n| !st.clusters.iter().any(|c| c.number == *n))
+            .unwrap_or(0)
     }
 
     /// A node by its full name (`C0w1`, `C0e1`).
