@@ -265,12 +265,9 @@ fn wait_etcd(id: &str, ns: &str, endpoints: &str) -> Result<()> {
     )
     .hint(|| "see the etcd.log of its members in the run directory".into())
     .until(|| {
-        let probe = etcd::with_client(ns, endpoints, |mut c| async move {
-            c.get("health", None).await.context("reading from etcd")?;
-            Ok(())
-        });
-        Ok(match probe {
-            Ok(()) => Poll::Ready(()),
+        // Any linearizable read answers only once there is a leader.
+        Ok(match etcd::get_prefix(ns, endpoints, "/knetsim/health") {
+            Ok(_) => Poll::Ready(()),
             Err(e) => Poll::Pending(format!("{e:#}")),
         })
     })
