@@ -84,6 +84,35 @@ impl Drop for Foreign {
     }
 }
 
+/// `sleep` inside a named namespace (root's), ended by its pid at the end.
+struct InNamespace(Child);
+
+impl InNamespace {
+    fn start(ns: &str) -> InNamespace {
+        let child = Command::new("ip")
+            .args(["netns", "exec", ns, "sleep", "600"])
+            .spawn()
+            .expect("starting sleep in a namespace");
+        // ip execs sleep in the same process once it has entered the namespace.
+        let t0 = std::time::Instant::now();
+        while process::cmdline(child.id()).as_deref() != Some("sleep 600") {
+            assert!(t0.elapsed().as_secs() < 10, "sleep did not start in {ns}");
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        InNamespace(child)
+    }
+    fn alive(&mut self) -> bool {
+        self.0.try_wait().unwrap().is_none()
+    }
+}
+
+impl Drop for InNamespace {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// A directory of nobody's holding a file: what must survive every test.
 struct Victim {
     dir: PathBuf,
@@ -350,6 +379,9 @@ fn hostile_entries_in_roots_own_record_are_not_obeyed() {
         netns::create(ns).unwrap();
         undo.add(move || netns::delete(ns).unwrap_or_default());
     }
+    // Not in the record: ended only because it is inside one of the run's namespaces.
+    let mut inside_ours = InNamespace::start("secc-n1");
+    let mut inside_other = InNamespace::start("secx-other");
     // (pid 0 and 1 are covered by unit tests: a regression there would signal every
     // process on the machine, so no integration test puts them in a record.)
     let escape = format!(
