@@ -424,6 +424,10 @@ fn hostile_entries_in_roots_own_record_are_not_obeyed() {
         "a process whose command line differs was killed"
     );
     assert!(
+        inside_other.alive(),
+        "a process in another instance's namespace was killed"
+    );
+    assert!(
         netns::exists("secx-other"),
         "another instance's namespace was removed"
     );
@@ -433,6 +437,10 @@ fn hostile_entries_in_roots_own_record_are_not_obeyed() {
     assert!(
         !ours.alive(),
         "the recorded process of this run was not ended"
+    );
+    assert!(
+        !inside_ours.alive(),
+        "a process inside this run's namespace was not ended"
     );
     assert!(
         !netns::exists("secc-n1"),
@@ -476,7 +484,7 @@ fn a_symlink_for_etcds_data_is_refused_and_its_target_untouched() {
             },
         )
         .unwrap();
-        let err = format!("{:#}", sim.start().err().expect("bring-up must refuse"));
+        let err = format!("{:#}", sim.start().expect_err("bring-up must refuse"));
         assert!(
             err.contains(why) && err.contains("rm "),
             "{instance}: {err}"
