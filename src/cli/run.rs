@@ -59,8 +59,8 @@ pub fn run(args: RunArgs) -> i32 {
         code = exit::TERMINATED;
     }
     drop(session);
-    // A failed run keeps its logs (an error may point at one); an interrupted one does not.
-    let keep_logs = code != exit::OK && code != exit::INTERRUPTED;
+    // A failed run keeps its logs (an error may point at one); a stopped one does not.
+    let keep_logs = !matches!(code, exit::OK | exit::INTERRUPTED | exit::TERMINATED);
     match sim.teardown_keeping_logs(keep_logs) {
         Ok(Some(dir)) => eprintln!(
             "{} the logs of this run are kept in {} (root only); `knetsim cleanup --instance {}` removes them",

@@ -66,6 +66,9 @@ pub fn eval_error_report(err: &EvalAltResult) -> ErrorReport {
         }
         EvalAltResult::ErrorParsing(t, _) => format!("syntax error: {t}"),
         EvalAltResult::ErrorDataTooLarge(what, _) => data_too_large(what),
+        EvalAltResult::ErrorModuleNotFound(m, _) => format!(
+            "there is no module '{m}': `import \"{m}\"` reads the file {m}.rhai; check its name and that it exists"
+        ),
         EvalAltResult::ErrorStackOverflow(_) => format!(
             "functions called each other more than {} levels deep: a recursion that never ends? \
              Check the condition that should stop it",
