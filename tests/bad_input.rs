@@ -122,15 +122,10 @@ fn before_bring_up() -> Vec<Case> {
             "idneg",
             "cluster(-1);\n",
             1,
-            &["'-1' is not a number", "0 to 254"],
+            &["'-1' is not valid", "0 to 254"],
         ),
-        script(
-            "idword",
-            "cluster(\"abc\");\n",
-            1,
-            &["'abc' is not a number"],
-        ),
-        script("idempty", "cluster(\"\");\n", 1, &["is not a number"]),
+        script("idword", "cluster(\"abc\");\n", 1, &["'abc' is not valid"]),
+        script("idempty", "cluster(\"\");\n", 1, &["'' is not valid"]),
         script("idname", "cluster(\"C0\");\n", 1, &["write cluster(\"0\")"]),
         script(
             "iddup",

@@ -29,7 +29,7 @@ pub fn cluster_number(id: &str, declared: &[String]) -> Result<u32, String> {
         }
     }
     if id.is_empty() || !id.chars().all(|c| c.is_ascii_digit()) {
-        return Err(format!("cluster id '{id}' is not a number: {range}"));
+        return Err(format!("cluster id '{id}' is not valid: {range}"));
     }
     let canonical = id.trim_start_matches('0');
     let canonical = if canonical.is_empty() { "0" } else { canonical };
@@ -158,7 +158,7 @@ mod tests {
         for bad in ["", "x", "-1", "1.5", " 1", "1e3", "٣"] {
             let e = cluster_number(bad, &none).unwrap_err();
             assert!(
-                e.contains("not a number") && e.contains("0 to 254"),
+                e.contains("is not valid") && e.contains("0 to 254"),
                 "{bad}: {e}"
             );
         }
