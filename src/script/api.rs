@@ -146,17 +146,11 @@ fn exec_timeout(s: f64) -> RResult<Duration> {
 
 /// Sleeps in short slices so Ctrl-C ends it at once.
 pub fn interruptible_sleep(d: Duration) -> RResult<()> {
-    let end = Instant::now() + d;
-    loop {
-        if crate::interrupt::is_set() {
-            return Err(terminated(Dynamic::UNIT));
-        }
-        let now = Instant::now();
-        if now >= end {
-            return Ok(());
-        }
-        std::thread::sleep((end - now).min(Duration::from_millis(20)));
+    crate::wait::sleep_until(Instant::now() + d, &crate::interrupt::is_set);
+    if crate::interrupt::is_set() {
+        return Err(terminated(Dynamic::UNIT));
     }
+    Ok(())
 }
 
 /// Waits for Enter on stdin; Ctrl-C stops the script. EOF stops waiting.
