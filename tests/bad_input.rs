@@ -307,17 +307,22 @@ fn before_bring_up() -> Vec<Case> {
         args(
             "tozeroarg",
             &["--exec-timeout", "0"],
-            &["--exec-timeout must be a positive number"],
+            &["--exec-timeout", "above 0 and at most 86400"],
         ),
         args(
             "tonanarg",
             &["--exec-timeout", "nan"],
-            &["--exec-timeout must be a positive number"],
+            &["--exec-timeout", "above 0 and at most 86400"],
         ),
         args(
             "tonegarg",
             &["--exec-timeout=-1"],
-            &["--exec-timeout must be a positive number"],
+            &["--exec-timeout", "above 0 and at most 86400"],
+        ),
+        args(
+            "tohugearg",
+            &["--exec-timeout", "1e300"],
+            &["--exec-timeout: ", "(got 1e300;", "at most 86400"],
         ),
         args("bogusflag", &["--bogus"], &["--bogus"]),
         args(

@@ -5,7 +5,6 @@ use super::{exit, RunArgs};
 use crate::script::{Outcome, ScriptSession};
 use crate::sim::{Options, Sim};
 use std::io::IsTerminal;
-use std::time::Duration;
 
 pub fn run(args: RunArgs) -> i32 {
     crate::interrupt::install();
@@ -20,16 +19,19 @@ pub fn run(args: RunArgs) -> i32 {
             return exit::USAGE;
         }
     }
-    if !(args.exec_timeout > 0.0 && args.exec_timeout.is_finite()) {
-        eprintln!(
-            "{} --exec-timeout must be a positive number of seconds",
-            crate::ui::red("error:")
-        );
-        return exit::USAGE;
-    }
+    let exec_timeout = match crate::sim::exec_timeout_from_secs(args.exec_timeout) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!(
+                "{} --exec-timeout: {e}, e.g. --exec-timeout 30",
+                crate::ui::red("error:")
+            );
+            return exit::USAGE;
+        }
+    };
     let opts = Options {
         instance: args.instance.clone(),
-        exec_timeout: Duration::from_secs_f64(args.exec_timeout),
+        exec_timeout,
         ..Options::default()
     };
     let sim = match Sim::new(opts) {

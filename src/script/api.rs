@@ -131,17 +131,9 @@ fn secs(what: &str, s: f64) -> RResult<Duration> {
     Ok(Duration::from_secs_f64(s))
 }
 
-/// A usable exec time limit: more than nothing (0 would stop every command before it
-/// ran), at most a day.
 fn exec_timeout(s: f64) -> RResult<Duration> {
-    if !(s.is_finite() && s > 0.0 && s <= 86_400.0) {
-        return Err(format!(
-            "set_exec_timeout({s}): the limit must be a number of seconds above 0 and at most 86400 \
-             (0 or less would stop every exec at once), e.g. set_exec_timeout(30)"
-        )
-        .into());
-    }
-    Ok(Duration::from_secs_f64(s))
+    crate::sim::exec_timeout_from_secs(s)
+        .map_err(|e| format!("set_exec_timeout: {e}, e.g. set_exec_timeout(30)").into())
 }
 
 /// Sleeps in short slices so Ctrl-C ends it at once.

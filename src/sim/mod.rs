@@ -31,6 +31,22 @@ use std::time::Duration;
 
 pub const DEFAULT_INSTANCE: &str = "default";
 pub const DEFAULT_EXEC_TIMEOUT: Duration = Duration::from_secs(10);
+/// The longest exec time limit: a day (longer is surely a mistake, and a huge number of
+/// seconds is no Duration at all).
+pub const MAX_EXEC_TIMEOUT_SECS: f64 = 86_400.0;
+
+/// An exec time limit from seconds: above 0 (0 would stop every command before it ran)
+/// and at most [`MAX_EXEC_TIMEOUT_SECS`]. The error says what is wrong; callers name the
+/// setting (`--exec-timeout`, `set_exec_timeout`).
+pub fn exec_timeout_from_secs(s: f64) -> std::result::Result<Duration, String> {
+    if !(s.is_finite() && s > 0.0 && s <= MAX_EXEC_TIMEOUT_SECS) {
+        return Err(format!(
+            "the limit must be a number of seconds above 0 and at most {MAX_EXEC_TIMEOUT_SECS} \
+             (got {s:?}; 0 or less would stop every exec at once)"
+        ));
+    }
+    Ok(Duration::from_secs_f64(s))
+}
 
 /// How a simulation is run.
 #[derive(Debug, Clone)]
