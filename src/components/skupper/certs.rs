@@ -7,6 +7,7 @@
 //! to this one: the CA certificate, a client certificate and key issued by this site's CA,
 //! and the host and port of the inter-router listener.
 
+use crate::netns::state;
 use anyhow::{anyhow, bail, Context, Result};
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
@@ -15,7 +16,7 @@ use rcgen::{
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use std::io::Write;
-use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -50,39 +51,23 @@ fn write(path: &Path, text: &str) -> Result<()> {
     std::fs::write(path, text).with_context(|| format!("cannot write {}", path.display()))
 }
 
-/// Creates `dir` and its missing parents as 0700 directories. They are created with that
-/// mode, so no other user can ever list them; an existing `dir` is accepted only when it
-/// is a real directory (not a symlink) of this user that nobody else can enter.
+/// Creates `dir` and its missing parents as 0700 directories of root's, each created with
+/// that mode so no other user can ever list it, and checks `dir` as every knetsim state
+/// directory is checked ([`state::verify_private_dir`]: root's, not a symlink, not
+/// writable by others).
 pub fn create_private_dir(dir: &Path) -> Result<()> {
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
-        .with_context(|| format!("cannot create directory {}", dir.display()))?;
-    check_private_dir(dir)
-}
-
-fn check_private_dir(dir: &Path) -> Result<()> {
-    let md = std::fs::symlink_metadata(dir)
-        .with_context(|| format!("cannot inspect {}", dir.display()))?;
-    let me = nix::unistd::geteuid().as_raw();
-    if !md.is_dir() || md.uid() != me || md.mode() & 0o077 != 0 {
-        bail!(
-            "{} is not a private directory ({}, owner uid {}, mode {:o}): keys and tokens go only \
-             into 0700 directories of uid {me}; remove it (knetsim cleanup) and try again",
-            dir.display(),
-            if md.file_type().is_symlink() {
-                "a symlink"
-            } else if md.is_dir() {
-                "a directory"
-            } else {
-                "not a directory"
-            },
-            md.uid(),
-            md.mode() & 0o7777
-        );
+    let missing: Vec<&Path> = dir
+        .ancestors()
+        .take_while(|d| {
+            !d.as_os_str().is_empty()
+                && std::fs::symlink_metadata(d)
+                    .is_err_and(|e| e.kind() == std::io::ErrorKind::NotFound)
+        })
+        .collect();
+    for d in missing.into_iter().rev() {
+        state::ensure_private_dir(d)?;
     }
-    Ok(())
+    state::verify_private_dir(dir)
 }
 
 /// Writes a secret (a private key, a token) as a 0600 file in a private directory: the
@@ -94,7 +79,7 @@ pub fn write_private(path: &Path, text: &str) -> Result<()> {
         .parent()
         .filter(|d| !d.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
-    check_private_dir(dir)?;
+    state::verify_private_dir(dir)?;
     let name = path
         .file_name()
         .ok_or_else(|| anyhow!("{} names no file", path.display()))?;
@@ -295,7 +280,7 @@ pub fn server_name(host: &str, verify_hostname: bool) -> Result<ServerName<'stat
 mod tests {
     use super::*;
     use crate::components::skupper::config::SslProfile;
-    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
 
     fn profile(f: &CertFiles) -> SslProfile {
         SslProfile {
@@ -366,26 +351,30 @@ mod tests {
             .file_type()
             .is_symlink());
         assert_eq!(mode(&token), 0o600);
-        // A directory others can enter is refused, for the directory and for a key in it.
+        // A directory others can write is refused, for the directory and for a key in it.
         let open = d.join("open");
         std::fs::create_dir(&open).unwrap();
-        std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o777)).unwrap();
         let e = format!("{:#}", create_private_dir(&open).unwrap_err());
-        assert!(
-            e.contains("is not a private directory") && e.contains("mode 755"),
-            "{e}"
-        );
+        assert!(e.contains("is writable by other users (mode 0777)"), "{e}");
         let e = format!(
             "{:#}",
             write_private(&open.join("ca.key"), "k").unwrap_err()
         );
-        assert!(e.contains("is not a private directory"), "{e}");
+        assert!(e.contains("is writable by other users"), "{e}");
         assert!(!open.join("ca.key").exists());
-        // So is a symlink to a private directory.
+        // One they can only read is made private before a key goes in.
+        std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o755)).unwrap();
+        write_private(&open.join("ca.key"), "k").unwrap();
+        assert_eq!(mode(&open), 0o700);
+        // A symlink to a private directory is refused, and nothing is written through it.
         let link = d.join("link");
         std::os::unix::fs::symlink(&dir, &link).unwrap();
         let e = format!("{:#}", create_private_dir(&link).unwrap_err());
-        assert!(e.contains("a symlink"), "{e}");
+        assert!(e.contains("is a symbolic link"), "{e}");
+        let e = format!("{:#}", write_private(&link.join("x.key"), "k").unwrap_err());
+        assert!(e.contains("is a symbolic link"), "{e}");
+        assert!(!dir.join("x.key").exists());
         // The CA, router and token files: keys and token.json 0600, certificates readable.
         create_site_ca(&d.join("ca"), "C0").unwrap();
         let f = issue_router_cert(&d.join("ca"), &d.join("router"), "C0", &[]).unwrap();
