@@ -274,9 +274,8 @@ fn wait_etcd(id: &str, ns: &str, endpoints: &str) -> Result<()> {
     )
     .hint(|| "see the etcd.log of its members in the run directory".into())
     .until(|| {
-        // Any linearizable read answers only once there is a leader.
-        Ok(match etcd::get_prefix(ns, endpoints, "/knetsim/health") {
-            Ok(_) => Poll::Ready(()),
+        Ok(match etcd::health_read(ns, endpoints) {
+            Ok(()) => Poll::Ready(()),
             Err(e) => Poll::Pending(format!("{e:#}")),
         })
     })
