@@ -75,9 +75,10 @@ pub(super) fn declare(sim: &Sim, id: &str, spec: ClusterSpec) -> Result<Cluster>
             MAX_HOSTS - st.host_counter
         );
     }
+    let cluster = format!("C{id}");
     let mut etcd = Vec::new();
     for k in 1..=spec.etcd {
-        next_host(&mut st, id)?;
+        next_host(&mut st, &cluster)?;
         let short = format!("e{k}");
         let name = node_name(id, &short);
         etcd.push(EtcdState {
@@ -89,7 +90,7 @@ pub(super) fn declare(sim: &Sim, id: &str, spec: ClusterSpec) -> Result<Cluster>
     }
     let mut workers = Vec::new();
     for k in 1..=spec.workers {
-        let n = next_host(&mut st, id)?;
+        let n = next_host(&mut st, &cluster)?;
         let short = format!("w{k}");
         let name = node_name(id, &short);
         workers.push(WorkerState {

@@ -467,7 +467,7 @@ struct Target {
 fn wait_metrics(sim: &Sim, mut pending: Vec<Target>) -> Result<()> {
     let names: Vec<String> = pending.iter().map(|g| cluster_name(&g.id)).collect();
     // The site the timeout message points at: the first one still unsettled.
-    let first_pending = std::cell::RefCell::new(names[0].clone());
+    let first_pending = std::cell::RefCell::new(names.first().cloned().unwrap_or_default());
     Wait::new(
         format!(
             "the Skupper network of {} to settle (links up and service addresses known on /metrics)",
