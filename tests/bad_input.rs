@@ -623,3 +623,52 @@ fn sigterm_during_bring_up_stops_the_waits_and_tears_down() {
     assert!(!r.text.contains("panicked"), "{}", r.text);
     assert_nothing_left("bad-sigwait", &["bad-sigwait-C0w1", "bad-sigwait-C0e1"]);
 }
+
+#[test]
+fn ctrl_c_ends_the_ingress_wait() {
+    // A stand-in nginx that passes `nginx -t` and then never listens: run_ingress waits
+    // for it (10 s at most). Ctrl-C during that wait must end it and the run at once.
+    use std::os::unix::fs::PermissionsExt;
+    let dir = ScriptDir::new("ingwait");
+    let fake = dir.write(
+        "nginx",
+        b"#!/bin/sh\nfor a in \"$@\"; do [ \"$a\" = \"-t\" ] && exit 0; done\nexec sleep 600\n",
+    );
+    std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let src = "let C0 = cluster(\"0\", #{ workers: 1, etcd: 1 });\nstart();\n\
+               C0.get(\"w1\").run_ingress(\"grp1\", 8001, [#{ path: \"/svc1\", endpoint: \"100.64.11.1:8000\" }]);\n";
+    let p = dir.write("ing.rhai", src.as_bytes());
+    let child = Command::new(knetsim_exe())
+        .args(["--no-pause", "--instance", "bad-ingwait"])
+        .arg(&p)
+        .env("KNETSIM_NGINX", &fake)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The stand-in is running (its log exists) once the wait has begun.
+    let log = knetsim::netns::record::run_dir("bad-ingwait").join("C0w1/ingress/grp1/nginx.log");
+    let t0 = Instant::now();
+    while !log.exists() && t0.elapsed() < Duration::from_secs(60) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(log.exists(), "the ingress never started");
+    std::thread::sleep(Duration::from_millis(300));
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGINT);
+    }
+    let sent = Instant::now();
+    let r = finish(child.wait_with_output().unwrap());
+    eprintln!(
+        "Ctrl-C in the ingress wait: exited {:.2} s later (teardown included)",
+        sent.elapsed().as_secs_f64()
+    );
+    assert_eq!(r.code, 130, "{}", r.text);
+    assert!(
+        r.text.contains("interrupted (Ctrl-C)") && !r.text.contains("timed out"),
+        "{}",
+        r.text
+    );
+    assert_nothing_left("bad-ingwait", &["bad-ingwait-C0w1"]);
+}
