@@ -209,20 +209,32 @@ fn exec(a: ExecArgs) -> i32 {
         );
         return exit::USAGE;
     }
-    let (program, args) = if a.cmd.is_empty() {
-        let shell = if std::path::Path::new("/bin/bash").exists() {
-            "/bin/bash"
-        } else {
-            "/bin/sh"
-        };
-        (shell.to_string(), vec![])
-    } else {
-        (
-            "/bin/sh".to_string(),
-            vec!["-c".to_string(), a.cmd.join(" ")],
-        )
+    // As docker exec and ip netns exec: the words after `--` are the program and its
+    // arguments, as given (never joined into one shell line).
+    let (program, args) = match a.cmd.split_first() {
+        None => {
+            let shell = if std::path::Path::new("/bin/bash").exists() {
+                "/bin/bash"
+            } else {
+                "/bin/sh"
+            };
+            (shell.to_string(), vec![])
+        }
+        Some((p, rest)) => (p.clone(), rest.to_vec()),
     };
-    let mut cmd = match crate::netns::process::command_in_session(Some(&ns), &program, false) {
+    // Node and pod names resolve here too, through the running simulation's hosts file.
+    let run_dir = crate::netns::record::run_dir(&a.instance);
+    let hosts_dir = run_dir.join("hosts");
+    let hosts = hosts_dir.join(format!("C{cluster}"));
+    let hosts = (crate::netns::state::verify_private_dir(&hosts_dir).is_ok()
+        && std::fs::symlink_metadata(&hosts).is_ok_and(|m| m.is_file()))
+    .then_some(hosts);
+    let setup = crate::netns::process::Setup {
+        hosts: hosts.as_deref(),
+        cwd: None,
+        keep_session: true,
+    };
+    let mut cmd = match crate::netns::process::command_with(Some(&ns), &program, &setup) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("{} {e:#}", crate::ui::red("error:"));
@@ -232,6 +244,13 @@ fn exec(a: ExecArgs) -> i32 {
     cmd.args(&args).env("PS1", format!("{node}# "));
     match cmd.status() {
         Ok(s) => s.code().unwrap_or(exit::INTERRUPTED),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let path = std::env::var("PATH").unwrap_or_default();
+            let why = crate::netns::process::missing_program(&program, &path)
+                .unwrap_or_else(|| format!("{program}: no such program"));
+            eprintln!("{} {why}", crate::ui::red("error:"));
+            127
+        }
         Err(e) => {
             eprintln!("{} starting {program}: {e}", crate::ui::red("error:"));
             exit::ENVIRONMENT

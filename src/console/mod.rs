@@ -5,6 +5,7 @@
 pub mod complete;
 pub mod line;
 
+use crate::netns::process::Interrupted;
 use crate::script::{api, LineResult, ScriptSession};
 use crate::sim::Sim;
 use crate::ui;
@@ -275,11 +276,11 @@ pub fn pingall(sim: &Sim) -> String {
                                 );
                                 let r = w.exec_container(src, &cmd);
                                 let ok = match r {
-                                    Ok(o) if o.ends_with(api::INTERRUPTED_MARK) => {
+                                    Ok(o) => Some(o.trim() == "ok"),
+                                    Err(e) if e.is::<Interrupted>() => {
                                         stop.store(true, Ordering::SeqCst);
                                         None
                                     }
-                                    Ok(o) => Some(o.trim() == "ok"),
                                     Err(_) => Some(false),
                                 };
                                 (dst.clone(), ok)

@@ -43,23 +43,75 @@ impl Output {
     }
 }
 
+/// A command ended by Ctrl-C, with what it printed until then. It travels as an error so
+/// a script stops there; whoever shows it shows the output once.
+#[derive(Debug)]
+pub struct Interrupted {
+    pub partial: String,
+}
+
+impl std::fmt::Display for Interrupted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "interrupted (Ctrl-C)")
+    }
+}
+
+impl std::error::Error for Interrupted {}
+
+/// How a command is set up besides its namespace.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Setup<'a> {
+    /// A hosts file bind-mounted over /etc/hosts in the command's private mount
+    /// namespace (as `ip netns exec` does with /etc/netns/NAME/hosts): the host's /etc
+    /// is never written.
+    pub hosts: Option<&'a Path>,
+    /// Working directory.
+    pub cwd: Option<&'a Path>,
+    /// Keep the caller's session (and terminal), e.g. for an interactive shell.
+    pub keep_session: bool,
+}
+
 /// Builds a `Command` that will run inside namespace `ns` (or the current one for `None`)
 /// in a new session, with a private mount namespace whose /sys shows the namespace's own
 /// links (as `ip netns exec` arranges).
 pub fn command_in(ns: Option<&str>, program: &str) -> Result<Command> {
-    command_in_session(ns, program, true)
+    command_with(ns, program, &Setup::default())
 }
 
 /// Like [`command_in`]; with `new_session` false the command keeps the caller's terminal
 /// (for an interactive shell).
 pub fn command_in_session(ns: Option<&str>, program: &str, new_session: bool) -> Result<Command> {
+    command_with(
+        ns,
+        program,
+        &Setup {
+            keep_session: !new_session,
+            ..Setup::default()
+        },
+    )
+}
+
+/// [`command_in`] with a hosts file, a working directory and the session choice.
+pub fn command_with(ns: Option<&str>, program: &str, setup: &Setup) -> Result<Command> {
     let mut cmd = Command::new(program);
+    if let Some(dir) = setup.cwd {
+        cmd.current_dir(dir);
+    }
+    let new_session = !setup.keep_session;
     if let Some(ns) = ns {
         let fd: OwnedFd = super::open(ns)?.into();
         let sysfs = CString::new("sysfs").unwrap();
         let sys = CString::new("/sys").unwrap();
         let root = CString::new("/").unwrap();
+        let etc_hosts = CString::new("/etc/hosts").unwrap();
         let name = CString::new(ns).unwrap();
+        let hosts = match setup.hosts {
+            Some(p) => Some(
+                CString::new(p.as_os_str().as_encoded_bytes())
+                    .context("a hosts file path with a NUL byte")?,
+            ),
+            None => None,
+        };
         unsafe {
             cmd.pre_exec(move || {
                 if libc::setns(fd.as_raw_fd(), libc::CLONE_NEWNET) != 0 {
@@ -82,6 +134,16 @@ pub fn command_in_session(ns: Option<&str>, program: &str, new_session: bool) ->
                         0,
                         std::ptr::null(),
                     );
+                    // Only in this private mount namespace: node and pod names resolve.
+                    if let Some(h) = &hosts {
+                        libc::mount(
+                            h.as_ptr(),
+                            etc_hosts.as_ptr(),
+                            std::ptr::null(),
+                            libc::MS_BIND,
+                            std::ptr::null(),
+                        );
+                    }
                 }
                 if new_session {
                     libc::setsid();
@@ -110,26 +172,132 @@ pub fn run_shell(
     timeout: Duration,
     cancel: Option<&AtomicBool>,
 ) -> Result<Output> {
+    run_shell_with(ns, script, env, &Setup::default(), timeout, cancel)
+}
+
+/// [`run_shell`] with a hosts file and a working directory.
+pub fn run_shell_with(
+    ns: Option<&str>,
+    script: &str,
+    env: &[(&str, &str)],
+    setup: &Setup,
+    timeout: Duration,
+    cancel: Option<&AtomicBool>,
+) -> Result<Output> {
+    let mut cmd = shell_command(ns, script, env, setup)?;
+    cmd.stdin(Stdio::null());
+    run_bounded(cmd, timeout, cancel)
+}
+
+/// The command that runs `script` in `ns`: directly when it is plain words, else with
+/// `sh -c`. A program that is not installed is named with the package that has it.
+pub fn shell_command(
+    ns: Option<&str>,
+    script: &str,
+    env: &[(&str, &str)],
+    setup: &Setup,
+) -> Result<Command> {
+    let path = env
+        .iter()
+        .find(|(k, _)| *k == "PATH")
+        .map(|(_, v)| v.to_string())
+        .or_else(|| std::env::var("PATH").ok())
+        .unwrap_or_default();
+    if let Some(msg) = missing_program(script, &path) {
+        bail!("{msg}");
+    }
     // A plain "program arg arg" line runs directly: the shell would only split it on
     // spaces, and skipping it saves a fork and an exec on every call.
     let mut cmd = match plain_words(script) {
         Some(words) => {
-            let mut c = command_in(ns, words[0])?;
+            let mut c = command_with(ns, words[0], setup)?;
             c.args(&words[1..]);
             c
         }
         None => {
-            let mut c = command_in(ns, "/bin/sh")?;
+            let mut c = command_with(ns, "/bin/sh", setup)?;
             c.arg("-c").arg(script);
             c
         }
     };
-    cmd.stdin(Stdio::null());
     for (k, v) in env {
         cmd.env(k, v);
     }
-    run_bounded(cmd, timeout, cancel)
+    Ok(cmd)
 }
+
+/// Debian packages of the tools lessons and tutorials use, for "not installed" answers.
+const PACKAGES: &[(&str, &str)] = &[
+    ("tcpdump", "tcpdump"),
+    ("tshark", "tshark"),
+    ("iperf3", "iperf3"),
+    ("iperf", "iperf"),
+    ("curl", "curl"),
+    ("wget", "wget"),
+    ("ifconfig", "net-tools"),
+    ("netstat", "net-tools"),
+    ("route", "net-tools"),
+    ("arp", "net-tools"),
+    ("conntrack", "conntrack"),
+    ("nft", "nftables"),
+    ("iptables", "iptables"),
+    ("etcdctl", "etcd-client"),
+    ("etcd", "etcd-server"),
+    ("ip", "iproute2"),
+    ("ss", "iproute2"),
+    ("bridge", "iproute2"),
+    ("ping", "iputils-ping"),
+    ("tracepath", "iputils-tracepath"),
+    ("traceroute", "traceroute"),
+    ("dig", "bind9-dnsutils"),
+    ("nslookup", "bind9-dnsutils"),
+    ("nc", "netcat-openbsd"),
+    ("socat", "socat"),
+    ("python3", "python3"),
+    ("nginx", "nginx-light"),
+    ("ethtool", "ethtool"),
+    ("mtr", "mtr-tiny"),
+    ("nmap", "nmap"),
+    ("top", "procps"),
+    ("ps", "procps"),
+    ("busybox", "busybox"),
+    ("strace", "strace"),
+    ("jq", "jq"),
+];
+
+/// When the first word of `script` is a program that is on no directory of `path`,
+/// what to say: its name and the Debian package that has it.
+pub fn missing_program(script: &str, path: &str) -> Option<String> {
+    let first = script.split_whitespace().next()?;
+    // Only a bare program name: builtins, assignments, paths and shell syntax are the
+    // shell's business.
+    if !first
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '+'))
+        || first.starts_with(['-', '.'])
+        || SHELL_WORDS.contains(&first)
+    {
+        return None;
+    }
+    let found = std::env::split_paths(path).any(|d| d.join(first).is_file());
+    if found {
+        return None;
+    }
+    Some(match PACKAGES.iter().find(|(p, _)| *p == first) {
+        Some((_, pkg)) => format!(
+            "{first}: command not found; it comes with the Debian package {pkg} (apt-get install {pkg})"
+        ),
+        None => format!("{first}: command not found (not installed on this machine)"),
+    })
+}
+
+/// Shell builtins and keywords: run by the shell, never looked up on PATH.
+const SHELL_WORDS: &[&str] = &[
+    "cd", "export", "exit", "set", "unset", "ulimit", "umask", "exec", "if", "for", "while",
+    "until", "case", "source", "alias", "wait", "echo", "printf", "read", "test", "true", "false",
+    "kill", "trap", "type", "command", "eval", "shift", "times", "local", "return", "break",
+    "continue", "getopts", "hash", "jobs", "fg", "bg", "pwd",
+];
 
 /// The words of `script` when it has nothing a shell would interpret (quotes, variables,
 /// globs, redirections, operators), else None.

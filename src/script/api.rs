@@ -39,11 +39,12 @@ fn terminated(partial: impl Into<Dynamic>) -> Box<EvalAltResult> {
 /// An exec whose command was ended by Ctrl-C stops the script (or console line) too;
 /// its output travels with the stop so the runner can show it.
 fn exec_result(r: anyhow::Result<String>) -> RResult<String> {
-    let out = rt(r)?;
-    if out.ends_with(INTERRUPTED_MARK) {
-        return Err(terminated(out));
-    }
-    Ok(out)
+    r.map_err(
+        |e| match e.downcast::<crate::netns::process::Interrupted>() {
+            Ok(i) => terminated(format!("{}{INTERRUPTED_MARK}", i.partial)),
+            Err(e) => format!("{e:#}").into(),
+        },
+    )
 }
 
 pub fn node_to_dynamic(n: Node) -> Dynamic {

@@ -358,10 +358,24 @@ impl EtcdNode {
 
     /// Runs a shell command on this member (bounded by the exec timeout).
     pub fn exec(&self, cmd: &str) -> Result<String> {
-        super::worker::exec_in(&self.sim, &self.ns(), &self.name(), cmd, &[], None)
+        let place = self.exec_place()?;
+        super::worker::exec_in(&self.sim, &self.ns(), &self.name(), &place, cmd, None)
     }
 
     pub fn exec_with_timeout(&self, cmd: &str, timeout: Duration) -> Result<String> {
-        super::worker::exec_in(&self.sim, &self.ns(), &self.name(), cmd, &[], Some(timeout))
+        let place = self.exec_place()?;
+        super::worker::exec_in(
+            &self.sim,
+            &self.ns(),
+            &self.name(),
+            &place,
+            cmd,
+            Some(timeout),
+        )
+    }
+
+    /// Where commands on this member run (hosts file, directory, PATH with etcdctl).
+    pub(crate) fn exec_place(&self) -> Result<super::node_exec::ExecPlace> {
+        self.sim.exec_place(&self.cluster, &self.name())
     }
 }

@@ -9,6 +9,7 @@ pub mod addressing;
 pub mod bringup;
 mod cluster;
 mod ingress;
+mod node_exec;
 mod services;
 mod skupper;
 mod worker;

@@ -29,21 +29,27 @@ pub struct Worker {
     pub(crate) short: String,
 }
 
-/// Runs `cmd` with `sh -c` in namespace `ns`, bounded by the timeout and by Ctrl-C.
-/// Returns stdout and stderr as one text, like a terminal shows them.
+/// Runs `cmd` with `sh -c` in namespace `ns`, bounded by the timeout and by Ctrl-C, in
+/// the node's directory with node and pod names resolving (see [`super::node_exec`]).
+/// Returns stdout and stderr as one text, like a terminal shows them; a command ended by
+/// Ctrl-C comes back as the error [`process::Interrupted`] carrying its output so far.
 pub(crate) fn exec_in(
     sim: &Sim,
     ns: &str,
     who: &str,
+    place: &super::node_exec::ExecPlace,
     cmd: &str,
-    env: &[(&str, &str)],
     timeout: Option<Duration>,
 ) -> Result<String> {
     let timeout = timeout.unwrap_or_else(|| sim.exec_timeout());
-    let path = sim.path_env();
-    let mut env = env.to_vec();
-    env.push(("PATH", &path));
-    let out = process::run_shell(Some(ns), cmd, &env, timeout, Some(crate::interrupt::flag()))?;
+    let out = process::run_shell_with(
+        Some(ns),
+        cmd,
+        &place.env(),
+        &place.setup(),
+        timeout,
+        Some(crate::interrupt::flag()),
+    )?;
     match out.ended {
         process::Ended::TimedOut => {
             let lines: Vec<&str> = out.text.lines().collect();
@@ -61,7 +67,7 @@ pub(crate) fn exec_in(
         }
         process::Ended::Cancelled => {
             crate::interrupt::take();
-            Ok(format!("{}^C (interrupted)\n", out.text))
+            Err(process::Interrupted { partial: out.text }.into())
         }
         _ if out.cut => Ok(format!(
             "{}\n[output cut at {} MiB: the command printed {:.0} MiB; send it to a file (`CMD > /tmp/out`) \
@@ -142,6 +148,11 @@ impl Worker {
         self.sim.run_dir().join(self.name())
     }
 
+    /// Where commands on this worker and in its pods run (hosts file, directory, PATH).
+    pub(crate) fn exec_place(&self) -> Result<super::node_exec::ExecPlace> {
+        self.sim.exec_place(&self.cluster, &self.name())
+    }
+
     pub fn subnet_file(&self) -> PathBuf {
         self.dir().join("subnet.env")
     }
@@ -175,13 +186,12 @@ impl Worker {
 
     pub fn exec_with_timeout(&self, cmd: &str, timeout: Option<Duration>) -> Result<String> {
         self.require_started()?;
-        let eps = self.cluster().etcd_endpoints();
         exec_in(
             &self.sim,
             &self.ns(),
             &self.name(),
+            &self.exec_place()?,
             cmd,
-            &[("ETCDCTL_ENDPOINTS", &eps)],
             timeout,
         )
     }
@@ -305,8 +315,8 @@ impl Worker {
             &self.sim,
             &info.ns,
             &format!("{name} on {}", self.name()),
+            &self.exec_place()?,
             cmd,
-            &[],
             timeout,
         )
     }
