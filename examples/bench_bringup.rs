@@ -66,7 +66,10 @@ fn main() -> anyhow::Result<()> {
         "| default scenario, first line to last readiness wait | {:.3} |",
         t.as_secs_f64()
     );
-    println!("| of which start() (both clusters) | {:.3} |", s.as_secs_f64());
+    println!(
+        "| of which start() (both clusters) | {:.3} |",
+        s.as_secs_f64()
+    );
     println!(
         "| etcd election (both clusters healthy), same runs | {:.3} |",
         e.as_secs_f64()

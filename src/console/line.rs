@@ -13,6 +13,14 @@ pub const COMMANDS: &[(&str, &str)] = &[
         "every container pings every other container of its cluster once",
     ),
     (
+        "net",
+        "the links: each host's eth0 to the switch s0, flannel.100, pods' veths to cni0",
+    ),
+    (
+        "dump",
+        "every node and pod: namespace, address, the pids started for it",
+    ),
+    (
         "exit",
         "leave the console and tear the simulation down (also quit, Ctrl-D)",
     ),
@@ -29,7 +37,18 @@ pub enum Line {
     Help,
     Nodes,
     PingAll,
+    Net,
+    Dump,
     Exit,
+    /// `C0w9 ip a`: a node-shaped first word that names no node.
+    NoNode(String),
+    /// `py C0w1.exec_container("c1", "ping ...")`: one exec call on a node, run live.
+    /// `args` is the Rhai source of the call's arguments.
+    LiveExec {
+        node: String,
+        method: String,
+        args: String,
+    },
     /// `C0w1 ifconfig`: run `cmd` with a shell on node `node`.
     Node {
         node: String,
@@ -91,6 +110,91 @@ fn resolve_node(word: &str, nodes: &[String]) -> Result<Option<String>, Vec<Stri
     }
 }
 
+/// `C0w9`, `C12e3`: the shape of a node name.
+pub fn looks_like_node(word: &str) -> bool {
+    let Some(rest) = word.strip_prefix('C') else {
+        return false;
+    };
+    let after_id = rest.trim_start_matches(|c: char| c.is_ascii_digit());
+    after_id.len() < rest.len()
+        && after_id.len() >= 2
+        && after_id.starts_with(['w', 'e'])
+        && after_id[1..].chars().all(|c| c.is_ascii_digit())
+}
+
+/// `C0w1.exec_container("c1", "ping ...")` (or `.exec(...)`) on a node and nothing else:
+/// a line the console runs live. The arguments stay Rhai source, evaluated later.
+fn one_exec_call(src: &str, nodes: &[String]) -> Option<Line> {
+    let src = src.strip_suffix(';').unwrap_or(src).trim_end();
+    let (node, call) = src.split_once('.')?;
+    if !nodes.iter().any(|n| n == node) {
+        return None;
+    }
+    let (method, rest) = call.split_once('(')?;
+    if !matches!(method, "exec" | "exec_container") {
+        return None;
+    }
+    let args = rest.strip_suffix(')')?;
+    // Only when the parentheses close once, at the end: `x.exec("a").len()` is Rhai.
+    let mut depth = 0i32;
+    let mut quote: Option<char> = None;
+    let mut escaped = false;
+    for ch in args.chars() {
+        if let Some(q) = quote {
+            if escaped {
+                escaped = false;
+            } else if ch == '\\' {
+                escaped = true;
+            } else if ch == q {
+                quote = None;
+            }
+            continue;
+        }
+        match ch {
+            '"' | '`' | '\'' => quote = Some(ch),
+            '(' | '[' | '{' => depth += 1,
+            ')' | ']' | '}' => {
+                depth -= 1;
+                if depth < 0 {
+                    return None;
+                }
+            }
+            _ => {}
+        }
+    }
+    (depth == 0 && quote.is_none()).then(|| Line::LiveExec {
+        node: node.to_string(),
+        method: method.to_string(),
+        args: args.to_string(),
+    })
+}
+
+/// Levenshtein distance, for "did you mean".
+pub fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut cur = vec![i + 1];
+        for (j, cb) in b.iter().enumerate() {
+            let sub = prev[j] + usize::from(ca != *cb);
+            cur.push(sub.min(prev[j + 1] + 1).min(cur[j] + 1));
+        }
+        prev = cur;
+    }
+    prev[b.len()]
+}
+
+/// The known word nearest to `word`, when it is near enough to be a typo.
+pub fn nearest<'a>(word: &str, known: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+    let limit = (word.chars().count() / 3).clamp(1, 3);
+    known
+        .into_iter()
+        .map(|k| (edit_distance(word, k), k))
+        .filter(|(d, _)| *d <= limit)
+        .min_by_key(|(d, k)| (*d, k.len()))
+        .map(|(_, k)| k)
+}
+
 /// Classifies one (possibly multi-line) console input. `nodes` are the node names.
 pub fn classify(input: &str, nodes: &[String]) -> Line {
     let trimmed = input.trim();
@@ -101,16 +205,21 @@ pub fn classify(input: &str, nodes: &[String]) -> Line {
         "help" | "?" => return Line::Help,
         "nodes" => return Line::Nodes,
         "pingall" => return Line::PingAll,
+        "net" => return Line::Net,
+        "dump" => return Line::Dump,
         "exit" | "quit" => return Line::Exit,
         _ => {}
     }
     let stripped = strip_py(trimmed);
     if stripped.len() != trimmed.len() {
-        return if stripped.trim().is_empty() {
-            Line::Empty
-        } else {
-            Line::Rhai(stripped.to_string())
-        };
+        let stripped = stripped.trim();
+        if stripped.is_empty() {
+            return Line::Empty;
+        }
+        if let Some(live) = one_exec_call(stripped, nodes) {
+            return live;
+        }
+        return Line::Rhai(stripped.to_string());
     }
     // Mininet style: the first word is a node name and a command follows.
     if !trimmed.contains('\n') {
@@ -130,6 +239,7 @@ pub fn classify(input: &str, nodes: &[String]) -> Line {
                             candidates,
                         }
                     }
+                    Ok(None) if looks_like_node(word) => return Line::NoNode(word.to_string()),
                     Ok(None) => {}
                 }
             }
@@ -213,7 +323,6 @@ mod tests {
             "C0w1 = 5",
             "print(C0w1.ip)",
             "let x = 1",
-            "C9w1 ip a",
             "nodes.len()",
         ] {
             assert_eq!(
@@ -227,10 +336,61 @@ mod tests {
     }
 
     #[test]
+    fn unknown_nodes_and_typos() {
+        assert_eq!(classify("C0w9 ip a", &nodes()), Line::NoNode("C0w9".into()));
+        assert_eq!(classify("C9w1 ip a", &nodes()), Line::NoNode("C9w1".into()));
+        assert_eq!(
+            classify("C0w9.exec(\"x\")", &nodes()),
+            Line::Rhai("C0w9.exec(\"x\")".into())
+        );
+        assert!(!looks_like_node("C0"));
+        assert!(!looks_like_node("Cw1"));
+        assert!(looks_like_node("C12e3"));
+        assert_eq!(edit_distance("pingal", "pingall"), 1);
+        assert_eq!(edit_distance("", "ab"), 2);
+        assert_eq!(
+            nearest("pingal", ["help", "pingall", "nodes"]),
+            Some("pingall")
+        );
+        assert_eq!(nearest("zzzzzz", ["help", "pingall", "nodes"]), None);
+    }
+
+    #[test]
+    fn one_exec_call_runs_live_and_anything_more_is_rhai() {
+        assert_eq!(
+            classify(
+                "py C0w1.exec_container(\"c1\", \"ping 100.64.10.1 -c 5\")",
+                &nodes()
+            ),
+            Line::LiveExec {
+                node: "C0w1".into(),
+                method: "exec_container".into(),
+                args: "\"c1\", \"ping 100.64.10.1 -c 5\"".into()
+            }
+        );
+        assert_eq!(
+            classify("py C0e1.exec(\"echo (\");", &nodes()),
+            Line::LiveExec {
+                node: "C0e1".into(),
+                method: "exec".into(),
+                args: "\"echo (\"".into()
+            }
+        );
+        for rhai in [
+            "py C0w1.exec(\"a\").len()",
+            "py print(C0w1.exec(\"a\"))",
+            "py C0w1.exec_container_async(\"c1\", \"x\")",
+            "py C9w1.exec(\"a\")",
+        ] {
+            assert!(matches!(classify(rhai, &nodes()), Line::Rhai(_)), "{rhai}");
+        }
+    }
+
+    #[test]
     fn py_prefix_is_stripped() {
         assert_eq!(
-            classify("py C0w1.exec_container(\"c1\", \"ifconfig\")", &nodes()),
-            Line::Rhai("C0w1.exec_container(\"c1\", \"ifconfig\")".into())
+            classify("py C0w1.container_ip(\"c1\")", &nodes()),
+            Line::Rhai("C0w1.container_ip(\"c1\")".into())
         );
         assert_eq!(classify("py", &nodes()), Line::Empty);
         assert_eq!(classify("py   ", &nodes()), Line::Empty);

@@ -4,8 +4,9 @@
 
 pub mod complete;
 pub mod line;
+pub mod live;
 
-use crate::netns::process::Interrupted;
+use crate::netns::pty;
 use crate::script::{api, LineResult, ScriptSession};
 use crate::sim::Sim;
 use crate::ui;
@@ -16,7 +17,6 @@ use rustyline::history::DefaultHistory;
 use rustyline::Editor;
 use std::io::Write;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 const PROMPT: &str = "knetsim> ";
 const MORE: &str = "     ...> ";
@@ -52,6 +52,8 @@ pub fn run(session: &mut ScriptSession) -> anyhow::Result<()> {
         ui::dim("knetsim console: `help` lists commands and the API; `exit` or Ctrl-D leaves and tears down.")
     );
     let parser = rhai::Engine::new_raw();
+    // Node commands get a pseudo-terminal only when the console itself has one.
+    let terminal = pty::is_tty(0) && pty::is_tty(1);
     'outer: loop {
         session.refresh_node_variables();
         let nodes = session.sim().node_names();
@@ -85,7 +87,9 @@ pub fn run(session: &mut ScriptSession) -> anyhow::Result<()> {
         // A Ctrl-C pressed while nothing ran must not stop the next command.
         crate::interrupt::take();
         let mut out = std::io::stdout();
-        if handle(session, &input, &mut out) == Flow::Exit || crate::interrupt::terminated() {
+        if handle_with(session, &input, &mut out, terminal) == Flow::Exit
+            || crate::interrupt::terminated()
+        {
             break;
         }
     }
@@ -96,8 +100,20 @@ pub fn run(session: &mut ScriptSession) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Runs one console input, writing what it shows to `out`.
+/// Runs one console input, writing what it shows to `out`; node commands stream their
+/// output to `out` as it comes (without a terminal).
 pub fn handle(session: &mut ScriptSession, input: &str, out: &mut dyn Write) -> Flow {
+    handle_with(session, input, out, false)
+}
+
+/// [`handle`]; with `terminal`, node commands run on a pseudo-terminal wired to the
+/// console's own (stdin and stdout), so they take keystrokes and Ctrl-C.
+pub fn handle_with(
+    session: &mut ScriptSession,
+    input: &str,
+    out: &mut dyn Write,
+    terminal: bool,
+) -> Flow {
     let nodes = session.sim().node_names();
     match classify(input, &nodes) {
         Line::Empty => {}
@@ -111,6 +127,32 @@ pub fn handle(session: &mut ScriptSession, input: &str, out: &mut dyn Write) -> 
         Line::PingAll => {
             let _ = write!(out, "{}", pingall(session.sim()));
         }
+        Line::Net => {
+            let _ = write!(out, "{}", net_text(session.sim()));
+        }
+        Line::Dump => {
+            let _ = write!(out, "{}", dump_text(session.sim()));
+        }
+        Line::NoNode(word) => {
+            let names: Vec<&str> = nodes
+                .iter()
+                .map(String::as_str)
+                .filter(|n| line::looks_like_node(n))
+                .collect();
+            let list = if names.is_empty() {
+                "none yet: declare a cluster and start() it".to_string()
+            } else {
+                names.join(", ")
+            };
+            let _ = writeln!(
+                out,
+                "{}",
+                ui::red(&format!("no node {word} (nodes: {list})"))
+            );
+        }
+        Line::LiveExec { node, method, args } => {
+            live::exec_call(session, &node, &method, &args, out, terminal);
+        }
         Line::Ambiguous { word, candidates } => {
             let _ = writeln!(
                 out,
@@ -122,17 +164,7 @@ pub fn handle(session: &mut ScriptSession, input: &str, out: &mut dyn Write) -> 
             );
         }
         Line::Node { node, cmd } => match session.sim().node(&node) {
-            Some(n) => match n.exec(&cmd) {
-                Ok(text) => {
-                    let _ = write!(out, "{text}");
-                    if !text.is_empty() && !text.ends_with('\n') {
-                        let _ = writeln!(out);
-                    }
-                }
-                Err(e) => {
-                    let _ = writeln!(out, "{}", ui::red(&format!("error: {e:#}")));
-                }
-            },
+            Some(n) => live::run(&live::Target::Node(n), &cmd, out, terminal),
             None => {
                 let _ = writeln!(
                     out,
@@ -141,6 +173,10 @@ pub fn handle(session: &mut ScriptSession, input: &str, out: &mut dyn Write) -> 
                 );
             }
         },
+        Line::Rhai(src) if unknown_word(session, &src).is_some() => {
+            let msg = unknown_word(session, &src).unwrap_or_default();
+            let _ = writeln!(out, "{}", ui::red(&msg));
+        }
         Line::Rhai(src) => match session.eval_line(&src) {
             LineResult::Value(v) => {
                 if !v.is_unit() {
@@ -238,94 +274,119 @@ pub fn nodes_table(sim: &Sim) -> String {
 /// `pingall`: in each cluster, every container pings every other container once.
 /// Prints a mininet-style matrix (`X` marks a lost ping) and the loss.
 pub fn pingall(sim: &Sim) -> String {
+    let r = sim.pingall();
     let mut s =
         String::from("*** Ping: every container pings every other container of its cluster once\n");
-    let (mut sent, mut received) = (0usize, 0usize);
-    let stop = AtomicBool::new(false);
-    for c in sim.clusters() {
-        let mut members = Vec::new();
-        for (name, short) in c.containers() {
-            if let Ok(w) = c.worker(&short) {
-                if let Ok(ip) = w.container_ip(&name) {
-                    members.push((name, w, ip));
-                }
-            }
-        }
+    for (cluster, members, pairs) in &r.clusters {
         if members.len() < 2 {
             s.push_str(&format!(
-                "{}: fewer than two containers, nothing to ping\n",
-                c.name()
+                "{cluster}: fewer than two containers, nothing to ping\n"
             ));
             continue;
         }
-        let rows: Vec<Vec<(String, Option<bool>)>> = std::thread::scope(|scope| {
-            let handles: Vec<_> = members
-                .iter()
-                .map(|(src, w, _)| {
-                    let (members, stop) = (&members, &stop);
-                    scope.spawn(move || {
-                        members
-                            .iter()
-                            .filter(|(dst, _, _)| dst != src)
-                            .map(|(dst, _, ip)| {
-                                if stop.load(Ordering::SeqCst) {
-                                    return (dst.clone(), None);
-                                }
-                                let cmd = format!(
-                                    "ping -c 1 -W 1 {ip} >/dev/null 2>&1 && echo ok || echo lost"
-                                );
-                                let r = w.exec_container(src, &cmd);
-                                let ok = match r {
-                                    Ok(o) => Some(o.trim() == "ok"),
-                                    Err(e) if e.is::<Interrupted>() => {
-                                        stop.store(true, Ordering::SeqCst);
-                                        None
-                                    }
-                                    Err(_) => Some(false),
-                                };
-                                (dst.clone(), ok)
-                            })
-                            .collect()
-                    })
-                })
-                .collect();
-            handles
-                .into_iter()
-                .map(|h| h.join().unwrap_or_default())
-                .collect()
-        });
-        let width = members.iter().map(|(n, _, _)| n.len()).max().unwrap_or(1);
-        for ((src, _, _), row) in members.iter().zip(rows) {
-            let mut line = format!("{} {src:<width$} ->", c.name());
-            for (dst, ok) in row {
-                match ok {
-                    Some(true) => {
-                        sent += 1;
-                        received += 1;
-                        line.push_str(&format!(" {dst:<width$}"));
-                    }
-                    Some(false) => {
-                        sent += 1;
-                        line.push_str(&format!(" {:<width$}", "X"));
-                    }
-                    None => line.push_str(&format!(" {:<width$}", "-")),
-                }
+        let width = members.iter().map(|n| n.len()).max().unwrap_or(1);
+        for src in members {
+            let mut line = format!("{cluster} {src:<width$} ->");
+            for p in pairs.iter().filter(|p| &p.from == src) {
+                let mark = match p.ok {
+                    Some(true) => p.to.as_str(),
+                    Some(false) => "X",
+                    None => "-",
+                };
+                line.push_str(&format!(" {mark:<width$}"));
             }
             s.push_str(line.trim_end());
             s.push('\n');
         }
     }
-    if stop.load(Ordering::SeqCst) {
+    if r.interrupted {
         s.push_str("*** interrupted (Ctrl-C): '-' marks pings not run\n");
     }
+    let (sent, received) = (r.sent(), r.received());
     if sent == 0 {
         s.push_str("*** Results: no pings sent (create containers first, e.g. C0w1.create_container(\"c1\"))\n");
     } else {
-        let lost = sent - received;
         s.push_str(&format!(
             "*** Results: {}% dropped ({received}/{sent} received)\n",
-            lost * 100 / sent
+            r.loss_percent()
         ));
     }
     s
+}
+
+/// `net`: the links, one node per line, as Mininet's `net` prints them.
+pub fn net_text(sim: &Sim) -> String {
+    let links = sim.links();
+    if links.is_empty() {
+        return "no nodes yet: declare a cluster, e.g. let C0 = cluster(\"0\"); start();\n".into();
+    }
+    let mut s = String::new();
+    let mut last = String::new();
+    for l in links {
+        if l.node != last {
+            if !last.is_empty() {
+                s.push('\n');
+            }
+            s.push_str(&l.node);
+            last = l.node.clone();
+        }
+        s.push_str(&format!(" {}:{}", l.dev, l.peer));
+    }
+    s.push('\n');
+    s
+}
+
+/// `dump`: every node and pod with its namespace, address and pids.
+pub fn dump_text(sim: &Sim) -> String {
+    let nodes = sim.dump();
+    if nodes.is_empty() {
+        return "no nodes yet: declare a cluster, e.g. let C0 = cluster(\"0\"); start();\n".into();
+    }
+    let mut s = String::new();
+    for n in nodes {
+        let pids: Vec<String> = n
+            .pids
+            .iter()
+            .map(|(pid, what)| format!("{pid} ({what})"))
+            .collect();
+        s.push_str(&format!(
+            "<{} {}: eth0:{} netns={}{}>\n",
+            n.kind,
+            n.name,
+            n.ip,
+            n.ns,
+            if pids.is_empty() {
+                String::new()
+            } else {
+                format!(" pids={}", pids.join(", "))
+            }
+        ));
+    }
+    s
+}
+
+/// A bare word that is no variable, node, command or function: what to say about it
+/// ("unknown command 'pingal': did you mean pingall?").
+fn unknown_word(session: &ScriptSession, src: &str) -> Option<String> {
+    let word = src.trim().trim_end_matches(';').trim_end();
+    let mut chars = word.chars();
+    let first = chars.next()?;
+    if !(first.is_ascii_alphabetic() || first == '_')
+        || !chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+        || matches!(word, "true" | "false" | "this")
+    {
+        return None;
+    }
+    let vars = session.variable_names();
+    if vars.iter().any(|v| v == word) || api::resolve_name(session.sim(), word).is_some() {
+        return None;
+    }
+    let mut known: Vec<&str> = COMMANDS.iter().map(|(c, _)| *c).collect();
+    known.extend(api::GLOBAL_API.iter().map(|(f, _)| *f));
+    known.extend(api::METHOD_API.iter().map(|(_, m, _)| *m));
+    known.extend(vars.iter().map(String::as_str));
+    Some(match line::nearest(word, known) {
+        Some(k) => format!("unknown command '{word}': did you mean {k}?"),
+        None => format!("unknown command '{word}': `help` lists the commands and functions"),
+    })
 }

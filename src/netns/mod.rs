@@ -8,6 +8,7 @@
 
 pub mod netlink;
 pub mod process;
+pub mod pty;
 pub mod record;
 pub mod state;
 

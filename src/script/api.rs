@@ -304,6 +304,66 @@ pub fn register(engine: &mut Engine, sim: &Sim, lesson: &Arc<Lesson>) {
         Ok(())
     });
 
+    // Mininet's habits as values: pingall(), net(), dump().
+    let s = sim.clone();
+    engine.register_fn("pingall", move || -> Map {
+        let r = s.pingall();
+        let pairs: Array = r
+            .pairs()
+            .map(|p| {
+                let mut m = Map::new();
+                m.insert("cluster".into(), p.cluster.clone().into());
+                m.insert("from".into(), p.from.clone().into());
+                m.insert("to".into(), p.to.clone().into());
+                m.insert(
+                    "ok".into(),
+                    p.ok.map(Dynamic::from).unwrap_or(Dynamic::UNIT),
+                );
+                m.into()
+            })
+            .collect();
+        let mut m = Map::new();
+        m.insert("sent".into(), (r.sent() as i64).into());
+        m.insert("received".into(), (r.received() as i64).into());
+        m.insert("loss".into(), (r.loss_percent() as i64).into());
+        m.insert("interrupted".into(), r.interrupted.into());
+        m.insert("pairs".into(), pairs.into());
+        m
+    });
+    let s = sim.clone();
+    engine.register_fn("net", move || -> Array {
+        s.links()
+            .into_iter()
+            .map(|l| {
+                let mut m = Map::new();
+                m.insert("node".into(), l.node.into());
+                m.insert("dev".into(), l.dev.into());
+                m.insert("peer".into(), l.peer.into());
+                m.into()
+            })
+            .collect()
+    });
+    let s = sim.clone();
+    engine.register_fn("dump", move || -> Array {
+        s.dump()
+            .into_iter()
+            .map(|n| {
+                let mut m = Map::new();
+                m.insert("name".into(), n.name.into());
+                m.insert("kind".into(), n.kind.into());
+                m.insert("ns".into(), n.ns.into());
+                m.insert("ip".into(), n.ip.into());
+                let pids: Array = n
+                    .pids
+                    .iter()
+                    .map(|(p, _)| Dynamic::from(*p as i64))
+                    .collect();
+                m.insert("pids".into(), pids.into());
+                m.into()
+            })
+            .collect()
+    });
+
     // Lesson helpers.
     let l = lesson.clone();
     engine.register_fn("step", move |title: &str| step(&l, title));
@@ -461,6 +521,18 @@ pub const GLOBAL_API: &[(&str, &str)] = &[
         "table([\"name\", \"ip\"], [[\"c1\", C0w1.container_ip(\"c1\")]]);",
     ),
     ("print", "print(C0w1.ip);"),
+    (
+        "pingall",
+        "let r = pingall(); expect(r.loss == 0, \"every pod reaches every other\");",
+    ),
+    (
+        "net",
+        "for l in net() { print(`${l.node} ${l.dev}:${l.peer}`) }",
+    ),
+    (
+        "dump",
+        "for n in dump() { print(`${n.name} ${n.ip} ${n.pids}`) }",
+    ),
 ];
 
 /// Methods, for completion and `help`: (receiver, name, one-line example).

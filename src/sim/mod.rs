@@ -9,6 +9,7 @@ pub mod addressing;
 pub mod bringup;
 mod cluster;
 mod ingress;
+pub mod mininet;
 mod node_exec;
 mod services;
 mod skupper;

@@ -167,7 +167,7 @@ impl Worker {
         }
     }
 
-    fn require_started(&self) -> Result<()> {
+    pub(crate) fn require_started(&self) -> Result<()> {
         if !self.is_started() {
             bail!(
                 "{} is not running yet: call start() (or {}.start()) first",
