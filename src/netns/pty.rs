@@ -139,6 +139,13 @@ pub fn run_on_pty(
     let pty = nix::pty::openpty(ws.as_ref().map(winsize_nix).as_ref(), None)
         .context("opening a pseudo-terminal")?;
     let master = pty.master;
+    // openpty leaves both ends inheritable: without close-on-exec the command (and every
+    // daemon it starts) would keep the master open, and the console would never see the end.
+    for fd in [master.as_raw_fd(), pty.slave.as_raw_fd()] {
+        unsafe {
+            libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC);
+        }
+    }
     cmd.stdin(Stdio::from(pty.slave.try_clone()?))
         .stdout(Stdio::from(pty.slave.try_clone()?))
         .stderr(Stdio::from(pty.slave));
@@ -167,13 +174,6 @@ pub fn run_on_pty(
     let mut ended_at: Option<Instant> = None;
     let mut stdin_open = raw.is_some();
     loop {
-        if RESIZED.swap(false, Ordering::SeqCst) {
-            if let Some(ws) = window_size(tty_in) {
-                unsafe {
-                    libc::ioctl(mfd, libc::TIOCSWINSZ, &ws);
-                }
-            }
-        }
         if cancel.load(Ordering::SeqCst) && status.is_none() {
             kill_group(pgid);
         }
@@ -200,6 +200,15 @@ pub fn run_on_pty(
             },
         ];
         let n = unsafe { libc::poll(fds.as_mut_ptr(), 2, 20) };
+        // After the poll: a resize signalled before keystrokes arrived reaches the
+        // command before they do.
+        if RESIZED.swap(false, Ordering::SeqCst) {
+            if let Some(ws) = window_size(tty_in) {
+                unsafe {
+                    libc::ioctl(mfd, libc::TIOCSWINSZ, &ws);
+                }
+            }
+        }
         if n < 0 {
             continue; // EINTR (a resize)
         }

@@ -1,0 +1,310 @@
+//! The console on a terminal, end to end: `knetsim` (the default scenario, then the
+//! console) runs on a pseudo-terminal made here, lines are typed into it and the screen is
+//! read back. One test follows the original README's walkthrough as typed there; one
+//! checks live commands (output before the end, Ctrl-C, a resize) and the console's answers.
+//! Both check that nothing is left and the host's root namespace is unchanged.
+
+mod common;
+
+use common::{assert_nothing_left, knetsim_exe, HostSnapshot};
+use std::io::{Read, Write};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::process::CommandExt;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+const PROMPT: &str = "knetsim> ";
+
+/// knetsim on a pseudo-terminal: what it printed so far, and a way to type.
+struct Tty {
+    master: std::fs::File,
+    screen: Arc<Mutex<Vec<u8>>>,
+    seen: usize,
+    child: Child,
+}
+
+impl Tty {
+    fn spawn(instance: &str) -> Tty {
+        let ws = nix::pty::Winsize {
+            ws_row: 40,
+            ws_col: 120,
+            ws_xpixel: 0,
+            ws_ypixel: 0,
+        };
+        let pty = nix::pty::openpty(Some(&ws), None).expect("openpty");
+        let home = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(instance);
+        std::fs::create_dir_all(&home).unwrap();
+        // Close-on-exec, or knetsim and every daemon it starts would hold the master.
+        unsafe {
+            libc::fcntl(pty.master.as_raw_fd(), libc::F_SETFD, libc::FD_CLOEXEC);
+        }
+        let slave: OwnedFd = pty.slave;
+        let mut cmd = Command::new(knetsim_exe());
+        cmd.args(["--instance", instance])
+            .env("HOME", &home)
+            .env("NO_COLOR", "1")
+            // rustyline reads plain lines on a dumb terminal; the console still has a tty.
+            .env("TERM", "dumb")
+            .stdin(Stdio::from(slave.try_clone().unwrap()))
+            .stdout(Stdio::from(slave.try_clone().unwrap()))
+            .stderr(Stdio::from(slave));
+        unsafe {
+            cmd.pre_exec(|| {
+                libc::setsid();
+                if libc::ioctl(0, libc::TIOCSCTTY as _, 0) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let child = cmd.spawn().expect("starting knetsim");
+        drop(cmd);
+        let master = std::fs::File::from(pty.master);
+        let screen = Arc::new(Mutex::new(Vec::new()));
+        let (mut r, s) = (master.try_clone().unwrap(), screen.clone());
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 8192];
+            while let Ok(n) = r.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                s.lock().unwrap().extend_from_slice(&buf[..n]);
+            }
+        });
+        Tty {
+            master,
+            screen,
+            seen: 0,
+            child,
+        }
+    }
+
+    fn text_since(&self, from: usize) -> String {
+        let s = self.screen.lock().unwrap();
+        String::from_utf8_lossy(&s[from.min(s.len())..]).replace('\r', "")
+    }
+
+    /// Waits until the screen, from what was not consumed yet, shows `want`; returns that
+    /// part (up to and including `want`) and consumes it.
+    fn wait_for(&mut self, want: &str, limit: Duration) -> String {
+        let t = Instant::now();
+        loop {
+            {
+                let s = self.screen.lock().unwrap();
+                let raw = &s[self.seen.min(s.len())..];
+                let text = String::from_utf8_lossy(raw);
+                if let Some(i) = text.find(want) {
+                    let part = text[..i + want.len()].to_string();
+                    self.seen += part.len();
+                    return part.replace('\r', "");
+                }
+            }
+            assert!(
+                t.elapsed() < limit,
+                "waited {limit:?} for {want:?}; the screen since then:\n{}",
+                self.text_since(self.seen)
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn type_bytes(&mut self, b: &[u8]) {
+        self.master.write_all(b).unwrap();
+    }
+
+    /// Types `line` and Enter, and returns what it printed up to the next prompt.
+    fn run(&mut self, line: &str, limit: Duration) -> String {
+        self.type_bytes(format!("{line}\r").as_bytes());
+        let out = self.wait_for(PROMPT, limit);
+        eprintln!("--- {line}\n{out}");
+        out
+    }
+
+    fn resize(&self, rows: u16, cols: u16) {
+        let ws = libc::winsize {
+            ws_row: rows,
+            ws_col: cols,
+            ws_xpixel: 0,
+            ws_ypixel: 0,
+        };
+        // The kernel signals SIGWINCH to the terminal's foreground group (knetsim).
+        assert_eq!(
+            unsafe { libc::ioctl(self.master.as_raw_fd(), libc::TIOCSWINSZ, &ws) },
+            0
+        );
+    }
+
+    fn exit(mut self) -> i32 {
+        self.type_bytes(b"exit\r");
+        let t = Instant::now();
+        loop {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                return s.code().unwrap_or(-1);
+            }
+            assert!(
+                t.elapsed() < Duration::from_secs(60),
+                "knetsim did not exit:\n{}",
+                self.text_since(0)
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Tty {
+    fn drop(&mut self) {
+        // A failed assertion must not leave the simulation up: SIGTERM ends a running
+        // command and the run, `exit` leaves a console waiting for a line; both tear down.
+        if let Ok(None) = self.child.try_wait() {
+            unsafe {
+                libc::kill(self.child.id() as i32, libc::SIGTERM);
+            }
+            let _ = self.master.write_all(b"\x03\rexit\r");
+            let t = Instant::now();
+            while t.elapsed() < Duration::from_secs(60) {
+                if let Ok(Some(_)) = self.child.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            eprintln!("knetsim (pid {}) did not exit", self.child.id());
+        }
+    }
+}
+
+const SCENARIO_UP: Duration = Duration::from_secs(180);
+const CMD: Duration = Duration::from_secs(60);
+
+#[test]
+fn the_original_readme_walkthrough_as_typed_there() {
+    let host = HostSnapshot::take();
+    let instance = "con-walk";
+    let mut t = Tty::spawn(instance);
+    let welcome = t.wait_for(PROMPT, SCENARIO_UP);
+    assert!(welcome.contains("svc1"), "{welcome}");
+    assert!(welcome.contains("grp1"), "{welcome}");
+
+    let out = t.run(r#"py C0w1.exec_container("c1", "ifconfig")"#, CMD);
+    assert!(out.contains("eth0") && out.contains("inet 11."), "{out}");
+
+    let out = t.run(
+        r#"py C0w1.exec_container("c1", "ping 100.64.10.1 -c 5")"#,
+        CMD,
+    );
+    assert!(out.contains("5 packets transmitted, 5 received"), "{out}");
+
+    let out = t.run("C0w1 nft list ruleset", CMD);
+    assert!(
+        out.contains("table ip kube-proxy") && out.contains("100.64.10.1"),
+        "{out}"
+    );
+
+    let out = t.run(r#"py C0w3.delete_container("c3")"#, CMD);
+    assert!(!out.contains("error"), "{out}");
+    let out = t.run("nodes", CMD);
+    let c0w3 = out.lines().find(|l| l.contains("C0w3")).unwrap_or_default();
+    let pods: Vec<&str> = c0w3
+        .split(['┆', ','])
+        .filter_map(|p| p.split_whitespace().next())
+        .collect();
+    assert!(
+        pods.contains(&"c4") && !pods.contains(&"c3"),
+        "{pods:?}\n{out}"
+    );
+
+    let out = t.run(r#"py C1w1.exec_container("c1", "wget 10.0.0.8:1028")"#, CMD);
+    assert!(out.contains("index.html") && out.contains("saved"), "{out}");
+    // wget ran in C1w1's own directory of the run state, not in the user's folder.
+    let page = knetsim::netns::record::run_dir(instance).join("C1w1/index.html");
+    let body = std::fs::read_to_string(&page).unwrap_or_default();
+    assert!(body.contains("hello from c4"), "{}: {body:?}", page.display());
+
+    let out = t.run("C0e1 etcdctl cluster-health", CMD);
+    assert!(out.contains("cluster is healthy"), "{out}");
+
+    let out = t.run("C0w1 ifconfig", CMD);
+    assert!(
+        out.contains("flannel.100") && out.contains("10.0.0.3"),
+        "{out}"
+    );
+
+    let out = t.run("C0w1 ps aux | grep skupper", CMD);
+    assert!(out.contains("skrouterd"), "{out}");
+
+    let out = t.run("C0e1 curl -s 10.0.0.3:8001/svc1", CMD);
+    assert!(out.contains("S1-W2") || out.contains("S1-W3"), "{out}");
+
+    // etcdctl as tutorials type it: explicit endpoints, v3 get.
+    let out = t.run(
+        "C0w1 etcdctl --endpoints http://10.1.0.1:2379 get --prefix /coreos.com --keys-only",
+        CMD,
+    );
+    assert!(out.contains("/coreos.com/network/config"), "{out}");
+
+    assert_eq!(t.exit(), 0);
+    assert_nothing_left(instance, &[]);
+    assert_eq!(HostSnapshot::take(), host, "the host's root namespace changed");
+}
+
+#[test]
+fn live_commands_ctrl_c_resize_and_the_consoles_answers() {
+    let host = HostSnapshot::take();
+    let instance = "con-live";
+    let mut t = Tty::spawn(instance);
+    t.wait_for(PROMPT, SCENARIO_UP);
+
+    // Replies show while ping still runs; Ctrl-C (0x03 on the terminal) ends it through
+    // the command's own pty, and the console stays.
+    t.type_bytes(b"C0w1 ping 10.0.0.4\r");
+    let first = t.wait_for("bytes from 10.0.0.4", CMD);
+    assert!(!first.contains("packet loss"), "{first}");
+    t.type_bytes(b"\x03");
+    let rest = t.wait_for(PROMPT, CMD);
+    assert!(rest.contains("packet loss"), "ping's summary after Ctrl-C:\n{rest}");
+    let out = t.run("1 + 1", CMD);
+    assert!(out.contains('2'), "the console goes on after Ctrl-C: {out}");
+
+    // Names resolve: nodes, and pods of the node's own cluster by their short name.
+    let out = t.run("C0w1 ping -c 1 C0w2", CMD);
+    assert!(
+        out.contains("C0w2 (10.0.0.4)") && out.contains("1 received"),
+        "{out}"
+    );
+    let out = t.run("C0w1 ping -c 1 c2", CMD);
+    assert!(out.contains("1 received"), "{out}");
+    let out = t.run("C1w2 getent hosts C0-c2", CMD);
+    assert!(out.contains(" C0-c2") && out.contains("\n11."), "{out}");
+
+    // A non-zero exit is shown; a missing program is named with its package.
+    let out = t.run("C0w1 sh -c 'exit 3'", CMD);
+    assert!(out.contains("exit status 3"), "{out}");
+    let out = t.run("C0w1 no-such-tool-here -x", CMD);
+    assert!(
+        out.contains("no-such-tool-here: command not found"),
+        "{out}"
+    );
+
+    // A resize while a command runs reaches it (TIOCSWINSZ on its pty).
+    // (The typed line shows `rea""dy`; only the running command prints `ready`.)
+    t.type_bytes(b"C0w1 sh -c 'echo rea\"\"dy; read x; stty size'\r");
+    t.wait_for("ready", CMD);
+    t.resize(50, 132);
+    let out = t.run("", CMD);
+    assert!(out.contains("50 132"), "{out}");
+
+    let out = t.run("C0w9 ip a", CMD);
+    assert!(
+        out.contains("no node C0w9 (nodes: C0e1, C0e2, C0w1, C0w2, C0w3, C1e1"),
+        "{out}"
+    );
+    let out = t.run("pingal", CMD);
+    assert!(
+        out.contains("unknown command 'pingal': did you mean pingall?"),
+        "{out}"
+    );
+
+    assert_eq!(t.exit(), 0);
+    assert_nothing_left(instance, &[]);
+    assert_eq!(HostSnapshot::take(), host, "the host's root namespace changed");
+}
