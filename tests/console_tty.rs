@@ -218,7 +218,11 @@ fn the_original_readme_walkthrough_as_typed_there() {
     // wget ran in C1w1's own directory of the run state, not in the user's folder.
     let page = knetsim::netns::record::run_dir(instance).join("C1w1/index.html");
     let body = std::fs::read_to_string(&page).unwrap_or_default();
-    assert!(body.contains("hello from c4"), "{}: {body:?}", page.display());
+    assert!(
+        body.contains("hello from c4"),
+        "{}: {body:?}",
+        page.display()
+    );
 
     let out = t.run("C0e1 etcdctl cluster-health", CMD);
     assert!(out.contains("cluster is healthy"), "{out}");
@@ -244,7 +248,11 @@ fn the_original_readme_walkthrough_as_typed_there() {
 
     assert_eq!(t.exit(), 0);
     assert_nothing_left(instance, &[]);
-    assert_eq!(HostSnapshot::take(), host, "the host's root namespace changed");
+    assert_eq!(
+        HostSnapshot::take(),
+        host,
+        "the host's root namespace changed"
+    );
 }
 
 #[test]
@@ -261,7 +269,10 @@ fn live_commands_ctrl_c_resize_and_the_consoles_answers() {
     assert!(!first.contains("packet loss"), "{first}");
     t.type_bytes(b"\x03");
     let rest = t.wait_for(PROMPT, CMD);
-    assert!(rest.contains("packet loss"), "ping's summary after Ctrl-C:\n{rest}");
+    assert!(
+        rest.contains("packet loss"),
+        "ping's summary after Ctrl-C:\n{rest}"
+    );
     let out = t.run("1 + 1", CMD);
     assert!(out.contains('2'), "the console goes on after Ctrl-C: {out}");
 
@@ -306,5 +317,9 @@ fn live_commands_ctrl_c_resize_and_the_consoles_answers() {
 
     assert_eq!(t.exit(), 0);
     assert_nothing_left(instance, &[]);
-    assert_eq!(HostSnapshot::take(), host, "the host's root namespace changed");
+    assert_eq!(
+        HostSnapshot::take(),
+        host,
+        "the host's root namespace changed"
+    );
 }

@@ -341,10 +341,11 @@ mod tests {
 
     #[test]
     fn streaming_shows_output_before_the_command_ends_and_cancel_ends_it() {
-        struct Seen(std::sync::Arc<std::sync::Mutex<Vec<(Instant, Vec<u8>)>>>);
+        type Chunks = std::sync::Arc<std::sync::Mutex<Vec<Vec<u8>>>>;
+        struct Seen(Chunks);
         impl Write for Seen {
             fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-                self.0.lock().unwrap().push((Instant::now(), b.to_vec()));
+                self.0.lock().unwrap().push(b.to_vec());
                 Ok(b.len())
             }
             fn flush(&mut self) -> std::io::Result<()> {
@@ -368,12 +369,7 @@ mod tests {
         cmd.arg("-c").arg("echo first; exec sleep 600");
         let ended = run_streaming(cmd, &mut out, &cancel).unwrap();
         assert_eq!(ended, Ended::Cancelled);
-        let all: Vec<u8> = seen
-            .lock()
-            .unwrap()
-            .iter()
-            .flat_map(|(_, b)| b.clone())
-            .collect();
+        let all: Vec<u8> = seen.lock().unwrap().concat();
         assert_eq!(String::from_utf8(all).unwrap(), "first\n");
     }
 

@@ -35,11 +35,9 @@ impl PingAll {
     /// Lost pings in percent of those sent (0 when none were sent).
     pub fn loss_percent(&self) -> usize {
         let sent = self.sent();
-        if sent == 0 {
-            0
-        } else {
-            (sent - self.received()) * 100 / sent
-        }
+        ((sent - self.received()) * 100)
+            .checked_div(sent)
+            .unwrap_or(0)
     }
 }
 
