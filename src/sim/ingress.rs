@@ -38,6 +38,7 @@ pub struct IngressInfo {
 
 #[derive(Debug, Clone)]
 pub(crate) struct IngressState {
+    pub daemon: super::DaemonId,
     pub pid: u32,
     pub start: u64,
     pub cfg: IngressConfig,
@@ -160,9 +161,10 @@ impl Worker {
         let key = self.key(name);
         let mut map = self.sim.inner.ingresses.lock().unwrap();
         let st = map.get(&key)?.clone();
-        if !process::is_same_process(st.pid, st.start) {
+        if self.sim.daemon_pid(st.daemon) != Some(st.pid) {
             map.remove(&key);
-            let _ = self.sim.inner.record.forget_process(st.pid);
+            drop(map);
+            let _ = self.sim.stop_daemon(st.daemon);
             return None;
         }
         Some(st.info(&self.name()))
@@ -264,18 +266,20 @@ impl Worker {
             .with_context(|| format!("writing {}", conf.display()))?;
         self.nginx_test(&cfg, &conf)?;
         let log = cfg.dir.join("nginx.log");
-        let pid = self.sim.spawn_daemon(
+        let spawned = self.sim.spawn_daemon(super::DaemonSpec::new(
+            super::DaemonKind::Nginx,
+            &self.name(),
             &self.ns(),
             &ingress::nginx_bin(),
-            &cfg.nginx_args(&conf),
-            &log,
-            &format!("ingress {} on {} (nginx master)", cfg.name, self.name()),
-        )?;
-        let start = process::start_time(pid).unwrap_or(0);
+            cfg.nginx_args(&conf),
+            log,
+            format!("ingress {} on {} (nginx master)", cfg.name, self.name()),
+        ))?;
+        let (pid, start) = (spawned.pid, spawned.start);
         let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, cfg.port));
         let ready = wait_listening(&self.ns(), addr, pid, start);
         if !matches!(ready, Ok(true)) {
-            let _ = self.sim.stop_daemon(pid, start);
+            let _ = self.sim.stop_daemon(spawned.id);
             let why = match ready {
                 Err(e) => format!("{e:#}"),
                 _ => format!(
@@ -291,7 +295,12 @@ impl Worker {
                 self.name()
             );
         }
-        let st = IngressState { pid, start, cfg };
+        let st = IngressState {
+            daemon: spawned.id,
+            pid,
+            start,
+            cfg,
+        };
         let info = st.info(&self.name());
         self.sim
             .inner
@@ -332,7 +341,7 @@ impl Worker {
         loop {
             if !process::is_same_process(old.pid, old.start) {
                 self.sim.inner.ingresses.lock().unwrap().remove(&key);
-                let _ = self.sim.inner.record.forget_process(old.pid);
+                let _ = self.sim.stop_daemon(old.daemon);
                 bail!(
                     "nginx of ingress '{}' on {} exited during the reload; its error log says:{}",
                     cfg.name,
@@ -367,6 +376,7 @@ impl Worker {
             );
         }
         let st = IngressState {
+            daemon: old.daemon,
             pid: old.pid,
             start: old.start,
             cfg,
@@ -398,7 +408,7 @@ impl Worker {
             .unwrap()
             .remove(&self.key(name));
         if let Some(st) = st {
-            let _ = self.sim.stop_daemon(st.pid, st.start);
+            let _ = self.sim.stop_daemon(st.daemon);
         }
         Ok(())
     }
@@ -427,21 +437,23 @@ impl Worker {
             // One argument, so a message starting with '-' is not taken for an option.
             format!("--message={message}"),
         ];
-        let pid = self.sim.spawn_daemon(
+        let spawned = self.sim.spawn_daemon(super::DaemonSpec::new(
+            super::DaemonKind::EchoServer,
+            &self.name(),
             &info.ns,
             &self.sim.knetsim_exe(),
-            &args,
-            &log,
-            &format!(
+            args,
+            log.clone(),
+            format!(
                 "echo-server {message:?} on {container}:{port} ({})",
                 self.name()
             ),
-        )?;
-        let start = process::start_time(pid).unwrap_or(0);
+        ))?;
+        let (pid, start) = (spawned.pid, spawned.start);
         let ip: Ipv4Addr = info.ip.parse().unwrap_or(Ipv4Addr::LOCALHOST);
         let ready = wait_listening(&info.ns, SocketAddr::from((ip, port)), pid, start);
         if !matches!(ready, Ok(true)) {
-            let _ = self.sim.stop_daemon(pid, start);
+            let _ = self.sim.stop_daemon(spawned.id);
             bail!(
                 "the echo server in '{container}' did not start listening on port {port}; its log says:{}",
                 tail(&log, 5)
