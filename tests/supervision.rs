@@ -99,7 +99,10 @@ fn a_killed_kube_proxy_is_restarted_and_services_work() {
     w2.create_container("c2", web()).unwrap();
     w2.echo_server("c2", 8000, "hello").unwrap();
 
-    let old = w1.agent_pid("kube-proxy").unwrap().expect("kube-proxy runs");
+    let old = w1
+        .agent_pid("kube-proxy")
+        .unwrap()
+        .expect("kube-proxy runs");
     assert_eq!(recorded_pids(&sim, "kube-proxy C0w1"), vec![old as u64]);
     kill9(old);
     // No waiting for the restart: the Service call must simply work.
@@ -246,14 +249,24 @@ fn an_agent_stopped_on_purpose_stays_stopped_until_started() {
     assert_eq!(w1.agent_pid("kube-proxy").unwrap(), None);
     assert!(recorded_pids(&sim, "kube-proxy C0w1").is_empty());
     let e = format!("{:#}", w1.stop_agent("kube-proxy").unwrap_err());
-    assert!(e.contains("already stopped") && e.contains("start_agent"), "{e}");
+    assert!(
+        e.contains("already stopped") && e.contains("start_agent"),
+        "{e}"
+    );
 
     // The Service is created; w2 programs it, w1 (its kube-proxy stopped) does not.
     let ip = c.service("web", &web_service()).unwrap().to_string();
     let table = |w: &Worker| w.exec("nft list table ip kube-proxy").unwrap();
     assert!(table(&w2).contains(&ip), "w2 lacks {ip}");
-    assert!(!table(&w1).contains(&ip), "w1 programmed {ip} without kube-proxy");
-    assert_eq!(w1.agent_pid("kube-proxy").unwrap(), None, "it was restarted");
+    assert!(
+        !table(&w1).contains(&ip),
+        "w1 programmed {ip} without kube-proxy"
+    );
+    assert_eq!(
+        w1.agent_pid("kube-proxy").unwrap(),
+        None,
+        "it was restarted"
+    );
     assert!(sim.events().is_empty(), "{:?}", messages(&sim));
 
     // Started again, it catches up before start_agent returns.
@@ -281,7 +294,9 @@ fn an_agent_stopped_on_purpose_stays_stopped_until_started() {
     let ev = sim.events();
     assert_eq!(ev[0].outcome, SupervisionOutcome::NotRestarted);
     assert!(
-        ev[0].message.starts_with("etcd on C0e1 exited (signal 9); not restarted"),
+        ev[0]
+            .message
+            .starts_with("etcd on C0e1 exited (signal 9); not restarted"),
         "{}",
         ev[0].message
     );

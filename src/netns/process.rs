@@ -270,8 +270,9 @@ pub fn pidfd_open(pid: u32) -> Result<OwnedFd> {
     use std::os::fd::FromRawFd;
     let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
     if fd < 0 {
-        return Err(std::io::Error::last_os_error())
-            .with_context(|| format!("opening a pidfd for process {pid} (needs Linux 5.3 or later)"));
+        return Err(std::io::Error::last_os_error()).with_context(|| {
+            format!("opening a pidfd for process {pid} (needs Linux 5.3 or later)")
+        });
     }
     Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
 }

@@ -200,7 +200,11 @@ fn wait_subnet(sim: &Sim, id: &str, short: &str, agent: super::DaemonId) -> Resu
         }
         match sim.inner.daemons.health(agent) {
             Some(super::supervise::Health::Failed(m)) => {
-                bail!("the flannel agent on {} wrote no {}: {m}", w.name(), file.display())
+                bail!(
+                    "the flannel agent on {} wrote no {}: {m}",
+                    w.name(),
+                    file.display()
+                )
             }
             Some(super::supervise::Health::Stopped) | None => bail!(
                 "the flannel agent on {} was stopped before it wrote {}",

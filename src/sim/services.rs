@@ -279,7 +279,10 @@ impl Cluster {
         let started = Instant::now();
         for w in self.workers().iter().filter(|w| w.is_started()) {
             // A kube-proxy stopped on purpose catches up once started again.
-            if !self.sim.agent_wait(&w.name(), super::DaemonKind::KubeProxy)? {
+            if !self
+                .sim
+                .agent_wait(&w.name(), super::DaemonKind::KubeProxy)?
+            {
                 continue;
             }
             loop {

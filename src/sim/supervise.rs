@@ -19,6 +19,7 @@ use super::{Sim, Worker};
 use crate::netns::{process, record::Record};
 use anyhow::{anyhow, bail, Context, Result};
 use std::collections::{BTreeMap, VecDeque};
+use std::io::Write;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::path::PathBuf;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
@@ -69,9 +70,13 @@ impl DaemonKind {
     }
 
     fn agent(name: &str) -> Option<DaemonKind> {
-        [DaemonKind::Flanneld, DaemonKind::KubeProxy, DaemonKind::Router]
-            .into_iter()
-            .find(|k| k.name() == name)
+        [
+            DaemonKind::Flanneld,
+            DaemonKind::KubeProxy,
+            DaemonKind::Router,
+        ]
+        .into_iter()
+        .find(|k| k.name() == name)
     }
 }
 
@@ -129,9 +134,7 @@ impl DaemonSpec {
     /// "kube-proxy on C0w1", for messages.
     fn title(&self) -> String {
         match self.kind {
-            DaemonKind::Nginx | DaemonKind::EchoServer | DaemonKind::Command => {
-                self.what.clone()
-            }
+            DaemonKind::Nginx | DaemonKind::EchoServer | DaemonKind::Command => self.what.clone(),
             k => format!("{} on {}", k.name(), self.node),
         }
     }
@@ -181,7 +184,10 @@ enum Status {
     /// `pid` is our child and not reaped yet; `pidfd` is open.
     Running,
     /// Exited without being asked to; restarted at `until`.
-    Backoff { until: Instant, exit: String },
+    Backoff {
+        until: Instant,
+        exit: String,
+    },
     Stopped,
     Exited(String),
     Failed(String),
@@ -230,8 +236,8 @@ fn launch(spec: &DaemonSpec, record: &Record) -> Result<(u32, u64, OwnedFd)> {
     // The supervisor reaps it (waitpid on the pid); the handle is not needed.
     drop(child);
     let start = process::start_time(pid).unwrap_or(0);
-    let tracked = process::pidfd_open(pid)
-        .and_then(|fd| record.add_process(pid, &spec.what).map(|_| fd));
+    let tracked =
+        process::pidfd_open(pid).and_then(|fd| record.add_process(pid, &spec.what).map(|_| fd));
     match tracked {
         Ok(fd) => Ok((pid, start, fd)),
         Err(e) => {
@@ -329,7 +335,10 @@ impl Supervisor {
     pub fn spawn(&self, spec: DaemonSpec) -> Result<Spawned> {
         let mut reg = self.lock();
         if reg.shutting_down {
-            bail!("the simulation is shutting down: not starting {}", spec.title());
+            bail!(
+                "the simulation is shutting down: not starting {}",
+                spec.title()
+            );
         }
         let (pid, start, fd) = launch(&spec, &self.record)?;
         reg.next += 1;
@@ -584,7 +593,9 @@ impl Supervisor {
                 let due: Vec<DaemonId> = reg
                     .entries
                     .iter()
-                    .filter(|(_, e)| matches!(e.status, Status::Backoff { until, .. } if until <= now))
+                    .filter(
+                        |(_, e)| matches!(e.status, Status::Backoff { until, .. } if until <= now),
+                    )
                     .map(|(id, _)| *id)
                     .collect();
                 for id in due {
@@ -592,8 +603,10 @@ impl Supervisor {
                 }
             }
             self.changed.notify_all();
+            // Not eprintln!: a closed stderr must not take the supervisor down with it.
+            let mut err = std::io::stderr().lock();
             for l in lines {
-                eprintln!("{} {l}", crate::ui::yellow("!"));
+                let _ = writeln!(err, "{} {l}", crate::ui::yellow("!"));
             }
         }
     }
@@ -654,7 +667,14 @@ impl Supervisor {
                 "{title} exited ({exit}); not restarted (knetsim restarts only the node agents: flanneld, kube-proxy and the Skupper router). Its log: {}",
                 spec.log.display()
             );
-            Self::event(reg, &spec, &exit, SupervisionOutcome::NotRestarted, msg, lines);
+            Self::event(
+                reg,
+                &spec,
+                &exit,
+                SupervisionOutcome::NotRestarted,
+                msg,
+                lines,
+            );
             return;
         }
         let now = Instant::now();
@@ -800,10 +820,7 @@ impl Worker {
     /// until [`Worker::start_agent`], and waits for it skip this worker meanwhile.
     pub fn stop_agent(&self, agent: &str) -> Result<()> {
         let id = self.agent_id(agent)?;
-        if matches!(
-            self.sim.inner.daemons.health(id),
-            Some(Health::Stopped)
-        ) {
+        if matches!(self.sim.inner.daemons.health(id), Some(Health::Stopped)) {
             bail!(
                 "{agent} on {} is already stopped; start it with {}.start_agent(\"{agent}\")",
                 self.name(),
@@ -846,7 +863,10 @@ mod tests {
         assert_eq!(backoff(3), Duration::from_millis(500));
         assert_eq!(backoff(4), Duration::from_millis(1000));
         let total: Duration = (1..CRASH_LOOP_EXITS).map(backoff).sum();
-        assert!(total < CRASH_LOOP_WINDOW, "a crash loop must fit the window");
+        assert!(
+            total < CRASH_LOOP_WINDOW,
+            "a crash loop must fit the window"
+        );
     }
 
     #[test]
@@ -860,7 +880,11 @@ mod tests {
 
     #[test]
     fn only_the_node_agents_are_restarted_and_named_for_stop_agent() {
-        for k in [DaemonKind::Flanneld, DaemonKind::KubeProxy, DaemonKind::Router] {
+        for k in [
+            DaemonKind::Flanneld,
+            DaemonKind::KubeProxy,
+            DaemonKind::Router,
+        ] {
             assert!(k.is_agent());
             assert_eq!(DaemonKind::agent(k.name()), Some(k));
         }
