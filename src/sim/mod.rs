@@ -23,7 +23,7 @@ pub use worker::{ContainerInfo, Worker};
 
 pub(crate) use supervise::{DaemonId, DaemonKind, DaemonSpec, Spawned};
 
-use crate::netns::record::Record;
+use crate::netns::{self, record::Record};
 use anyhow::{bail, Result};
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
@@ -174,12 +174,7 @@ impl Sim {
         if !nix::unistd::geteuid().is_root() {
             bail!("knetsim needs root to create network namespaces: run it with sudo");
         }
-        if !addressing::valid_name(&opts.instance.replace('-', "_")) {
-            bail!(
-                "instance name '{}' is not valid: use letters, digits, '-' or '_', starting with a letter",
-                opts.instance
-            );
-        }
+        netns::state::check_instance(&opts.instance)?;
         let record = Record::claim(&opts.instance)?;
         let daemons = match supervise::Supervisor::start(record.clone()) {
             Ok(d) => d,
@@ -338,26 +333,32 @@ impl Sim {
 
     /// Stops everything and removes the run directory. Safe to call more than once.
     pub fn teardown(&self) -> Result<()> {
+        self.teardown_keeping_logs(false).map(|_| ())
+    }
+
+    /// [`Sim::teardown`]; with `keep_logs` (a failed run) the run directory's logs stay,
+    /// root-only, and their directory is returned (`knetsim cleanup` removes them).
+    pub fn teardown_keeping_logs(&self, keep_logs: bool) -> Result<Option<PathBuf>> {
         if self.inner.torn_down.swap(true, Ordering::SeqCst) {
-            return Ok(());
+            return Ok(None);
         }
-        teardown_inner(&self.inner)
+        teardown_inner(&self.inner, keep_logs)
     }
 }
 
-fn teardown_inner(inner: &Inner) -> Result<()> {
+fn teardown_inner(inner: &Inner, keep_logs: bool) -> Result<Option<PathBuf>> {
     // The supervisor stops first, so nothing is restarted while teardown ends it; it
     // ends and reaps the daemons it started (it is their parent).
     inner.daemons.shutdown();
     // CNI DEL is not needed for teardown: removing the worker namespaces removes their
     // veths and bridges; the IPAM files live in the run directory, removed with it.
-    inner.record.teardown()
+    inner.record.teardown_keeping_logs(keep_logs)
 }
 
 impl Drop for Inner {
     fn drop(&mut self) {
         if !self.torn_down.swap(true, Ordering::SeqCst) {
-            if let Err(e) = teardown_inner(self) {
+            if let Err(e) = teardown_inner(self, false) {
                 eprintln!("knetsim: teardown: {e:#}");
             }
         }
