@@ -7,7 +7,9 @@
 mod common;
 
 use common::{assert_nothing_left, knetsim_exe, started, HostSnapshot};
-use knetsim::sim::{PortSpec, ServiceSpec, Sim, SupervisionOutcome, Worker};
+use knetsim::sim::{
+    ClusterSpec, LinkOptions, PortSpec, ServiceSpec, Sim, SiteOptions, SupervisionOutcome, Worker,
+};
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
@@ -46,10 +48,16 @@ fn alive(pid: u32) -> bool {
 
 /// Waits (bounded) until `agent` on `w` runs with a pid other than `old`.
 fn restarted(w: &Worker, agent: &str, old: u32) -> u32 {
-    let until = Instant::now() + Duration::from_secs(20);
+    let t = Instant::now();
+    let until = t + Duration::from_secs(20);
     loop {
         if let Some(p) = w.agent_pid(agent).unwrap() {
             if p != old {
+                eprintln!(
+                    "{agent} on {} running again after {:.1} ms",
+                    w.name(),
+                    t.elapsed().as_secs_f64() * 1e3
+                );
                 return p;
             }
         }
@@ -216,7 +224,12 @@ fn a_crash_loop_stops_the_restarts_with_the_agents_log() {
     assert_eq!(w1.agent_pid("kube-proxy").unwrap(), None);
 
     // Calls that need it fail at once with that error instead of timing out.
+    let t = Instant::now();
     let e = format!("{:#}", c.service("web", &web_service()).unwrap_err());
+    eprintln!(
+        "service() refused after {:.1} ms",
+        t.elapsed().as_secs_f64() * 1e3
+    );
     assert!(e.contains("its 5th exit within 30 s"), "{e}");
     let e = format!("{:#}", c.add_worker().err().expect("add_worker failed"));
     assert!(e.contains("its 5th exit within 30 s"), "{e}");
@@ -352,5 +365,57 @@ expect(w1.agent_pid("flanneld") == f, "flanneld runs again");
         "{stderr}"
     );
     assert!(!stderr.contains("flanneld on C0w1 exited"), "{stderr}");
+    assert_nothing_left(instance, &[]);
+}
+
+#[test]
+fn a_killed_skupper_router_is_restarted_and_its_links_come_back() {
+    if !is_root() {
+        eprintln!("SKIPPED: needs root to create network namespaces");
+        return;
+    }
+    let instance = "sup-sk";
+    let sim = common::sim(instance);
+    let one = ClusterSpec {
+        workers: 1,
+        etcd: 1,
+    };
+    let c0 = sim.cluster("0", one).unwrap();
+    let c1 = sim.cluster("1", one).unwrap();
+    sim.start().unwrap();
+    let (c0w1, c1w1) = (c0.worker("w1").unwrap(), c1.worker("w1").unwrap());
+    c0w1.create_container("c4", BTreeMap::new()).unwrap();
+    c0w1.echo_server("c4", 8000, "hello from c4").unwrap();
+    c1w1.create_container("c1", BTreeMap::new()).unwrap();
+    for c in [&c0, &c1] {
+        c.skupper_init(SiteOptions { tls: false }).unwrap();
+    }
+    c1.skupper_link(&c0.skupper_token().unwrap(), LinkOptions::default())
+        .unwrap();
+    let port = c0.skupper_expose("svc1", "c4", 8000).unwrap();
+    let get = || {
+        c1w1.exec_container("c1", &format!("curl -s -m 2 http://{}:{port}/", c1w1.ip()))
+            .unwrap_or_default()
+    };
+    assert_eq!(get(), "hello from c4\n");
+
+    let old = c0.skupper_router_pid().unwrap();
+    kill9(old);
+    let new = restarted(&c0w1, "skrouterd", old);
+    assert_eq!(c0.skupper_router_pid(), Some(new));
+    // C1's router dials the restarted one again; until it has, a request may fail.
+    let until = Instant::now() + Duration::from_secs(20);
+    let mut got = get();
+    while got != "hello from c4\n" && Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(100));
+        got = get();
+    }
+    assert_eq!(got, "hello from c4\n", "C1 no longer reaches svc1 in C0");
+    assert_eq!(
+        messages(&sim),
+        vec!["skrouterd on C0w1 exited (signal 9); restarted".to_string()]
+    );
+    sim.teardown().unwrap();
+    assert!(!alive(new), "router {new} survived teardown");
     assert_nothing_left(instance, &[]);
 }

@@ -462,6 +462,10 @@ fn wait_metrics(sim: &Sim, mut pending: Vec<Target>) -> Result<()> {
     let t = Instant::now();
     let mut last = String::new();
     loop {
+        // A router in a crash loop will not settle: say so now, not at the timeout.
+        for g in &pending {
+            sim.require_agents(&g.id)?;
+        }
         pending.retain(|g| match http_get(&g.ns, "/metrics") {
             Ok(text) => {
                 let links = metric(&text, "skrouter_links").unwrap_or(0);

@@ -404,7 +404,8 @@ impl Supervisor {
         } else if let Some(e) = reg.entries.get_mut(&id) {
             e.status = Status::Stopped;
         }
-        if forget {
+        // One still unreaped (teardown began meanwhile) stays for shutdown to reap.
+        if forget && reg.entries.get(&id).is_some_and(|e| e.pidfd.is_none()) {
             reg.entries.remove(&id);
         }
         Ok(())
