@@ -419,3 +419,84 @@ fn a_killed_skupper_router_is_restarted_and_its_links_come_back() {
     assert!(!alive(new), "router {new} survived teardown");
     assert_nothing_left(instance, &[]);
 }
+
+/// A directory of this test's own, removed when dropped (also when the test fails).
+struct TempDir(std::path::PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+#[test]
+fn an_agent_that_cannot_run_ends_waits_at_once_with_its_log() {
+    if !is_root() {
+        eprintln!("SKIPPED: needs root to create network namespaces");
+        return;
+    }
+    use std::os::unix::fs::PermissionsExt;
+    let instance = "sup-broken";
+    let dir = TempDir(std::env::temp_dir().join(format!("knetsim-broken-{}", std::process::id())));
+    std::fs::create_dir_all(&dir.0).unwrap();
+    // The agents start from this path: knetsim at first, something broken later.
+    let exe = dir.0.join("knetsim");
+    std::os::unix::fs::symlink(knetsim_exe(), &exe).unwrap();
+    let sim = Sim::new(knetsim::sim::Options {
+        knetsim_exe: exe.clone(),
+        ..common::options(instance)
+    })
+    .unwrap();
+    let c = sim
+        .cluster(
+            "0",
+            ClusterSpec {
+                workers: 2,
+                etcd: 1,
+            },
+        )
+        .unwrap();
+    sim.start().unwrap();
+
+    // An agent binary that fails at once: a new worker's flanneld crash-loops, and
+    // add_worker says so as soon as the restarts stop, quoting what the agent printed.
+    std::fs::remove_file(&exe).unwrap();
+    std::fs::write(&exe, "#!/bin/sh\necho \"broken agent: $1\" >&2\nexit 1\n").unwrap();
+    std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let t = Instant::now();
+    let e = format!("{:#}", c.add_worker().err().expect("add_worker failed"));
+    eprintln!("add_worker failed after {:.2} s", t.elapsed().as_secs_f64());
+    for want in [
+        "the flannel agent on C0w3 wrote no",
+        "flanneld on C0w3 exited (status 1), its 5th exit within 30 s",
+        "broken agent: flanneld",
+        "C0w3.start_agent(\"flanneld\")",
+    ] {
+        assert!(e.contains(want), "'{want}' missing from: {e}");
+    }
+
+    // No binary at all: a killed kube-proxy cannot even be started again.
+    std::fs::remove_file(&exe).unwrap();
+    let w1 = c.worker("w1").unwrap();
+    kill9(w1.agent_pid("kube-proxy").unwrap().unwrap());
+    let until = Instant::now() + Duration::from_secs(20);
+    let msg = loop {
+        let ev = sim.events();
+        if let Some(e) = ev
+            .iter()
+            .find(|e| e.node == "C0w1" && e.outcome == SupervisionOutcome::GaveUp)
+        {
+            break e.message.clone();
+        }
+        assert!(Instant::now() < until, "no failed restart reported: {ev:?}");
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    assert!(
+        msg.starts_with("kube-proxy on C0w1 exited (signal 9) and could not be started again")
+            && msg.contains("C0w1.start_agent(\"kube-proxy\")"),
+        "{msg}"
+    );
+    assert_eq!(w1.agent_pid("kube-proxy").unwrap(), None);
+    sim.teardown().unwrap();
+    assert_nothing_left(instance, &[]);
+}
