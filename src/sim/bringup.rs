@@ -50,8 +50,7 @@ fn ensure_underlay(sim: &Sim) -> Result<String> {
     if sim.state().underlay_ready {
         return Ok(ns);
     }
-    sim.inner.record.add_namespace(&ns)?;
-    netns::create(&ns)?;
+    sim.inner.record.create_namespace(&ns)?;
     netlink::with(&ns, |nl| async move {
         nl.set_up("lo").await?;
         nl.add_bridge(UNDERLAY_BRIDGE).await?;
@@ -64,8 +63,7 @@ fn ensure_underlay(sim: &Sim) -> Result<String> {
 /// A host (worker or etcd member): its namespace, `lo` up, and `eth0` on the underlay
 /// with its address; the switch-side end is `<node>-eth0`, as Mininet names it.
 fn create_host(sim: &Sim, underlay: &str, node: &str, ns: &str, ip: Ipv4Addr) -> Result<()> {
-    sim.inner.record.add_namespace(ns)?;
-    netns::create(ns)?;
+    sim.inner.record.create_namespace(ns)?;
     let peer = format!("{node}-eth0");
     let (peer2, underlay2) = (peer.clone(), underlay.to_string());
     netlink::with(ns, move |nl| async move {

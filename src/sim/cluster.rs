@@ -3,6 +3,7 @@
 
 use super::addressing::{etcd_ip, host_ip, node_name};
 use super::{ClusterState, EtcdState, Node, Sim, Worker, WorkerState};
+use crate::components::etcd;
 use anyhow::{bail, Result};
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
@@ -141,6 +142,24 @@ impl Cluster {
     /// Namespace from which this cluster's etcd can be reached (its first member's).
     pub fn etcd_ns(&self) -> String {
         self.with(|c| c.etcd[0].ns.clone())
+    }
+
+    /// The cluster's etcd members by name, for a fail-over [`etcd::EtcdClient`].
+    pub fn etcd_members(&self) -> etcd::Members {
+        self.with(|c| {
+            etcd::Members::named(
+                &c.name(),
+                c.etcd.iter().map(|e| {
+                    let url = format!("http://{}:{}", e.ip, etcd::CLIENT_PORT);
+                    (e.name.clone(), url)
+                }),
+            )
+        })
+    }
+
+    /// Every etcd member's Status: which are up, which one leads.
+    pub fn etcd_health(&self) -> Result<Vec<etcd::MemberHealth>> {
+        etcd::health(&self.etcd_ns(), &self.etcd_members())
     }
 
     pub fn workers(&self) -> Vec<Worker> {
@@ -298,6 +317,17 @@ impl EtcdNode {
 
     pub fn ns(&self) -> String {
         self.state().ns
+    }
+
+    /// The pid of this member's etcd, as recorded when the simulator started it.
+    pub fn pid(&self) -> Option<u32> {
+        let what = format!("etcd {}", self.name());
+        let record = self.sim.inner.record.snapshot();
+        record
+            .processes
+            .iter()
+            .find(|p| p.what == what)
+            .map(|p| p.pid)
     }
 
     /// Runs a shell command on this member (bounded by the exec timeout).

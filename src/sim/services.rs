@@ -49,14 +49,14 @@ fn parse_ip(what: &str, s: &str) -> Result<Ipv4Addr> {
 }
 
 /// Every Kubernetes-facing kube-proxy call runs against the cluster's etcd from inside
-/// its first member's namespace.
+/// its first member's namespace, failing over between the members.
 fn with_store<F, Fut, R>(c: &Cluster, f: F) -> Result<R>
 where
-    F: FnOnce(etcd_client::Client) -> Fut + Send + 'static,
+    F: FnOnce(etcd::EtcdClient) -> Fut + Send + 'static,
     Fut: std::future::Future<Output = Result<R>>,
     R: Send + 'static,
 {
-    etcd::with_client(&c.etcd_ns(), &c.etcd_endpoints(), f)
+    etcd::with_client(&c.etcd_ns(), &c.etcd_members(), f)
 }
 
 impl Cluster {

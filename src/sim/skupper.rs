@@ -20,6 +20,7 @@
 //! on; a service keeps its port, and a site linked later gets listeners on the same ports.
 
 use super::{Cluster, DaemonId, DaemonKind, DaemonSpec, Sim};
+use crate::components::skupper::certs::{create_private_dir, write_private};
 use crate::components::skupper::config::{
     Connector, Listener, Mode, Role, SslProfile, TcpConnector, TcpListener, HTTP_PORT,
     INTER_ROUTER_PORT,
@@ -406,7 +407,7 @@ fn apply(sim: &Sim) -> Result<Vec<String>> {
         }
     }
     changed.sort_by_key(|(n, id, _)| (*n, id.clone()));
-    std::fs::create_dir_all(skupper_dir(sim))?;
+    create_private_dir(&skupper_dir(sim))?;
     let mut restarted = Vec::new();
     for (_, id, cfg) in changed {
         let s = &all[&id];
@@ -676,7 +677,7 @@ impl Cluster {
                 &[&host.to_string()],
             )?)
         } else {
-            std::fs::create_dir_all(&dir)?;
+            create_private_dir(&dir)?;
             None
         };
         let site = SiteState {
@@ -727,7 +728,7 @@ impl Cluster {
             )?;
             (Some(t.files.ca_cert), Some(t.files.cert), Some(t.files.key))
         } else {
-            std::fs::create_dir_all(&dir)?;
+            create_private_dir(&dir)?;
             (None, None, None)
         };
         let tok = TokenFile {
@@ -741,7 +742,7 @@ impl Cluster {
             private_key_file: key,
         };
         let path = dir.join("token.json");
-        std::fs::write(&path, serde_json::to_string_pretty(&tok)? + "\n")?;
+        write_private(&path, &(serde_json::to_string_pretty(&tok)? + "\n"))?;
         with_site_mut(&self.sim, &self.id, |site| {
             if let Some(site) = site {
                 site.tokens = n;
@@ -1045,7 +1046,7 @@ impl Cluster {
             .into_iter()
             .next()
             .ok_or_else(|| anyhow!("{name} has no worker to run its router on"))?;
-        std::fs::create_dir_all(skupper_dir(&self.sim))?;
+        create_private_dir(&skupper_dir(&self.sim))?;
         let path = self.skupper_config_path();
         std::fs::write(&path, cfg.render())
             .with_context(|| format!("writing {}", path.display()))?;

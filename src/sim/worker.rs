@@ -236,11 +236,7 @@ impl Worker {
         }
         let node = container_node(&self.cluster, name);
         let ns = self.sim.ns_name(&node);
-        self.sim.inner.record.add_namespace(&ns)?;
-        if let Err(e) = netns::create(&ns) {
-            let _ = self.sim.inner.record.forget_namespace(&ns);
-            return Err(e);
-        }
+        self.sim.inner.record.create_namespace(&ns)?;
         let attach = match self.cni().add(&node, &netns::path(&ns)) {
             Ok(a) => a,
             Err(e) => {

@@ -1,10 +1,15 @@
-//! etcd: the real etcd server (Debian's etcd-server), one member per namespace, and the
-//! few client calls the simulator makes itself (health, the flannel network config).
-//! Client calls run on a thread inside a namespace that can reach the members, since the
-//! members listen only on underlay addresses inside the simulation.
+//! etcd: the real etcd server (Debian's etcd-server), one member per namespace, the one
+//! client every etcd user of the simulator and its agents goes through ([`client`]: one
+//! member at a time, failing over to the next), and the few calls the simulator makes
+//! itself (health, the flannel network config). The simulator's calls run on a thread
+//! inside a namespace that can reach the members, since the members listen only on
+//! underlay addresses inside the simulation.
+
+pub mod client;
+
+pub use client::{EtcdClient, MemberHealth, Members, Timing};
 
 use anyhow::{bail, Context, Result};
-use etcd_client::{Client, ConnectOptions};
 use std::future::Future;
 use std::net::Ipv4Addr;
 use std::path::Path;
@@ -78,27 +83,26 @@ pub fn member_args(member: &Member, all: &[Member], data_dir: &Path, token: &str
     ]
 }
 
-/// Runs `f` with an etcd client connected from inside namespace `ns`.
-pub fn with_client<F, Fut, R>(ns: &str, endpoints: &str, f: F) -> Result<R>
+/// Runs `f` with a fail-over client of `members`, from inside namespace `ns`.
+pub fn with_client<F, Fut, R>(ns: &str, members: &Members, f: F) -> Result<R>
 where
-    F: FnOnce(Client) -> Fut + Send + 'static,
+    F: FnOnce(EtcdClient) -> Fut + Send + 'static,
     Fut: Future<Output = Result<R>>,
     R: Send + 'static,
 {
-    let eps: Vec<String> = endpoints.split(',').map(|s| s.to_string()).collect();
+    let members = members.clone();
     crate::netns::run_in(ns, move || {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;
-        rt.block_on(async move {
-            let opts = ConnectOptions::new()
-                .with_connect_timeout(Duration::from_millis(500))
-                .with_timeout(Duration::from_secs(5));
-            let client = Client::connect(&eps, Some(opts))
-                .await
-                .with_context(|| format!("connecting to etcd at {}", eps.join(",")))?;
-            f(client).await
-        })
+        rt.block_on(f(EtcdClient::new(members)))
+    })
+}
+
+/// Every member's Status, asked from inside namespace `ns` (who is up, who leads).
+pub fn health(ns: &str, members: &Members) -> Result<Vec<MemberHealth>> {
+    with_client(ns, members, |c| async move {
+        Ok(client::probe(c.members(), &Timing::default()).await)
     })
 }
 
@@ -110,14 +114,24 @@ pub fn wait_healthy(
     timeout: Duration,
     cancel: &dyn Fn() -> bool,
 ) -> Result<Duration> {
+    let members = Members::parse(endpoints)?;
     let started = Instant::now();
     let mut last_err = String::new();
+    // One round over the members per poll: this loop does the waiting.
+    let timing = Timing {
+        budget: Duration::ZERO,
+        ..Timing::default()
+    };
     while started.elapsed() < timeout {
         if cancel() {
             bail!("interrupted while waiting for etcd");
         }
-        let res = with_client(ns, endpoints, |mut c| async move {
-            c.get("health", None).await.context("reading from etcd")?;
+        let res = with_client(ns, &members, move |c| async move {
+            c.with_timing(timing)
+                .call("a health read", |mut c| async move {
+                    c.get("health", None).await
+                })
+                .await?;
             Ok(())
         });
         match res {
@@ -134,10 +148,13 @@ pub fn wait_healthy(
 
 pub fn put(ns: &str, endpoints: &str, key: &str, value: &str) -> Result<()> {
     let (k, v) = (key.to_string(), value.to_string());
-    with_client(ns, endpoints, move |mut c| async move {
-        c.put(k.clone(), v, None)
-            .await
-            .with_context(|| format!("writing {k} to etcd"))?;
+    with_client(ns, &Members::parse(endpoints)?, move |mut c| async move {
+        c.call(&format!("writing {k}"), |mut c| {
+            let (k, v) = (k.clone(), v.clone());
+            async move { c.put(k, v, None).await }
+        })
+        .await
+        .with_context(|| format!("writing {k} to etcd"))?;
         Ok(())
     })
 }
@@ -145,12 +162,15 @@ pub fn put(ns: &str, endpoints: &str, key: &str, value: &str) -> Result<()> {
 /// Every key/value under a prefix.
 pub fn get_prefix(ns: &str, endpoints: &str, prefix: &str) -> Result<Vec<(String, String)>> {
     let p = prefix.to_string();
-    with_client(ns, endpoints, move |mut c| async move {
+    with_client(ns, &Members::parse(endpoints)?, move |mut c| async move {
         let resp = c
-            .get(
-                p.clone(),
-                Some(etcd_client::GetOptions::new().with_prefix()),
-            )
+            .call(&format!("listing {p}"), |mut c| {
+                let p = p.clone();
+                async move {
+                    c.get(p, Some(etcd_client::GetOptions::new().with_prefix()))
+                        .await
+                }
+            })
             .await
             .with_context(|| format!("listing {p} in etcd"))?;
         Ok(resp
