@@ -5,6 +5,7 @@ use super::addressing::{FLANNEL_DEVICE, FLANNEL_NETWORK_CONFIG, FLANNEL_PREFIX, 
 use super::{BringUpTimes, DaemonKind, DaemonSpec, Sim};
 use crate::components::etcd;
 use crate::netns::{self, netlink, process};
+use crate::wait::{Poll, Wait};
 use anyhow::{bail, Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 use std::net::Ipv4Addr;
@@ -38,10 +39,6 @@ fn check_prerequisites() -> Result<()> {
         )?;
     }
     Ok(())
-}
-
-fn interrupted() -> bool {
-    crate::interrupt::is_set()
 }
 
 /// The underlay: one Linux bridge `s0` in a namespace of its own.
@@ -199,13 +196,26 @@ fn tail(path: &std::path::Path, n: usize) -> String {
 fn wait_subnet(sim: &Sim, id: &str, short: &str, agent: super::DaemonId) -> Result<()> {
     let w = super::Worker::handle(sim, id, short);
     let file = w.subnet_file();
-    let started = Instant::now();
-    while started.elapsed() < FLANNEL_TIMEOUT {
+    let log = w.dir().join("flanneld.log");
+    Wait::new(
+        format!(
+            "the flannel agent on {} to write {}",
+            w.name(),
+            file.display()
+        ),
+        FLANNEL_TIMEOUT,
+    )
+    .every(Duration::from_millis(10))
+    .hint(|| {
+        format!(
+            "its log ({}) ends with:\n    {}",
+            log.display(),
+            tail(&log, 5)
+        )
+    })
+    .until(|| {
         if file.exists() {
-            return Ok(());
-        }
-        if interrupted() {
-            bail!("interrupted");
+            return Ok(Poll::Ready(()));
         }
         match sim.inner.daemons.health(agent) {
             Some(super::supervise::Health::Failed(m)) => {
@@ -222,16 +232,10 @@ fn wait_subnet(sim: &Sim, id: &str, short: &str, agent: super::DaemonId) -> Resu
             ),
             _ => {}
         }
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    bail!(
-        "the flannel agent on {} wrote no {} within {} s; its log ({}) ends with:\n    {}",
-        w.name(),
-        file.display(),
-        FLANNEL_TIMEOUT.as_secs(),
-        w.dir().join("flanneld.log").display(),
-        tail(&w.dir().join("flanneld.log"), 5)
-    )
+        Ok(Poll::Pending(
+            "the agent runs and has written no subnet.env yet".into(),
+        ))
+    })
 }
 
 /// Waits until every started worker of cluster `id` has an overlay route to each other
@@ -247,31 +251,46 @@ fn wait_converged(sim: &Sim, id: &str) -> Result<()> {
             .collect()
     };
     let want = workers.len().saturating_sub(1);
-    let started = Instant::now();
-    for (ns, name) in &workers {
-        // A flanneld stopped on purpose programs the new routes once started again.
-        if !sim.agent_wait(name, DaemonKind::Flanneld)? {
-            continue;
-        }
-        loop {
-            sim.agent_wait(name, DaemonKind::Flanneld)?;
+    // Workers already seen complete are not asked again.
+    let mut done = 0;
+    Wait::new(
+        format!("the overlay routes of C{id} (each worker to the other {want} workers' subnets)"),
+        FLANNEL_TIMEOUT,
+    )
+    .hint(|| "see the workers' flanneld.log".into())
+    .until(|| {
+        while let Some((ns, name)) = workers.get(done) {
+            // A flanneld stopped on purpose programs the new routes once started again;
+            // one in a crash loop ends the wait with its error.
+            if !sim.agent_wait(name, DaemonKind::Flanneld)? {
+                done += 1;
+                continue;
+            }
             let n = netlink::with(ns, |nl| async move { nl.routes_via(FLANNEL_DEVICE).await })?;
-            if n >= want {
-                break;
+            if n < want {
+                return Ok(Poll::Pending(format!(
+                    "{name} has routes to {n} of the {want} other workers' subnets"
+                )));
             }
-            if interrupted() {
-                bail!("interrupted");
-            }
-            if started.elapsed() > FLANNEL_TIMEOUT {
-                bail!(
-                    "{name} has routes to {n} of the {want} other workers' subnets after {} s; see its flanneld.log",
-                    FLANNEL_TIMEOUT.as_secs()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(5));
+            done += 1;
         }
-    }
-    Ok(())
+        Ok(Poll::Ready(()))
+    })
+}
+
+/// Waits until cluster `id`'s etcd answers a linearizable read (so it has a leader).
+fn wait_etcd(id: &str, ns: &str, endpoints: &str) -> Result<()> {
+    Wait::new(
+        format!("etcd of C{id} ({endpoints}) to elect a leader"),
+        ETCD_TIMEOUT,
+    )
+    .hint(|| "see the etcd.log of its members in the run directory".into())
+    .until(|| {
+        Ok(match etcd::health_read(ns, endpoints) {
+            Ok(()) => Poll::Ready(()),
+            Err(e) => Poll::Pending(format!("{e:#}")),
+        })
+    })
 }
 
 /// [`wait_converged`] for a restarted agent.
@@ -324,8 +343,8 @@ pub(super) fn start_clusters(sim: &Sim, ids: &[String]) -> Result<()> {
         .iter()
         .map(|id| {
             let c = super::Cluster::handle(sim, id);
-            let (ns, eps) = (c.etcd_ns(), c.etcd_endpoints());
-            std::thread::spawn(move || etcd::wait_healthy(&ns, &eps, ETCD_TIMEOUT, &interrupted))
+            let (id, ns, eps) = (id.clone(), c.etcd_ns(), c.etcd_endpoints());
+            std::thread::spawn(move || wait_etcd(&id, &ns, &eps))
         })
         .collect();
     for w in waits {

@@ -28,12 +28,13 @@ use crate::components::skupper::config::{
 use crate::components::skupper::RouterConfig;
 use crate::components::skupper::{create_site_ca, create_token, issue_router_cert, CertFiles};
 use crate::netns;
+use crate::wait::{Poll, Wait};
 use anyhow::{anyhow, bail, Context, Result};
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// The tcpListener port of the first exposed service.
 pub const FIRST_SERVICE_PORT: u16 = 1028;
@@ -313,8 +314,9 @@ fn http_get(ns: &str, path: &str) -> Result<String> {
     let path = path.to_string();
     netns::run_in(ns, move || {
         let addr = SocketAddr::from(([127, 0, 0, 1], HTTP_PORT));
-        let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(1))?;
-        s.set_read_timeout(Some(Duration::from_secs(2)))?;
+        // Short: every readiness wait polls through here and must notice Ctrl-C soon.
+        let mut s = TcpStream::connect_timeout(&addr, Duration::from_millis(250))?;
+        s.set_read_timeout(Some(Duration::from_secs(1)))?;
         write!(s, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n")?;
         let mut out = String::new();
         s.read_to_string(&mut out)?;
@@ -363,11 +365,14 @@ fn start_router(sim: &Sim, id: &str, s: &SiteState) -> Result<DaemonId> {
         format!("skrouterd {name} on {}", s.worker),
     ))?;
     let router = Some(spawned.id);
-    let t = Instant::now();
-    loop {
+    let ready = Wait::new(
+        format!("the Skupper router of {name} (on {}) to answer /healthz", s.worker),
+        READY_TIMEOUT,
+    )
+    .hint(|| format!("its log ({}) ends with:\n    {}", log.display(), tail(&log, 5)))
+    .until(|| {
         // Another pid means it exited (and the supervisor started it again).
         if sim.daemon_pid(spawned.id) != Some(spawned.pid) {
-            let _ = stop_router(sim, router);
             bail!(
                 "the Skupper router of {name} (on {}) exited at start. Its log ({}) ends with:\n    {}",
                 s.worker,
@@ -375,19 +380,21 @@ fn start_router(sim: &Sim, id: &str, s: &SiteState) -> Result<DaemonId> {
                 tail(&log, 5)
             );
         }
-        if http_get(&s.ns, "/healthz").is_ok_and(|r| r.contains("200 OK")) {
-            return Ok(spawned.id);
-        }
-        if t.elapsed() > READY_TIMEOUT {
+        Ok(match http_get(&s.ns, "/healthz") {
+            Ok(r) if r.contains("200 OK") => Poll::Ready(()),
+            Ok(r) => Poll::Pending(format!(
+                "/healthz answered {:?}",
+                r.lines().next().unwrap_or("")
+            )),
+            Err(e) => Poll::Pending(format!("/healthz did not answer: {e:#}")),
+        })
+    });
+    match ready {
+        Ok(()) => Ok(spawned.id),
+        Err(e) => {
             let _ = stop_router(sim, router);
-            bail!(
-                "the Skupper router of {name} did not answer /healthz within {} s; its log ({}) ends with:\n    {}",
-                READY_TIMEOUT.as_secs(),
-                log.display(),
-                tail(&log, 5)
-            );
+            Err(e)
         }
-        std::thread::sleep(Duration::from_millis(20));
     }
 }
 
@@ -460,45 +467,62 @@ struct Target {
 }
 
 fn wait_metrics(sim: &Sim, mut pending: Vec<Target>) -> Result<()> {
-    let t = Instant::now();
-    let mut last = String::new();
-    loop {
+    let names: Vec<String> = pending.iter().map(|g| cluster_name(&g.id)).collect();
+    // The site the timeout message points at: the first one still unsettled.
+    let first_pending = std::cell::RefCell::new(names.first().cloned().unwrap_or_default());
+    Wait::new(
+        format!(
+            "the Skupper network of {} to settle (links up and service addresses known on /metrics)",
+            names.join(", ")
+        ),
+        CONVERGE_TIMEOUT,
+    )
+    .every(Duration::from_millis(50))
+    .hint(|| {
+        let name = first_pending.borrow();
+        let log = log_path(sim, &name);
+        format!(
+            "{name}'s log ({}) ends with:\n    {}",
+            log.display(),
+            tail(&log, 6)
+        )
+    })
+    .until(|| {
         // A router in a crash loop will not settle: say so now, not at the timeout.
         for g in &pending {
             sim.require_agents(&g.id)?;
         }
+        let mut last = String::new();
         pending.retain(|g| match http_get(&g.ns, "/metrics") {
             Ok(text) => {
                 let links = metric(&text, "skrouter_links").unwrap_or(0);
                 let addrs = metric(&text, "skrouter_addresses_reachable").unwrap_or(0);
-                last = format!(
-                    "{} has {links} of {} links up and {addrs} of {} service addresses",
-                    cluster_name(&g.id),
-                    g.links,
-                    g.addrs
-                );
-                !(links == g.links && addrs == g.addrs)
+                let settled = links == g.links && addrs == g.addrs;
+                if !settled && last.is_empty() {
+                    last = format!(
+                        "{} has {links} of {} links up and {addrs} of {} service addresses",
+                        cluster_name(&g.id),
+                        g.links,
+                        g.addrs
+                    );
+                }
+                !settled
             }
             Err(e) => {
-                last = format!("{}: /metrics did not answer: {e}", cluster_name(&g.id));
+                if last.is_empty() {
+                    last = format!("{}: /metrics did not answer: {e:#}", cluster_name(&g.id));
+                }
                 true
             }
         });
-        if pending.is_empty() {
-            return Ok(());
+        match pending.first() {
+            None => Ok(Poll::Ready(())),
+            Some(g) => {
+                *first_pending.borrow_mut() = cluster_name(&g.id);
+                Ok(Poll::Pending(last))
+            }
         }
-        if t.elapsed() > CONVERGE_TIMEOUT {
-            let name = cluster_name(&pending[0].id);
-            let log = log_path(sim, &name);
-            bail!(
-                "the Skupper network did not settle within {} s: {last}. {name}'s log ({}) ends with:\n    {}",
-                CONVERGE_TIMEOUT.as_secs(),
-                log.display(),
-                tail(&log, 6)
-            );
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    })
 }
 
 /// Waits for this router's log (after `offset`) to say the link to `peer` is up. A refused
@@ -507,37 +531,38 @@ fn wait_metrics(sim: &Sim, mut pending: Vec<Target>) -> Result<()> {
 fn wait_link(log: &Path, offset: u64, peer: &str) -> Result<()> {
     let up = format!("link to router {peer} up");
     let connector = format!("connector link-{peer}: ");
-    let t = Instant::now();
-    loop {
-        let text = std::fs::read(log).unwrap_or_default();
-        let new = String::from_utf8_lossy(&text[(offset as usize).min(text.len())..]).into_owned();
-        if new.contains(&up) {
-            return Ok(());
-        }
-        if let Some(line) = new
-            .lines()
-            .find(|l| l.contains(&connector) && is_certificate_refusal(l))
-        {
-            bail!(
-                "the link to {peer} was refused: {}. The token does not match {peer}'s certificate authority: issue a new one with {peer}.skupper_token()",
-                line.split_once(&connector)
-                    .map(|x| x.1)
-                    .unwrap_or(line)
-                    .split("; retrying")
-                    .next()
-                    .unwrap_or(line)
-            );
-        }
-        if t.elapsed() > CONVERGE_TIMEOUT {
-            bail!(
-                "the link to {peer} did not come up within {} s; the log ({}) ends with:\n    {}",
-                CONVERGE_TIMEOUT.as_secs(),
-                log.display(),
-                tail(log, 5)
-            );
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    Wait::new(format!("the link to {peer} to come up"), CONVERGE_TIMEOUT)
+        .every(Duration::from_millis(50))
+        .hint(|| format!("the log ({}) ends with:\n    {}", log.display(), tail(log, 5)))
+        .until(|| {
+            let text = std::fs::read(log).unwrap_or_default();
+            let new =
+                String::from_utf8_lossy(&text[(offset as usize).min(text.len())..]).into_owned();
+            if new.contains(&up) {
+                return Ok(Poll::Ready(()));
+            }
+            if let Some(line) = new
+                .lines()
+                .find(|l| l.contains(&connector) && is_certificate_refusal(l))
+            {
+                bail!(
+                    "the link to {peer} was refused: {}. The token does not match {peer}'s certificate authority: issue a new one with {peer}.skupper_token()",
+                    line.split_once(&connector)
+                        .map(|x| x.1)
+                        .unwrap_or(line)
+                        .split("; retrying")
+                        .next()
+                        .unwrap_or(line)
+                );
+            }
+            let seen = new
+                .lines()
+                .rev()
+                .find(|l| l.contains(&connector))
+                .map(|l| l.split_once(&connector).map(|x| x.1).unwrap_or(l).to_string())
+                .unwrap_or_else(|| "no word of the link in the router's log yet".into());
+            Ok(Poll::Pending(seen))
+        })
 }
 
 /// A TLS handshake that failed over a certificate (ours refused, or the peer's alert),

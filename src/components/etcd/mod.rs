@@ -9,11 +9,11 @@ pub mod client;
 
 pub use client::{EtcdClient, MemberHealth, Members, Timing};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use std::future::Future;
 use std::net::Ipv4Addr;
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 pub const ETCD_BIN: &str = "etcd";
 pub const CLIENT_PORT: u16 = 2379;
@@ -106,44 +106,23 @@ pub fn health(ns: &str, members: &Members) -> Result<Vec<MemberHealth>> {
     })
 }
 
-/// Waits until the cluster answers a linearizable read (so it has a leader), polling.
-/// `cancel` stops the wait early (Ctrl-C).
-pub fn wait_healthy(
-    ns: &str,
-    endpoints: &str,
-    timeout: Duration,
-    cancel: &dyn Fn() -> bool,
-) -> Result<Duration> {
+/// One linearizable read, one round over the members (no retry budget): it succeeds only
+/// once the cluster has a leader. Readiness waits call it again and again (see
+/// [`crate::wait`]), so it must come back quickly either way.
+pub fn health_read(ns: &str, endpoints: &str) -> Result<()> {
     let members = Members::parse(endpoints)?;
-    let started = Instant::now();
-    let mut last_err = String::new();
-    // One round over the members per poll: this loop does the waiting.
     let timing = Timing {
         budget: Duration::ZERO,
         ..Timing::default()
     };
-    while started.elapsed() < timeout {
-        if cancel() {
-            bail!("interrupted while waiting for etcd");
-        }
-        let res = with_client(ns, &members, move |c| async move {
-            c.with_timing(timing)
-                .call("a health read", |mut c| async move {
-                    c.get("health", None).await
-                })
-                .await?;
-            Ok(())
-        });
-        match res {
-            Ok(()) => return Ok(started.elapsed()),
-            Err(e) => last_err = format!("{e:#}"),
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    bail!(
-        "etcd at {endpoints} did not become healthy within {} s (last error: {last_err}); see the etcd logs in the run directory",
-        timeout.as_secs()
-    )
+    with_client(ns, &members, move |c| async move {
+        c.with_timing(timing)
+            .call("a health read", |mut c| async move {
+                c.get("health", None).await
+            })
+            .await?;
+        Ok(())
+    })
 }
 
 pub fn put(ns: &str, endpoints: &str, key: &str, value: &str) -> Result<()> {
