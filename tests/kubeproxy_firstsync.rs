@@ -6,7 +6,8 @@
 #[path = "kubeproxy_util.rs"]
 mod util;
 
-use knetsim::components::kubeproxy::rules::table::{self, Listing};
+use knetsim::components::kubeproxy::rules::listing::Listing;
+use knetsim::components::kubeproxy::rules::skeleton;
 use knetsim::components::kubeproxy::rules::{self, Bulk};
 use knetsim::components::kubeproxy::{
     apply_local, apply_plans, apply_transaction, list_table_json, read_counters, Endpoints,
@@ -103,7 +104,7 @@ fn split_first_sync_lists_like_one_transaction() {
     let listing = Listing::parse(&json).unwrap();
     assert!(listing.has_skeleton());
     assert!(listing.rules.iter().all(|r| r.rule.is_some()));
-    for (chain, rules) in table::fixed_chains() {
+    for (chain, rules) in skeleton::fixed_chains() {
         let listed: Vec<_> = listing
             .rules
             .iter()

@@ -1,8 +1,9 @@
 //! Per-endpoint counters read back from a worker: how many flows (nat chains see only a
 //! flow's first packet) each endpoint chain DNATed, for lessons to print and `expect` on.
 
+use super::rules::listing::Listing;
 use super::rules::names::endpoint_of;
-use super::rules::table::{Listing, Statement};
+use super::rules::table::Statement;
 use anyhow::{Context, Result};
 use serde::Serialize;
 use std::net::Ipv4Addr;

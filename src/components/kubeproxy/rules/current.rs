@@ -2,8 +2,9 @@
 //! successful sync left it, in the same typed values as [`super::Desired`].
 
 use super::desired::Desired;
+use super::listing::Listing;
 use super::names::is_dynamic_chain;
-use super::table::{Key, Listing, MapName, Rule, Verdict};
+use super::table::{Key, MapName, Rule, Verdict};
 use anyhow::Result;
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;

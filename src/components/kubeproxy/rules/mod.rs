@@ -35,14 +35,17 @@
 //! ([`super::nfnl`]) between an `nft -f` that creates every chain and one that adds every
 //! map element, all Services appearing at once. The listing is the same either way.
 //!
-//! The parts: [`names`] (chain names, comments), [`table`] (the table as typed data, its
-//! text and its JSON), [`desired`] (from Services), [`current`] (from the kernel),
-//! [`plan`] (the difference as transactions).
+//! The parts: [`names`] (chain names, comments), [`table`] (rules, maps and elements as
+//! typed data and their text), [`skeleton`] (the fixed part of the table), [`listing`]
+//! (nft's JSON read into the same types), [`desired`] (from Services), [`current`] (from
+//! the kernel), [`plan`] (the difference as transactions).
 
 pub mod current;
 pub mod desired;
+pub mod listing;
 pub mod names;
 pub mod plan;
+pub mod skeleton;
 pub mod table;
 
 pub use current::Current;

@@ -3,7 +3,8 @@
 
 use super::current::Current;
 use super::desired::{desired, Desired};
-use super::table::{skeleton_text, Balancer, Key, MapName, Rule, Statement, Verdict};
+use super::skeleton::skeleton_text;
+use super::table::{Balancer, Key, MapName, Rule, Statement, Verdict};
 use super::table::{SET_CLUSTER_IPS, TABLE};
 use crate::components::kubeproxy::model::{Endpoints, State};
 use crate::components::kubeproxy::nfnl;
