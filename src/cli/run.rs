@@ -55,10 +55,21 @@ pub fn run(args: RunArgs) -> i32 {
         }
     }
     drop(session);
-    if let Err(e) = sim.teardown() {
-        eprintln!("{} teardown: {e:#}", crate::ui::red("error:"));
-        if code == exit::OK {
-            code = exit::ENVIRONMENT;
+    // A failed run keeps its logs (an error may point at one); an interrupted one does not.
+    let keep_logs = code != exit::OK && code != exit::INTERRUPTED;
+    match sim.teardown_keeping_logs(keep_logs) {
+        Ok(Some(dir)) => eprintln!(
+            "{} the logs of this run are kept in {} (root only); `knetsim cleanup --instance {}` removes them",
+            crate::ui::dim("note:"),
+            dir.display(),
+            sim.instance()
+        ),
+        Ok(None) => {}
+        Err(e) => {
+            eprintln!("{} teardown: {e:#}", crate::ui::red("error:"));
+            if code == exit::OK {
+                code = exit::ENVIRONMENT;
+            }
         }
     }
     code

@@ -245,7 +245,7 @@ mod tests {
                     endpoint: "100.64.11.2:8000".parse().unwrap(),
                 },
             ],
-            dir: "/tmp/knetsim/x/C0w1/ingress/grp1".into(),
+            dir: "/run/knetsim/x/C0w1/ingress/grp1".into(),
         }
     }
 
@@ -257,7 +257,7 @@ mod tests {
             "location /svc1 {\n            proxy_pass http://100.64.11.1:8000;\n        }"
         ));
         assert!(text.contains("proxy_pass http://100.64.11.2:8000;"));
-        assert!(text.contains("pid /tmp/knetsim/x/C0w1/ingress/grp1/nginx.pid;"));
+        assert!(text.contains("pid /run/knetsim/x/C0w1/ingress/grp1/nginx.pid;"));
         // Every path nginx writes is inside the ingress directory.
         for line in text
             .lines()
@@ -267,7 +267,7 @@ mod tests {
                 continue;
             }
             assert!(
-                line.contains("/tmp/knetsim/x/C0w1/ingress/grp1/"),
+                line.contains("/run/knetsim/x/C0w1/ingress/grp1/"),
                 "a path outside the ingress dir: {line}"
             );
         }

@@ -277,6 +277,24 @@ pub fn is_same_process(pid: u32, start: u64) -> bool {
     start_time(pid) == Some(start) && !is_zombie(pid)
 }
 
+/// A process's command line (/proc/PID/cmdline, arguments joined by spaces), recorded
+/// at spawn so a recorded pid is ended only while it still runs the same command.
+pub fn cmdline(pid: u32) -> Option<String> {
+    let raw = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+    let words: Vec<String> = raw
+        .split(|&b| b == 0)
+        .filter(|w| !w.is_empty())
+        .map(|w| String::from_utf8_lossy(w).into_owned())
+        .collect();
+    (!words.is_empty()).then(|| words.join(" "))
+}
+
+/// [`is_same_process`], and its command line is still `cmd` (an empty `cmd`, nothing
+/// recorded, never matches).
+pub fn is_same_process_cmd(pid: u32, start: u64, cmd: &str) -> bool {
+    !cmd.is_empty() && is_same_process(pid, start) && cmdline(pid).as_deref() == Some(cmd)
+}
+
 /// Inode of a process's network namespace.
 pub fn netns_inode(pid: u32) -> Option<u64> {
     use std::os::unix::fs::MetadataExt;

@@ -117,18 +117,29 @@ fn start_etcd_members(sim: &Sim, id: &str) -> Result<()> {
 }
 
 /// etcd fsyncs its WAL on every write; on a busy disk that stalls elections for seconds.
-/// The data is throwaway, so it lives in memory (/dev/shm) when there is room for the
-/// WAL's 64 MB preallocation, else in the run directory.
+/// The data is throwaway, so it lives in memory (/dev/shm/knetsim/<instance>, a private
+/// directory of root's, checked like the run directory) when there is room for the WAL's
+/// 64 MB preallocation, else in the run directory.
 fn etcd_data_dir(sim: &Sim, member: &str) -> Result<std::path::PathBuf> {
-    let shm = std::path::Path::new("/dev/shm");
-    let roomy = nix::sys::statvfs::statvfs(shm)
+    use crate::netns::{record, state};
+    let roomy = nix::sys::statvfs::statvfs("/dev/shm")
         .map(|s| s.blocks_available() * s.fragment_size() > 1 << 30)
         .unwrap_or(false);
     if roomy {
-        let base = shm.join("knetsim").join(sim.instance());
-        if !base.exists() {
-            sim.inner.record.add_path(&base)?;
-        }
+        let shm_base = std::path::Path::new(state::SHM_BASE);
+        let base = record::shm_dir(sim.instance());
+        // A planted directory or link is refused before it is recorded, so teardown never
+        // touches it; ours is recorded before it exists, so a crash leaves nothing unrecorded.
+        let check = || -> Result<()> {
+            if state::existing_private_dir(shm_base)? {
+                state::existing_private_dir(&base)?;
+            }
+            Ok(())
+        };
+        check().context("preparing etcd's data directory")?;
+        sim.inner.record.add_path(&base)?;
+        let base = state::ensure_instance_dir(shm_base, sim.instance())
+            .context("preparing etcd's data directory")?;
         let dir = base.join(member);
         std::fs::create_dir_all(&dir)?;
         return Ok(dir);

@@ -170,12 +170,7 @@ impl Sim {
         if !nix::unistd::geteuid().is_root() {
             bail!("knetsim needs root to create network namespaces: run it with sudo");
         }
-        if !addressing::valid_name(&opts.instance.replace('-', "_")) {
-            bail!(
-                "instance name '{}' is not valid: use letters, digits, '-' or '_', starting with a letter",
-                opts.instance
-            );
-        }
+        netns::state::check_instance(&opts.instance)?;
         let record = Record::claim(&opts.instance)?;
         let timeout = opts.exec_timeout;
         Ok(Sim {
@@ -347,17 +342,23 @@ impl Sim {
 
     /// Stops everything and removes the run directory. Safe to call more than once.
     pub fn teardown(&self) -> Result<()> {
+        self.teardown_keeping_logs(false).map(|_| ())
+    }
+
+    /// [`Sim::teardown`]; with `keep_logs` (a failed run) the run directory's logs stay,
+    /// root-only, and their directory is returned (`knetsim cleanup` removes them).
+    pub fn teardown_keeping_logs(&self, keep_logs: bool) -> Result<Option<PathBuf>> {
         if self.inner.torn_down.swap(true, Ordering::SeqCst) {
-            return Ok(());
+            return Ok(None);
         }
-        teardown_inner(&self.inner)
+        teardown_inner(&self.inner, keep_logs)
     }
 }
 
-fn teardown_inner(inner: &Inner) -> Result<()> {
+fn teardown_inner(inner: &Inner, keep_logs: bool) -> Result<Option<PathBuf>> {
     // CNI DEL is not needed for teardown: removing the worker namespaces removes their
     // veths and bridges; the IPAM files live in the run directory, removed with it.
-    let res = inner.record.teardown();
+    let res = inner.record.teardown_keeping_logs(keep_logs);
     for mut c in inner.children.lock().unwrap().drain(..) {
         let _ = c.kill();
         let _ = c.wait();
@@ -368,7 +369,7 @@ fn teardown_inner(inner: &Inner) -> Result<()> {
 impl Drop for Inner {
     fn drop(&mut self) {
         if !self.torn_down.swap(true, Ordering::SeqCst) {
-            if let Err(e) = teardown_inner(self) {
+            if let Err(e) = teardown_inner(self, false) {
                 eprintln!("knetsim: teardown: {e:#}");
             }
         }
