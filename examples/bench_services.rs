@@ -311,6 +311,17 @@ fn main() -> Result<()> {
         format!("kube-proxy layout, 10,000 services, netlink bulk, {n} transactions (median of 3)"),
         s,
     ));
+    // One endpoint each: no numgen map at all (upstream's 2026 change), so no anonymous
+    // set for the kernel to walk; the same Services otherwise.
+    let mut single = big.clone();
+    for e in &mut single.endpoints {
+        e.addresses.truncate(1);
+    }
+    let (s, n) = median3(&mut g, &single, rules::DEFAULT_BULK)?;
+    rows.push((
+        format!("kube-proxy layout, 10,000 services x 1 endpoint (no map), {n} transactions (median of 3)"),
+        s,
+    ));
     let sweep = std::env::args().any(|a| a == "--sweep");
     let extra: &[Bulk] = if sweep {
         &[
