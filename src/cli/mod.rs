@@ -19,7 +19,10 @@ pub mod exit {
     pub const USAGE: i32 = 2;
     /// The machine is missing something, or the simulation could not be built.
     pub const ENVIRONMENT: i32 = 3;
+    /// Ctrl-C (SIGINT) stopped the run.
     pub const INTERRUPTED: i32 = 130;
+    /// SIGTERM stopped the run.
+    pub const TERMINATED: i32 = 143;
 }
 
 #[derive(Debug, Parser)]

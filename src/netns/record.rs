@@ -251,6 +251,19 @@ impl Record {
         self.save()
     }
 
+    /// Records namespace `name`, then creates it. When it cannot be created (most often
+    /// because a namespace of that name already exists: another instance's, or one made by
+    /// hand), the entry is taken back, so this run's teardown never deletes a namespace it
+    /// did not make.
+    pub fn create_namespace(&self, name: &str) -> Result<()> {
+        self.add_namespace(name)?;
+        if let Err(e) = super::create(name) {
+            let _ = self.forget_namespace(name);
+            return Err(e);
+        }
+        Ok(())
+    }
+
     pub fn forget_namespace(&self, name: &str) -> Result<()> {
         self.data.lock().unwrap().namespaces.retain(|n| n != name);
         self.save()

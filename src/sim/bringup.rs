@@ -5,6 +5,7 @@ use super::addressing::{FLANNEL_DEVICE, FLANNEL_NETWORK_CONFIG, FLANNEL_PREFIX, 
 use super::{BringUpTimes, Sim};
 use crate::components::etcd;
 use crate::netns::{self, netlink, process};
+use crate::wait::{Poll, Wait};
 use anyhow::{bail, Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 use std::net::Ipv4Addr;
@@ -40,18 +41,13 @@ fn check_prerequisites() -> Result<()> {
     Ok(())
 }
 
-fn interrupted() -> bool {
-    crate::interrupt::is_set()
-}
-
 /// The underlay: one Linux bridge `s0` in a namespace of its own.
 fn ensure_underlay(sim: &Sim) -> Result<String> {
     let ns = sim.ns_name(UNDERLAY_NODE);
     if sim.state().underlay_ready {
         return Ok(ns);
     }
-    sim.inner.record.add_namespace(&ns)?;
-    netns::create(&ns)?;
+    sim.inner.record.create_namespace(&ns)?;
     netlink::with(&ns, |nl| async move {
         nl.set_up("lo").await?;
         nl.add_bridge(UNDERLAY_BRIDGE).await?;
@@ -64,8 +60,7 @@ fn ensure_underlay(sim: &Sim) -> Result<String> {
 /// A host (worker or etcd member): its namespace, `lo` up, and `eth0` on the underlay
 /// with its address; the switch-side end is `<node>-eth0`, as Mininet names it.
 fn create_host(sim: &Sim, underlay: &str, node: &str, ns: &str, ip: Ipv4Addr) -> Result<()> {
-    sim.inner.record.add_namespace(ns)?;
-    netns::create(ns)?;
+    sim.inner.record.create_namespace(ns)?;
     let peer = format!("{node}-eth0");
     let (peer2, underlay2) = (peer.clone(), underlay.to_string());
     netlink::with(ns, move |nl| async move {
@@ -195,14 +190,21 @@ fn tail(path: &std::path::Path, n: usize) -> String {
 fn wait_subnet(sim: &Sim, id: &str, short: &str, pid: u32) -> Result<()> {
     let w = super::Worker::handle(sim, id, short);
     let file = w.subnet_file();
-    let started = Instant::now();
+    let log = w.dir().join("flanneld.log");
     let start_time = process::start_time(pid);
-    while started.elapsed() < FLANNEL_TIMEOUT {
+    Wait::new(
+        format!(
+            "the flannel agent on {} to write {}",
+            w.name(),
+            file.display()
+        ),
+        FLANNEL_TIMEOUT,
+    )
+    .every(Duration::from_millis(10))
+    .hint(|| format!("see {}", log.display()))
+    .until(|| {
         if file.exists() {
-            return Ok(());
-        }
-        if interrupted() {
-            bail!("interrupted");
+            return Ok(Poll::Ready(()));
         }
         if start_time.is_none()
             || !process::is_same_process(pid, start_time.unwrap())
@@ -212,19 +214,14 @@ fn wait_subnet(sim: &Sim, id: &str, short: &str, pid: u32) -> Result<()> {
                 "the flannel agent on {} exited before writing {}. Its log ({}) ends with:\n    {}",
                 w.name(),
                 file.display(),
-                w.dir().join("flanneld.log").display(),
-                tail(&w.dir().join("flanneld.log"), 5)
+                log.display(),
+                tail(&log, 5)
             );
         }
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    bail!(
-        "the flannel agent on {} wrote no {} within {} s; see {}",
-        w.name(),
-        file.display(),
-        FLANNEL_TIMEOUT.as_secs(),
-        w.dir().join("flanneld.log").display()
-    )
+        Ok(Poll::Pending(format!(
+            "the agent runs (pid {pid}) and has written no subnet.env yet"
+        )))
+    })
 }
 
 fn process_exited(sim: &Sim, pid: u32) -> bool {
@@ -248,26 +245,40 @@ fn wait_converged(sim: &Sim, id: &str) -> Result<()> {
             .collect()
     };
     let want = workers.len().saturating_sub(1);
-    let started = Instant::now();
-    for (ns, name) in &workers {
-        loop {
+    // Workers already seen complete are not asked again.
+    let mut done = 0;
+    Wait::new(
+        format!("the overlay routes of C{id} (each worker to the other {want} workers' subnets)"),
+        FLANNEL_TIMEOUT,
+    )
+    .hint(|| "see the workers' flanneld.log".into())
+    .until(|| {
+        while let Some((ns, name)) = workers.get(done) {
             let n = netlink::with(ns, |nl| async move { nl.routes_via(FLANNEL_DEVICE).await })?;
-            if n >= want {
-                break;
+            if n < want {
+                return Ok(Poll::Pending(format!(
+                    "{name} has routes to {n} of the {want} other workers' subnets"
+                )));
             }
-            if interrupted() {
-                bail!("interrupted");
-            }
-            if started.elapsed() > FLANNEL_TIMEOUT {
-                bail!(
-                    "{name} has routes to {n} of the {want} other workers' subnets after {} s; see its flanneld.log",
-                    FLANNEL_TIMEOUT.as_secs()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(5));
+            done += 1;
         }
-    }
-    Ok(())
+        Ok(Poll::Ready(()))
+    })
+}
+
+/// Waits until cluster `id`'s etcd answers a linearizable read (so it has a leader).
+fn wait_etcd(id: &str, ns: &str, endpoints: &str) -> Result<()> {
+    Wait::new(
+        format!("etcd of C{id} ({endpoints}) to elect a leader"),
+        ETCD_TIMEOUT,
+    )
+    .hint(|| "see the etcd.log of its members in the run directory".into())
+    .until(|| {
+        Ok(match etcd::health_read(ns, endpoints) {
+            Ok(()) => Poll::Ready(()),
+            Err(e) => Poll::Pending(format!("{e:#}")),
+        })
+    })
 }
 
 fn set_worker_started(sim: &Sim, id: &str, short: &str) {
@@ -315,8 +326,8 @@ pub(super) fn start_clusters(sim: &Sim, ids: &[String]) -> Result<()> {
         .iter()
         .map(|id| {
             let c = super::Cluster::handle(sim, id);
-            let (ns, eps) = (c.etcd_ns(), c.etcd_endpoints());
-            std::thread::spawn(move || etcd::wait_healthy(&ns, &eps, ETCD_TIMEOUT, &interrupted))
+            let (id, ns, eps) = (id.clone(), c.etcd_ns(), c.etcd_endpoints());
+            std::thread::spawn(move || wait_etcd(&id, &ns, &eps))
         })
         .collect();
     for w in waits {

@@ -20,6 +20,7 @@
 //! on; a service keeps its port, and a site linked later gets listeners on the same ports.
 
 use super::{Cluster, Sim};
+use crate::components::skupper::certs::{create_private_dir, write_private};
 use crate::components::skupper::config::{
     Connector, Listener, Mode, Role, SslProfile, TcpConnector, TcpListener, HTTP_PORT,
     INTER_ROUTER_PORT,
@@ -27,12 +28,13 @@ use crate::components::skupper::config::{
 use crate::components::skupper::RouterConfig;
 use crate::components::skupper::{create_site_ca, create_token, issue_router_cert, CertFiles};
 use crate::netns::{self, process};
+use crate::wait::{Poll, Wait};
 use anyhow::{anyhow, bail, Context, Result};
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// The tcpListener port of the first exposed service.
 pub const FIRST_SERVICE_PORT: u16 = 1028;
@@ -312,8 +314,9 @@ fn http_get(ns: &str, path: &str) -> Result<String> {
     let path = path.to_string();
     netns::run_in(ns, move || {
         let addr = SocketAddr::from(([127, 0, 0, 1], HTTP_PORT));
-        let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(1))?;
-        s.set_read_timeout(Some(Duration::from_secs(2)))?;
+        // Short: every readiness wait polls through here and must notice Ctrl-C soon.
+        let mut s = TcpStream::connect_timeout(&addr, Duration::from_millis(250))?;
+        s.set_read_timeout(Some(Duration::from_secs(1)))?;
         write!(s, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n")?;
         let mut out = String::new();
         s.read_to_string(&mut out)?;
@@ -360,10 +363,13 @@ fn start_router(sim: &Sim, id: &str, s: &SiteState) -> Result<(u32, u64)> {
         &format!("skrouterd {name} on {}", s.worker),
     )?;
     let start = process::start_time(pid).unwrap_or(0);
-    let t = Instant::now();
-    loop {
+    let ready = Wait::new(
+        format!("the Skupper router of {name} (on {}) to answer /healthz", s.worker),
+        READY_TIMEOUT,
+    )
+    .hint(|| format!("its log ({}) ends with:\n    {}", log.display(), tail(&log, 5)))
+    .until(|| {
         if !alive(pid, start) {
-            let _ = stop_router(sim, pid, start);
             bail!(
                 "the Skupper router of {name} (on {}) exited at start. Its log ({}) ends with:\n    {}",
                 s.worker,
@@ -371,19 +377,21 @@ fn start_router(sim: &Sim, id: &str, s: &SiteState) -> Result<(u32, u64)> {
                 tail(&log, 5)
             );
         }
-        if http_get(&s.ns, "/healthz").is_ok_and(|r| r.contains("200 OK")) {
-            return Ok((pid, start));
-        }
-        if t.elapsed() > READY_TIMEOUT {
+        Ok(match http_get(&s.ns, "/healthz") {
+            Ok(r) if r.contains("200 OK") => Poll::Ready(()),
+            Ok(r) => Poll::Pending(format!(
+                "/healthz answered {:?}",
+                r.lines().next().unwrap_or("")
+            )),
+            Err(e) => Poll::Pending(format!("/healthz did not answer: {e:#}")),
+        })
+    });
+    match ready {
+        Ok(()) => Ok((pid, start)),
+        Err(e) => {
             let _ = stop_router(sim, pid, start);
-            bail!(
-                "the Skupper router of {name} did not answer /healthz within {} s; its log ({}) ends with:\n    {}",
-                READY_TIMEOUT.as_secs(),
-                log.display(),
-                tail(&log, 5)
-            );
+            Err(e)
         }
-        std::thread::sleep(Duration::from_millis(20));
     }
 }
 
@@ -403,7 +411,7 @@ fn apply(sim: &Sim) -> Result<Vec<String>> {
         }
     }
     changed.sort_by_key(|(n, id, _)| (*n, id.clone()));
-    std::fs::create_dir_all(skupper_dir(sim))?;
+    create_private_dir(&skupper_dir(sim))?;
     let mut restarted = Vec::new();
     for (_, id, cfg) in changed {
         let s = &all[&id];
@@ -457,41 +465,58 @@ struct Target {
 }
 
 fn wait_metrics(sim: &Sim, mut pending: Vec<Target>) -> Result<()> {
-    let t = Instant::now();
-    let mut last = String::new();
-    loop {
+    let names: Vec<String> = pending.iter().map(|g| cluster_name(&g.id)).collect();
+    // The site the timeout message points at: the first one still unsettled.
+    let first_pending = std::cell::RefCell::new(names.first().cloned().unwrap_or_default());
+    Wait::new(
+        format!(
+            "the Skupper network of {} to settle (links up and service addresses known on /metrics)",
+            names.join(", ")
+        ),
+        CONVERGE_TIMEOUT,
+    )
+    .every(Duration::from_millis(50))
+    .hint(|| {
+        let name = first_pending.borrow();
+        let log = log_path(sim, &name);
+        format!(
+            "{name}'s log ({}) ends with:\n    {}",
+            log.display(),
+            tail(&log, 6)
+        )
+    })
+    .until(|| {
+        let mut last = String::new();
         pending.retain(|g| match http_get(&g.ns, "/metrics") {
             Ok(text) => {
                 let links = metric(&text, "skrouter_links").unwrap_or(0);
                 let addrs = metric(&text, "skrouter_addresses_reachable").unwrap_or(0);
-                last = format!(
-                    "{} has {links} of {} links up and {addrs} of {} service addresses",
-                    cluster_name(&g.id),
-                    g.links,
-                    g.addrs
-                );
-                !(links == g.links && addrs == g.addrs)
+                let settled = links == g.links && addrs == g.addrs;
+                if !settled && last.is_empty() {
+                    last = format!(
+                        "{} has {links} of {} links up and {addrs} of {} service addresses",
+                        cluster_name(&g.id),
+                        g.links,
+                        g.addrs
+                    );
+                }
+                !settled
             }
             Err(e) => {
-                last = format!("{}: /metrics did not answer: {e}", cluster_name(&g.id));
+                if last.is_empty() {
+                    last = format!("{}: /metrics did not answer: {e:#}", cluster_name(&g.id));
+                }
                 true
             }
         });
-        if pending.is_empty() {
-            return Ok(());
+        match pending.first() {
+            None => Ok(Poll::Ready(())),
+            Some(g) => {
+                *first_pending.borrow_mut() = cluster_name(&g.id);
+                Ok(Poll::Pending(last))
+            }
         }
-        if t.elapsed() > CONVERGE_TIMEOUT {
-            let name = cluster_name(&pending[0].id);
-            let log = log_path(sim, &name);
-            bail!(
-                "the Skupper network did not settle within {} s: {last}. {name}'s log ({}) ends with:\n    {}",
-                CONVERGE_TIMEOUT.as_secs(),
-                log.display(),
-                tail(&log, 6)
-            );
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    })
 }
 
 /// Waits for this router's log (after `offset`) to say the link to `peer` is up. A refused
@@ -500,37 +525,38 @@ fn wait_metrics(sim: &Sim, mut pending: Vec<Target>) -> Result<()> {
 fn wait_link(log: &Path, offset: u64, peer: &str) -> Result<()> {
     let up = format!("link to router {peer} up");
     let connector = format!("connector link-{peer}: ");
-    let t = Instant::now();
-    loop {
-        let text = std::fs::read(log).unwrap_or_default();
-        let new = String::from_utf8_lossy(&text[(offset as usize).min(text.len())..]).into_owned();
-        if new.contains(&up) {
-            return Ok(());
-        }
-        if let Some(line) = new
-            .lines()
-            .find(|l| l.contains(&connector) && is_certificate_refusal(l))
-        {
-            bail!(
-                "the link to {peer} was refused: {}. The token does not match {peer}'s certificate authority: issue a new one with {peer}.skupper_token()",
-                line.split_once(&connector)
-                    .map(|x| x.1)
-                    .unwrap_or(line)
-                    .split("; retrying")
-                    .next()
-                    .unwrap_or(line)
-            );
-        }
-        if t.elapsed() > CONVERGE_TIMEOUT {
-            bail!(
-                "the link to {peer} did not come up within {} s; the log ({}) ends with:\n    {}",
-                CONVERGE_TIMEOUT.as_secs(),
-                log.display(),
-                tail(log, 5)
-            );
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    Wait::new(format!("the link to {peer} to come up"), CONVERGE_TIMEOUT)
+        .every(Duration::from_millis(50))
+        .hint(|| format!("the log ({}) ends with:\n    {}", log.display(), tail(log, 5)))
+        .until(|| {
+            let text = std::fs::read(log).unwrap_or_default();
+            let new =
+                String::from_utf8_lossy(&text[(offset as usize).min(text.len())..]).into_owned();
+            if new.contains(&up) {
+                return Ok(Poll::Ready(()));
+            }
+            if let Some(line) = new
+                .lines()
+                .find(|l| l.contains(&connector) && is_certificate_refusal(l))
+            {
+                bail!(
+                    "the link to {peer} was refused: {}. The token does not match {peer}'s certificate authority: issue a new one with {peer}.skupper_token()",
+                    line.split_once(&connector)
+                        .map(|x| x.1)
+                        .unwrap_or(line)
+                        .split("; retrying")
+                        .next()
+                        .unwrap_or(line)
+                );
+            }
+            let seen = new
+                .lines()
+                .rev()
+                .find(|l| l.contains(&connector))
+                .map(|l| l.split_once(&connector).map(|x| x.1).unwrap_or(l).to_string())
+                .unwrap_or_else(|| "no word of the link in the router's log yet".into());
+            Ok(Poll::Pending(seen))
+        })
 }
 
 /// A TLS handshake that failed over a certificate (ours refused, or the peer's alert),
@@ -668,7 +694,7 @@ impl Cluster {
                 &[&host.to_string()],
             )?)
         } else {
-            std::fs::create_dir_all(&dir)?;
+            create_private_dir(&dir)?;
             None
         };
         let site = SiteState {
@@ -720,7 +746,7 @@ impl Cluster {
             )?;
             (Some(t.files.ca_cert), Some(t.files.cert), Some(t.files.key))
         } else {
-            std::fs::create_dir_all(&dir)?;
+            create_private_dir(&dir)?;
             (None, None, None)
         };
         let tok = TokenFile {
@@ -734,7 +760,7 @@ impl Cluster {
             private_key_file: key,
         };
         let path = dir.join("token.json");
-        std::fs::write(&path, serde_json::to_string_pretty(&tok)? + "\n")?;
+        write_private(&path, &(serde_json::to_string_pretty(&tok)? + "\n"))?;
         with_site_mut(&self.sim, &self.id, |site| {
             if let Some(site) = site {
                 site.tokens = n;
@@ -1038,7 +1064,7 @@ impl Cluster {
             .into_iter()
             .next()
             .ok_or_else(|| anyhow!("{name} has no worker to run its router on"))?;
-        std::fs::create_dir_all(skupper_dir(&self.sim))?;
+        create_private_dir(&skupper_dir(&self.sim))?;
         let path = self.skupper_config_path();
         std::fs::write(&path, cfg.render())
             .with_context(|| format!("writing {}", path.display()))?;

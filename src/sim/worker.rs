@@ -63,6 +63,13 @@ pub(crate) fn exec_in(
             crate::interrupt::take();
             Ok(format!("{}^C (interrupted)\n", out.text))
         }
+        _ if out.cut => Ok(format!(
+            "{}\n[output cut at {} MiB: the command printed {:.0} MiB; send it to a file (`CMD > /tmp/out`) \
+             or keep the part you need (`CMD | tail -n 100`)]\n",
+            out.text,
+            process::OUTPUT_CAP >> 20,
+            out.printed as f64 / f64::from(1 << 20)
+        )),
         _ => Ok(out.text),
     }
 }
@@ -236,11 +243,7 @@ impl Worker {
         }
         let node = container_node(&self.cluster, name);
         let ns = self.sim.ns_name(&node);
-        self.sim.inner.record.add_namespace(&ns)?;
-        if let Err(e) = netns::create(&ns) {
-            let _ = self.sim.inner.record.forget_namespace(&ns);
-            return Err(e);
-        }
+        self.sim.inner.record.create_namespace(&ns)?;
         let attach = match self.cni().add(&node, &netns::path(&ns)) {
             Ok(a) => a,
             Err(e) => {
