@@ -473,6 +473,22 @@ fn register_worker(engine: &mut Engine) {
             rt(w.exec_container_async(c, cmd)).map(|pid| pid as i64)
         },
     );
+    engine.register_fn("stop_agent", |w: &mut Worker, agent: &str| {
+        rt(w.stop_agent(agent))
+    });
+    engine.register_fn(
+        "start_agent",
+        |w: &mut Worker, agent: &str| -> RResult<i64> {
+            rt(w.start_agent(agent)).map(|pid| pid as i64)
+        },
+    );
+    // A stopped agent has no pid: () then, so `if pid == ()` reads naturally.
+    engine.register_fn(
+        "agent_pid",
+        |w: &mut Worker, agent: &str| -> RResult<Dynamic> {
+            rt(w.agent_pid(agent)).map(|p| p.map_or(Dynamic::UNIT, |p| Dynamic::from(p as i64)))
+        },
+    );
 }
 
 fn register_etcd(engine: &mut Engine) {
@@ -614,6 +630,21 @@ pub const METHOD_API: &[(&str, &str, &str)] = &[
         "Worker",
         "echo_server",
         "C0w2.echo_server(\"c2\", 8000, \"S1-W2\");  // answers every GET with S1-W2",
+    ),
+    (
+        "Worker",
+        "stop_agent",
+        "C0w1.stop_agent(\"kube-proxy\");  // on purpose: not restarted (flanneld, kube-proxy, skrouterd)",
+    ),
+    (
+        "Worker",
+        "start_agent",
+        "C0w1.start_agent(\"kube-proxy\");  // same arguments as before; waits until it caught up",
+    ),
+    (
+        "Worker",
+        "agent_pid",
+        "print(C0w1.agent_pid(\"flanneld\"));  // changes when the agent is restarted",
     ),
     ("Worker", "ip", "print(C0w1.ip);  // underlay address"),
     ("Worker", "name", "print(w1.name);"),
