@@ -128,6 +128,10 @@ fn default_scenario_comes_up_and_every_container_pings_every_other() {
         ("C1w1", "c1"),
         ("C1w2", "c2"),
         ("C1w3", "c3"),
+        ("C0w2", "ic0"),
+        ("C0w3", "ic1"),
+        ("C0w2", "ic2"),
+        ("C0w3", "ic3"),
     ];
     for (node, c) in want {
         let out = s.line(&format!("{node}.containers().contains(\"{c}\")"));
@@ -135,14 +139,14 @@ fn default_scenario_comes_up_and_every_container_pings_every_other() {
     }
     assert_eq!(s.line("C1w1.ip"), "10.0.0.8\n", "the original's numbering");
     let ping = s.line("pingall");
-    // C0: 4 containers, 12 pings; C1: 3 containers, 6 pings.
+    // C0: 8 containers (c1..c4, the ingress's ic0..ic3), 56 pings; C1: 3 containers, 6 pings.
     assert!(
-        ping.contains("*** Results: 0% dropped (18/18 received)"),
+        ping.contains("*** Results: 0% dropped (62/62 received)"),
         "{ping}"
     );
-    assert!(ping.contains("C0 c1 -> c2 c3 c4"), "{ping}");
+    assert!(ping.contains("C0 c1  -> c2  ic0 ic2 c3  c4  ic1 ic3"), "{ping}");
     // Delete a container and ping again: the matrix shrinks, still no loss.
     s.line("C0w3.delete_container(\"c4\")");
     let ping = s.line("pingall");
-    assert!(ping.contains("0% dropped (12/12 received)"), "{ping}");
+    assert!(ping.contains("0% dropped (48/48 received)"), "{ping}");
 }
