@@ -323,3 +323,44 @@ fn live_commands_ctrl_c_resize_and_the_consoles_answers() {
         "the host's root namespace changed"
     );
 }
+
+#[test]
+fn knetsim_exec_passes_its_arguments_as_given_and_names_resolve() {
+    let host = HostSnapshot::take();
+    let instance = "con-exec";
+    let (sim, c) = common::started(instance, 2, 1);
+    let w1 = c.worker("w1").unwrap();
+    // Any exec brings the cluster's hosts file up to date; `knetsim exec` mounts it too.
+    let out = w1.exec("getent hosts C0w2").unwrap();
+    assert!(out.contains("C0w2"), "{out}");
+    let exec = |args: &[&str]| {
+        Command::new(knetsim_exe())
+            .args(["exec", "--instance", instance, "0", "w1", "--"])
+            .args(args)
+            .env("NO_COLOR", "1")
+            .output()
+            .unwrap()
+    };
+    let o = exec(&["sh", "-c", "echo one two"]);
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "one two\n", "{o:?}");
+    let o = exec(&["printf", "%s|", "a b", "c"]);
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "a b|c|", "{o:?}");
+    let o = exec(&["getent", "hosts", "C0w2"]);
+    assert!(String::from_utf8_lossy(&o.stdout).contains("C0w2"), "{o:?}");
+    let o = exec(&["no-such-tool-here"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(127), "{err}");
+    assert!(
+        err.contains("no-such-tool-here: command not found"),
+        "{err}"
+    );
+    let o = exec(&["tcpdump-not-here"]);
+    assert!(String::from_utf8_lossy(&o.stderr).contains("not installed"));
+    sim.teardown().unwrap();
+    assert_nothing_left(instance, &[]);
+    assert_eq!(
+        HostSnapshot::take(),
+        host,
+        "the host's root namespace changed"
+    );
+}

@@ -144,7 +144,10 @@ fn default_scenario_comes_up_and_every_container_pings_every_other() {
         ping.contains("*** Results: 0% dropped (62/62 received)"),
         "{ping}"
     );
-    assert!(ping.contains("C0 c1  -> c2  ic0 ic2 c3  c4  ic1 ic3"), "{ping}");
+    assert!(
+        ping.contains("C0 c1  -> c2  ic0 ic2 c3  c4  ic1 ic3"),
+        "{ping}"
+    );
     // Delete a container and ping again: the matrix shrinks, still no loss.
     s.line("C0w3.delete_container(\"c4\")");
     let ping = s.line("pingall");

@@ -669,6 +669,36 @@ mod tests {
     }
 
     #[test]
+    fn a_missing_program_is_named_with_its_debian_package() {
+        let none = "/nonexistent-dir";
+        assert_eq!(
+            missing_program("tcpdump -ni flannel.100", none).as_deref(),
+            Some("tcpdump: command not found; it comes with the Debian package tcpdump (apt-get install tcpdump)")
+        );
+        assert!(missing_program("ifconfig", none)
+            .unwrap()
+            .contains("package net-tools"));
+        assert!(missing_program("etcdctl get /", none)
+            .unwrap()
+            .contains("package etcd-client"));
+        assert!(missing_program("frobnicate", none)
+            .unwrap()
+            .contains("not installed"));
+        // Found on PATH, shell builtins, assignments and paths are left to run.
+        assert_eq!(missing_program("sh -c true", "/bin:/usr/bin"), None);
+        for line in [
+            "cd /tmp",
+            "echo hi",
+            "A=1 etcdctl get /",
+            "./x",
+            "[ -f x ]",
+            "",
+        ] {
+            assert_eq!(missing_program(line, none), None, "{line}");
+        }
+    }
+
+    #[test]
     fn plain_lines_skip_the_shell_and_others_keep_it() {
         assert_eq!(
             plain_words("ping -c 3 11.0.0.2"),
