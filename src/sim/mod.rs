@@ -104,6 +104,8 @@ pub(crate) struct Inner {
     pub torn_down: AtomicBool,
     /// Running ingresses by (worker name, ingress name).
     pub ingresses: Mutex<BTreeMap<(String, String), ingress::IngressState>>,
+    /// What exec has already written or created in the run directory (see node_exec).
+    pub exec_files: Mutex<node_exec::Written>,
 }
 
 #[derive(Default)]
@@ -210,6 +212,7 @@ impl Sim {
                 exec_timeout: Mutex::new(timeout),
                 torn_down: AtomicBool::new(false),
                 ingresses: Mutex::new(BTreeMap::new()),
+                exec_files: Mutex::default(),
             }),
         })
     }

@@ -40,6 +40,15 @@ impl ExecPlace {
     }
 }
 
+/// Files and directories exec already wrote or made in this run's directory, so an exec
+/// touches the disk only when a hosts file changes (exec latency is measured against
+/// `ip netns exec`).
+#[derive(Default)]
+pub(crate) struct Written {
+    files: std::collections::HashMap<PathBuf, String>,
+    dirs: std::collections::HashSet<PathBuf>,
+}
+
 /// v2-only etcdctl commands: the wrapper sends them to the v2 API.
 pub const ETCDCTL_V2_ONLY: &[&str] = &[
     "cluster-health",
@@ -122,6 +131,31 @@ fn write_if_changed(path: &Path, text: &str, mode: u32) -> Result<()> {
 }
 
 impl Sim {
+    fn written(&self) -> std::sync::MutexGuard<'_, Written> {
+        self.inner
+            .exec_files
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn ensure_dir_once(&self, dir: &Path) -> Result<()> {
+        if self.written().dirs.contains(dir) {
+            return Ok(());
+        }
+        state::ensure_private_dir(dir)?;
+        self.written().dirs.insert(dir.to_path_buf());
+        Ok(())
+    }
+
+    fn write_once(&self, path: &Path, text: String, mode: u32) -> Result<()> {
+        if self.written().files.get(path) == Some(&text) {
+            return Ok(());
+        }
+        write_if_changed(path, &text, mode)?;
+        self.written().files.insert(path.to_path_buf(), text);
+        Ok(())
+    }
+
     /// The hosts file of cluster `id`, brought up to date: every node of every cluster, every
     /// pod as `C0-c2`, and this cluster's pods also by their short name (`c2`).
     pub(crate) fn hosts_file(&self, id: &str) -> Result<PathBuf> {
@@ -154,15 +188,18 @@ impl Sim {
             t
         };
         let dir = self.run_dir().join("hosts");
-        state::ensure_private_dir(&dir)?;
+        self.ensure_dir_once(&dir)?;
         let path = dir.join(format!("C{id}"));
-        write_if_changed(&path, &text, 0o644)?;
+        self.write_once(&path, text, 0o644)?;
         Ok(path)
     }
 
     /// `<run dir>/bin`, with the etcdctl wrapper when etcdctl is installed.
     fn exec_bin_dir(&self) -> Result<PathBuf> {
         let dir = self.run_dir().join("bin");
+        if self.written().dirs.contains(&dir) {
+            return Ok(dir);
+        }
         state::ensure_private_dir(&dir)?;
         let wrapper = dir.join("etcdctl");
         if let Some(real) = crate::netns::process::which("etcdctl") {
@@ -170,13 +207,14 @@ impl Sim {
                 write_if_changed(&wrapper, &etcdctl_wrapper(&real), 0o755)?;
             }
         }
+        self.written().dirs.insert(dir.clone());
         Ok(dir)
     }
 
     /// Where a command on node `node` (or in one of its pods) of cluster `id` runs.
     pub(crate) fn exec_place(&self, id: &str, node: &str) -> Result<ExecPlace> {
         let cwd = self.run_dir().join(node);
-        state::ensure_private_dir(&cwd)?;
+        self.ensure_dir_once(&cwd)?;
         let bin = self.exec_bin_dir()?;
         let etcd = self
             .state()
