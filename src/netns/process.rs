@@ -310,6 +310,47 @@ pub fn spawn_daemon_env(
     Ok(child)
 }
 
+/// A pidfd for child `pid` (it becomes readable when the child exits). Only the parent
+/// that has not reaped `pid` yet can be sure the pid still names its child.
+pub fn pidfd_open(pid: u32) -> Result<OwnedFd> {
+    use std::os::fd::FromRawFd;
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error()).with_context(|| {
+            format!("opening a pidfd for process {pid} (needs Linux 5.3 or later)")
+        });
+    }
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}
+
+/// Reaps child `pid` if it has exited (`block`: waits until it has). Returns its wait
+/// status, or None when it is still running (or is not our child).
+pub fn reap(pid: u32, block: bool) -> Option<i32> {
+    let mut status = 0;
+    let flags = if block { 0 } else { libc::WNOHANG };
+    loop {
+        let r = unsafe { libc::waitpid(pid as libc::pid_t, &mut status, flags) };
+        if r == pid as libc::pid_t {
+            return Some(status);
+        }
+        if r < 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::EINTR) {
+            continue;
+        }
+        return None;
+    }
+}
+
+/// "status 1" or "signal 9", for messages.
+pub fn describe_wait_status(status: i32) -> String {
+    if libc::WIFEXITED(status) {
+        format!("status {}", libc::WEXITSTATUS(status))
+    } else if libc::WIFSIGNALED(status) {
+        format!("signal {}", libc::WTERMSIG(status))
+    } else {
+        format!("wait status {status:#x}")
+    }
+}
+
 /// Start time of a process in clock ticks since boot (field 22 of /proc/PID/stat), used
 /// with the pid to make sure a recorded pid still names the process we started.
 pub fn start_time(pid: u32) -> Option<u64> {

@@ -424,6 +424,33 @@ fn register_worker(reg: &mut Registry) {
             |w: &mut Worker, c: &str, cmd: &str| -> RResult<i64> {
                 rt(w.exec_container_async(c, cmd)).map(|pid| pid as i64)
             },
+        )
+        .method(
+            "stop_agent",
+            "stop_agent(agent)",
+            "Stops flanneld, kube-proxy or skrouterd on purpose: it is not restarted until start_agent",
+            r#"C0w1.stop_agent("kube-proxy");"#,
+            |w: &mut Worker, agent: &str| rt(w.stop_agent(agent)),
+        )
+        .method(
+            "start_agent",
+            "start_agent(agent) -> int",
+            "Starts a stopped agent with its first arguments; returns its pid once the cluster caught up",
+            r#"C0w1.start_agent("kube-proxy");"#,
+            |w: &mut Worker, agent: &str| -> RResult<i64> {
+                rt(w.start_agent(agent)).map(|pid| pid as i64)
+            },
+        )
+        .method(
+            "agent_pid",
+            "agent_pid(agent) -> int | ()",
+            "The pid of a running agent (it changes when the agent is restarted), () while it is stopped",
+            r#"print(C0w1.agent_pid("flanneld"));"#,
+            // () for a stopped agent, so `if pid == ()` reads naturally.
+            |w: &mut Worker, agent: &str| -> RResult<Dynamic> {
+                rt(w.agent_pid(agent))
+                    .map(|p| p.map_or(Dynamic::UNIT, |p| Dynamic::from(p as i64)))
+            },
         );
 }
 

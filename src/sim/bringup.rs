@@ -2,7 +2,7 @@
 //! and the readiness waits between them (never fixed sleeps).
 
 use super::addressing::{FLANNEL_DEVICE, FLANNEL_NETWORK_CONFIG, FLANNEL_PREFIX, UNDERLAY_PREFIX};
-use super::{BringUpTimes, Sim};
+use super::{BringUpTimes, DaemonKind, DaemonSpec, Sim};
 use crate::components::etcd;
 use crate::netns::{self, netlink, process};
 use crate::wait::{Poll, Wait};
@@ -100,13 +100,15 @@ fn start_etcd_members(sim: &Sim, id: &str) -> Result<()> {
         std::fs::create_dir_all(&dir)?;
         let data = etcd_data_dir(sim, &e.name)?;
         let args = etcd::member_args(m, &members, &data, &format!("knetsim-C{id}"));
-        sim.spawn_daemon(
+        sim.spawn_daemon(DaemonSpec::new(
+            DaemonKind::Etcd,
+            &e.name,
             &e.ns,
             etcd::ETCD_BIN,
-            &args,
-            &dir.join("etcd.log"),
-            &format!("etcd {}", e.name),
-        )?;
+            args,
+            dir.join("etcd.log"),
+            format!("etcd {}", e.name),
+        ))?;
     }
     Ok(())
 }
@@ -160,7 +162,7 @@ fn flanneld_args(sim: &Sim, id: &str, short: &str) -> (String, Vec<String>, std:
     (w.ns(), args, w.dir().join("flanneld.log"))
 }
 
-fn start_flannel(sim: &Sim, id: &str, short: &str) -> Result<u32> {
+fn start_flannel(sim: &Sim, id: &str, short: &str) -> Result<super::DaemonId> {
     let w = super::Worker::handle(sim, id, short);
     std::fs::create_dir_all(w.dir())?;
     // What a kubelet's runtime would find in /etc/cni/net.d on this node.
@@ -171,13 +173,16 @@ fn start_flannel(sim: &Sim, id: &str, short: &str) -> Result<u32> {
         serde_json::to_vec_pretty(&w.cni().conf())?,
     )?;
     let (ns, args, log) = flanneld_args(sim, id, short);
-    sim.spawn_daemon(
+    let spawned = sim.spawn_daemon(DaemonSpec::new(
+        DaemonKind::Flanneld,
+        &w.name(),
         &ns,
         &sim.knetsim_exe(),
-        &args,
-        &log,
-        &format!("flanneld {}", w.name()),
-    )
+        args,
+        log,
+        format!("flanneld {}", w.name()),
+    ))?;
+    Ok(spawned.id)
 }
 
 fn tail(path: &std::path::Path, n: usize) -> String {
@@ -186,12 +191,12 @@ fn tail(path: &std::path::Path, n: usize) -> String {
     lines[lines.len().saturating_sub(n)..].join("\n    ")
 }
 
-/// Waits until the worker's agent has written subnet.env.
-fn wait_subnet(sim: &Sim, id: &str, short: &str, pid: u32) -> Result<()> {
+/// Waits until the worker's agent has written subnet.env. The supervisor restarts an
+/// agent that exits meanwhile; a crash loop ends the wait at once with its error.
+fn wait_subnet(sim: &Sim, id: &str, short: &str, agent: super::DaemonId) -> Result<()> {
     let w = super::Worker::handle(sim, id, short);
     let file = w.subnet_file();
     let log = w.dir().join("flanneld.log");
-    let start_time = process::start_time(pid);
     Wait::new(
         format!(
             "the flannel agent on {} to write {}",
@@ -201,35 +206,36 @@ fn wait_subnet(sim: &Sim, id: &str, short: &str, pid: u32) -> Result<()> {
         FLANNEL_TIMEOUT,
     )
     .every(Duration::from_millis(10))
-    .hint(|| format!("see {}", log.display()))
+    .hint(|| {
+        format!(
+            "its log ({}) ends with:\n    {}",
+            log.display(),
+            tail(&log, 5)
+        )
+    })
     .until(|| {
         if file.exists() {
             return Ok(Poll::Ready(()));
         }
-        if start_time.is_none()
-            || !process::is_same_process(pid, start_time.unwrap())
-            || process_exited(sim, pid)
-        {
-            bail!(
-                "the flannel agent on {} exited before writing {}. Its log ({}) ends with:\n    {}",
+        match sim.inner.daemons.health(agent) {
+            Some(super::supervise::Health::Failed(m)) => {
+                bail!(
+                    "the flannel agent on {} wrote no {}: {m}",
+                    w.name(),
+                    file.display()
+                )
+            }
+            Some(super::supervise::Health::Stopped) | None => bail!(
+                "the flannel agent on {} was stopped before it wrote {}",
                 w.name(),
-                file.display(),
-                log.display(),
-                tail(&log, 5)
-            );
+                file.display()
+            ),
+            _ => {}
         }
-        Ok(Poll::Pending(format!(
-            "the agent runs (pid {pid}) and has written no subnet.env yet"
-        )))
+        Ok(Poll::Pending(
+            "the agent runs and has written no subnet.env yet".into(),
+        ))
     })
-}
-
-fn process_exited(sim: &Sim, pid: u32) -> bool {
-    let mut children = sim.inner.children.lock().unwrap();
-    children
-        .iter_mut()
-        .find(|c| c.id() == pid)
-        .is_some_and(|c| matches!(c.try_wait(), Ok(Some(_))))
 }
 
 /// Waits until every started worker of cluster `id` has an overlay route to each other
@@ -254,6 +260,12 @@ fn wait_converged(sim: &Sim, id: &str) -> Result<()> {
     .hint(|| "see the workers' flanneld.log".into())
     .until(|| {
         while let Some((ns, name)) = workers.get(done) {
+            // A flanneld stopped on purpose programs the new routes once started again;
+            // one in a crash loop ends the wait with its error.
+            if !sim.agent_wait(name, DaemonKind::Flanneld)? {
+                done += 1;
+                continue;
+            }
             let n = netlink::with(ns, |nl| async move { nl.routes_via(FLANNEL_DEVICE).await })?;
             if n < want {
                 return Ok(Poll::Pending(format!(
@@ -279,6 +291,11 @@ fn wait_etcd(id: &str, ns: &str, endpoints: &str) -> Result<()> {
             Err(e) => Poll::Pending(format!("{e:#}")),
         })
     })
+}
+
+/// [`wait_converged`] for a restarted agent.
+pub(super) fn wait_routes(sim: &Sim, id: &str) -> Result<()> {
+    wait_converged(sim, id)
 }
 
 fn set_worker_started(sim: &Sim, id: &str, short: &str) {
@@ -349,12 +366,12 @@ pub(super) fn start_clusters(sim: &Sim, ids: &[String]) -> Result<()> {
     let mut started = Vec::new();
     for id in ids {
         for w in super::Cluster::handle(sim, id).workers() {
-            let pid = start_flannel(sim, id, w.short())?;
-            started.push((id.clone(), w.short().to_string(), pid));
+            let agent = start_flannel(sim, id, w.short())?;
+            started.push((id.clone(), w.short().to_string(), agent));
         }
     }
-    for (id, short, pid) in &started {
-        wait_subnet(sim, id, short, *pid)?;
+    for (id, short, agent) in &started {
+        wait_subnet(sim, id, short, *agent)?;
         set_worker_started(sim, id, short);
         super::services::start_kube_proxy(sim, &super::Worker::handle(sim, id, short))?;
     }
@@ -396,8 +413,8 @@ pub(super) fn join_worker(sim: &Sim, id: &str, short: &str) -> Result<()> {
     let underlay = ensure_underlay(sim)?;
     let w = super::Worker::handle(sim, id, short);
     create_host(sim, &underlay, &w.name(), &w.ns(), w.ip())?;
-    let pid = start_flannel(sim, id, short)?;
-    wait_subnet(sim, id, short, pid)?;
+    let agent = start_flannel(sim, id, short)?;
+    wait_subnet(sim, id, short, agent)?;
     set_worker_started(sim, id, short);
     super::services::start_kube_proxy(sim, &w)?;
     wait_converged(sim, id)?;

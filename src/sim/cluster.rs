@@ -273,6 +273,9 @@ impl Cluster {
 
     /// Adds a worker to the cluster (`C0w4`), bringing it up at once if the cluster runs.
     pub fn add_worker(&self) -> Result<Worker> {
+        // Its routes need every other worker's flanneld: a crash loop is reported before
+        // anything is declared.
+        self.sim.require_agents(&self.id)?;
         let (short, started) = {
             let mut st = self.sim.state();
             let n = next_host(&mut st, &self.name())?;

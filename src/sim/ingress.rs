@@ -39,6 +39,7 @@ pub struct IngressInfo {
 
 #[derive(Debug, Clone)]
 pub(crate) struct IngressState {
+    pub daemon: super::DaemonId,
     pub pid: u32,
     pub start: u64,
     pub cfg: IngressConfig,
@@ -171,9 +172,10 @@ impl Worker {
         let key = self.key(name);
         let mut map = self.sim.inner.ingresses.lock().unwrap();
         let st = map.get(&key)?.clone();
-        if !process::is_same_process(st.pid, st.start) {
+        if self.sim.daemon_pid(st.daemon) != Some(st.pid) {
             map.remove(&key);
-            let _ = self.sim.inner.record.forget_process(st.pid);
+            drop(map);
+            let _ = self.sim.stop_daemon(st.daemon);
             return None;
         }
         Some(st.info(&self.name()))
@@ -276,25 +278,32 @@ impl Worker {
             .with_context(|| format!("writing {}", conf.display()))?;
         self.nginx_test(&cfg, &conf)?;
         let log = cfg.dir.join("nginx.log");
-        let pid = self.sim.spawn_daemon(
+        let spawned = self.sim.spawn_daemon(super::DaemonSpec::new(
+            super::DaemonKind::Nginx,
+            &self.name(),
             &self.ns(),
             &ingress::nginx_bin(),
-            &cfg.nginx_args(&conf),
-            &log,
-            &format!("ingress {} on {} (nginx master)", cfg.name, self.name()),
-        )?;
-        let start = process::start_time(pid).unwrap_or(0);
+            cfg.nginx_args(&conf),
+            log,
+            format!("ingress {} on {} (nginx master)", cfg.name, self.name()),
+        ))?;
+        let (pid, start) = (spawned.pid, spawned.start);
         let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, cfg.port));
         let what = format!("nginx of ingress '{}' on {}", cfg.name, self.name());
         if let Err(e) = wait_listening(&self.ns(), addr, (pid, start), &what, &cfg.error_log()) {
-            let _ = self.sim.stop_daemon(pid, start);
+            let _ = self.sim.stop_daemon(spawned.id);
             return Err(e.context(format!(
                 "ingress '{}' on {} did not start",
                 cfg.name,
                 self.name()
             )));
         }
-        let st = IngressState { pid, start, cfg };
+        let st = IngressState {
+            daemon: spawned.id,
+            pid,
+            start,
+            cfg,
+        };
         let info = st.info(&self.name());
         self.sim
             .inner
@@ -341,7 +350,7 @@ impl Worker {
         .until(|| {
             if !process::is_same_process(old.pid, old.start) {
                 self.sim.inner.ingresses.lock().unwrap().remove(&key);
-                let _ = self.sim.inner.record.forget_process(old.pid);
+                let _ = self.sim.stop_daemon(old.daemon);
                 bail!(
                     "nginx of ingress '{}' on {} exited during the reload; its error log says:{}",
                     cfg.name,
@@ -369,6 +378,7 @@ impl Worker {
         )
         .context("after the reload")?;
         let st = IngressState {
+            daemon: old.daemon,
             pid: old.pid,
             start: old.start,
             cfg,
@@ -400,7 +410,7 @@ impl Worker {
             .unwrap()
             .remove(&self.key(name));
         if let Some(st) = st {
-            let _ = self.sim.stop_daemon(st.pid, st.start);
+            let _ = self.sim.stop_daemon(st.daemon);
         }
         Ok(())
     }
@@ -429,17 +439,19 @@ impl Worker {
             // One argument, so a message starting with '-' is not taken for an option.
             format!("--message={message}"),
         ];
-        let pid = self.sim.spawn_daemon(
+        let spawned = self.sim.spawn_daemon(super::DaemonSpec::new(
+            super::DaemonKind::EchoServer,
+            &self.name(),
             &info.ns,
             &self.sim.knetsim_exe(),
-            &args,
-            &log,
-            &format!(
+            args,
+            log.clone(),
+            format!(
                 "echo-server {message:?} on {container}:{port} ({})",
                 self.name()
             ),
-        )?;
-        let start = process::start_time(pid).unwrap_or(0);
+        ))?;
+        let (pid, start) = (spawned.pid, spawned.start);
         let ip: Ipv4Addr = info.ip.parse().unwrap_or(Ipv4Addr::LOCALHOST);
         let what = format!("the echo server in '{container}'");
         if let Err(e) = wait_listening(
@@ -449,7 +461,7 @@ impl Worker {
             &what,
             &log,
         ) {
-            let _ = self.sim.stop_daemon(pid, start);
+            let _ = self.sim.stop_daemon(spawned.id);
             return Err(e);
         }
         Ok(pid)

@@ -11,20 +11,23 @@ mod cluster;
 mod ingress;
 mod services;
 mod skupper;
+mod supervise;
 mod worker;
 
 pub use cluster::{check_count, Cluster, ClusterSpec, EtcdNode, MAX_ETCD, MAX_WORKERS};
 pub use ingress::{IngressInfo, IngressRule};
 pub use services::{PortSpec, ServiceSpec};
 pub use skupper::{LinkOptions, ListService, SiteOptions, FIRST_SERVICE_PORT};
+pub use supervise::{SupervisionEvent, SupervisionOutcome};
 pub use worker::{ContainerInfo, Worker};
+
+pub(crate) use supervise::{DaemonId, DaemonKind, DaemonSpec, Spawned};
 
 use crate::netns::{self, record::Record};
 use anyhow::{bail, Result};
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
-use std::process::Child;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -93,7 +96,8 @@ pub(crate) struct Inner {
     pub opts: Options,
     pub record: Record,
     pub state: Mutex<State>,
-    pub children: Mutex<Vec<Child>>,
+    /// Every daemon started, and the thread that restarts the agents among them.
+    pub daemons: Arc<supervise::Supervisor>,
     pub exec_timeout: Mutex<Duration>,
     pub torn_down: AtomicBool,
     /// Running ingresses by (worker name, ingress name).
@@ -187,13 +191,20 @@ impl Sim {
         }
         netns::state::check_instance(&opts.instance)?;
         let record = Record::claim(&opts.instance)?;
+        let daemons = match supervise::Supervisor::start(record.clone()) {
+            Ok(d) => d,
+            Err(e) => {
+                let _ = record.teardown();
+                return Err(e);
+            }
+        };
         let timeout = opts.exec_timeout;
         Ok(Sim {
             inner: Arc::new(Inner {
                 opts,
                 record,
                 state: Mutex::new(State::default()),
-                children: Mutex::new(Vec::new()),
+                daemons,
                 exec_timeout: Mutex::new(timeout),
                 torn_down: AtomicBool::new(false),
                 ingresses: Mutex::new(BTreeMap::new()),
@@ -337,42 +348,22 @@ impl Sim {
         addressing::ns_name(&self.inner.opts.instance, node)
     }
 
-    /// Starts a daemon inside `ns`, recording its pid before anything else happens.
-    pub(crate) fn spawn_daemon(
-        &self,
-        ns: &str,
-        program: &str,
-        args: &[String],
-        log: &Path,
-        what: &str,
-    ) -> Result<u32> {
-        let path = self.path_env();
-        let child =
-            netns::process::spawn_daemon_env(Some(ns), program, args, &[("PATH", &path)], log)?;
-        let pid = child.id();
-        self.inner.record.add_process(pid, what)?;
-        self.inner.children.lock().unwrap().push(child);
-        Ok(pid)
+    /// Starts a daemon as `spec` says (with PATH finding knetsim first), registered with
+    /// the supervisor and recorded for teardown before this returns.
+    pub(crate) fn spawn_daemon(&self, mut spec: DaemonSpec) -> Result<Spawned> {
+        spec.env.push(("PATH".into(), self.path_env()));
+        self.inner.daemons.spawn(spec)
     }
 
-    /// Stops one daemon started by [`Sim::spawn_daemon`] (its whole process group), reaps
-    /// it and takes it out of the teardown record.
-    pub(crate) fn stop_daemon(&self, pid: u32, start: u64) -> Result<()> {
-        let stopped = netns::process::stop(pid, start, std::time::Duration::from_secs(2));
-        netns::process::kill_group(pid as i32);
-        let child = {
-            let mut children = self.inner.children.lock().unwrap();
-            children
-                .iter()
-                .position(|c| c.id() == pid)
-                .map(|i| children.remove(i))
-        };
-        if let Some(mut c) = child {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-        self.inner.record.forget_process(pid)?;
-        stopped
+    /// Stops one daemon on purpose (its whole process group), waits until it is reaped,
+    /// and forgets it: it is not restarted.
+    pub(crate) fn stop_daemon(&self, id: DaemonId) -> Result<()> {
+        self.inner.daemons.stop(id, true)
+    }
+
+    /// The daemon's pid while it runs (it changes when the supervisor restarts it).
+    pub(crate) fn daemon_pid(&self, id: DaemonId) -> Option<u32> {
+        self.inner.daemons.pid(id)
     }
 
     /// Stops everything and removes the run directory. Safe to call more than once.
@@ -391,14 +382,12 @@ impl Sim {
 }
 
 fn teardown_inner(inner: &Inner, keep_logs: bool) -> Result<Option<PathBuf>> {
+    // The supervisor stops first, so nothing is restarted while teardown ends it; it
+    // ends and reaps the daemons it started (it is their parent).
+    inner.daemons.shutdown();
     // CNI DEL is not needed for teardown: removing the worker namespaces removes their
     // veths and bridges; the IPAM files live in the run directory, removed with it.
-    let res = inner.record.teardown_keeping_logs(keep_logs);
-    for mut c in inner.children.lock().unwrap().drain(..) {
-        let _ = c.kill();
-        let _ = c.wait();
-    }
-    res
+    inner.record.teardown_keeping_logs(keep_logs)
 }
 
 impl Drop for Inner {

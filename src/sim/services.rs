@@ -126,7 +126,8 @@ impl Cluster {
         if !self.is_started() {
             bail!("{} is not running yet: call start() first", self.name());
         }
-        Ok(())
+        // Every worker's kube-proxy programs what follows: a crash loop is reported now.
+        self.sim.require_agents(&self.id)
     }
 
     /// The original's `kp_vip_add`: every worker DNATs all traffic for `vip` to the
@@ -305,6 +306,13 @@ impl Cluster {
     pub fn wait_converged(&self) -> Result<()> {
         let want = rules::desired(&self.service_state());
         for w in self.workers().iter().filter(|w| w.is_started()) {
+            // A kube-proxy stopped on purpose catches up once started again.
+            if !self
+                .sim
+                .agent_wait(&w.name(), super::DaemonKind::KubeProxy)?
+            {
+                continue;
+            }
             let log = w.dir().join("kube-proxy.log");
             Wait::new(
                 format!(
@@ -316,6 +324,9 @@ impl Cluster {
             .every(Duration::from_millis(10))
             .hint(|| format!("see {}", log.display()))
             .until(|| {
+                // One in a crash loop ends the wait with its error.
+                self.sim
+                    .agent_wait(&w.name(), super::DaemonKind::KubeProxy)?;
                 let cur = kubeproxy::read_current(Some(&w.ns()))?;
                 let left = rules::plan(&want, &cur);
                 if left.is_empty() {
@@ -370,7 +381,7 @@ impl Worker {
 
 /// Starts the worker's kube-proxy (after its flannel device exists, so the service route
 /// can point at it).
-pub(super) fn start_kube_proxy(sim: &Sim, w: &Worker) -> Result<u32> {
+pub(super) fn start_kube_proxy(sim: &Sim, w: &Worker) -> Result<super::Spawned> {
     let args = vec![
         "kube-proxy".to_string(),
         "--etcd-endpoints".into(),
@@ -380,11 +391,13 @@ pub(super) fn start_kube_proxy(sim: &Sim, w: &Worker) -> Result<u32> {
         "--service-route-dev".into(),
         super::addressing::FLANNEL_DEVICE.into(),
     ];
-    sim.spawn_daemon(
+    sim.spawn_daemon(super::DaemonSpec::new(
+        super::DaemonKind::KubeProxy,
+        &w.name(),
         &w.ns(),
         &sim.knetsim_exe(),
-        &args,
-        &w.dir().join("kube-proxy.log"),
-        &format!("kube-proxy {}", w.name()),
-    )
+        args,
+        w.dir().join("kube-proxy.log"),
+        format!("kube-proxy {}", w.name()),
+    ))
 }

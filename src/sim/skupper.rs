@@ -19,7 +19,7 @@
 //! other linked site (as the original workshop's did on C1w1), the next on 1029, and so
 //! on; a service keeps its port, and a site linked later gets listeners on the same ports.
 
-use super::{Cluster, Sim};
+use super::{Cluster, DaemonId, DaemonKind, DaemonSpec, Sim};
 use crate::components::skupper::certs::{create_private_dir, write_private};
 use crate::components::skupper::config::{
     Connector, Listener, Mode, Role, SslProfile, TcpConnector, TcpListener, HTTP_PORT,
@@ -27,7 +27,7 @@ use crate::components::skupper::config::{
 };
 use crate::components::skupper::RouterConfig;
 use crate::components::skupper::{create_site_ca, create_token, issue_router_cert, CertFiles};
-use crate::netns::{self, process};
+use crate::netns;
 use crate::wait::{Poll, Wait};
 use anyhow::{anyhow, bail, Context, Result};
 use std::collections::{BTreeMap, BTreeSet};
@@ -102,8 +102,8 @@ pub(crate) struct SiteState {
     router_files: Option<CertFiles>,
     /// The configuration the running router was started with.
     running: Option<RouterConfig>,
-    pid: u32,
-    start_time: u64,
+    /// The router daemon (the supervisor restarts it if it exits unasked).
+    router: Option<DaemonId>,
     tokens: u32,
     links: Vec<LinkState>,
     exposed: BTreeMap<String, Exposed>,
@@ -332,21 +332,21 @@ fn metric(text: &str, name: &str) -> Option<u64> {
         .and_then(|v| v.parse().ok())
 }
 
-fn alive(pid: u32, start: u64) -> bool {
-    pid != 0 && process::is_same_process(pid, start)
+fn alive(sim: &Sim, router: Option<DaemonId>) -> bool {
+    router.is_some_and(|id| sim.daemon_pid(id).is_some())
 }
 
-/// Stops a router by its pid and forgets it (record and child handle).
-fn stop_router(sim: &Sim, pid: u32, start: u64) -> Result<()> {
-    if pid == 0 {
-        return Ok(());
+/// Stops a router on purpose (not restarted) and forgets it.
+fn stop_router(sim: &Sim, router: Option<DaemonId>) -> Result<()> {
+    match router {
+        Some(id) => sim.stop_daemon(id),
+        None => Ok(()),
     }
-    sim.stop_daemon(pid, start)
 }
 
 /// Starts site `id`'s router with the configuration already written, and waits for
-/// its `/healthz`. Returns (pid, start time).
-fn start_router(sim: &Sim, id: &str, s: &SiteState) -> Result<(u32, u64)> {
+/// its `/healthz`.
+fn start_router(sim: &Sim, id: &str, s: &SiteState) -> Result<DaemonId> {
     let name = cluster_name(id);
     let conf = config_path(sim, &name);
     let log = log_path(sim, &name);
@@ -355,21 +355,24 @@ fn start_router(sim: &Sim, id: &str, s: &SiteState) -> Result<(u32, u64)> {
         "-c".into(),
         conf.display().to_string(),
     ];
-    let pid = sim.spawn_daemon(
+    let spawned = sim.spawn_daemon(DaemonSpec::new(
+        DaemonKind::Router,
+        &s.worker,
         &s.ns,
         &sim.knetsim_exe(),
-        &args,
-        &log,
-        &format!("skrouterd {name} on {}", s.worker),
-    )?;
-    let start = process::start_time(pid).unwrap_or(0);
+        args,
+        log.clone(),
+        format!("skrouterd {name} on {}", s.worker),
+    ))?;
+    let router = Some(spawned.id);
     let ready = Wait::new(
         format!("the Skupper router of {name} (on {}) to answer /healthz", s.worker),
         READY_TIMEOUT,
     )
     .hint(|| format!("its log ({}) ends with:\n    {}", log.display(), tail(&log, 5)))
     .until(|| {
-        if !alive(pid, start) {
+        // Another pid means it exited (and the supervisor started it again).
+        if sim.daemon_pid(spawned.id) != Some(spawned.pid) {
             bail!(
                 "the Skupper router of {name} (on {}) exited at start. Its log ({}) ends with:\n    {}",
                 s.worker,
@@ -387,9 +390,9 @@ fn start_router(sim: &Sim, id: &str, s: &SiteState) -> Result<(u32, u64)> {
         })
     });
     match ready {
-        Ok(()) => Ok((pid, start)),
+        Ok(()) => Ok(spawned.id),
         Err(e) => {
-            let _ = stop_router(sim, pid, start);
+            let _ = stop_router(sim, router);
             Err(e)
         }
     }
@@ -406,7 +409,7 @@ fn apply(sim: &Sim) -> Result<Vec<String>> {
             continue;
         }
         let want = render(&all, id);
-        if s.running.as_ref() != Some(&want) || !alive(s.pid, s.start_time) {
+        if s.running.as_ref() != Some(&want) || !alive(sim, s.router) {
             changed.push((s.links.len(), id.clone(), want));
         }
     }
@@ -418,18 +421,17 @@ fn apply(sim: &Sim) -> Result<Vec<String>> {
         let path = config_path(sim, &cluster_name(&id));
         std::fs::write(&path, cfg.render())
             .with_context(|| format!("writing {}", path.display()))?;
-        stop_router(sim, s.pid, s.start_time)?;
+        stop_router(sim, s.router)?;
         with_site_mut(sim, &id, |site| {
             if let Some(site) = site {
-                site.pid = 0;
+                site.router = None;
                 site.running = None;
             }
         });
-        let (pid, start) = start_router(sim, &id, s)?;
+        let router = start_router(sim, &id, s)?;
         with_site_mut(sim, &id, |site| {
             if let Some(site) = site {
-                site.pid = pid;
-                site.start_time = start;
+                site.router = Some(router);
                 site.running = Some(cfg);
             }
         });
@@ -486,6 +488,10 @@ fn wait_metrics(sim: &Sim, mut pending: Vec<Target>) -> Result<()> {
         )
     })
     .until(|| {
+        // A router in a crash loop will not settle: say so now, not at the timeout.
+        for g in &pending {
+            sim.require_agents(&g.id)?;
+        }
         let mut last = String::new();
         pending.retain(|g| match http_get(&g.ns, "/metrics") {
             Ok(text) => {
@@ -636,7 +642,9 @@ impl Cluster {
 
     /// The router's pid, if this cluster has a site.
     pub fn skupper_router_pid(&self) -> Option<u32> {
-        self.site().map(|s| s.pid).filter(|p| *p != 0)
+        self.site()
+            .and_then(|s| s.router)
+            .and_then(|id| self.sim.daemon_pid(id))
     }
 
     /// Services exposed by this site: name and the tcpListener port in the other sites.
@@ -705,8 +713,7 @@ impl Cluster {
             dir: dir.clone(),
             router_files,
             running: None,
-            pid: 0,
-            start_time: 0,
+            router: None,
             tokens: 0,
             links: Vec::new(),
             exposed: BTreeMap::new(),
@@ -716,7 +723,7 @@ impl Cluster {
         if let Err(e) = apply(&self.sim) {
             let old = with_site_mut(&self.sim, &self.id, |s| s.take());
             if let Some(old) = old {
-                let _ = stop_router(&self.sim, old.pid, old.start_time);
+                let _ = stop_router(&self.sim, old.router);
             }
             let _ = std::fs::remove_dir_all(&dir);
             let _ = std::fs::remove_file(self.skupper_config_path());
@@ -942,7 +949,7 @@ impl Cluster {
         let s = self
             .site()
             .ok_or_else(|| anyhow!("{} has no Skupper site to delete", self.name()))?;
-        stop_router(&self.sim, s.pid, s.start_time)?;
+        stop_router(&self.sim, s.router)?;
         with_site_mut(&self.sim, &self.id, |site| *site = None);
         let _ = std::fs::remove_dir_all(&s.dir);
         let _ = std::fs::remove_file(self.skupper_config_path());
@@ -988,7 +995,7 @@ impl Cluster {
                     "{name} already has a Skupper site made with skupper_init(); create_conf() and skupper_init() do not mix (delete it first with {name}.skupper_delete())"
                 );
             }
-            if alive(s.pid, s.start_time) {
+            if alive(&self.sim, s.router) {
                 bail!("{name}'s router is already running: call create_conf({name}, ...) before {name}.start_skupper(), or {name}.skupper_delete() first");
             }
         }
@@ -1076,8 +1083,7 @@ impl Cluster {
             dir: skupper_dir(&self.sim).join(&name),
             router_files: None,
             running: Some(cfg),
-            pid: 0,
-            start_time: 0,
+            router: None,
             tokens: 0,
             links: Vec::new(),
             exposed: BTreeMap::new(),
@@ -1101,20 +1107,21 @@ impl Cluster {
         if !s.manual {
             bail!("{name}'s router was started by skupper_init() already");
         }
-        if alive(s.pid, s.start_time) {
+        if alive(&self.sim, s.router) {
             return Ok(());
         }
-        let (pid, start) = start_router(&self.sim, &self.id, &s)?;
+        // A router stopped earlier (stop_agent) is replaced, not kept beside the new one.
+        stop_router(&self.sim, s.router)?;
+        let router = start_router(&self.sim, &self.id, &s)?;
         with_site_mut(&self.sim, &self.id, |site| {
             if let Some(site) = site {
-                site.pid = pid;
-                site.start_time = start;
+                site.router = Some(router);
             }
         });
         // What each running router of this form should report.
         let all: Vec<(String, SiteState)> = sites(&self.sim)
             .into_iter()
-            .filter(|(_, s)| s.manual && alive(s.pid, s.start_time))
+            .filter(|(_, s)| s.manual && alive(&self.sim, s.router))
             .collect();
         let host_of: BTreeMap<String, String> = all
             .iter()
@@ -1190,8 +1197,7 @@ mod tests {
             dir: PathBuf::from("/x"),
             router_files: None,
             running: None,
-            pid: 0,
-            start_time: 0,
+            router: None,
             tokens: 0,
             links: links
                 .iter()

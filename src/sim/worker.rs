@@ -275,6 +275,7 @@ impl Worker {
         let info = self.container(name)?;
         let node = container_node(&self.cluster, name);
         let del = self.cni().del(&node, &netns::path(&info.ns));
+        self.sim.inner.daemons.expect_exit_in(&info.ns);
         if let Some(ino) = netns::inode(&info.ns) {
             for pid in process::pids_in_namespaces(&[ino]) {
                 unsafe {
@@ -316,13 +317,16 @@ impl Worker {
     pub fn exec_container_async(&self, name: &str, cmd: &str) -> Result<u32> {
         let info = self.container(name)?;
         let log = self.dir().join(format!("{name}.log"));
-        self.sim.spawn_daemon(
+        let spawned = self.sim.spawn_daemon(super::DaemonSpec::new(
+            super::DaemonKind::Command,
+            &self.name(),
             &info.ns,
             "/bin/sh",
-            &["-c".to_string(), cmd.to_string()],
-            &log,
-            &format!("{name} on {}: {cmd}", self.name()),
-        )
+            vec!["-c".to_string(), cmd.to_string()],
+            log,
+            format!("{name} on {}: {cmd}", self.name()),
+        ))?;
+        Ok(spawned.pid)
     }
 
     /// Starts a long-running command on the worker itself (a capture, a server) and
@@ -330,12 +334,15 @@ impl Worker {
     pub fn exec_async(&self, cmd: &str) -> Result<u32> {
         self.require_started()?;
         let log = self.dir().join("async.log");
-        self.sim.spawn_daemon(
+        let spawned = self.sim.spawn_daemon(super::DaemonSpec::new(
+            super::DaemonKind::Command,
+            &self.name(),
             &self.ns(),
             "/bin/sh",
-            &["-c".to_string(), cmd.to_string()],
-            &log,
-            &format!("{}: {cmd}", self.name()),
-        )
+            vec!["-c".to_string(), cmd.to_string()],
+            log,
+            format!("{}: {cmd}", self.name()),
+        ))?;
+        Ok(spawned.pid)
     }
 }
