@@ -438,8 +438,20 @@ pub fn help_text() -> String {
     s
 }
 
-/// `help NAME`: each entry of that name with its example; or what to try instead.
+/// `help NAME`: each entry of that name with its example (`help Worker`: the type's
+/// methods and properties); or what to try instead.
 pub fn help_on(name: &str) -> String {
+    if let Some(t) = catalog().types.iter().find(|t| t.name == name.trim()) {
+        let mut s = format!("{} ({}):\n", t.name, t.about);
+        for e in catalog()
+            .entries
+            .iter()
+            .filter(|e| e.receiver == Some(t.name))
+        {
+            help_line(&mut s, &format!(".{}", e.signature), e.about);
+        }
+        return s;
+    }
     let found = lookup(name);
     if found.is_empty() {
         let want = name.trim().rsplit('.').next().unwrap_or("").to_lowercase();
@@ -662,6 +674,12 @@ mod tests {
             h.starts_with("no function, method or property named 'exec_contaner'"),
             "{h}"
         );
+        let h = help_on("EtcdNode");
+        assert!(
+            h.starts_with("EtcdNode (") && h.contains(".exec(cmd)"),
+            "{h}"
+        );
+        assert!(!h.contains(".skupper_init"), "{h}");
         let h = help_on("skupper");
         assert!(
             h.contains("did you mean") && h.contains("Cluster.skupper_init"),
