@@ -105,7 +105,7 @@ pub fn handle(session: &mut ScriptSession, input: &str, out: &mut dyn Write) -> 
             let _ = write!(out, "{}", help_text());
         }
         Line::HelpOn(name) => {
-            let _ = write!(out, "{}", crate::script::registry::help_on(&name));
+            let _ = write!(out, "{}", crate::script::help::help_on(&name));
         }
         Line::Nodes => {
             let _ = writeln!(out, "{}", nodes_table(session.sim()));
@@ -181,7 +181,7 @@ pub fn help_text() -> String {
     s.push_str("  help NAME  one function, method or property with an example, e.g. `help exec_container`\n");
     s.push_str("  C0w1 CMD   run a shell command on a node, e.g. `C0w1 ip route`, `C0e1 etcdctl member list`\n");
     s.push_str("\nEverything else is Rhai. Every node is a variable: C0, C0w1, C0e1, ...\n\n");
-    s.push_str(&crate::script::registry::help_text());
+    s.push_str(&crate::script::help::help_text());
     s.push_str("\nTab completes names; an unfinished line (open brace, bracket, string) continues on the next.\n");
     s
 }
