@@ -11,6 +11,7 @@ use super::certs;
 use super::config::{Connector, Listener, Role};
 use super::log;
 use super::router::{Kind, Msg, Neighbor, Router};
+use super::sasl;
 use anyhow::{anyhow, bail, Context, Result};
 use fe2o3_amqp::acceptor::{ConnectionAcceptor, LinkAcceptor, LinkEndpoint, SessionAcceptor};
 use fe2o3_amqp::connection::ConnectionHandle;
@@ -119,6 +120,7 @@ async fn run_link(
     peer: Hello,
     cost: u32,
     describe: String,
+    auth: String,
 ) -> String {
     let conn = router.next_id();
     let (tx, mut rx) = mpsc::unbounded_channel::<Msg>();
@@ -138,6 +140,7 @@ async fn run_link(
             cost: cost.max(peer.cost),
             tx,
             describe,
+            auth,
         },
     );
     // Deliveries are pre-settled, so fe2o3's automatic credit (refreshed on dispositions)
@@ -228,29 +231,50 @@ async fn connect_once(router: &Arc<Router>, c: &Connector) -> Result<String> {
     let (conn, session, sender, receiver, peer, describe) = match &c.ssl_profile {
         Some(p) => {
             let prof = router
-                .cfg
+                .cfg()
                 .ssl_profile(p)
+                .cloned()
                 .ok_or_else(|| anyhow!("sslProfile {p} missing"))?;
-            let tls = certs::client_config(prof)?;
+            let tls = certs::client_config(&prof)?;
             let name = certs::server_name(&c.host, c.verify_hostname)?;
-            let io = tokio_rustls::TlsConnector::from(tls)
+            let mut io = tokio_rustls::TlsConnector::from(tls)
                 .connect(name, tcp)
                 .await
                 .map_err(|e| anyhow!("TLS handshake with {}:{} failed: {e}", c.host, c.port))?;
-            let (a, b, s, r, h) = tokio::time::timeout(HANDSHAKE, connector_side(router, io, c))
-                .await
-                .map_err(|_| anyhow!("AMQP handshake timed out"))??;
+            let (a, b, s, r, h) = tokio::time::timeout(HANDSHAKE, async {
+                sasl::connect(&mut io, sasl::EXTERNAL).await?;
+                connector_side(router, io, c).await
+            })
+            .await
+            .map_err(|_| anyhow!("AMQP handshake timed out"))??;
             (a, b, s, r, h, format!("{role}, TLS"))
         }
         None => {
-            let (a, b, s, r, h) =
-                tokio::time::timeout(HANDSHAKE, connector_side(router, buffered(tcp), c))
-                    .await
-                    .map_err(|_| anyhow!("AMQP handshake timed out"))??;
+            let mut tcp = tcp;
+            let (a, b, s, r, h) = tokio::time::timeout(HANDSHAKE, async {
+                sasl::connect(&mut tcp, sasl::ANONYMOUS).await?;
+                connector_side(router, buffered(tcp), c).await
+            })
+            .await
+            .map_err(|_| anyhow!("AMQP handshake timed out"))??;
             (a, b, s, r, h, format!("{role}, plain"))
         }
     };
-    let why = run_link(router.clone(), sender, receiver, peer, c.cost, describe).await;
+    let auth = if c.ssl_profile.is_some() {
+        "SASL EXTERNAL (our certificate)"
+    } else {
+        "SASL ANONYMOUS"
+    };
+    let why = run_link(
+        router.clone(),
+        sender,
+        receiver,
+        peer,
+        c.cost,
+        describe,
+        auth.to_string(),
+    )
+    .await;
     drop(session);
     drop(conn);
     Ok(why)
@@ -365,24 +389,42 @@ async fn serve_one(
                     .accept(tcp)
                     .await
                     .map_err(|e| anyhow!("TLS handshake failed: {e} (the peer's certificate must be issued by this site's CA: link with a token from this site)"))?;
-                let (c, s, snd, rcv, h) = tokio::time::timeout(HANDSHAKE, acceptor_side(&router, io))
-                    .await
-                    .map_err(|_| anyhow!("AMQP handshake timed out"))??;
-                Ok::<_, anyhow::Error>((c, s, snd, rcv, h, format!("{role}, TLS")))
+                let offer = sasl::Offer::External { identity: peer_identity(&io) };
+                let (c, s, snd, rcv, h, who) = tokio::time::timeout(HANDSHAKE, async {
+                    let (io, who) = sasl::accept(io, &offer).await?;
+                    let (c, s, snd, rcv, h) = acceptor_side(&router, io).await?;
+                    Ok::<_, anyhow::Error>((c, s, snd, rcv, h, who))
+                })
+                .await
+                .map_err(|_| anyhow!("AMQP handshake timed out"))??;
+                Ok::<_, anyhow::Error>((c, s, snd, rcv, h, format!("{role}, TLS"), who))
             }
             None => {
-                let (c, s, snd, rcv, h) = tokio::time::timeout(HANDSHAKE, acceptor_side(&router, buffered(tcp)))
-                    .await
-                    .map_err(|_| anyhow!("AMQP handshake timed out"))??;
-                Ok((c, s, snd, rcv, h, format!("{role}, plain")))
+                let (c, s, snd, rcv, h, who) = tokio::time::timeout(HANDSHAKE, async {
+                    let (io, who) = sasl::accept(tcp, &sasl::Offer::Anonymous).await?;
+                    let (c, s, snd, rcv, h) = acceptor_side(&router, buffered(io)).await?;
+                    Ok::<_, anyhow::Error>((c, s, snd, rcv, h, who))
+                })
+                .await
+                .map_err(|_| anyhow!("AMQP handshake timed out"))??;
+                Ok((c, s, snd, rcv, h, format!("{role}, plain"), who))
             }
         }
     }
     .await;
     match res {
-        Ok((conn, session, sender, receiver, peer, describe)) => {
+        Ok((conn, session, sender, receiver, peer, describe, who)) => {
             let cost = l.cost.unwrap_or(1);
-            let _ = run_link(router, sender, receiver, peer, cost, describe).await;
+            let _ = run_link(
+                router,
+                sender,
+                receiver,
+                peer,
+                cost,
+                describe,
+                who.to_string(),
+            )
+            .await;
             drop(session);
             drop(conn);
         }
@@ -398,10 +440,11 @@ pub async fn run_listener(router: Arc<Router>, l: Listener) -> Result<()> {
     let tls = match &l.ssl_profile {
         Some(p) => {
             let prof = router
-                .cfg
+                .cfg()
                 .ssl_profile(p)
+                .cloned()
                 .ok_or_else(|| anyhow!("sslProfile {p} missing"))?;
-            Some(certs::server_config(prof)?)
+            Some(certs::server_config(&prof)?)
         }
         None => None,
     };
@@ -444,7 +487,17 @@ pub fn serves(role: Role) -> bool {
     role.is_router_link()
 }
 
+/// The subject of the certificate a TLS peer presented (verified against the site CA).
+pub fn peer_identity<Io>(io: &tokio_rustls::server::TlsStream<Io>) -> String {
+    io.get_ref()
+        .1
+        .peer_certificates()
+        .and_then(|c| c.first())
+        .and_then(|c| sasl::subject_cn(c))
+        .unwrap_or_else(|| "an unnamed certificate".into())
+}
+
 /// A plain link's socket with read and write buffers, so frames cost fewer system calls.
-fn buffered(tcp: TcpStream) -> tokio::io::BufStream<TcpStream> {
+fn buffered<Io: AsyncRead + AsyncWrite>(tcp: Io) -> tokio::io::BufStream<Io> {
     tokio::io::BufStream::with_capacity(256 * 1024, 256 * 1024, tcp)
 }

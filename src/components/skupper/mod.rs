@@ -3,7 +3,9 @@
 //! - [`config`]: skupper-router's JSON configuration (parse, validate, render).
 //! - [`certs`]: per-site certificate authorities, router certificates and link tokens.
 //! - [`link`]: inter-router links, AMQP 1.0 over mutual TLS (or plain).
+//! - [`sasl`]: SASL ANONYMOUS and EXTERNAL, both ends.
 //! - [`router`]: link-state routing and message forwarding; the addressing is described there.
+//! - [`client`]: ordinary AMQP clients on `normal` listeners, routed by address.
 //! - [`tcp`]: the TCP adaptor (tcpListener / tcpConnector).
 //! - [`http`]: `/healthz` and `/metrics`.
 //!
@@ -29,10 +31,12 @@
 use clap::Args;
 
 pub mod certs;
+pub mod client;
 pub mod config;
 pub mod http;
 pub mod link;
 pub mod router;
+pub mod sasl;
 pub mod tcp;
 
 pub use certs::{create_site_ca, create_token, issue_router_cert, CertFiles, Token};
@@ -112,11 +116,7 @@ pub async fn serve(cfg: RouterConfig) -> anyhow::Result<()> {
         } else if link::serves(l.role) {
             link::run_listener(router.clone(), l.clone()).await?;
         } else {
-            log!(
-                "listener {}:{} role normal: AMQP clients are not served by this router; ignored",
-                l.host,
-                l.port
-            );
+            client::run_listener(router.clone(), l.clone()).await?;
         }
     }
     if !http_started {

@@ -160,7 +160,7 @@ fn socket_zero_linger(s: &TcpStream) -> std::io::Result<()> {
 /// An `open` for an address served by a local tcpConnector.
 pub fn open_local(router: Arc<Router>, m: Msg) {
     let Some(c) = router
-        .cfg
+        .cfg()
         .tcp_connectors
         .iter()
         .find(|c| c.address == m.to)
