@@ -552,3 +552,92 @@ fn malformed_config_fails_clearly() {
     assert!(err.contains("/nonexistent/ca.crt"), "{err}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// SIGHUP applies a changed configuration in place: a second service is added on both
+/// routers while a connection through the first stays open and keeps echoing; a bad file
+/// or a listener change is refused with the old configuration kept; removing the connector
+/// takes the link down.
+#[test]
+fn reload_adds_a_service_without_dropping_connections() {
+    let mut r = Routers::new("reload");
+    let (ir, http_a, http_b, l1, l2) = (
+        free_port(),
+        free_port(),
+        free_port(),
+        free_port(),
+        free_port(),
+    );
+    let (e1, e2) = (echo_server(), echo_server());
+    let b1 = vec![
+        router("B"),
+        http_listener(http_b),
+        ir_listener(ir, None),
+        tcp_connector("svc1", e1),
+    ];
+    let a1 = vec![
+        router("A"),
+        http_listener(http_a),
+        connector("to-B", ir, 1, None),
+        tcp_listener("svc1", l1),
+    ];
+    r.start("B", &config(&b1));
+    r.start("A", &config(&a1));
+    r.wait_log("A", "address svc1: reachable at router B");
+    wait_echo(l1);
+    let mut long = TcpStream::connect(("127.0.0.1", l1)).unwrap();
+    long.set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let echo_once = |s: &mut TcpStream, what: &[u8]| {
+        s.write_all(what).unwrap();
+        let mut got = vec![0u8; what.len()];
+        s.read_exact(&mut got).unwrap();
+        assert_eq!(got, what);
+    };
+    echo_once(&mut long, b"before");
+
+    let mut b2 = b1.clone();
+    b2.push(tcp_connector("svc2", e2));
+    let mut a2 = a1.clone();
+    a2.push(tcp_listener("svc2", l2));
+    r.reload("B", &config(&b2));
+    r.reload("A", &config(&a2));
+    r.wait_log("A", "SIGHUP: configuration reloaded");
+    r.wait_log("B", "SIGHUP: configuration reloaded");
+    r.wait_log("A", "address svc2: reachable at router B");
+    wait_echo(l2);
+    echo_once(&mut long, b"after the reload");
+    let logs = r.all_logs();
+    assert_eq!(
+        logs.matches("starting (mode").count(),
+        2,
+        "no router restarted:\n{logs}"
+    );
+    assert_eq!(
+        r.log("A").matches("link to router B up").count(),
+        1,
+        "the link stayed up:\n{logs}"
+    );
+
+    // A broken file and a listener change are refused; the old configuration stays.
+    r.reload("A", "[");
+    r.wait_log("A", "SIGHUP: reload of");
+    assert!(r.log("A").contains("not valid JSON"), "{}", r.log("A"));
+    let mut a3 = a2.clone();
+    a3.push(http_listener(free_port()));
+    r.reload("A", &config(&a3));
+    r.wait_log("A", "the listeners changed; that takes a restart");
+    echo_once(&mut long, b"still here");
+    wait_echo(l2);
+
+    // Without the connector the link goes, and svc2 with it.
+    let a4: Vec<String> = a2
+        .iter()
+        .filter(|e| !e.contains("\"to-B\""))
+        .cloned()
+        .collect();
+    r.reload("A", &config(&a4));
+    r.wait_log("A", "reload: connector to-B removed");
+    r.wait_log("B", "link to router A down");
+    r.wait_log("A", "address svc2: no longer reachable");
+    drop(long);
+}

@@ -123,6 +123,15 @@ async fn run_link(
     auth: String,
 ) -> String {
     let conn = router.next_id();
+    // A link ends either here or by its task being aborted (a connector removed on
+    // reload): either way the neighbour goes, and with it the sender task's channel.
+    struct Down(Arc<Router>, u64, &'static str);
+    impl Drop for Down {
+        fn drop(&mut self) {
+            self.0.neighbor_down(self.1, self.2);
+        }
+    }
+    let _down = Down(router.clone(), conn, "link closed");
     let (tx, mut rx) = mpsc::unbounded_channel::<Msg>();
     let send_task = tokio::spawn(async move {
         while let Some(m) = rx.recv().await {

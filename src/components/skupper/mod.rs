@@ -3,6 +3,7 @@
 //! - [`config`]: skupper-router's JSON configuration (parse, validate, render).
 //! - [`certs`]: per-site certificate authorities, router certificates and link tokens.
 //! - [`link`]: inter-router links, AMQP 1.0 over mutual TLS (or plain).
+//! - [`reload`]: SIGHUP applies a changed configuration without a restart.
 //! - [`sasl`]: SASL ANONYMOUS and EXTERNAL, both ends.
 //! - [`router`]: link-state routing and message forwarding; the addressing is described there.
 //! - [`client`]: ordinary AMQP clients on `normal` listeners, routed by address.
@@ -35,6 +36,7 @@ pub mod client;
 pub mod config;
 pub mod http;
 pub mod link;
+pub mod reload;
 pub mod router;
 pub mod sasl;
 pub mod tcp;
@@ -83,7 +85,7 @@ pub fn run(args: SkrouterdArgs) -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    rt.block_on(serve(cfg))
+    rt.block_on(serve(cfg, &args.config))
 }
 
 /// Every message body is a fresh buffer above glibc's mmap threshold (128 KiB), so by
@@ -97,9 +99,10 @@ fn keep_buffers_mapped() {
     }
 }
 
-/// Runs a router until SIGTERM/SIGINT. Fails early (with a clear message) when a listener
-/// cannot bind or an sslProfile cannot be loaded.
-pub async fn serve(cfg: RouterConfig) -> anyhow::Result<()> {
+/// Runs a router until SIGTERM/SIGINT; on SIGHUP rereads `path` (see [`reload`]). Fails
+/// early (with a clear message) when a listener cannot bind or an sslProfile cannot be
+/// loaded.
+pub async fn serve(cfg: RouterConfig, path: &std::path::Path) -> anyhow::Result<()> {
     let _ = ROUTER_ID.set(cfg.router.id.clone());
     log!(
         "router {} starting (mode {}), pid {}",
@@ -124,25 +127,19 @@ pub async fn serve(cfg: RouterConfig) -> anyhow::Result<()> {
             log!("no HTTP listener configured and the default failed: {e}");
         }
     }
-    for t in &cfg.tcp_listeners {
-        tcp::run_listener(router.clone(), t.clone()).await?;
-    }
-    for t in &cfg.tcp_connectors {
-        log!(
-            "tcpConnector {}: address {} -> {}:{}",
-            t.name,
-            t.address,
-            t.host,
-            t.port
-        );
-    }
-    for c in &cfg.connectors {
-        tokio::spawn(link::run_connector(router.clone(), c.clone()));
-    }
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    tokio::select! {
-        _ = term.recv() => log!("SIGTERM: stopping"),
-        _ = tokio::signal::ctrl_c() => log!("SIGINT: stopping"),
+    let mut running = reload::Running::start(&router, &cfg).await?;
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut hup = signal(SignalKind::hangup())?;
+    loop {
+        tokio::select! {
+            _ = term.recv() => { log!("SIGTERM: stopping"); break }
+            _ = tokio::signal::ctrl_c() => { log!("SIGINT: stopping"); break }
+            _ = hup.recv() => match running.reload(&router, path).await {
+                Ok(n) => log!("SIGHUP: configuration reloaded from {}: {n} changes", path.display()),
+                Err(e) => log!("SIGHUP: reload of {} failed: {e:#}", path.display()),
+            },
+        }
     }
     Ok(())
 }

@@ -165,6 +165,7 @@ pub struct Metrics {
     pub messages_routed: AtomicU64,
     pub messages_dropped: AtomicU64,
     pub client_deliveries: AtomicU64,
+    pub config_reloads: AtomicU64,
     pub links_up_total: AtomicU64,
     pub links_refused: AtomicU64,
     pub per_address: Mutex<BTreeMap<String, AddressCounters>>,
@@ -843,6 +844,12 @@ impl Router {
             "Messages from AMQP clients routed by address",
             "counter",
             ld(&m.client_deliveries),
+        );
+        g(
+            "skrouter_config_reloads_total",
+            "Configuration reloads applied (SIGHUP)",
+            "counter",
+            ld(&m.config_reloads),
         );
         let per = m.per_address.lock().unwrap();
         s.push_str("# HELP skrouter_address_connections_total TCP connections per service address\n# TYPE skrouter_address_connections_total counter\n");

@@ -69,7 +69,10 @@ fn msg(kind: Kind, to: &str, from: &str, seq: u64, body: Vec<u8>) -> Msg {
 }
 
 /// Accept loop of one tcpListener.
-pub async fn run_listener(router: Arc<Router>, l: TcpListener) -> anyhow::Result<()> {
+pub async fn run_listener(
+    router: Arc<Router>,
+    l: TcpListener,
+) -> anyhow::Result<tokio::task::JoinHandle<()>> {
     let sock = tokio::net::TcpListener::bind((l.host.as_str(), l.port))
         .await
         .map_err(|e| {
@@ -87,7 +90,7 @@ pub async fn run_listener(router: Arc<Router>, l: TcpListener) -> anyhow::Result
         l.port,
         l.address
     );
-    tokio::spawn(async move {
+    Ok(tokio::spawn(async move {
         loop {
             match sock.accept().await {
                 Ok((s, _)) => {
@@ -100,8 +103,7 @@ pub async fn run_listener(router: Arc<Router>, l: TcpListener) -> anyhow::Result
                 }
             }
         }
-    });
-    Ok(())
+    }))
 }
 
 async fn ingress(router: Arc<Router>, s: TcpStream, address: String) {
