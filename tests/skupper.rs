@@ -641,3 +641,118 @@ fn reload_adds_a_service_without_dropping_connections() {
     r.wait_log("A", "address svc2: no longer reachable");
     drop(long);
 }
+
+fn edge_router(id: &str) -> String {
+    format!(r#"["router", {{"id": "{id}", "mode": "edge"}}]"#)
+}
+fn edge_listener(port: u16) -> String {
+    format!(
+        r#"["listener", {{"name": "edge", "host": "127.0.0.1", "port": {port}, "role": "edge"}}]"#
+    )
+}
+fn edge_connector(name: &str, port: u16) -> String {
+    format!(
+        r#"["connector", {{"name": "{name}", "role": "edge", "host": "127.0.0.1", "port": {port}}}]"#
+    )
+}
+
+/// Edge mode, three sites: interior A and B linked (cost 10), edge E connected to both
+/// with edge connectors. E reaches B's service through an interior router; A reaches it
+/// over the direct A-B link at cost 10 and never through E, although A-E-B costs 2. An
+/// edge connector aimed at an inter-router listener is refused, saying why.
+#[test]
+fn edge_router_routes_only_through_interior_routers() {
+    let mut r = Routers::new("edge");
+    let (ir, ea, eb, le, la) = (
+        free_port(),
+        free_port(),
+        free_port(),
+        free_port(),
+        free_port(),
+    );
+    let echo = echo_server();
+    r.start(
+        "B",
+        &config(&[
+            router("B"),
+            http_listener(free_port()),
+            ir_listener(ir, None),
+            edge_listener(eb),
+            tcp_connector("svc1", echo),
+        ]),
+    );
+    r.start(
+        "A",
+        &config(&[
+            router("A"),
+            http_listener(free_port()),
+            connector("to-B", ir, 10, None),
+            edge_listener(ea),
+            tcp_listener("svc1", la),
+        ]),
+    );
+    r.start(
+        "E",
+        &config(&[
+            edge_router("E"),
+            http_listener(free_port()),
+            edge_connector("up-A", ea),
+            edge_connector("up-B", eb),
+            tcp_listener("svc1", le),
+        ]),
+    );
+    r.wait_log("E", "link to router A up (edge, plain)");
+    r.wait_log("E", "link to router B up (edge, plain)");
+    r.wait_log("A", "link to router E up (edge, plain)");
+    r.wait_log(
+        "E",
+        "address svc1: reachable at router B, next hop B, cost 1",
+    );
+    wait_echo(le);
+    wait_echo(la);
+    let a = r.log("A");
+    assert!(
+        a.contains("address svc1: reachable at router B, next hop B, cost 10"),
+        "{a}"
+    );
+    assert!(
+        !a.contains("next hop E"),
+        "A routed through the edge router:\n{a}"
+    );
+
+    // Without its uplink to B, E reaches B through A.
+    r.kill("B");
+    let mut b2 = vec![
+        router("B"),
+        http_listener(free_port()),
+        ir_listener(ir, None),
+        tcp_connector("svc1", echo),
+    ];
+    r.start("B", &config(&b2));
+    r.wait_log(
+        "E",
+        "address svc1: reachable at router B, next hop A, cost 11",
+    );
+    wait_echo(le);
+
+    // An edge router dialing an inter-router listener is refused, on both ends.
+    b2.clear();
+    r.start(
+        "F",
+        &config(&[
+            edge_router("F"),
+            http_listener(free_port()),
+            edge_connector("wrong", ir),
+        ]),
+    );
+    r.wait_log("B", "refused inter-router connection");
+    r.wait_log(
+        "F",
+        "connector wrong: this end of the link has role edge, router B's end has role inter-router",
+    );
+    assert!(
+        !r.log("F").contains("link to router B up"),
+        "{}",
+        r.log("F")
+    );
+}

@@ -8,7 +8,7 @@
 //! link-state records and TCP flow messages share the link.
 
 use super::certs;
-use super::config::{Connector, Listener, Role};
+use super::config::{Connector, Listener, Mode, Role};
 use super::log;
 use super::router::{Kind, Msg, Neighbor, Router};
 use super::sasl;
@@ -41,6 +41,9 @@ struct Hello {
     id: String,
     cost: u32,
     mode: String,
+    /// The role of the link as the sender configured it (connector or listener).
+    #[serde(default)]
+    role: String,
 }
 
 fn to_amqp(m: Msg) -> Message<fe2o3_amqp::types::messaging::Data> {
@@ -84,11 +87,12 @@ fn from_amqp(m: Message<Body<Value>>) -> Option<Msg> {
     })
 }
 
-fn hello_msg(router: &Router, cost: u32) -> Msg {
+fn hello_msg(router: &Router, cost: u32, role: Role) -> Msg {
     let h = Hello {
         id: router.id.clone(),
         cost,
         mode: router.mode().as_str().into(),
+        role: role.as_str().into(),
     };
     Msg {
         kind: Kind::Hello,
@@ -96,6 +100,33 @@ fn hello_msg(router: &Router, cost: u32) -> Msg {
         reply_to: String::new(),
         seq: 0,
         body: serde_json::to_vec(&h).unwrap_or_default(),
+    }
+}
+
+/// skupper-router's rule for who links with whom: inter-router links join interior
+/// routers; an edge link joins an edge router (connecting) to an interior one.
+fn check_roles(role: Role, me: Mode, peer: &Hello) -> Result<()> {
+    let peer_edge = peer.mode == Mode::Edge.as_str();
+    let me_edge = me == Mode::Edge;
+    if !peer.role.is_empty() && peer.role != role.as_str() {
+        bail!(
+            "this end of the link has role {}, router {}'s end has role {}; connect to a listener of the same role (inter-router 55671, edge 45671)",
+            role.as_str(),
+            peer.id,
+            peer.role
+        );
+    }
+    match role {
+        Role::InterRouter if me_edge || peer_edge => bail!(
+            "router {} is in edge mode; inter-router links join interior routers only (an edge router connects with role edge)",
+            if me_edge { "this one" } else { peer.id.as_str() }
+        ),
+        Role::Edge if me_edge == peer_edge => bail!(
+            "an edge link joins an edge router to an interior one, but both this router and {} are {}",
+            peer.id,
+            if me_edge { "edge routers" } else { "interior routers" }
+        ),
+        _ => Ok(()),
     }
 }
 
@@ -224,10 +255,11 @@ where
         .await
         .map_err(|e| anyhow!("AMQP attach (receiver) failed: {e}"))?;
     sender
-        .send(to_amqp(hello_msg(router, c.cost)))
+        .send(to_amqp(hello_msg(router, c.cost, c.role)))
         .await
         .map_err(|e| anyhow!("sending hello failed: {e}"))?;
     let peer = recv_hello(&mut receiver).await?;
+    check_roles(c.role, router.mode(), &peer)?;
     Ok((conn, session, sender, receiver, peer))
 }
 
@@ -339,6 +371,7 @@ pub async fn run_connector(router: Arc<Router>, c: Connector) {
 async fn acceptor_side<Io>(
     router: &Arc<Router>,
     io: Io,
+    role: Role,
 ) -> Result<(
     fe2o3_amqp::acceptor::ListenerConnectionHandle,
     fe2o3_amqp::acceptor::ListenerSessionHandle,
@@ -375,10 +408,12 @@ where
     }
     let (mut sender, mut receiver) = (sender.unwrap(), receiver.unwrap());
     let peer = recv_hello(&mut receiver).await?;
+    // The hello goes back even to a peer refused below, so it can say why too.
     sender
-        .send(to_amqp(hello_msg(router, peer.cost)))
+        .send(to_amqp(hello_msg(router, peer.cost, role)))
         .await
         .map_err(|e| anyhow!("sending hello failed: {e}"))?;
+    check_roles(role, router.mode(), &peer)?;
     Ok((conn, session, sender, receiver, peer))
 }
 
@@ -401,7 +436,7 @@ async fn serve_one(
                 let offer = sasl::Offer::External { identity: peer_identity(&io) };
                 let (c, s, snd, rcv, h, who) = tokio::time::timeout(HANDSHAKE, async {
                     let (io, who) = sasl::accept(io, &offer).await?;
-                    let (c, s, snd, rcv, h) = acceptor_side(&router, io).await?;
+                    let (c, s, snd, rcv, h) = acceptor_side(&router, io, l.role).await?;
                     Ok::<_, anyhow::Error>((c, s, snd, rcv, h, who))
                 })
                 .await
@@ -411,7 +446,7 @@ async fn serve_one(
             None => {
                 let (c, s, snd, rcv, h, who) = tokio::time::timeout(HANDSHAKE, async {
                     let (io, who) = sasl::accept(tcp, &sasl::Offer::Anonymous).await?;
-                    let (c, s, snd, rcv, h) = acceptor_side(&router, buffered(io)).await?;
+                    let (c, s, snd, rcv, h) = acceptor_side(&router, buffered(io), l.role).await?;
                     Ok::<_, anyhow::Error>((c, s, snd, rcv, h, who))
                 })
                 .await

@@ -100,6 +100,9 @@ pub struct Lsa {
     /// Addresses with AMQP client consumers on this router.
     #[serde(default)]
     pub consumers: BTreeSet<String>,
+    /// An edge router: reachable, but never a path to anyone else.
+    #[serde(default)]
+    pub edge: bool,
 }
 
 pub struct Neighbor {
@@ -260,6 +263,7 @@ impl Router {
                 neighbors,
                 addresses: self.local_addresses(),
                 consumers: st.consumers.keys().cloned().collect(),
+                edge: self.mode() == Mode::Edge,
             },
         );
     }
@@ -353,6 +357,10 @@ impl Router {
             let Some(l) = st.lsas.get(&node) else {
                 continue;
             };
+            // Edge routers hang off interior ones: traffic ends at an edge, never crosses it.
+            if l.edge && node != self.id {
+                continue;
+            }
             for (nb, cost) in &l.neighbors {
                 let back = st.lsas.get(nb).and_then(|o| o.neighbors.get(&node));
                 if back.is_none() {
@@ -896,13 +904,56 @@ mod tests {
     }
 
     fn lsa(id: &str, nb: &[(&str, u32)], addrs: &[&str]) -> Vec<u8> {
+        lsa_of(id, nb, addrs, false)
+    }
+
+    fn lsa_of(id: &str, nb: &[(&str, u32)], addrs: &[&str], edge: bool) -> Vec<u8> {
         serde_json::to_vec(&Lsa {
             id: id.into(),
             seq: now_nanos(),
             neighbors: nb.iter().map(|(n, c)| (n.to_string(), *c)).collect(),
             addresses: addrs.iter().map(|s| s.to_string()).collect(),
+            consumers: BTreeSet::new(),
+            edge,
         })
         .unwrap()
+    }
+
+    #[test]
+    fn an_edge_router_is_never_a_transit() {
+        // A-C direct costs 10; A-E-C costs 2 but E is an edge router.
+        let a = Router::new(cfg("A", &[]));
+        let _re = add_nb(&a, 1, "E", 1);
+        let _rc = add_nb(&a, 2, "C", 10);
+        a.handle_lsa(1, &lsa_of("E", &[("A", 1), ("C", 1)], &["at-e"], true));
+        a.handle_lsa(2, &lsa("C", &[("A", 10), ("E", 1)], &["svc"]));
+        assert_eq!(via(&a, "svc"), Some((2, 10)), "direct, not through E");
+        assert_eq!(
+            via(&a, "at-e"),
+            Some((1, 1)),
+            "the edge itself is reachable"
+        );
+    }
+
+    #[test]
+    fn distribution_by_longest_whole_token_prefix() {
+        let mut c = cfg("A", &[]);
+        for (p, d) in [("q", "closest"), ("q.mc", "multicast")] {
+            c.addresses.push(super::super::config::Address {
+                prefix: p.into(),
+                distribution: d.into(),
+            });
+        }
+        let r = Router::new(c);
+        assert_eq!(r.distribution("q"), Distribution::Closest);
+        assert_eq!(r.distribution("q.x"), Distribution::Closest);
+        assert_eq!(r.distribution("q.mc.news"), Distribution::Multicast);
+        assert_eq!(
+            r.distribution("qq"),
+            Distribution::Balanced,
+            "q is not a token of qq"
+        );
+        assert_eq!(r.distribution("other"), Distribution::Balanced);
     }
 
     fn add_nb(r: &Router, conn: u64, id: &str, cost: u32) -> mpsc::UnboundedReceiver<Msg> {
