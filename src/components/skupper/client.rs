@@ -202,7 +202,11 @@ async fn serve_session(
     router: Arc<Router>,
     mut session: fe2o3_amqp::acceptor::ListenerSessionHandle,
 ) {
-    let la = LinkAcceptor::new();
+    // Receiving links start without credit: a producer gets credit only once its address
+    // has a consumer somewhere.
+    let la = LinkAcceptor::builder()
+        .credit_mode(CreditMode::Manual)
+        .build();
     while let Ok(link) = la.accept(&mut session).await {
         match link {
             LinkEndpoint::Sender(s) => {
@@ -283,19 +287,13 @@ async fn producer(router: Arc<Router>, mut r: Receiver) {
         let _ = r.close().await;
         return;
     };
-    // The acceptor granted its default credit on attach; this link's credit follows the
-    // address's consumers instead.
-    r.set_credit_mode(CreditMode::Manual);
     let mut has_credit = false;
-    if r.set_credit(0).await.is_err() {
-        return;
-    }
     log!("client sender attached to address {address}");
     let (otx, mut orx) = mpsc::unbounded_channel::<(u64, String)>();
     let mut changes = router.consumer_changes();
     let mut pending: HashMap<u64, DeliveryInfo> = HashMap::new();
-    // Deliveries that arrived while no consumer existed (sent on credit granted before it
-    // was withdrawn): held until one appears.
+    // Deliveries that arrived while no consumer existed (sent on credit granted before the
+    // last consumer left): held until one appears.
     let mut held: VecDeque<(DeliveryInfo, Vec<u8>)> = VecDeque::new();
     let mut since_credit = 0u32;
     let why = loop {
