@@ -7,6 +7,8 @@
 //! - [`sim`]: the model and lifecycle: Sim > Cluster > Worker / EtcdNode > Container.
 //! - [`components`]: protocol knowledge: etcd, flannel agent, CNI, kube-proxy, Skupper router.
 //! - [`netns`]: named network namespaces, netlink, processes inside namespaces, teardown record.
+//!
+//! Beside them: [`interrupt`] (Ctrl-C and SIGTERM) and [`wait`] (every readiness wait).
 
 pub mod cli;
 pub mod components;
@@ -16,3 +18,4 @@ pub mod netns;
 pub mod script;
 pub mod sim;
 pub mod ui;
+pub mod wait;

@@ -660,7 +660,7 @@ fn unreachable_etcd_and_unknown_iface_are_clear_errors() {
     for (ep, want) in [
         (
             "http://exa mple:2379",
-            "--etcd-endpoints http://exa mple:2379: invalid uri",
+            "--etcd-endpoints http://exa mple:2379: 'http://exa mple:2379' is not an etcd client URL",
         ),
         (",", "--etcd-endpoints is empty"),
     ] {

@@ -19,7 +19,7 @@ const ETCD: &str = "http://127.0.0.1:2379";
 /// Runs an async etcd operation from inside namespace `ns`.
 fn etcd_do<F, Fut, R>(ns: &str, f: F) -> anyhow::Result<R>
 where
-    F: FnOnce(etcd_client::Client) -> Fut + Send + 'static,
+    F: FnOnce(knetsim::components::etcd::EtcdClient) -> Fut + Send + 'static,
     Fut: std::future::Future<Output = anyhow::Result<R>>,
     R: Send + 'static,
 {
@@ -27,7 +27,7 @@ where
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;
-        rt.block_on(async move { f(store::connect(ETCD).await?).await })
+        rt.block_on(async move { f(store::connect(ETCD)?).await })
     })
 }
 
@@ -153,8 +153,11 @@ fn agent_programs_from_etcd_and_survives_restart() {
             ],
         };
         store::put_endpoints(&mut c, &eps).await?;
-        c.put("/registry/services/specs/default/broken", "{not json", None)
-            .await?;
+        c.call("writing a broken Service", |mut c| async move {
+            c.put("/registry/services/specs/default/broken", "{not json", None)
+                .await
+        })
+        .await?;
         Ok(ip)
     })
     .unwrap();
@@ -303,7 +306,11 @@ fn agent_programs_from_etcd_and_survives_restart() {
     let before = ruleset(&t.node);
     let clash = format!(r#"{{"vip":"{web_ip}","ips":["{ip1}"]}}"#);
     etcd_do(&t.node, move |mut c| async move {
-        c.put(store::vip_key(web_ip), clash, None).await?;
+        c.call("writing a clashing VIP", |mut c| {
+            let clash = clash.clone();
+            async move { c.put(store::vip_key(web_ip), clash, None).await }
+        })
+        .await?;
         Ok(())
     })
     .unwrap();

@@ -6,10 +6,12 @@
 #[path = "kubeproxy_util.rs"]
 mod util;
 
+use knetsim::components::kubeproxy::rules::listing::Listing;
+use knetsim::components::kubeproxy::rules::skeleton;
 use knetsim::components::kubeproxy::rules::{self, Bulk};
 use knetsim::components::kubeproxy::{
-    apply_local, apply_plans, apply_transaction, read_counters, Endpoints, Protocol, Service,
-    ServicePort, ServiceType, State, StaticVip,
+    apply_local, apply_plans, apply_transaction, list_table_json, read_counters, Endpoints,
+    Protocol, Service, ServicePort, ServiceType, State, StaticVip,
 };
 use std::net::Ipv4Addr;
 use util::*;
@@ -96,6 +98,21 @@ fn split_first_sync_lists_like_one_transaction() {
         let cur = knetsim::components::kubeproxy::read_current(Some(&ns)).unwrap();
         assert!(rules::plan(&want, &cur).is_empty(), "{bulk:?}");
     }
+    // Every rule the kernel lists reads back as the typed rule that wrote it, the fixed
+    // chains' too.
+    let json = list_table_json(Some(&one)).unwrap().unwrap();
+    let listing = Listing::parse(&json).unwrap();
+    assert!(listing.has_skeleton());
+    assert!(listing.rules.iter().all(|r| r.rule.is_some()));
+    for (chain, rules) in skeleton::fixed_chains() {
+        let listed: Vec<_> = listing
+            .rules
+            .iter()
+            .filter(|r| r.chain == chain)
+            .map(|r| r.rule.clone().unwrap())
+            .collect();
+        assert_eq!(listed, rules, "{chain}");
+    }
 }
 
 #[test]
@@ -178,7 +195,7 @@ fn refused_netlink_batch_names_the_transaction() {
     let mut plans = rules::plan_sync(&st, &want, &rules::Current::empty(), Bulk::Netlink(10));
     // Break the second netlink batch: a rule going to a chain that does not exist.
     let b = plans[2].netlink.as_mut().unwrap();
-    b.rules[3].targets[1] = "no-such-chain".into();
+    b.rules[3].balancer.targets[1] = "no-such-chain".into();
     let e = format!("{:#}", apply_plans(Some(&ns), &plans).unwrap_err());
     assert!(
         e.contains(&format!("first sync, transaction 3 of {}", plans.len()))

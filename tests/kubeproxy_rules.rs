@@ -164,6 +164,13 @@ fn vip_services_nodeports_reject_and_counters() {
             .any(|r| r.service == "default/web/tcp/80" && r.endpoint == ip2),
         "{after:?}"
     );
+    // With one endpoint left, web's service chain goes straight to it: no numgen map, as
+    // upstream kube-proxy writes it since 2026; its endpoint chain still counts flows.
+    let web_chain = rs_chain(&t.node, "default/web/tcp/80");
+    assert!(
+        web_chain.contains("goto endpoint-") && !web_chain.contains("numgen"),
+        "{web_chain}"
+    );
     // The healed Service now always reaches b1, the new one reaches b2.
     for _ in 0..5 {
         assert_eq!(
@@ -175,6 +182,12 @@ fn vip_services_nodeports_reject_and_counters() {
         connect(&t.client, "100.64.0.30:8080").unwrap(),
         "hello from b2"
     );
+    let after5 = read_counters(&t.node).unwrap();
+    let web_b1_after5 = after5
+        .iter()
+        .find(|r| r.service == "default/web/tcp/80" && r.endpoint == ip1)
+        .unwrap();
+    assert_eq!(web_b1_after5.packets, web_b1_before + 5, "{after5:?}");
     // Same state again: nothing to do.
     let r = apply_local(&t.node, &state).unwrap();
     assert_eq!(
@@ -182,6 +195,21 @@ fn vip_services_nodeports_reject_and_counters() {
         0
     );
     assert_eq!(r.stats.elements_added + r.stats.elements_deleted, 0);
+}
+
+/// The listing of the service chain of `ns/name/proto/port` in namespace `node`.
+fn rs_chain(node: &str, service_port: &str) -> String {
+    let rs = ruleset(node);
+    let head = rs
+        .lines()
+        .find(|l| {
+            let l = l.trim();
+            l.starts_with("chain service-") && l.ends_with(&format!("-{service_port} {{"))
+        })
+        .unwrap_or_else(|| panic!("no service chain for {service_port} in\n{rs}"));
+    let start = rs.find(head).unwrap();
+    let len = rs[start..].find('}').unwrap();
+    rs[start..start + len].to_string()
 }
 
 #[test]

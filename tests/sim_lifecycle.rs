@@ -201,3 +201,39 @@ fn exec_async_processes_end_with_their_pod() {
     sim.teardown().unwrap();
     assert_nothing_left("lc6", &[]);
 }
+
+/// A namespace that exists before the run (another instance's, or one made by hand) under a
+/// name the run wants: bring-up fails, and teardown leaves that namespace alone.
+#[test]
+fn a_namespace_that_already_exists_is_never_taken_over() {
+    struct Foreign(&'static str);
+    impl Drop for Foreign {
+        fn drop(&mut self) {
+            let _ = knetsim::netns::delete(self.0);
+        }
+    }
+    let foreign = Foreign("lcclash-underlay");
+    knetsim::netns::create(foreign.0).expect("creating the stand-in namespace");
+    {
+        let sim = sim("lcclash");
+        sim.cluster(
+            "0",
+            ClusterSpec {
+                workers: 1,
+                etcd: 1,
+            },
+        )
+        .unwrap();
+        let err = sim.start().expect_err("bring-up must refuse a taken name");
+        assert!(
+            format!("{err:#}").contains("already exists"),
+            "the error names the clash: {err:#}"
+        );
+    }
+    assert!(
+        knetsim::netns::exists(foreign.0),
+        "teardown deleted a namespace the run did not create"
+    );
+    drop(foreign);
+    assert_nothing_left("lcclash", &[]);
+}

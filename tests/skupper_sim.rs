@@ -343,13 +343,10 @@ fn bad_skupper_input_is_refused_clearly_and_leaves_nothing() {
     let pid0 = c0.skupper_router_pid().unwrap();
     let cfg0 = config(&c0);
 
-    // A token from a site whose router is not running: refused at once, not a hang.
-    unsafe {
-        libc::kill(pid0 as i32, libc::SIGKILL);
-    }
-    while alive(pid0) {
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    // A token from a site whose router is not running: refused at once, not a hang. It is
+    // stopped on purpose (a killed router would be restarted by the supervisor).
+    c0.worker("w1").unwrap().stop_agent("skrouterd").unwrap();
+    assert!(!alive(pid0));
     let started = Instant::now();
     let e = err(c1.skupper_link(&t, LinkOptions::default()));
     eprintln!(
@@ -649,6 +646,75 @@ sleep(120);
             "router {pid} is still running after cleanup"
         );
     }
+    assert_nothing_left(instance, &[]);
+}
+
+/// Every file under `dir`, recursively, with every directory on the way.
+fn walk(
+    dir: &std::path::Path,
+    dirs: &mut Vec<std::path::PathBuf>,
+    files: &mut Vec<std::path::PathBuf>,
+) {
+    dirs.push(dir.to_path_buf());
+    for e in std::fs::read_dir(dir).unwrap().flatten() {
+        let p = e.path();
+        if e.file_type().unwrap().is_dir() {
+            walk(&p, dirs, files);
+        } else {
+            files.push(p);
+        }
+    }
+}
+
+#[test]
+fn site_keys_and_tokens_are_private_to_root() {
+    if !is_root() {
+        eprintln!("SKIPPED: needs root to create network namespaces");
+        return;
+    }
+    use std::os::unix::fs::MetadataExt;
+    let instance = "sksim-keys";
+    let sim = sim(instance);
+    let c0 = sim.cluster("0", spec(1)).unwrap();
+    let c1 = sim.cluster("1", spec(1)).unwrap();
+    sim.start().unwrap();
+    c0.skupper_init(SiteOptions { tls: true }).unwrap();
+    let token = c0.skupper_token().unwrap();
+    let second = c0.skupper_token().unwrap();
+    c1.skupper_init(SiteOptions { tls: true }).unwrap();
+    c1.skupper_link(&token, LinkOptions::default()).unwrap();
+
+    let skupper = sim.run_dir().join("skupper");
+    let (mut dirs, mut files) = (Vec::new(), Vec::new());
+    walk(&skupper, &mut dirs, &mut files);
+    let secret = |p: &std::path::Path| {
+        let n = p.file_name().unwrap().to_string_lossy();
+        n.ends_with(".key") || n == "token.json"
+    };
+    let secrets: Vec<&std::path::PathBuf> = files.iter().filter(|p| secret(p)).collect();
+    // Per site a CA key and a router key; per token a key and token.json.
+    assert_eq!(secrets.len(), 2 + 2 + 2 * 2, "{secrets:#?}");
+    for t in [&token, &second] {
+        assert!(
+            secrets.iter().any(|p| p.to_str() == Some(t.as_str())),
+            "{t}"
+        );
+    }
+    for p in &secrets {
+        let md = std::fs::symlink_metadata(p).unwrap();
+        assert!(md.is_file(), "{} is a regular file", p.display());
+        assert_eq!(md.mode() & 0o7777, 0o600, "{} is 0600", p.display());
+        assert_eq!(md.uid(), 0, "{} is root's", p.display());
+    }
+    for d in &dirs {
+        let md = std::fs::symlink_metadata(d).unwrap();
+        assert_eq!(md.mode() & 0o7777, 0o700, "{} is 0700", d.display());
+        assert_eq!(md.uid(), 0, "{} is root's", d.display());
+    }
+    // Certificates stay readable files, but only through those 0700 directories.
+    assert!(files.iter().any(|p| p.file_name().unwrap() == "tls.crt"));
+    drop((c0, c1));
+    sim.teardown().unwrap();
     assert_nothing_left(instance, &[]);
 }
 

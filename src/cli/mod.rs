@@ -5,6 +5,7 @@
 mod doctor;
 mod run;
 
+use crate::netns::state::parse_instance;
 use crate::sim::DEFAULT_INSTANCE;
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
@@ -18,7 +19,10 @@ pub mod exit {
     pub const USAGE: i32 = 2;
     /// The machine is missing something, or the simulation could not be built.
     pub const ENVIRONMENT: i32 = 3;
+    /// Ctrl-C (SIGINT) stopped the run.
     pub const INTERRUPTED: i32 = 130;
+    /// SIGTERM stopped the run.
+    pub const TERMINATED: i32 = 143;
 }
 
 #[derive(Debug, Parser)]
@@ -48,8 +52,9 @@ pub struct RunArgs {
     /// Never wait for Enter at step() (also implied when stdin is not a terminal).
     #[arg(long)]
     pub no_pause: bool,
-    /// Instance name: lets two simulations run side by side (run dir /tmp/knetsim/NAME).
-    #[arg(long, env = "KNETSIM_INSTANCE", default_value = DEFAULT_INSTANCE)]
+    /// Instance name: lets two simulations run side by side (run dir /run/knetsim/NAME);
+    /// 1 to 32 letters, digits, '-' or '_'.
+    #[arg(long, env = "KNETSIM_INSTANCE", default_value = DEFAULT_INSTANCE, value_parser = parse_instance)]
     pub instance: String,
     /// Default time limit, in seconds, for exec/exec_container.
     #[arg(long, default_value_t = 10.0)]
@@ -60,7 +65,8 @@ pub struct RunArgs {
 pub enum Command {
     /// Open a shell (or run CMD) on a worker or inside a container: `knetsim exec 0 w1 [c1]`.
     Exec(ExecArgs),
-    /// Remove what a crashed run left behind (namespaces, processes, run directory).
+    /// Remove what a crashed run left behind (namespaces, processes, run directory), and
+    /// the logs a failed run kept.
     Cleanup(CleanupArgs),
     /// Check the binaries and kernel features the simulator needs.
     Doctor,
@@ -88,15 +94,17 @@ pub struct ExecArgs {
     /// Command to run instead of an interactive shell (after `--`).
     #[arg(last = true)]
     pub cmd: Vec<String>,
-    #[arg(long, env = "KNETSIM_INSTANCE", default_value = DEFAULT_INSTANCE)]
+    /// The instance the node belongs to (see `knetsim --help`).
+    #[arg(long, env = "KNETSIM_INSTANCE", default_value = DEFAULT_INSTANCE, value_parser = parse_instance)]
     pub instance: String,
 }
 
 #[derive(Debug, Clone, Args)]
 pub struct CleanupArgs {
-    #[arg(long, env = "KNETSIM_INSTANCE", default_value = DEFAULT_INSTANCE)]
+    /// The instance to clean (see `knetsim --help`).
+    #[arg(long, env = "KNETSIM_INSTANCE", default_value = DEFAULT_INSTANCE, value_parser = parse_instance)]
     pub instance: String,
-    /// Clean every instance under /tmp/knetsim.
+    /// Clean every instance under /run/knetsim (and its etcd data under /dev/shm/knetsim).
     #[arg(long)]
     pub all: bool,
 }
@@ -135,22 +143,36 @@ pub fn main() -> i32 {
 }
 
 fn cleanup(a: CleanupArgs) -> anyhow::Result<()> {
-    let instances: Vec<String> = if a.all {
-        std::fs::read_dir(crate::netns::record::RUN_ROOT)
-            .map(|rd| {
-                rd.flatten()
-                    .map(|e| e.file_name().to_string_lossy().into_owned())
-                    .collect()
-            })
-            .unwrap_or_default()
+    use crate::netns::record;
+    let instances = if a.all {
+        let (names, strangers) = record::instances()?;
+        for p in strangers {
+            eprintln!(
+                "{} {} is not an instance of knetsim's; left alone (remove it as root if it is not yours)",
+                crate::ui::yellow("warning:"),
+                p.display()
+            );
+        }
+        names
     } else {
         vec![a.instance]
     };
     if instances.is_empty() {
         println!("nothing to clean");
     }
+    // One refused instance does not stop the others from being cleaned.
+    let mut failed = Vec::new();
     for i in instances {
-        println!("{}", crate::netns::record::cleanup(&i)?);
+        match record::cleanup(&i) {
+            Ok(summary) => println!("{summary}"),
+            Err(e) => {
+                eprintln!("{} {e:#}", crate::ui::red("error:"));
+                failed.push(i);
+            }
+        }
+    }
+    if !failed.is_empty() {
+        anyhow::bail!("could not clean instance(s) {}", failed.join(", "));
     }
     Ok(())
 }
@@ -165,6 +187,15 @@ fn exec(a: ExecArgs) -> i32 {
         None => node_name(cluster, &a.node),
     };
     let ns = ns_name(&a.instance, &node);
+    if !crate::netns::valid_name(&ns) {
+        eprintln!(
+            "{} '{}' is not a node name: give a cluster number, a node and optionally a container, \
+             each letters, digits, '-' or '_' (e.g. `knetsim exec 0 w1 c1`)",
+            crate::ui::red("error:"),
+            ns.escape_debug()
+        );
+        return exit::USAGE;
+    }
     if !crate::netns::exists(&ns) {
         let what = match &a.container {
             Some(c) => format!("container '{c}' of cluster C{cluster}"),

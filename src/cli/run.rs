@@ -5,7 +5,6 @@ use super::{exit, RunArgs};
 use crate::script::{Outcome, ScriptSession};
 use crate::sim::{Options, Sim};
 use std::io::IsTerminal;
-use std::time::Duration;
 
 pub fn run(args: RunArgs) -> i32 {
     crate::interrupt::install();
@@ -20,16 +19,19 @@ pub fn run(args: RunArgs) -> i32 {
             return exit::USAGE;
         }
     }
-    if !(args.exec_timeout > 0.0 && args.exec_timeout.is_finite()) {
-        eprintln!(
-            "{} --exec-timeout must be a positive number of seconds",
-            crate::ui::red("error:")
-        );
-        return exit::USAGE;
-    }
+    let exec_timeout = match crate::sim::exec_timeout_from_secs(args.exec_timeout) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!(
+                "{} --exec-timeout: {e}, e.g. --exec-timeout 30",
+                crate::ui::red("error:")
+            );
+            return exit::USAGE;
+        }
+    };
     let opts = Options {
         instance: args.instance.clone(),
-        exec_timeout: Duration::from_secs_f64(args.exec_timeout),
+        exec_timeout,
         ..Options::default()
     };
     let sim = match Sim::new(opts) {
@@ -54,11 +56,26 @@ pub fn run(args: RunArgs) -> i32 {
             eprintln!("{} console: {e:#}", crate::ui::red("error:"));
         }
     }
+    if crate::interrupt::terminated() {
+        // SIGTERM ends the run however far it got; the shell reads 143 as "terminated".
+        code = exit::TERMINATED;
+    }
     drop(session);
-    if let Err(e) = sim.teardown() {
-        eprintln!("{} teardown: {e:#}", crate::ui::red("error:"));
-        if code == exit::OK {
-            code = exit::ENVIRONMENT;
+    // A failed run keeps its logs (an error may point at one); a stopped one does not.
+    let keep_logs = !matches!(code, exit::OK | exit::INTERRUPTED | exit::TERMINATED);
+    match sim.teardown_keeping_logs(keep_logs) {
+        Ok(Some(dir)) => eprintln!(
+            "{} the logs of this run are kept in {} (root only); `knetsim cleanup --instance {}` removes them",
+            crate::ui::dim("note:"),
+            dir.display(),
+            sim.instance()
+        ),
+        Ok(None) => {}
+        Err(e) => {
+            eprintln!("{} teardown: {e:#}", crate::ui::red("error:"));
+            if code == exit::OK {
+                code = exit::ENVIRONMENT;
+            }
         }
     }
     code

@@ -85,7 +85,36 @@ pub fn check_path(path: &str) -> Result<()> {
     if path.len() > 200 {
         bail!("ingress path '{path}' is longer than 200 characters: use a shorter prefix");
     }
+    // nginx matches the normalized request path, so a rule with "." or ".." segments or
+    // an empty one ("//") would never match what a client sends (or, worse, look like a
+    // way out of the prefix it seems to name).
+    let segments: Vec<&str> = path[1..].split('/').collect();
+    let last = segments.len() - 1;
+    for (i, seg) in segments.iter().enumerate() {
+        if *seg == "." || *seg == ".." {
+            bail!(
+                "ingress path '{path}' has a '{seg}' segment: nginx resolves those before matching, so the rule would never match; write the path without it, e.g. \"/svc1\""
+            );
+        }
+        // A trailing '/' ("/svc1/") is a normal prefix; only empty segments inside count.
+        if seg.is_empty() && i != last {
+            bail!(
+                "ingress path '{path}' has an empty segment ('//'): nginx merges slashes before matching, so write it with single slashes, e.g. \"{}\"",
+                collapse_slashes(path)
+            );
+        }
+    }
     Ok(())
+}
+
+fn collapse_slashes(path: &str) -> String {
+    let mut out = String::with_capacity(path.len());
+    for c in path.chars() {
+        if !(c == '/' && out.ends_with('/')) {
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// A rule's endpoint: `IPv4:port` with a port from 1 to 65535, e.g. "100.64.11.1:8000".
@@ -245,7 +274,7 @@ mod tests {
                     endpoint: "100.64.11.2:8000".parse().unwrap(),
                 },
             ],
-            dir: "/tmp/knetsim/x/C0w1/ingress/grp1".into(),
+            dir: "/run/knetsim/x/C0w1/ingress/grp1".into(),
         }
     }
 
@@ -257,7 +286,7 @@ mod tests {
             "location /svc1 {\n            proxy_pass http://100.64.11.1:8000;\n        }"
         ));
         assert!(text.contains("proxy_pass http://100.64.11.2:8000;"));
-        assert!(text.contains("pid /tmp/knetsim/x/C0w1/ingress/grp1/nginx.pid;"));
+        assert!(text.contains("pid /run/knetsim/x/C0w1/ingress/grp1/nginx.pid;"));
         // Every path nginx writes is inside the ingress directory.
         for line in text
             .lines()
@@ -267,7 +296,7 @@ mod tests {
                 continue;
             }
             assert!(
-                line.contains("/tmp/knetsim/x/C0w1/ingress/grp1/"),
+                line.contains("/run/knetsim/x/C0w1/ingress/grp1/"),
                 "a path outside the ingress dir: {line}"
             );
         }
@@ -293,6 +322,20 @@ mod tests {
         );
         for bad in ["/a b", "/a;b", "/a{", "/$x"] {
             assert!(check_path(bad).is_err(), "{bad}");
+        }
+        for ok in ["/", "/svc1/", "/a/b.c/..d"] {
+            assert!(check_path(ok).is_ok(), "{ok}");
+        }
+        for (bad, why) in [
+            ("/../x", "'..' segment"),
+            ("/a/..", "'..' segment"),
+            ("/./x", "'.' segment"),
+            ("//x", "empty segment"),
+            ("/a//b", "\"/a/b\""),
+            ("..", "does not start with '/'"),
+        ] {
+            let e = check_path(bad).unwrap_err().to_string();
+            assert!(e.contains(why), "{bad}: {e}");
         }
         assert_eq!(
             parse_endpoint("100.64.11.1:8000").unwrap(),

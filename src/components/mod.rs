@@ -7,4 +7,5 @@ pub mod etcd;
 pub mod flannel;
 pub mod ingress;
 pub mod kubeproxy;
+pub mod nft;
 pub mod skupper;

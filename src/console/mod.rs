@@ -84,7 +84,7 @@ pub fn run(session: &mut ScriptSession) -> anyhow::Result<()> {
         // A Ctrl-C pressed while nothing ran must not stop the next command.
         crate::interrupt::take();
         let mut out = std::io::stdout();
-        if handle(session, &input, &mut out) == Flow::Exit {
+        if handle(session, &input, &mut out) == Flow::Exit || crate::interrupt::terminated() {
             break;
         }
     }

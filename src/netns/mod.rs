@@ -9,6 +9,7 @@
 pub mod netlink;
 pub mod process;
 pub mod record;
+pub mod state;
 
 use anyhow::{bail, Context, Result};
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
@@ -19,13 +20,27 @@ use std::path::{Path, PathBuf};
 
 pub const NETNS_DIR: &str = "/run/netns";
 
+/// A namespace name is a plain word (what `ip netns` accepts, and never a path): it is
+/// joined onto /run/netns, so `/` or `..` in a name read from a record could point at any
+/// file, e.g. `../../proc/1/ns/net`.
+pub fn valid_name(name: &str) -> bool {
+    name.len() <= 128
+        && name
+            .bytes()
+            .next()
+            .is_some_and(|b| b.is_ascii_alphanumeric())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
 /// Path of a named namespace's bind mount, as `ip netns` uses it.
 pub fn path(name: &str) -> PathBuf {
     Path::new(NETNS_DIR).join(name)
 }
 
 pub fn exists(name: &str) -> bool {
-    path(name).exists()
+    valid_name(name) && path(name).exists()
 }
 
 /// Names of every namespace under /run/netns (what `ip netns list` shows).
@@ -74,8 +89,8 @@ fn prepare_netns_dir() -> Result<()> {
 
 /// Creates a named network namespace with `lo` down, exactly like `ip netns add NAME`.
 pub fn create(name: &str) -> Result<()> {
-    if name.is_empty() || name.contains('/') || name.len() > 200 {
-        bail!("'{name}' is not a valid namespace name");
+    if !valid_name(name) {
+        bail!("'{name}' is not a valid namespace name: use letters, digits, '-' and '_'");
     }
     prepare_netns_dir()?;
     let target = path(name);
@@ -114,12 +129,16 @@ pub fn create(name: &str) -> Result<()> {
 }
 
 /// Deletes a named namespace like `ip netns del`; succeeds when it is already gone.
+/// A symlink in its place is removed as a link, never followed.
 pub fn delete(name: &str) -> Result<()> {
+    if !valid_name(name) {
+        bail!("'{name}' is not a namespace name; not removing anything");
+    }
     let target = path(name);
-    if !target.exists() {
+    if std::fs::symlink_metadata(&target).is_err() {
         return Ok(());
     }
-    let _ = umount2(&target, MntFlags::MNT_DETACH);
+    let _ = umount2(&target, MntFlags::MNT_DETACH | MntFlags::UMOUNT_NOFOLLOW);
     match std::fs::remove_file(&target) {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
@@ -128,9 +147,19 @@ pub fn delete(name: &str) -> Result<()> {
 }
 
 /// The inode that identifies a namespace (same as `/proc/PID/ns/net` of its members).
+/// Only for a valid name whose /run/netns entry really is a namespace (a mounted nsfs
+/// file, not a symlink or a plain file), and never the host's own network namespace.
 pub fn inode(name: &str) -> Option<u64> {
     use std::os::unix::fs::MetadataExt;
-    std::fs::metadata(path(name)).ok().map(|m| m.ino())
+    if !valid_name(name) {
+        return None;
+    }
+    let m = std::fs::symlink_metadata(path(name)).ok()?;
+    // Our own namespace is the host's; init's, where readable (some sandboxes hide it).
+    let own = std::fs::metadata("/proc/self/ns/net").ok()?;
+    let init = std::fs::metadata("/proc/1/ns/net").map(|h| h.ino()).ok();
+    let is_ns = m.file_type().is_file() && m.dev() == own.dev();
+    (is_ns && m.ino() != own.ino() && Some(m.ino()) != init).then_some(m.ino())
 }
 
 /// Runs `f` on a fresh OS thread that has entered namespace `name`, and returns its result.

@@ -20,12 +20,21 @@ pub enum Ended {
     Cancelled,
 }
 
+/// The most output a bounded command hands back; the rest is read and dropped, so a
+/// command printing without end neither blocks on a full pipe nor fills memory.
+pub const OUTPUT_CAP: usize = 16 << 20;
+
 /// What a bounded command left behind.
 #[derive(Debug, Clone)]
 pub struct Output {
-    /// stdout and stderr interleaved, as a terminal would show them.
+    /// stdout and stderr interleaved, as a terminal would show them (at most
+    /// [`OUTPUT_CAP`] bytes of it).
     pub text: String,
     pub ended: Ended,
+    /// The output was longer than [`OUTPUT_CAP`]: `text` holds only its beginning.
+    pub cut: bool,
+    /// Bytes the command printed in all.
+    pub printed: u64,
 }
 
 impl Output {
@@ -173,11 +182,7 @@ pub fn run_bounded(
     let pgid = child.id() as i32;
     let (text_tx, text_rx) = channel();
     std::thread::spawn(move || {
-        use std::io::Read;
-        let mut r = reader;
-        let mut buf = Vec::new();
-        let _ = r.read_to_end(&mut buf);
-        let _ = text_tx.send(buf);
+        let _ = text_tx.send(read_capped(reader, OUTPUT_CAP));
     });
     let (exit_tx, exit_rx) = channel();
     std::thread::spawn(move || {
@@ -203,7 +208,7 @@ pub fn run_bounded(
     };
     // Background children that kept the pipe open would block the reader: after a short
     // grace period the command's process group (which we created) is ended, by its id.
-    let bytes = match text_rx.recv_timeout(Duration::from_millis(500)) {
+    let (bytes, printed) = match text_rx.recv_timeout(Duration::from_millis(500)) {
         Ok(b) => b,
         Err(_) => {
             kill_group(pgid);
@@ -213,9 +218,50 @@ pub fn run_bounded(
         }
     };
     Ok(Output {
-        text: String::from_utf8_lossy(&bytes).into_owned(),
+        cut: printed > bytes.len() as u64,
+        printed,
+        text: into_text(bytes),
         ended: stopped.unwrap_or_else(|| exit_of(status)),
     })
+}
+
+/// Reads `r` to its end, keeping the first `cap` bytes and counting the rest.
+fn read_capped(mut r: impl std::io::Read, cap: usize) -> (Vec<u8>, u64) {
+    let mut kept = Vec::new();
+    let mut chunk = vec![0u8; 64 << 10];
+    let mut printed = 0u64;
+    loop {
+        match r.read(&mut chunk) {
+            Ok(0) => break,
+            Ok(n) => {
+                printed += n as u64;
+                let room = cap.saturating_sub(kept.len());
+                kept.extend_from_slice(&chunk[..n.min(room)]);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(_) => break,
+        }
+    }
+    (kept, printed)
+}
+
+/// Output as text without copying it when it is valid UTF-8; a character cut in half at
+/// the cap is dropped, other invalid bytes become U+FFFD.
+fn into_text(bytes: Vec<u8>) -> String {
+    match String::from_utf8(bytes) {
+        Ok(s) => s,
+        Err(e) => {
+            let err = e.utf8_error();
+            let mut bytes = e.into_bytes();
+            if err.error_len().is_none() {
+                bytes.truncate(err.valid_up_to());
+            }
+            match String::from_utf8(bytes) {
+                Ok(s) => s,
+                Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned(),
+            }
+        }
+    }
 }
 
 fn exit_of(status: std::process::ExitStatus) -> Ended {
@@ -264,6 +310,47 @@ pub fn spawn_daemon_env(
     Ok(child)
 }
 
+/// A pidfd for child `pid` (it becomes readable when the child exits). Only the parent
+/// that has not reaped `pid` yet can be sure the pid still names its child.
+pub fn pidfd_open(pid: u32) -> Result<OwnedFd> {
+    use std::os::fd::FromRawFd;
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error()).with_context(|| {
+            format!("opening a pidfd for process {pid} (needs Linux 5.3 or later)")
+        });
+    }
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}
+
+/// Reaps child `pid` if it has exited (`block`: waits until it has). Returns its wait
+/// status, or None when it is still running (or is not our child).
+pub fn reap(pid: u32, block: bool) -> Option<i32> {
+    let mut status = 0;
+    let flags = if block { 0 } else { libc::WNOHANG };
+    loop {
+        let r = unsafe { libc::waitpid(pid as libc::pid_t, &mut status, flags) };
+        if r == pid as libc::pid_t {
+            return Some(status);
+        }
+        if r < 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::EINTR) {
+            continue;
+        }
+        return None;
+    }
+}
+
+/// "status 1" or "signal 9", for messages.
+pub fn describe_wait_status(status: i32) -> String {
+    if libc::WIFEXITED(status) {
+        format!("status {}", libc::WEXITSTATUS(status))
+    } else if libc::WIFSIGNALED(status) {
+        format!("signal {}", libc::WTERMSIG(status))
+    } else {
+        format!("wait status {status:#x}")
+    }
+}
+
 /// Start time of a process in clock ticks since boot (field 22 of /proc/PID/stat), used
 /// with the pid to make sure a recorded pid still names the process we started.
 pub fn start_time(pid: u32) -> Option<u64> {
@@ -275,6 +362,24 @@ pub fn start_time(pid: u32) -> Option<u64> {
 /// True when `pid` is alive (not a zombie) and is still the process that started at `start`.
 pub fn is_same_process(pid: u32, start: u64) -> bool {
     start_time(pid) == Some(start) && !is_zombie(pid)
+}
+
+/// A process's command line (/proc/PID/cmdline, arguments joined by spaces), recorded
+/// at spawn so a recorded pid is ended only while it still runs the same command.
+pub fn cmdline(pid: u32) -> Option<String> {
+    let raw = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+    let words: Vec<String> = raw
+        .split(|&b| b == 0)
+        .filter(|w| !w.is_empty())
+        .map(|w| String::from_utf8_lossy(w).into_owned())
+        .collect();
+    (!words.is_empty()).then(|| words.join(" "))
+}
+
+/// [`is_same_process`], and its command line is still `cmd` (an empty `cmd`, nothing
+/// recorded, never matches).
+pub fn is_same_process_cmd(pid: u32, start: u64, cmd: &str) -> bool {
+    !cmd.is_empty() && is_same_process(pid, start) && cmdline(pid).as_deref() == Some(cmd)
 }
 
 /// Inode of a process's network namespace.
@@ -351,7 +456,49 @@ pub fn which(name: &str) -> Option<std::path::PathBuf> {
 
 #[cfg(test)]
 mod tests {
-    use super::plain_words;
+    use super::*;
+
+    fn peak_rss_kib() -> u64 {
+        std::fs::read_to_string("/proc/self/status")
+            .unwrap()
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap()
+    }
+
+    #[test]
+    fn output_is_capped_and_the_rest_drained() {
+        let before = peak_rss_kib();
+        let mut cmd = Command::new("sh");
+        cmd.arg("-c")
+            .arg("head -c 300000000 /dev/zero | tr '\\0' x; echo done >&2");
+        let out = run_bounded(cmd, Duration::from_secs(60), None).unwrap();
+        let grew_mib = peak_rss_kib().saturating_sub(before) / 1024;
+        eprintln!("300 MB of output: peak RSS grew by {grew_mib} MiB");
+        // Drained to the end: the command finished on its own (no SIGPIPE, no timeout).
+        assert_eq!(out.ended, Ended::Exited(0), "{:?}", out.ended);
+        assert!(out.cut);
+        assert_eq!(out.printed, 300_000_000 + "done\n".len() as u64);
+        assert_eq!(out.text.len(), OUTPUT_CAP);
+        assert!(out.text.bytes().all(|b| b == b'x'));
+        // Twice the output (the old read_to_end plus its copy) would be 600 MB.
+        assert!(grew_mib < 150, "peak RSS grew by {grew_mib} MiB");
+    }
+
+    #[test]
+    fn short_output_is_whole_and_a_split_character_is_dropped() {
+        let mut cmd = Command::new("printf");
+        cmd.arg("h\\303\\251llo");
+        let out = run_bounded(cmd, Duration::from_secs(10), None).unwrap();
+        assert_eq!(
+            (out.text.as_str(), out.cut, out.printed),
+            ("héllo", false, 6)
+        );
+        let (kept, printed) = read_capped(&b"h\xc3\xa9llo"[..], 2);
+        assert_eq!((into_text(kept), printed), ("h".to_string(), 6));
+        assert_eq!(into_text(b"a\xffb".to_vec()), "a\u{fffd}b");
+    }
 
     #[test]
     fn plain_lines_skip_the_shell_and_others_keep_it() {

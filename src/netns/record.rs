@@ -1,20 +1,32 @@
-//! The teardown record: a JSON file in the run directory listing every namespace and
-//! process a simulation created. Each entry is written before the thing is created (for
-//! namespaces) or right after it is spawned (for pids), so `knetsim cleanup` after a crash
-//! removes exactly what that run made, and nothing else.
+//! The teardown record: a JSON file in the run directory listing every namespace, process
+//! and outside directory a simulation created. Each entry is written before the thing is
+//! created (for namespaces and directories) or right after it is spawned (for pids), so
+//! `knetsim cleanup` after a crash removes exactly what that run made, and nothing else.
+//!
+//! A record read back from disk is obeyed only when it and its directory are root's and
+//! nobody else can write them, and then entry by entry: namespace names by the naming
+//! rules, paths only inside knetsim's own bases, pids only while pid, start time and
+//! command line still match. Anything else is named in a warning and left alone.
 
+use super::state::{self, RUN_BASE, SHM_BASE};
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
+use std::io::{ErrorKind, Write};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-pub const RUN_ROOT: &str = "/tmp/knetsim";
+/// The base of run directories (kept under this name for callers of the old constant).
+pub const RUN_ROOT: &str = RUN_BASE;
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct RecordedProcess {
     pub pid: u32,
     pub start_time: u64,
+    /// Its command line when it was recorded (see [`super::process::cmdline`]).
+    #[serde(default)]
+    pub cmdline: String,
     pub what: String,
 }
 
@@ -23,9 +35,11 @@ pub struct RecordData {
     pub instance: String,
     pub owner_pid: u32,
     pub owner_start_time: u64,
+    #[serde(default)]
+    pub owner_cmdline: String,
     pub namespaces: Vec<String>,
     pub processes: Vec<RecordedProcess>,
-    /// Directories outside the run directory (e.g. etcd data in /dev/shm).
+    /// Directories outside the run directory (etcd data under /dev/shm/knetsim).
     #[serde(default)]
     pub paths: Vec<String>,
 }
@@ -38,7 +52,12 @@ pub struct Record {
 }
 
 pub fn run_dir(instance: &str) -> PathBuf {
-    Path::new(RUN_ROOT).join(instance)
+    Path::new(RUN_BASE).join(instance)
+}
+
+/// Where an instance's etcd data lives when memory allows (see `sim::bringup`).
+pub fn shm_dir(instance: &str) -> PathBuf {
+    Path::new(SHM_BASE).join(instance)
 }
 
 fn record_path(dir: &Path) -> PathBuf {
@@ -52,31 +71,134 @@ pub enum Existing {
     Stale,
 }
 
-pub fn inspect(instance: &str) -> Existing {
+/// What is in `instance`'s run directory; an error when the directory (or its base, or its
+/// record) is not one knetsim may trust.
+pub fn inspect(instance: &str) -> Result<Existing> {
+    state::check_instance(instance)?;
     let dir = run_dir(instance);
-    match read(&dir) {
-        Some(d) => {
-            if super::process::is_same_process(d.owner_pid, d.owner_start_time) {
-                Existing::Live(d.owner_pid)
-            } else {
-                Existing::Stale
-            }
-        }
-        None if dir.exists() => Existing::Stale,
-        None => Existing::None,
+    if !state::existing_private_dir(Path::new(RUN_BASE))? || !state::existing_private_dir(&dir)? {
+        return Ok(Existing::None);
     }
+    Ok(match read(&dir)? {
+        Some(d) if owner_alive(&d) => Existing::Live(d.owner_pid),
+        _ => Existing::Stale,
+    })
 }
 
-fn read(dir: &Path) -> Option<RecordData> {
-    let text = std::fs::read_to_string(record_path(dir)).ok()?;
-    serde_json::from_str(&text).ok()
+fn owner_alive(d: &RecordData) -> bool {
+    super::process::is_same_process_cmd(d.owner_pid, d.owner_start_time, &d.owner_cmdline)
+}
+
+/// Reads the record in `dir` (a directory already verified private) without following a
+/// symlink; refuses one that is not a plain file of root's that only root can write.
+fn read(dir: &Path) -> Result<Option<RecordData>> {
+    let path = record_path(dir);
+    let p = path.display();
+    let file = match std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NONBLOCK)
+        .open(&path)
+    {
+        Ok(f) => f,
+        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
+        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => bail!(
+            "{p} is a symbolic link: knetsim obeys only a record that is a plain file of \
+             root's. Check who made it, then remove it as root: rm {p}"
+        ),
+        Err(e) => return Err(e).with_context(|| format!("opening {p}")),
+    };
+    let m = file.metadata()?;
+    if !m.is_file() || m.uid() != 0 || m.mode() & 0o022 != 0 {
+        bail!(
+            "{p} is not a plain file that only root can write (owner uid {}, mode {:04o}): \
+             knetsim will not obey it. Check who made it, then remove the directory as root: \
+             rm -r {}",
+            m.uid(),
+            m.mode() & 0o7777,
+            dir.display()
+        );
+    }
+    let data = serde_json::from_reader(std::io::BufReader::new(file)).with_context(|| {
+        format!(
+            "{p} is not a knetsim record; check it, then remove the directory as root: rm -r {}",
+            dir.display()
+        )
+    })?;
+    Ok(Some(data))
+}
+
+/// The entries of a record read from disk that may be obeyed, and a warning for each one
+/// that may not.
+fn vet(instance: &str, data: RecordData) -> (RecordData, Vec<String>) {
+    let mut warnings = Vec::new();
+    let prefix = format!("{instance}-");
+    let mut namespaces = Vec::new();
+    for n in data.namespaces {
+        let prefixed = instance == crate::sim::DEFAULT_INSTANCE || n.starts_with(&prefix);
+        if super::valid_name(&n) && prefixed {
+            namespaces.push(n);
+        } else {
+            warnings.push(format!(
+                "namespace '{}' is not a namespace name of instance '{instance}'; left alone",
+                n.escape_debug()
+            ));
+        }
+    }
+    let mut processes = Vec::new();
+    for p in data.processes {
+        if !may_signal(p.pid) || p.cmdline.is_empty() {
+            warnings.push(format!(
+                "process {} ({}) cannot be a process of this run; not ended",
+                p.pid,
+                p.what.escape_debug()
+            ));
+        } else if super::process::is_same_process(p.pid, p.start_time)
+            && !super::process::is_same_process_cmd(p.pid, p.start_time, &p.cmdline)
+        {
+            warnings.push(format!(
+                "process {} runs '{}', not the recorded '{}'; not ended",
+                p.pid,
+                super::process::cmdline(p.pid)
+                    .unwrap_or_default()
+                    .escape_debug(),
+                p.cmdline.escape_debug()
+            ));
+        } else {
+            processes.push(p);
+        }
+    }
+    let mut paths = Vec::new();
+    for p in data.paths {
+        if own_path(instance, Path::new(&p)) {
+            paths.push(p);
+        } else {
+            warnings.push(format!(
+                "path '{}' is not inside instance '{instance}''s own directories ({}, {}); left alone",
+                p.escape_debug(),
+                run_dir(instance).display(),
+                shm_dir(instance).display()
+            ));
+        }
+    }
+    let vetted = RecordData {
+        namespaces,
+        processes,
+        paths,
+        ..data
+    };
+    (vetted, warnings)
+}
+
+/// True for the instance's own directories under knetsim's bases, or below them.
+fn own_path(instance: &str, path: &Path) -> bool {
+    state::inside_base(path).is_some_and(|(_, names)| names[0] == instance)
 }
 
 impl Record {
     /// Claims the run directory of `instance` for this process. Refuses a live instance;
     /// a stale one (its owner is gone) is cleaned first.
     pub fn claim(instance: &str) -> Result<Record> {
-        match inspect(instance) {
+        match inspect(instance)? {
             Existing::Live(pid) => bail!(
                 "instance '{instance}' is already running (knetsim pid {pid}).\n  \
                  Stop it first, or run a second simulation beside it with `--instance OTHER`."
@@ -86,13 +208,13 @@ impl Record {
             }
             Existing::None => {}
         }
-        let dir = run_dir(instance);
-        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        let dir = state::ensure_instance_dir(Path::new(RUN_BASE), instance)?;
         let me = std::process::id();
         let data = RecordData {
             instance: instance.to_string(),
             owner_pid: me,
             owner_start_time: super::process::start_time(me).unwrap_or(0),
+            owner_cmdline: super::process::cmdline(me).unwrap_or_default(),
             ..Default::default()
         };
         let rec = Record {
@@ -110,7 +232,16 @@ impl Record {
     fn save(&self) -> Result<()> {
         let data = self.data.lock().unwrap();
         let tmp = self.dir.join("record.json.tmp");
-        std::fs::write(&tmp, serde_json::to_vec_pretty(&*data)?)?;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&tmp)
+            .with_context(|| format!("writing {}", tmp.display()))?;
+        f.write_all(&serde_json::to_vec_pretty(&*data)?)?;
+        // The rename makes the new record replace the old one whole, even after a crash.
         std::fs::rename(&tmp, record_path(&self.dir))?;
         Ok(())
     }
@@ -120,6 +251,19 @@ impl Record {
         self.save()
     }
 
+    /// Records namespace `name`, then creates it. When it cannot be created (most often
+    /// because a namespace of that name already exists: another instance's, or one made by
+    /// hand), the entry is taken back, so this run's teardown never deletes a namespace it
+    /// did not make.
+    pub fn create_namespace(&self, name: &str) -> Result<()> {
+        self.add_namespace(name)?;
+        if let Err(e) = super::create(name) {
+            let _ = self.forget_namespace(name);
+            return Err(e);
+        }
+        Ok(())
+    }
+
     pub fn forget_namespace(&self, name: &str) -> Result<()> {
         self.data.lock().unwrap().namespaces.retain(|n| n != name);
         self.save()
@@ -127,20 +271,33 @@ impl Record {
 
     pub fn add_process(&self, pid: u32, what: &str) -> Result<()> {
         let start_time = super::process::start_time(pid).unwrap_or(0);
+        let cmdline = super::process::cmdline(pid).unwrap_or_default();
         self.data.lock().unwrap().processes.push(RecordedProcess {
             pid,
             start_time,
+            cmdline,
             what: what.to_string(),
         });
         self.save()
     }
 
+    /// Records a directory outside the run directory; it must lie inside this instance's
+    /// own directory under one of knetsim's bases.
     pub fn add_path(&self, path: &Path) -> Result<()> {
-        self.data
-            .lock()
-            .unwrap()
-            .paths
-            .push(path.display().to_string());
+        let instance = self.data.lock().unwrap().instance.clone();
+        if !own_path(&instance, path) {
+            bail!(
+                "{} is outside instance '{instance}''s own directories; not recording it",
+                path.display()
+            );
+        }
+        let path = path.display().to_string();
+        let mut data = self.data.lock().unwrap();
+        if data.paths.contains(&path) {
+            return Ok(());
+        }
+        data.paths.push(path);
+        drop(data);
         self.save()
     }
 
@@ -155,28 +312,74 @@ impl Record {
 
     /// Removes everything recorded, then the run directory.
     pub fn teardown(&self) -> Result<()> {
+        self.teardown_keeping_logs(false).map(|_| ())
+    }
+
+    /// Removes everything recorded. With `keep_logs`, the run directory's non-empty `*.log`
+    /// files stay where they are (everything else goes, the record too) so a failed run can
+    /// be examined; returns the directory when it kept any.
+    pub fn teardown_keeping_logs(&self, keep_logs: bool) -> Result<Option<PathBuf>> {
         let data = self.snapshot();
-        teardown_data(&data)?;
-        let _ = std::fs::remove_dir_all(&self.dir);
-        Ok(())
+        let res = teardown_data(&data);
+        if keep_logs && keep_only_logs(&self.dir)? {
+            res?;
+            return Ok(Some(self.dir.clone()));
+        }
+        let removed = state::remove_private_dir(&self.dir).map(|_| ());
+        res.and(removed).map(|()| None)
     }
 }
 
-/// Ends the recorded processes (by pid, checked against their start time), then every
-/// process still inside one of the recorded namespaces (by pid), then the namespaces.
+/// Prunes run directory `dir` down to its non-empty `*.log` files (the directories that
+/// hold them stay). Returns whether any log is left. The directory is knetsim's own
+/// (private, verified when claimed), and `symlink_metadata` never follows a link.
+fn keep_only_logs(dir: &Path) -> Result<bool> {
+    fn prune(dir: &Path) -> std::io::Result<bool> {
+        let mut kept = false;
+        for e in std::fs::read_dir(dir)? {
+            let e = e?;
+            let path = e.path();
+            let m = std::fs::symlink_metadata(&path)?;
+            if m.is_dir() {
+                if prune(&path)? {
+                    kept = true;
+                } else {
+                    std::fs::remove_dir(&path)?;
+                }
+            } else if m.is_file() && m.len() > 0 && path.extension().is_some_and(|x| x == "log") {
+                kept = true;
+            } else {
+                std::fs::remove_file(&path)?;
+            }
+        }
+        Ok(kept)
+    }
+    prune(dir).with_context(|| format!("keeping the logs in {}", dir.display()))
+}
+
+/// Whether a recorded pid may be signalled at all (it and its process group), whatever
+/// the record says: never pid 0 or 1 (`kill(-1)` reaches every process on the machine,
+/// `kill(0)` our own group, and 1 is init), never ourselves, never a pid that would wrap.
+fn may_signal(pid: u32) -> bool {
+    pid > 1 && pid != std::process::id() && pid <= i32::MAX as u32
+}
+
+/// Ends the recorded processes (by pid, checked against their start time and command
+/// line), then every process still inside one of the recorded namespaces (by pid), then
+/// the namespaces and the recorded directories. Names that are not namespace names and
+/// paths outside knetsim's bases are never used (see [`vet`] for a record read from disk).
 fn teardown_data(data: &RecordData) -> Result<()> {
     use super::process;
     // Daemons first, followers before the first etcd member so no leader hands over.
-    let mut procs = data.processes.clone();
-    procs.reverse();
-    for p in &procs {
-        if process::is_same_process(p.pid, p.start_time) {
+    for p in data.processes.iter().rev() {
+        if may_signal(p.pid) && process::is_same_process_cmd(p.pid, p.start_time, &p.cmdline) {
             unsafe {
                 libc::kill(p.pid as i32, libc::SIGKILL);
                 libc::kill(-(p.pid as i32), libc::SIGKILL);
             }
         }
     }
+    // Only real namespaces under /run/netns, never the host's (see `netns::inode`).
     let inodes: Vec<u64> = data
         .namespaces
         .iter()
@@ -201,43 +404,165 @@ fn teardown_data(data: &RecordData) -> Result<()> {
         }
     }
     for p in &data.paths {
-        let _ = std::fs::remove_dir_all(p);
+        if let Err(e) = state::remove_private_dir(Path::new(p)) {
+            errors.push(format!("{e:#}"));
+        }
+    }
+    if data.paths.iter().any(|p| p.starts_with(SHM_BASE)) {
+        state::remove_shm_base_if_empty();
     }
     if !errors.is_empty() {
-        bail!("could not remove some namespaces: {}", errors.join("; "));
+        bail!("could not remove everything: {}", errors.join("; "));
     }
     Ok(())
 }
 
-/// `knetsim cleanup`: removes what a (crashed) run of `instance` left. Idempotent.
-/// Returns a summary of what it removed.
+/// `knetsim cleanup`: removes what a (crashed) run of `instance` left, and the logs a
+/// failed run kept. Idempotent. Returns a summary of what it removed; warnings name the
+/// record entries it refused.
 pub fn cleanup(instance: &str) -> Result<String> {
+    state::check_instance(instance)?;
     let dir = run_dir(instance);
-    let Some(data) = read(&dir) else {
-        if dir.exists() {
-            std::fs::remove_dir_all(&dir).ok();
-            return Ok(format!("removed {} (it held no record)", dir.display()));
+    let shm = shm_dir(instance);
+    let have_dir =
+        state::existing_private_dir(Path::new(RUN_BASE))? && state::existing_private_dir(&dir)?;
+    if !have_dir {
+        // etcd data whose run directory is gone (only knetsim can write in its base).
+        if state::remove_private_dir(&shm)? {
+            state::remove_shm_base_if_empty();
+            return Ok(format!("removed {}", shm.display()));
         }
         return Ok(format!("nothing to clean for instance '{instance}'"));
+    }
+    let Some(data) = read(&dir)? else {
+        state::remove_private_dir(&dir)?;
+        if state::remove_private_dir(&shm)? {
+            state::remove_shm_base_if_empty();
+        }
+        return Ok(format!(
+            "removed {} (it held no record: the logs of a failed run, or a run that never started)",
+            dir.display()
+        ));
     };
-    if super::process::is_same_process(data.owner_pid, data.owner_start_time)
-        && data.owner_pid != std::process::id()
-    {
+    if owner_alive(&data) && data.owner_pid != std::process::id() {
         bail!(
             "instance '{instance}' is still running (knetsim pid {}); exit its console or stop that process first",
             data.owner_pid
+        );
+    }
+    let (data, warnings) = vet(instance, data);
+    for w in &warnings {
+        eprintln!(
+            "{} record of instance '{instance}': {w}",
+            crate::ui::yellow("warning:")
         );
     }
     let n_ns = data.namespaces.iter().filter(|n| super::exists(n)).count();
     let n_proc = data
         .processes
         .iter()
-        .filter(|p| super::process::is_same_process(p.pid, p.start_time))
+        .filter(|p| super::process::is_same_process_cmd(p.pid, p.start_time, &p.cmdline))
         .count();
     teardown_data(&data)?;
-    std::fs::remove_dir_all(&dir).with_context(|| format!("removing {}", dir.display()))?;
+    state::remove_private_dir(&dir)?;
+    if state::remove_private_dir(&shm)? {
+        state::remove_shm_base_if_empty();
+    }
     Ok(format!(
         "instance '{instance}': removed {n_ns} namespaces, ended {n_proc} processes, removed {}",
         dir.display()
     ))
+}
+
+/// Every instance that has something under knetsim's bases, for `cleanup --all`; entries
+/// whose names are not instance names are named in the second list (never touched).
+pub fn instances() -> Result<(Vec<String>, Vec<PathBuf>)> {
+    let mut names = Vec::new();
+    let mut strangers = Vec::new();
+    for base in [RUN_BASE, SHM_BASE] {
+        let base = Path::new(base);
+        if !state::existing_private_dir(base)? {
+            continue;
+        }
+        for e in std::fs::read_dir(base)? {
+            let e = e?;
+            match e.file_name().to_str() {
+                Some(n) if state::check_instance(n).is_ok() => {
+                    if !names.iter().any(|x| x == n) {
+                        names.push(n.to_string());
+                    }
+                }
+                _ => strangers.push(e.path()),
+            }
+        }
+    }
+    names.sort();
+    Ok((names, strangers))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn proc(pid: u32, cmdline: &str) -> RecordedProcess {
+        RecordedProcess {
+            pid,
+            start_time: 1,
+            cmdline: cmdline.into(),
+            what: "x".into(),
+        }
+    }
+
+    #[test]
+    fn vetting_keeps_only_what_the_instance_could_have_made() {
+        let data = RecordData {
+            instance: "lab".into(),
+            namespaces: vec![
+                "lab-C0w1".into(),
+                "../../proc/1/ns/net".into(),
+                "lab-../x".into(),
+                "other-C0w1".into(),
+                "C0w1".into(),
+            ],
+            processes: vec![proc(1, "init"), proc(77, ""), proc(4_000_000, "etcd")],
+            paths: vec![
+                "/dev/shm/knetsim/lab".into(),
+                "/dev/shm/knetsim/other".into(),
+                "/dev/shm/knetsim/lab/../../../tmp/victim".into(),
+                "/tmp/victim".into(),
+                "/run/knetsim/lab/C0e1/data".into(),
+            ],
+            ..Default::default()
+        };
+        let (v, warnings) = vet("lab", data);
+        assert_eq!(v.namespaces, ["lab-C0w1"]);
+        assert_eq!(v.processes.len(), 1);
+        assert_eq!(v.processes[0].pid, 4_000_000);
+        assert_eq!(
+            v.paths,
+            ["/dev/shm/knetsim/lab", "/run/knetsim/lab/C0e1/data"]
+        );
+        assert_eq!(warnings.len(), 4 + 2 + 3, "{warnings:#?}");
+        assert!(warnings.iter().any(|w| w.contains("../../proc/1/ns/net")));
+        assert!(warnings.iter().any(|w| w.contains("/tmp/victim")));
+    }
+
+    #[test]
+    fn init_everyone_and_ourselves_are_never_signalled() {
+        for pid in [0, 1, std::process::id(), u32::MAX, i32::MAX as u32 + 1] {
+            assert!(!may_signal(pid), "{pid}");
+        }
+        assert!(may_signal(2) && may_signal(4_000_000));
+    }
+
+    #[test]
+    fn the_default_instance_has_no_prefix() {
+        let data = RecordData {
+            namespaces: vec!["C0w1".into(), "underlay".into(), "a/b".into()],
+            ..Default::default()
+        };
+        let (v, w) = vet("default", data);
+        assert_eq!(v.namespaces, ["C0w1", "underlay"]);
+        assert_eq!(w.len(), 1);
+    }
 }

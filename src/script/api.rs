@@ -72,20 +72,10 @@ fn spec_from_map(id: &str, m: &Map) -> RResult<ClusterSpec> {
         let n = v.as_int().map_err(|t| {
             format!("cluster(\"{id}\", ...): '{k}' must be a whole number, got {t} (e.g. #{{ workers: 3, etcd: 2 }})")
         })?;
-        if n < 0 || n > u32::MAX as i64 {
-            return Err(
-                format!("cluster(\"{id}\", ...): '{k}' must not be negative (got {n})").into(),
-            );
-        }
+        let n = rt(crate::sim::check_count(id, k, n))?;
         match k.as_str() {
-            "workers" => spec.workers = n as u32,
-            "etcd" => spec.etcd = n as u32,
-            other => {
-                return Err(format!(
-                    "cluster(\"{id}\", ...): unknown option '{other}'; the options are 'workers' and 'etcd', e.g. #{{ workers: 3, etcd: 2 }}"
-                )
-                .into())
-            }
+            "workers" => spec.workers = n,
+            _ => spec.etcd = n,
         }
     }
     Ok(spec)
@@ -141,19 +131,18 @@ fn secs(what: &str, s: f64) -> RResult<Duration> {
     Ok(Duration::from_secs_f64(s))
 }
 
+fn exec_timeout(s: f64) -> RResult<Duration> {
+    crate::sim::exec_timeout_from_secs(s)
+        .map_err(|e| format!("set_exec_timeout: {e}, e.g. set_exec_timeout(30)").into())
+}
+
 /// Sleeps in short slices so Ctrl-C ends it at once.
 pub fn interruptible_sleep(d: Duration) -> RResult<()> {
-    let end = Instant::now() + d;
-    loop {
-        if crate::interrupt::is_set() {
-            return Err(terminated(Dynamic::UNIT));
-        }
-        let now = Instant::now();
-        if now >= end {
-            return Ok(());
-        }
-        std::thread::sleep((end - now).min(Duration::from_millis(20)));
+    crate::wait::sleep_until(Instant::now() + d, &crate::interrupt::is_set);
+    if crate::interrupt::is_set() {
+        return Err(terminated(Dynamic::UNIT));
     }
+    Ok(())
 }
 
 /// Waits for Enter on stdin; Ctrl-C stops the script. EOF stops waiting.
@@ -305,12 +294,12 @@ pub fn register(engine: &mut Engine, sim: &Sim, lesson: &Arc<Lesson>) {
     });
     let s = sim.clone();
     engine.register_fn("set_exec_timeout", move |t: f64| -> RResult<()> {
-        s.set_exec_timeout(secs("set_exec_timeout", t)?);
+        s.set_exec_timeout(exec_timeout(t)?);
         Ok(())
     });
     let s = sim.clone();
     engine.register_fn("set_exec_timeout", move |t: i64| -> RResult<()> {
-        s.set_exec_timeout(secs("set_exec_timeout", t as f64)?);
+        s.set_exec_timeout(exec_timeout(t as f64)?);
         Ok(())
     });
 
@@ -421,6 +410,22 @@ fn register_worker(engine: &mut Engine) {
         "exec_container_async",
         |w: &mut Worker, c: &str, cmd: &str| -> RResult<i64> {
             rt(w.exec_container_async(c, cmd)).map(|pid| pid as i64)
+        },
+    );
+    engine.register_fn("stop_agent", |w: &mut Worker, agent: &str| {
+        rt(w.stop_agent(agent))
+    });
+    engine.register_fn(
+        "start_agent",
+        |w: &mut Worker, agent: &str| -> RResult<i64> {
+            rt(w.start_agent(agent)).map(|pid| pid as i64)
+        },
+    );
+    // A stopped agent has no pid: () then, so `if pid == ()` reads naturally.
+    engine.register_fn(
+        "agent_pid",
+        |w: &mut Worker, agent: &str| -> RResult<Dynamic> {
+            rt(w.agent_pid(agent)).map(|p| p.map_or(Dynamic::UNIT, |p| Dynamic::from(p as i64)))
         },
     );
 }
@@ -553,6 +558,21 @@ pub const METHOD_API: &[(&str, &str, &str)] = &[
         "echo_server",
         "C0w2.echo_server(\"c2\", 8000, \"S1-W2\");  // answers every GET with S1-W2",
     ),
+    (
+        "Worker",
+        "stop_agent",
+        "C0w1.stop_agent(\"kube-proxy\");  // on purpose: not restarted (flanneld, kube-proxy, skrouterd)",
+    ),
+    (
+        "Worker",
+        "start_agent",
+        "C0w1.start_agent(\"kube-proxy\");  // same arguments as before; waits until it caught up",
+    ),
+    (
+        "Worker",
+        "agent_pid",
+        "print(C0w1.agent_pid(\"flanneld\"));  // changes when the agent is restarted",
+    ),
     ("Worker", "ip", "print(C0w1.ip);  // underlay address"),
     ("Worker", "name", "print(w1.name);"),
     (
@@ -565,6 +585,15 @@ pub const METHOD_API: &[(&str, &str, &str)] = &[
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn exec_timeouts_must_be_above_zero_and_finite() {
+        assert_eq!(exec_timeout(0.5).unwrap(), Duration::from_millis(500));
+        for bad in [0.0, -1.0, f64::NAN, f64::INFINITY, 1e9] {
+            let e = exec_timeout(bad).unwrap_err().to_string();
+            assert!(e.contains("above 0 and at most 86400"), "{bad}: {e}");
+        }
+    }
 
     #[test]
     fn step_headers_number_steps_unless_the_lesson_does() {
@@ -591,10 +620,19 @@ mod tests {
         let s = spec_from_map("0", &m).unwrap();
         assert_eq!((s.workers, s.etcd), (2, 1));
         m.insert("etcd".into(), Dynamic::from(-1_i64));
-        assert!(spec_from_map("0", &m)
-            .unwrap_err()
-            .to_string()
-            .contains("must not be negative"));
+        let e = spec_from_map("0", &m).unwrap_err().to_string();
+        assert!(e.contains("etcd must be between 1 and 5 (got -1)"), "{e}");
+        m.insert("etcd".into(), Dynamic::from(1_i64));
+        m.insert("workers".into(), Dynamic::from(i64::MAX));
+        let e = spec_from_map("0", &m).unwrap_err().to_string();
+        assert!(
+            e.contains("workers must be between 1 and 200 (got 9223372036854775807)"),
+            "{e}"
+        );
+        m.remove("workers");
+        m.insert("nodes".into(), Dynamic::from(3_i64));
+        let e = spec_from_map("0", &m).unwrap_err().to_string();
+        assert!(e.contains("unknown option 'nodes'"), "{e}");
         let mut o = Map::new();
         let mut l = Map::new();
         l.insert("app".into(), "web".into());

@@ -65,6 +65,15 @@ pub fn eval_error_report(err: &EvalAltResult) -> ErrorReport {
             format!("there is no variable '{v}': declare it with `let {v} = ...` first")
         }
         EvalAltResult::ErrorParsing(t, _) => format!("syntax error: {t}"),
+        EvalAltResult::ErrorDataTooLarge(what, _) => data_too_large(what),
+        EvalAltResult::ErrorModuleNotFound(m, _) => format!(
+            "there is no module '{m}': `import \"{m}\"` reads the file {m}.rhai; check its name and that it exists"
+        ),
+        EvalAltResult::ErrorStackOverflow(_) => format!(
+            "functions called each other more than {} levels deep: a recursion that never ends? \
+             Check the condition that should stop it",
+            super::limits::CALL_LEVELS
+        ),
         other => {
             let text = other.to_string();
             let suffix = format!(" ({pos})");
@@ -79,6 +88,22 @@ pub fn eval_error_report(err: &EvalAltResult) -> ErrorReport {
         message,
         notes,
     }
+}
+
+/// rhai names the thing ("Length of string", "Size of array/BLOB", "Size of object map").
+fn data_too_large(what: &str) -> String {
+    use super::limits;
+    let (thing, limit) = if what.contains("string") {
+        ("a string", format!("{} MiB", limits::STRING_BYTES >> 20))
+    } else if what.contains("map") {
+        ("a map", format!("{} entries", limits::MAP_ENTRIES))
+    } else {
+        ("an array", format!("{} elements", limits::ARRAY_ITEMS))
+    };
+    format!(
+        "{thing} grew past the limit of {limit}, so the script was stopped before it used up the \
+         machine's memory: look for a loop that keeps growing it (e.g. `s += s`) and give it an end"
+    )
 }
 
 fn pos_text(pos: Position) -> String {

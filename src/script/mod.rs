@@ -10,6 +10,7 @@ pub mod ingress_api;
 pub mod services_api;
 pub mod skupper_api;
 
+use crate::interrupt::Signal;
 use crate::sim::Sim;
 use crate::ui;
 use rhai::{Dynamic, Engine, EvalAltResult, Scope, AST};
@@ -22,6 +23,26 @@ pub const DEFAULT_SCENARIO: &str = include_str!("../../scenarios/default.rhai");
 /// The name errors in the default scenario are reported under.
 pub const DEFAULT_SCENARIO_NAME: &str = "scenarios/default.rhai";
 
+/// Limits that stop a runaway script with an error instead of exhausting memory or the
+/// stack. Generous: an exec's output (capped at 16 MiB) fits in a string many times over,
+/// and lessons never nest calls deeply. The number of operations is not limited: lessons
+/// loop for a long time around waits, and Ctrl-C ends any loop.
+///
+/// With any size limit set, rhai re-measures an array after each call that changes it
+/// (`push` costs time proportional to the array's length), so the array limit is kept
+/// where a runaway `push` loop still ends within seconds. rhai does not measure a map
+/// grown by `m[key] = value` until the map is passed to a function.
+pub mod limits {
+    /// Longest string, in bytes.
+    pub const STRING_BYTES: usize = 64 << 20;
+    /// Most elements in one array (nested arrays count their elements too).
+    pub const ARRAY_ITEMS: usize = 100_000;
+    /// Most entries in one object map.
+    pub const MAP_ENTRIES: usize = 100_000;
+    /// Deepest nesting of function calls.
+    pub const CALL_LEVELS: usize = 64;
+}
+
 /// How a script run ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
@@ -33,16 +54,20 @@ pub enum Outcome {
     ScriptError,
     /// Ctrl-C stopped it.
     Interrupted,
+    /// SIGTERM stopped it.
+    Terminated,
 }
 
 impl Outcome {
-    /// 0 all expects held; 1 some expect failed; 2 script error; 130 interrupted.
+    /// 0 all expects held; 1 some expect failed; 2 script error; 130 Ctrl-C; 143 SIGTERM.
     pub fn exit_code(&self) -> i32 {
+        use crate::interrupt::Signal;
         match self {
             Outcome::Ok => 0,
             Outcome::ExpectFailed(_) => 1,
             Outcome::ScriptError => 2,
-            Outcome::Interrupted => 130,
+            Outcome::Interrupted => Signal::Interrupt.exit_code(),
+            Outcome::Terminated => Signal::Terminate.exit_code(),
         }
     }
 }
@@ -72,6 +97,11 @@ impl ScriptSession {
         lesson.interactive.store(interactive, Ordering::SeqCst);
         let mut engine = Engine::new();
         engine.set_max_expr_depths(256, 256);
+        engine
+            .set_max_string_size(limits::STRING_BYTES)
+            .set_max_array_size(limits::ARRAY_ITEMS)
+            .set_max_map_size(limits::MAP_ENTRIES)
+            .set_max_call_levels(limits::CALL_LEVELS);
         api::register(&mut engine, &sim, &lesson);
         // Ctrl-C outside an exec stops the script between operations.
         engine.on_progress(|_| crate::interrupt::is_set().then_some(Dynamic::UNIT));
@@ -170,17 +200,21 @@ impl ScriptSession {
                 self.last_error = Some(msg);
                 Outcome::ScriptError
             }
-            Err(Stop::Interrupted(partial, at)) => {
+            Err(Stop::Interrupted(signal, partial, at)) => {
                 if let Some(p) = partial {
                     print!("{p}");
                 }
                 let msg = format!(
-                    "{name}: interrupted (Ctrl-C){}",
+                    "{name}: {}{}",
+                    signal.describe(),
                     at.map(|a| format!(" at {a}")).unwrap_or_default()
                 );
                 eprintln!("{}", ui::yellow(&msg));
                 self.last_error = Some(msg);
-                Outcome::Interrupted
+                match signal {
+                    Signal::Interrupt => Outcome::Interrupted,
+                    Signal::Terminate => Outcome::Terminated,
+                }
             }
         };
         if passed + failed > 0 {
@@ -219,7 +253,7 @@ impl ScriptSession {
         match r {
             Ok(v) => LineResult::Value(v),
             Err(Stop::Error(m)) => LineResult::Error(m),
-            Err(Stop::Interrupted(p, _)) => LineResult::Interrupted(p),
+            Err(Stop::Interrupted(_, p, _)) => LineResult::Interrupted(p),
         }
     }
 
@@ -253,14 +287,18 @@ impl ScriptSession {
     fn classify(&self, name: &str, src: &str, e: EvalAltResult) -> Stop {
         let inner = e.unwrap_inner();
         if let EvalAltResult::ErrorTerminated(tok, pos) = inner {
-            crate::interrupt::take();
+            let signal = crate::interrupt::take_signal().unwrap_or(Signal::Interrupt);
             let partial = tok.clone().into_string().ok();
             let at = pos.line().map(|l| format!("{name}:{l}"));
-            return Stop::Interrupted(partial, at);
+            return Stop::Interrupted(signal, partial, at);
         }
-        if crate::interrupt::take() {
-            // A Rust call (e.g. start()) gave up because of Ctrl-C.
-            return Stop::Interrupted(None, e.position().line().map(|l| format!("{name}:{l}")));
+        if let Some(signal) = crate::interrupt::take_signal() {
+            // A Rust call (e.g. start()) gave up because of Ctrl-C or SIGTERM.
+            return Stop::Interrupted(
+                signal,
+                None,
+                e.position().line().map(|l| format!("{name}:{l}")),
+            );
         }
         Stop::Error(errors::render(name, src, &errors::eval_error_report(&e)))
     }
@@ -269,7 +307,8 @@ impl ScriptSession {
 /// Why an evaluation stopped early.
 enum Stop {
     Error(String),
-    Interrupted(Option<String>, Option<String>),
+    /// The signal, an exec's output so far, and where the script was.
+    Interrupted(Signal, Option<String>, Option<String>),
 }
 
 /// Colours the `error:` prefix red and leaves the source lines plain.
@@ -334,6 +373,7 @@ mod tests {
         assert_eq!(Outcome::ExpectFailed(3).exit_code(), 1);
         assert_eq!(Outcome::ScriptError.exit_code(), 2);
         assert_eq!(Outcome::Interrupted.exit_code(), 130);
+        assert_eq!(Outcome::Terminated.exit_code(), 143);
     }
 
     #[test]

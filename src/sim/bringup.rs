@@ -2,9 +2,10 @@
 //! and the readiness waits between them (never fixed sleeps).
 
 use super::addressing::{FLANNEL_DEVICE, FLANNEL_NETWORK_CONFIG, FLANNEL_PREFIX, UNDERLAY_PREFIX};
-use super::{BringUpTimes, Sim};
+use super::{BringUpTimes, DaemonKind, DaemonSpec, Sim};
 use crate::components::etcd;
 use crate::netns::{self, netlink, process};
+use crate::wait::{Poll, Wait};
 use anyhow::{bail, Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 use std::net::Ipv4Addr;
@@ -40,18 +41,13 @@ fn check_prerequisites() -> Result<()> {
     Ok(())
 }
 
-fn interrupted() -> bool {
-    crate::interrupt::is_set()
-}
-
 /// The underlay: one Linux bridge `s0` in a namespace of its own.
 fn ensure_underlay(sim: &Sim) -> Result<String> {
     let ns = sim.ns_name(UNDERLAY_NODE);
     if sim.state().underlay_ready {
         return Ok(ns);
     }
-    sim.inner.record.add_namespace(&ns)?;
-    netns::create(&ns)?;
+    sim.inner.record.create_namespace(&ns)?;
     netlink::with(&ns, |nl| async move {
         nl.set_up("lo").await?;
         nl.add_bridge(UNDERLAY_BRIDGE).await?;
@@ -64,8 +60,7 @@ fn ensure_underlay(sim: &Sim) -> Result<String> {
 /// A host (worker or etcd member): its namespace, `lo` up, and `eth0` on the underlay
 /// with its address; the switch-side end is `<node>-eth0`, as Mininet names it.
 fn create_host(sim: &Sim, underlay: &str, node: &str, ns: &str, ip: Ipv4Addr) -> Result<()> {
-    sim.inner.record.add_namespace(ns)?;
-    netns::create(ns)?;
+    sim.inner.record.create_namespace(ns)?;
     let peer = format!("{node}-eth0");
     let (peer2, underlay2) = (peer.clone(), underlay.to_string());
     netlink::with(ns, move |nl| async move {
@@ -105,30 +100,43 @@ fn start_etcd_members(sim: &Sim, id: &str) -> Result<()> {
         std::fs::create_dir_all(&dir)?;
         let data = etcd_data_dir(sim, &e.name)?;
         let args = etcd::member_args(m, &members, &data, &format!("knetsim-C{id}"));
-        sim.spawn_daemon(
+        sim.spawn_daemon(DaemonSpec::new(
+            DaemonKind::Etcd,
+            &e.name,
             &e.ns,
             etcd::ETCD_BIN,
-            &args,
-            &dir.join("etcd.log"),
-            &format!("etcd {}", e.name),
-        )?;
+            args,
+            dir.join("etcd.log"),
+            format!("etcd {}", e.name),
+        ))?;
     }
     Ok(())
 }
 
 /// etcd fsyncs its WAL on every write; on a busy disk that stalls elections for seconds.
-/// The data is throwaway, so it lives in memory (/dev/shm) when there is room for the
-/// WAL's 64 MB preallocation, else in the run directory.
+/// The data is throwaway, so it lives in memory (/dev/shm/knetsim/<instance>, a private
+/// directory of root's, checked like the run directory) when there is room for the WAL's
+/// 64 MB preallocation, else in the run directory.
 fn etcd_data_dir(sim: &Sim, member: &str) -> Result<std::path::PathBuf> {
-    let shm = std::path::Path::new("/dev/shm");
-    let roomy = nix::sys::statvfs::statvfs(shm)
+    use crate::netns::{record, state};
+    let roomy = nix::sys::statvfs::statvfs("/dev/shm")
         .map(|s| s.blocks_available() * s.fragment_size() > 1 << 30)
         .unwrap_or(false);
     if roomy {
-        let base = shm.join("knetsim").join(sim.instance());
-        if !base.exists() {
-            sim.inner.record.add_path(&base)?;
-        }
+        let shm_base = std::path::Path::new(state::SHM_BASE);
+        let base = record::shm_dir(sim.instance());
+        // A planted directory or link is refused before it is recorded, so teardown never
+        // touches it; ours is recorded before it exists, so a crash leaves nothing unrecorded.
+        let check = || -> Result<()> {
+            if state::existing_private_dir(shm_base)? {
+                state::existing_private_dir(&base)?;
+            }
+            Ok(())
+        };
+        check().context("preparing etcd's data directory")?;
+        sim.inner.record.add_path(&base)?;
+        let base = state::ensure_instance_dir(shm_base, sim.instance())
+            .context("preparing etcd's data directory")?;
         let dir = base.join(member);
         std::fs::create_dir_all(&dir)?;
         return Ok(dir);
@@ -154,7 +162,7 @@ fn flanneld_args(sim: &Sim, id: &str, short: &str) -> (String, Vec<String>, std:
     (w.ns(), args, w.dir().join("flanneld.log"))
 }
 
-fn start_flannel(sim: &Sim, id: &str, short: &str) -> Result<u32> {
+fn start_flannel(sim: &Sim, id: &str, short: &str) -> Result<super::DaemonId> {
     let w = super::Worker::handle(sim, id, short);
     std::fs::create_dir_all(w.dir())?;
     // What a kubelet's runtime would find in /etc/cni/net.d on this node.
@@ -165,13 +173,16 @@ fn start_flannel(sim: &Sim, id: &str, short: &str) -> Result<u32> {
         serde_json::to_vec_pretty(&w.cni().conf())?,
     )?;
     let (ns, args, log) = flanneld_args(sim, id, short);
-    sim.spawn_daemon(
+    let spawned = sim.spawn_daemon(DaemonSpec::new(
+        DaemonKind::Flanneld,
+        &w.name(),
         &ns,
         &sim.knetsim_exe(),
-        &args,
-        &log,
-        &format!("flanneld {}", w.name()),
-    )
+        args,
+        log,
+        format!("flanneld {}", w.name()),
+    ))?;
+    Ok(spawned.id)
 }
 
 fn tail(path: &std::path::Path, n: usize) -> String {
@@ -180,48 +191,51 @@ fn tail(path: &std::path::Path, n: usize) -> String {
     lines[lines.len().saturating_sub(n)..].join("\n    ")
 }
 
-/// Waits until the worker's agent has written subnet.env.
-fn wait_subnet(sim: &Sim, id: &str, short: &str, pid: u32) -> Result<()> {
+/// Waits until the worker's agent has written subnet.env. The supervisor restarts an
+/// agent that exits meanwhile; a crash loop ends the wait at once with its error.
+fn wait_subnet(sim: &Sim, id: &str, short: &str, agent: super::DaemonId) -> Result<()> {
     let w = super::Worker::handle(sim, id, short);
     let file = w.subnet_file();
-    let started = Instant::now();
-    let start_time = process::start_time(pid);
-    while started.elapsed() < FLANNEL_TIMEOUT {
-        if file.exists() {
-            return Ok(());
-        }
-        if interrupted() {
-            bail!("interrupted");
-        }
-        if start_time.is_none()
-            || !process::is_same_process(pid, start_time.unwrap())
-            || process_exited(sim, pid)
-        {
-            bail!(
-                "the flannel agent on {} exited before writing {}. Its log ({}) ends with:\n    {}",
-                w.name(),
-                file.display(),
-                w.dir().join("flanneld.log").display(),
-                tail(&w.dir().join("flanneld.log"), 5)
-            );
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    bail!(
-        "the flannel agent on {} wrote no {} within {} s; see {}",
-        w.name(),
-        file.display(),
-        FLANNEL_TIMEOUT.as_secs(),
-        w.dir().join("flanneld.log").display()
+    let log = w.dir().join("flanneld.log");
+    Wait::new(
+        format!(
+            "the flannel agent on {} to write {}",
+            w.name(),
+            file.display()
+        ),
+        FLANNEL_TIMEOUT,
     )
-}
-
-fn process_exited(sim: &Sim, pid: u32) -> bool {
-    let mut children = sim.inner.children.lock().unwrap();
-    children
-        .iter_mut()
-        .find(|c| c.id() == pid)
-        .is_some_and(|c| matches!(c.try_wait(), Ok(Some(_))))
+    .every(Duration::from_millis(10))
+    .hint(|| {
+        format!(
+            "its log ({}) ends with:\n    {}",
+            log.display(),
+            tail(&log, 5)
+        )
+    })
+    .until(|| {
+        if file.exists() {
+            return Ok(Poll::Ready(()));
+        }
+        match sim.inner.daemons.health(agent) {
+            Some(super::supervise::Health::Failed(m)) => {
+                bail!(
+                    "the flannel agent on {} wrote no {}: {m}",
+                    w.name(),
+                    file.display()
+                )
+            }
+            Some(super::supervise::Health::Stopped) | None => bail!(
+                "the flannel agent on {} was stopped before it wrote {}",
+                w.name(),
+                file.display()
+            ),
+            _ => {}
+        }
+        Ok(Poll::Pending(
+            "the agent runs and has written no subnet.env yet".into(),
+        ))
+    })
 }
 
 /// Waits until every started worker of cluster `id` has an overlay route to each other
@@ -237,26 +251,51 @@ fn wait_converged(sim: &Sim, id: &str) -> Result<()> {
             .collect()
     };
     let want = workers.len().saturating_sub(1);
-    let started = Instant::now();
-    for (ns, name) in &workers {
-        loop {
+    // Workers already seen complete are not asked again.
+    let mut done = 0;
+    Wait::new(
+        format!("the overlay routes of C{id} (each worker to the other {want} workers' subnets)"),
+        FLANNEL_TIMEOUT,
+    )
+    .hint(|| "see the workers' flanneld.log".into())
+    .until(|| {
+        while let Some((ns, name)) = workers.get(done) {
+            // A flanneld stopped on purpose programs the new routes once started again;
+            // one in a crash loop ends the wait with its error.
+            if !sim.agent_wait(name, DaemonKind::Flanneld)? {
+                done += 1;
+                continue;
+            }
             let n = netlink::with(ns, |nl| async move { nl.routes_via(FLANNEL_DEVICE).await })?;
-            if n >= want {
-                break;
+            if n < want {
+                return Ok(Poll::Pending(format!(
+                    "{name} has routes to {n} of the {want} other workers' subnets"
+                )));
             }
-            if interrupted() {
-                bail!("interrupted");
-            }
-            if started.elapsed() > FLANNEL_TIMEOUT {
-                bail!(
-                    "{name} has routes to {n} of the {want} other workers' subnets after {} s; see its flanneld.log",
-                    FLANNEL_TIMEOUT.as_secs()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(5));
+            done += 1;
         }
-    }
-    Ok(())
+        Ok(Poll::Ready(()))
+    })
+}
+
+/// Waits until cluster `id`'s etcd answers a linearizable read (so it has a leader).
+fn wait_etcd(id: &str, ns: &str, endpoints: &str) -> Result<()> {
+    Wait::new(
+        format!("etcd of C{id} ({endpoints}) to elect a leader"),
+        ETCD_TIMEOUT,
+    )
+    .hint(|| "see the etcd.log of its members in the run directory".into())
+    .until(|| {
+        Ok(match etcd::health_read(ns, endpoints) {
+            Ok(()) => Poll::Ready(()),
+            Err(e) => Poll::Pending(format!("{e:#}")),
+        })
+    })
+}
+
+/// [`wait_converged`] for a restarted agent.
+pub(super) fn wait_routes(sim: &Sim, id: &str) -> Result<()> {
+    wait_converged(sim, id)
 }
 
 fn set_worker_started(sim: &Sim, id: &str, short: &str) {
@@ -304,8 +343,8 @@ pub(super) fn start_clusters(sim: &Sim, ids: &[String]) -> Result<()> {
         .iter()
         .map(|id| {
             let c = super::Cluster::handle(sim, id);
-            let (ns, eps) = (c.etcd_ns(), c.etcd_endpoints());
-            std::thread::spawn(move || etcd::wait_healthy(&ns, &eps, ETCD_TIMEOUT, &interrupted))
+            let (id, ns, eps) = (id.clone(), c.etcd_ns(), c.etcd_endpoints());
+            std::thread::spawn(move || wait_etcd(&id, &ns, &eps))
         })
         .collect();
     for w in waits {
@@ -327,12 +366,12 @@ pub(super) fn start_clusters(sim: &Sim, ids: &[String]) -> Result<()> {
     let mut started = Vec::new();
     for id in ids {
         for w in super::Cluster::handle(sim, id).workers() {
-            let pid = start_flannel(sim, id, w.short())?;
-            started.push((id.clone(), w.short().to_string(), pid));
+            let agent = start_flannel(sim, id, w.short())?;
+            started.push((id.clone(), w.short().to_string(), agent));
         }
     }
-    for (id, short, pid) in &started {
-        wait_subnet(sim, id, short, *pid)?;
+    for (id, short, agent) in &started {
+        wait_subnet(sim, id, short, *agent)?;
         set_worker_started(sim, id, short);
         super::services::start_kube_proxy(sim, &super::Worker::handle(sim, id, short))?;
     }
@@ -374,8 +413,8 @@ pub(super) fn join_worker(sim: &Sim, id: &str, short: &str) -> Result<()> {
     let underlay = ensure_underlay(sim)?;
     let w = super::Worker::handle(sim, id, short);
     create_host(sim, &underlay, &w.name(), &w.ns(), w.ip())?;
-    let pid = start_flannel(sim, id, short)?;
-    wait_subnet(sim, id, short, pid)?;
+    let agent = start_flannel(sim, id, short)?;
+    wait_subnet(sim, id, short, agent)?;
     set_worker_started(sim, id, short);
     super::services::start_kube_proxy(sim, &w)?;
     wait_converged(sim, id)?;

@@ -1,8 +1,9 @@
 //! Clusters and their etcd members: declaration (names and Mininet numbering), lookup of
 //! nodes and containers, and joining a worker to a running cluster.
 
-use super::addressing::{etcd_ip, host_ip, node_name};
+use super::addressing::{cluster_number, etcd_ip, host_ip, node_name, MAX_HOSTS};
 use super::{ClusterState, EtcdState, Node, Sim, Worker, WorkerState};
+use crate::components::etcd;
 use anyhow::{bail, Result};
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
@@ -24,30 +25,60 @@ impl Default for ClusterSpec {
     }
 }
 
+/// Most workers a cluster is declared with (more can join with `add_worker()`).
+pub const MAX_WORKERS: u32 = 200;
+/// Most etcd members a cluster has (an odd number of 3 or 5 keeps quorum through failures).
+pub const MAX_ETCD: u32 = 5;
+
+/// Checks a count given for `key` ("workers" or "etcd") of cluster `id`; one message for
+/// the script's whole numbers and for Rust callers alike.
+pub fn check_count(id: &str, key: &str, n: i64) -> Result<u32> {
+    let (max, example) = match key {
+        "workers" => (MAX_WORKERS, "#{ workers: 3, etcd: 2 }"),
+        "etcd" => (MAX_ETCD, "#{ workers: 3, etcd: 3 }"),
+        other => bail!(
+            "cluster(\"{id}\", ...): unknown option '{other}'; the options are 'workers' and 'etcd', e.g. #{{ workers: 3, etcd: 2 }}"
+        ),
+    };
+    if !(1..=max as i64).contains(&n) {
+        bail!(
+            "cluster(\"{id}\", ...): {key} must be between 1 and {max} (got {n}), e.g. {example}"
+        );
+    }
+    Ok(n as u32)
+}
+
+/// The next host number, refused once the underlay's address plan is full.
+fn next_host(st: &mut super::State, node: &str) -> Result<u32> {
+    if st.host_counter >= MAX_HOSTS {
+        bail!(
+            "{node} would be host number {}, but the underlay has addresses for {MAX_HOSTS} hosts \
+             (10.0.0.1 to 10.0.255.255; beyond them lie the etcd members' 10.1.0.x): use fewer workers",
+            st.host_counter as u64 + 1
+        );
+    }
+    st.host_counter += 1;
+    Ok(st.host_counter)
+}
+
 pub(super) fn declare(sim: &Sim, id: &str, spec: ClusterSpec) -> Result<Cluster> {
-    if id.is_empty() || id.len() > 3 || !id.chars().all(|c| c.is_ascii_digit()) {
-        bail!("cluster id '{id}' is not valid: use a number such as \"0\" or \"1\" (the cluster is then named C{id})");
-    }
-    if spec.workers == 0 || spec.workers > 200 {
-        bail!(
-            "cluster C{id}: workers must be between 1 and 200 (got {})",
-            spec.workers
-        );
-    }
-    if spec.etcd == 0 || spec.etcd > 5 {
-        bail!(
-            "cluster C{id}: etcd must be between 1 and 5 members (got {})",
-            spec.etcd
-        );
-    }
     let mut st = sim.state();
-    if st.clusters.iter().any(|c| c.id == id) {
-        bail!("cluster C{id} is already declared; use a different id");
+    let declared: Vec<String> = st.clusters.iter().map(|c| c.id.clone()).collect();
+    let number = cluster_number(id, &declared).map_err(anyhow::Error::msg)?;
+    check_count(id, "workers", spec.workers.into())?;
+    check_count(id, "etcd", spec.etcd.into())?;
+    let needed = spec.workers + spec.etcd;
+    if st.host_counter.saturating_add(needed) > MAX_HOSTS {
+        bail!(
+            "cluster C{id} needs {needed} more host addresses, but the underlay has room for {} \
+             ({MAX_HOSTS} hosts in 10.0.0.1 to 10.0.255.255): use fewer workers",
+            MAX_HOSTS - st.host_counter
+        );
     }
-    let number = id.parse::<u32>().unwrap_or(0);
+    let cluster = format!("C{id}");
     let mut etcd = Vec::new();
     for k in 1..=spec.etcd {
-        st.host_counter += 1;
+        next_host(&mut st, &cluster)?;
         let short = format!("e{k}");
         let name = node_name(id, &short);
         etcd.push(EtcdState {
@@ -59,14 +90,14 @@ pub(super) fn declare(sim: &Sim, id: &str, spec: ClusterSpec) -> Result<Cluster>
     }
     let mut workers = Vec::new();
     for k in 1..=spec.workers {
-        st.host_counter += 1;
+        let n = next_host(&mut st, &cluster)?;
         let short = format!("w{k}");
         let name = node_name(id, &short);
         workers.push(WorkerState {
             ns: sim.ns_name(&name),
             short,
             name,
-            ip: host_ip(st.host_counter),
+            ip: host_ip(n),
             started: false,
             containers: BTreeMap::new(),
         });
@@ -141,6 +172,24 @@ impl Cluster {
     /// Namespace from which this cluster's etcd can be reached (its first member's).
     pub fn etcd_ns(&self) -> String {
         self.with(|c| c.etcd[0].ns.clone())
+    }
+
+    /// The cluster's etcd members by name, for a fail-over [`etcd::EtcdClient`].
+    pub fn etcd_members(&self) -> etcd::Members {
+        self.with(|c| {
+            etcd::Members::named(
+                &c.name(),
+                c.etcd.iter().map(|e| {
+                    let url = format!("http://{}:{}", e.ip, etcd::CLIENT_PORT);
+                    (e.name.clone(), url)
+                }),
+            )
+        })
+    }
+
+    /// Every etcd member's Status: which are up, which one leads.
+    pub fn etcd_health(&self) -> Result<Vec<etcd::MemberHealth>> {
+        etcd::health(&self.etcd_ns(), &self.etcd_members())
     }
 
     pub fn workers(&self) -> Vec<Worker> {
@@ -224,10 +273,12 @@ impl Cluster {
 
     /// Adds a worker to the cluster (`C0w4`), bringing it up at once if the cluster runs.
     pub fn add_worker(&self) -> Result<Worker> {
+        // Its routes need every other worker's flanneld: a crash loop is reported before
+        // anything is declared.
+        self.sim.require_agents(&self.id)?;
         let (short, started) = {
             let mut st = self.sim.state();
-            st.host_counter += 1;
-            let n = st.host_counter;
+            let n = next_host(&mut st, &self.name())?;
             let ns_of = |name: &str| self.sim.ns_name(name);
             let c = st
                 .clusters
@@ -295,6 +346,17 @@ impl EtcdNode {
 
     pub fn ns(&self) -> String {
         self.state().ns
+    }
+
+    /// The pid of this member's etcd, as recorded when the simulator started it.
+    pub fn pid(&self) -> Option<u32> {
+        let what = format!("etcd {}", self.name());
+        let record = self.sim.inner.record.snapshot();
+        record
+            .processes
+            .iter()
+            .find(|p| p.what == what)
+            .map(|p| p.pid)
     }
 
     /// Runs a shell command on this member (bounded by the exec timeout).

@@ -11,10 +11,11 @@ use super::Worker;
 use crate::components::echo;
 use crate::components::ingress::{self, IngressConfig, Rule};
 use crate::netns::{self, process};
+use crate::wait::{Poll, Wait};
 use anyhow::{anyhow, bail, Context, Result};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const READY_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -38,6 +39,7 @@ pub struct IngressInfo {
 
 #[derive(Debug, Clone)]
 pub(crate) struct IngressState {
+    pub daemon: super::DaemonId,
     pub pid: u32,
     pub start: u64,
     pub cfg: IngressConfig,
@@ -86,23 +88,33 @@ fn port_holder(ns: &str, port: u16) -> Result<Option<String>> {
     Ok(Some(who.map(|w| format!(" (by {w})")).unwrap_or_default()))
 }
 
-/// Waits until something accepts TCP connections on `addr` inside `ns`, or the process
-/// `pid` (started at `start`) is gone. True when it is ready.
-fn wait_listening(ns: &str, addr: SocketAddr, pid: u32, start: u64) -> Result<bool> {
+/// Waits until something accepts TCP connections on `addr` inside `ns`. `what` (e.g.
+/// "nginx of ingress 'grp1' on C0w1") names the process `pid` (started at `start`) whose
+/// log is `log`; its exit ends the wait at once.
+fn wait_listening(
+    ns: &str,
+    addr: SocketAddr,
+    (pid, start): (u32, u64),
+    what: &str,
+    log: &std::path::Path,
+) -> Result<()> {
+    let (what, log) = (what.to_string(), log.to_path_buf());
     netns::run_in(ns, move || {
-        let until = Instant::now() + READY_TIMEOUT;
-        loop {
-            if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
-                return Ok(true);
-            }
-            if !process::is_same_process(pid, start) || Instant::now() > until {
-                return Ok(false);
-            }
-            if crate::interrupt::is_set() {
-                bail!("interrupted");
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        Wait::new(format!("{what} to listen on {addr}"), READY_TIMEOUT)
+            .hint(|| format!("its log ({}) says:{}", log.display(), tail(&log, 5)))
+            .until(
+                || match TcpStream::connect_timeout(&addr, Duration::from_millis(200)) {
+                    Ok(_) => Ok(Poll::Ready(())),
+                    Err(e) if process::is_same_process(pid, start) => {
+                        Ok(Poll::Pending(format!("connecting: {e}")))
+                    }
+                    Err(_) => bail!(
+                        "{what} exited before it listened on {addr}; its log ({}) says:{}",
+                        log.display(),
+                        tail(&log, 5)
+                    ),
+                },
+            )
     })
 }
 
@@ -160,9 +172,10 @@ impl Worker {
         let key = self.key(name);
         let mut map = self.sim.inner.ingresses.lock().unwrap();
         let st = map.get(&key)?.clone();
-        if !process::is_same_process(st.pid, st.start) {
+        if self.sim.daemon_pid(st.daemon) != Some(st.pid) {
             map.remove(&key);
-            let _ = self.sim.inner.record.forget_process(st.pid);
+            drop(map);
+            let _ = self.sim.stop_daemon(st.daemon);
             return None;
         }
         Some(st.info(&self.name()))
@@ -190,7 +203,7 @@ impl Worker {
     /// Starts (or reconfigures) ingress `name`: nginx listening on `port` in this worker's
     /// namespace, one `location` per rule proxying to its endpoint.
     pub fn run_ingress(&self, name: &str, port: i64, rules: &[IngressRule]) -> Result<IngressInfo> {
-        self.require_running()?;
+        // Input first, so a mistake is reported before anything needs to run.
         ingress::check_name(name)?;
         let port = ingress::check_port(port)?;
         let mut parsed = Vec::new();
@@ -202,6 +215,7 @@ impl Worker {
             });
         }
         ingress::check_rules(&parsed)?;
+        self.require_running()?;
         process::require_binary(&ingress::nginx_bin(), ingress::NGINX_PACKAGE)?;
         let existing = self.ingress(name);
         if existing.as_ref().map(|e| e.port) != Some(port) {
@@ -264,34 +278,32 @@ impl Worker {
             .with_context(|| format!("writing {}", conf.display()))?;
         self.nginx_test(&cfg, &conf)?;
         let log = cfg.dir.join("nginx.log");
-        let pid = self.sim.spawn_daemon(
+        let spawned = self.sim.spawn_daemon(super::DaemonSpec::new(
+            super::DaemonKind::Nginx,
+            &self.name(),
             &self.ns(),
             &ingress::nginx_bin(),
-            &cfg.nginx_args(&conf),
-            &log,
-            &format!("ingress {} on {} (nginx master)", cfg.name, self.name()),
-        )?;
-        let start = process::start_time(pid).unwrap_or(0);
+            cfg.nginx_args(&conf),
+            log,
+            format!("ingress {} on {} (nginx master)", cfg.name, self.name()),
+        ))?;
+        let (pid, start) = (spawned.pid, spawned.start);
         let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, cfg.port));
-        let ready = wait_listening(&self.ns(), addr, pid, start);
-        if !matches!(ready, Ok(true)) {
-            let _ = self.sim.stop_daemon(pid, start);
-            let why = match ready {
-                Err(e) => format!("{e:#}"),
-                _ => format!(
-                    "nginx did not listen on port {} within {} s; its error log says:{}",
-                    cfg.port,
-                    READY_TIMEOUT.as_secs(),
-                    tail(&cfg.error_log(), 5)
-                ),
-            };
-            bail!(
-                "ingress '{}' on {} did not start: {why}",
+        let what = format!("nginx of ingress '{}' on {}", cfg.name, self.name());
+        if let Err(e) = wait_listening(&self.ns(), addr, (pid, start), &what, &cfg.error_log()) {
+            let _ = self.sim.stop_daemon(spawned.id);
+            return Err(e.context(format!(
+                "ingress '{}' on {} did not start",
                 cfg.name,
                 self.name()
-            );
+            )));
         }
-        let st = IngressState { pid, start, cfg };
+        let st = IngressState {
+            daemon: spawned.id,
+            pid,
+            start,
+            cfg,
+        };
         let info = st.info(&self.name());
         self.sim
             .inner
@@ -328,11 +340,17 @@ impl Worker {
         }
         // The master re-reads the config, starts new workers and tells the old ones to
         // finish: once they are gone every new request sees the new rules.
-        let until = Instant::now() + READY_TIMEOUT;
-        loop {
+        let what = format!("nginx of ingress '{}' on {}", cfg.name, self.name());
+        Wait::new(
+            format!("{what} to apply the new configuration (its old workers to finish)"),
+            READY_TIMEOUT,
+        )
+        .every(Duration::from_millis(10))
+        .hint(|| format!("its error log says:{}", tail(&cfg.error_log(), 5)))
+        .until(|| {
             if !process::is_same_process(old.pid, old.start) {
                 self.sim.inner.ingresses.lock().unwrap().remove(&key);
-                let _ = self.sim.inner.record.forget_process(old.pid);
+                let _ = self.sim.stop_daemon(old.daemon);
                 bail!(
                     "nginx of ingress '{}' on {} exited during the reload; its error log says:{}",
                     cfg.name,
@@ -341,32 +359,26 @@ impl Worker {
                 );
             }
             let now = children_of(old.pid);
-            let replaced = !now.is_empty() && now.iter().all(|p| !old_workers.contains(p));
-            if replaced {
-                break;
+            let old_left = now.iter().filter(|p| old_workers.contains(p)).count();
+            if !now.is_empty() && old_left == 0 {
+                return Ok(Poll::Ready(()));
             }
-            if Instant::now() > until {
-                bail!(
-                    "nginx of ingress '{}' on {} did not apply the new configuration within {} s; its error log says:{}",
-                    cfg.name,
-                    self.name(),
-                    READY_TIMEOUT.as_secs(),
-                    tail(&cfg.error_log(), 5)
-                );
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
+            Ok(Poll::Pending(format!(
+                "{old_left} old and {} new worker processes",
+                now.len() - old_left
+            )))
+        })?;
         let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, cfg.port));
-        if !wait_listening(&self.ns(), addr, old.pid, old.start)? {
-            bail!(
-                "ingress '{}' on {} does not listen on port {} after the reload; its error log says:{}",
-                cfg.name,
-                self.name(),
-                cfg.port,
-                tail(&cfg.error_log(), 5)
-            );
-        }
+        wait_listening(
+            &self.ns(),
+            addr,
+            (old.pid, old.start),
+            &what,
+            &cfg.error_log(),
+        )
+        .context("after the reload")?;
         let st = IngressState {
+            daemon: old.daemon,
             pid: old.pid,
             start: old.start,
             cfg,
@@ -398,7 +410,7 @@ impl Worker {
             .unwrap()
             .remove(&self.key(name));
         if let Some(st) = st {
-            let _ = self.sim.stop_daemon(st.pid, st.start);
+            let _ = self.sim.stop_daemon(st.daemon);
         }
         Ok(())
     }
@@ -427,25 +439,30 @@ impl Worker {
             // One argument, so a message starting with '-' is not taken for an option.
             format!("--message={message}"),
         ];
-        let pid = self.sim.spawn_daemon(
+        let spawned = self.sim.spawn_daemon(super::DaemonSpec::new(
+            super::DaemonKind::EchoServer,
+            &self.name(),
             &info.ns,
             &self.sim.knetsim_exe(),
-            &args,
-            &log,
-            &format!(
+            args,
+            log.clone(),
+            format!(
                 "echo-server {message:?} on {container}:{port} ({})",
                 self.name()
             ),
-        )?;
-        let start = process::start_time(pid).unwrap_or(0);
+        ))?;
+        let (pid, start) = (spawned.pid, spawned.start);
         let ip: Ipv4Addr = info.ip.parse().unwrap_or(Ipv4Addr::LOCALHOST);
-        let ready = wait_listening(&info.ns, SocketAddr::from((ip, port)), pid, start);
-        if !matches!(ready, Ok(true)) {
-            let _ = self.sim.stop_daemon(pid, start);
-            bail!(
-                "the echo server in '{container}' did not start listening on port {port}; its log says:{}",
-                tail(&log, 5)
-            );
+        let what = format!("the echo server in '{container}'");
+        if let Err(e) = wait_listening(
+            &info.ns,
+            SocketAddr::from((ip, port)),
+            (pid, start),
+            &what,
+            &log,
+        ) {
+            let _ = self.sim.stop_daemon(spawned.id);
+            return Err(e);
         }
         Ok(pid)
     }

@@ -11,26 +11,45 @@ mod cluster;
 mod ingress;
 mod services;
 mod skupper;
+mod supervise;
 mod worker;
 
-pub use cluster::{Cluster, ClusterSpec, EtcdNode};
+pub use cluster::{check_count, Cluster, ClusterSpec, EtcdNode, MAX_ETCD, MAX_WORKERS};
 pub use ingress::{IngressInfo, IngressRule};
 pub use services::{PortSpec, ServiceSpec};
 pub use skupper::{LinkOptions, ListService, SiteOptions, FIRST_SERVICE_PORT};
+pub use supervise::{SupervisionEvent, SupervisionOutcome};
 pub use worker::{ContainerInfo, Worker};
+
+pub(crate) use supervise::{DaemonId, DaemonKind, DaemonSpec, Spawned};
 
 use crate::netns::{self, record::Record};
 use anyhow::{bail, Result};
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
-use std::process::Child;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 pub const DEFAULT_INSTANCE: &str = "default";
 pub const DEFAULT_EXEC_TIMEOUT: Duration = Duration::from_secs(10);
+/// The longest exec time limit: a day (longer is surely a mistake, and a huge number of
+/// seconds is no Duration at all).
+pub const MAX_EXEC_TIMEOUT_SECS: f64 = 86_400.0;
+
+/// An exec time limit from seconds: above 0 (0 would stop every command before it ran)
+/// and at most [`MAX_EXEC_TIMEOUT_SECS`]. The error says what is wrong; callers name the
+/// setting (`--exec-timeout`, `set_exec_timeout`).
+pub fn exec_timeout_from_secs(s: f64) -> std::result::Result<Duration, String> {
+    if !(s.is_finite() && s > 0.0 && s <= MAX_EXEC_TIMEOUT_SECS) {
+        return Err(format!(
+            "the limit must be a number of seconds above 0 and at most {MAX_EXEC_TIMEOUT_SECS} \
+             (got {s:?}; 0 or less would stop every exec at once)"
+        ));
+    }
+    Ok(Duration::from_secs_f64(s))
+}
 
 /// How a simulation is run.
 #[derive(Debug, Clone)]
@@ -77,7 +96,8 @@ pub(crate) struct Inner {
     pub opts: Options,
     pub record: Record,
     pub state: Mutex<State>,
-    pub children: Mutex<Vec<Child>>,
+    /// Every daemon started, and the thread that restarts the agents among them.
+    pub daemons: Arc<supervise::Supervisor>,
     pub exec_timeout: Mutex<Duration>,
     pub torn_down: AtomicBool,
     /// Running ingresses by (worker name, ingress name).
@@ -94,7 +114,6 @@ pub(crate) struct State {
 
 pub(crate) struct ClusterState {
     pub id: String,
-    #[allow(dead_code)]
     pub number: u32,
     pub started: bool,
     pub etcd: Vec<EtcdState>,
@@ -170,20 +189,22 @@ impl Sim {
         if !nix::unistd::geteuid().is_root() {
             bail!("knetsim needs root to create network namespaces: run it with sudo");
         }
-        if !addressing::valid_name(&opts.instance.replace('-', "_")) {
-            bail!(
-                "instance name '{}' is not valid: use letters, digits, '-' or '_', starting with a letter",
-                opts.instance
-            );
-        }
+        netns::state::check_instance(&opts.instance)?;
         let record = Record::claim(&opts.instance)?;
+        let daemons = match supervise::Supervisor::start(record.clone()) {
+            Ok(d) => d,
+            Err(e) => {
+                let _ = record.teardown();
+                return Err(e);
+            }
+        };
         let timeout = opts.exec_timeout;
         Ok(Sim {
             inner: Arc::new(Inner {
                 opts,
                 record,
                 state: Mutex::new(State::default()),
-                children: Mutex::new(Vec::new()),
+                daemons,
                 exec_timeout: Mutex::new(timeout),
                 torn_down: AtomicBool::new(false),
                 ingresses: Mutex::new(BTreeMap::new()),
@@ -256,9 +277,29 @@ impl Sim {
             .map(|c| c.id.clone())
             .collect();
         if ids.is_empty() {
-            bail!("nothing to start: declare a cluster first, e.g. cluster(\"0\", #{{ workers: 3, etcd: 2 }})");
+            let running: Vec<String> = self.state().clusters.iter().map(|c| c.name()).collect();
+            let Some(first) = running.first() else {
+                bail!("nothing to start: declare a cluster first, e.g. cluster(\"0\", #{{ workers: 3, etcd: 2 }})");
+            };
+            // A second start() means the script expected something new to come up.
+            bail!(
+                "already started: {} {} running and no cluster was declared since. \
+                 Declare another cluster with cluster(\"{}\", #{{ workers: 3, etcd: 2 }}) first, \
+                 or add workers with {first}.add_worker()",
+                running.join(", "),
+                if running.len() == 1 { "is" } else { "are" },
+                self.free_cluster_id()
+            );
         }
         bringup::start_clusters(self, &ids)
+    }
+
+    /// The smallest cluster id not declared yet, for examples in messages.
+    fn free_cluster_id(&self) -> u32 {
+        let st = self.state();
+        (0..)
+            .find(|n| !st.clusters.iter().any(|c| c.number == *n))
+            .unwrap_or(0)
     }
 
     /// A node by its full name (`C0w1`, `C0e1`).
@@ -307,68 +348,52 @@ impl Sim {
         addressing::ns_name(&self.inner.opts.instance, node)
     }
 
-    /// Starts a daemon inside `ns`, recording its pid before anything else happens.
-    pub(crate) fn spawn_daemon(
-        &self,
-        ns: &str,
-        program: &str,
-        args: &[String],
-        log: &Path,
-        what: &str,
-    ) -> Result<u32> {
-        let path = self.path_env();
-        let child =
-            netns::process::spawn_daemon_env(Some(ns), program, args, &[("PATH", &path)], log)?;
-        let pid = child.id();
-        self.inner.record.add_process(pid, what)?;
-        self.inner.children.lock().unwrap().push(child);
-        Ok(pid)
+    /// Starts a daemon as `spec` says (with PATH finding knetsim first), registered with
+    /// the supervisor and recorded for teardown before this returns.
+    pub(crate) fn spawn_daemon(&self, mut spec: DaemonSpec) -> Result<Spawned> {
+        spec.env.push(("PATH".into(), self.path_env()));
+        self.inner.daemons.spawn(spec)
     }
 
-    /// Stops one daemon started by [`Sim::spawn_daemon`] (its whole process group), reaps
-    /// it and takes it out of the teardown record.
-    pub(crate) fn stop_daemon(&self, pid: u32, start: u64) -> Result<()> {
-        let stopped = netns::process::stop(pid, start, std::time::Duration::from_secs(2));
-        netns::process::kill_group(pid as i32);
-        let child = {
-            let mut children = self.inner.children.lock().unwrap();
-            children
-                .iter()
-                .position(|c| c.id() == pid)
-                .map(|i| children.remove(i))
-        };
-        if let Some(mut c) = child {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-        self.inner.record.forget_process(pid)?;
-        stopped
+    /// Stops one daemon on purpose (its whole process group), waits until it is reaped,
+    /// and forgets it: it is not restarted.
+    pub(crate) fn stop_daemon(&self, id: DaemonId) -> Result<()> {
+        self.inner.daemons.stop(id, true)
+    }
+
+    /// The daemon's pid while it runs (it changes when the supervisor restarts it).
+    pub(crate) fn daemon_pid(&self, id: DaemonId) -> Option<u32> {
+        self.inner.daemons.pid(id)
     }
 
     /// Stops everything and removes the run directory. Safe to call more than once.
     pub fn teardown(&self) -> Result<()> {
+        self.teardown_keeping_logs(false).map(|_| ())
+    }
+
+    /// [`Sim::teardown`]; with `keep_logs` (a failed run) the run directory's logs stay,
+    /// root-only, and their directory is returned (`knetsim cleanup` removes them).
+    pub fn teardown_keeping_logs(&self, keep_logs: bool) -> Result<Option<PathBuf>> {
         if self.inner.torn_down.swap(true, Ordering::SeqCst) {
-            return Ok(());
+            return Ok(None);
         }
-        teardown_inner(&self.inner)
+        teardown_inner(&self.inner, keep_logs)
     }
 }
 
-fn teardown_inner(inner: &Inner) -> Result<()> {
+fn teardown_inner(inner: &Inner, keep_logs: bool) -> Result<Option<PathBuf>> {
+    // The supervisor stops first, so nothing is restarted while teardown ends it; it
+    // ends and reaps the daemons it started (it is their parent).
+    inner.daemons.shutdown();
     // CNI DEL is not needed for teardown: removing the worker namespaces removes their
     // veths and bridges; the IPAM files live in the run directory, removed with it.
-    let res = inner.record.teardown();
-    for mut c in inner.children.lock().unwrap().drain(..) {
-        let _ = c.kill();
-        let _ = c.wait();
-    }
-    res
+    inner.record.teardown_keeping_logs(keep_logs)
 }
 
 impl Drop for Inner {
     fn drop(&mut self) {
         if !self.torn_down.swap(true, Ordering::SeqCst) {
-            if let Err(e) = teardown_inner(self) {
+            if let Err(e) = teardown_inner(self, false) {
                 eprintln!("knetsim: teardown: {e:#}");
             }
         }

@@ -10,10 +10,11 @@ use crate::components::kubeproxy::{
     self, model, rules, store, CounterRow, EndpointAddress, Endpoints, Protocol, Service,
     ServicePort, ServiceType, State, StaticVip,
 };
+use crate::wait::{Poll, Wait};
 use anyhow::{anyhow, bail, Context, Result};
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const CONVERGE_TIMEOUT: Duration = Duration::from_secs(15);
 
@@ -36,6 +37,34 @@ pub struct ServiceSpec {
     pub cluster_ip: Option<String>,
 }
 
+/// What kube-proxy still has to do, from the plan that would bring its table in line:
+/// "2 chains and 1 map element to add, e.g. `add chain ip kube-proxy service-...`".
+fn pending_changes(p: &rules::Plan) -> String {
+    let st = &p.stats;
+    let mut parts = Vec::new();
+    if st.setup {
+        parts.push("its table is not set up".to_string());
+    }
+    for (n, what) in [
+        (st.chains_added, "chains to add"),
+        (st.chains_rewritten, "chains to rewrite"),
+        (st.chains_deleted, "chains to delete"),
+        (st.elements_added, "map elements to add"),
+        (st.elements_deleted, "map elements to delete"),
+    ] {
+        if n > 0 {
+            parts.push(format!("{n} {what}"));
+        }
+    }
+    if parts.is_empty() {
+        parts.push("rules differ".to_string());
+    }
+    match p.text.lines().find(|l| !l.trim().is_empty()) {
+        Some(first) => format!("{}, first: `{}`", parts.join(", "), first.trim()),
+        None => parts.join(", "),
+    }
+}
+
 /// A Service and the selector the endpoints controller uses for it.
 #[derive(Debug, Clone)]
 pub(crate) struct ServiceDef {
@@ -49,14 +78,14 @@ fn parse_ip(what: &str, s: &str) -> Result<Ipv4Addr> {
 }
 
 /// Every Kubernetes-facing kube-proxy call runs against the cluster's etcd from inside
-/// its first member's namespace.
+/// its first member's namespace, failing over between the members.
 fn with_store<F, Fut, R>(c: &Cluster, f: F) -> Result<R>
 where
-    F: FnOnce(etcd_client::Client) -> Fut + Send + 'static,
+    F: FnOnce(etcd::EtcdClient) -> Fut + Send + 'static,
     Fut: std::future::Future<Output = Result<R>>,
     R: Send + 'static,
 {
-    etcd::with_client(&c.etcd_ns(), &c.etcd_endpoints(), f)
+    etcd::with_client(&c.etcd_ns(), &c.etcd_members(), f)
 }
 
 impl Cluster {
@@ -97,7 +126,8 @@ impl Cluster {
         if !self.is_started() {
             bail!("{} is not running yet: call start() first", self.name());
         }
-        Ok(())
+        // Every worker's kube-proxy programs what follows: a crash loop is reported now.
+        self.sim.require_agents(&self.id)
     }
 
     /// The original's `kp_vip_add`: every worker DNATs all traffic for `vip` to the
@@ -275,26 +305,35 @@ impl Cluster {
     /// Waits until every running worker's kube-proxy table matches the cluster's state.
     pub fn wait_converged(&self) -> Result<()> {
         let want = rules::desired(&self.service_state());
-        let started = Instant::now();
         for w in self.workers().iter().filter(|w| w.is_started()) {
-            loop {
-                let cur = kubeproxy::read_current(Some(&w.ns()))?;
-                if rules::plan(&want, &cur).is_empty() {
-                    break;
-                }
-                if crate::interrupt::is_set() {
-                    bail!("interrupted");
-                }
-                if started.elapsed() > CONVERGE_TIMEOUT {
-                    bail!(
-                        "kube-proxy on {} has not programmed the change after {} s; see {}",
-                        w.name(),
-                        CONVERGE_TIMEOUT.as_secs(),
-                        w.dir().join("kube-proxy.log").display()
-                    );
-                }
-                std::thread::sleep(Duration::from_millis(10));
+            // A kube-proxy stopped on purpose catches up once started again.
+            if !self
+                .sim
+                .agent_wait(&w.name(), super::DaemonKind::KubeProxy)?
+            {
+                continue;
             }
+            let log = w.dir().join("kube-proxy.log");
+            Wait::new(
+                format!(
+                    "kube-proxy on {} to program the cluster's Services",
+                    w.name()
+                ),
+                CONVERGE_TIMEOUT,
+            )
+            .every(Duration::from_millis(10))
+            .hint(|| format!("see {}", log.display()))
+            .until(|| {
+                // One in a crash loop ends the wait with its error.
+                self.sim
+                    .agent_wait(&w.name(), super::DaemonKind::KubeProxy)?;
+                let cur = kubeproxy::read_current(Some(&w.ns()))?;
+                let left = rules::plan(&want, &cur);
+                if left.is_empty() {
+                    return Ok(Poll::Ready(()));
+                }
+                Ok(Poll::Pending(pending_changes(&left)))
+            })?;
         }
         Ok(())
     }
@@ -342,7 +381,7 @@ impl Worker {
 
 /// Starts the worker's kube-proxy (after its flannel device exists, so the service route
 /// can point at it).
-pub(super) fn start_kube_proxy(sim: &Sim, w: &Worker) -> Result<u32> {
+pub(super) fn start_kube_proxy(sim: &Sim, w: &Worker) -> Result<super::Spawned> {
     let args = vec![
         "kube-proxy".to_string(),
         "--etcd-endpoints".into(),
@@ -352,11 +391,13 @@ pub(super) fn start_kube_proxy(sim: &Sim, w: &Worker) -> Result<u32> {
         "--service-route-dev".into(),
         super::addressing::FLANNEL_DEVICE.into(),
     ];
-    sim.spawn_daemon(
+    sim.spawn_daemon(super::DaemonSpec::new(
+        super::DaemonKind::KubeProxy,
+        &w.name(),
         &w.ns(),
         &sim.knetsim_exe(),
-        &args,
-        &w.dir().join("kube-proxy.log"),
-        &format!("kube-proxy {}", w.name()),
-    )
+        args,
+        w.dir().join("kube-proxy.log"),
+        format!("kube-proxy {}", w.name()),
+    ))
 }

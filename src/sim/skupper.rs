@@ -3,7 +3,7 @@
 //! This module owns the simulator's side of multi-cluster networking: each cluster's site
 //! (its certificate authority, router certificate, tokens), the links between sites, the
 //! services a site exposes, the router configuration generated from all of that, and the
-//! router processes themselves (started, recorded for teardown, restarted on a change).
+//! router processes themselves (started, recorded for teardown, reloaded on a change).
 //!
 //! Files, under the run directory: `skupper/<cluster>.json` (the router's configuration, in
 //! skupper-router's format), `skupper/<cluster>.log` (its log), `skupper/<cluster>/` (the
@@ -21,20 +21,22 @@
 //! other linked site (as the original workshop's did on C1w1), the next on 1029, and so
 //! on; a service keeps its port, and a site linked later gets listeners on the same ports.
 
-use super::{Cluster, Sim};
+use super::{Cluster, DaemonId, DaemonKind, DaemonSpec, Sim};
+use crate::components::skupper::certs::{create_private_dir, write_private};
 use crate::components::skupper::config::{
     Connector, Listener, Mode, Role, SslProfile, TcpConnector, TcpListener, HTTP_PORT,
     INTER_ROUTER_PORT,
 };
-use crate::components::skupper::{create_site_ca, create_token, issue_router_cert, CertFiles};
 use crate::components::skupper::{reload, RouterConfig};
-use crate::netns::{self, process};
+use crate::components::skupper::{create_site_ca, create_token, issue_router_cert, CertFiles};
+use crate::netns;
+use crate::wait::{Poll, Wait};
 use anyhow::{anyhow, bail, Context, Result};
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// The tcpListener port of the first exposed service.
 pub const FIRST_SERVICE_PORT: u16 = 1028;
@@ -102,8 +104,8 @@ pub(crate) struct SiteState {
     router_files: Option<CertFiles>,
     /// The configuration the running router was started with.
     running: Option<RouterConfig>,
-    pid: u32,
-    start_time: u64,
+    /// The router daemon (the supervisor restarts it if it exits unasked).
+    router: Option<DaemonId>,
     tokens: u32,
     links: Vec<LinkState>,
     exposed: BTreeMap<String, Exposed>,
@@ -314,8 +316,9 @@ fn http_get(ns: &str, path: &str) -> Result<String> {
     let path = path.to_string();
     netns::run_in(ns, move || {
         let addr = SocketAddr::from(([127, 0, 0, 1], HTTP_PORT));
-        let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(1))?;
-        s.set_read_timeout(Some(Duration::from_secs(2)))?;
+        // Short: every readiness wait polls through here and must notice Ctrl-C soon.
+        let mut s = TcpStream::connect_timeout(&addr, Duration::from_millis(250))?;
+        s.set_read_timeout(Some(Duration::from_secs(1)))?;
         write!(s, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n")?;
         let mut out = String::new();
         s.read_to_string(&mut out)?;
@@ -331,21 +334,21 @@ fn metric(text: &str, name: &str) -> Option<u64> {
         .and_then(|v| v.parse().ok())
 }
 
-fn alive(pid: u32, start: u64) -> bool {
-    pid != 0 && process::is_same_process(pid, start)
+fn alive(sim: &Sim, router: Option<DaemonId>) -> bool {
+    router.is_some_and(|id| sim.daemon_pid(id).is_some())
 }
 
-/// Stops a router by its pid and forgets it (record and child handle).
-fn stop_router(sim: &Sim, pid: u32, start: u64) -> Result<()> {
-    if pid == 0 {
-        return Ok(());
+/// Stops a router on purpose (not restarted) and forgets it.
+fn stop_router(sim: &Sim, router: Option<DaemonId>) -> Result<()> {
+    match router {
+        Some(id) => sim.stop_daemon(id),
+        None => Ok(()),
     }
-    sim.stop_daemon(pid, start)
 }
 
 /// Starts site `id`'s router with the configuration already written, and waits for
-/// its `/healthz`. Returns (pid, start time).
-fn start_router(sim: &Sim, id: &str, s: &SiteState) -> Result<(u32, u64)> {
+/// its `/healthz`.
+fn start_router(sim: &Sim, id: &str, s: &SiteState) -> Result<DaemonId> {
     let name = cluster_name(id);
     let conf = config_path(sim, &name);
     let log = log_path(sim, &name);
@@ -354,18 +357,24 @@ fn start_router(sim: &Sim, id: &str, s: &SiteState) -> Result<(u32, u64)> {
         "-c".into(),
         conf.display().to_string(),
     ];
-    let pid = sim.spawn_daemon(
+    let spawned = sim.spawn_daemon(DaemonSpec::new(
+        DaemonKind::Router,
+        &s.worker,
         &s.ns,
         &sim.knetsim_exe(),
-        &args,
-        &log,
-        &format!("skrouterd {name} on {}", s.worker),
-    )?;
-    let start = process::start_time(pid).unwrap_or(0);
-    let t = Instant::now();
-    loop {
-        if !alive(pid, start) {
-            let _ = stop_router(sim, pid, start);
+        args,
+        log.clone(),
+        format!("skrouterd {name} on {}", s.worker),
+    ))?;
+    let router = Some(spawned.id);
+    let ready = Wait::new(
+        format!("the Skupper router of {name} (on {}) to answer /healthz", s.worker),
+        READY_TIMEOUT,
+    )
+    .hint(|| format!("its log ({}) ends with:\n    {}", log.display(), tail(&log, 5)))
+    .until(|| {
+        // Another pid means it exited (and the supervisor started it again).
+        if sim.daemon_pid(spawned.id) != Some(spawned.pid) {
             bail!(
                 "the Skupper router of {name} (on {}) exited at start. Its log ({}) ends with:\n    {}",
                 s.worker,
@@ -373,19 +382,21 @@ fn start_router(sim: &Sim, id: &str, s: &SiteState) -> Result<(u32, u64)> {
                 tail(&log, 5)
             );
         }
-        if http_get(&s.ns, "/healthz").is_ok_and(|r| r.contains("200 OK")) {
-            return Ok((pid, start));
+        Ok(match http_get(&s.ns, "/healthz") {
+            Ok(r) if r.contains("200 OK") => Poll::Ready(()),
+            Ok(r) => Poll::Pending(format!(
+                "/healthz answered {:?}",
+                r.lines().next().unwrap_or("")
+            )),
+            Err(e) => Poll::Pending(format!("/healthz did not answer: {e:#}")),
+        })
+    });
+    match ready {
+        Ok(()) => Ok(spawned.id),
+        Err(e) => {
+            let _ = stop_router(sim, router);
+            Err(e)
         }
-        if t.elapsed() > READY_TIMEOUT {
-            let _ = stop_router(sim, pid, start);
-            bail!(
-                "the Skupper router of {name} did not answer /healthz within {} s; its log ({}) ends with:\n    {}",
-                READY_TIMEOUT.as_secs(),
-                log.display(),
-                tail(&log, 5)
-            );
-        }
-        std::thread::sleep(Duration::from_millis(20));
     }
 }
 
@@ -397,37 +408,40 @@ fn reload_router(sim: &Sim, id: &str, s: &SiteState) -> Result<()> {
     let reloads = |text: &str| metric(text, "skrouter_config_reloads_total").unwrap_or(0);
     let before = http_get(&s.ns, "/metrics").map(|t| reloads(&t))?;
     let offset = std::fs::metadata(&log).map(|m| m.len()).unwrap_or(0);
-    if !alive(s.pid, s.start_time) {
-        bail!("the Skupper router of {name} is not running");
-    }
+    // The router is the simulator's own child (its supervisor spawned it), so its pid
+    // cannot name another process before the simulator reaps it.
+    let pid = s
+        .router
+        .and_then(|r| sim.daemon_pid(r))
+        .ok_or_else(|| anyhow!("the Skupper router of {name} is not running"))?;
     nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(s.pid as i32),
+        nix::unistd::Pid::from_raw(pid as i32),
         nix::sys::signal::Signal::SIGHUP,
     )
-    .with_context(|| format!("SIGHUP to the Skupper router of {name} (pid {})", s.pid))?;
-    let t = Instant::now();
-    loop {
-        if http_get(&s.ns, "/metrics").is_ok_and(|t| reloads(&t) > before) {
-            let text = std::fs::read_to_string(&log).unwrap_or_default();
-            let new = text.get(offset as usize..).unwrap_or("");
-            if let Some(line) = new.lines().find(|l| l.contains("SIGHUP: reload of")) {
-                bail!(
-                    "the Skupper router of {name} could not apply its new configuration: {}",
-                    line.trim()
-                );
-            }
-            return Ok(());
+    .with_context(|| format!("SIGHUP to the Skupper router of {name} (pid {pid})"))?;
+    Wait::new(
+        format!("the Skupper router of {name} to apply its new configuration"),
+        READY_TIMEOUT,
+    )
+    .hint(|| format!("its log ({}) ends with:\n    {}", log.display(), tail(&log, 5)))
+    .until(|| {
+        let text = match http_get(&s.ns, "/metrics") {
+            Ok(t) => t,
+            Err(e) => return Ok(Poll::Pending(format!("/metrics did not answer: {e:#}"))),
+        };
+        if reloads(&text) <= before {
+            return Ok(Poll::Pending("the reload is not counted yet".into()));
         }
-        if t.elapsed() > READY_TIMEOUT {
+        let logged = std::fs::read_to_string(&log).unwrap_or_default();
+        let new = logged.get(offset as usize..).unwrap_or("");
+        if let Some(line) = new.lines().find(|l| l.contains("SIGHUP: reload of")) {
             bail!(
-                "the Skupper router of {name} did not apply its new configuration within {} s; its log ({}) ends with:\n    {}",
-                READY_TIMEOUT.as_secs(),
-                log.display(),
-                tail(&log, 5)
+                "the Skupper router of {name} could not apply its new configuration: {}",
+                line.trim()
             );
         }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+        Ok(Poll::Ready(()))
+    })
 }
 
 /// Renders every site's configuration. A running router whose configuration changed in
@@ -442,20 +456,21 @@ fn apply(sim: &Sim) -> Result<Vec<String>> {
             continue;
         }
         let want = render(&all, id);
-        if s.running.as_ref() != Some(&want) || !alive(s.pid, s.start_time) {
+        if s.running.as_ref() != Some(&want) || !alive(sim, s.router) {
             changed.push((s.links.len(), id.clone(), want));
         }
     }
     changed.sort_by_key(|(n, id, _)| (*n, id.clone()));
-    std::fs::create_dir_all(skupper_dir(sim))?;
+    create_private_dir(&skupper_dir(sim))?;
     let mut restarted = Vec::new();
     for (_, id, cfg) in changed {
         let s = &all[&id];
         let path = config_path(sim, &cluster_name(&id));
         std::fs::write(&path, cfg.render())
             .with_context(|| format!("writing {}", path.display()))?;
-        let reloadable = alive(s.pid, s.start_time)
-            && s.running
+        let reloadable = alive(sim, s.router)
+            && s
+                .running
                 .as_ref()
                 .is_some_and(|old| reload::needs_restart(old, &cfg).is_none());
         if reloadable {
@@ -467,18 +482,17 @@ fn apply(sim: &Sim) -> Result<Vec<String>> {
             });
             continue;
         }
-        stop_router(sim, s.pid, s.start_time)?;
+        stop_router(sim, s.router)?;
         with_site_mut(sim, &id, |site| {
             if let Some(site) = site {
-                site.pid = 0;
+                site.router = None;
                 site.running = None;
             }
         });
-        let (pid, start) = start_router(sim, &id, s)?;
+        let router = start_router(sim, &id, s)?;
         with_site_mut(sim, &id, |site| {
             if let Some(site) = site {
-                site.pid = pid;
-                site.start_time = start;
+                site.router = Some(router);
                 site.running = Some(cfg);
             }
         });
@@ -514,41 +528,62 @@ struct Target {
 }
 
 fn wait_metrics(sim: &Sim, mut pending: Vec<Target>) -> Result<()> {
-    let t = Instant::now();
-    let mut last = String::new();
-    loop {
+    let names: Vec<String> = pending.iter().map(|g| cluster_name(&g.id)).collect();
+    // The site the timeout message points at: the first one still unsettled.
+    let first_pending = std::cell::RefCell::new(names.first().cloned().unwrap_or_default());
+    Wait::new(
+        format!(
+            "the Skupper network of {} to settle (links up and service addresses known on /metrics)",
+            names.join(", ")
+        ),
+        CONVERGE_TIMEOUT,
+    )
+    .every(Duration::from_millis(50))
+    .hint(|| {
+        let name = first_pending.borrow();
+        let log = log_path(sim, &name);
+        format!(
+            "{name}'s log ({}) ends with:\n    {}",
+            log.display(),
+            tail(&log, 6)
+        )
+    })
+    .until(|| {
+        // A router in a crash loop will not settle: say so now, not at the timeout.
+        for g in &pending {
+            sim.require_agents(&g.id)?;
+        }
+        let mut last = String::new();
         pending.retain(|g| match http_get(&g.ns, "/metrics") {
             Ok(text) => {
                 let links = metric(&text, "skrouter_links").unwrap_or(0);
                 let addrs = metric(&text, "skrouter_addresses_reachable").unwrap_or(0);
-                last = format!(
-                    "{} has {links} of {} links up and {addrs} of {} service addresses",
-                    cluster_name(&g.id),
-                    g.links,
-                    g.addrs
-                );
-                !(links == g.links && addrs == g.addrs)
+                let settled = links == g.links && addrs == g.addrs;
+                if !settled && last.is_empty() {
+                    last = format!(
+                        "{} has {links} of {} links up and {addrs} of {} service addresses",
+                        cluster_name(&g.id),
+                        g.links,
+                        g.addrs
+                    );
+                }
+                !settled
             }
             Err(e) => {
-                last = format!("{}: /metrics did not answer: {e}", cluster_name(&g.id));
+                if last.is_empty() {
+                    last = format!("{}: /metrics did not answer: {e:#}", cluster_name(&g.id));
+                }
                 true
             }
         });
-        if pending.is_empty() {
-            return Ok(());
+        match pending.first() {
+            None => Ok(Poll::Ready(())),
+            Some(g) => {
+                *first_pending.borrow_mut() = cluster_name(&g.id);
+                Ok(Poll::Pending(last))
+            }
         }
-        if t.elapsed() > CONVERGE_TIMEOUT {
-            let name = cluster_name(&pending[0].id);
-            let log = log_path(sim, &name);
-            bail!(
-                "the Skupper network did not settle within {} s: {last}. {name}'s log ({}) ends with:\n    {}",
-                CONVERGE_TIMEOUT.as_secs(),
-                log.display(),
-                tail(&log, 6)
-            );
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    })
 }
 
 /// Waits for this router's log (after `offset`) to say the link to `peer` is up. A refused
@@ -557,37 +592,38 @@ fn wait_metrics(sim: &Sim, mut pending: Vec<Target>) -> Result<()> {
 fn wait_link(log: &Path, offset: u64, peer: &str) -> Result<()> {
     let up = format!("link to router {peer} up");
     let connector = format!("connector link-{peer}: ");
-    let t = Instant::now();
-    loop {
-        let text = std::fs::read(log).unwrap_or_default();
-        let new = String::from_utf8_lossy(&text[(offset as usize).min(text.len())..]).into_owned();
-        if new.contains(&up) {
-            return Ok(());
-        }
-        if let Some(line) = new
-            .lines()
-            .find(|l| l.contains(&connector) && is_certificate_refusal(l))
-        {
-            bail!(
-                "the link to {peer} was refused: {}. The token does not match {peer}'s certificate authority: issue a new one with {peer}.skupper_token()",
-                line.split_once(&connector)
-                    .map(|x| x.1)
-                    .unwrap_or(line)
-                    .split("; retrying")
-                    .next()
-                    .unwrap_or(line)
-            );
-        }
-        if t.elapsed() > CONVERGE_TIMEOUT {
-            bail!(
-                "the link to {peer} did not come up within {} s; the log ({}) ends with:\n    {}",
-                CONVERGE_TIMEOUT.as_secs(),
-                log.display(),
-                tail(log, 5)
-            );
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    Wait::new(format!("the link to {peer} to come up"), CONVERGE_TIMEOUT)
+        .every(Duration::from_millis(50))
+        .hint(|| format!("the log ({}) ends with:\n    {}", log.display(), tail(log, 5)))
+        .until(|| {
+            let text = std::fs::read(log).unwrap_or_default();
+            let new =
+                String::from_utf8_lossy(&text[(offset as usize).min(text.len())..]).into_owned();
+            if new.contains(&up) {
+                return Ok(Poll::Ready(()));
+            }
+            if let Some(line) = new
+                .lines()
+                .find(|l| l.contains(&connector) && is_certificate_refusal(l))
+            {
+                bail!(
+                    "the link to {peer} was refused: {}. The token does not match {peer}'s certificate authority: issue a new one with {peer}.skupper_token()",
+                    line.split_once(&connector)
+                        .map(|x| x.1)
+                        .unwrap_or(line)
+                        .split("; retrying")
+                        .next()
+                        .unwrap_or(line)
+                );
+            }
+            let seen = new
+                .lines()
+                .rev()
+                .find(|l| l.contains(&connector))
+                .map(|l| l.split_once(&connector).map(|x| x.1).unwrap_or(l).to_string())
+                .unwrap_or_else(|| "no word of the link in the router's log yet".into());
+            Ok(Poll::Pending(seen))
+        })
 }
 
 /// A TLS handshake that failed over a certificate (ours refused, or the peer's alert),
@@ -667,7 +703,9 @@ impl Cluster {
 
     /// The router's pid, if this cluster has a site.
     pub fn skupper_router_pid(&self) -> Option<u32> {
-        self.site().map(|s| s.pid).filter(|p| *p != 0)
+        self.site()
+            .and_then(|s| s.router)
+            .and_then(|id| self.sim.daemon_pid(id))
     }
 
     /// Services exposed by this site: name and the tcpListener port in the other sites.
@@ -725,7 +763,7 @@ impl Cluster {
                 &[&host.to_string()],
             )?)
         } else {
-            std::fs::create_dir_all(&dir)?;
+            create_private_dir(&dir)?;
             None
         };
         let site = SiteState {
@@ -736,8 +774,7 @@ impl Cluster {
             dir: dir.clone(),
             router_files,
             running: None,
-            pid: 0,
-            start_time: 0,
+            router: None,
             tokens: 0,
             links: Vec::new(),
             exposed: BTreeMap::new(),
@@ -747,7 +784,7 @@ impl Cluster {
         if let Err(e) = apply(&self.sim) {
             let old = with_site_mut(&self.sim, &self.id, |s| s.take());
             if let Some(old) = old {
-                let _ = stop_router(&self.sim, old.pid, old.start_time);
+                let _ = stop_router(&self.sim, old.router);
             }
             let _ = std::fs::remove_dir_all(&dir);
             let _ = std::fs::remove_file(self.skupper_config_path());
@@ -777,7 +814,7 @@ impl Cluster {
             )?;
             (Some(t.files.ca_cert), Some(t.files.cert), Some(t.files.key))
         } else {
-            std::fs::create_dir_all(&dir)?;
+            create_private_dir(&dir)?;
             (None, None, None)
         };
         let tok = TokenFile {
@@ -791,7 +828,7 @@ impl Cluster {
             private_key_file: key,
         };
         let path = dir.join("token.json");
-        std::fs::write(&path, serde_json::to_string_pretty(&tok)? + "\n")?;
+        write_private(&path, &(serde_json::to_string_pretty(&tok)? + "\n"))?;
         with_site_mut(&self.sim, &self.id, |site| {
             if let Some(site) = site {
                 site.tokens = n;
@@ -973,7 +1010,7 @@ impl Cluster {
         let s = self
             .site()
             .ok_or_else(|| anyhow!("{} has no Skupper site to delete", self.name()))?;
-        stop_router(&self.sim, s.pid, s.start_time)?;
+        stop_router(&self.sim, s.router)?;
         with_site_mut(&self.sim, &self.id, |site| *site = None);
         let _ = std::fs::remove_dir_all(&s.dir);
         let _ = std::fs::remove_file(self.skupper_config_path());
@@ -1019,7 +1056,7 @@ impl Cluster {
                     "{name} already has a Skupper site made with skupper_init(); create_conf() and skupper_init() do not mix (delete it first with {name}.skupper_delete())"
                 );
             }
-            if alive(s.pid, s.start_time) {
+            if alive(&self.sim, s.router) {
                 bail!("{name}'s router is already running: call create_conf({name}, ...) before {name}.start_skupper(), or {name}.skupper_delete() first");
             }
         }
@@ -1095,7 +1132,7 @@ impl Cluster {
             .into_iter()
             .next()
             .ok_or_else(|| anyhow!("{name} has no worker to run its router on"))?;
-        std::fs::create_dir_all(skupper_dir(&self.sim))?;
+        create_private_dir(&skupper_dir(&self.sim))?;
         let path = self.skupper_config_path();
         std::fs::write(&path, cfg.render())
             .with_context(|| format!("writing {}", path.display()))?;
@@ -1107,8 +1144,7 @@ impl Cluster {
             dir: skupper_dir(&self.sim).join(&name),
             router_files: None,
             running: Some(cfg),
-            pid: 0,
-            start_time: 0,
+            router: None,
             tokens: 0,
             links: Vec::new(),
             exposed: BTreeMap::new(),
@@ -1132,20 +1168,21 @@ impl Cluster {
         if !s.manual {
             bail!("{name}'s router was started by skupper_init() already");
         }
-        if alive(s.pid, s.start_time) {
+        if alive(&self.sim, s.router) {
             return Ok(());
         }
-        let (pid, start) = start_router(&self.sim, &self.id, &s)?;
+        // A router stopped earlier (stop_agent) is replaced, not kept beside the new one.
+        stop_router(&self.sim, s.router)?;
+        let router = start_router(&self.sim, &self.id, &s)?;
         with_site_mut(&self.sim, &self.id, |site| {
             if let Some(site) = site {
-                site.pid = pid;
-                site.start_time = start;
+                site.router = Some(router);
             }
         });
         // What each running router of this form should report.
         let all: Vec<(String, SiteState)> = sites(&self.sim)
             .into_iter()
-            .filter(|(_, s)| s.manual && alive(s.pid, s.start_time))
+            .filter(|(_, s)| s.manual && alive(&self.sim, s.router))
             .collect();
         let host_of: BTreeMap<String, String> = all
             .iter()
@@ -1221,8 +1258,7 @@ mod tests {
             dir: PathBuf::from("/x"),
             router_files: None,
             running: None,
-            pid: 0,
-            start_time: 0,
+            router: None,
             tokens: 0,
             links: links
                 .iter()

@@ -63,6 +63,13 @@ pub(crate) fn exec_in(
             crate::interrupt::take();
             Ok(format!("{}^C (interrupted)\n", out.text))
         }
+        _ if out.cut => Ok(format!(
+            "{}\n[output cut at {} MiB: the command printed {:.0} MiB; send it to a file (`CMD > /tmp/out`) \
+             or keep the part you need (`CMD | tail -n 100`)]\n",
+            out.text,
+            process::OUTPUT_CAP >> 20,
+            out.printed as f64 / f64::from(1 << 20)
+        )),
         _ => Ok(out.text),
     }
 }
@@ -236,11 +243,7 @@ impl Worker {
         }
         let node = container_node(&self.cluster, name);
         let ns = self.sim.ns_name(&node);
-        self.sim.inner.record.add_namespace(&ns)?;
-        if let Err(e) = netns::create(&ns) {
-            let _ = self.sim.inner.record.forget_namespace(&ns);
-            return Err(e);
-        }
+        self.sim.inner.record.create_namespace(&ns)?;
         let attach = match self.cni().add(&node, &netns::path(&ns)) {
             Ok(a) => a,
             Err(e) => {
@@ -272,6 +275,7 @@ impl Worker {
         let info = self.container(name)?;
         let node = container_node(&self.cluster, name);
         let del = self.cni().del(&node, &netns::path(&info.ns));
+        self.sim.inner.daemons.expect_exit_in(&info.ns);
         if let Some(ino) = netns::inode(&info.ns) {
             for pid in process::pids_in_namespaces(&[ino]) {
                 unsafe {
@@ -313,13 +317,16 @@ impl Worker {
     pub fn exec_container_async(&self, name: &str, cmd: &str) -> Result<u32> {
         let info = self.container(name)?;
         let log = self.dir().join(format!("{name}.log"));
-        self.sim.spawn_daemon(
+        let spawned = self.sim.spawn_daemon(super::DaemonSpec::new(
+            super::DaemonKind::Command,
+            &self.name(),
             &info.ns,
             "/bin/sh",
-            &["-c".to_string(), cmd.to_string()],
-            &log,
-            &format!("{name} on {}: {cmd}", self.name()),
-        )
+            vec!["-c".to_string(), cmd.to_string()],
+            log,
+            format!("{name} on {}: {cmd}", self.name()),
+        ))?;
+        Ok(spawned.pid)
     }
 
     /// Starts a long-running command on the worker itself (a capture, a server) and
@@ -327,12 +334,15 @@ impl Worker {
     pub fn exec_async(&self, cmd: &str) -> Result<u32> {
         self.require_started()?;
         let log = self.dir().join("async.log");
-        self.sim.spawn_daemon(
+        let spawned = self.sim.spawn_daemon(super::DaemonSpec::new(
+            super::DaemonKind::Command,
+            &self.name(),
             &self.ns(),
             "/bin/sh",
-            &["-c".to_string(), cmd.to_string()],
-            &log,
-            &format!("{}: {cmd}", self.name()),
-        )
+            vec!["-c".to_string(), cmd.to_string()],
+            log,
+            format!("{}: {cmd}", self.name()),
+        ))?;
+        Ok(spawned.pid)
     }
 }

@@ -63,7 +63,10 @@ impl HostSnapshot {
     }
 }
 
-/// Asserts that nothing of instance `instance` is left: no namespace, no run directory.
+/// Asserts that nothing of instance `instance` is left: no namespace, no etcd data, and no
+/// run directory, except the logs a failed run keeps (only non-empty `*.log` files, in a
+/// private directory, no record); those are then removed the way a user would, with
+/// `knetsim cleanup`, so the test leaves nothing either.
 pub fn assert_nothing_left(instance: &str, namespaces: &[&str]) {
     let listed = knetsim::netns::list();
     for ns in namespaces {
@@ -75,8 +78,48 @@ pub fn assert_nothing_left(instance: &str, namespaces: &[&str]) {
     let prefix = format!("{instance}-");
     let ours: Vec<&String> = listed.iter().filter(|n| n.starts_with(&prefix)).collect();
     assert!(ours.is_empty(), "namespaces of {instance} left: {ours:?}");
-    let dir = knetsim::netns::record::run_dir(instance);
-    assert!(!dir.exists(), "run directory {} was left", dir.display());
-    let shm = std::path::Path::new("/dev/shm/knetsim").join(instance);
+    let shm = knetsim::netns::record::shm_dir(instance);
     assert!(!shm.exists(), "etcd data {} was left", shm.display());
+    let dir = knetsim::netns::record::run_dir(instance);
+    if dir.exists() {
+        let others = assert_only_logs(&dir);
+        assert!(
+            others.is_empty(),
+            "run directory {} was left with more than logs: {others:?}",
+            dir.display()
+        );
+        let out = Command::new(knetsim_exe())
+            .args(["cleanup", "--instance", instance])
+            .output()
+            .expect("knetsim cleanup");
+        assert!(out.status.success(), "cleanup of kept logs failed: {out:?}");
+        assert!(!dir.exists(), "cleanup left {}", dir.display());
+    }
+}
+
+/// Checks that `dir` is private and returns every entry below it that is not a
+/// non-empty `*.log` file or a directory.
+pub fn assert_only_logs(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::symlink_metadata(dir).unwrap();
+    assert!(
+        m.is_dir() && m.uid() == 0 && m.mode() & 0o077 == 0,
+        "{} is not a private directory of root's (mode {:o})",
+        dir.display(),
+        m.mode()
+    );
+    let mut others = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap().flatten() {
+            let p = e.path();
+            let m = std::fs::symlink_metadata(&p).unwrap();
+            if m.is_dir() {
+                stack.push(p);
+            } else if !(m.is_file() && m.len() > 0 && p.extension().is_some_and(|x| x == "log")) {
+                others.push(p);
+            }
+        }
+    }
+    others
 }

@@ -6,48 +6,20 @@
 use super::config::NetConfig;
 use super::log;
 use super::subnet::{self, Choice, Ipv4Net, Lease, LeaseAttrs, Range};
+use crate::components::etcd::{EtcdClient, Members};
 use anyhow::{anyhow, bail, Context, Result};
 use etcd_client::{
-    Client, Compare, CompareOp, ConnectOptions, GetOptions, PutOptions, Txn, TxnOp, WatchOptions,
-    WatchStream,
+    Compare, CompareOp, GetOptions, PutOptions, Txn, TxnOp, WatchOptions, WatchStream,
 };
-use std::future::Future;
 use std::time::{Duration, Instant};
 
 /// flannel's lease time to live.
 pub const SUBNET_TTL: Duration = Duration::from_secs(24 * 3600);
 /// flannel's number of tries when another node wins the race for a subnet.
 pub const RACE_RETRIES: usize = 10;
-const CALL_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// Bounds one etcd call so a vanished etcd turns into an error, not a hang.
-async fn bounded<T>(
-    what: &str,
-    f: impl Future<Output = Result<T, etcd_client::Error>>,
-) -> Result<T> {
-    match tokio::time::timeout(CALL_TIMEOUT, f).await {
-        Ok(r) => r.map_err(|e| anyhow!("etcd {what}: {e}")),
-        Err(_) => Err(anyhow!(
-            "etcd {what}: no answer within {}s",
-            CALL_TIMEOUT.as_secs()
-        )),
-    }
-}
-
-/// Endpoints that can never work: not worth waiting for.
-#[derive(Debug)]
-struct BadEndpoints(String);
-
-impl std::fmt::Display for BadEndpoints {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for BadEndpoints {}
 
 pub struct Registry {
-    client: Client,
+    etcd: EtcdClient,
     pub prefix: String,
     /// TTL of the etcd lease behind each subnet lease (flannel: 24 h).
     pub ttl: Duration,
@@ -65,6 +37,11 @@ impl Registry {
         format!("{}/config", self.prefix)
     }
 
+    /// `10.1.0.2:2379`: the member the next call goes to first.
+    pub fn member(&self) -> String {
+        self.etcd.current().describe()
+    }
+
     /// Connects and reads the network config, retrying while etcd does not answer until
     /// `wait` has passed. Returns the registry and the config text.
     pub async fn connect(
@@ -72,52 +49,45 @@ impl Registry {
         prefix: &str,
         wait: Duration,
     ) -> Result<(Self, String)> {
+        let members = Members::parse(&endpoints.join(","))
+            .map_err(|e| anyhow!("--etcd-endpoints {}: {e:#}", endpoints.join(",")))?;
+        let mut etcd = EtcdClient::new(members);
         let prefix = prefix.trim_end_matches('/').to_string();
         let key = format!("{prefix}/config");
         let started = Instant::now();
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let opts = ConnectOptions::new()
-                .with_connect_timeout(Duration::from_secs(2))
-                .with_keep_alive(Duration::from_secs(5), Duration::from_secs(5));
-            let res: Result<(Client, Option<String>)> = async {
-                let mut client = match Client::connect(endpoints, Some(opts)).await {
-                    Ok(c) => c,
-                    Err(e @ (etcd_client::Error::InvalidUri(_) | etcd_client::Error::InvalidArgs(_))) => {
-                        return Err(anyhow!(BadEndpoints(format!(
-                            "--etcd-endpoints {}: {e}; give comma-separated URLs such as http://10.1.0.1:2379,http://10.1.0.2:2379",
-                            endpoints.join(",")
-                        ))))
-                    }
-                    Err(e) => return Err(anyhow!("{e}")),
-                };
-                let resp = bounded("get config", client.get(key.as_str(), None)).await?;
-                let value = resp
-                    .kvs()
-                    .first()
-                    .map(|kv| String::from_utf8_lossy(kv.value()).into_owned());
-                Ok((client, value))
-            }
-            .await;
+            let res = etcd
+                .call(&format!("reading {key}"), |mut c| {
+                    let k = key.clone();
+                    async move { c.get(k, None).await }
+                })
+                .await;
             match res {
-                Ok((client, Some(text))) => {
-                    log!("connected to etcd at {}", endpoints.join(","));
+                Ok(resp) => {
+                    let Some(kv) = resp.kvs().first() else {
+                        bail!(
+                            "etcd key {key} is missing: flannel reads its network configuration from it. \
+                             Set it first, e.g. `etcdctl put {key} '{{\"Network\":\"11.0.0.0/8\",\"SubnetLen\":20,\"Backend\":{{\"Type\":\"vxlan\",\"VNI\":100}}}}'` \
+                             (with ETCDCTL_API=3), or pass the right --etcd-prefix"
+                        )
+                    };
+                    let text = String::from_utf8_lossy(kv.value()).into_owned();
+                    log!(
+                        "connected to etcd at {} (answered by {})",
+                        endpoints.join(","),
+                        etcd.current().describe()
+                    );
                     return Ok((
                         Self {
-                            client,
+                            etcd,
                             prefix,
                             ttl: SUBNET_TTL,
                         },
                         text,
                     ));
                 }
-                Ok((_, None)) => bail!(
-                    "etcd key {key} is missing: flannel reads its network configuration from it. \
-                     Set it first, e.g. `etcdctl put {key} '{{\"Network\":\"11.0.0.0/8\",\"SubnetLen\":20,\"Backend\":{{\"Type\":\"vxlan\",\"VNI\":100}}}}'` \
-                     (with ETCDCTL_API=3), or pass the right --etcd-prefix"
-                ),
-                Err(e) if e.is::<BadEndpoints>() => return Err(e),
                 Err(e) => {
                     let waited = started.elapsed();
                     if waited >= wait {
@@ -144,12 +114,13 @@ impl Registry {
     /// Every lease under `<prefix>/subnets/` and the revision of that snapshot.
     pub async fn leases(&mut self) -> Result<(Vec<Lease>, i64)> {
         let p = subnet::subnets_prefix(&self.prefix);
-        let resp = bounded(
-            "list subnets",
-            self.client
-                .get(p.as_str(), Some(GetOptions::new().with_prefix())),
-        )
-        .await?;
+        let resp = self
+            .etcd
+            .call(&format!("listing {p}"), |mut c| {
+                let p = p.clone();
+                async move { c.get(p, Some(GetOptions::new().with_prefix())).await }
+            })
+            .await?;
         let rev = resp.header().map(|h| h.revision()).unwrap_or(0);
         let mut out = Vec::new();
         for kv in resp.kvs() {
@@ -166,79 +137,104 @@ impl Registry {
         Ok((out, rev))
     }
 
+    /// An etcd lease of `self.ttl`: its id and granted TTL in seconds.
+    async fn grant(&mut self) -> Result<(i64, i64)> {
+        let ttl = self.ttl.as_secs() as i64;
+        let g = self
+            .etcd
+            .call("granting a lease", |mut c| async move {
+                c.lease_grant(ttl, None).await
+            })
+            .await?;
+        Ok((g.id(), g.ttl()))
+    }
+
+    /// Revokes an etcd lease we no longer need; failing leaves it to expire.
+    async fn revoke(&mut self, id: i64) {
+        let res = self
+            .etcd
+            .call("revoking a lease", |mut c| async move {
+                c.lease_revoke(id).await
+            })
+            .await;
+        if let Err(e) = res {
+            log!("could not revoke etcd lease {id:x} (it expires on its own): {e:#}");
+        }
+    }
+
     /// Creates the lease key only if nobody holds it. Ok(None) when someone was faster.
     pub async fn create(&mut self, sn: &Ipv4Net, attrs: &LeaseAttrs) -> Result<Option<Instant>> {
         let key = subnet::lease_key(&self.prefix, sn);
-        let grant = bounded(
-            "lease grant",
-            self.client.lease_grant(self.ttl.as_secs() as i64, None),
-        )
-        .await?;
+        let (id, ttl) = self.grant().await?;
         let txn = Txn::new()
             .when(vec![Compare::version(key.as_str(), CompareOp::Equal, 0)])
             .and_then(vec![TxnOp::put(
                 key.as_str(),
                 attrs.to_json(),
-                Some(PutOptions::new().with_lease(grant.id())),
+                Some(PutOptions::new().with_lease(id)),
             )]);
-        let res = bounded("txn", self.client.txn(txn)).await;
+        let res = self
+            .etcd
+            .call(&format!("creating {key}"), |mut c| {
+                let txn = txn.clone();
+                async move { c.txn(txn).await }
+            })
+            .await;
         let ok = match res {
             Ok(r) => r.succeeded(),
             Err(e) => {
-                let _ = bounded("lease revoke", self.client.lease_revoke(grant.id())).await;
+                self.revoke(id).await;
                 return Err(e);
             }
         };
         if !ok {
-            let _ = bounded("lease revoke", self.client.lease_revoke(grant.id())).await;
+            self.revoke(id).await;
             return Ok(None);
         }
-        Ok(Some(
-            Instant::now() + Duration::from_secs(grant.ttl() as u64),
-        ))
+        Ok(Some(Instant::now() + Duration::from_secs(ttl as u64)))
     }
 
     /// Puts the lease key again with a fresh etcd lease (reuse and renewal).
     pub async fn update(&mut self, sn: &Ipv4Net, attrs: &LeaseAttrs) -> Result<Instant> {
         let key = subnet::lease_key(&self.prefix, sn);
-        let grant = bounded(
-            "lease grant",
-            self.client.lease_grant(self.ttl.as_secs() as i64, None),
-        )
-        .await?;
-        if let Err(e) = bounded(
-            "put",
-            self.client.put(
-                key.as_str(),
-                attrs.to_json(),
-                Some(PutOptions::new().with_lease(grant.id())),
-            ),
-        )
-        .await
-        {
-            let _ = bounded("lease revoke", self.client.lease_revoke(grant.id())).await;
+        let (id, ttl) = self.grant().await?;
+        let value = attrs.to_json();
+        let res = self
+            .etcd
+            .call(&format!("writing {key}"), |mut c| {
+                let (k, v) = (key.clone(), value.clone());
+                async move { c.put(k, v, Some(PutOptions::new().with_lease(id))).await }
+            })
+            .await;
+        if let Err(e) = res {
+            self.revoke(id).await;
             return Err(e);
         }
-        Ok(Instant::now() + Duration::from_secs(grant.ttl() as u64))
+        Ok(Instant::now() + Duration::from_secs(ttl as u64))
     }
 
     pub async fn delete(&mut self, sn: &Ipv4Net) -> Result<()> {
         let key = subnet::lease_key(&self.prefix, sn);
-        bounded("delete", self.client.delete(key.as_str(), None)).await?;
+        self.etcd
+            .call(&format!("deleting {key}"), |mut c| {
+                let k = key.clone();
+                async move { c.delete(k, None).await }
+            })
+            .await?;
         Ok(())
     }
 
-    /// A prefix watch on `<prefix>/subnets/` starting at revision `from`.
+    /// A prefix watch on `<prefix>/subnets/` starting at revision `from`, on the first
+    /// member that accepts it.
     pub async fn watch(&mut self, from: i64) -> Result<WatchStream> {
         let p = subnet::subnets_prefix(&self.prefix);
-        bounded(
-            "watch",
-            self.client.watch(
-                p.as_str(),
-                Some(WatchOptions::new().with_prefix().with_start_revision(from)),
-            ),
-        )
-        .await
+        let opts = WatchOptions::new().with_prefix().with_start_revision(from);
+        self.etcd
+            .call(&format!("watching {p}"), |mut c| {
+                let (p, opts) = (p.clone(), opts.clone());
+                async move { c.watch(p, Some(opts)).await }
+            })
+            .await
     }
 
     /// flannel's AcquireLease: up to 10 tries of (list, choose, create).

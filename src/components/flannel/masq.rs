@@ -7,9 +7,7 @@
 //! idempotent: a restart without `--ip-masq` removes an old `postrtg` chain).
 
 use super::subnet::Ipv4Net;
-use anyhow::{bail, Context, Result};
-use std::io::Write;
-use std::process::{Command, Stdio};
+use anyhow::Result;
 
 pub const TABLE: &str = "flannel-ipv4";
 pub const FORWARD_CHAIN: &str = "forward";
@@ -67,29 +65,9 @@ pub fn ruleset(network: &Ipv4Net, subnet: &Ipv4Net, ip_masq: bool, fully_random:
     s
 }
 
-/// Runs `nft -f -` with `text` in the current network namespace.
+/// Applies `text` with `nft -f -` in the current network namespace.
 pub fn apply(text: &str) -> Result<()> {
-    let mut child = Command::new("nft")
-        .args(["-f", "-"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .context("running `nft` (install it with `apt-get install nftables`)")?;
-    child
-        .stdin
-        .take()
-        .expect("stdin is piped")
-        .write_all(text.as_bytes())
-        .context("writing rules to nft")?;
-    let out = child.wait_with_output().context("waiting for nft")?;
-    if !out.status.success() {
-        bail!(
-            "nft rejected the flannel rules: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    Ok(())
+    crate::components::nft::apply(None, text, "the flannel rules")
 }
 
 #[cfg(test)]

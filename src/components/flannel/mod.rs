@@ -425,16 +425,17 @@ async fn watch_loop(
             }
         };
         log!(
-            "watching {} from revision {next_rev}",
-            subnet::subnets_prefix(&reg.prefix)
+            "watching {} from revision {next_rev} on {}",
+            subnet::subnets_prefix(&reg.prefix),
+            reg.member()
         );
         loop {
             tokio::select! {
                 msg = stream.message() => {
                     let resp = match msg {
                         Ok(Some(r)) => r,
-                        Ok(None) => { log!("etcd watch closed, reconnecting from revision {next_rev}"); break; }
-                        Err(e) => { log!("etcd watch error, reconnecting from revision {next_rev}: {e}"); break; }
+                        Ok(None) => { log!("etcd watch on {} closed, resuming from revision {next_rev}", reg.member()); break; }
+                        Err(e) => { log!("etcd watch on {} broke ({e}), resuming from revision {next_rev}", reg.member()); break; }
                     };
                     backoff = Duration::from_millis(100);
                     if resp.canceled() {

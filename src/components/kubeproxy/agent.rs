@@ -9,7 +9,8 @@
 use super::model::State;
 use super::store::{self, Parsed};
 use super::{rules, KubeProxyArgs};
-use anyhow::Result;
+use crate::components::etcd::EtcdClient;
+use anyhow::{bail, Result};
 use etcd_client::{EventType, WatchOptions};
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -106,6 +107,7 @@ pub async fn run(args: KubeProxyArgs) -> Result<()> {
         .clone()
         .unwrap_or_else(|| "this node".into());
     log(&format!("starting on {node}, etcd {}", args.etcd_endpoints));
+    let mut client = store::connect(&args.etcd_endpoints)?;
     let mut syncer = Syncer {
         current: None,
         last_error: None,
@@ -123,6 +125,8 @@ pub async fn run(args: KubeProxyArgs) -> Result<()> {
     }
     let mut route_pending = args.service_route_dev.clone();
     let debounce = Duration::from_millis(args.debounce_ms);
+    let mut seen = Seen::default();
+    let mut backoff = Duration::from_millis(100);
     loop {
         if let Some(dev) = &route_pending {
             match super::ensure_service_route(None, dev) {
@@ -133,23 +137,48 @@ pub async fn run(args: KubeProxyArgs) -> Result<()> {
                 Err(e) => log(&format!("{e:#}; will retry")),
             }
         }
-        if let Err(e) = session(&args, &mut syncer, debounce, &mut route_pending).await {
-            log(&format!("etcd: {e:#}; reconnecting in 1 s"));
-            tokio::time::sleep(Duration::from_secs(1)).await;
+        let watched_before = seen.watched;
+        if let Err(e) = session(
+            &mut client,
+            &mut seen,
+            &mut syncer,
+            debounce,
+            &mut route_pending,
+        )
+        .await
+        {
+            // A watch that ran for a while broke (its member died, say): resume at once on
+            // the next member; a session that failed to start waits longer each time.
+            if seen.watched > watched_before {
+                backoff = Duration::from_millis(100);
+            }
+            log(&format!(
+                "etcd: {e:#}; resuming from revision {} in {} ms",
+                seen.rev + 1,
+                backoff.as_millis()
+            ));
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_secs(2));
         }
     }
 }
 
-/// One connection to etcd: list, program, watch until the connection fails.
-async fn session(
-    args: &KubeProxyArgs,
-    syncer: &mut Syncer,
-    debounce: Duration,
-    route_pending: &mut Option<String>,
-) -> Result<()> {
-    let mut client = store::connect(&args.etcd_endpoints).await?;
-    // List at one revision, keeping the parsed objects by key so watch events can replace
-    // them one by one; then watch from the next revision, so nothing is missed.
+/// What the agent has read from etcd, kept across connections so a broken watch resumes
+/// from the next revision on another member instead of listing everything again.
+#[derive(Default)]
+struct Seen {
+    objs: Objects,
+    /// The revision everything in `objs` is current at (0: not listed yet).
+    rev: i64,
+    /// Watch responses received so far (a watch that delivered something was healthy).
+    watched: u64,
+    /// Since when `objs` holds changes not programmed yet (they survive a broken watch).
+    dirty_since: Option<Instant>,
+}
+
+/// Lists the three prefixes at one revision, keeping the parsed objects by key so watch
+/// events can replace them one by one.
+async fn list(client: &mut EtcdClient) -> Result<(Objects, i64)> {
     let mut objs = Objects::default();
     let mut rev = 0;
     for prefix in [
@@ -157,11 +186,7 @@ async fn session(
         store::ENDPOINTS_PREFIX,
         store::VIPS_PREFIX,
     ] {
-        let mut opts = etcd_client::GetOptions::new().with_prefix();
-        if rev > 0 {
-            opts = opts.with_revision(rev);
-        }
-        let resp = client.get(prefix, Some(opts)).await?;
+        let resp = store::get_prefix(client, prefix, rev).await?;
         if rev == 0 {
             rev = resp.header().map(|h| h.revision()).unwrap_or(0);
         }
@@ -175,28 +200,65 @@ async fn session(
             objs.by_key.insert(key, p);
         }
     }
-    syncer.sync(&objs.state());
-    let opts = WatchOptions::new()
-        .with_prefix()
-        .with_start_revision(rev + 1);
-    let mut stream = client.watch("/registry/", Some(opts)).await?;
-    let mut dirty_since: Option<Instant> = None;
+    Ok((objs, rev))
+}
+
+/// One watch: list first when nothing was listed yet (or the watch fell behind
+/// compaction), then watch from the revision after the last one seen, until it breaks.
+async fn session(
+    client: &mut EtcdClient,
+    seen: &mut Seen,
+    syncer: &mut Syncer,
+    debounce: Duration,
+    route_pending: &mut Option<String>,
+) -> Result<()> {
+    if seen.rev == 0 {
+        let (objs, rev) = list(client).await?;
+        seen.objs = objs;
+        seen.rev = rev;
+        syncer.sync(&seen.objs.state());
+    }
+    let from = seen.rev + 1;
+    let opts = WatchOptions::new().with_prefix().with_start_revision(from);
+    let mut stream = client
+        .call("watching /registry/", |mut c| {
+            let opts = opts.clone();
+            async move { c.watch("/registry/", Some(opts)).await }
+        })
+        .await?;
+    log(&format!(
+        "watching /registry/ from revision {from} on {}",
+        client.current().describe()
+    ));
     loop {
-        let wait = match dirty_since {
+        let wait = match seen.dirty_since {
             Some(_) => debounce,
             None => Duration::from_secs(5),
         };
         match tokio::time::timeout(wait, stream.message()).await {
             Ok(msg) => {
-                let Some(resp) = msg? else {
-                    anyhow::bail!("the watch ended");
+                let resp = match msg {
+                    Ok(Some(r)) => r,
+                    Ok(None) => bail!("the watch on {} ended", client.current().describe()),
+                    Err(e) => bail!("the watch on {} broke: {e}", client.current().describe()),
                 };
+                seen.watched += 1;
                 if resp.canceled() {
-                    anyhow::bail!("the watch was cancelled ({})", resp.cancel_reason());
+                    if resp.compact_revision() > 0 {
+                        // Revisions before it are gone: only a new list is complete.
+                        seen.rev = 0;
+                        bail!(
+                            "the watch fell behind compaction (revision {}); listing again",
+                            resp.compact_revision()
+                        );
+                    }
+                    bail!("the watch was cancelled ({})", resp.cancel_reason());
                 }
                 for ev in resp.events() {
                     let Some(kv) = ev.kv() else { continue };
+                    seen.rev = seen.rev.max(kv.mod_revision());
                     let key = String::from_utf8_lossy(kv.key()).into_owned();
+                    let objs = &mut seen.objs;
                     match ev.event_type() {
                         EventType::Put => match store::parse(&key, kv.value()) {
                             Parsed::Other => continue,
@@ -214,17 +276,20 @@ async fn session(
                             }
                         }
                     }
-                    dirty_since.get_or_insert_with(Instant::now);
+                    seen.dirty_since.get_or_insert_with(Instant::now);
                 }
                 // A steady stream of changes still syncs at least every 10 debounces.
-                if dirty_since.is_some_and(|t| t.elapsed() >= debounce * 10) {
-                    syncer.sync(&objs.state());
-                    dirty_since = None;
+                if seen
+                    .dirty_since
+                    .is_some_and(|t| t.elapsed() >= debounce * 10)
+                {
+                    syncer.sync(&seen.objs.state());
+                    seen.dirty_since = None;
                 }
             }
             Err(_) => {
-                if dirty_since.take().is_some() || syncer.current.is_none() {
-                    syncer.sync(&objs.state());
+                if seen.dirty_since.take().is_some() || syncer.current.is_none() {
+                    syncer.sync(&seen.objs.state());
                 }
                 if let Some(dev) = route_pending.clone() {
                     if super::ensure_service_route(None, &dev).is_ok() {

@@ -1,10 +1,11 @@
 //! Per-endpoint counters read back from a worker: how many flows (nat chains see only a
 //! flow's first packet) each endpoint chain DNATed, for lessons to print and `expect` on.
 
-use super::rules;
+use super::rules::listing::Listing;
+use super::rules::names::endpoint_of;
+use super::rules::table::Statement;
 use anyhow::{Context, Result};
 use serde::Serialize;
-use serde_json::Value;
 use std::net::Ipv4Addr;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -30,70 +31,24 @@ pub fn read_counters(ns: &str) -> Result<Vec<CounterRow>> {
     }
 }
 
-/// Splits an endpoint chain name into (kind, service, endpoint ip).
-fn endpoint_of(chain: &str) -> Option<(&'static str, String, Ipv4Addr)> {
-    let (kind, rest) = if let Some(r) = chain.strip_prefix("vip-endpoint-") {
-        ("vip", r)
-    } else if let Some(r) = chain.strip_prefix("endpoint-") {
-        ("service", r)
-    } else {
-        return None;
-    };
-    // rest = HASH-<service part>__<ip>[/<port>]
-    let rest = rest.get(9..)?;
-    let (svc, ep) = rest.split_once("__")?;
-    let ip = ep.split('/').next()?.parse().ok()?;
-    Some((kind, svc.to_string(), ip))
-}
-
 /// Parses `nft -j list table ip kube-proxy`: the counter of each endpoint chain's DNAT rule.
 pub fn parse_counters(json: &str) -> Result<Vec<CounterRow>> {
-    let v: Value = serde_json::from_str(json).context("parsing the JSON of nft's table listing")?;
+    let listing = Listing::parse(json)?;
     let mut rows = Vec::new();
-    for item in v
-        .get("nftables")
-        .and_then(|n| n.as_array())
-        .into_iter()
-        .flatten()
-    {
-        let Some(rule) = item.get("rule") else {
+    for r in &listing.rules {
+        let (Some(rule), Some((kind, service, endpoint))) = (&r.rule, endpoint_of(&r.chain)) else {
             continue;
         };
-        if rule
-            .get("table")
-            .and_then(|t| t.as_str())
-            .is_some_and(|t| t != rules::TABLE)
-        {
+        if !matches!(rule.statement, Statement::Dnat { .. }) {
             continue;
         }
-        let chain = rule
-            .get("chain")
-            .and_then(|c| c.as_str())
-            .unwrap_or_default();
-        let Some((kind, service, endpoint)) = endpoint_of(chain) else {
-            continue;
-        };
-        let exprs = rule
-            .get("expr")
-            .and_then(|e| e.as_array())
-            .cloned()
-            .unwrap_or_default();
-        if !exprs.iter().any(|e| e.get("dnat").is_some()) {
-            continue;
-        }
-        let counter = exprs.iter().find_map(|e| e.get("counter"));
-        let get = |k: &str| {
-            counter
-                .and_then(|c| c.get(k))
-                .and_then(|n| n.as_u64())
-                .unwrap_or(0)
-        };
+        let c = r.counter.unwrap_or_default();
         rows.push(CounterRow {
             kind: kind.to_string(),
             service,
             endpoint,
-            packets: get("packets"),
-            bytes: get("bytes"),
+            packets: c.packets,
+            bytes: c.bytes,
         });
     }
     rows.sort_by(|a, b| (&a.service, a.endpoint).cmp(&(&b.service, b.endpoint)));
@@ -108,9 +63,9 @@ mod tests {
     fn parses_endpoint_and_vip_counters() {
         let json = r#"{"nftables":[{"metainfo":{}},
           {"rule":{"table":"kube-proxy","chain":"endpoint-ABCDEFGH-default/web/tcp/http__11.10.0.2/8000","expr":[
-             {"match":{}},{"counter":{"packets":0,"bytes":0}},{"jump":{"target":"mark-for-masquerade"}}]}},
+             {"match":{"op":"==","left":{"payload":{"protocol":"ip","field":"saddr"}},"right":"11.10.0.2"}},{"counter":{"packets":0,"bytes":0}},{"jump":{"target":"mark-for-masquerade"}}]}},
           {"rule":{"table":"kube-proxy","chain":"endpoint-ABCDEFGH-default/web/tcp/http__11.10.0.2/8000","expr":[
-             {"match":{}},{"counter":{"packets":3,"bytes":180}},{"dnat":{"addr":"11.10.0.2","port":8000}}]}},
+             {"match":{"op":"==","left":{"meta":{"key":"l4proto"}},"right":"tcp"}},{"counter":{"packets":3,"bytes":180}},{"dnat":{"addr":"11.10.0.2","port":8000}}]}},
           {"rule":{"table":"kube-proxy","chain":"vip-endpoint-ABCDEFGH-100.64.10.1__11.11.0.2","expr":[
              {"counter":{"packets":7,"bytes":588}},{"dnat":{"addr":"11.11.0.2"}}]}},
           {"rule":{"table":"kube-proxy","chain":"services","expr":[{"counter":{"packets":9,"bytes":1}}]}}]}"#;

@@ -3,7 +3,8 @@
 //!
 //! - [`model`]: Services, Endpoints, the original's static VIPs, validation.
 //! - [`store`]: where they live in etcd (`/registry/services/specs/...`, see there).
-//! - [`rules`]: the pure state -> `nft -f -` transaction function (incremental).
+//! - [`rules`]: the table as typed data and the pure state -> `nft -f -` transaction
+//!   function (incremental).
 //! - [`nfnl`]: the bulk path of a large first sync, balancer rules as nf_tables netlink
 //!   batches. Every other change goes through `nft -f -`: one readable, atomic
 //!   transaction a learner can print, and cheap when it adds a few anonymous sets; only
@@ -26,10 +27,9 @@ pub mod nfnl;
 pub mod rules;
 pub mod store;
 
+use crate::components::nft;
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use std::io::Write;
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 pub use counters::{read_counters, CounterRow};
@@ -62,54 +62,9 @@ pub fn run(args: KubeProxyArgs) -> Result<()> {
     rt.block_on(agent::run(args))
 }
 
-/// Runs `nft ARGS` in namespace `ns` (None: the current one) with `input` on stdin.
-/// Returns stdout, or an error carrying nft's message.
-pub(crate) fn nft(
-    ns: Option<&str>,
-    args: &[&str],
-    input: Option<&str>,
-) -> Result<std::result::Result<String, String>> {
-    let mut cmd = crate::netns::process::command_in(ns, "nft")?;
-    cmd.args(args)
-        .stdin(if input.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = cmd
-        .spawn()
-        .context("starting nft (install it with `apt-get install nftables`)")?;
-    if let Some(text) = input {
-        let mut stdin = child.stdin.take().context("nft stdin")?;
-        // Write from a thread so a large transaction cannot deadlock against nft's output.
-        let text = text.to_string();
-        let writer = std::thread::spawn(move || stdin.write_all(text.as_bytes()));
-        let out = child.wait_with_output().context("waiting for nft")?;
-        let _ = writer.join();
-        return Ok(finish(out));
-    }
-    Ok(finish(child.wait_with_output().context("waiting for nft")?))
-}
-
-fn finish(out: std::process::Output) -> std::result::Result<String, String> {
-    if out.status.success() {
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-    } else {
-        Err(String::from_utf8_lossy(&out.stderr).trim().to_string())
-    }
-}
-
 /// `nft -j list table ip kube-proxy` in `ns`; None when the table does not exist.
 pub fn list_table_json(ns: Option<&str>) -> Result<Option<String>> {
-    match nft(ns, &["-j", "list", "table", "ip", rules::TABLE], None)? {
-        Ok(s) => Ok(Some(s)),
-        Err(e) if e.contains("No such file or directory") || e.contains("does not exist") => {
-            Ok(None)
-        }
-        Err(e) => bail!("reading table ip {} with nft: {e}", rules::TABLE),
-    }
+    nft::list_table_json(ns, rules::TABLE)
 }
 
 /// The kernel's current kube-proxy table in `ns`, in the form [`rules::plan`] compares.
@@ -122,16 +77,7 @@ pub fn read_current(ns: Option<&str>) -> Result<rules::Current> {
 
 /// Applies one transaction atomically (`nft -f -`). Nothing changes when it fails.
 pub fn apply_transaction(ns: Option<&str>, text: &str) -> Result<()> {
-    if text.is_empty() {
-        return Ok(());
-    }
-    match nft(ns, &["-f", "-"], Some(text))? {
-        Ok(_) => Ok(()),
-        Err(e) => {
-            let first: String = e.lines().take(6).collect::<Vec<_>>().join("\n");
-            bail!("nft refused the kube-proxy transaction (nothing was changed):\n{first}")
-        }
-    }
+    nft::apply(ns, text, "the kube-proxy transaction")
 }
 
 /// Applies the transactions of one sync ([`rules::plan_sync`]) in order, each atomically.

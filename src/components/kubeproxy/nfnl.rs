@@ -21,6 +21,7 @@
 //! lookup expressions and comment, so `nft list` prints the table exactly as if `nft -f`
 //! had written it (tests/kubeproxy_firstsync.rs compares the two listings).
 
+use super::rules::table::Balancer;
 use anyhow::{bail, Context, Result};
 
 const NETLINK_NETFILTER: libc::c_int = 12;
@@ -65,10 +66,10 @@ pub const MAX_TARGETS: usize = 256;
 /// One balancer rule: `counter numgen random mod N vmap { i : goto targets[i] }`, alone
 /// in `chain`, with `comment`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Balancer {
+pub struct BalancerRule {
     pub chain: String,
     pub comment: Option<String>,
-    pub targets: Vec<String>,
+    pub balancer: Balancer,
 }
 
 /// Builds netlink messages into one buffer (native byte order headers, as netlink wants).
@@ -170,15 +171,16 @@ impl Writer {
 }
 
 /// Checks what the kernel would refuse less clearly (names nft would also refuse).
-fn check(table: &str, b: &Balancer) -> Result<()> {
-    if b.targets.is_empty() {
+fn check(table: &str, b: &BalancerRule) -> Result<()> {
+    let targets = &b.balancer.targets;
+    if targets.is_empty() {
         bail!(
             "balancer rule of chain {} has no endpoint to go to",
             b.chain
         );
     }
     for name in std::iter::once(&b.chain)
-        .chain(&b.targets)
+        .chain(targets)
         .chain(std::iter::once(&table.to_string()))
     {
         if name.is_empty() || name.len() > 255 || name.contains('\0') {
@@ -195,7 +197,7 @@ fn check(table: &str, b: &Balancer) -> Result<()> {
 
 /// One nf_tables batch (one transaction) adding each balancer rule with its anonymous
 /// set, named `__map{first_set + i}`, to table `ip TABLE`.
-pub fn encode(table: &str, rules: &[Balancer], first_set: u32) -> Result<Vec<u8>> {
+pub fn encode(table: &str, rules: &[BalancerRule], first_set: u32) -> Result<Vec<u8>> {
     let mut w = Writer::new();
     w.begin(NFNL_MSG_BATCH_BEGIN, NLM_F_REQUEST, 0, NFNL_SUBSYS_NFTABLES);
     w.end();
@@ -204,7 +206,8 @@ pub fn encode(table: &str, rules: &[Balancer], first_set: u32) -> Result<Vec<u8>
         check(table, b)?;
         let set = format!("__map{}", first_set as usize + i);
         let set_id = first_set.wrapping_add(i as u32).wrapping_add(1);
-        let n = b.targets.len() as u32;
+        let targets = &b.balancer.targets;
+        let n = targets.len() as u32;
         // NEWSET
         w.begin(
             ty(NFT_MSG_NEWSET),
@@ -237,7 +240,7 @@ pub fn encode(table: &str, rules: &[Balancer], first_set: u32) -> Result<Vec<u8>
                          // id in the transaction, instead of walking every set of the table by name.
         w.be32(4, set_id); // NFTA_SET_ELEM_LIST_SET_ID
         w.nest(3); // NFTA_SET_ELEM_LIST_ELEMENTS
-        for (k, target) in b.targets.iter().enumerate() {
+        for (k, target) in targets.iter().enumerate() {
             w.nest(k as u16 + 1);
             w.nest(1); // NFTA_SET_ELEM_KEY
             w.attr(1, &(k as u32).to_ne_bytes()); // NFTA_DATA_VALUE, host order
@@ -431,11 +434,13 @@ pub fn send(buf: &[u8], rules: usize) -> Result<()> {
 mod tests {
     use super::*;
 
-    fn b(chain: &str, targets: &[&str]) -> Balancer {
-        Balancer {
+    fn b(chain: &str, targets: &[&str]) -> BalancerRule {
+        BalancerRule {
             chain: chain.into(),
             comment: Some("c".into()),
-            targets: targets.iter().map(|s| s.to_string()).collect(),
+            balancer: Balancer {
+                targets: targets.iter().map(|s| s.to_string()).collect(),
+            },
         }
     }
 
@@ -466,10 +471,10 @@ mod tests {
                 )
             })
             .collect();
-        let big = Balancer {
+        let big = BalancerRule {
             chain: "service-X".into(),
             comment: None,
-            targets: many,
+            balancer: Balancer { targets: many },
         };
         let e = encode("kube-proxy", &[big], 0).unwrap_err().to_string();
         assert!(e.contains("too many endpoints"), "{e}");

@@ -14,8 +14,9 @@
 //! clear message and nothing is written.
 
 use super::model::{Endpoints, Service, State, StaticVip};
+use crate::components::etcd::{EtcdClient, Members};
 use anyhow::{bail, Context, Result};
-use etcd_client::{Client, GetOptions};
+use etcd_client::{GetOptions, GetResponse};
 use std::net::Ipv4Addr;
 
 pub const SERVICES_PREFIX: &str = "/registry/services/specs/";
@@ -34,22 +35,10 @@ pub fn vip_key(vip: Ipv4Addr) -> String {
     format!("{VIPS_PREFIX}{vip}")
 }
 
-/// Connects to etcd (comma-separated URLs).
-pub async fn connect(endpoints: &str) -> Result<Client> {
-    let urls: Vec<&str> = endpoints
-        .split(',')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .collect();
-    if urls.is_empty() {
-        bail!("no etcd endpoint given: pass --etcd-endpoints http://IP:2379");
-    }
-    let opts = etcd_client::ConnectOptions::new()
-        .with_connect_timeout(std::time::Duration::from_secs(3))
-        .with_timeout(std::time::Duration::from_secs(10));
-    Client::connect(&urls, Some(opts)).await.with_context(|| {
-        format!("connecting to etcd at {endpoints} (is the cluster's etcd running?)")
-    })
+/// A fail-over client of the etcd members at `endpoints` (comma-separated URLs). Nothing
+/// is dialled until the first call.
+pub fn connect(endpoints: &str) -> Result<EtcdClient> {
+    Ok(EtcdClient::new(Members::parse(endpoints)?))
 }
 
 /// One object read from a key, or why it could not be understood.
@@ -80,17 +69,52 @@ pub fn parse(key: &str, value: &[u8]) -> Parsed {
     r.unwrap_or_else(Parsed::Invalid)
 }
 
+/// Reads every key under `prefix`, at revision `rev` when it is not 0.
+pub async fn get_prefix(client: &mut EtcdClient, prefix: &str, rev: i64) -> Result<GetResponse> {
+    let mut opts = GetOptions::new().with_prefix();
+    if rev > 0 {
+        opts = opts.with_revision(rev);
+    }
+    client
+        .call(&format!("listing {prefix}"), |mut c| {
+            let opts = opts.clone();
+            async move { c.get(prefix, Some(opts)).await }
+        })
+        .await
+        .with_context(|| format!("listing {prefix} in etcd"))
+}
+
+async fn put(client: &mut EtcdClient, key: String, value: String, what: &str) -> Result<()> {
+    client
+        .call(&format!("writing {key}"), |mut c| {
+            let (k, v) = (key.clone(), value.clone());
+            async move { c.put(k, v, None).await }
+        })
+        .await
+        .with_context(|| format!("writing {what} to etcd"))?;
+    Ok(())
+}
+
+/// Deletes `key`; true when it existed.
+async fn delete(client: &mut EtcdClient, key: String, what: &str) -> Result<bool> {
+    let r = client
+        .call(&format!("deleting {key}"), |mut c| {
+            let k = key.clone();
+            async move { c.delete(k, None).await }
+        })
+        .await
+        .with_context(|| format!("deleting {what} from etcd"))?;
+    Ok(r.deleted() > 0)
+}
+
 /// Everything under the three prefixes, with the etcd revision it was read at. Keys whose
 /// value cannot be parsed are returned as messages, not fatal.
-pub async fn list(client: &mut Client) -> Result<(State, i64, Vec<String>)> {
+pub async fn list(client: &mut EtcdClient) -> Result<(State, i64, Vec<String>)> {
     let mut st = State::default();
     let mut bad = Vec::new();
     let mut rev = 0;
     for prefix in [SERVICES_PREFIX, ENDPOINTS_PREFIX, VIPS_PREFIX] {
-        let resp = client
-            .get(prefix, Some(GetOptions::new().with_prefix()))
-            .await
-            .with_context(|| format!("listing {prefix} in etcd"))?;
+        let resp = get_prefix(client, prefix, 0).await?;
         if let Some(h) = resp.header() {
             rev = rev.max(h.revision());
         }
@@ -109,81 +133,78 @@ pub async fn list(client: &mut Client) -> Result<(State, i64, Vec<String>)> {
 }
 
 /// Lists only valid state (what a writer needs to check a change against).
-async fn current(client: &mut Client) -> Result<State> {
+async fn current(client: &mut EtcdClient) -> Result<State> {
     Ok(list(client).await?.0)
 }
 
 /// Stores a Service after checking it against everything else (ClusterIP and NodePorts
 /// free, names valid). Replaces a Service of the same name.
-pub async fn put_service(client: &mut Client, svc: &Service) -> Result<()> {
+pub async fn put_service(client: &mut EtcdClient, svc: &Service) -> Result<()> {
     let mut st = current(client).await?;
     st.services.retain(|s| s.key() != svc.key());
     st.services.push(svc.clone());
     st.validate()?;
     let v = serde_json::to_string(svc)?;
-    client
-        .put(service_key(&svc.namespace, &svc.name), v, None)
-        .await
-        .with_context(|| format!("writing Service {} to etcd", svc.key()))?;
-    Ok(())
+    let what = format!("Service {}", svc.key());
+    put(client, service_key(&svc.namespace, &svc.name), v, &what).await
 }
 
 /// Deletes a Service and its endpoints. Returns false when it did not exist.
-pub async fn delete_service(client: &mut Client, namespace: &str, name: &str) -> Result<bool> {
-    let r = client
-        .delete(service_key(namespace, name), None)
-        .await
-        .with_context(|| format!("deleting Service {namespace}/{name} from etcd"))?;
-    client
-        .delete(endpoints_key(namespace, name), None)
-        .await
-        .with_context(|| format!("deleting endpoints of {namespace}/{name} from etcd"))?;
-    Ok(r.deleted() > 0)
+pub async fn delete_service(client: &mut EtcdClient, namespace: &str, name: &str) -> Result<bool> {
+    let existed = delete(
+        client,
+        service_key(namespace, name),
+        &format!("Service {namespace}/{name}"),
+    )
+    .await?;
+    delete(
+        client,
+        endpoints_key(namespace, name),
+        &format!("endpoints of {namespace}/{name}"),
+    )
+    .await?;
+    Ok(existed)
 }
 
 /// Stores the endpoints of a Service (the endpoints controller's job).
-pub async fn put_endpoints(client: &mut Client, eps: &Endpoints) -> Result<()> {
+pub async fn put_endpoints(client: &mut EtcdClient, eps: &Endpoints) -> Result<()> {
     let v = serde_json::to_string(eps)?;
-    client
-        .put(endpoints_key(&eps.namespace, &eps.service), v, None)
-        .await
-        .with_context(|| format!("writing endpoints of {} to etcd", eps.key()))?;
-    Ok(())
+    let what = format!("endpoints of {}", eps.key());
+    put(
+        client,
+        endpoints_key(&eps.namespace, &eps.service),
+        v,
+        &what,
+    )
+    .await
 }
 
 /// Stores a static VIP after checking it is in range and not taken.
-pub async fn put_vip(client: &mut Client, vip: &StaticVip) -> Result<()> {
+pub async fn put_vip(client: &mut EtcdClient, vip: &StaticVip) -> Result<()> {
     let mut st = current(client).await?;
     if st.vips.iter().any(|v| v.vip == vip.vip) {
         bail!("VIP {} is already taken by VIP {}: delete it first (kp_vip_del) or pick a free address", vip.vip, vip.vip);
     }
     st.vips.push(vip.clone());
     st.validate()?;
-    client
-        .put(vip_key(vip.vip), serde_json::to_string(vip)?, None)
-        .await
-        .with_context(|| format!("writing VIP {} to etcd", vip.vip))?;
-    Ok(())
+    let v = serde_json::to_string(vip)?;
+    put(client, vip_key(vip.vip), v, &format!("VIP {}", vip.vip)).await
 }
 
 /// Deletes a static VIP. Returns false when it did not exist.
-pub async fn delete_vip(client: &mut Client, vip: Ipv4Addr) -> Result<bool> {
-    let r = client
-        .delete(vip_key(vip), None)
-        .await
-        .with_context(|| format!("deleting VIP {vip} from etcd"))?;
-    Ok(r.deleted() > 0)
+pub async fn delete_vip(client: &mut EtcdClient, vip: Ipv4Addr) -> Result<bool> {
+    delete(client, vip_key(vip), &format!("VIP {vip}")).await
 }
 
 /// A free ClusterIP from 100.64.0.0/16 (never 100.64.10.1, never one in use).
-pub async fn allocate_cluster_ip(client: &mut Client) -> Result<Ipv4Addr> {
+pub async fn allocate_cluster_ip(client: &mut EtcdClient) -> Result<Ipv4Addr> {
     current(client).await?.free_cluster_ip()
 }
 
 /// A free NodePort (30000-32767) for `proto`, not among those in use nor in `also_taken`
 /// (ports already picked for other ports of the Service being built).
 pub async fn allocate_node_port(
-    client: &mut Client,
+    client: &mut EtcdClient,
     proto: super::model::Protocol,
     also_taken: &[u16],
 ) -> Result<u16> {
@@ -194,9 +215,9 @@ pub async fn allocate_node_port(
 mod tests {
     use super::*;
 
-    #[tokio::test]
-    async fn connect_without_endpoints_is_a_clear_error() {
-        let e = format!("{:#}", connect(" , ").await.err().unwrap());
+    #[test]
+    fn connect_without_endpoints_is_a_clear_error() {
+        let e = format!("{:#}", connect(" , ").err().unwrap());
         assert!(
             e.contains("no etcd endpoint given: pass --etcd-endpoints"),
             "{e}"

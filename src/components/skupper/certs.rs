@@ -7,6 +7,7 @@
 //! to this one: the CA certificate, a client certificate and key issued by this site's CA,
 //! and the host and port of the inter-router listener.
 
+use crate::netns::state;
 use anyhow::{anyhow, bail, Context, Result};
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
@@ -14,6 +15,8 @@ use rcgen::{
 };
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -48,21 +51,76 @@ fn write(path: &Path, text: &str) -> Result<()> {
     std::fs::write(path, text).with_context(|| format!("cannot write {}", path.display()))
 }
 
+/// Creates `dir` and its missing parents as 0700 directories of root's, each created with
+/// that mode so no other user can ever list it, and checks `dir` as every knetsim state
+/// directory is checked ([`state::verify_private_dir`]: root's, not a symlink, not
+/// writable by others).
+pub fn create_private_dir(dir: &Path) -> Result<()> {
+    let missing: Vec<&Path> = dir
+        .ancestors()
+        .take_while(|d| {
+            !d.as_os_str().is_empty()
+                && std::fs::symlink_metadata(d)
+                    .is_err_and(|e| e.kind() == std::io::ErrorKind::NotFound)
+        })
+        .collect();
+    for d in missing.into_iter().rev() {
+        state::ensure_private_dir(d)?;
+    }
+    state::verify_private_dir(dir)
+}
+
+/// Writes a secret (a private key, a token) as a 0600 file in a private directory: the
+/// bytes go into a new file created 0600 beside `path`, which then replaces `path`. No
+/// moment exists at which another user could open it, and a symlink planted at `path` is
+/// replaced, never followed.
+pub fn write_private(path: &Path, text: &str) -> Result<()> {
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    state::verify_private_dir(dir)?;
+    let name = path
+        .file_name()
+        .ok_or_else(|| anyhow!("{} names no file", path.display()))?;
+    let tmp = dir.join(format!(
+        ".{}.{}.tmp",
+        name.to_string_lossy(),
+        std::process::id()
+    ));
+    let written = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(&tmp)
+        .and_then(|mut f| f.write_all(text.as_bytes()));
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e).with_context(|| format!("cannot write {}", tmp.display()));
+    }
+    std::fs::rename(&tmp, path).with_context(|| {
+        let _ = std::fs::remove_file(&tmp);
+        format!("cannot move {} to {}", tmp.display(), path.display())
+    })
+}
+
 /// Creates a site certificate authority in `dir` (`ca.crt`, `ca.key`, `ca.name`) and
-/// returns the path of `ca.crt`.
+/// returns the path of `ca.crt`. The directory is private (0700) and the key 0600.
 pub fn create_site_ca(dir: &Path, site: &str) -> Result<PathBuf> {
-    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    create_private_dir(dir)?;
     let key = KeyPair::generate()?;
     let cert = ca_params(site)?.self_signed(&key)?;
     write(&dir.join("ca.crt"), &cert.pem())?;
-    write(&dir.join("ca.key"), &key.serialize_pem())?;
+    write_private(&dir.join("ca.key"), &key.serialize_pem())?;
     write(&dir.join("ca.name"), site)?;
     Ok(dir.join("ca.crt"))
 }
 
 /// Issues a certificate and key signed by the CA in `ca_dir` into `out_dir` (`ca.crt`,
 /// `tls.crt`, `tls.key`). The certificate names `hosts` (IP addresses or DNS names) and
-/// [`ROUTER_SAN`], and serves both as server and client certificate.
+/// [`ROUTER_SAN`], and serves both as server and client certificate. `out_dir` is private
+/// (0700) and the key 0600.
 pub fn issue_router_cert(
     ca_dir: &Path,
     out_dir: &Path,
@@ -97,8 +155,7 @@ pub fn issue_router_cert(
     ];
     let key = KeyPair::generate()?;
     let cert = p.signed_by(&key, &issuer)?;
-    std::fs::create_dir_all(out_dir)
-        .with_context(|| format!("cannot create {}", out_dir.display()))?;
+    create_private_dir(out_dir)?;
     let files = CertFiles {
         ca_cert: out_dir.join("ca.crt"),
         cert: out_dir.join("tls.crt"),
@@ -107,7 +164,7 @@ pub fn issue_router_cert(
     std::fs::copy(ca_dir.join("ca.crt"), &files.ca_cert)
         .with_context(|| format!("cannot copy {}/ca.crt", ca_dir.display()))?;
     write(&files.cert, &cert.pem())?;
-    write(&files.key, &key.serialize_pem())?;
+    write_private(&files.key, &key.serialize_pem())?;
     Ok(files)
 }
 
@@ -122,7 +179,7 @@ pub struct Token {
 }
 
 /// Creates a token in `out_dir` for linking to the site whose CA is in `ca_dir` and whose
-/// inter-router listener is at `host:port`. Also writes `out_dir/token.json`.
+/// inter-router listener is at `host:port`. Also writes `out_dir/token.json` (0600).
 pub fn create_token(
     ca_dir: &Path,
     out_dir: &Path,
@@ -135,7 +192,7 @@ pub fn create_token(
         "host": host, "port": port,
         "caCertFile": files.ca_cert, "certFile": files.cert, "privateKeyFile": files.key,
     });
-    write(&out_dir.join("token.json"), &format!("{json:#}\n"))?;
+    write_private(&out_dir.join("token.json"), &format!("{json:#}\n"))?;
     Ok(Token {
         files,
         host: host.to_string(),
@@ -223,6 +280,7 @@ pub fn server_name(host: &str, verify_hostname: bool) -> Result<ServerName<'stat
 mod tests {
     use super::*;
     use crate::components::skupper::config::SslProfile;
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
 
     fn profile(f: &CertFiles) -> SslProfile {
         SslProfile {
@@ -255,6 +313,83 @@ mod tests {
         bad.ca_cert_file = "/nonexistent/ca.crt".into();
         let e = client_config(&bad).unwrap_err();
         assert!(format!("{e:#}").contains("/nonexistent/ca.crt"), "{e:#}");
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    fn mode(p: &Path) -> u32 {
+        std::fs::symlink_metadata(p).unwrap().mode() & 0o7777
+    }
+
+    #[test]
+    fn secrets_are_created_private_and_never_follow_a_symlink() {
+        let d = std::env::temp_dir().join(format!("knetsim-private-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        // Missing parents are created 0700 as well.
+        let dir = d.join("site/tokens/1");
+        create_private_dir(&dir).unwrap();
+        for p in [&d, &d.join("site"), &d.join("site/tokens"), &dir] {
+            assert_eq!(mode(p), 0o700, "{}", p.display());
+        }
+        let key = dir.join("tls.key");
+        write_private(&key, "first").unwrap();
+        assert_eq!(mode(&key), 0o600);
+        // Overwriting keeps the mode and leaves no temporary file.
+        write_private(&key, "second").unwrap();
+        assert_eq!(std::fs::read_to_string(&key).unwrap(), "second");
+        assert_eq!(mode(&key), 0o600);
+        let names: Vec<_> = std::fs::read_dir(&dir).unwrap().flatten().collect();
+        assert_eq!(names.len(), 1, "{names:?}");
+        // A symlink where the secret goes is replaced; what it pointed to is untouched.
+        let victim = d.join("victim");
+        std::fs::write(&victim, "theirs").unwrap();
+        let token = dir.join("token.json");
+        std::os::unix::fs::symlink(&victim, &token).unwrap();
+        write_private(&token, "{}").unwrap();
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "theirs");
+        assert!(!std::fs::symlink_metadata(&token)
+            .unwrap()
+            .file_type()
+            .is_symlink());
+        assert_eq!(mode(&token), 0o600);
+        // A directory others can write is refused, for the directory and for a key in it.
+        let open = d.join("open");
+        std::fs::create_dir(&open).unwrap();
+        std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o777)).unwrap();
+        let e = format!("{:#}", create_private_dir(&open).unwrap_err());
+        assert!(e.contains("is writable by other users (mode 0777)"), "{e}");
+        let e = format!(
+            "{:#}",
+            write_private(&open.join("ca.key"), "k").unwrap_err()
+        );
+        assert!(e.contains("is writable by other users"), "{e}");
+        assert!(!open.join("ca.key").exists());
+        // One they can only read is made private before a key goes in.
+        std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o755)).unwrap();
+        write_private(&open.join("ca.key"), "k").unwrap();
+        assert_eq!(mode(&open), 0o700);
+        // A symlink to a private directory is refused, and nothing is written through it.
+        let link = d.join("link");
+        std::os::unix::fs::symlink(&dir, &link).unwrap();
+        let e = format!("{:#}", create_private_dir(&link).unwrap_err());
+        assert!(e.contains("is a symbolic link"), "{e}");
+        let e = format!("{:#}", write_private(&link.join("x.key"), "k").unwrap_err());
+        assert!(e.contains("is a symbolic link"), "{e}");
+        assert!(!dir.join("x.key").exists());
+        // The CA, router and token files: keys and token.json 0600, certificates readable.
+        create_site_ca(&d.join("ca"), "C0").unwrap();
+        let f = issue_router_cert(&d.join("ca"), &d.join("router"), "C0", &[]).unwrap();
+        let t = create_token(&d.join("ca"), &d.join("tok"), "C1", "10.0.0.3", 55671).unwrap();
+        for p in [
+            d.join("ca/ca.key"),
+            f.key.clone(),
+            t.files.key.clone(),
+            d.join("tok/token.json"),
+        ] {
+            assert_eq!(mode(&p), 0o600, "{}", p.display());
+        }
+        for p in [d.join("ca"), d.join("router"), d.join("tok")] {
+            assert_eq!(mode(&p), 0o700, "{}", p.display());
+        }
         std::fs::remove_dir_all(&d).unwrap();
     }
 }

@@ -1,14 +1,19 @@
-//! etcd: the real etcd server (Debian's etcd-server), one member per namespace, and the
-//! few client calls the simulator makes itself (health, the flannel network config).
-//! Client calls run on a thread inside a namespace that can reach the members, since the
-//! members listen only on underlay addresses inside the simulation.
+//! etcd: the real etcd server (Debian's etcd-server), one member per namespace, the one
+//! client every etcd user of the simulator and its agents goes through ([`client`]: one
+//! member at a time, failing over to the next), and the few calls the simulator makes
+//! itself (health, the flannel network config). The simulator's calls run on a thread
+//! inside a namespace that can reach the members, since the members listen only on
+//! underlay addresses inside the simulation.
 
-use anyhow::{bail, Context, Result};
-use etcd_client::{Client, ConnectOptions};
+pub mod client;
+
+pub use client::{EtcdClient, MemberHealth, Members, Timing};
+
+use anyhow::{Context, Result};
 use std::future::Future;
 use std::net::Ipv4Addr;
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 pub const ETCD_BIN: &str = "etcd";
 pub const CLIENT_PORT: u16 = 2379;
@@ -78,66 +83,57 @@ pub fn member_args(member: &Member, all: &[Member], data_dir: &Path, token: &str
     ]
 }
 
-/// Runs `f` with an etcd client connected from inside namespace `ns`.
-pub fn with_client<F, Fut, R>(ns: &str, endpoints: &str, f: F) -> Result<R>
+/// Runs `f` with a fail-over client of `members`, from inside namespace `ns`.
+pub fn with_client<F, Fut, R>(ns: &str, members: &Members, f: F) -> Result<R>
 where
-    F: FnOnce(Client) -> Fut + Send + 'static,
+    F: FnOnce(EtcdClient) -> Fut + Send + 'static,
     Fut: Future<Output = Result<R>>,
     R: Send + 'static,
 {
-    let eps: Vec<String> = endpoints.split(',').map(|s| s.to_string()).collect();
+    let members = members.clone();
     crate::netns::run_in(ns, move || {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;
-        rt.block_on(async move {
-            let opts = ConnectOptions::new()
-                .with_connect_timeout(Duration::from_millis(500))
-                .with_timeout(Duration::from_secs(5));
-            let client = Client::connect(&eps, Some(opts))
-                .await
-                .with_context(|| format!("connecting to etcd at {}", eps.join(",")))?;
-            f(client).await
-        })
+        rt.block_on(f(EtcdClient::new(members)))
     })
 }
 
-/// Waits until the cluster answers a linearizable read (so it has a leader), polling.
-/// `cancel` stops the wait early (Ctrl-C).
-pub fn wait_healthy(
-    ns: &str,
-    endpoints: &str,
-    timeout: Duration,
-    cancel: &dyn Fn() -> bool,
-) -> Result<Duration> {
-    let started = Instant::now();
-    let mut last_err = String::new();
-    while started.elapsed() < timeout {
-        if cancel() {
-            bail!("interrupted while waiting for etcd");
-        }
-        let res = with_client(ns, endpoints, |mut c| async move {
-            c.get("health", None).await.context("reading from etcd")?;
-            Ok(())
-        });
-        match res {
-            Ok(()) => return Ok(started.elapsed()),
-            Err(e) => last_err = format!("{e:#}"),
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    bail!(
-        "etcd at {endpoints} did not become healthy within {} s (last error: {last_err}); see the etcd logs in the run directory",
-        timeout.as_secs()
-    )
+/// Every member's Status, asked from inside namespace `ns` (who is up, who leads).
+pub fn health(ns: &str, members: &Members) -> Result<Vec<MemberHealth>> {
+    with_client(ns, members, |c| async move {
+        Ok(client::probe(c.members(), &Timing::default()).await)
+    })
+}
+
+/// One linearizable read, one round over the members (no retry budget): it succeeds only
+/// once the cluster has a leader. Readiness waits call it again and again (see
+/// [`crate::wait`]), so it must come back quickly either way.
+pub fn health_read(ns: &str, endpoints: &str) -> Result<()> {
+    let members = Members::parse(endpoints)?;
+    let timing = Timing {
+        budget: Duration::ZERO,
+        ..Timing::default()
+    };
+    with_client(ns, &members, move |c| async move {
+        c.with_timing(timing)
+            .call("a health read", |mut c| async move {
+                c.get("health", None).await
+            })
+            .await?;
+        Ok(())
+    })
 }
 
 pub fn put(ns: &str, endpoints: &str, key: &str, value: &str) -> Result<()> {
     let (k, v) = (key.to_string(), value.to_string());
-    with_client(ns, endpoints, move |mut c| async move {
-        c.put(k.clone(), v, None)
-            .await
-            .with_context(|| format!("writing {k} to etcd"))?;
+    with_client(ns, &Members::parse(endpoints)?, move |mut c| async move {
+        c.call(&format!("writing {k}"), |mut c| {
+            let (k, v) = (k.clone(), v.clone());
+            async move { c.put(k, v, None).await }
+        })
+        .await
+        .with_context(|| format!("writing {k} to etcd"))?;
         Ok(())
     })
 }
@@ -145,12 +141,15 @@ pub fn put(ns: &str, endpoints: &str, key: &str, value: &str) -> Result<()> {
 /// Every key/value under a prefix.
 pub fn get_prefix(ns: &str, endpoints: &str, prefix: &str) -> Result<Vec<(String, String)>> {
     let p = prefix.to_string();
-    with_client(ns, endpoints, move |mut c| async move {
+    with_client(ns, &Members::parse(endpoints)?, move |mut c| async move {
         let resp = c
-            .get(
-                p.clone(),
-                Some(etcd_client::GetOptions::new().with_prefix()),
-            )
+            .call(&format!("listing {p}"), |mut c| {
+                let p = p.clone();
+                async move {
+                    c.get(p, Some(etcd_client::GetOptions::new().with_prefix()))
+                        .await
+                }
+            })
             .await
             .with_context(|| format!("listing {p} in etcd"))?;
         Ok(resp

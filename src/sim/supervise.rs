@@ -1,0 +1,916 @@
+//! Supervision: the one registry of every daemon the simulator started, and the thread
+//! that notices when one exits, as a kubelet notices a DaemonSet's pod exiting.
+//!
+//! Each daemon is registered once with what it is (its kind and node) and everything
+//! needed to start it again identically (program, arguments, environment, namespace,
+//! log). The simulator is the parent of every daemon, so a single thread waits on a pidfd
+//! per daemon (event driven, no polling loop) and is the only one that reaps them. An
+//! exit the simulator did not ask for is reported on the console and recorded as an
+//! event; the node agents (flanneld, kube-proxy, the Skupper router) are restarted with
+//! the same arguments, the others are not. A crash loop (five unrequested exits within
+//! 30 s) stops the restarts; the error quotes the agent's last log lines, and calls and
+//! readiness waits that depend on that agent fail at once with it.
+//!
+//! Stops the simulator asks for (a router replaced for a new configuration, `stop_agent`,
+//! teardown) set a "stop requested" flag first, under the registry's lock, so they are
+//! neither restarted nor counted. Teardown stops the thread before it ends anything.
+
+use super::{Sim, Worker};
+use crate::netns::{process, record::Record};
+use anyhow::{anyhow, bail, Context, Result};
+use std::collections::{BTreeMap, VecDeque};
+use std::io::Write;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::path::PathBuf;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+/// Unrequested exits within [`CRASH_LOOP_WINDOW`] after which an agent is given up on.
+pub const CRASH_LOOP_EXITS: usize = 5;
+pub const CRASH_LOOP_WINDOW: Duration = Duration::from_secs(30);
+/// How long a requested stop waits after SIGTERM before SIGKILL.
+const STOP_GRACE: Duration = Duration::from_secs(2);
+/// Log lines an error quotes.
+const LOG_LINES: usize = 8;
+
+/// What a daemon is; decides its restart policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum DaemonKind {
+    Etcd,
+    Flanneld,
+    KubeProxy,
+    Router,
+    Nginx,
+    EchoServer,
+    /// A command a script started in the background (`exec_async`): it may end whenever
+    /// it is done, so its exit is neither restarted nor reported.
+    Command,
+}
+
+impl DaemonKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            DaemonKind::Etcd => "etcd",
+            DaemonKind::Flanneld => "flanneld",
+            DaemonKind::KubeProxy => "kube-proxy",
+            DaemonKind::Router => "skrouterd",
+            DaemonKind::Nginx => "nginx",
+            DaemonKind::EchoServer => "echo-server",
+            DaemonKind::Command => "command",
+        }
+    }
+
+    /// The node agents, restarted as a DaemonSet's pods are (restartPolicy: Always).
+    pub fn is_agent(self) -> bool {
+        matches!(
+            self,
+            DaemonKind::Flanneld | DaemonKind::KubeProxy | DaemonKind::Router
+        )
+    }
+
+    fn agent(name: &str) -> Option<DaemonKind> {
+        [
+            DaemonKind::Flanneld,
+            DaemonKind::KubeProxy,
+            DaemonKind::Router,
+        ]
+        .into_iter()
+        .find(|k| k.name() == name)
+    }
+}
+
+/// Names a registered daemon for as long as the simulation runs (its pid changes when it
+/// is restarted; this does not).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) struct DaemonId(u64);
+
+/// A daemon just started.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Spawned {
+    pub id: DaemonId,
+    pub pid: u32,
+    pub start: u64,
+}
+
+/// Everything needed to start a daemon, and to start it again identically.
+#[derive(Debug, Clone)]
+pub(crate) struct DaemonSpec {
+    pub kind: DaemonKind,
+    /// The worker or etcd member it belongs to (`C0w1`).
+    pub node: String,
+    /// The network namespace it runs in.
+    pub ns: String,
+    pub program: String,
+    pub args: Vec<String>,
+    pub env: Vec<(String, String)>,
+    pub log: PathBuf,
+    /// How the teardown record describes it.
+    pub what: String,
+}
+
+impl DaemonSpec {
+    pub fn new(
+        kind: DaemonKind,
+        node: &str,
+        ns: &str,
+        program: &str,
+        args: Vec<String>,
+        log: PathBuf,
+        what: String,
+    ) -> DaemonSpec {
+        DaemonSpec {
+            kind,
+            node: node.to_string(),
+            ns: ns.to_string(),
+            program: program.to_string(),
+            args,
+            env: Vec::new(),
+            log,
+            what,
+        }
+    }
+
+    /// "kube-proxy on C0w1", for messages.
+    fn title(&self) -> String {
+        match self.kind {
+            DaemonKind::Nginx | DaemonKind::EchoServer | DaemonKind::Command => self.what.clone(),
+            k => format!("{} on {}", k.name(), self.node),
+        }
+    }
+}
+
+/// What the supervisor did about an exit nobody asked for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SupervisionOutcome {
+    /// Started again with the same arguments; its new pid.
+    Restarted { pid: u32 },
+    /// Reported only: this kind of daemon is not restarted (etcd, nginx, echo servers).
+    NotRestarted,
+    /// A crash loop, or the restart itself failed: no more restarts.
+    GaveUp,
+}
+
+/// One exit the simulator did not ask for, as the console reported it.
+#[derive(Debug, Clone)]
+pub struct SupervisionEvent {
+    /// The worker or etcd member (`C0w1`).
+    pub node: String,
+    /// `flanneld`, `kube-proxy`, `skrouterd`, `etcd`, `nginx` or `echo-server`.
+    pub daemon: String,
+    /// How it ended: `signal 9`, `status 1`.
+    pub exit: String,
+    pub outcome: SupervisionOutcome,
+    /// The line printed on the console.
+    pub message: String,
+}
+
+/// A daemon's state as waits and API calls see it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Health {
+    Running(u32),
+    /// Exited; the supervisor starts it again shortly.
+    Restarting,
+    /// Stopped on purpose (`stop_agent`, a router being replaced).
+    Stopped,
+    /// Exited on its own and is not restarted (not an agent).
+    Exited(String),
+    /// Given up on: the message says why and quotes its log.
+    Failed(String),
+}
+
+#[derive(Debug)]
+enum Status {
+    /// `pid` is our child and not reaped yet; `pidfd` is open.
+    Running,
+    /// Exited without being asked to; restarted at `until`.
+    Backoff {
+        until: Instant,
+        exit: String,
+    },
+    Stopped,
+    Exited(String),
+    Failed(String),
+}
+
+struct Entry {
+    spec: DaemonSpec,
+    pid: u32,
+    pidfd: Option<OwnedFd>,
+    status: Status,
+    stop_requested: bool,
+    /// When the recent unrequested exits happened (within the crash-loop window).
+    exits: VecDeque<Instant>,
+}
+
+#[derive(Default)]
+struct Registry {
+    next: u64,
+    entries: BTreeMap<DaemonId, Entry>,
+    events: Vec<SupervisionEvent>,
+    shutting_down: bool,
+}
+
+/// The registry and its thread. The thread holds only this (never the simulation), so
+/// the simulation's last handle can still tear down.
+pub(crate) struct Supervisor {
+    reg: Mutex<Registry>,
+    /// Signalled whenever a daemon's status changes.
+    changed: Condvar,
+    /// An eventfd that wakes the thread when the set of daemons changes.
+    wake: OwnedFd,
+    record: Record,
+    thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+/// Starts a daemon as `spec` says and records it; its pid stays ours until we reap it.
+fn launch(spec: &DaemonSpec, record: &Record) -> Result<(u32, u64, OwnedFd)> {
+    let env: Vec<(&str, &str)> = spec
+        .env
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    let child =
+        process::spawn_daemon_env(Some(&spec.ns), &spec.program, &spec.args, &env, &spec.log)?;
+    let pid = child.id();
+    // The supervisor reaps it (waitpid on the pid); the handle is not needed.
+    drop(child);
+    let start = process::start_time(pid).unwrap_or(0);
+    let tracked =
+        process::pidfd_open(pid).and_then(|fd| record.add_process(pid, &spec.what).map(|_| fd));
+    match tracked {
+        Ok(fd) => Ok((pid, start, fd)),
+        Err(e) => {
+            process::kill_group(pid as i32);
+            process::reap(pid, true);
+            Err(e.context(format!("starting {}", spec.title())))
+        }
+    }
+}
+
+/// The last lines of a log, indented, for error messages.
+fn log_tail(path: &std::path::Path) -> String {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut text = String::new();
+    if let Ok(mut f) = std::fs::File::open(path) {
+        let len = f.metadata().map(|m| m.len()).unwrap_or(0);
+        let _ = f.seek(SeekFrom::Start(len.saturating_sub(16 * 1024)));
+        let mut buf = Vec::new();
+        let _ = f.read_to_end(&mut buf);
+        text = String::from_utf8_lossy(&buf).into_owned();
+    }
+    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+    if lines.is_empty() {
+        return "    (it printed nothing)".into();
+    }
+    lines[lines.len().saturating_sub(LOG_LINES)..]
+        .iter()
+        .map(|l| format!("    {l}"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+fn ordinal(n: usize) -> String {
+    let suffix = match (n % 10, n % 100) {
+        (1, r) if r != 11 => "st",
+        (2, r) if r != 12 => "nd",
+        (3, r) if r != 13 => "rd",
+        _ => "th",
+    };
+    format!("{n}{suffix}")
+}
+
+/// Wait before restarting after the `n`th unrequested exit in the window: at once the
+/// first time, then doubling from 250 ms, as a kubelet backs off a crashing pod.
+fn backoff(n: usize) -> Duration {
+    match n {
+        0 | 1 => Duration::ZERO,
+        n => Duration::from_millis(250) * (1 << (n - 2).min(6)),
+    }
+}
+
+/// How an agent's start-again hint reads, e.g. `C0w1.start_agent("flanneld")`.
+fn start_hint(spec: &DaemonSpec) -> String {
+    format!("{}.start_agent(\"{}\")", spec.node, spec.kind.name())
+}
+
+impl Supervisor {
+    pub fn start(record: Record) -> Result<Arc<Supervisor>> {
+        let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error()).context("creating an eventfd");
+        }
+        let sup = Arc::new(Supervisor {
+            reg: Mutex::new(Registry::default()),
+            changed: Condvar::new(),
+            wake: unsafe { OwnedFd::from_raw_fd(fd) },
+            record,
+            thread: Mutex::new(None),
+        });
+        let me = sup.clone();
+        let handle = std::thread::Builder::new()
+            .name("knetsim-supervisor".into())
+            .spawn(move || me.run())
+            .context("starting the supervisor thread")?;
+        *sup.thread.lock().unwrap() = Some(handle);
+        Ok(sup)
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Registry> {
+        self.reg.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn wake(&self) {
+        let one: u64 = 1;
+        unsafe {
+            libc::write(
+                self.wake.as_raw_fd(),
+                &one as *const u64 as *const libc::c_void,
+                8,
+            );
+        }
+    }
+
+    /// Starts a daemon and registers it (recorded for teardown before this returns).
+    pub fn spawn(&self, spec: DaemonSpec) -> Result<Spawned> {
+        let mut reg = self.lock();
+        if reg.shutting_down {
+            bail!(
+                "the simulation is shutting down: not starting {}",
+                spec.title()
+            );
+        }
+        let (pid, start, fd) = launch(&spec, &self.record)?;
+        reg.next += 1;
+        let id = DaemonId(reg.next);
+        reg.entries.insert(
+            id,
+            Entry {
+                spec,
+                pid,
+                pidfd: Some(fd),
+                status: Status::Running,
+                stop_requested: false,
+                exits: VecDeque::new(),
+            },
+        );
+        drop(reg);
+        self.wake();
+        Ok(Spawned { id, pid, start })
+    }
+
+    /// Stops a daemon on purpose (SIGTERM, then SIGKILL after a grace period) and waits
+    /// until the supervisor has reaped it; it is neither restarted nor counted. With
+    /// `forget` it also leaves the registry, else it stays, stopped, for `start_again`.
+    pub fn stop(&self, id: DaemonId, forget: bool) -> Result<()> {
+        let mut reg = self.lock();
+        let Some(e) = reg.entries.get_mut(&id) else {
+            return Ok(());
+        };
+        e.stop_requested = true;
+        let (pid, title) = (e.pid, e.spec.title());
+        if matches!(e.status, Status::Running) {
+            // Under the lock the supervisor cannot reap it meanwhile, so `pid` is still
+            // our child (a zombie at worst): the signal cannot reach anyone else.
+            unsafe {
+                libc::kill(pid as i32, libc::SIGTERM);
+            }
+            let mut deadline = Instant::now() + STOP_GRACE;
+            let mut killed = false;
+            loop {
+                let running = reg
+                    .entries
+                    .get(&id)
+                    .is_some_and(|e| matches!(e.status, Status::Running));
+                if !running || reg.shutting_down {
+                    break;
+                }
+                let now = Instant::now();
+                if now >= deadline {
+                    if killed {
+                        bail!("{title} (pid {pid}) did not end after SIGKILL");
+                    }
+                    process::kill_group(pid as i32);
+                    killed = true;
+                    deadline = now + Duration::from_secs(5);
+                    continue;
+                }
+                reg = self
+                    .changed
+                    .wait_timeout(reg, deadline - now)
+                    .unwrap_or_else(|e| e.into_inner())
+                    .0;
+            }
+        } else if let Some(e) = reg.entries.get_mut(&id) {
+            e.status = Status::Stopped;
+        }
+        // One still unreaped (teardown began meanwhile) stays for shutdown to reap.
+        if forget && reg.entries.get(&id).is_some_and(|e| e.pidfd.is_none()) {
+            reg.entries.remove(&id);
+        }
+        Ok(())
+    }
+
+    /// Starts a stopped (or given-up) daemon again with its registered arguments.
+    pub fn start_again(&self, id: DaemonId) -> Result<Spawned> {
+        let mut reg = self.lock();
+        if reg.shutting_down {
+            bail!("the simulation is shutting down");
+        }
+        let e = reg
+            .entries
+            .get_mut(&id)
+            .ok_or_else(|| anyhow!("that daemon is no longer registered"))?;
+        if let Status::Running = e.status {
+            bail!("{} is already running (pid {})", e.spec.title(), e.pid);
+        }
+        let (pid, start, fd) = launch(&e.spec, &self.record)?;
+        e.pid = pid;
+        e.pidfd = Some(fd);
+        e.status = Status::Running;
+        e.stop_requested = false;
+        e.exits.clear();
+        drop(reg);
+        self.wake();
+        self.changed.notify_all();
+        Ok(Spawned { id, pid, start })
+    }
+
+    /// Marks every daemon in namespace `ns` as stopped on purpose: the caller is about to
+    /// end everything in it (deleting a pod), so their exits are expected.
+    pub fn expect_exit_in(&self, ns: &str) {
+        let mut reg = self.lock();
+        for e in reg.entries.values_mut().filter(|e| e.spec.ns == ns) {
+            e.stop_requested = true;
+        }
+    }
+
+    /// The daemon's pid while it runs.
+    pub fn pid(&self, id: DaemonId) -> Option<u32> {
+        let reg = self.lock();
+        let e = reg.entries.get(&id)?;
+        matches!(e.status, Status::Running).then_some(e.pid)
+    }
+
+    pub fn health(&self, id: DaemonId) -> Option<Health> {
+        let reg = self.lock();
+        reg.entries.get(&id).map(|e| match &e.status {
+            Status::Running => Health::Running(e.pid),
+            Status::Backoff { .. } => Health::Restarting,
+            Status::Stopped => Health::Stopped,
+            Status::Exited(x) => Health::Exited(x.clone()),
+            Status::Failed(m) => Health::Failed(m.clone()),
+        })
+    }
+
+    /// The agent of kind `kind` on `node`, if one was started there.
+    pub fn agent(&self, node: &str, kind: DaemonKind) -> Option<DaemonId> {
+        let reg = self.lock();
+        reg.entries
+            .iter()
+            .find(|(_, e)| e.spec.kind == kind && e.spec.node == node)
+            .map(|(id, _)| *id)
+    }
+
+    /// Kinds of the agents registered on `node`.
+    fn agents_on(&self, node: &str) -> Vec<&'static str> {
+        let reg = self.lock();
+        reg.entries
+            .values()
+            .filter(|e| e.spec.kind.is_agent() && e.spec.node == node)
+            .map(|e| e.spec.kind.name())
+            .collect()
+    }
+
+    /// The error of the first agent of cluster `id` that was given up on.
+    pub fn failure_in_cluster(&self, id: &str) -> Option<String> {
+        let prefix = format!("C{id}");
+        let reg = self.lock();
+        reg.entries.values().find_map(|e| {
+            let rest = e.spec.node.strip_prefix(&prefix)?;
+            if !rest.starts_with(['w', 'e']) {
+                return None;
+            }
+            match &e.status {
+                Status::Failed(m) if e.spec.kind.is_agent() => Some(m.clone()),
+                _ => None,
+            }
+        })
+    }
+
+    pub fn events(&self) -> Vec<SupervisionEvent> {
+        self.lock().events.clone()
+    }
+
+    /// Stops the thread (nothing is restarted after this returns), then ends and reaps
+    /// every daemon still running. Teardown calls it before removing anything.
+    pub fn shutdown(&self) {
+        self.lock().shutting_down = true;
+        self.wake();
+        self.changed.notify_all();
+        let handle = self.thread.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(h) = handle {
+            let _ = h.join();
+        }
+        let mut reg = self.lock();
+        for e in reg.entries.values_mut() {
+            if e.pidfd.take().is_some() {
+                // Not reaped yet, so the pid (and its process group) is still ours.
+                process::kill_group(e.pid as i32);
+                unsafe {
+                    libc::kill(e.pid as i32, libc::SIGKILL);
+                }
+                process::reap(e.pid, true);
+                e.status = Status::Stopped;
+            }
+        }
+    }
+
+    fn run(self: Arc<Self>) {
+        loop {
+            let (watched, timeout) = {
+                let reg = self.lock();
+                if reg.shutting_down {
+                    return;
+                }
+                let watched: Vec<(DaemonId, RawFd)> = reg
+                    .entries
+                    .iter()
+                    .filter_map(|(id, e)| e.pidfd.as_ref().map(|fd| (*id, fd.as_raw_fd())))
+                    .collect();
+                let next = reg
+                    .entries
+                    .values()
+                    .filter_map(|e| match e.status {
+                        Status::Backoff { until, .. } => Some(until),
+                        _ => None,
+                    })
+                    .min();
+                let timeout = next.map_or(-1, |t| {
+                    let ms = t.saturating_duration_since(Instant::now()).as_millis() + 1;
+                    ms.min(60_000) as i32
+                });
+                (watched, timeout)
+            };
+            // Only this thread closes a pidfd (after reaping), so the descriptors stay
+            // valid while it polls them; new daemons wake it through the eventfd.
+            let mut fds: Vec<libc::pollfd> = std::iter::once(self.wake.as_raw_fd())
+                .chain(watched.iter().map(|(_, fd)| *fd))
+                .map(|fd| libc::pollfd {
+                    fd,
+                    events: libc::POLLIN,
+                    revents: 0,
+                })
+                .collect();
+            let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout) };
+            if n < 0 {
+                if std::io::Error::last_os_error().raw_os_error() != Some(libc::EINTR) {
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                continue;
+            }
+            if fds[0].revents != 0 {
+                let mut buf = [0u8; 8];
+                unsafe {
+                    libc::read(self.wake.as_raw_fd(), buf.as_mut_ptr().cast(), 8);
+                }
+            }
+            let exited: Vec<DaemonId> = fds[1..]
+                .iter()
+                .zip(&watched)
+                .filter(|(p, _)| p.revents != 0)
+                .map(|(_, (id, _))| *id)
+                .collect();
+            let mut lines = Vec::new();
+            {
+                let mut reg = self.lock();
+                if reg.shutting_down {
+                    return;
+                }
+                for id in exited {
+                    self.on_exit(&mut reg, id, &mut lines);
+                }
+                let now = Instant::now();
+                let due: Vec<DaemonId> = reg
+                    .entries
+                    .iter()
+                    .filter(
+                        |(_, e)| matches!(e.status, Status::Backoff { until, .. } if until <= now),
+                    )
+                    .map(|(id, _)| *id)
+                    .collect();
+                for id in due {
+                    self.restart(&mut reg, id, &mut lines);
+                }
+            }
+            self.changed.notify_all();
+            // Not eprintln!: a closed stderr must not take the supervisor down with it.
+            let mut err = std::io::stderr().lock();
+            for l in lines {
+                let _ = writeln!(err, "{} {l}", crate::ui::yellow("!"));
+            }
+        }
+    }
+
+    fn event(
+        reg: &mut Registry,
+        spec: &DaemonSpec,
+        exit: &str,
+        outcome: SupervisionOutcome,
+        message: String,
+        lines: &mut Vec<String>,
+    ) {
+        lines.push(message.clone());
+        reg.events.push(SupervisionEvent {
+            node: spec.node.clone(),
+            daemon: spec.kind.name().to_string(),
+            exit: exit.to_string(),
+            outcome,
+            message,
+        });
+    }
+
+    /// A watched daemon's pidfd became readable: reap it and decide what follows.
+    fn on_exit(&self, reg: &mut Registry, id: DaemonId, lines: &mut Vec<String>) {
+        let Some(e) = reg.entries.get_mut(&id) else {
+            return;
+        };
+        if e.pidfd.is_none() {
+            return;
+        }
+        let pid = e.pid;
+        // Until it is reaped the leader is a zombie that keeps its process group id ours:
+        // end what it left behind in its group (a background command's group is the
+        // user's business and stays).
+        if e.stop_requested || e.spec.kind != DaemonKind::Command {
+            process::kill_group(pid as i32);
+        }
+        let Some(status) = process::reap(pid, false) else {
+            return;
+        };
+        e.pidfd = None;
+        let _ = self.record.forget_process(pid);
+        let exit = process::describe_wait_status(status);
+        if e.spec.kind == DaemonKind::Command {
+            // Done, as background commands are sooner or later: nothing to keep.
+            reg.entries.remove(&id);
+            return;
+        }
+        if e.stop_requested {
+            e.status = Status::Stopped;
+            return;
+        }
+        let spec = e.spec.clone();
+        let title = spec.title();
+        if !spec.kind.is_agent() {
+            e.status = Status::Exited(exit.clone());
+            let msg = format!(
+                "{title} exited ({exit}); not restarted (knetsim restarts only the node agents: flanneld, kube-proxy and the Skupper router). Its log: {}",
+                spec.log.display()
+            );
+            Self::event(
+                reg,
+                &spec,
+                &exit,
+                SupervisionOutcome::NotRestarted,
+                msg,
+                lines,
+            );
+            return;
+        }
+        let now = Instant::now();
+        e.exits.push_back(now);
+        while e
+            .exits
+            .front()
+            .is_some_and(|t| now.duration_since(*t) > CRASH_LOOP_WINDOW)
+        {
+            e.exits.pop_front();
+        }
+        let n = e.exits.len();
+        if n >= CRASH_LOOP_EXITS {
+            let msg = format!(
+                "{title} exited ({exit}), its {} exit within {} s: a crash loop, so knetsim stopped restarting it. Its log ({}) ends with:\n{}\n  Fix the cause, then start it again with {}",
+                ordinal(n),
+                CRASH_LOOP_WINDOW.as_secs(),
+                spec.log.display(),
+                log_tail(&spec.log),
+                start_hint(&spec)
+            );
+            e.status = Status::Failed(msg.clone());
+            Self::event(reg, &spec, &exit, SupervisionOutcome::GaveUp, msg, lines);
+            return;
+        }
+        let delay = backoff(n);
+        e.status = Status::Backoff {
+            until: now + delay,
+            exit,
+        };
+        if delay.is_zero() {
+            self.restart(reg, id, lines);
+        }
+    }
+
+    fn restart(&self, reg: &mut Registry, id: DaemonId, lines: &mut Vec<String>) {
+        let Some(e) = reg.entries.get_mut(&id) else {
+            return;
+        };
+        let Status::Backoff { exit, .. } = &e.status else {
+            return;
+        };
+        let exit = exit.clone();
+        let spec = e.spec.clone();
+        let title = spec.title();
+        match launch(&spec, &self.record) {
+            Ok((pid, _, fd)) => {
+                e.pid = pid;
+                e.pidfd = Some(fd);
+                e.status = Status::Running;
+                let n = e.exits.len();
+                let msg = if n <= 1 {
+                    format!("{title} exited ({exit}); restarted")
+                } else {
+                    format!(
+                        "{title} exited ({exit}); restarted after {:.2} s ({} exit within {} s; at {} knetsim stops restarting it)",
+                        backoff(n).as_secs_f64(),
+                        ordinal(n),
+                        CRASH_LOOP_WINDOW.as_secs(),
+                        CRASH_LOOP_EXITS
+                    )
+                };
+                Self::event(
+                    reg,
+                    &spec,
+                    &exit,
+                    SupervisionOutcome::Restarted { pid },
+                    msg,
+                    lines,
+                );
+            }
+            Err(err) => {
+                let msg = format!(
+                    "{title} exited ({exit}) and could not be started again: {err:#}. Its log ({}) ends with:\n{}\n  Fix the cause, then start it again with {}",
+                    spec.log.display(),
+                    log_tail(&spec.log),
+                    start_hint(&spec)
+                );
+                e.status = Status::Failed(msg.clone());
+                Self::event(reg, &spec, &exit, SupervisionOutcome::GaveUp, msg, lines);
+            }
+        }
+    }
+}
+
+impl Sim {
+    /// Every exit of a daemon the simulator did not ask for, oldest first, with what the
+    /// supervisor did about it (the lines the console printed).
+    pub fn events(&self) -> Vec<SupervisionEvent> {
+        self.inner.daemons.events()
+    }
+
+    /// Fails with the crash-loop error of cluster `id`'s first agent that was given up
+    /// on: calls that need every agent of the cluster report it at once.
+    pub(crate) fn require_agents(&self, id: &str) -> Result<()> {
+        match self.inner.daemons.failure_in_cluster(id) {
+            Some(m) => Err(anyhow!(m)),
+            None => Ok(()),
+        }
+    }
+
+    /// What a readiness wait on the `kind` agent of `node` should do: Ok(true) wait for
+    /// it, Ok(false) skip it (stopped on purpose: it catches up when started again),
+    /// Err when it was given up on.
+    pub(crate) fn agent_wait(&self, node: &str, kind: DaemonKind) -> Result<bool> {
+        let Some(id) = self.inner.daemons.agent(node, kind) else {
+            return Ok(true);
+        };
+        match self.inner.daemons.health(id) {
+            Some(Health::Failed(m)) => Err(anyhow!(m)),
+            Some(Health::Stopped) => Ok(false),
+            _ => Ok(true),
+        }
+    }
+}
+
+impl Worker {
+    fn agent_id(&self, agent: &str) -> Result<DaemonId> {
+        let node = self.name();
+        let kind = DaemonKind::agent(agent);
+        if let Some(id) = kind.and_then(|k| self.sim.inner.daemons.agent(&node, k)) {
+            return Ok(id);
+        }
+        let here = self.sim.inner.daemons.agents_on(&node);
+        bail!(
+            "{node} has no agent '{agent}': its agents are {} (the Skupper router, skrouterd, runs on its cluster's first worker once skupper_init() made a site)",
+            if here.is_empty() {
+                "none yet (call start() first)".into()
+            } else {
+                here.join(", ")
+            }
+        )
+    }
+
+    /// The pid of this worker's agent `agent` (`flanneld`, `kube-proxy`, `skrouterd`)
+    /// while it runs; None while it is stopped or being restarted.
+    pub fn agent_pid(&self, agent: &str) -> Result<Option<u32>> {
+        let id = self.agent_id(agent)?;
+        Ok(self.sim.inner.daemons.pid(id))
+    }
+
+    /// Stops agent `agent` on purpose, as a break-and-fix lesson does: it is not restarted
+    /// until [`Worker::start_agent`], and waits for it skip this worker meanwhile.
+    pub fn stop_agent(&self, agent: &str) -> Result<()> {
+        let id = self.agent_id(agent)?;
+        if matches!(self.sim.inner.daemons.health(id), Some(Health::Stopped)) {
+            bail!(
+                "{agent} on {} is already stopped; start it with {}.start_agent(\"{agent}\")",
+                self.name(),
+                self.name()
+            );
+        }
+        self.sim.inner.daemons.stop(id, false)
+    }
+
+    /// Starts agent `agent` again with the arguments it was first started with (also
+    /// after a crash loop, once its cause is fixed), and waits until the cluster has
+    /// converged on it. Returns its pid.
+    pub fn start_agent(&self, agent: &str) -> Result<u32> {
+        let id = self.agent_id(agent)?;
+        if let Some(Health::Running(pid)) = self.sim.inner.daemons.health(id) {
+            bail!(
+                "{agent} on {} is already running (pid {pid}); stop it first with {}.stop_agent(\"{agent}\")",
+                self.name(),
+                self.name()
+            );
+        }
+        let spawned = self.sim.inner.daemons.start_again(id)?;
+        match DaemonKind::agent(agent) {
+            Some(DaemonKind::KubeProxy) => self.cluster().wait_converged()?,
+            Some(DaemonKind::Flanneld) => super::bringup::wait_routes(&self.sim, &self.cluster)?,
+            _ => {}
+        }
+        Ok(spawned.pid)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_starts_at_once_then_doubles() {
+        assert_eq!(backoff(1), Duration::ZERO);
+        assert_eq!(backoff(2), Duration::from_millis(250));
+        assert_eq!(backoff(3), Duration::from_millis(500));
+        assert_eq!(backoff(4), Duration::from_millis(1000));
+        let total: Duration = (1..CRASH_LOOP_EXITS).map(backoff).sum();
+        assert!(
+            total < CRASH_LOOP_WINDOW,
+            "a crash loop must fit the window"
+        );
+    }
+
+    #[test]
+    fn ordinals_read_as_english() {
+        let got: Vec<String> = [1, 2, 3, 4, 5, 11, 12, 13, 21, 22].map(ordinal).to_vec();
+        assert_eq!(
+            got,
+            ["1st", "2nd", "3rd", "4th", "5th", "11th", "12th", "13th", "21st", "22nd"]
+        );
+    }
+
+    #[test]
+    fn only_the_node_agents_are_restarted_and_named_for_stop_agent() {
+        for k in [
+            DaemonKind::Flanneld,
+            DaemonKind::KubeProxy,
+            DaemonKind::Router,
+        ] {
+            assert!(k.is_agent());
+            assert_eq!(DaemonKind::agent(k.name()), Some(k));
+        }
+        for k in [
+            DaemonKind::Etcd,
+            DaemonKind::Nginx,
+            DaemonKind::EchoServer,
+            DaemonKind::Command,
+        ] {
+            assert!(!k.is_agent());
+            assert_eq!(DaemonKind::agent(k.name()), None);
+        }
+    }
+
+    #[test]
+    fn log_tails_quote_the_last_lines_or_say_there_were_none() {
+        let dir = std::env::temp_dir().join(format!("knetsim-tail-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let log = dir.join("a.log");
+        let text: String = (1..=20).map(|i| format!("line {i}\n")).collect();
+        std::fs::write(&log, text).unwrap();
+        let t = log_tail(&log);
+        assert!(t.contains("    line 20") && t.contains("line 13"), "{t}");
+        assert!(!t.contains("line 12"), "{t}");
+        assert!(log_tail(&dir.join("missing.log")).contains("printed nothing"));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
