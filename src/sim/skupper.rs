@@ -27,8 +27,8 @@ use crate::components::skupper::config::{
     Connector, Listener, Mode, Role, SslProfile, TcpConnector, TcpListener, HTTP_PORT,
     INTER_ROUTER_PORT,
 };
-use crate::components::skupper::{reload, RouterConfig};
 use crate::components::skupper::{create_site_ca, create_token, issue_router_cert, CertFiles};
+use crate::components::skupper::{reload, RouterConfig};
 use crate::netns;
 use crate::wait::{Poll, Wait};
 use anyhow::{anyhow, bail, Context, Result};
@@ -423,7 +423,13 @@ fn reload_router(sim: &Sim, id: &str, s: &SiteState) -> Result<()> {
         format!("the Skupper router of {name} to apply its new configuration"),
         READY_TIMEOUT,
     )
-    .hint(|| format!("its log ({}) ends with:\n    {}", log.display(), tail(&log, 5)))
+    .hint(|| {
+        format!(
+            "its log ({}) ends with:\n    {}",
+            log.display(),
+            tail(&log, 5)
+        )
+    })
     .until(|| {
         let text = match http_get(&s.ns, "/metrics") {
             Ok(t) => t,
@@ -469,8 +475,7 @@ fn apply(sim: &Sim) -> Result<Vec<String>> {
         std::fs::write(&path, cfg.render())
             .with_context(|| format!("writing {}", path.display()))?;
         let reloadable = alive(sim, s.router)
-            && s
-                .running
+            && s.running
                 .as_ref()
                 .is_some_and(|old| reload::needs_restart(old, &cfg).is_none());
         if reloadable {
