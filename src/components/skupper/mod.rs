@@ -24,6 +24,10 @@
 //! 4. Start `knetsim skrouterd -c FILE` inside the worker namespace with
 //!    `netns::process::spawn_daemon`; it logs to stderr. It exits non-zero with a message
 //!    on a bad config or a port it cannot bind; stop it by pid (SIGTERM).
+//! 5. To change it, rewrite the file and send SIGHUP: tcpListeners, tcpConnectors,
+//!    connectors, addresses and sslProfiles change in place (open connections stay); the
+//!    log says `SIGHUP: configuration reloaded` or why not, and `/metrics` counts
+//!    `skrouter_config_reloads_total`. A changed router entry or listener needs a restart.
 //!
 //! Readiness: the log says `link to router X up (...)` per link and
 //! `address A: reachable at router R, next hop H, cost N` per service address;
