@@ -242,6 +242,7 @@ pub fn register(engine: &mut Engine, sim: &Sim, lesson: &Arc<Lesson>) {
     super::services_api::register(engine);
     super::ingress_api::register(engine);
     super::skupper_api::register(engine);
+    super::trace_api::register(engine);
 
     // Declaring and starting.
     let s = sim.clone();

@@ -9,6 +9,7 @@ pub mod errors;
 pub mod ingress_api;
 pub mod services_api;
 pub mod skupper_api;
+pub mod trace_api;
 
 use crate::interrupt::Signal;
 use crate::sim::Sim;

@@ -37,7 +37,10 @@ pub struct Vxlan {
 }
 
 fn word_after<'a>(words: &[&'a str], key: &str) -> Option<&'a str> {
-    words.iter().position(|w| *w == key).and_then(|i| words.get(i + 1).copied())
+    words
+        .iter()
+        .position(|w| *w == key)
+        .and_then(|i| words.get(i + 1).copied())
 }
 
 /// Parses `ip -d -o link show` output.
@@ -65,7 +68,10 @@ fn parse_one(line: &str) -> Option<Link> {
             local: word_after(w, "local").map(str::to_string),
             dev: word_after(w, "dev").map(str::to_string),
         }
-    } else if words.windows(2).any(|w| w[0] == "bridge" && w[1] == "forward_delay") {
+    } else if words
+        .windows(2)
+        .any(|w| w[0] == "bridge" && w[1] == "forward_delay")
+    {
         Kind::Bridge
     } else if words.contains(&"veth") {
         Kind::Veth

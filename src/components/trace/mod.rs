@@ -101,11 +101,11 @@ pub fn table_text(p: &Probe, vxlan: Option<&Vxlan>) -> String {
         "table ip {TABLE}\n\
          delete table ip {TABLE}\n\
          table ip {TABLE} {{\n\
-         \tchain pre {{\n\t\ttype filter hook prerouting priority -350; policy accept;\n{marks}\t}}\n\
-         \tchain out {{\n\t\ttype filter hook output priority -350; policy accept;\n{marks}\t}}\n\
-         \tchain in {{\n\t\ttype filter hook input priority 400; policy accept;\n\t}}\n\
-         \tchain fwd {{\n\t\ttype filter hook forward priority 400; policy accept;\n\t}}\n\
-         \tchain post {{\n\t\ttype filter hook postrouting priority 400; policy accept;\n\t}}\n\
+         \tchain probe-pre {{\n\t\ttype filter hook prerouting priority -350; policy accept;\n{marks}\t}}\n\
+         \tchain probe-out {{\n\t\ttype filter hook output priority -350; policy accept;\n{marks}\t}}\n\
+         \tchain probe-in {{\n\t\ttype filter hook input priority 400; policy accept;\n\t}}\n\
+         \tchain probe-fwd {{\n\t\ttype filter hook forward priority 400; policy accept;\n\t}}\n\
+         \tchain probe-post {{\n\t\ttype filter hook postrouting priority 400; policy accept;\n\t}}\n\
          }}\n"
     )
 }

@@ -76,10 +76,10 @@ pub fn describe_chain(table: &str, chain: &str) -> String {
         format!("an endpoint of {ep}")
     } else {
         match chain {
-            "nat-prerouting" | "nat-output" => {
-                "kube-proxy's entry at the dstnat hook".to_string()
+            "nat-prerouting" | "nat-output" => "kube-proxy's entry at the dstnat hook".to_string(),
+            "services" => {
+                "the Service map: ClusterIP . protocol . port → the Service's chain".into()
             }
-            "services" => "the Service map: ClusterIP . protocol . port → the Service's chain".into(),
             "nodeports" => "the NodePort map: a node's own address . protocol . port".into(),
             "nat-postrouting" | "masquerading" => "kube-proxy's source NAT".into(),
             "mark-for-masquerade" => "marks the packet for masquerade (0x4000)".into(),
@@ -105,7 +105,10 @@ fn outer_text(p: &Packet, vx: &Vxlan) -> String {
     let vni = p
         .raw_after_l4()
         .and_then(|r| vni_from_header(&r))
-        .map_or_else(|| format!("VNI {} (the device's)", vx.vni), |v| format!("VNI {v}"));
+        .map_or_else(
+            || format!("VNI {} (the device's)", vx.vni),
+            |v| format!("VNI {v}"),
+        );
     format!(
         "outer {} → {}, UDP {} → {}, {vni}",
         p.saddr().unwrap_or("?"),
@@ -139,7 +142,7 @@ pub fn decode(view: &NodeView, lines: &[TraceLine]) -> NodeWalk {
         let iif = p.iif.clone().unwrap_or_default();
         let oif = p.oif.clone().unwrap_or_default();
         let summary = p.summary();
-        if l.chain == "pre" || l.chain == "out" {
+        if l.chain == "probe-pre" || l.chain == "probe-out" {
             // A second copy of the same packet (a retransmission) walks the same way.
             let key = (l.chain.clone(), format!("{iif}{oif}"), summary.clone());
             if seen_entries.contains(&key) {
@@ -148,7 +151,7 @@ pub fn decode(view: &NodeView, lines: &[TraceLine]) -> NodeWalk {
             seen_entries.push(key);
         }
         match l.chain.as_str() {
-            "pre" => {
+            "probe-pre" => {
                 dev = iif.clone();
                 if let (true, Some(vx)) = (is_vxlan_outer(p, view.vxlan), view.vxlan) {
                     w.hops.push(Hop::new(
@@ -186,7 +189,7 @@ pub fn decode(view: &NodeView, lines: &[TraceLine]) -> NodeWalk {
                 }
                 first_saddr.get_or_insert_with(|| p.saddr().unwrap_or_default().to_string());
             }
-            "out" => {
+            "probe-out" => {
                 dev = oif.clone();
                 if let (true, Some(vx)) = (is_vxlan_outer(p, view.vxlan), view.vxlan) {
                     w.hops.push(Hop::new(
@@ -209,7 +212,7 @@ pub fn decode(view: &NodeView, lines: &[TraceLine]) -> NodeWalk {
                     first_saddr.get_or_insert_with(|| p.saddr().unwrap_or_default().to_string());
                 }
             }
-            "fwd" => {
+            "probe-fwd" => {
                 dev = oif.clone();
                 let why = if view.vxlan.is_some_and(|v| v.dev == oif) {
                     format!(" (the destination's pod subnet is routed via {oif}, the overlay)")
@@ -225,7 +228,7 @@ pub fn decode(view: &NodeView, lines: &[TraceLine]) -> NodeWalk {
                     format!("routing: forwarded from {iif} to {oif}{why}: {summary}"),
                 ));
             }
-            "in" => {
+            "probe-in" => {
                 w.delivered = true;
                 w.hops.push(Hop::new(
                     node,
@@ -234,15 +237,13 @@ pub fn decode(view: &NodeView, lines: &[TraceLine]) -> NodeWalk {
                     format!("delivered to {node} itself (input hook): {summary}"),
                 ));
             }
-            "post" => {
+            "probe-post" => {
                 dev = oif.clone();
                 let outer = is_vxlan_outer(p, view.vxlan);
                 let mut detail = format!("leaves through {oif}: {summary}");
                 if let (Some(first), Some(now)) = (first_saddr.as_deref(), p.saddr()) {
                     if !outer && !first.is_empty() && first != now {
-                        detail.push_str(&format!(
-                            " (source rewritten from {first}: masquerade)"
-                        ));
+                        detail.push_str(&format!(" (source rewritten from {first}: masquerade)"));
                     }
                 }
                 if links::is_bridge(view.links, &oif) {
@@ -323,7 +324,9 @@ fn decode_other(node: &str, dev: &str, l: &TraceLine) -> Option<Hop> {
 /// The likely cause when the packet was last seen in `last` and went no further.
 pub fn likely_cause(node: &str, last: &NodeWalk, vxlan: Option<&Vxlan>) -> String {
     let Some(hop) = last.hops.last() else {
-        return format!("the probe never showed up in {node}'s hooks: has it a route (`ip route`)?");
+        return format!(
+            "the probe never showed up in {node}'s hooks: has it a route (`ip route`)?"
+        );
     };
     match (hop.what.as_str(), &last.exit) {
         ("encapsulate", Some(Exit { outer_daddr: Some(d), .. })) => format!(
@@ -372,22 +375,22 @@ mod tests {
     }
 
     // Shaped like a real capture on the client's worker for pod → ClusterIP across workers.
-    const CLIENT_WORKER: &str = r#"trace id 1 ip knetsim-trace pre packet: iif "cni0" ether saddr 2a:25:b3:e9:da:2a ether daddr 32:7c:8f:3a:2a:70 ip saddr 11.10.0.2 ip daddr 100.64.0.1 ip protocol tcp tcp sport 61234 tcp dport 80 tcp flags == syn
-trace id 1 ip knetsim-trace pre rule tcp sport 61234 meta nftrace set 1 (verdict continue)
-trace id 1 ip knetsim-trace pre policy accept
+    const CLIENT_WORKER: &str = r#"trace id 1 ip knetsim-trace probe-pre packet: iif "cni0" ether saddr 2a:25:b3:e9:da:2a ether daddr 32:7c:8f:3a:2a:70 ip saddr 11.10.0.2 ip daddr 100.64.0.1 ip protocol tcp tcp sport 61234 tcp dport 80 tcp flags == syn
+trace id 1 ip knetsim-trace probe-pre rule tcp sport 61234 meta nftrace set 1 (verdict continue)
+trace id 1 ip knetsim-trace probe-pre policy accept
 trace id 1 ip kube-proxy nat-prerouting packet: iif "cni0" ip saddr 11.10.0.2 ip daddr 100.64.0.1 tcp sport 61234 tcp dport 80
 trace id 1 ip kube-proxy nat-prerouting rule jump services (verdict jump services)
 trace id 1 ip kube-proxy services rule ip daddr . meta l4proto . th dport vmap @service-ips (verdict goto service-ABCD1234-default/web/tcp/80)
 trace id 1 ip kube-proxy service-ABCD1234-default/web/tcp/80 rule numgen random mod 1 vmap { 0 : goto endpoint-EFGH5678-default/web/tcp/80__11.11.0.2/8000 } (verdict goto endpoint-EFGH5678-default/web/tcp/80__11.11.0.2/8000)
 trace id 1 ip kube-proxy endpoint-EFGH5678-default/web/tcp/80__11.11.0.2/8000 rule meta l4proto tcp dnat to 11.11.0.2:8000 (verdict accept)
-trace id 1 ip knetsim-trace fwd packet: iif "cni0" oif "flannel.100" ip saddr 11.10.0.2 ip daddr 11.11.0.2 tcp sport 61234 tcp dport 8000
-trace id 1 ip knetsim-trace fwd policy accept
-trace id 1 ip knetsim-trace post packet: oif "flannel.100" ip saddr 11.10.0.2 ip daddr 11.11.0.2 tcp sport 61234 tcp dport 8000
-trace id 1 ip knetsim-trace post policy accept
-trace id 2 ip knetsim-trace out packet: oif "eth0" ip saddr 10.0.0.3 ip daddr 10.0.0.4 ip protocol udp udp sport 40000 udp dport 8472 udp length 80 @th,64,96 0x08000000000064000a0b0c0d
-trace id 2 ip knetsim-trace out policy accept
-trace id 2 ip knetsim-trace post packet: oif "eth0" ip saddr 10.0.0.3 ip daddr 10.0.0.4 udp sport 40000 udp dport 8472 @th,64,96 0x08000000000064000a0b0c0d
-trace id 2 ip knetsim-trace post policy accept
+trace id 1 ip knetsim-trace probe-fwd packet: iif "cni0" oif "flannel.100" ip saddr 11.10.0.2 ip daddr 11.11.0.2 tcp sport 61234 tcp dport 8000
+trace id 1 ip knetsim-trace probe-fwd policy accept
+trace id 1 ip knetsim-trace probe-post packet: oif "flannel.100" ip saddr 11.10.0.2 ip daddr 11.11.0.2 tcp sport 61234 tcp dport 8000
+trace id 1 ip knetsim-trace probe-post policy accept
+trace id 2 ip knetsim-trace probe-out packet: oif "eth0" ip saddr 10.0.0.3 ip daddr 10.0.0.4 ip protocol udp udp sport 40000 udp dport 8472 udp length 80 @th,64,96 0x08000000000064000a0b0c0d
+trace id 2 ip knetsim-trace probe-out policy accept
+trace id 2 ip knetsim-trace probe-post packet: oif "eth0" ip saddr 10.0.0.3 ip daddr 10.0.0.4 udp sport 40000 udp dport 8472 @th,64,96 0x08000000000064000a0b0c0d
+trace id 2 ip knetsim-trace probe-post policy accept
 "#;
 
     #[test]
@@ -403,14 +406,26 @@ trace id 2 ip knetsim-trace post policy accept
         let whats: Vec<&str> = w.hops.iter().map(|h| h.what.as_str()).collect();
         assert_eq!(
             whats,
-            ["bridge", "nft", "nft", "nft", "dnat", "route", "leave", "encapsulate"]
+            [
+                "bridge",
+                "nft",
+                "nft",
+                "nft",
+                "dnat",
+                "route",
+                "leave",
+                "encapsulate"
+            ]
         );
         assert!(w.hops[0].detail.contains("cni0"));
         assert!(w.hops[3].detail.contains("the Service default/web/tcp/80"));
         assert!(w.hops[4].detail.contains("DNAT to 11.11.0.2:8000"));
         assert_eq!(w.hops[5].dev, "flannel.100");
         let enc = &w.hops[7].detail;
-        assert!(enc.contains("outer 10.0.0.3 → 10.0.0.4, UDP 40000 → 8472, VNI 100"), "{enc}");
+        assert!(
+            enc.contains("outer 10.0.0.3 → 10.0.0.4, UDP 40000 → 8472, VNI 100"),
+            "{enc}"
+        );
         assert_eq!(
             w.exit,
             Some(Exit {
@@ -424,11 +439,11 @@ trace id 2 ip knetsim-trace post policy accept
 
     #[test]
     fn far_worker_decapsulates() {
-        let text = r#"trace id 3 ip knetsim-trace pre packet: iif "eth0" ip saddr 10.0.0.3 ip daddr 10.0.0.4 udp sport 40000 udp dport 8472 @th,64,96 0x08000000000065000a0b0c0d
-trace id 3 ip knetsim-trace in packet: iif "eth0" ip saddr 10.0.0.3 ip daddr 10.0.0.4 udp sport 40000 udp dport 8472
-trace id 4 ip knetsim-trace pre packet: iif "flannel.100" ip saddr 11.10.0.2 ip daddr 11.11.0.2 tcp sport 61234 tcp dport 8000
-trace id 4 ip knetsim-trace fwd packet: iif "flannel.100" oif "cni0" ip saddr 11.10.0.2 ip daddr 11.11.0.2 tcp sport 61234 tcp dport 8000
-trace id 4 ip knetsim-trace post packet: oif "cni0" ip saddr 11.10.0.2 ip daddr 11.11.0.2 tcp sport 61234 tcp dport 8000
+        let text = r#"trace id 3 ip knetsim-trace probe-pre packet: iif "eth0" ip saddr 10.0.0.3 ip daddr 10.0.0.4 udp sport 40000 udp dport 8472 @th,64,96 0x08000000000065000a0b0c0d
+trace id 3 ip knetsim-trace probe-in packet: iif "eth0" ip saddr 10.0.0.3 ip daddr 10.0.0.4 udp sport 40000 udp dport 8472
+trace id 4 ip knetsim-trace probe-pre packet: iif "flannel.100" ip saddr 11.10.0.2 ip daddr 11.11.0.2 tcp sport 61234 tcp dport 8000
+trace id 4 ip knetsim-trace probe-fwd packet: iif "flannel.100" oif "cni0" ip saddr 11.10.0.2 ip daddr 11.11.0.2 tcp sport 61234 tcp dport 8000
+trace id 4 ip knetsim-trace probe-post packet: oif "cni0" ip saddr 11.10.0.2 ip daddr 11.11.0.2 tcp sport 61234 tcp dport 8000
 "#;
         let links = worker_links();
         let v = vx();
@@ -439,7 +454,10 @@ trace id 4 ip knetsim-trace post packet: oif "cni0" ip saddr 11.10.0.2 ip daddr 
         };
         let w = decode(&view, &parse(text));
         let whats: Vec<&str> = w.hops.iter().map(|h| h.what.as_str()).collect();
-        assert_eq!(whats, ["vxlan-in", "deliver", "decapsulate", "route", "leave"]);
+        assert_eq!(
+            whats,
+            ["vxlan-in", "deliver", "decapsulate", "route", "leave"]
+        );
         // The VNI comes from the header on the wire (0x65 here), not from the device.
         assert!(w.hops[0].detail.contains("VNI 101"), "{}", w.hops[0].detail);
         assert_eq!(w.exit.as_ref().unwrap().dev, "cni0");
@@ -448,7 +466,7 @@ trace id 4 ip knetsim-trace post packet: oif "cni0" ip saddr 11.10.0.2 ip daddr 
 
     #[test]
     fn a_drop_verdict_ends_the_walk_with_its_rule() {
-        let text = r#"trace id 5 ip knetsim-trace pre packet: iif "cni0" ip saddr 11.10.0.2 ip daddr 100.64.0.9 tcp sport 61000 tcp dport 80
+        let text = r#"trace id 5 ip knetsim-trace probe-pre packet: iif "cni0" ip saddr 11.10.0.2 ip daddr 100.64.0.9 tcp sport 61000 tcp dport 80
 trace id 5 ip kube-proxy filter-forward rule ip daddr . meta l4proto . th dport vmap @no-endpoint-services (verdict goto reject-chain)
 trace id 5 ip kube-proxy reject-chain rule reject (verdict drop)
 "#;
@@ -465,7 +483,7 @@ trace id 5 ip kube-proxy reject-chain rule reject (verdict drop)
 
     #[test]
     fn a_retransmission_is_not_walked_twice() {
-        let one = "trace id 6 ip knetsim-trace out packet: oif \"eth0\" ip saddr 11.10.0.2 ip daddr 11.11.0.9 tcp sport 61000 tcp dport 80\n";
+        let one = "trace id 6 ip knetsim-trace probe-out packet: oif \"eth0\" ip saddr 11.10.0.2 ip daddr 11.11.0.9 tcp sport 61000 tcp dport 80\n";
         let view = NodeView {
             node: "c1@C0w1",
             links: &[],
