@@ -29,6 +29,8 @@ const SETTLE_MAX: Duration = Duration::from_secs(3);
 /// Source ports (and ICMP ids) for probes: above Linux's ephemeral range (32768-60999),
 /// so no socket of the kernel's choosing has them.
 const PROBE_TAGS: std::ops::RangeInclusive<u16> = 61000..=65000;
+/// The probe's TOS byte: its DSCP (by which the trace table knows it after NAT), no ECN.
+const PROBE_TOS: u32 = (tr::PROBE_DSCP as u32) << 2;
 /// NFNLGRP_NFTRACE (9) as a bit of /proc/net/netlink's group mask.
 const NFTRACE_GROUP_BIT: u32 = 1 << 8;
 
@@ -637,6 +639,7 @@ fn tcp_probe(ip: Ipv4Addr, port: u16, tag: u16) -> Result<Answer> {
     use socket2::{Domain, Protocol, SockAddr, Socket, Type};
     let s = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP))?;
     s.set_reuse_address(true)?;
+    s.set_tos_v4(PROBE_TOS)?;
     s.bind(&SockAddr::from(SocketAddrV4::new(
         Ipv4Addr::UNSPECIFIED,
         tag,
@@ -665,6 +668,7 @@ fn tcp_probe(ip: Ipv4Addr, port: u16, tag: u16) -> Result<Answer> {
 fn udp_probe(ip: Ipv4Addr, port: u16, tag: u16) -> Result<Answer> {
     let s = std::net::UdpSocket::bind((Ipv4Addr::UNSPECIFIED, tag))
         .with_context(|| format!("binding the probe to source port {tag}"))?;
+    socket2::SockRef::from(&s).set_tos_v4(PROBE_TOS)?;
     s.connect((ip, port))?;
     s.send(b"knetsim trace probe\n")?;
     s.set_read_timeout(Some(ANSWER_WAIT))?;
@@ -701,6 +705,7 @@ fn icmp_probe(ip: Ipv4Addr, id: u16) -> Result<Answer> {
     use socket2::{Domain, Protocol, SockAddr, Socket, Type};
     let s = Socket::new(Domain::IPV4, Type::RAW, Some(Protocol::ICMPV4))
         .context("opening a raw ICMP socket (needs root)")?;
+    s.set_tos_v4(PROBE_TOS)?;
     let mut pkt = vec![8u8, 0, 0, 0];
     pkt.extend_from_slice(&id.to_be_bytes());
     pkt.extend_from_slice(&1u16.to_be_bytes());

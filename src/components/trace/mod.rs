@@ -59,6 +59,8 @@ pub struct Probe {
 /// transport header: UDP 8 + VXLAN 8 + Ethernet 14 + IPv4 20 bytes (no IP options).
 const INNER_L4_BITS: u32 = (8 + 8 + 14 + 20) * 8;
 const INNER_PROTO_BITS: u32 = (8 + 8 + 14 + 9) * 8;
+/// The inner IPv4 header's DSCP: the top 6 bits of its second byte.
+const INNER_DSCP_BITS: u32 = (8 + 8 + 14 + 1) * 8;
 
 /// The match for the probe itself (the first packet of its flow only: for TCP the SYN).
 fn inner_match(p: &Probe) -> String {
@@ -69,20 +71,34 @@ fn inner_match(p: &Probe) -> String {
     }
 }
 
+/// The DSCP the probe carries (from the local-use pool, xxxx01). NAT rewrites addresses and
+/// ports (masquerade fully-random picks a new source port) but never the DSCP, so this is
+/// how the probe is still recognised after a NodePort's masquerade.
+pub const PROBE_DSCP: u8 = 0x05;
+
+/// The probe by its DSCP, whatever NAT did to its ports: only its first packet.
+fn dscp_match(p: &Probe) -> String {
+    let first = match p.proto {
+        Proto::Tcp => "tcp flags & (syn | ack) == syn",
+        Proto::Udp => "meta l4proto udp",
+        Proto::Icmp => "icmp type echo-request",
+    };
+    format!("ip dscp {PROBE_DSCP:#04x} {first}")
+}
+
 /// The match for the probe inside a VXLAN packet: the outer UDP port, then the inner
 /// headers read at fixed offsets (tracing does not survive encapsulation, so the outer
-/// packet needs its own mark).
+/// packet needs its own mark): the inner DSCP, protocol and, for TCP, SYN alone.
 fn outer_match(p: &Probe, vx: &Vxlan) -> String {
     let l4 = INNER_L4_BITS;
     let tail = match p.proto {
-        // tcp flags are byte 13 of the TCP header: SYN alone.
-        Proto::Tcp => format!("@th,{l4},16 {} @th,{},8 0x02", p.tag, l4 + 13 * 8),
-        Proto::Udp => format!("@th,{l4},16 {}", p.tag),
-        // type echo-request (8), then the id at byte 4.
-        Proto::Icmp => format!("@th,{l4},8 8 @th,{},16 {}", l4 + 32, p.tag),
+        // tcp flags are byte 13 of the TCP header.
+        Proto::Tcp => format!(" @th,{},8 0x02", l4 + 13 * 8),
+        Proto::Udp => String::new(),
+        Proto::Icmp => format!(" @th,{l4},8 8"),
     };
     format!(
-        "udp dport {} @th,{INNER_PROTO_BITS},8 {} {tail}",
+        "udp dport {} @th,{INNER_DSCP_BITS},6 {PROBE_DSCP:#04x} @th,{INNER_PROTO_BITS},8 {}{tail}",
         vx.port,
         p.proto.number()
     )
@@ -93,7 +109,11 @@ fn outer_match(p: &Probe, vx: &Vxlan) -> String {
 /// empty chains at input, forward and postrouting (after NAT) make every hook report it.
 /// It replaces a table left by an interrupted trace.
 pub fn table_text(p: &Probe, vxlan: Option<&Vxlan>) -> String {
-    let mut marks = format!("\t\t{} meta nftrace set 1\n", inner_match(p));
+    let mut marks = format!(
+        "\t\t{} meta nftrace set 1\n\t\t{} meta nftrace set 1\n",
+        inner_match(p),
+        dscp_match(p)
+    );
     if let Some(vx) = vxlan {
         marks.push_str(&format!("\t\t{} meta nftrace set 1\n", outer_match(p, vx)));
     }
@@ -134,7 +154,8 @@ mod tests {
             Some(&vx),
         );
         assert!(t.contains("tcp sport 61234 tcp flags & (syn | ack) == syn meta nftrace set 1"));
-        assert!(t.contains("udp dport 4789 @th,312,8 6 @th,400,16 61234 @th,504,8 0x02"));
+        assert!(t.contains("ip dscp 0x05 tcp flags & (syn | ack) == syn meta nftrace set 1"));
+        assert!(t.contains("udp dport 4789 @th,248,6 0x05 @th,312,8 6 @th,504,8 0x02 meta nftrace"));
         assert!(t.contains("hook prerouting priority -350"));
         assert!(t.starts_with("table ip knetsim-trace\ndelete table ip knetsim-trace\n"));
         let icmp = table_text(

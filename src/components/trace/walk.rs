@@ -187,7 +187,9 @@ pub fn decode(view: &NodeView, lines: &[TraceLine]) -> NodeWalk {
                         format!("arrives on {iif}: {summary}"),
                     ));
                 }
-                first_saddr.get_or_insert_with(|| p.saddr().unwrap_or_default().to_string());
+                if !is_vxlan_outer(p, view.vxlan) {
+                    first_saddr.get_or_insert_with(|| p.saddr().unwrap_or_default().to_string());
+                }
             }
             "probe-out" => {
                 dev = oif.clone();
@@ -228,6 +230,9 @@ pub fn decode(view: &NodeView, lines: &[TraceLine]) -> NodeWalk {
                     format!("routing: forwarded from {iif} to {oif}{why}: {summary}"),
                 ));
             }
+            // The VXLAN packet itself is for the node's VXLAN socket: its arrival is shown
+            // by the vxlan-in hop, and what is inside goes on.
+            "probe-in" if is_vxlan_outer(p, view.vxlan) => {}
             "probe-in" => {
                 w.delivered = true;
                 w.hops.push(Hop::new(
@@ -296,7 +301,8 @@ fn decode_other(node: &str, dev: &str, l: &TraceLine) -> Option<Hop> {
                     format!("{at}: DNAT to {target} — the destination is rewritten to the chosen endpoint (`{rule}`)"),
                 ));
             }
-            if rule.contains("masquerade") || rule.contains("snat to") {
+            let words: Vec<&str> = rule.split_whitespace().collect();
+            if words.contains(&"masquerade") || words.contains(&"snat") {
                 return Some(Hop::new(
                     node,
                     dev,
@@ -456,8 +462,9 @@ trace id 4 ip knetsim-trace probe-post packet: oif "cni0" ip saddr 11.10.0.2 ip 
         let whats: Vec<&str> = w.hops.iter().map(|h| h.what.as_str()).collect();
         assert_eq!(
             whats,
-            ["vxlan-in", "deliver", "decapsulate", "route", "leave"]
+            ["vxlan-in", "decapsulate", "route", "leave"]
         );
+        assert!(!w.delivered, "the VXLAN packet reaching the node is not the probe delivered");
         // The VNI comes from the header on the wire (0x65 here), not from the device.
         assert!(w.hops[0].detail.contains("VNI 101"), "{}", w.hops[0].detail);
         assert_eq!(w.exit.as_ref().unwrap().dev, "cni0");
