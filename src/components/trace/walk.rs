@@ -460,11 +460,11 @@ trace id 4 ip knetsim-trace probe-post packet: oif "cni0" ip saddr 11.10.0.2 ip 
         };
         let w = decode(&view, &parse(text));
         let whats: Vec<&str> = w.hops.iter().map(|h| h.what.as_str()).collect();
-        assert_eq!(
-            whats,
-            ["vxlan-in", "decapsulate", "route", "leave"]
+        assert_eq!(whats, ["vxlan-in", "decapsulate", "route", "leave"]);
+        assert!(
+            !w.delivered,
+            "the VXLAN packet reaching the node is not the probe delivered"
         );
-        assert!(!w.delivered, "the VXLAN packet reaching the node is not the probe delivered");
         // The VNI comes from the header on the wire (0x65 here), not from the device.
         assert!(w.hops[0].detail.contains("VNI 101"), "{}", w.hops[0].detail);
         assert_eq!(w.exit.as_ref().unwrap().dev, "cni0");
