@@ -48,6 +48,8 @@ pub struct Walk {
     /// The probe got its answer (echo reply, SYN-ACK, a UDP reply).
     pub answered: bool,
     pub text: String,
+    /// The kernel's own trace lines, by namespace (node or pod label), for a closer look.
+    pub raw: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -432,10 +434,16 @@ fn run(sim: &Sim, places: Vec<Place>, src: Place, dest: &str, opts: &TraceOption
         ));
     }
     let _ = sim;
+    let raw = traced
+        .iter()
+        .filter_map(|p| Some((p.label.clone(), outputs.get(&p.ns)?.clone())))
+        .filter(|(_, t)| !t.is_empty())
+        .collect();
     Ok(Walk {
         hops,
         answered,
         text,
+        raw,
     })
 }
 

@@ -83,8 +83,12 @@ impl Packet {
     /// The bytes nft could not decode after the transport header it knows, from the
     /// `@th,OFF,LEN 0xHEX` field: for a VXLAN packet (UDP), the VXLAN header itself.
     pub fn raw_after_l4(&self) -> Option<Vec<u8>> {
-        let (_, v) = self.fields.iter().find(|(k, _)| k.starts_with("@th,"))?;
-        hex_bytes(v.strip_prefix("0x")?)
+        let (k, v) = self.fields.iter().find(|(k, _)| k.starts_with("@th,"))?;
+        // nft prints the value as a number: leading zero digits are dropped, so pad it
+        // back to the field's length in bits (`@th,64,96`: 96 bits, 24 digits).
+        let bits: usize = k.rsplit(',').next()?.parse().ok()?;
+        let digits = v.strip_prefix("0x")?;
+        hex_bytes(&format!("{digits:0>width$}", width = bits / 4))
     }
 }
 
@@ -224,6 +228,17 @@ mod tests {
 
     #[test]
     fn tcp_ports_and_raw_bytes() {
+        // Recorded: nft drops the leading zero of the VXLAN flags byte (0x08).
+        let rec = parse_line("trace id c4f2ede2 ip knetsim-trace probe-pre packet: iif \"eth0\" ip saddr 10.0.0.2 \
+             ip daddr 10.0.0.3 udp sport 35987 udp dport 8472 udp length 77 @th,64,96 0x8000000000064006ebc8f8c ")
+        .unwrap();
+        let Event::Packet(rp) = rec.event else {
+            panic!()
+        };
+        assert_eq!(
+            rp.raw_after_l4().unwrap(),
+            vec![8, 0, 0, 0, 0, 0, 0x64, 0, 0x6e, 0xbc, 0x8f, 0x8c]
+        );
         let l = parse_line(
             "trace id 1 ip knetsim-trace out packet: oif \"eth0\" ip saddr 10.0.0.3 ip daddr 10.0.0.4 \
              ip protocol udp udp sport 4242 udp dport 8472 udp length 80 @th,64,96 0x080000000000640012345678",
