@@ -373,3 +373,67 @@ fn bad_trace_input_is_refused_and_changes_nothing() {
     sim.teardown().unwrap();
     assert_nothing_left("tr-bad", &[]);
 }
+
+#[test]
+fn the_console_word_trace() {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("tr-con");
+    std::fs::create_dir_all(&dir).unwrap();
+    let script = dir.join("setup.rhai");
+    std::fs::write(
+        &script,
+        "let C0 = cluster(\"0\", #{ workers: 1, etcd: 1 });\nstart();\nC0.get(\"w1\").create_container(\"c1\");\n",
+    )
+    .unwrap();
+    let mut child = Command::new(common::knetsim_exe())
+        .args(["--instance", "tr-con", "--console"])
+        .arg(&script)
+        .env("HOME", &dir)
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // C0w1 is 10.0.0.2 with one etcd member first (hosts are numbered in creation order).
+    let input = "trace C0e1 10.0.0.2\ntrace C0w1 c1 10.0.0.2 udp\ntrace C0w1 c9 10.0.0.2\ntrace nowhere 10.0.0.2\ntrace C0w1\ntrace C0e1 c1 10.0.0.2\nquit\n";
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(!text.contains("panicked"), "{text}");
+    assert!(
+        text.contains("Packet walk: icmp 10.0.0.2 from C0e1 (10.1.0.1)"),
+        "{text}"
+    );
+    assert!(text.contains("delivered to C0w1 itself"), "{text}");
+    assert!(
+        text.contains("C0w1 (10.0.0.2) answers: an echo reply"),
+        "{text}"
+    );
+    assert!(text.contains("error: trace: udp needs a port"), "{text}");
+    assert!(
+        text.contains("there is no container 'c9' on C0w1"),
+        "{text}"
+    );
+    assert!(text.contains("there is no node 'nowhere'"), "{text}");
+    assert!(
+        text.contains("usage: trace NODE [POD] DEST[:PORT]"),
+        "{text}"
+    );
+    assert!(
+        text.contains("C0e1 is an etcd member: it runs no pods"),
+        "{text}"
+    );
+    assert_nothing_left("tr-con", &[]);
+}
