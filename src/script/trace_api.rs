@@ -3,13 +3,9 @@
 //! machine outside the pod network). Each prints the annotated walk and returns its hops
 //! as an array of `#{ node, dev, what, detail }`.
 
-use super::api::RResult;
+use super::registry::{rt, RResult, Registry};
 use crate::sim::{EtcdNode, TraceOptions, Walk, Worker};
-use rhai::{Array, Dynamic, Engine, Map};
-
-fn rt<T>(r: anyhow::Result<T>) -> RResult<T> {
-    r.map_err(|e| format!("{e:#}").into())
-}
+use rhai::{Array, Dynamic, Map};
 
 fn options(m: &Map) -> RResult<TraceOptions> {
     let mut o = TraceOptions::default();
@@ -49,23 +45,35 @@ fn shown(w: anyhow::Result<Walk>) -> RResult<Array> {
         .collect())
 }
 
-pub fn register(engine: &mut Engine) {
-    engine.register_fn("trace", |w: &mut Worker, dest: &str| {
-        shown(w.trace(None, dest, &TraceOptions::default()))
-    });
-    engine.register_fn("trace", |w: &mut Worker, dest: &str, o: Map| {
-        shown(w.trace(None, dest, &options(&o)?))
-    });
-    engine.register_fn("trace", |w: &mut Worker, pod: &str, dest: &str| {
-        shown(w.trace(Some(pod), dest, &TraceOptions::default()))
-    });
-    engine.register_fn("trace", |w: &mut Worker, pod: &str, dest: &str, o: Map| {
-        shown(w.trace(Some(pod), dest, &options(&o)?))
-    });
-    engine.register_fn("trace", |e: &mut EtcdNode, dest: &str| {
-        shown(e.trace(dest, &TraceOptions::default()))
-    });
-    engine.register_fn("trace", |e: &mut EtcdNode, dest: &str, o: Map| {
-        shown(e.trace(dest, &options(&o)?))
-    });
+pub fn register(reg: &mut Registry) {
+    reg.on::<Worker>()
+        .method(
+            "trace",
+            "trace([pod,] dest[, #{ proto, port }]) -> [#{ node, dev, what, detail }]",
+            "Sends one real probe from a pod (or from the worker itself) to dest (IP or IP:PORT) and shows every hop the kernel reports: veth, bridge, nft chains and DNAT, VXLAN, the pod that answers",
+            r#"let hops = C0w1.trace("c1", "100.64.10.1:80");"#,
+            |w: &mut Worker, pod: &str, dest: &str| {
+                shown(w.trace(Some(pod), dest, &TraceOptions::default()))
+            },
+        )
+        .overload(|w: &mut Worker, pod: &str, dest: &str, o: Map| {
+            shown(w.trace(Some(pod), dest, &options(&o)?))
+        })
+        .overload(|w: &mut Worker, dest: &str| {
+            shown(w.trace(None, dest, &TraceOptions::default()))
+        })
+        .overload(|w: &mut Worker, dest: &str, o: Map| {
+            shown(w.trace(None, dest, &options(&o)?))
+        });
+    reg.on::<EtcdNode>()
+        .method(
+            "trace",
+            "trace(dest[, #{ proto, port }]) -> [#{ node, dev, what, detail }]",
+            "Sends one real probe from this etcd member (a machine outside the pod network) to dest, e.g. a NodePort, and shows every hop",
+            r#"let hops = C0e1.trace("10.0.0.3:30080");"#,
+            |e: &mut EtcdNode, dest: &str| shown(e.trace(dest, &TraceOptions::default())),
+        )
+        .overload(|e: &mut EtcdNode, dest: &str, o: Map| {
+            shown(e.trace(dest, &options(&o)?))
+        });
 }

@@ -3,17 +3,19 @@
 //! This module owns the simulator's side of multi-cluster networking: each cluster's site
 //! (its certificate authority, router certificate, tokens), the links between sites, the
 //! services a site exposes, the router configuration generated from all of that, and the
-//! router processes themselves (started, recorded for teardown, restarted on a change).
+//! router processes themselves (started, recorded for teardown, reloaded on a change).
 //!
 //! Files, under the run directory: `skupper/<cluster>.json` (the router's configuration, in
 //! skupper-router's format), `skupper/<cluster>.log` (its log), `skupper/<cluster>/` (the
 //! site CA in `ca/`, the router's certificate in `router/`, tokens in `tokens/<n>-<nonce>/`).
 //!
 //! The model is the source of truth: every change (init, link, expose, delete) edits the
-//! model, renders every site's configuration again, and restarts the routers whose
-//! configuration changed (the router has no reload; a restarted router's peers reconnect,
-//! its own connectors dial at once). It then waits until every affected router reports, on
-//! its `/metrics`, the links and service addresses the model says it should have.
+//! model, renders every site's configuration again, and rewrites the file of every router
+//! whose configuration changed and sends it SIGHUP: the router applies the difference in
+//! place, so connections it carries stay open. Only a router that is not running, or whose
+//! identity or listeners changed, is (re)started; a restarted router's peers reconnect. It
+//! then waits until every affected router reports, on its `/metrics`, the links and service
+//! addresses the model says it should have.
 //!
 //! Service ports: the first service exposed in a simulation listens on port 1028 in every
 //! other linked site (as the original workshop's did on C1w1), the next on 1029, and so
@@ -25,8 +27,8 @@ use crate::components::skupper::config::{
     Connector, Listener, Mode, Role, SslProfile, TcpConnector, TcpListener, HTTP_PORT,
     INTER_ROUTER_PORT,
 };
-use crate::components::skupper::RouterConfig;
 use crate::components::skupper::{create_site_ca, create_token, issue_router_cert, CertFiles};
+use crate::components::skupper::{reload, RouterConfig};
 use crate::netns;
 use crate::wait::{Poll, Wait};
 use anyhow::{anyhow, bail, Context, Result};
@@ -398,9 +400,60 @@ fn start_router(sim: &Sim, id: &str, s: &SiteState) -> Result<DaemonId> {
     }
 }
 
-/// Renders every site's configuration and restarts the routers whose configuration
-/// changed (or that are not running). Sites that dial fewer others start first, so their
-/// peers find them listening. Returns the sites restarted.
+/// Sends a running router SIGHUP to reread its (already rewritten) configuration and waits
+/// until its `/metrics` counts the reload.
+fn reload_router(sim: &Sim, id: &str, s: &SiteState) -> Result<()> {
+    let name = cluster_name(id);
+    let log = log_path(sim, &name);
+    let reloads = |text: &str| metric(text, "skrouter_config_reloads_total").unwrap_or(0);
+    let before = http_get(&s.ns, "/metrics").map(|t| reloads(&t))?;
+    let offset = std::fs::metadata(&log).map(|m| m.len()).unwrap_or(0);
+    // The router is the simulator's own child (its supervisor spawned it), so its pid
+    // cannot name another process before the simulator reaps it.
+    let pid = s
+        .router
+        .and_then(|r| sim.daemon_pid(r))
+        .ok_or_else(|| anyhow!("the Skupper router of {name} is not running"))?;
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid as i32),
+        nix::sys::signal::Signal::SIGHUP,
+    )
+    .with_context(|| format!("SIGHUP to the Skupper router of {name} (pid {pid})"))?;
+    Wait::new(
+        format!("the Skupper router of {name} to apply its new configuration"),
+        READY_TIMEOUT,
+    )
+    .hint(|| {
+        format!(
+            "its log ({}) ends with:\n    {}",
+            log.display(),
+            tail(&log, 5)
+        )
+    })
+    .until(|| {
+        let text = match http_get(&s.ns, "/metrics") {
+            Ok(t) => t,
+            Err(e) => return Ok(Poll::Pending(format!("/metrics did not answer: {e:#}"))),
+        };
+        if reloads(&text) <= before {
+            return Ok(Poll::Pending("the reload is not counted yet".into()));
+        }
+        let logged = std::fs::read_to_string(&log).unwrap_or_default();
+        let new = logged.get(offset as usize..).unwrap_or("");
+        if let Some(line) = new.lines().find(|l| l.contains("SIGHUP: reload of")) {
+            bail!(
+                "the Skupper router of {name} could not apply its new configuration: {}",
+                line.trim()
+            );
+        }
+        Ok(Poll::Ready(()))
+    })
+}
+
+/// Renders every site's configuration. A running router whose configuration changed in
+/// what a reload can apply is reloaded in place (SIGHUP); one that is not running, or whose
+/// identity or listeners changed, is (re)started. Sites that dial fewer others start first,
+/// so their peers find them listening. Returns the sites restarted (not those reloaded).
 fn apply(sim: &Sim) -> Result<Vec<String>> {
     let all = sites(sim);
     let mut changed: Vec<(usize, String, RouterConfig)> = Vec::new();
@@ -421,6 +474,19 @@ fn apply(sim: &Sim) -> Result<Vec<String>> {
         let path = config_path(sim, &cluster_name(&id));
         std::fs::write(&path, cfg.render())
             .with_context(|| format!("writing {}", path.display()))?;
+        let reloadable = alive(sim, s.router)
+            && s.running
+                .as_ref()
+                .is_some_and(|old| reload::needs_restart(old, &cfg).is_none());
+        if reloadable {
+            reload_router(sim, &id, s)?;
+            with_site_mut(sim, &id, |site| {
+                if let Some(site) = site {
+                    site.running = Some(cfg);
+                }
+            });
+            continue;
+        }
         stop_router(sim, s.router)?;
         with_site_mut(sim, &id, |site| {
             if let Some(site) = site {
