@@ -84,7 +84,7 @@ impl Worker {
             None => places.iter().find(|pl| pl.label == self.name()).cloned(),
         }
         .context("the source is not in the simulation's state")?;
-        run(&self.sim, places, src, dest, opts)
+        run(places, src, dest, opts)
     }
 
     fn require_started_for_trace(&self) -> Result<()> {
@@ -108,7 +108,7 @@ impl EtcdNode {
             .find(|p| p.label == self.name())
             .cloned()
             .context("the etcd member is not in the simulation's state")?;
-        run(&self.sim, places, src, dest, opts)
+        run(places, src, dest, opts)
     }
 }
 
@@ -324,7 +324,7 @@ enum Answer {
     Nothing,
 }
 
-fn run(sim: &Sim, places: Vec<Place>, src: Place, dest: &str, opts: &TraceOptions) -> Result<Walk> {
+fn run(places: Vec<Place>, src: Place, dest: &str, opts: &TraceOptions) -> Result<Walk> {
     let (ip, proto, port) = parse_target(dest, opts)?;
     // Only the source's etcd member takes part among the etcd members (or the one
     // addressed): the others are never on a path.
@@ -433,7 +433,6 @@ fn run(sim: &Sim, places: Vec<Place>, src: Place, dest: &str, opts: &TraceOption
             h.detail
         ));
     }
-    let _ = sim;
     let raw = traced
         .iter()
         .filter_map(|p| Some((p.label.clone(), outputs.get(&p.ns)?.clone())))
