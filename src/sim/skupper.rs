@@ -19,6 +19,7 @@
 //! other linked site (as the original workshop's did on C1w1), the next on 1029, and so
 //! on; a service keeps its port, and a site linked later gets listeners on the same ports.
 
+use super::supervise::log_tail;
 use super::{Cluster, DaemonId, DaemonKind, DaemonSpec, Sim};
 use crate::components::skupper::certs::{create_private_dir, write_private};
 use crate::components::skupper::config::{
@@ -144,29 +145,18 @@ fn cluster_name(id: &str) -> String {
     format!("C{id}")
 }
 
-fn tail(path: &Path, n: usize) -> String {
-    let text = std::fs::read_to_string(path).unwrap_or_default();
-    let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(n)..].join("\n    ")
-}
-
 /// Every site of the simulation, by cluster id (a snapshot).
 fn sites(sim: &Sim) -> BTreeMap<String, SiteState> {
-    sim.state()
-        .clusters
-        .iter()
-        .filter_map(|c| c.skupper.clone().map(|s| (c.id.clone(), s)))
+    sim.inner
+        .skupper
+        .snapshot()
+        .into_iter()
+        .filter_map(|(id, s)| s.map(|s| (id, s)))
         .collect()
 }
 
 fn with_site_mut<R>(sim: &Sim, id: &str, f: impl FnOnce(&mut Option<SiteState>) -> R) -> R {
-    let mut st = sim.state();
-    let c = st
-        .clusters
-        .iter_mut()
-        .find(|c| c.id == id)
-        .expect("cluster handle");
-    f(&mut c.skupper)
+    sim.inner.skupper.with(id, f)
 }
 
 /// Undirected neighbours of `id` over links between existing sites.
@@ -369,15 +359,15 @@ fn start_router(sim: &Sim, id: &str, s: &SiteState) -> Result<DaemonId> {
         format!("the Skupper router of {name} (on {}) to answer /healthz", s.worker),
         READY_TIMEOUT,
     )
-    .hint(|| format!("its log ({}) ends with:\n    {}", log.display(), tail(&log, 5)))
+    .hint(|| format!("its log ({}) ends with:\n{}", log.display(), log_tail(&log, 5)))
     .until(|| {
         // Another pid means it exited (and the supervisor started it again).
         if sim.daemon_pid(spawned.id) != Some(spawned.pid) {
             bail!(
-                "the Skupper router of {name} (on {}) exited at start. Its log ({}) ends with:\n    {}",
+                "the Skupper router of {name} (on {}) exited at start. Its log ({}) ends with:\n{}",
                 s.worker,
                 log.display(),
-                tail(&log, 5)
+                log_tail(&log, 5)
             );
         }
         Ok(match http_get(&s.ns, "/healthz") {
@@ -482,9 +472,9 @@ fn wait_metrics(sim: &Sim, mut pending: Vec<Target>) -> Result<()> {
         let name = first_pending.borrow();
         let log = log_path(sim, &name);
         format!(
-            "{name}'s log ({}) ends with:\n    {}",
+            "{name}'s log ({}) ends with:\n{}",
             log.display(),
-            tail(&log, 6)
+            log_tail(&log, 6)
         )
     })
     .until(|| {
@@ -533,7 +523,7 @@ fn wait_link(log: &Path, offset: u64, peer: &str) -> Result<()> {
     let connector = format!("connector link-{peer}: ");
     Wait::new(format!("the link to {peer} to come up"), CONVERGE_TIMEOUT)
         .every(Duration::from_millis(50))
-        .hint(|| format!("the log ({}) ends with:\n    {}", log.display(), tail(log, 5)))
+        .hint(|| format!("the log ({}) ends with:\n{}", log.display(), log_tail(log, 5)))
         .until(|| {
             let text = std::fs::read(log).unwrap_or_default();
             let new =
@@ -608,7 +598,7 @@ fn read_token(token: &str) -> Result<TokenFile> {
 
 impl Cluster {
     fn site(&self) -> Option<SiteState> {
-        self.with(|c| c.skupper.clone())
+        with_site_mut(&self.sim, &self.id, |s| s.clone())
     }
 
     fn require_site(&self) -> Result<SiteState> {

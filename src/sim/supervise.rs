@@ -248,8 +248,9 @@ fn launch(spec: &DaemonSpec, record: &Record) -> Result<(u32, u64, OwnedFd)> {
     }
 }
 
-/// The last lines of a log, indented, for error messages.
-fn log_tail(path: &std::path::Path) -> String {
+/// The last `n` lines of a daemon's log, each indented, for error messages: the one
+/// place every feature quotes a log from.
+pub(crate) fn log_tail(path: &std::path::Path, n: usize) -> String {
     use std::io::{Read, Seek, SeekFrom};
     let mut text = String::new();
     if let Ok(mut f) = std::fs::File::open(path) {
@@ -263,7 +264,7 @@ fn log_tail(path: &std::path::Path) -> String {
     if lines.is_empty() {
         return "    (it printed nothing)".into();
     }
-    lines[lines.len().saturating_sub(LOG_LINES)..]
+    lines[lines.len().saturating_sub(n)..]
         .iter()
         .map(|l| format!("    {l}"))
         .collect::<Vec<_>>()
@@ -694,7 +695,7 @@ impl Supervisor {
                 ordinal(n),
                 CRASH_LOOP_WINDOW.as_secs(),
                 spec.log.display(),
-                log_tail(&spec.log),
+                log_tail(&spec.log, LOG_LINES),
                 start_hint(&spec)
             );
             e.status = Status::Failed(msg.clone());
@@ -751,7 +752,7 @@ impl Supervisor {
                 let msg = format!(
                     "{title} exited ({exit}) and could not be started again: {err:#}. Its log ({}) ends with:\n{}\n  Fix the cause, then start it again with {}",
                     spec.log.display(),
-                    log_tail(&spec.log),
+                    log_tail(&spec.log, LOG_LINES),
                     start_hint(&spec)
                 );
                 e.status = Status::Failed(msg.clone());
@@ -907,10 +908,10 @@ mod tests {
         let log = dir.join("a.log");
         let text: String = (1..=20).map(|i| format!("line {i}\n")).collect();
         std::fs::write(&log, text).unwrap();
-        let t = log_tail(&log);
+        let t = log_tail(&log, 8);
         assert!(t.contains("    line 20") && t.contains("line 13"), "{t}");
         assert!(!t.contains("line 12"), "{t}");
-        assert!(log_tail(&dir.join("missing.log")).contains("printed nothing"));
+        assert!(log_tail(&dir.join("missing.log"), 8).contains("printed nothing"));
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

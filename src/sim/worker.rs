@@ -85,28 +85,20 @@ impl Worker {
 
     pub(crate) fn with<R>(&self, f: impl FnOnce(&WorkerState) -> R) -> R {
         let st = self.sim.state();
-        let c = st
-            .clusters
-            .iter()
-            .find(|c| c.id == self.cluster)
-            .expect("cluster");
+        let c = st.cluster(&self.cluster);
         f(c.workers
             .iter()
             .find(|w| w.short == self.short)
-            .expect("worker"))
+            .expect("a handle names a declared worker"))
     }
 
     fn with_mut<R>(&self, f: impl FnOnce(&mut WorkerState) -> R) -> R {
         let mut st = self.sim.state();
-        let c = st
-            .clusters
-            .iter_mut()
-            .find(|c| c.id == self.cluster)
-            .expect("cluster");
+        let c = st.cluster_mut(&self.cluster);
         f(c.workers
             .iter_mut()
             .find(|w| w.short == self.short)
-            .expect("worker"))
+            .expect("a handle names a declared worker"))
     }
 
     pub fn sim(&self) -> &Sim {
