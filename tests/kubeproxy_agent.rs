@@ -2,8 +2,7 @@
 //! from etcd, survive the agent being killed, and a restarted agent converges them in place
 //! (no flush: Services keep answering and endpoint counters keep counting).
 
-#[path = "kubeproxy_util.rs"]
-mod util;
+mod common;
 
 use knetsim::components::kubeproxy::{
     read_counters, store, EndpointAddress, Endpoints, Protocol, Service, ServicePort, ServiceType,
@@ -12,7 +11,8 @@ use knetsim::netns;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use util::*;
+use common::kubeproxy::*;
+use common::*;
 
 const ETCD: &str = "http://127.0.0.1:2379";
 

@@ -3,8 +3,7 @@
 //! byte for byte the same, and it must carry traffic and count it. Needs root; each test
 //! builds and removes its own namespaces.
 
-#[path = "kubeproxy_util.rs"]
-mod util;
+mod common;
 
 use knetsim::components::kubeproxy::rules::listing::Listing;
 use knetsim::components::kubeproxy::rules::skeleton;
@@ -14,7 +13,8 @@ use knetsim::components::kubeproxy::{
     Protocol, Service, ServicePort, ServiceType, State, StaticVip,
 };
 use std::net::Ipv4Addr;
-use util::*;
+use common::kubeproxy::*;
+use common::*;
 
 /// `n` Services (every fourth a NodePort, every seventh without endpoints) on the two
 /// backends, and two VIPs.

@@ -1,15 +1,15 @@
 //! kube-proxy rules programmed into real namespaces with `apply_local`, and real traffic.
 //! Needs root; each test builds and removes its own namespaces.
 
-#[path = "kubeproxy_util.rs"]
-mod util;
+mod common;
 
 use knetsim::components::kubeproxy::{
     apply_local, read_counters, EndpointAddress, Endpoints, Protocol, Service, ServicePort,
     ServiceType, State, StaticVip,
 };
 use std::net::Ipv4Addr;
-use util::*;
+use common::kubeproxy::*;
+use common::*;
 
 fn ip(s: &str) -> Ipv4Addr {
     s.parse().unwrap()

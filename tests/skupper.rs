@@ -1,11 +1,12 @@
 //! The Skupper-style router end to end: real `knetsim skrouterd` processes on 127.0.0.1,
 //! linked over AMQP (plain or mutual TLS), carrying TCP connections.
 
-mod skupper_common;
+mod common;
 
 use knetsim::components::skupper::{create_site_ca, create_token, issue_router_cert};
 use sha2::{Digest, Sha256};
-use skupper_common::*;
+use common::skupper::*;
+use common::*;
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::time::Duration;
