@@ -8,6 +8,7 @@ use knetsim::sim::ClusterSpec;
 use std::collections::BTreeMap;
 use std::time::Instant;
 
+#[path = "../tests/common/mod.rs"]
 mod common;
 
 use common::median;
@@ -17,7 +18,7 @@ fn main() -> anyhow::Result<()> {
         .nth(1)
         .and_then(|s| s.parse().ok())
         .unwrap_or(200);
-    let sim = common::sim("benchexec")?;
+    let sim = common::new_sim("benchexec")?;
     let c = sim.cluster(
         "0",
         ClusterSpec {

@@ -13,6 +13,7 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
+#[path = "../tests/common/mod.rs"]
 mod common;
 
 use common::median;
@@ -35,7 +36,7 @@ fn main() -> anyhow::Result<()> {
         .nth(1)
         .and_then(|s| s.parse().ok())
         .unwrap_or(500);
-    let sim = common::sim("benchingress")?;
+    let sim = common::new_sim("benchingress")?;
     let c = sim.cluster(
         "0",
         ClusterSpec {

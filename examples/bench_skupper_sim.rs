@@ -26,6 +26,7 @@ const CONNECT_SECS: u64 = 2;
 const CONNECT_CLIENTS: usize = 8;
 const ACCEPT_PORT: u16 = 7000;
 
+#[path = "../tests/common/mod.rs"]
 mod common;
 
 use common::median;
@@ -119,7 +120,7 @@ fn main() -> anyhow::Result<()> {
         .nth(1)
         .and_then(|s| s.parse().ok())
         .unwrap_or(3);
-    let sim = common::sim("benchsk")?;
+    let sim = common::new_sim("benchsk")?;
     let spec = ClusterSpec {
         workers: 3,
         etcd: 1,

@@ -52,8 +52,7 @@ fn endpoints(name: &str, ips: &[(Ipv4Addr, &str)]) -> Endpoints {
 
 #[test]
 fn vip_services_nodeports_reject_and_counters() {
-    if !is_root() {
-        eprintln!("SKIPPED: needs root to create namespaces");
+    if !root_or_skip() {
         return;
     }
     let mut g = Guard::default();
@@ -214,8 +213,7 @@ fn rs_chain(node: &str, service_port: &str) -> String {
 
 #[test]
 fn rejected_change_leaves_ruleset_unchanged() {
-    if !is_root() {
-        eprintln!("SKIPPED: needs root to create namespaces");
+    if !root_or_skip() {
         return;
     }
     let mut g = Guard::default();
@@ -270,8 +268,7 @@ fn rejected_change_leaves_ruleset_unchanged() {
 
 #[test]
 fn nft_and_route_errors_are_clear() {
-    if !is_root() {
-        eprintln!("SKIPPED: needs root to create namespaces");
+    if !root_or_skip() {
         return;
     }
     let mut g = Guard::default();

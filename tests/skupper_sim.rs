@@ -4,15 +4,12 @@
 
 mod common;
 
-use common::{assert_nothing_left, sim, HostSnapshot};
+use common::{assert_nothing_left, sim, HostSnapshot, root_or_skip};
 use knetsim::netns::process;
 use knetsim::sim::{Cluster, ClusterSpec, LinkOptions, SiteOptions, Worker};
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-fn is_root() -> bool {
-    nix::unistd::Uid::effective().is_root()
-}
 
 fn spec(workers: u32) -> ClusterSpec {
     ClusterSpec { workers, etcd: 1 }
@@ -63,8 +60,7 @@ fn alive(pid: u32) -> bool {
 
 #[test]
 fn a_service_in_c0_is_reached_from_every_pod_of_c1_and_of_c2_through_c1() {
-    if !is_root() {
-        eprintln!("SKIPPED: needs root to create network namespaces");
+    if !root_or_skip() {
         return;
     }
     let instance = "sksim-reach";
@@ -178,8 +174,7 @@ fn err(r: anyhow::Result<impl std::fmt::Debug>) -> String {
 
 #[test]
 fn bad_skupper_input_is_refused_clearly_and_leaves_nothing() {
-    if !is_root() {
-        eprintln!("SKIPPED: needs root to create network namespaces");
+    if !root_or_skip() {
         return;
     }
     let instance = "sksim-bad";
@@ -410,8 +405,7 @@ fn bad_skupper_input_is_refused_clearly_and_leaves_nothing() {
 
 #[test]
 fn script_options_are_checked_before_anything_starts() {
-    if !is_root() {
-        eprintln!("SKIPPED: needs root (a simulation claims a run directory)");
+    if !root_or_skip() {
         return;
     }
     use knetsim::script::{Outcome, ScriptSession};
@@ -456,8 +450,7 @@ fn script_options_are_checked_before_anything_starts() {
 
 #[test]
 fn the_originals_list_form_create_conf_and_start_skupper() {
-    if !is_root() {
-        eprintln!("SKIPPED: needs root to create network namespaces");
+    if !root_or_skip() {
         return;
     }
     use knetsim::script::{Outcome, ScriptSession};
@@ -570,8 +563,7 @@ expect(out.contains("hello from c4"), "c2 in C1 reaches svc1 through the routers
 /// `knetsim cleanup` after a crash ends them by pid.
 #[test]
 fn cleanup_after_a_crash_ends_the_routers() {
-    if !is_root() {
-        eprintln!("SKIPPED: needs root to create network namespaces");
+    if !root_or_skip() {
         return;
     }
     use std::process::{Command, Stdio};
@@ -668,8 +660,7 @@ fn walk(
 
 #[test]
 fn site_keys_and_tokens_are_private_to_root() {
-    if !is_root() {
-        eprintln!("SKIPPED: needs root to create network namespaces");
+    if !root_or_skip() {
         return;
     }
     use std::os::unix::fs::MetadataExt;

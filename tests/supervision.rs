@@ -6,16 +6,13 @@
 
 mod common;
 
-use common::{assert_nothing_left, knetsim_exe, started, HostSnapshot};
+use common::{assert_nothing_left, knetsim_exe, started, HostSnapshot, root_or_skip};
 use knetsim::sim::{
     ClusterSpec, LinkOptions, PortSpec, ServiceSpec, Sim, SiteOptions, SupervisionOutcome, Worker,
 };
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-fn is_root() -> bool {
-    nix::unistd::Uid::effective().is_root()
-}
 
 fn web() -> BTreeMap<String, String> {
     BTreeMap::from([("app".to_string(), "web".to_string())])
@@ -95,8 +92,7 @@ fn curl(w: &Worker, pod: &str, ip: &str) -> String {
 
 #[test]
 fn a_killed_kube_proxy_is_restarted_and_services_work() {
-    if !is_root() {
-        eprintln!("SKIPPED: needs root to create network namespaces");
+    if !root_or_skip() {
         return;
     }
     let before = HostSnapshot::take();
@@ -145,8 +141,7 @@ fn a_killed_kube_proxy_is_restarted_and_services_work() {
 
 #[test]
 fn a_killed_flanneld_is_restarted_and_a_new_worker_is_reached() {
-    if !is_root() {
-        eprintln!("SKIPPED: needs root to create network namespaces");
+    if !root_or_skip() {
         return;
     }
     let instance = "sup-fl";
@@ -181,8 +176,7 @@ fn a_killed_flanneld_is_restarted_and_a_new_worker_is_reached() {
 
 #[test]
 fn a_crash_loop_stops_the_restarts_with_the_agents_log() {
-    if !is_root() {
-        eprintln!("SKIPPED: needs root to create network namespaces");
+    if !root_or_skip() {
         return;
     }
     let instance = "sup-loop";
@@ -245,8 +239,7 @@ fn a_crash_loop_stops_the_restarts_with_the_agents_log() {
 
 #[test]
 fn an_agent_stopped_on_purpose_stays_stopped_until_started() {
-    if !is_root() {
-        eprintln!("SKIPPED: needs root to create network namespaces");
+    if !root_or_skip() {
         return;
     }
     let instance = "sup-stop";
@@ -319,8 +312,7 @@ fn an_agent_stopped_on_purpose_stays_stopped_until_started() {
 
 #[test]
 fn a_script_sees_the_restart_on_stderr_and_stops_an_agent() {
-    if !is_root() {
-        eprintln!("SKIPPED: needs root to create network namespaces");
+    if !root_or_skip() {
         return;
     }
     let instance = "sup-script";
@@ -370,8 +362,7 @@ expect(w1.agent_pid("flanneld") == f, "flanneld runs again");
 
 #[test]
 fn a_killed_skupper_router_is_restarted_and_its_links_come_back() {
-    if !is_root() {
-        eprintln!("SKIPPED: needs root to create network namespaces");
+    if !root_or_skip() {
         return;
     }
     let instance = "sup-sk";
@@ -431,8 +422,7 @@ impl Drop for TempDir {
 
 #[test]
 fn an_agent_that_cannot_run_ends_waits_at_once_with_its_log() {
-    if !is_root() {
-        eprintln!("SKIPPED: needs root to create network namespaces");
+    if !root_or_skip() {
         return;
     }
     use std::os::unix::fs::PermissionsExt;

@@ -82,6 +82,11 @@ pub fn wait_for<T>(what: &str, limit: Duration, mut f: impl FnMut() -> Option<T>
     }
 }
 
+/// [`wait_for`] a condition.
+pub fn wait_until(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
+    wait_for(what, limit, || f().then_some(()))
+}
+
 /// What a test made, removed on drop even when the test fails: child processes (killed
 /// and reaped), namespaces, directories (kept for reading when the test failed), and
 /// server threads (told to stop).
@@ -210,7 +215,12 @@ pub fn options(instance: &str) -> Options {
 }
 
 pub fn sim(instance: &str) -> Sim {
-    Sim::new(options(instance)).expect("creating the simulation")
+    new_sim(instance).expect("creating the simulation")
+}
+
+/// A simulation without a progress bar, or why not (the examples report it).
+pub fn new_sim(instance: &str) -> anyhow::Result<Sim> {
+    Sim::new(options(instance))
 }
 
 /// A simulation with one running cluster `C0` of `workers` workers and `etcd` members.
