@@ -7,11 +7,10 @@
 
 mod common;
 
-use common::{assert_nothing_left, started, root_or_skip};
+use common::{assert_nothing_left, root_or_skip, started};
 use knetsim::sim::{Cluster, PortSpec, ServiceSpec, Worker};
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
-
 
 fn labels(app: &str) -> BTreeMap<String, String> {
     BTreeMap::from([("app".to_string(), app.to_string())])

@@ -8,8 +8,8 @@ mod common;
 
 use common::root_or_skip;
 
-use knetsim::netns;
 use common::{run, sh, wait_for};
+use knetsim::netns;
 use knetsim::netns::process::{run_shell, spawn_daemon};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
@@ -127,7 +127,9 @@ impl World {
         .collect();
         self.spawn("etcd", &ns, "etcd", &args);
         wait_for("etcd to answer", Duration::from_secs(60), || {
-            run(Some(&ns), &etcdctl("endpoint health")).success().then_some(())
+            run(Some(&ns), &etcdctl("endpoint health"))
+                .success()
+                .then_some(())
         });
         ns
     }
@@ -364,7 +366,8 @@ fn agents_lease_program_overlay_and_survive_restarts() {
     }
 
     // 3. the overlay carries traffic: ping w2's flannel.100 address from w1, over VXLAN
-    let ping = run(Some(&w.ns("w1")),
+    let ping = run(
+        Some(&w.ns("w1")),
         &format!("ping -c 3 -i 0.2 -W 2 {}", subnets[1].0),
     );
     assert!(
@@ -400,8 +403,9 @@ fn agents_lease_program_overlay_and_survive_restarts() {
     let code = w.stop("w1", Signal::SIGTERM);
     assert_eq!(code, Some(0), "{}", w.log("w1"));
     let (key_before, _) = lease_of(&w, "10.0.0.3").expect("the lease stays after SIGTERM");
-    assert!(sh(&w.ns("w1"), "ip route show dev flannel.100")
-        .contains(&format!("{}/20", subnets[1].0)));
+    assert!(
+        sh(&w.ns("w1"), "ip route show dev flannel.100").contains(&format!("{}/20", subnets[1].0))
+    );
     w.start_agent("w1", "10.0.0.3", &["--ip-masq"]);
     wait_for("w1 to reuse its lease", Duration::from_secs(60), || {
         w.log("w1").contains("reusing").then_some(())
@@ -563,7 +567,8 @@ fn missing_config_key_is_a_clear_error() {
 
     // a config that is not JSON is named too
     w.etcd(&format!("put {PREFIX}/config 'Network=11.0.0.0/8'"));
-    let o = run(Some(&ns),
+    let o = run(
+        Some(&ns),
         &format!(
             "{bin} flanneld --etcd-endpoints http://{ETCD_IP}:2379 --iface eth0 --subnet-file {}",
             sf.display()
@@ -639,7 +644,8 @@ fn unreachable_etcd_and_unknown_iface_are_clear_errors() {
         assert!(!o.text.contains("waiting for etcd"), "{}", o.text);
     }
     // no --iface and no default route; an interface without an IPv4 address
-    let o = run(Some(&ns),
+    let o = run(
+        Some(&ns),
         &format!(
             "{bin} flanneld --etcd-endpoints http://10.0.0.3:2379 --subnet-file {}",
             sf.display()
@@ -653,7 +659,8 @@ fn unreachable_etcd_and_unknown_iface_are_clear_errors() {
         o.text
     );
     sh(&ns, "ip link add eth9 type veth peer name eth10");
-    let o = run(Some(&ns),
+    let o = run(
+        Some(&ns),
         &format!(
             "{bin} flanneld --etcd-endpoints http://10.0.0.3:2379 --iface eth9 --subnet-file {}",
             sf.display()
@@ -668,7 +675,8 @@ fn unreachable_etcd_and_unknown_iface_are_clear_errors() {
     );
     // with a default route, the agent picks that route's interface (then waits for etcd)
     sh(&ns, "ip route add default via 10.0.0.1 dev eth0");
-    let o = run(Some(&ns),
+    let o = run(
+        Some(&ns),
         &format!(
             "{bin} flanneld --etcd-endpoints http://10.0.0.3:2379 --etcd-wait 1 --subnet-file {}",
             sf.display()
@@ -780,7 +788,10 @@ fn ip_masq_hides_pods_from_the_outside_but_not_from_pods() {
     );
 
     // pod to pod keeps the pod's address, also through the --ip-masq worker
-    let o = run(Some(&pods[0].0), &format!("ping -c 2 -i 0.2 -W 2 {}", pods[1].1));
+    let o = run(
+        Some(&pods[0].0),
+        &format!("ping -c 2 -i 0.2 -W 2 {}", pods[1].1),
+    );
     assert!(
         o.success() && o.text.contains(" 0% packet loss"),
         "{}",

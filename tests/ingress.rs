@@ -182,7 +182,8 @@ fn a_reload_that_times_out_puts_the_previous_config_back() {
     let slow = format!("{}:9000", pod.ip);
     let before = w1.run_ingress("rb", 8005, &[rule("/", &slow)]).unwrap();
     let conf_before = std::fs::read_to_string(&before.conf).unwrap();
-    w1.exec_async("curl -s -m 60 http://127.0.0.1:8005/hang").unwrap();
+    w1.exec_async("curl -s -m 60 http://127.0.0.1:8005/hang")
+        .unwrap();
     let until = Instant::now() + Duration::from_secs(10);
     let held = loop {
         match listener.accept() {

@@ -4,6 +4,8 @@
 
 mod common;
 
+use common::kubeproxy::*;
+use common::*;
 use knetsim::components::kubeproxy::{
     read_counters, store, EndpointAddress, Endpoints, Protocol, Service, ServicePort, ServiceType,
 };
@@ -11,8 +13,6 @@ use knetsim::netns;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use common::kubeproxy::*;
-use common::*;
 
 const ETCD: &str = "http://127.0.0.1:2379";
 

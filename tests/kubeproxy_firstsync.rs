@@ -5,6 +5,8 @@
 
 mod common;
 
+use common::kubeproxy::*;
+use common::*;
 use knetsim::components::kubeproxy::rules::listing::Listing;
 use knetsim::components::kubeproxy::rules::skeleton;
 use knetsim::components::kubeproxy::rules::{self, Bulk};
@@ -13,8 +15,6 @@ use knetsim::components::kubeproxy::{
     Protocol, Service, ServicePort, ServiceType, State, StaticVip,
 };
 use std::net::Ipv4Addr;
-use common::kubeproxy::*;
-use common::*;
 
 /// `n` Services (every fourth a NodePort, every seventh without endpoints) on the two
 /// backends, and two VIPs.

@@ -3,13 +3,13 @@
 
 mod common;
 
+use common::kubeproxy::*;
+use common::*;
 use knetsim::components::kubeproxy::{
     apply_local, read_counters, EndpointAddress, Endpoints, Protocol, Service, ServicePort,
     ServiceType, State, StaticVip,
 };
 use std::net::Ipv4Addr;
-use common::kubeproxy::*;
-use common::*;
 
 fn ip(s: &str) -> Ipv4Addr {
     s.parse().unwrap()

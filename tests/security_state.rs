@@ -14,7 +14,6 @@ use std::process::{Child, Command};
 
 const NOBODY: u32 = 65534;
 
-
 /// Undoes what a test set up, in reverse order, even when an assertion failed.
 #[derive(Default)]
 struct Undo(Vec<Box<dyn FnOnce()>>);

@@ -3,10 +3,10 @@
 
 mod common;
 
-use knetsim::components::skupper::{create_site_ca, create_token, issue_router_cert};
-use sha2::{Digest, Sha256};
 use common::skupper::*;
 use common::*;
+use knetsim::components::skupper::{create_site_ca, create_token, issue_router_cert};
+use sha2::{Digest, Sha256};
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::time::Duration;
@@ -223,9 +223,7 @@ fn services_share_a_link_and_resets_propagate() {
             let Ok(mut s) = s else { return };
             let mut b = [0u8; 4];
             let _ = s.read_exact(&mut b);
-            // SO_LINGER 0: close sends RST.
-            linger0(&s);
-            drop(s);
+            close_with_reset(s);
         }
     });
     r.start(
@@ -269,23 +267,6 @@ fn services_share_a_link_and_resets_propagate() {
     let mut buf = [0u8; 4];
     assert!(!matches!(s.read(&mut buf), Ok(n) if n > 0));
     r.wait_log("A", "connection to address nobody refused");
-}
-
-fn linger0(s: &TcpStream) {
-    use std::os::fd::AsRawFd;
-    let l = libc::linger {
-        l_onoff: 1,
-        l_linger: 0,
-    };
-    unsafe {
-        libc::setsockopt(
-            s.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_LINGER,
-            &l as *const libc::linger as *const libc::c_void,
-            std::mem::size_of::<libc::linger>() as libc::socklen_t,
-        );
-    }
 }
 
 /// A-B-C chain: the service at A is reachable from C, which links only to B.

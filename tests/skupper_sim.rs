@@ -4,12 +4,11 @@
 
 mod common;
 
-use common::{assert_nothing_left, sim, HostSnapshot, root_or_skip};
+use common::{assert_nothing_left, root_or_skip, sim, HostSnapshot};
 use knetsim::netns::process;
 use knetsim::sim::{Cluster, ClusterSpec, LinkOptions, SiteOptions, Worker};
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
-
 
 fn spec(workers: u32) -> ClusterSpec {
     ClusterSpec { workers, etcd: 1 }
@@ -223,9 +222,7 @@ fn bad_skupper_input_is_refused_clearly_and_leaves_nothing() {
         "skrouterd -c {}",
         c1.skupper_config_path().display()
     )));
-    unsafe {
-        libc::kill(squatter as i32, libc::SIGKILL);
-    }
+    common::signal(squatter, nix::sys::signal::Signal::SIGKILL);
     while alive(squatter) {
         std::thread::sleep(Duration::from_millis(20));
     }

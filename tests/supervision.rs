@@ -6,13 +6,12 @@
 
 mod common;
 
-use common::{assert_nothing_left, knetsim_exe, started, HostSnapshot, root_or_skip};
+use common::{assert_nothing_left, knetsim_exe, root_or_skip, started, HostSnapshot};
 use knetsim::sim::{
     ClusterSpec, LinkOptions, PortSpec, ServiceSpec, Sim, SiteOptions, SupervisionOutcome, Worker,
 };
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
-
 
 fn web() -> BTreeMap<String, String> {
     BTreeMap::from([("app".to_string(), "web".to_string())])
@@ -31,9 +30,7 @@ fn web_service() -> ServiceSpec {
 }
 
 fn kill9(pid: u32) {
-    unsafe {
-        libc::kill(pid as i32, libc::SIGKILL);
-    }
+    common::signal(pid, nix::sys::signal::Signal::SIGKILL);
 }
 
 fn alive(pid: u32) -> bool {

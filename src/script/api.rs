@@ -159,6 +159,7 @@ fn wait_for_enter() -> RResult<()> {
             events: libc::POLLIN,
             revents: 0,
         };
+        // SAFETY: `fds` is one live pollfd for the whole call.
         let n = unsafe { libc::poll(&mut fds, 1, 100) };
         if n > 0 {
             let mut line = String::new();

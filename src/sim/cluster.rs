@@ -143,7 +143,6 @@ impl Cluster {
         f(self.sim.state().cluster(&self.id))
     }
 
-
     pub fn is_started(&self) -> bool {
         self.with(|c| c.started)
     }

@@ -280,11 +280,19 @@ impl Sim {
     }
 
     pub fn exec_timeout(&self) -> Duration {
-        *self.inner.exec_timeout.lock().unwrap_or_else(|e| e.into_inner())
+        *self
+            .inner
+            .exec_timeout
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
     }
 
     pub fn set_exec_timeout(&self, t: Duration) {
-        *self.inner.exec_timeout.lock().unwrap_or_else(|e| e.into_inner()) = t;
+        *self
+            .inner
+            .exec_timeout
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = t;
     }
 
     pub fn last_bringup(&self) -> Option<BringUpTimes> {

@@ -356,10 +356,19 @@ fn start_router(sim: &Sim, id: &str, s: &SiteState) -> Result<DaemonId> {
     ))?;
     let router = Some(spawned.id);
     let ready = Wait::new(
-        format!("the Skupper router of {name} (on {}) to answer /healthz", s.worker),
+        format!(
+            "the Skupper router of {name} (on {}) to answer /healthz",
+            s.worker
+        ),
         READY_TIMEOUT,
     )
-    .hint(|| format!("its log ({}) ends with:\n{}", log.display(), log_tail(&log, 5)))
+    .hint(|| {
+        format!(
+            "its log ({}) ends with:\n{}",
+            log.display(),
+            log_tail(&log, 5)
+        )
+    })
     .until(|| {
         // Another pid means it exited (and the supervisor started it again).
         if sim.daemon_pid(spawned.id) != Some(spawned.pid) {

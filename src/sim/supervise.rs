@@ -18,9 +18,12 @@
 use super::{Sim, Worker};
 use crate::netns::{process, record::Record};
 use anyhow::{anyhow, bail, Context, Result};
+use nix::sys::eventfd::{EfdFlags, EventFd};
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
 use std::collections::{BTreeMap, VecDeque};
 use std::io::Write;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::path::PathBuf;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
@@ -218,7 +221,7 @@ pub(crate) struct Supervisor {
     /// Signalled whenever a daemon's status changes.
     changed: Condvar,
     /// An eventfd that wakes the thread when the set of daemons changes.
-    wake: OwnedFd,
+    wake: EventFd,
     record: Record,
     thread: Mutex<Option<JoinHandle<()>>>,
 }
@@ -297,14 +300,12 @@ fn start_hint(spec: &DaemonSpec) -> String {
 
 impl Supervisor {
     pub fn start(record: Record) -> Result<Arc<Supervisor>> {
-        let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
-        if fd < 0 {
-            return Err(std::io::Error::last_os_error()).context("creating an eventfd");
-        }
+        let wake = EventFd::from_flags(EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK)
+            .context("creating an eventfd")?;
         let sup = Arc::new(Supervisor {
             reg: Mutex::new(Registry::default()),
             changed: Condvar::new(),
-            wake: unsafe { OwnedFd::from_raw_fd(fd) },
+            wake,
             record,
             thread: Mutex::new(None),
         });
@@ -322,14 +323,8 @@ impl Supervisor {
     }
 
     fn wake(&self) {
-        let one: u64 = 1;
-        unsafe {
-            libc::write(
-                self.wake.as_raw_fd(),
-                &one as *const u64 as *const libc::c_void,
-                8,
-            );
-        }
+        // Only a full counter (2^64 - 2 wake-ups unread) fails, and that wakes it anyway.
+        let _ = self.wake.write(1);
     }
 
     /// Starts a daemon and registers it (recorded for teardown before this returns).
@@ -373,9 +368,7 @@ impl Supervisor {
         if matches!(e.status, Status::Running) {
             // Under the lock the supervisor cannot reap it meanwhile, so `pid` is still
             // our child (a zombie at worst): the signal cannot reach anyone else.
-            unsafe {
-                libc::kill(pid as i32, libc::SIGTERM);
-            }
+            let _ = kill(Pid::from_raw(pid as i32), Signal::SIGTERM);
             let mut deadline = Instant::now() + STOP_GRACE;
             let mut killed = false;
             loop {
@@ -518,9 +511,7 @@ impl Supervisor {
             if e.pidfd.take().is_some() {
                 // Not reaped yet, so the pid (and its process group) is still ours.
                 process::kill_group(e.pid as i32);
-                unsafe {
-                    libc::kill(e.pid as i32, libc::SIGKILL);
-                }
+                let _ = kill(Pid::from_raw(e.pid as i32), Signal::SIGKILL);
                 process::reap(e.pid, true);
                 e.status = Status::Stopped;
             }
@@ -563,6 +554,7 @@ impl Supervisor {
                     revents: 0,
                 })
                 .collect();
+            // SAFETY: `fds` is a live, correctly sized array of pollfd for the whole call.
             let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout) };
             if n < 0 {
                 if std::io::Error::last_os_error().raw_os_error() != Some(libc::EINTR) {
@@ -571,10 +563,8 @@ impl Supervisor {
                 continue;
             }
             if fds[0].revents != 0 {
-                let mut buf = [0u8; 8];
-                unsafe {
-                    libc::read(self.wake.as_raw_fd(), buf.as_mut_ptr().cast(), 8);
-                }
+                // Non-blocking: it resets the counter, or finds it read already.
+                let _ = self.wake.read();
             }
             let exited: Vec<DaemonId> = fds[1..]
                 .iter()

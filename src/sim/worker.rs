@@ -6,6 +6,8 @@ use super::{ContainerState, Sim, WorkerState};
 use crate::components::cni::WorkerCni;
 use crate::netns::{self, process};
 use anyhow::{bail, Result};
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
@@ -270,9 +272,7 @@ impl Worker {
         self.sim.inner.daemons.expect_exit_in(&info.ns);
         if let Some(ino) = netns::inode(&info.ns) {
             for pid in process::pids_in_namespaces(&[ino]) {
-                unsafe {
-                    libc::kill(pid as i32, libc::SIGKILL);
-                }
+                let _ = kill(Pid::from_raw(pid as i32), Signal::SIGKILL);
             }
         }
         netns::delete(&info.ns)?;

@@ -25,7 +25,11 @@ pub fn knetsim_exe() -> PathBuf {
         return exe.into();
     }
     let me = std::env::current_exe().expect("current exe");
-    match me.parent().and_then(|p| p.parent()).map(|p| p.join("knetsim")) {
+    match me
+        .parent()
+        .and_then(|p| p.parent())
+        .map(|p| p.join("knetsim"))
+    {
         Some(b) if b.exists() => b,
         _ => {
             eprintln!("error: the knetsim binary is not built next to this example; run `cargo build --release --bins --examples` first");
@@ -197,6 +201,20 @@ pub fn roundtrip(port: u16, data: &[u8]) -> std::io::Result<Vec<u8>> {
     s.read_to_end(&mut out)?;
     writer.join().unwrap()?;
     Ok(out)
+}
+
+/// Sends `sig` to process `pid` (one this test started).
+pub fn signal(pid: u32, sig: nix::sys::signal::Signal) {
+    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), sig);
+}
+
+/// Closes `s` with a reset (RST) instead of a FIN.
+pub fn close_with_reset(s: TcpStream) {
+    let l = libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
+    nix::sys::socket::setsockopt(&s, nix::sys::socket::sockopt::Linger, &l).expect("SO_LINGER");
 }
 
 /// The middle value (the machines are noisy: medians, not means).

@@ -344,12 +344,7 @@ impl Worker {
                 }
             );
         }
-        let st = self
-            .sim
-            .inner
-            .ingresses
-            .lock()
-            .remove(&self.key(name));
+        let st = self.sim.inner.ingresses.lock().remove(&self.key(name));
         if let Some(st) = st {
             let _ = self.sim.stop_daemon(st.daemon);
         }

@@ -43,10 +43,7 @@ impl Cluster {
         let want = rules::desired(&self.service_state());
         for w in self.workers().iter().filter(|w| w.is_started()) {
             // A kube-proxy stopped on purpose catches up once started again.
-            if !self
-                .sim
-                .agent_wait(&w.name(), DaemonKind::KubeProxy)?
-            {
+            if !self.sim.agent_wait(&w.name(), DaemonKind::KubeProxy)? {
                 continue;
             }
             let log = w.dir().join("kube-proxy.log");
@@ -61,8 +58,7 @@ impl Cluster {
             .hint(|| format!("see {}", log.display()))
             .until(|| {
                 // One in a crash loop ends the wait with its error.
-                self.sim
-                    .agent_wait(&w.name(), DaemonKind::KubeProxy)?;
+                self.sim.agent_wait(&w.name(), DaemonKind::KubeProxy)?;
                 let cur = kubeproxy::read_current(Some(&w.ns()))?;
                 let left = rules::plan(&want, &cur);
                 if left.is_empty() {

@@ -11,8 +11,8 @@ pub(super) use converge::start_kube_proxy;
 use super::{Cluster, Worker};
 use crate::components::etcd;
 use crate::components::kubeproxy::{
-    self, model, store, CounterRow, EndpointAddress, Endpoints, Protocol, Service,
-    ServicePort, ServiceType, State, StaticVip,
+    self, model, store, CounterRow, EndpointAddress, Endpoints, Protocol, Service, ServicePort,
+    ServiceType, State, StaticVip,
 };
 use anyhow::{anyhow, bail, Context, Result};
 use std::collections::BTreeMap;
