@@ -51,6 +51,15 @@ pub fn exec_timeout_from_secs(s: f64) -> std::result::Result<Duration, String> {
     Ok(Duration::from_secs_f64(s))
 }
 
+/// Names for a message, comma-separated, or `none` when there are none.
+pub(crate) fn listed<S: AsRef<str>>(names: &[S], none: &str) -> String {
+    if names.is_empty() {
+        return none.to_string();
+    }
+    let names: Vec<&str> = names.iter().map(AsRef::as_ref).collect();
+    names.join(", ")
+}
+
 /// How a simulation is run.
 #[derive(Debug, Clone)]
 pub struct Options {
@@ -313,11 +322,7 @@ impl Sim {
         let known: Vec<String> = st.clusters.iter().map(|c| c.name()).collect();
         bail!(
             "there is no cluster '{id_or_name}' (clusters: {})",
-            if known.is_empty() {
-                "none yet".into()
-            } else {
-                known.join(", ")
-            }
+            listed(&known, "none yet")
         )
     }
 

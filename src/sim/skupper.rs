@@ -893,7 +893,7 @@ impl Cluster {
             let known: Vec<String> = self.containers().into_iter().map(|(c, _)| c).collect();
             anyhow!(
                 "{name} has no container '{container}' to expose (its containers: {}); create it first, e.g. {name}.get(\"w1\").create_container(\"{container}\")",
-                if known.is_empty() { "none".to_string() } else { known.join(", ") }
+                super::listed(&known, "none")
             )
         })?;
         let ip = w.container_ip(container)?;

@@ -793,11 +793,7 @@ impl Worker {
         let here = self.sim.inner.daemons.agents_on(&node);
         bail!(
             "{node} has no agent '{agent}': its agents are {} (the Skupper router, skrouterd, runs on its cluster's first worker once skupper_init() made a site)",
-            if here.is_empty() {
-                "none yet (call start() first)".into()
-            } else {
-                here.join(", ")
-            }
+            super::listed(&here, "none yet (call start() first)")
         )
     }
 

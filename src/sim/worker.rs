@@ -150,7 +150,7 @@ impl Worker {
         }
     }
 
-    fn require_started(&self) -> Result<()> {
+    pub(super) fn require_started(&self) -> Result<()> {
         if !self.is_started() {
             bail!(
                 "{} is not running yet: call start() (or {}.start()) first",
@@ -204,11 +204,7 @@ impl Worker {
                 bail!(
                     "there is no container '{name}' on {} (containers there: {}){elsewhere}",
                     self.name(),
-                    if here.is_empty() {
-                        "none".to_string()
-                    } else {
-                        here.join(", ")
-                    }
+                    super::listed(&here, "none")
                 )
             }
         }

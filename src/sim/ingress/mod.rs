@@ -132,7 +132,7 @@ impl Worker {
             });
         }
         ingress::check_rules(&parsed)?;
-        self.require_running()?;
+        self.require_started()?;
         process::require_binary(&ingress::nginx_bin(), ingress::NGINX_PACKAGE)?;
         let existing = self.ingress(name);
         if existing.as_ref().map(|e| e.port) != Some(port) {
@@ -160,17 +160,6 @@ impl Worker {
             Some(_) => self.reload_ingress(cfg),
             None => self.start_ingress(cfg),
         }
-    }
-
-    fn require_running(&self) -> Result<()> {
-        if !self.is_started() {
-            bail!(
-                "{} is not running yet: call start() (or {}.start()) first",
-                self.name(),
-                self.cluster().name()
-            );
-        }
-        Ok(())
     }
 
     /// `nginx -t` against `conf`, inside the worker's namespace.
@@ -337,11 +326,7 @@ impl Worker {
             bail!(
                 "there is no ingress '{name}' on {} (running there: {})",
                 self.name(),
-                if running.is_empty() {
-                    "none".into()
-                } else {
-                    running.join(", ")
-                }
+                crate::sim::listed(&running, "none")
             );
         }
         let st = self.sim.inner.ingresses.lock().remove(&self.key(name));

@@ -128,11 +128,7 @@ impl Cluster {
                 anyhow!(
                     "kp_vip_add: there is no container '{name}' in {} (its containers: {})",
                     self.name(),
-                    if known.is_empty() {
-                        "none".into()
-                    } else {
-                        known.join(", ")
-                    }
+                    crate::sim::listed(&known, "none")
                 )
             })?;
             ips.push(parse_ip("container IP", &w.container_ip(name)?)?);
