@@ -171,6 +171,47 @@ fn err(r: anyhow::Result<impl std::fmt::Debug>) -> String {
     format!("{:#}", r.expect_err("expected an error"))
 }
 
+/// A Skupper service follows its pod: the container deleted and created again (on another
+/// worker, so at another address) is reached through the same port.
+#[test]
+fn an_exposed_container_created_again_is_followed_to_its_new_address() {
+    if !root_or_skip() {
+        return;
+    }
+    let instance = "sksim-follow";
+    let sim = sim(instance);
+    let c0 = sim.cluster("0", spec(2)).unwrap();
+    let c1 = sim.cluster("1", spec(1)).unwrap();
+    sim.start().unwrap();
+    let (c0w1, c0w2) = (c0.worker("w1").unwrap(), c0.worker("w2").unwrap());
+    let c1w1 = c1.worker("w1").unwrap();
+    serve(&c0w1, "web", "first web");
+    c1w1.create_container("cl", BTreeMap::new()).unwrap();
+    c0.skupper_init(SiteOptions::default()).unwrap();
+    c1.skupper_init(SiteOptions::default()).unwrap();
+    c1.skupper_link(&c0.skupper_token().unwrap(), LinkOptions::default())
+        .unwrap();
+    let port = c0.skupper_expose("svc1", "web", 80).unwrap();
+    let url = format!("http://{}:{port}/", c1w1.ip());
+    assert!(get(&c1w1, "cl", &url).contains("first web"));
+
+    let old_ip = c0w1.container_ip("web").unwrap();
+    c0w1.delete_container("web").unwrap();
+    serve(&c0w2, "web", "second web");
+    let new_ip = c0w2.container_ip("web").unwrap();
+    assert_ne!(old_ip, new_ip, "another worker, another subnet");
+    assert!(
+        config(&c0).contains(&format!(r#""host":"{new_ip}","name":"svc1","port":80"#)),
+        "{}",
+        config(&c0)
+    );
+    assert_eq!(c0.skupper_services(), vec![("svc1".to_string(), port)]);
+    let got = get(&c1w1, "cl", &url);
+    assert!(got.contains("second web"), "{got}");
+    sim.teardown().unwrap();
+    assert_nothing_left(instance, &[]);
+}
+
 #[test]
 fn bad_skupper_input_is_refused_clearly_and_leaves_nothing() {
     if !root_or_skip() {

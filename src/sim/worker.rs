@@ -250,6 +250,7 @@ impl Worker {
         };
         self.with_mut(|w| w.containers.insert(name.to_string(), state));
         self.cluster().pods_changed(&labels)?;
+        self.cluster().skupper_container_created(name, &attach.ip)?;
         Ok(ContainerInfo {
             name: name.to_string(),
             worker: self.name(),

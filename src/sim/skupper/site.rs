@@ -169,4 +169,32 @@ impl Cluster {
         apply(&self.sim)?;
         Ok(())
     }
+
+    /// Keeps the services this cluster's site exposes from `container` pointed at its
+    /// address after it was created (again), as a Service's endpoints follow its pods.
+    pub(crate) fn skupper_container_created(&self, container: &str, ip: &str) -> Result<()> {
+        let moved = with_site_mut(&self.sim, &self.id, |s| {
+            let Some(s) = s.as_mut().filter(|s| !s.manual) else {
+                return false;
+            };
+            let mut moved = false;
+            for e in s.exposed.values_mut().filter(|e| e.container == container) {
+                if e.ip != ip {
+                    e.ip = ip.to_string();
+                    moved = true;
+                }
+            }
+            moved
+        });
+        if moved {
+            apply(&self.sim)?;
+            wait_converged(&self.sim, &self.id).with_context(|| {
+                format!(
+                    "pointing {}'s Skupper services at {container}'s new address {ip}",
+                    self.name()
+                )
+            })?;
+        }
+        Ok(())
+    }
 }
