@@ -9,10 +9,10 @@
 mod common;
 
 use common::skupper::ssl_profile;
-use common::{echo_server, free_port, Guard};
+use common::{echo_server, free_port, serve_each, Guard};
 
 use std::io::{Read, Write};
-use std::net::{Shutdown, TcpListener, TcpStream};
+use std::net::{Shutdown, TcpStream};
 
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -23,26 +23,18 @@ use knetsim::components::skupper::{create_site_ca, create_token, issue_router_ce
 
 /// Reads until EOF, answers the byte count.
 fn sink_server() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = l.local_addr().unwrap().port();
-    std::thread::spawn(move || {
-        for s in l.incoming() {
-            let Ok(mut s) = s else { return };
-            std::thread::spawn(move || {
-                let mut buf = vec![0u8; 1 << 18];
-                let mut n = 0u64;
-                loop {
-                    match s.read(&mut buf) {
-                        Ok(0) => break,
-                        Ok(k) => n += k as u64,
-                        Err(_) => return,
-                    }
-                }
-                let _ = write!(s, "{n}");
-            });
+    serve_each(|mut s| {
+        let mut buf = vec![0u8; 1 << 18];
+        let mut n = 0u64;
+        loop {
+            match s.read(&mut buf) {
+                Ok(0) => break,
+                Ok(k) => n += k as u64,
+                Err(_) => return,
+            }
         }
-    });
-    port
+        let _ = write!(s, "{n}");
+    })
 }
 
 fn throughput(port: u16, bytes: u64) -> f64 {

@@ -98,10 +98,7 @@ fn connect_rate(ns: &str, addr: SocketAddr) -> anyhow::Result<f64> {
 }
 
 fn main() -> anyhow::Result<()> {
-    let rounds: usize = std::env::args()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(3);
+    let rounds = common::arg_or(1, 3);
     let sim = common::new_sim("benchsk")?;
     let spec = ClusterSpec {
         workers: 3,

@@ -64,31 +64,23 @@ fn two_routers_plain_echo_health_metrics() {
 /// A server that hashes everything it reads until EOF, then answers the hex digest: a
 /// half-close must cross both routers for the answer to come back.
 fn hash_server() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = l.local_addr().unwrap().port();
-    std::thread::spawn(move || {
-        for s in l.incoming() {
-            let Ok(mut s) = s else { return };
-            std::thread::spawn(move || {
-                let mut h = Sha256::new();
-                let mut buf = vec![0u8; 1 << 16];
-                let mut total = 0u64;
-                loop {
-                    match s.read(&mut buf) {
-                        Ok(0) => break,
-                        Ok(n) => {
-                            h.update(&buf[..n]);
-                            total += n as u64;
-                        }
-                        Err(_) => return,
-                    }
+    serve_each(|mut s| {
+        let mut h = Sha256::new();
+        let mut buf = vec![0u8; 1 << 16];
+        let mut total = 0u64;
+        loop {
+            match s.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => {
+                    h.update(&buf[..n]);
+                    total += n as u64;
                 }
-                let hex: String = h.finalize().iter().map(|b| format!("{b:02x}")).collect();
-                let _ = write!(s, "{total} {hex}");
-            });
+                Err(_) => return,
+            }
         }
-    });
-    port
+        let hex: String = h.finalize().iter().map(|b| format!("{b:02x}")).collect();
+        let _ = write!(s, "{total} {hex}");
+    })
 }
 
 fn tls_pair(r: &Routers) -> (String, String) {

@@ -434,15 +434,7 @@ fn an_agent_that_cannot_run_ends_waits_at_once_with_its_log() {
         ..common::options(instance)
     })
     .unwrap();
-    let c = sim
-        .cluster(
-            "0",
-            ClusterSpec {
-                workers: 2,
-                etcd: 1,
-            },
-        )
-        .unwrap();
+    let c = common::declare_c0(&sim, 2, 1).unwrap();
     sim.start().unwrap();
 
     // An agent binary that fails at once: a new worker's flanneld crash-loops, and

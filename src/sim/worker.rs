@@ -306,16 +306,12 @@ impl Worker {
     pub fn exec_container_async(&self, name: &str, cmd: &str) -> Result<u32> {
         let info = self.container(name)?;
         let log = self.dir().join(format!("{name}.log"));
-        let spawned = self.sim.spawn_daemon(super::DaemonSpec::new(
-            super::DaemonKind::Command,
-            &self.name(),
+        self.spawn_shell(
             &info.ns,
-            "/bin/sh",
-            vec!["-c".to_string(), cmd.to_string()],
+            cmd,
             log,
             format!("{name} on {}: {cmd}", self.name()),
-        ))?;
-        Ok(spawned.pid)
+        )
     }
 
     /// Starts a long-running command on the worker itself (a capture, a server) and
@@ -323,15 +319,20 @@ impl Worker {
     pub fn exec_async(&self, cmd: &str) -> Result<u32> {
         self.require_started()?;
         let log = self.dir().join("async.log");
-        let spawned = self.sim.spawn_daemon(super::DaemonSpec::new(
+        self.spawn_shell(&self.ns(), cmd, log, format!("{}: {cmd}", self.name()))
+    }
+
+    /// `sh -c cmd` in namespace `ns` as a daemon of this worker's, logging to `log`.
+    fn spawn_shell(&self, ns: &str, cmd: &str, log: PathBuf, what: String) -> Result<u32> {
+        let spec = super::DaemonSpec::new(
             super::DaemonKind::Command,
             &self.name(),
-            &self.ns(),
+            ns,
             "/bin/sh",
             vec!["-c".to_string(), cmd.to_string()],
             log,
-            format!("{}: {cmd}", self.name()),
-        ))?;
-        Ok(spawned.pid)
+            what,
+        );
+        Ok(self.sim.spawn_daemon(spec)?.pid)
     }
 }

@@ -161,30 +161,44 @@ pub fn free_port() -> u16 {
     }
 }
 
-/// An echo server on 127.0.0.1: writes back everything, half-closes when the client does.
-pub fn echo_server() -> u16 {
+/// A TCP server on 127.0.0.1 (a free port, returned) running `handle` on a thread of its
+/// own for every connection.
+pub fn serve_each(handle: fn(TcpStream)) -> u16 {
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = l.local_addr().unwrap().port();
     std::thread::spawn(move || {
         for s in l.incoming() {
-            let Ok(mut s) = s else { return };
-            std::thread::spawn(move || {
-                let mut buf = vec![0u8; 65536];
-                loop {
-                    match s.read(&mut buf) {
-                        Ok(0) | Err(_) => break,
-                        Ok(n) => {
-                            if s.write_all(&buf[..n]).is_err() {
-                                return;
-                            }
-                        }
-                    }
-                }
-                let _ = s.shutdown(Shutdown::Write);
-            });
+            let Ok(s) = s else { return };
+            std::thread::spawn(move || handle(s));
         }
     });
     port
+}
+
+/// An echo server on 127.0.0.1: writes back everything, half-closes when the client does.
+pub fn echo_server() -> u16 {
+    serve_each(|mut s| {
+        let mut buf = vec![0u8; 65536];
+        loop {
+            match s.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    if s.write_all(&buf[..n]).is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+        let _ = s.shutdown(Shutdown::Write);
+    })
+}
+
+/// The example's argument `n` as a number, or `default`.
+pub fn arg_or(n: usize, default: usize) -> usize {
+    std::env::args()
+        .nth(n)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(default)
 }
 
 /// Connects, sends `data`, half-closes, reads everything back until EOF.
@@ -241,12 +255,15 @@ pub fn new_sim(instance: &str) -> anyhow::Result<Sim> {
     Sim::new(options(instance))
 }
 
+/// Declares cluster `C0` of `workers` workers and `etcd` members (not started).
+pub fn declare_c0(sim: &Sim, workers: u32, etcd: u32) -> anyhow::Result<knetsim::sim::Cluster> {
+    sim.cluster("0", knetsim::sim::ClusterSpec { workers, etcd })
+}
+
 /// A simulation with one running cluster `C0` of `workers` workers and `etcd` members.
 pub fn started(instance: &str, workers: u32, etcd: u32) -> (Sim, knetsim::sim::Cluster) {
     let sim = sim(instance);
-    let c = sim
-        .cluster("0", knetsim::sim::ClusterSpec { workers, etcd })
-        .expect("declaring C0");
+    let c = declare_c0(&sim, workers, etcd).expect("declaring C0");
     sim.start().expect("bring-up");
     (sim, c)
 }
