@@ -224,11 +224,7 @@ pub fn signal(pid: u32, sig: nix::sys::signal::Signal) {
 
 /// Closes `s` with a reset (RST) instead of a FIN.
 pub fn close_with_reset(s: TcpStream) {
-    let l = libc::linger {
-        l_onoff: 1,
-        l_linger: 0,
-    };
-    nix::sys::socket::setsockopt(&s, nix::sys::socket::sockopt::Linger, &l).expect("SO_LINGER");
+    knetsim::components::skupper::tcp::socket_zero_linger(&s).expect("SO_LINGER");
 }
 
 /// The middle value (the machines are noisy: medians, not means).

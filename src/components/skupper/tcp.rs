@@ -136,12 +136,26 @@ fn reset_socket(s: &TcpStream) {
 }
 
 /// SO_LINGER 0: closing the socket sends a reset instead of a FIN.
-fn socket_zero_linger(s: &TcpStream) -> std::io::Result<()> {
+pub fn socket_zero_linger(s: &impl std::os::fd::AsRawFd) -> std::io::Result<()> {
     let l = libc::linger {
         l_onoff: 1,
         l_linger: 0,
     };
-    nix::sys::socket::setsockopt(s, nix::sys::socket::sockopt::Linger, &l).map_err(Into::into)
+    // SAFETY: a live socket descriptor and a linger struct of exactly the size passed.
+    let rc = unsafe {
+        libc::setsockopt(
+            s.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            &l as *const libc::linger as *const libc::c_void,
+            std::mem::size_of::<libc::linger>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
 }
 
 /// An `open` for an address served by a local tcpConnector.
