@@ -112,9 +112,25 @@ fn help_nodes_pingall_and_exit() {
         "create_container",
         "C0w1 CMD",
         "expect",
+        "say(text)",
+        ".skupper_link(token, opts?)",
+        ".create_conf(remotes, services)",
+        ".exec_async(cmd)",
+        ".dir -> string",
     ] {
         assert!(help.contains(want), "help lacks {want}:\n{help}");
     }
+    let one = c.line("help skupper_link");
+    assert!(
+        one.contains("Cluster.skupper_link(token, opts?)")
+            && one.contains("e.g. C1.skupper_link(C0.skupper_token());"),
+        "{one}"
+    );
+    let none = c.line("help pingal");
+    assert!(
+        none.contains("no function, method or property named 'pingal'"),
+        "{none}"
+    );
     assert!(c.line("nodes").contains("no clusters yet"));
     c.line("let C0 = cluster(\"0\", #{ workers: 2, etcd: 1 })");
     let nodes = c.line("nodes");

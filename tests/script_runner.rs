@@ -172,6 +172,32 @@ fn nodes_are_variables_and_handles_have_names_and_addresses() {
 }
 
 #[test]
+fn namespace_names_carry_the_instance_for_hints() {
+    let mut s = Session::new("nsnames");
+    let o = s.run(
+        "n.rhai",
+        r#"
+        let C0 = cluster(0, #{ workers: 1, etcd: 1 });
+        expect(C0w1.ns == "scr-nsnames-C0w1" && C0w1.ns() == C0w1.ns, "a worker's namespace");
+        expect(C0e1.ns == "scr-nsnames-C0e1", "an etcd member's namespace");
+        say(`Try "sudo ip netns exec ${C0w1.ns} ip route".`);
+        "#,
+    );
+    assert_eq!(o, Outcome::Ok, "{}", s.err());
+    assert_eq!(s.s.expect_counts(), (2, 0));
+    let o = s.run("n2.rhai", "C0w1.container_ns(\"c9\");");
+    assert_eq!(o, Outcome::ScriptError);
+    assert!(
+        s.err()
+            .contains("there is no container 'c9' on C0w1 (containers there: none)"),
+        "{}",
+        s.err()
+    );
+    assert_eq!(s.run("n3.rhai", "say(42);"), Outcome::ScriptError);
+    assert!(s.err().contains("say"), "{}", s.err());
+}
+
+#[test]
 fn helpers_check_their_arguments() {
     let mut s = Session::new("helpers");
     assert_eq!(

@@ -526,3 +526,207 @@ fn malformed_config_fails_clearly() {
     assert!(err.contains("/nonexistent/ca.crt"), "{err}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// SIGHUP applies a changed configuration in place: a second service is added on both
+/// routers while a connection through the first stays open and keeps echoing; a bad file
+/// or a listener change is refused with the old configuration kept; removing the connector
+/// takes the link down.
+#[test]
+fn reload_adds_a_service_without_dropping_connections() {
+    let mut r = Routers::new("reload");
+    let (ir, http_a, http_b, l1, l2) = (
+        free_port(),
+        free_port(),
+        free_port(),
+        free_port(),
+        free_port(),
+    );
+    let (e1, e2) = (echo_server(), echo_server());
+    let b1 = vec![
+        router("B"),
+        http_listener(http_b),
+        ir_listener(ir, None),
+        tcp_connector("svc1", e1),
+    ];
+    let a1 = vec![
+        router("A"),
+        http_listener(http_a),
+        connector("to-B", ir, 1, None),
+        tcp_listener("svc1", l1),
+    ];
+    r.start("B", &config(&b1));
+    r.start("A", &config(&a1));
+    r.wait_log("A", "address svc1: reachable at router B");
+    wait_echo(l1);
+    let mut long = TcpStream::connect(("127.0.0.1", l1)).unwrap();
+    long.set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let echo_once = |s: &mut TcpStream, what: &[u8]| {
+        s.write_all(what).unwrap();
+        let mut got = vec![0u8; what.len()];
+        s.read_exact(&mut got).unwrap();
+        assert_eq!(got, what);
+    };
+    echo_once(&mut long, b"before");
+
+    let mut b2 = b1.clone();
+    b2.push(tcp_connector("svc2", e2));
+    let mut a2 = a1.clone();
+    a2.push(tcp_listener("svc2", l2));
+    r.reload("B", &config(&b2));
+    r.reload("A", &config(&a2));
+    r.wait_log("A", "SIGHUP: configuration reloaded");
+    r.wait_log("B", "SIGHUP: configuration reloaded");
+    r.wait_log("A", "address svc2: reachable at router B");
+    wait_echo(l2);
+    echo_once(&mut long, b"after the reload");
+    let logs = r.all_logs();
+    assert_eq!(
+        logs.matches("starting (mode").count(),
+        2,
+        "no router restarted:\n{logs}"
+    );
+    assert_eq!(
+        r.log("A").matches("link to router B up").count(),
+        1,
+        "the link stayed up:\n{logs}"
+    );
+
+    // A broken file and a listener change are refused; the old configuration stays.
+    r.reload("A", "[");
+    r.wait_log("A", "SIGHUP: reload of");
+    assert!(r.log("A").contains("not valid JSON"), "{}", r.log("A"));
+    let mut a3 = a2.clone();
+    a3.push(http_listener(free_port()));
+    r.reload("A", &config(&a3));
+    r.wait_log("A", "the listeners changed; that takes a restart");
+    echo_once(&mut long, b"still here");
+    wait_echo(l2);
+
+    // Without the connector the link goes, and svc2 with it.
+    let a4: Vec<String> = a2
+        .iter()
+        .filter(|e| !e.contains("\"to-B\""))
+        .cloned()
+        .collect();
+    r.reload("A", &config(&a4));
+    r.wait_log("A", "reload: connector to-B removed");
+    r.wait_log("B", "link to router A down");
+    r.wait_log("A", "address svc2: no longer reachable");
+    drop(long);
+}
+
+fn edge_router(id: &str) -> String {
+    format!(r#"["router", {{"id": "{id}", "mode": "edge"}}]"#)
+}
+fn edge_listener(port: u16) -> String {
+    format!(
+        r#"["listener", {{"name": "edge", "host": "127.0.0.1", "port": {port}, "role": "edge"}}]"#
+    )
+}
+fn edge_connector(name: &str, port: u16) -> String {
+    format!(
+        r#"["connector", {{"name": "{name}", "role": "edge", "host": "127.0.0.1", "port": {port}}}]"#
+    )
+}
+
+/// Edge mode, three sites: interior A and B linked (cost 10), edge E connected to both
+/// with edge connectors. E reaches B's service through an interior router; A reaches it
+/// over the direct A-B link at cost 10 and never through E, although A-E-B costs 2. An
+/// edge connector aimed at an inter-router listener is refused, saying why.
+#[test]
+fn edge_router_routes_only_through_interior_routers() {
+    let mut r = Routers::new("edge");
+    let (ir, ea, eb, le, la) = (
+        free_port(),
+        free_port(),
+        free_port(),
+        free_port(),
+        free_port(),
+    );
+    let echo = echo_server();
+    r.start(
+        "B",
+        &config(&[
+            router("B"),
+            http_listener(free_port()),
+            ir_listener(ir, None),
+            edge_listener(eb),
+            tcp_connector("svc1", echo),
+        ]),
+    );
+    r.start(
+        "A",
+        &config(&[
+            router("A"),
+            http_listener(free_port()),
+            connector("to-B", ir, 10, None),
+            edge_listener(ea),
+            tcp_listener("svc1", la),
+        ]),
+    );
+    r.start(
+        "E",
+        &config(&[
+            edge_router("E"),
+            http_listener(free_port()),
+            edge_connector("up-A", ea),
+            edge_connector("up-B", eb),
+            tcp_listener("svc1", le),
+        ]),
+    );
+    r.wait_log("E", "link to router A up (edge, plain)");
+    r.wait_log("E", "link to router B up (edge, plain)");
+    r.wait_log("A", "link to router E up (edge, plain)");
+    r.wait_log(
+        "E",
+        "address svc1: reachable at router B, next hop B, cost 1",
+    );
+    wait_echo(le);
+    wait_echo(la);
+    let a = r.log("A");
+    assert!(
+        a.contains("address svc1: reachable at router B, next hop B, cost 10"),
+        "{a}"
+    );
+    assert!(
+        !a.contains("next hop E"),
+        "A routed through the edge router:\n{a}"
+    );
+
+    // Without its uplink to B, E reaches B through A.
+    r.kill("B");
+    let mut b2 = vec![
+        router("B"),
+        http_listener(free_port()),
+        ir_listener(ir, None),
+        tcp_connector("svc1", echo),
+    ];
+    r.start("B", &config(&b2));
+    r.wait_log(
+        "E",
+        "address svc1: reachable at router B, next hop A, cost 11",
+    );
+    wait_echo(le);
+
+    // An edge router dialing an inter-router listener is refused, on both ends.
+    b2.clear();
+    r.start(
+        "F",
+        &config(&[
+            edge_router("F"),
+            http_listener(free_port()),
+            edge_connector("wrong", ir),
+        ]),
+    );
+    r.wait_log("B", "refused inter-router connection");
+    r.wait_log(
+        "F",
+        "connector wrong: this end of the link has role edge, router B's end has role inter-router",
+    );
+    assert!(
+        !r.log("F").contains("link to router B up"),
+        "{}",
+        r.log("F")
+    );
+}

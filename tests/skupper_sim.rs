@@ -746,3 +746,98 @@ fn site_keys_and_tokens_are_private_to_root() {
     sim.teardown().unwrap();
     assert_nothing_left(instance, &[]);
 }
+
+/// An echo server in `container` on `w`, port 80: writes back everything it reads.
+fn serve_echo(w: &Worker, container: &str) {
+    w.create_container(container, BTreeMap::new()).unwrap();
+    let script = w.dir().join(format!("echo-{container}.py"));
+    std::fs::write(
+        &script,
+        "import socket, threading\n\
+         s = socket.socket()\n\
+         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n\
+         s.bind(('0.0.0.0', 80))\n\
+         s.listen()\n\
+         def echo(c):\n    \
+             while True:\n        \
+                 d = c.recv(65536)\n        \
+                 if not d:\n            \
+                     return c.close()\n        \
+                 c.sendall(d)\n\
+         while True:\n    \
+             c, _ = s.accept()\n    \
+             threading.Thread(target=echo, args=(c,), daemon=True).start()\n",
+    )
+    .unwrap();
+    w.exec_container_async(container, &format!("exec python3 {}", script.display()))
+        .unwrap();
+}
+
+/// Exposing a second service reloads the routers in place (SIGHUP), so a connection already
+/// carried for the first service keeps working, and no router restarts.
+#[test]
+fn a_long_connection_through_svc1_survives_exposing_svc2() {
+    use std::io::{Read, Write};
+    if !root_or_skip() {
+        return;
+    }
+    let instance = "sksim-reload";
+    let before = HostSnapshot::take();
+    let sim = sim(instance);
+    let c0 = sim.cluster("0", spec(1)).unwrap();
+    let c1 = sim.cluster("1", spec(1)).unwrap();
+    sim.start().unwrap();
+    let c0w1 = c0.worker("w1").unwrap();
+    let c1w1 = c1.worker("w1").unwrap();
+    serve_echo(&c0w1, "c4");
+    serve(&c0w1, "c5", "hello from c5");
+    c1w1.create_container("c1", BTreeMap::new()).unwrap();
+    for c in [&c0, &c1] {
+        c.skupper_init(SiteOptions::default()).unwrap();
+    }
+    c1.skupper_link(&c0.skupper_token().unwrap(), LinkOptions::default())
+        .unwrap();
+    let p1 = c0.skupper_expose("svc1", "c4", 80).unwrap();
+    let pids = (c0.skupper_router_pid(), c1.skupper_router_pid());
+
+    // A long-lived connection from C1w1 through svc1's listener to c4's echo server.
+    let target = std::net::SocketAddr::from((c1w1.ip(), p1));
+    // The instance's namespace names are prefixed; the worker knows its own.
+    let mut long = knetsim::netns::run_in(&c1w1.ns(), move || {
+        let t = Instant::now();
+        loop {
+            let mut s = std::net::TcpStream::connect_timeout(&target, Duration::from_secs(2))?;
+            s.set_read_timeout(Some(Duration::from_secs(10)))?;
+            s.write_all(b"before")?;
+            let mut got = [0u8; 6];
+            match s.read_exact(&mut got) {
+                Ok(()) if &got == b"before" => return Ok(s),
+                _ if t.elapsed() < Duration::from_secs(20) => {
+                    std::thread::sleep(Duration::from_millis(200))
+                }
+                other => anyhow::bail!("no echo through svc1: {other:?}"),
+            }
+        }
+    })
+    .unwrap();
+
+    let p2 = c0.skupper_expose("svc2", "c5", 80).unwrap();
+    assert_eq!(
+        (c0.skupper_router_pid(), c1.skupper_router_pid()),
+        pids,
+        "no router restarted"
+    );
+    let log1 = std::fs::read_to_string(c1.skupper_log_path()).unwrap();
+    assert!(log1.contains("SIGHUP: configuration reloaded"), "{log1}");
+    let got = get(&c1w1, "c1", &format!("http://{}:{p2}/", c1w1.ip()));
+    assert!(got.contains("hello from c5"), "svc2 from C1: {got}");
+    long.write_all(b"after exposing svc2").unwrap();
+    let mut got = vec![0u8; b"after exposing svc2".len()];
+    long.read_exact(&mut got).unwrap();
+    assert_eq!(got, b"after exposing svc2", "the svc1 connection survived");
+    drop(long);
+
+    sim.teardown().unwrap();
+    assert_nothing_left(instance, &[]);
+    assert_eq!(before, HostSnapshot::take(), "the root namespace changed");
+}

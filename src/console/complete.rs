@@ -2,8 +2,8 @@
 //! function of the line, the cursor and the known names, so it is unit-tested.
 
 use super::line::{classify, Line, COMMANDS};
-use crate::script::api::{GLOBAL_API, METHOD_API};
 use crate::script::errors::is_incomplete;
+use crate::script::registry;
 use rustyline::completion::Completer;
 use rustyline::highlight::Highlighter;
 use rustyline::hint::Hinter;
@@ -15,15 +15,15 @@ const KEYWORDS: &[&str] = &[
     "return", "true", "false", "switch", "throw", "try", "catch",
 ];
 
-/// Property names usable after a dot besides the methods.
-const PROPERTIES: &[&str] = &[
-    "name",
-    "ip",
-    "cluster",
+/// Rhai's own string, array and map methods a lesson uses most, offered after a dot
+/// beside the API's methods and properties.
+const BUILTIN_METHODS: &[&str] = &[
     "len",
     "contains",
     "split",
     "trim",
+    "replace",
+    "keys",
     "to_string",
 ];
 
@@ -49,14 +49,14 @@ pub fn candidates(
     let head = &before[..start];
     let mut out: Vec<String> = Vec::new();
     if head.ends_with('.') {
-        out.extend(METHOD_API.iter().map(|(_, m, _)| m.to_string()));
-        out.extend(PROPERTIES.iter().map(|s| s.to_string()));
+        out.extend(registry::member_names().into_iter().map(str::to_string));
+        out.extend(BUILTIN_METHODS.iter().map(|s| s.to_string()));
     } else if head.trim().is_empty() {
         // First word: a command, a node (for `C0w1 <command>` or as a variable), the API.
         out.extend(COMMANDS.iter().map(|(c, _)| c.to_string()));
         out.extend(nodes.iter().cloned());
         out.extend(vars.iter().cloned());
-        out.extend(GLOBAL_API.iter().map(|(f, _)| f.to_string()));
+        out.extend(registry::function_names().into_iter().map(str::to_string));
         out.extend(KEYWORDS.iter().map(|s| s.to_string()));
     } else {
         // After `C0w1 ` the rest is a shell command: nothing to offer but node names.
@@ -65,7 +65,7 @@ pub fn candidates(
         out.extend(nodes.iter().cloned());
         if !shell {
             out.extend(vars.iter().cloned());
-            out.extend(GLOBAL_API.iter().map(|(f, _)| f.to_string()));
+            out.extend(registry::function_names().into_iter().map(str::to_string));
             out.extend(KEYWORDS.iter().map(|s| s.to_string()));
         }
     }
@@ -146,6 +146,47 @@ mod tests {
         let line = "py C0.add";
         let (_, c) = candidates(line, line.len(), &nodes(), &[]);
         assert_eq!(c, vec!["add_worker"]);
+    }
+
+    #[test]
+    fn completion_offers_the_whole_registry() {
+        let line = "C0.skupper_";
+        let (_, c) = candidates(line, line.len(), &nodes(), &[]);
+        for want in [
+            "skupper_init",
+            "skupper_token",
+            "skupper_link",
+            "skupper_expose",
+            "skupper_delete",
+            "skupper_config",
+            "skupper_log",
+            "skupper_router_pid",
+            "skupper_services",
+        ] {
+            assert!(c.iter().any(|x| x == want), "{want} missing from {c:?}");
+        }
+        let line = "C1.st";
+        let (_, c) = candidates(line, line.len(), &nodes(), &[]);
+        assert!(c.iter().any(|x| x == "start_skupper"), "{c:?}");
+        // Every entry of the registry is offered where it can be typed.
+        for e in &registry::catalog().entries {
+            let (line, n) = match e.receiver {
+                Some(_) => (format!("C0w1.{}", e.name), 5),
+                None => (e.name.to_string(), 0),
+            };
+            let (s, c) = candidates(&line, line.len(), &nodes(), &[]);
+            assert_eq!(s, n, "{line}");
+            assert!(
+                c.iter().any(|x| x == e.name),
+                "{} not offered: {c:?}",
+                e.full_name()
+            );
+        }
+        let (_, c) = candidates("C0w1.d", 6, &nodes(), &[]);
+        assert!(c.iter().any(|x| x == "dir"), "{c:?}");
+        // The original calls create_conf like a function, and its example does too.
+        let (_, c) = candidates("create_c", 8, &nodes(), &[]);
+        assert_eq!(c, vec!["create_conf"]);
     }
 
     #[test]

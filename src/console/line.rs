@@ -27,6 +27,8 @@ pub const COMMANDS: &[(&str, &str)] = &[
 pub enum Line {
     Empty,
     Help,
+    /// `help NAME`: one entry of the script API with its example.
+    HelpOn(String),
     Nodes,
     PingAll,
     Exit,
@@ -104,6 +106,9 @@ pub fn classify(input: &str, nodes: &[String]) -> Line {
         "exit" | "quit" => return Line::Exit,
         _ => {}
     }
+    if let Some(name) = trimmed.strip_prefix("help ") {
+        return Line::HelpOn(name.trim().to_string());
+    }
     let stripped = strip_py(trimmed);
     if stripped.len() != trimmed.len() {
         return if stripped.trim().is_empty() {
@@ -159,6 +164,10 @@ mod tests {
         assert_eq!(classify("pingall", &nodes()), Line::PingAll);
         assert_eq!(classify("exit", &nodes()), Line::Exit);
         assert_eq!(classify("quit", &nodes()), Line::Exit);
+        assert_eq!(
+            classify("help  exec_container ", &nodes()),
+            Line::HelpOn("exec_container".into())
+        );
     }
 
     #[test]

@@ -104,6 +104,9 @@ pub fn handle(session: &mut ScriptSession, input: &str, out: &mut dyn Write) -> 
         Line::Help => {
             let _ = write!(out, "{}", help_text());
         }
+        Line::HelpOn(name) => {
+            let _ = write!(out, "{}", crate::script::help::help_on(&name));
+        }
         Line::Nodes => {
             let _ = writeln!(out, "{}", nodes_table(session.sim()));
         }
@@ -168,23 +171,17 @@ pub fn handle(session: &mut ScriptSession, input: &str, out: &mut dyn Write) -> 
     Flow::Continue
 }
 
-/// `help`: console commands, then the API with one-line examples.
+/// `help`: console commands, then the script API (from its registry).
 pub fn help_text() -> String {
     let mut s = String::new();
     s.push_str("Console commands:\n");
     for (c, what) in COMMANDS {
         s.push_str(&format!("  {c:<10} {what}\n"));
     }
+    s.push_str("  help NAME  one function, method or property with an example, e.g. `help exec_container`\n");
     s.push_str("  C0w1 CMD   run a shell command on a node, e.g. `C0w1 ip route`, `C0e1 etcdctl member list`\n");
-    s.push_str("\nEverything else is Rhai. Every node is a variable: C0, C0w1, C0e1, ...\n");
-    s.push_str("\nFunctions:\n");
-    for (f, ex) in api::GLOBAL_API {
-        s.push_str(&format!("  {f:<18} {ex}\n"));
-    }
-    s.push_str("\nMethods:\n");
-    for (t, m, ex) in api::METHOD_API {
-        s.push_str(&format!("  {:<28} {ex}\n", format!("{t}.{m}")));
-    }
+    s.push_str("\nEverything else is Rhai. Every node is a variable: C0, C0w1, C0e1, ...\n\n");
+    s.push_str(&crate::script::help::help_text());
     s.push_str("\nTab completes names; an unfinished line (open brace, bracket, string) continues on the next.\n");
     s
 }

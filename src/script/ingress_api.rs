@@ -10,14 +10,9 @@
 //! C0.get("w2").echo_server("c2", 8000, "S1-W2");
 //! ```
 
+use super::registry::{rt, RResult, Registry};
 use crate::sim::{IngressInfo, IngressRule, Worker};
-use rhai::{Array, Dynamic, Engine, EvalAltResult, Map};
-
-type RResult<T> = Result<T, Box<EvalAltResult>>;
-
-fn rt<T>(r: anyhow::Result<T>) -> RResult<T> {
-    r.map_err(|e| format!("{e:#}").into())
-}
+use rhai::{Array, Dynamic, Map};
 
 const RULE_EXAMPLE: &str = "#{ path: \"/svc1\", endpoint: \"100.64.11.1:8000\" }";
 
@@ -93,26 +88,41 @@ fn info_map(i: IngressInfo) -> Map {
     m
 }
 
-pub fn register(engine: &mut Engine) {
-    engine.register_fn(
-        "run_ingress",
-        |w: &mut Worker, name: &str, port: i64, rules: Array| -> RResult<Map> {
-            let rules = rules_from(name, &rules)?;
-            rt(w.run_ingress(name, port, &rules)).map(info_map)
-        },
-    );
-    engine.register_fn("stop_ingress", |w: &mut Worker, name: &str| {
-        rt(w.stop_ingress(name))
-    });
-    engine.register_fn("ingresses", |w: &mut Worker| -> Array {
-        w.ingresses().into_iter().map(Dynamic::from).collect()
-    });
-    engine.register_fn(
-        "echo_server",
-        |w: &mut Worker, container: &str, port: i64, message: &str| -> RResult<i64> {
-            rt(w.echo_server(container, port, message)).map(|p| p as i64)
-        },
-    );
+pub fn register(reg: &mut Registry) {
+    reg.on::<Worker>()
+        .method(
+            "run_ingress",
+            "run_ingress(name, port, rules) -> #{ name, worker, port, pid, conf, rules }",
+            "Starts real nginx on the worker routing each rule's path to its endpoint; again with the same name reloads",
+            r#"let ing = C0w1.run_ingress("grp1", 8001, [#{ path: "/svc1", endpoint: "100.64.11.1:8000" }]);"#,
+            |w: &mut Worker, name: &str, port: i64, rules: Array| -> RResult<Map> {
+                let rules = rules_from(name, &rules)?;
+                rt(w.run_ingress(name, port, &rules)).map(info_map)
+            },
+        )
+        .method(
+            "stop_ingress",
+            "stop_ingress(name)",
+            "Stops an ingress's nginx (by its recorded pid)",
+            r#"C0w1.stop_ingress("grp1");"#,
+            |w: &mut Worker, name: &str| rt(w.stop_ingress(name)),
+        )
+        .method(
+            "ingresses",
+            "ingresses() -> [string]",
+            "The names of the ingresses running on this worker",
+            "print(C0w1.ingresses());",
+            |w: &mut Worker| -> Array { w.ingresses().into_iter().map(Dynamic::from).collect() },
+        )
+        .method(
+            "echo_server",
+            "echo_server(pod, port, message) -> int",
+            "Starts an HTTP server in a pod answering every GET with message; waits until it listens; returns its pid",
+            r#"C0w2.echo_server("c2", 8000, "S1-W2");"#,
+            |w: &mut Worker, container: &str, port: i64, message: &str| -> RResult<i64> {
+                rt(w.echo_server(container, port, message)).map(|p| p as i64)
+            },
+        );
 }
 
 #[cfg(test)]

@@ -6,7 +6,10 @@
 
 pub mod api;
 pub mod errors;
+pub mod help;
 pub mod ingress_api;
+pub mod lesson_api;
+pub mod registry;
 pub mod services_api;
 pub mod skupper_api;
 
@@ -102,7 +105,12 @@ impl ScriptSession {
             .set_max_array_size(limits::ARRAY_ITEMS)
             .set_max_map_size(limits::MAP_ENTRIES)
             .set_max_call_levels(limits::CALL_LEVELS);
-        api::register(&mut engine, &sim, &lesson);
+        api::register(&mut engine);
+        registry::Env {
+            sim: sim.clone(),
+            lesson: lesson.clone(),
+        }
+        .install(&mut engine);
         // Ctrl-C outside an exec stops the script between operations.
         engine.on_progress(|_| crate::interrupt::is_set().then_some(Dynamic::UNIT));
         // Node names (`C0`, `C0w1`, `C0e1`) are variables unless the script defines them.

@@ -1,15 +1,10 @@
 //! The Services part of the script API: the original's `kp_vip_add`, Kubernetes-shaped
 //! Services with selectors, and the nft counters a lesson prints and checks.
 
+use super::registry::{rt, RResult, Registry};
 use crate::sim::{Cluster, PortSpec, ServiceSpec, Worker};
-use rhai::{Array, Dynamic, Engine, EvalAltResult, Map};
+use rhai::{Array, Dynamic, Map};
 use std::collections::BTreeMap;
-
-type RResult<T> = Result<T, Box<EvalAltResult>>;
-
-fn rt<T>(r: anyhow::Result<T>) -> RResult<T> {
-    r.map_err(|e| format!("{e:#}").into())
-}
 
 fn strings(what: &str, a: &Array) -> RResult<Vec<String>> {
     a.iter()
@@ -99,61 +94,88 @@ fn service_spec(name: &str, m: &Map) -> RResult<ServiceSpec> {
     Ok(spec)
 }
 
-pub fn register(engine: &mut Engine) {
-    engine.register_fn(
-        "kp_vip_add",
-        |c: &mut Cluster, vip: &str, names: Array| -> RResult<()> {
-            let names = strings("kp_vip_add", &names)?;
-            rt(c.kp_vip_add(vip, &names))
-        },
-    );
-    engine.register_fn("kp_vip_del", |c: &mut Cluster, vip: &str| {
-        rt(c.kp_vip_del(vip))
-    });
-    engine.register_fn(
-        "service",
-        |c: &mut Cluster, name: &str, m: Map| -> RResult<String> {
-            let spec = service_spec(name, &m)?;
-            rt(c.service(name, &spec)).map(|ip| ip.to_string())
-        },
-    );
-    engine.register_fn("delete_service", |c: &mut Cluster, name: &str| {
-        rt(c.delete_service(name))
-    });
-    engine.register_fn(
-        "service_ip",
-        |c: &mut Cluster, name: &str| -> RResult<String> {
-            rt(c.service_ip(name)).map(|ip| ip.to_string())
-        },
-    );
-    engine.register_fn("nft_counters", |w: &mut Worker| -> RResult<Array> {
-        let rows = rt(w.nft_counters())?;
-        Ok(rows
-            .into_iter()
-            .map(|r| {
-                let mut m = Map::new();
-                m.insert("kind".into(), r.kind.into());
-                m.insert("service".into(), r.service.into());
-                m.insert("endpoint".into(), r.endpoint.to_string().into());
-                m.insert("packets".into(), (r.packets as i64).into());
-                m.insert("bytes".into(), (r.bytes as i64).into());
-                Dynamic::from_map(m)
-            })
-            .collect())
-    });
-    // Convenience for lessons: packets per endpoint IP of one service or VIP.
-    engine.register_fn(
-        "flows_by_endpoint",
-        |w: &mut Worker, service: &str| -> RResult<Map> {
-            let rows = rt(w.nft_counters())?;
-            let mut by: BTreeMap<String, i64> = BTreeMap::new();
-            for r in rows
-                .into_iter()
-                .filter(|r| r.service == service || r.service.contains(&format!("/{service}/")))
-            {
-                *by.entry(r.endpoint.to_string()).or_default() += r.packets as i64;
-            }
-            Ok(by.into_iter().map(|(k, v)| (k.into(), v.into())).collect())
-        },
-    );
+pub fn register(reg: &mut Registry) {
+    reg.on::<Cluster>()
+        .method(
+            "kp_vip_add",
+            "kp_vip_add(vip, pods)",
+            "The original's static VIP: every protocol to vip is DNATed to one of pods, chosen per flow",
+            r#"C0.kp_vip_add("100.64.10.1", ["c2", "c3"]);"#,
+            |c: &mut Cluster, vip: &str, names: Array| -> RResult<()> {
+                let names = strings("kp_vip_add", &names)?;
+                rt(c.kp_vip_add(vip, &names))
+            },
+        )
+        .method(
+            "kp_vip_del",
+            "kp_vip_del(vip)",
+            "Removes a static VIP from every worker",
+            r#"C0.kp_vip_del("100.64.10.1");"#,
+            |c: &mut Cluster, vip: &str| rt(c.kp_vip_del(vip)),
+        )
+        .method(
+            "service",
+            "service(name, #{ selector, ports, type?, cluster_ip? }) -> string",
+            "Creates or updates a Service whose endpoints follow its pods' labels; returns its ClusterIP",
+            r#"let ip = C0.service("web", #{ selector: #{ app: "web" }, ports: [#{ port: 80, target: 8000 }] });"#,
+            |c: &mut Cluster, name: &str, m: Map| -> RResult<String> {
+                let spec = service_spec(name, &m)?;
+                rt(c.service(name, &spec)).map(|ip| ip.to_string())
+            },
+        )
+        .method(
+            "delete_service",
+            "delete_service(name)",
+            "Deletes a Service and its rules",
+            r#"C0.delete_service("web");"#,
+            |c: &mut Cluster, name: &str| rt(c.delete_service(name)),
+        )
+        .method(
+            "service_ip",
+            "service_ip(name) -> string",
+            "A Service's ClusterIP",
+            r#"print(C0.service_ip("web"));"#,
+            |c: &mut Cluster, name: &str| -> RResult<String> {
+                rt(c.service_ip(name)).map(|ip| ip.to_string())
+            },
+        );
+    reg.on::<Worker>()
+        .method(
+            "nft_counters",
+            "nft_counters() -> [#{ kind, service, endpoint, packets, bytes }]",
+            "The kube-proxy table's counters on this worker: flows per Service (or VIP) and endpoint",
+            "print(C0w1.nft_counters());",
+            |w: &mut Worker| -> RResult<Array> {
+                let rows = rt(w.nft_counters())?;
+                Ok(rows
+                    .into_iter()
+                    .map(|r| {
+                        let mut m = Map::new();
+                        m.insert("kind".into(), r.kind.into());
+                        m.insert("service".into(), r.service.into());
+                        m.insert("endpoint".into(), r.endpoint.to_string().into());
+                        m.insert("packets".into(), (r.packets as i64).into());
+                        m.insert("bytes".into(), (r.bytes as i64).into());
+                        Dynamic::from_map(m)
+                    })
+                    .collect())
+            },
+        )
+        .method(
+            "flows_by_endpoint",
+            "flows_by_endpoint(service) -> #{ endpoint: flows }",
+            "Flows per endpoint IP of one Service or VIP on this worker (from nft_counters)",
+            r#"print(C0w1.flows_by_endpoint("100.64.10.1"));"#,
+            |w: &mut Worker, service: &str| -> RResult<Map> {
+                let rows = rt(w.nft_counters())?;
+                let mut by: BTreeMap<String, i64> = BTreeMap::new();
+                for r in rows
+                    .into_iter()
+                    .filter(|r| r.service == service || r.service.contains(&format!("/{service}/")))
+                {
+                    *by.entry(r.endpoint.to_string()).or_default() += r.packets as i64;
+                }
+                Ok(by.into_iter().map(|(k, v)| (k.into(), v.into())).collect())
+            },
+        );
 }

@@ -5,14 +5,9 @@
 //! `create_conf(C1, [C0], svcs)` then `C1.start_skupper()`, with
 //! `svcs = [#{ name: "svc1", cluster: "0", host: ip, port: 80, lport: 1028 }]`.
 
+use super::registry::{rt, RResult, Registry};
 use crate::sim::{Cluster, LinkOptions, ListService, SiteOptions};
-use rhai::{Array, Dynamic, Engine, EvalAltResult, Map};
-
-type RResult<T> = Result<T, Box<EvalAltResult>>;
-
-fn rt<T>(r: anyhow::Result<T>) -> RResult<T> {
-    r.map_err(|e| format!("{e:#}").into())
-}
+use rhai::{Array, Dynamic, Map};
 
 fn site_options(m: &Map) -> RResult<SiteOptions> {
     let mut o = SiteOptions::default();
@@ -132,57 +127,107 @@ fn clusters_of(cluster: &str, remotes: &Array) -> RResult<Vec<Cluster>> {
         .collect()
 }
 
-pub fn register(engine: &mut Engine) {
-    engine.register_fn(
-        "create_conf",
-        |c: &mut Cluster, remotes: Array, svcs: Array| -> RResult<String> {
-            let name = c.name();
-            let remotes = clusters_of(&name, &remotes)?;
-            let svcs = list_services(&name, &svcs)?;
-            rt(c.create_conf(&remotes, &svcs)).map(|p| p.display().to_string())
-        },
-    );
-    engine.register_fn("start_skupper", |c: &mut Cluster| rt(c.start_skupper()));
-    engine.register_fn("skupper_init", |c: &mut Cluster| {
-        rt(c.skupper_init(SiteOptions::default()))
-    });
-    engine.register_fn("skupper_init", |c: &mut Cluster, m: Map| -> RResult<()> {
-        let o = site_options(&m)?;
-        rt(c.skupper_init(o))
-    });
-    engine.register_fn("skupper_token", |c: &mut Cluster| rt(c.skupper_token()));
-    engine.register_fn("skupper_link", |c: &mut Cluster, t: &str| {
-        rt(c.skupper_link(t, LinkOptions::default()))
-    });
-    engine.register_fn(
-        "skupper_link",
-        |c: &mut Cluster, t: &str, m: Map| -> RResult<()> {
+pub fn register(reg: &mut Registry) {
+    reg.on::<Cluster>()
+        .method(
+            "skupper_init",
+            "skupper_init(opts?)",
+            "Creates the cluster's Skupper site: a CA, a router certificate, a router on its first worker; opts #{ tls: false }",
+            "C0.skupper_init();",
+            |c: &mut Cluster| rt(c.skupper_init(SiteOptions::default())),
+        )
+        .overload(|c: &mut Cluster, m: Map| -> RResult<()> {
+            let o = site_options(&m)?;
+            rt(c.skupper_init(o))
+        })
+        .method(
+            "skupper_token",
+            "skupper_token() -> string",
+            "Writes a token another site links with (this site's CA and a client certificate); returns its path",
+            "let t = C0.skupper_token();",
+            |c: &mut Cluster| rt(c.skupper_token()),
+        )
+        .method(
+            "skupper_link",
+            "skupper_link(token, opts?)",
+            "Links this site's router to the token's site over 55671; opts #{ cost: N }",
+            "C1.skupper_link(C0.skupper_token());",
+            |c: &mut Cluster, t: &str| rt(c.skupper_link(t, LinkOptions::default())),
+        )
+        .overload(|c: &mut Cluster, t: &str, m: Map| -> RResult<()> {
             let o = link_options(&m)?;
             rt(c.skupper_link(t, o))
-        },
-    );
-    engine.register_fn(
-        "skupper_expose",
-        |c: &mut Cluster, svc: &str, container: &str, port: i64| -> RResult<i64> {
-            rt(c.skupper_expose(svc, container, port)).map(i64::from)
-        },
-    );
-    engine.register_fn("skupper_delete", |c: &mut Cluster| rt(c.skupper_delete()));
-    engine.register_get("skupper_config", |c: &mut Cluster| {
-        c.skupper_config_path().display().to_string()
-    });
-    engine.register_get("skupper_log", |c: &mut Cluster| {
-        c.skupper_log_path().display().to_string()
-    });
-    engine.register_fn("skupper_router_pid", |c: &mut Cluster| -> Dynamic {
-        c.skupper_router_pid()
-            .map(|p| Dynamic::from(p as i64))
-            .unwrap_or(Dynamic::UNIT)
-    });
-    engine.register_fn("skupper_services", |c: &mut Cluster| -> Map {
-        c.skupper_services()
-            .into_iter()
-            .map(|(n, p)| (n.into(), (p as i64).into()))
-            .collect()
-    });
+        })
+        .method(
+            "skupper_expose",
+            "skupper_expose(service, pod, port) -> int",
+            "Exposes pod:port as service to every linked site; returns the port it listens on there (1028, 1029, ...)",
+            r#"let port = C0.skupper_expose("svc1", "c4", 80);"#,
+            |c: &mut Cluster, svc: &str, container: &str, port: i64| -> RResult<i64> {
+                rt(c.skupper_expose(svc, container, port)).map(i64::from)
+            },
+        )
+        .method(
+            "skupper_delete",
+            "skupper_delete()",
+            "Stops the site's router and removes the links and listeners that name it",
+            "C0.skupper_delete();",
+            |c: &mut Cluster| rt(c.skupper_delete()),
+        )
+        .property(
+            "skupper_config",
+            "skupper_config -> string",
+            "The path of the site's router configuration (JSON, skupper-router's shape)",
+            r#"print(C0w1.exec("cat " + C0.skupper_config));"#,
+            |c: &mut Cluster| c.skupper_config_path().display().to_string(),
+        )
+        .property(
+            "skupper_log",
+            "skupper_log -> string",
+            "The path of the site's router log",
+            r#"print(C0w1.exec("tail -3 " + C0.skupper_log));"#,
+            |c: &mut Cluster| c.skupper_log_path().display().to_string(),
+        )
+        .method(
+            "skupper_router_pid",
+            "skupper_router_pid() -> int | ()",
+            "The pid of the site's router, or () without a site",
+            "print(C0.skupper_router_pid());",
+            |c: &mut Cluster| -> Dynamic {
+                c.skupper_router_pid()
+                    .map(|p| Dynamic::from(p as i64))
+                    .unwrap_or(Dynamic::UNIT)
+            },
+        )
+        .method(
+            "skupper_services",
+            "skupper_services() -> #{ service: port }",
+            "The exposed services and the port each listens on in every linked site",
+            "print(C0.skupper_services());",
+            |c: &mut Cluster| -> Map {
+                c.skupper_services()
+                    .into_iter()
+                    .map(|(n, p)| (n.into(), (p as i64).into()))
+                    .collect()
+            },
+        )
+        .method(
+            "create_conf",
+            "create_conf(remotes, services) -> string",
+            "The original's list form: writes the router config linking to remotes (plain links); returns its path",
+            r#"create_conf(C1, [C0], [#{ name: "svc1", cluster: "0", host: ip, port: 80, lport: 1028 }]);"#,
+            |c: &mut Cluster, remotes: Array, svcs: Array| -> RResult<String> {
+                let name = c.name();
+                let remotes = clusters_of(&name, &remotes)?;
+                let svcs = list_services(&name, &svcs)?;
+                rt(c.create_conf(&remotes, &svcs)).map(|p| p.display().to_string())
+            },
+        )
+        .method(
+            "start_skupper",
+            "start_skupper()",
+            "Starts the router create_conf configured; returns once its links and addresses are up",
+            "C1.start_skupper();",
+            |c: &mut Cluster| rt(c.start_skupper()),
+        );
 }

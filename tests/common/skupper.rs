@@ -46,6 +46,15 @@ impl Routers {
         self.children.push((name.to_string(), child));
     }
 
+    /// Rewrites NAME.json and sends the router SIGHUP, as the simulator does.
+    pub fn reload(&self, name: &str, config: &str) {
+        std::fs::write(self.dir.join(format!("{name}.json")), config).unwrap();
+        let (_, c) = self.children.iter().find(|(n, _)| n == name).unwrap();
+        // SAFETY: a plain kill(2) to our own child, which has not been reaped.
+        let rc = unsafe { libc::kill(c.id() as i32, libc::SIGHUP) };
+        assert_eq!(rc, 0, "SIGHUP to router {name}");
+    }
+
     pub fn kill(&mut self, name: &str) {
         if let Some(i) = self.children.iter().position(|(n, _)| n == name) {
             let (_, mut c) = self.children.remove(i);

@@ -461,7 +461,45 @@ impl RouterConfig {
             )
         })?;
         cfg.check_references()?;
+        cfg.check_roles()?;
         Ok(cfg)
+    }
+
+    /// skupper-router's edge mode: an edge router links only through `edge`-role connectors
+    /// to interior routers; only interior routers take edge links or join inter-router ones.
+    fn check_roles(&self) -> Result<(), ConfigError> {
+        let edge = self.router.mode == Mode::Edge;
+        for l in self.listeners.iter().filter(|l| !l.http) {
+            if edge && l.role.is_router_link() {
+                return Err(ConfigError(format!(
+                    "listener on port {} has role {}, but router {} is in edge mode: an edge router takes no router links; give it an edge-role connector to an interior router, or make it interior",
+                    l.port,
+                    l.role.as_str(),
+                    self.router.id
+                )));
+            }
+        }
+        for c in &self.connectors {
+            let ok = match c.role {
+                Role::InterRouter => !edge,
+                Role::Edge => edge,
+                Role::Normal => true,
+            };
+            if !ok {
+                return Err(ConfigError(format!(
+                    "connector \"{}\" has role {} in a router in {} mode; {}",
+                    c.name,
+                    c.role.as_str(),
+                    self.router.mode.as_str(),
+                    if edge {
+                        "an edge router connects with role edge (to an interior router's edge listener, port 45671)"
+                    } else {
+                        "an interior router connects with role inter-router; role edge belongs to edge routers"
+                    }
+                )));
+            }
+        }
+        Ok(())
     }
 
     fn check_references(&self) -> Result<(), ConfigError> {
@@ -687,6 +725,29 @@ mod tests {
         assert!(e.contains("second router"), "{e}");
         let e = err(r#"[["router", {"id": "a"}], ["connector", {"name": "c", "port": 1}]]"#);
         assert!(e.contains("missing required attribute \"host\""), "{e}");
+    }
+
+    #[test]
+    fn edge_mode_roles_are_checked() {
+        let e = err(
+            r#"[["router", {"id": "e", "mode": "edge"}], ["connector", {"name": "up", "host": "h", "port": 1, "role": "inter-router"}]]"#,
+        );
+        assert!(
+            e.contains("connector \"up\"") && e.contains("role edge"),
+            "{e}"
+        );
+        let e = err(
+            r#"[["router", {"id": "e", "mode": "edge"}], ["listener", {"port": 1, "role": "inter-router"}]]"#,
+        );
+        assert!(e.contains("edge mode") && e.contains("port 1"), "{e}");
+        let e = err(
+            r#"[["router", {"id": "i"}], ["connector", {"name": "up", "host": "h", "port": 1, "role": "edge"}]]"#,
+        );
+        assert!(e.contains("belongs to edge routers"), "{e}");
+        RouterConfig::parse(
+            r#"[["router", {"id": "e", "mode": "edge"}], ["connector", {"name": "up", "host": "h", "port": 1, "role": "edge"}], ["listener", {"port": 5672}]]"#,
+        )
+        .unwrap();
     }
 
     #[test]

@@ -8,9 +8,10 @@
 //! link-state records and TCP flow messages share the link.
 
 use super::certs;
-use super::config::{Connector, Listener, Role};
+use super::config::{Connector, Listener, Mode, Role};
 use super::log;
 use super::router::{Kind, Msg, Neighbor, Router};
+use super::sasl;
 use anyhow::{anyhow, bail, Context, Result};
 use fe2o3_amqp::acceptor::{ConnectionAcceptor, LinkAcceptor, LinkEndpoint, SessionAcceptor};
 use fe2o3_amqp::connection::ConnectionHandle;
@@ -40,6 +41,9 @@ struct Hello {
     id: String,
     cost: u32,
     mode: String,
+    /// The role of the link as the sender configured it (connector or listener).
+    #[serde(default)]
+    role: String,
 }
 
 fn to_amqp(m: Msg) -> Message<fe2o3_amqp::types::messaging::Data> {
@@ -83,11 +87,12 @@ fn from_amqp(m: Message<Body<Value>>) -> Option<Msg> {
     })
 }
 
-fn hello_msg(router: &Router, cost: u32) -> Msg {
+fn hello_msg(router: &Router, cost: u32, role: Role) -> Msg {
     let h = Hello {
         id: router.id.clone(),
         cost,
         mode: router.mode().as_str().into(),
+        role: role.as_str().into(),
     };
     Msg {
         kind: Kind::Hello,
@@ -95,6 +100,33 @@ fn hello_msg(router: &Router, cost: u32) -> Msg {
         reply_to: String::new(),
         seq: 0,
         body: serde_json::to_vec(&h).unwrap_or_default(),
+    }
+}
+
+/// skupper-router's rule for who links with whom: inter-router links join interior
+/// routers; an edge link joins an edge router (connecting) to an interior one.
+fn check_roles(role: Role, me: Mode, peer: &Hello) -> Result<()> {
+    let peer_edge = peer.mode == Mode::Edge.as_str();
+    let me_edge = me == Mode::Edge;
+    if !peer.role.is_empty() && peer.role != role.as_str() {
+        bail!(
+            "this end of the link has role {}, router {}'s end has role {}; connect to a listener of the same role (inter-router 55671, edge 45671)",
+            role.as_str(),
+            peer.id,
+            peer.role
+        );
+    }
+    match role {
+        Role::InterRouter if me_edge || peer_edge => bail!(
+            "router {} is in edge mode; inter-router links join interior routers only (an edge router connects with role edge)",
+            if me_edge { "this one" } else { peer.id.as_str() }
+        ),
+        Role::Edge if me_edge == peer_edge => bail!(
+            "an edge link joins an edge router to an interior one, but both this router and {} are {}",
+            peer.id,
+            if me_edge { "edge routers" } else { "interior routers" }
+        ),
+        _ => Ok(()),
     }
 }
 
@@ -119,8 +151,18 @@ async fn run_link(
     peer: Hello,
     cost: u32,
     describe: String,
+    auth: String,
 ) -> String {
     let conn = router.next_id();
+    // A link ends either here or by its task being aborted (a connector removed on
+    // reload): either way the neighbour goes, and with it the sender task's channel.
+    struct Down(Arc<Router>, u64, &'static str);
+    impl Drop for Down {
+        fn drop(&mut self) {
+            self.0.neighbor_down(self.1, self.2);
+        }
+    }
+    let _down = Down(router.clone(), conn, "link closed");
     let (tx, mut rx) = mpsc::unbounded_channel::<Msg>();
     let send_task = tokio::spawn(async move {
         while let Some(m) = rx.recv().await {
@@ -138,6 +180,7 @@ async fn run_link(
             cost: cost.max(peer.cost),
             tx,
             describe,
+            auth,
         },
     );
     // Deliveries are pre-settled, so fe2o3's automatic credit (refreshed on dispositions)
@@ -212,10 +255,11 @@ where
         .await
         .map_err(|e| anyhow!("AMQP attach (receiver) failed: {e}"))?;
     sender
-        .send(to_amqp(hello_msg(router, c.cost)))
+        .send(to_amqp(hello_msg(router, c.cost, c.role)))
         .await
         .map_err(|e| anyhow!("sending hello failed: {e}"))?;
     let peer = recv_hello(&mut receiver).await?;
+    check_roles(c.role, router.mode(), &peer)?;
     Ok((conn, session, sender, receiver, peer))
 }
 
@@ -228,29 +272,50 @@ async fn connect_once(router: &Arc<Router>, c: &Connector) -> Result<String> {
     let (conn, session, sender, receiver, peer, describe) = match &c.ssl_profile {
         Some(p) => {
             let prof = router
-                .cfg
+                .cfg()
                 .ssl_profile(p)
+                .cloned()
                 .ok_or_else(|| anyhow!("sslProfile {p} missing"))?;
-            let tls = certs::client_config(prof)?;
+            let tls = certs::client_config(&prof)?;
             let name = certs::server_name(&c.host, c.verify_hostname)?;
-            let io = tokio_rustls::TlsConnector::from(tls)
-                .connect(name, tcp)
+            let mut io = tokio_rustls::TlsConnector::from(tls)
+                .connect(name, read_buffered(tcp))
                 .await
                 .map_err(|e| anyhow!("TLS handshake with {}:{} failed: {e}", c.host, c.port))?;
-            let (a, b, s, r, h) = tokio::time::timeout(HANDSHAKE, connector_side(router, io, c))
-                .await
-                .map_err(|_| anyhow!("AMQP handshake timed out"))??;
+            let (a, b, s, r, h) = tokio::time::timeout(HANDSHAKE, async {
+                sasl::connect(&mut io, sasl::EXTERNAL).await?;
+                connector_side(router, io, c).await
+            })
+            .await
+            .map_err(|_| anyhow!("AMQP handshake timed out"))??;
             (a, b, s, r, h, format!("{role}, TLS"))
         }
         None => {
-            let (a, b, s, r, h) =
-                tokio::time::timeout(HANDSHAKE, connector_side(router, buffered(tcp), c))
-                    .await
-                    .map_err(|_| anyhow!("AMQP handshake timed out"))??;
+            let mut tcp = tcp;
+            let (a, b, s, r, h) = tokio::time::timeout(HANDSHAKE, async {
+                sasl::connect(&mut tcp, sasl::ANONYMOUS).await?;
+                connector_side(router, buffered(tcp), c).await
+            })
+            .await
+            .map_err(|_| anyhow!("AMQP handshake timed out"))??;
             (a, b, s, r, h, format!("{role}, plain"))
         }
     };
-    let why = run_link(router.clone(), sender, receiver, peer, c.cost, describe).await;
+    let auth = if c.ssl_profile.is_some() {
+        "SASL EXTERNAL (our certificate)"
+    } else {
+        "SASL ANONYMOUS"
+    };
+    let why = run_link(
+        router.clone(),
+        sender,
+        receiver,
+        peer,
+        c.cost,
+        describe,
+        auth.to_string(),
+    )
+    .await;
     drop(session);
     drop(conn);
     Ok(why)
@@ -306,6 +371,7 @@ pub async fn run_connector(router: Arc<Router>, c: Connector) {
 async fn acceptor_side<Io>(
     router: &Arc<Router>,
     io: Io,
+    role: Role,
 ) -> Result<(
     fe2o3_amqp::acceptor::ListenerConnectionHandle,
     fe2o3_amqp::acceptor::ListenerSessionHandle,
@@ -342,10 +408,12 @@ where
     }
     let (mut sender, mut receiver) = (sender.unwrap(), receiver.unwrap());
     let peer = recv_hello(&mut receiver).await?;
+    // The hello goes back even to a peer refused below, so it can say why too.
     sender
-        .send(to_amqp(hello_msg(router, peer.cost)))
+        .send(to_amqp(hello_msg(router, peer.cost, role)))
         .await
         .map_err(|e| anyhow!("sending hello failed: {e}"))?;
+    check_roles(role, router.mode(), &peer)?;
     Ok((conn, session, sender, receiver, peer))
 }
 
@@ -362,27 +430,45 @@ async fn serve_one(
         match tls {
             Some(cfg) => {
                 let io = tokio_rustls::TlsAcceptor::from(cfg)
-                    .accept(tcp)
+                    .accept(read_buffered(tcp))
                     .await
                     .map_err(|e| anyhow!("TLS handshake failed: {e} (the peer's certificate must be issued by this site's CA: link with a token from this site)"))?;
-                let (c, s, snd, rcv, h) = tokio::time::timeout(HANDSHAKE, acceptor_side(&router, io))
-                    .await
-                    .map_err(|_| anyhow!("AMQP handshake timed out"))??;
-                Ok::<_, anyhow::Error>((c, s, snd, rcv, h, format!("{role}, TLS")))
+                let offer = sasl::Offer::External { identity: peer_identity(&io) };
+                let (c, s, snd, rcv, h, who) = tokio::time::timeout(HANDSHAKE, async {
+                    let (io, who) = sasl::accept(io, &offer).await?;
+                    let (c, s, snd, rcv, h) = acceptor_side(&router, io, l.role).await?;
+                    Ok::<_, anyhow::Error>((c, s, snd, rcv, h, who))
+                })
+                .await
+                .map_err(|_| anyhow!("AMQP handshake timed out"))??;
+                Ok::<_, anyhow::Error>((c, s, snd, rcv, h, format!("{role}, TLS"), who))
             }
             None => {
-                let (c, s, snd, rcv, h) = tokio::time::timeout(HANDSHAKE, acceptor_side(&router, buffered(tcp)))
-                    .await
-                    .map_err(|_| anyhow!("AMQP handshake timed out"))??;
-                Ok((c, s, snd, rcv, h, format!("{role}, plain")))
+                let (c, s, snd, rcv, h, who) = tokio::time::timeout(HANDSHAKE, async {
+                    let (io, who) = sasl::accept(tcp, &sasl::Offer::Anonymous).await?;
+                    let (c, s, snd, rcv, h) = acceptor_side(&router, buffered(io), l.role).await?;
+                    Ok::<_, anyhow::Error>((c, s, snd, rcv, h, who))
+                })
+                .await
+                .map_err(|_| anyhow!("AMQP handshake timed out"))??;
+                Ok((c, s, snd, rcv, h, format!("{role}, plain"), who))
             }
         }
     }
     .await;
     match res {
-        Ok((conn, session, sender, receiver, peer, describe)) => {
+        Ok((conn, session, sender, receiver, peer, describe, who)) => {
             let cost = l.cost.unwrap_or(1);
-            let _ = run_link(router, sender, receiver, peer, cost, describe).await;
+            let _ = run_link(
+                router,
+                sender,
+                receiver,
+                peer,
+                cost,
+                describe,
+                who.to_string(),
+            )
+            .await;
             drop(session);
             drop(conn);
         }
@@ -398,10 +484,11 @@ pub async fn run_listener(router: Arc<Router>, l: Listener) -> Result<()> {
     let tls = match &l.ssl_profile {
         Some(p) => {
             let prof = router
-                .cfg
+                .cfg()
                 .ssl_profile(p)
+                .cloned()
                 .ok_or_else(|| anyhow!("sslProfile {p} missing"))?;
-            Some(certs::server_config(prof)?)
+            Some(certs::server_config(&prof)?)
         }
         None => None,
     };
@@ -444,7 +531,24 @@ pub fn serves(role: Role) -> bool {
     role.is_router_link()
 }
 
+/// The subject of the certificate a TLS peer presented (verified against the site CA).
+pub fn peer_identity<Io>(io: &tokio_rustls::server::TlsStream<Io>) -> String {
+    io.get_ref()
+        .1
+        .peer_certificates()
+        .and_then(|c| c.first())
+        .and_then(|c| sasl::subject_cn(c))
+        .unwrap_or_else(|| "an unnamed certificate".into())
+}
+
+/// A TLS link's socket with a read buffer: rustls reads at most 4 KiB per call, so without
+/// it a 256 KiB message costs dozens of `recv` calls; with it, a few. (Its writes are
+/// already gathered into one `writev` per batch of records.)
+fn read_buffered(tcp: TcpStream) -> tokio::io::BufReader<TcpStream> {
+    tokio::io::BufReader::with_capacity(256 * 1024, tcp)
+}
+
 /// A plain link's socket with read and write buffers, so frames cost fewer system calls.
-fn buffered(tcp: TcpStream) -> tokio::io::BufStream<TcpStream> {
+fn buffered<Io: AsyncRead + AsyncWrite>(tcp: Io) -> tokio::io::BufStream<Io> {
     tokio::io::BufStream::with_capacity(256 * 1024, 256 * 1024, tcp)
 }

@@ -3,7 +3,10 @@
 //! - [`config`]: skupper-router's JSON configuration (parse, validate, render).
 //! - [`certs`]: per-site certificate authorities, router certificates and link tokens.
 //! - [`link`]: inter-router links, AMQP 1.0 over mutual TLS (or plain).
+//! - [`reload`]: SIGHUP applies a changed configuration without a restart.
+//! - [`sasl`]: SASL ANONYMOUS and EXTERNAL, both ends.
 //! - [`router`]: link-state routing and message forwarding; the addressing is described there.
+//! - [`client`]: ordinary AMQP clients on `normal` listeners, routed by address.
 //! - [`tcp`]: the TCP adaptor (tcpListener / tcpConnector).
 //! - [`http`]: `/healthz` and `/metrics`.
 //!
@@ -21,6 +24,10 @@
 //! 4. Start `knetsim skrouterd -c FILE` inside the worker namespace with
 //!    `netns::process::spawn_daemon`; it logs to stderr. It exits non-zero with a message
 //!    on a bad config or a port it cannot bind; stop it by pid (SIGTERM).
+//! 5. To change it, rewrite the file and send SIGHUP: tcpListeners, tcpConnectors,
+//!    connectors, addresses and sslProfiles change in place (open connections stay); the
+//!    log says `SIGHUP: configuration reloaded` or why not, and `/metrics` counts
+//!    `skrouter_config_reloads_total`. A changed router entry or listener needs a restart.
 //!
 //! Readiness: the log says `link to router X up (...)` per link and
 //! `address A: reachable at router R, next hop H, cost N` per service address;
@@ -29,10 +36,13 @@
 use clap::Args;
 
 pub mod certs;
+pub mod client;
 pub mod config;
 pub mod http;
 pub mod link;
+pub mod reload;
 pub mod router;
+pub mod sasl;
 pub mod tcp;
 
 pub use certs::{create_site_ca, create_token, issue_router_cert, CertFiles, Token};
@@ -79,7 +89,7 @@ pub fn run(args: SkrouterdArgs) -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    rt.block_on(serve(cfg))
+    rt.block_on(serve(cfg, &args.config))
 }
 
 /// Every message body is a fresh buffer above glibc's mmap threshold (128 KiB), so by
@@ -93,9 +103,10 @@ fn keep_buffers_mapped() {
     }
 }
 
-/// Runs a router until SIGTERM/SIGINT. Fails early (with a clear message) when a listener
-/// cannot bind or an sslProfile cannot be loaded.
-pub async fn serve(cfg: RouterConfig) -> anyhow::Result<()> {
+/// Runs a router until SIGTERM/SIGINT; on SIGHUP rereads `path` (see [`reload`]). Fails
+/// early (with a clear message) when a listener cannot bind or an sslProfile cannot be
+/// loaded.
+pub async fn serve(cfg: RouterConfig, path: &std::path::Path) -> anyhow::Result<()> {
     let _ = ROUTER_ID.set(cfg.router.id.clone());
     log!(
         "router {} starting (mode {}), pid {}",
@@ -112,11 +123,7 @@ pub async fn serve(cfg: RouterConfig) -> anyhow::Result<()> {
         } else if link::serves(l.role) {
             link::run_listener(router.clone(), l.clone()).await?;
         } else {
-            log!(
-                "listener {}:{} role normal: AMQP clients are not served by this router; ignored",
-                l.host,
-                l.port
-            );
+            client::run_listener(router.clone(), l.clone()).await?;
         }
     }
     if !http_started {
@@ -124,25 +131,19 @@ pub async fn serve(cfg: RouterConfig) -> anyhow::Result<()> {
             log!("no HTTP listener configured and the default failed: {e}");
         }
     }
-    for t in &cfg.tcp_listeners {
-        tcp::run_listener(router.clone(), t.clone()).await?;
-    }
-    for t in &cfg.tcp_connectors {
-        log!(
-            "tcpConnector {}: address {} -> {}:{}",
-            t.name,
-            t.address,
-            t.host,
-            t.port
-        );
-    }
-    for c in &cfg.connectors {
-        tokio::spawn(link::run_connector(router.clone(), c.clone()));
-    }
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    tokio::select! {
-        _ = term.recv() => log!("SIGTERM: stopping"),
-        _ = tokio::signal::ctrl_c() => log!("SIGINT: stopping"),
+    let mut running = reload::Running::start(&router, &cfg).await?;
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut hup = signal(SignalKind::hangup())?;
+    loop {
+        tokio::select! {
+            _ = term.recv() => { log!("SIGTERM: stopping"); break }
+            _ = tokio::signal::ctrl_c() => { log!("SIGINT: stopping"); break }
+            _ = hup.recv() => match running.reload(&router, path).await {
+                Ok(n) => log!("SIGHUP: configuration reloaded from {}: {n} changes", path.display()),
+                Err(e) => log!("SIGHUP: reload of {} failed: {e:#}", path.display()),
+            },
+        }
     }
     Ok(())
 }

@@ -22,6 +22,7 @@
 //! Each router runs Dijkstra from itself; the next hop toward a router is the neighbour on
 //! the cheapest path, and a service address goes to the nearest router advertising it.
 
+use super::client::ClientDelivery;
 use super::config::{Mode, RouterConfig};
 use super::log;
 use super::tcp::FlowEvent;
@@ -41,6 +42,10 @@ pub enum Kind {
     Fin,
     Reset,
     Ack,
+    /// A client's AMQP message (the whole encoded message is the body).
+    Message,
+    /// The outcome of a client's message, on its way back to the sender's router.
+    Disposition,
 }
 
 impl Kind {
@@ -54,6 +59,8 @@ impl Kind {
             Kind::Fin => "fin",
             Kind::Reset => "reset",
             Kind::Ack => "ack",
+            Kind::Message => "message",
+            Kind::Disposition => "disposition",
         }
     }
     pub fn parse(s: &str) -> Option<Kind> {
@@ -66,6 +73,8 @@ impl Kind {
             "fin" => Kind::Fin,
             "reset" => Kind::Reset,
             "ack" => Kind::Ack,
+            "message" => Kind::Message,
+            "disposition" => Kind::Disposition,
             _ => return None,
         })
     }
@@ -88,6 +97,12 @@ pub struct Lsa {
     pub seq: u64,
     pub neighbors: BTreeMap<String, u32>,
     pub addresses: BTreeSet<String>,
+    /// Addresses with AMQP client consumers on this router.
+    #[serde(default)]
+    pub consumers: BTreeSet<String>,
+    /// An edge router: reachable, but never a path to anyone else.
+    #[serde(default)]
+    pub edge: bool,
 }
 
 pub struct Neighbor {
@@ -95,6 +110,8 @@ pub struct Neighbor {
     pub cost: u32,
     pub tx: mpsc::UnboundedSender<Msg>,
     pub describe: String,
+    /// How the peer authenticated (SASL mechanism and identity).
+    pub auth: String,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -112,6 +129,32 @@ struct State {
     next_hop: HashMap<String, u64>,
     addr_routes: HashMap<String, AddrRoute>,
     flows: HashMap<u64, mpsc::UnboundedSender<FlowEvent>>,
+    /// Cost to every reachable router.
+    dist: HashMap<String, u32>,
+    /// Local client consumers per address.
+    consumers: HashMap<String, Vec<(u64, mpsc::UnboundedSender<ClientDelivery>)>>,
+    /// Client deliveries sent from here and not settled yet: where the outcome goes, and
+    /// the destination counted in `inflight`.
+    settlements: HashMap<u64, (mpsc::UnboundedSender<(u64, String)>, String)>,
+    /// Unsettled deliveries per destination router, for `balanced`.
+    inflight: HashMap<String, u32>,
+    /// Round-robin counter for ties between routers.
+    turn: usize,
+    /// Round-robin counter among local consumers.
+    local_turn: usize,
+    /// (address, router) pairs with consumers last computed, to log changes.
+    consumers_seen: BTreeSet<(String, String)>,
+}
+
+/// How an address's messages are distributed (skupper-router's `address` entries).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Distribution {
+    /// To one consumer: the one with fewest unsettled deliveries, then the closest.
+    Balanced,
+    /// To one consumer among the closest.
+    Closest,
+    /// A copy to every consumer.
+    Multicast,
 }
 
 /// Counters shown on /metrics.
@@ -124,6 +167,8 @@ pub struct Metrics {
     pub bytes_out: AtomicU64,
     pub messages_routed: AtomicU64,
     pub messages_dropped: AtomicU64,
+    pub client_deliveries: AtomicU64,
+    pub config_reloads: AtomicU64,
     pub links_up_total: AtomicU64,
     pub links_refused: AtomicU64,
     pub per_address: Mutex<BTreeMap<String, AddressCounters>>,
@@ -138,10 +183,12 @@ pub struct AddressCounters {
 
 pub struct Router {
     pub id: String,
-    pub cfg: RouterConfig,
+    cfg: std::sync::RwLock<RouterConfig>,
     pub metrics: Metrics,
     state: Mutex<State>,
     next_id: AtomicU64,
+    /// Bumped whenever the set of consumers anywhere may have changed.
+    consumer_watch: tokio::sync::watch::Sender<u64>,
 }
 
 fn now_nanos() -> u64 {
@@ -155,10 +202,11 @@ impl Router {
     pub fn new(cfg: RouterConfig) -> Arc<Router> {
         let r = Arc::new(Router {
             id: cfg.router.id.clone(),
-            cfg,
+            cfg: std::sync::RwLock::new(cfg),
             metrics: Metrics::default(),
             state: Mutex::new(State::default()),
             next_id: AtomicU64::new(1),
+            consumer_watch: tokio::sync::watch::channel(0).0,
         });
         {
             let mut st = r.state.lock().unwrap();
@@ -177,8 +225,23 @@ impl Router {
         format!("_topo/{}/temp.{n}", self.id)
     }
 
+    /// The configuration in force (replaced on reload).
+    pub fn cfg(&self) -> std::sync::RwLockReadGuard<'_, RouterConfig> {
+        self.cfg.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Replaces the configuration and advertises the addresses it serves.
+    pub fn set_cfg(&self, cfg: RouterConfig) {
+        *self.cfg.write().unwrap_or_else(|e| e.into_inner()) = cfg;
+        let mut st = self.state.lock().unwrap();
+        self.refresh_own_lsa(&mut st);
+        let mine = st.lsas[&self.id].clone();
+        self.flood(&st, &mine, None);
+        self.recompute(&mut st);
+    }
+
     fn local_addresses(&self) -> BTreeSet<String> {
-        self.cfg
+        self.cfg()
             .tcp_connectors
             .iter()
             .map(|c| c.address.clone())
@@ -199,6 +262,8 @@ impl Router {
                 seq: st.my_seq,
                 neighbors,
                 addresses: self.local_addresses(),
+                consumers: st.consumers.keys().cloned().collect(),
+                edge: self.mode() == Mode::Edge,
             },
         );
     }
@@ -224,7 +289,12 @@ impl Router {
 
     /// A neighbour finished its hello: record it, tell it everything we know, flood our news.
     pub fn neighbor_up(&self, conn: u64, n: Neighbor) {
-        log!("link to router {} up ({})", n.router, n.describe);
+        log!(
+            "link to router {} up ({}); {}",
+            n.router,
+            n.describe,
+            n.auth
+        );
         self.metrics.links_up_total.fetch_add(1, Ordering::Relaxed);
         let mut st = self.state.lock().unwrap();
         let tx = n.tx.clone();
@@ -287,6 +357,10 @@ impl Router {
             let Some(l) = st.lsas.get(&node) else {
                 continue;
             };
+            // Edge routers hang off interior ones: traffic ends at an edge, never crosses it.
+            if l.edge && node != self.id {
+                continue;
+            }
             for (nb, cost) in &l.neighbors {
                 let back = st.lsas.get(nb).and_then(|o| o.neighbors.get(&node));
                 if back.is_none() {
@@ -358,6 +432,24 @@ impl Router {
         }
         st.next_hop = next_hop;
         st.addr_routes = addr_routes;
+        st.dist = dist;
+        let mut seen = BTreeSet::new();
+        for l in st.lsas.values() {
+            if l.id == self.id || !st.next_hop.contains_key(&l.id) {
+                continue;
+            }
+            for a in &l.consumers {
+                seen.insert((a.clone(), l.id.clone()));
+            }
+        }
+        for (a, rid) in seen.difference(&st.consumers_seen) {
+            log!("consumers of address {a} at router {rid}");
+        }
+        for (a, rid) in st.consumers_seen.difference(&seen) {
+            log!("no consumers of address {a} at router {rid} any more");
+        }
+        st.consumers_seen = seen;
+        self.consumer_watch.send_modify(|v| *v += 1);
     }
 
     /// Whether a route exists for `address` (for tests and logs).
@@ -373,6 +465,202 @@ impl Router {
         self.state.lock().unwrap().flows.remove(&n);
     }
 
+    /// The distribution of `address`: the longest matching `address` prefix's, `balanced`
+    /// when none matches. A prefix matches whole tokens (separated by `.` or `/`).
+    pub fn distribution(&self, address: &str) -> Distribution {
+        let cfg = self.cfg();
+        let best = cfg
+            .addresses
+            .iter()
+            .filter(|a| {
+                address == a.prefix
+                    || (address.starts_with(&a.prefix)
+                        && matches!(address.as_bytes().get(a.prefix.len()), Some(b'.' | b'/')))
+            })
+            .max_by_key(|a| a.prefix.len());
+        match best.map(|a| a.distribution.as_str()) {
+            Some("closest") => Distribution::Closest,
+            Some("multicast") => Distribution::Multicast,
+            _ => Distribution::Balanced,
+        }
+    }
+
+    /// Registers a local client consumer of `address`; returns its id.
+    pub fn add_consumer(&self, address: &str, tx: mpsc::UnboundedSender<ClientDelivery>) -> u64 {
+        let id = self.next_id();
+        let mut st = self.state.lock().unwrap();
+        let list = st.consumers.entry(address.to_string()).or_default();
+        list.push((id, tx));
+        if list.len() == 1 {
+            self.advertise(&mut st);
+        }
+        id
+    }
+
+    pub fn remove_consumer(&self, address: &str, id: u64) {
+        let mut st = self.state.lock().unwrap();
+        let Some(list) = st.consumers.get_mut(address) else {
+            return;
+        };
+        list.retain(|(i, _)| *i != id);
+        if list.is_empty() {
+            st.consumers.remove(address);
+            self.advertise(&mut st);
+        }
+    }
+
+    fn advertise(&self, st: &mut State) {
+        self.refresh_own_lsa(st);
+        let mine = st.lsas[&self.id].clone();
+        self.flood(st, &mine, None);
+        self.recompute(st);
+    }
+
+    /// A receiver that changes whenever consumers may have come or gone.
+    pub fn consumer_changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.consumer_watch.subscribe()
+    }
+
+    /// Routers (with their cost) that have a consumer of `address`, this one first.
+    fn consumer_routers(&self, st: &State, address: &str) -> Vec<(u32, String)> {
+        let mut out = vec![];
+        if st.consumers.contains_key(address) {
+            out.push((0, self.id.clone()));
+        }
+        for l in st.lsas.values() {
+            if l.id == self.id || !l.consumers.contains(address) {
+                continue;
+            }
+            if let (Some(d), true) = (st.dist.get(&l.id), st.next_hop.contains_key(&l.id)) {
+                out.push((*d, l.id.clone()));
+            }
+        }
+        out.sort();
+        out
+    }
+
+    /// Whether a consumer of `address` exists anywhere this router can reach.
+    pub fn has_consumer(&self, address: &str) -> bool {
+        let st = self.state.lock().unwrap();
+        !self.consumer_routers(&st, address).is_empty()
+    }
+
+    /// Records a client delivery awaiting its outcome; returns the address the outcome is
+    /// sent to.
+    pub fn begin_settlement(&self, n: u64, tx: mpsc::UnboundedSender<(u64, String)>) -> String {
+        self.state
+            .lock()
+            .unwrap()
+            .settlements
+            .insert(n, (tx, String::new()));
+        format!("_topo/{}/dlv.{n}", self.id)
+    }
+
+    pub fn end_settlement(&self, n: u64) {
+        let mut st = self.state.lock().unwrap();
+        if let Some((_, dest)) = st.settlements.remove(&n) {
+            if let Some(c) = st.inflight.get_mut(&dest) {
+                *c = c.saturating_sub(1);
+            }
+        }
+    }
+
+    /// Chooses where a client message goes and sends it there.
+    fn route_message(self: &Arc<Self>, mut st: std::sync::MutexGuard<'_, State>, m: Msg) {
+        let address = m.to.clone();
+        let cands = self.consumer_routers(&st, &address);
+        if cands.is_empty() {
+            drop(st);
+            self.undeliverable(m, "no consumer for the address");
+            return;
+        }
+        let chosen: Vec<String> = match self.distribution(&address) {
+            Distribution::Multicast => cands.into_iter().map(|(_, r)| r).collect(),
+            Distribution::Closest => {
+                let best = cands[0].0;
+                let near: Vec<&String> = cands
+                    .iter()
+                    .filter(|(d, _)| *d == best)
+                    .map(|(_, r)| r)
+                    .collect();
+                st.turn = st.turn.wrapping_add(1);
+                vec![near[st.turn % near.len()].clone()]
+            }
+            Distribution::Balanced => {
+                // As skupper-router weighs them: unsettled deliveries plus the path's cost,
+                // so one-at-a-time senders stay local and bursts spill over to other sites.
+                let score = |(d, r): &(u32, String)| st.inflight.get(r).copied().unwrap_or(0) + d;
+                let min = cands.iter().map(score).min().unwrap_or(0);
+                let least: Vec<String> = cands
+                    .iter()
+                    .filter(|c| score(c) == min)
+                    .map(|(_, r)| r.clone())
+                    .collect();
+                st.turn = st.turn.wrapping_add(1);
+                vec![least[st.turn % least.len()].clone()]
+            }
+        };
+        let multicast = chosen.len() > 1 || self.distribution(&address) == Distribution::Multicast;
+        let mut m = m;
+        if multicast {
+            // As skupper-router does, a multicast message is settled where it enters.
+            let settle_to = std::mem::take(&mut m.reply_to);
+            drop(st);
+            if !settle_to.is_empty() {
+                self.route(super::client::disposition(&settle_to, "accepted"));
+            }
+            for r in chosen {
+                let mut copy = m.clone();
+                copy.to = format!("_topo/{r}/deliver/{address}");
+                self.route(copy);
+            }
+            return;
+        }
+        let dest = chosen.into_iter().next().unwrap_or_default();
+        if let Some(n) = m
+            .reply_to
+            .rsplit_once("/dlv.")
+            .and_then(|(_, n)| n.parse::<u64>().ok())
+        {
+            if let Some(e) = st.settlements.get_mut(&n) {
+                e.1 = dest.clone();
+                *st.inflight.entry(dest.clone()).or_default() += 1;
+            }
+        }
+        m.to = format!("_topo/{dest}/deliver/{address}");
+        drop(st);
+        self.route(m);
+    }
+
+    /// Hands a client message to this router's consumer(s) of `address`.
+    fn deliver_local(
+        self: &Arc<Self>,
+        mut st: std::sync::MutexGuard<'_, State>,
+        address: &str,
+        m: Msg,
+    ) {
+        let multicast = self.distribution(address) == Distribution::Multicast;
+        st.local_turn = st.local_turn.wrapping_add(1);
+        let turn = st.local_turn;
+        let Some(list) = st.consumers.get(address).filter(|l| !l.is_empty()) else {
+            drop(st);
+            self.undeliverable(m, "the consumer left");
+            return;
+        };
+        let targets: Vec<mpsc::UnboundedSender<ClientDelivery>> = if multicast {
+            list.iter().map(|(_, t)| t.clone()).collect()
+        } else {
+            vec![list[turn % list.len()].1.clone()]
+        };
+        drop(st);
+        for t in targets {
+            let _ = t.send(ClientDelivery {
+                message: m.body.clone(),
+                settle_to: m.reply_to.clone(),
+            });
+        }
+    }
+
     /// Routes a message: to a local flow, the local tcpConnector, or the next hop.
     pub fn route(self: &Arc<Self>, m: Msg) {
         self.metrics.messages_routed.fetch_add(1, Ordering::Relaxed);
@@ -380,6 +668,20 @@ impl Router {
         if let Some(rest) = m.to.strip_prefix("_topo/") {
             let (rid, tail) = rest.split_once('/').unwrap_or((rest, ""));
             if rid == self.id {
+                if let Some(address) = tail.strip_prefix("deliver/") {
+                    let address = address.to_string();
+                    self.deliver_local(st, &address, m);
+                    return;
+                }
+                if let Some(n) = tail
+                    .strip_prefix("dlv.")
+                    .and_then(|t| t.parse::<u64>().ok())
+                {
+                    if let Some((tx, _)) = st.settlements.get(&n) {
+                        let _ = tx.send((n, String::from_utf8_lossy(&m.body).to_string()));
+                    }
+                    return;
+                }
                 let n = tail
                     .strip_prefix("temp.")
                     .and_then(|t| t.parse::<u64>().ok());
@@ -398,6 +700,10 @@ impl Router {
             }
             drop(st);
             self.undeliverable(m, "no route to router");
+            return;
+        }
+        if m.kind == Kind::Message {
+            self.route_message(st, m);
             return;
         }
         match st.addr_routes.get(&m.to) {
@@ -426,7 +732,12 @@ impl Router {
         self.metrics
             .messages_dropped
             .fetch_add(1, Ordering::Relaxed);
-        if m.kind == Kind::Reset || m.kind == Kind::Ack || m.reply_to.is_empty() {
+        if matches!(m.kind, Kind::Reset | Kind::Ack | Kind::Disposition) || m.reply_to.is_empty() {
+            return;
+        }
+        if m.kind == Kind::Message {
+            // The sender's router settles the client's delivery as released: it may retry.
+            self.route(super::client::disposition(&m.reply_to, "released"));
             return;
         }
         if m.kind == Kind::Open {
@@ -536,6 +847,18 @@ impl Router {
             "counter",
             ld(&m.messages_dropped),
         );
+        g(
+            "skrouter_client_deliveries_total",
+            "Messages from AMQP clients routed by address",
+            "counter",
+            ld(&m.client_deliveries),
+        );
+        g(
+            "skrouter_config_reloads_total",
+            "Configuration reloads applied (SIGHUP)",
+            "counter",
+            ld(&m.config_reloads),
+        );
         let per = m.per_address.lock().unwrap();
         s.push_str("# HELP skrouter_address_connections_total TCP connections per service address\n# TYPE skrouter_address_connections_total counter\n");
         for (a, c) in per.iter() {
@@ -559,7 +882,7 @@ impl Router {
     }
 
     pub fn mode(&self) -> Mode {
-        self.cfg.router.mode
+        self.cfg().router.mode
     }
 }
 
@@ -581,13 +904,56 @@ mod tests {
     }
 
     fn lsa(id: &str, nb: &[(&str, u32)], addrs: &[&str]) -> Vec<u8> {
+        lsa_of(id, nb, addrs, false)
+    }
+
+    fn lsa_of(id: &str, nb: &[(&str, u32)], addrs: &[&str], edge: bool) -> Vec<u8> {
         serde_json::to_vec(&Lsa {
             id: id.into(),
             seq: now_nanos(),
             neighbors: nb.iter().map(|(n, c)| (n.to_string(), *c)).collect(),
             addresses: addrs.iter().map(|s| s.to_string()).collect(),
+            consumers: BTreeSet::new(),
+            edge,
         })
         .unwrap()
+    }
+
+    #[test]
+    fn an_edge_router_is_never_a_transit() {
+        // A-C direct costs 10; A-E-C costs 2 but E is an edge router.
+        let a = Router::new(cfg("A", &[]));
+        let _re = add_nb(&a, 1, "E", 1);
+        let _rc = add_nb(&a, 2, "C", 10);
+        a.handle_lsa(1, &lsa_of("E", &[("A", 1), ("C", 1)], &["at-e"], true));
+        a.handle_lsa(2, &lsa("C", &[("A", 10), ("E", 1)], &["svc"]));
+        assert_eq!(via(&a, "svc"), Some((2, 10)), "direct, not through E");
+        assert_eq!(
+            via(&a, "at-e"),
+            Some((1, 1)),
+            "the edge itself is reachable"
+        );
+    }
+
+    #[test]
+    fn distribution_by_longest_whole_token_prefix() {
+        let mut c = cfg("A", &[]);
+        for (p, d) in [("q", "closest"), ("q.mc", "multicast")] {
+            c.addresses.push(super::super::config::Address {
+                prefix: p.into(),
+                distribution: d.into(),
+            });
+        }
+        let r = Router::new(c);
+        assert_eq!(r.distribution("q"), Distribution::Closest);
+        assert_eq!(r.distribution("q.x"), Distribution::Closest);
+        assert_eq!(r.distribution("q.mc.news"), Distribution::Multicast);
+        assert_eq!(
+            r.distribution("qq"),
+            Distribution::Balanced,
+            "q is not a token of qq"
+        );
+        assert_eq!(r.distribution("other"), Distribution::Balanced);
     }
 
     fn add_nb(r: &Router, conn: u64, id: &str, cost: u32) -> mpsc::UnboundedReceiver<Msg> {
@@ -599,6 +965,7 @@ mod tests {
                 cost,
                 tx,
                 describe: "test".into(),
+                auth: "test".into(),
             },
         );
         rx

@@ -3,17 +3,19 @@
 //! This module owns the simulator's side of multi-cluster networking: each cluster's site
 //! (its certificate authority, router certificate, tokens), the links between sites, the
 //! services a site exposes, the router configuration generated from all of that, and the
-//! router processes themselves (started, recorded for teardown, restarted on a change).
+//! router processes themselves (started, recorded for teardown, reloaded on a change).
 //!
 //! Files, under the run directory: `skupper/<cluster>.json` (the router's configuration, in
 //! skupper-router's format), `skupper/<cluster>.log` (its log), `skupper/<cluster>/` (the
 //! site CA in `ca/`, the router's certificate in `router/`, tokens in `tokens/<n>-<nonce>/`).
 //!
 //! The model is the source of truth: every change (init, link, expose, delete) edits the
-//! model, renders every site's configuration again, and restarts the routers whose
-//! configuration changed (the router has no reload; a restarted router's peers reconnect,
-//! its own connectors dial at once). It then waits until every affected router reports, on
-//! its `/metrics`, the links and service addresses the model says it should have.
+//! model, renders every site's configuration again, and rewrites the file of every router
+//! whose configuration changed and sends it SIGHUP: the router applies the difference in
+//! place, so connections it carries stay open. Only a router that is not running, or whose
+//! identity or listeners changed, is (re)started; a restarted router's peers reconnect. It
+//! then waits until every affected router reports, on its `/metrics`, the links and service
+//! addresses the model says it should have.
 //!
 //! Service ports: the first service exposed in a simulation listens on port 1028 in every
 //! other linked site (as the original workshop's did on C1w1), the next on 1029, and so
@@ -36,8 +38,8 @@ use crate::components::skupper::config::{
     Connector, Listener, Mode, Role, SslProfile, TcpConnector, TcpListener, HTTP_PORT,
     INTER_ROUTER_PORT,
 };
-use crate::components::skupper::RouterConfig;
 use crate::components::skupper::{create_site_ca, create_token, issue_router_cert, CertFiles};
+use crate::components::skupper::{reload, RouterConfig};
 use crate::netns;
 use crate::wait::{Poll, Wait};
 use anyhow::{anyhow, bail, Context, Result};

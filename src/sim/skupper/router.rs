@@ -101,9 +101,60 @@ pub(super) fn start_router(sim: &Sim, id: &str, s: &SiteState) -> Result<DaemonI
     }
 }
 
-/// Renders every site's configuration and restarts the routers whose configuration
-/// changed (or that are not running). Sites that dial fewer others start first, so their
-/// peers find them listening. Returns the sites restarted.
+/// Sends a running router SIGHUP to reread its (already rewritten) configuration and waits
+/// until its `/metrics` counts the reload.
+pub(super) fn reload_router(sim: &Sim, id: &str, s: &SiteState) -> Result<()> {
+    let name = cluster_name(id);
+    let log = log_path(sim, &name);
+    let reloads = |text: &str| metric(text, "skrouter_config_reloads_total").unwrap_or(0);
+    let before = http_get(&s.ns, "/metrics").map(|t| reloads(&t))?;
+    let offset = std::fs::metadata(&log).map(|m| m.len()).unwrap_or(0);
+    // The router is the simulator's own child (its supervisor spawned it), so its pid
+    // cannot name another process before the simulator reaps it.
+    let pid = s
+        .router
+        .and_then(|r| sim.daemon_pid(r))
+        .ok_or_else(|| anyhow!("the Skupper router of {name} is not running"))?;
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid as i32),
+        nix::sys::signal::Signal::SIGHUP,
+    )
+    .with_context(|| format!("SIGHUP to the Skupper router of {name} (pid {pid})"))?;
+    Wait::new(
+        format!("the Skupper router of {name} to apply its new configuration"),
+        READY_TIMEOUT,
+    )
+    .hint(|| {
+        format!(
+            "its log ({}) ends with:\n{}",
+            log.display(),
+            log_tail(&log, 5)
+        )
+    })
+    .until(|| {
+        let text = match http_get(&s.ns, "/metrics") {
+            Ok(t) => t,
+            Err(e) => return Ok(Poll::Pending(format!("/metrics did not answer: {e:#}"))),
+        };
+        if reloads(&text) <= before {
+            return Ok(Poll::Pending("the reload is not counted yet".into()));
+        }
+        let logged = std::fs::read_to_string(&log).unwrap_or_default();
+        let new = logged.get(offset as usize..).unwrap_or("");
+        if let Some(line) = new.lines().find(|l| l.contains("SIGHUP: reload of")) {
+            bail!(
+                "the Skupper router of {name} could not apply its new configuration: {}",
+                line.trim()
+            );
+        }
+        Ok(Poll::Ready(()))
+    })
+}
+
+/// Renders every site's configuration. A running router whose configuration changed in
+/// what a reload can apply is reloaded in place (SIGHUP); one that is not running, or whose
+/// identity or listeners changed, is (re)started. Sites that dial fewer others start first,
+/// so their peers find them listening. Returns the sites restarted (not those reloaded).
 pub(super) fn apply(sim: &Sim) -> Result<Vec<String>> {
     let all = sites(sim);
     let mut changed: Vec<(usize, String, RouterConfig)> = Vec::new();
@@ -124,6 +175,19 @@ pub(super) fn apply(sim: &Sim) -> Result<Vec<String>> {
         let path = config_path(sim, &cluster_name(&id));
         std::fs::write(&path, cfg.render())
             .with_context(|| format!("writing {}", path.display()))?;
+        let reloadable = alive(sim, s.router)
+            && s.running
+                .as_ref()
+                .is_some_and(|old| reload::needs_restart(old, &cfg).is_none());
+        if reloadable {
+            reload_router(sim, &id, s)?;
+            with_site_mut(sim, &id, |site| {
+                if let Some(site) = site {
+                    site.running = Some(cfg);
+                }
+            });
+            continue;
+        }
         stop_router(sim, s.router)?;
         with_site_mut(sim, &id, |site| {
             if let Some(site) = site {
