@@ -4,6 +4,7 @@
 
 pub mod complete;
 pub mod line;
+mod trace;
 
 use crate::script::{api, LineResult, ScriptSession};
 use crate::sim::Sim;
@@ -97,6 +98,13 @@ pub fn run(session: &mut ScriptSession) -> anyhow::Result<()> {
 
 /// Runs one console input, writing what it shows to `out`.
 pub fn handle(session: &mut ScriptSession, input: &str, out: &mut dyn Write) -> Flow {
+    if let Some(r) = trace::console_line(session.sim(), input) {
+        let _ = match r {
+            Ok(text) => write!(out, "{text}"),
+            Err(e) => writeln!(out, "{}", ui::red(&format!("error: {e}"))),
+        };
+        return Flow::Continue;
+    }
     let nodes = session.sim().node_names();
     match classify(input, &nodes) {
         Line::Empty => {}

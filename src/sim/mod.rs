@@ -12,6 +12,7 @@ mod ingress;
 mod services;
 mod skupper;
 mod supervise;
+mod trace;
 mod worker;
 
 pub use cluster::{check_count, Cluster, ClusterSpec, EtcdNode, MAX_ETCD, MAX_WORKERS};
@@ -19,6 +20,7 @@ pub use ingress::{IngressInfo, IngressRule};
 pub use services::{PortSpec, ServiceSpec};
 pub use skupper::{LinkOptions, ListService, SiteOptions, FIRST_SERVICE_PORT};
 pub use supervise::{SupervisionEvent, SupervisionOutcome};
+pub use trace::{TraceOptions, Walk};
 pub use worker::{ContainerInfo, Worker};
 
 pub(crate) use supervise::{DaemonId, DaemonKind, DaemonSpec, Spawned};
