@@ -10,6 +10,7 @@ use knetsim::sim::{ClusterSpec, Worker};
 use std::collections::BTreeMap;
 use std::time::Instant;
 
+#[path = "../tests/common/mod.rs"]
 mod common;
 
 use common::median;
@@ -50,7 +51,7 @@ fn main() -> anyhow::Result<()> {
     let mut totals = Vec::new();
     let mut etcds = Vec::new();
     for i in 0..runs {
-        let sim = common::sim(&format!("bench{i}"))?;
+        let sim = common::new_sim(&format!("bench{i}"))?;
         let c0 = sim.cluster(
             "0",
             ClusterSpec {

@@ -3,6 +3,8 @@
 //! own with their output in a log file. Processes are only ever ended by their own pid.
 
 use anyhow::{bail, Context, Result};
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
 use std::ffi::CString;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::process::CommandExt;
@@ -60,6 +62,8 @@ pub fn command_in_session(ns: Option<&str>, program: &str, new_session: bool) ->
         let sys = CString::new("/sys").unwrap();
         let root = CString::new("/").unwrap();
         let name = CString::new(ns).unwrap();
+        // SAFETY: between fork and exec the closure only makes system calls (setns,
+        // unshare, mount, setsid) on values prepared before the fork: no allocation, no lock.
         unsafe {
             cmd.pre_exec(move || {
                 if libc::setns(fd.as_raw_fd(), libc::CLONE_NEWNET) != 0 {
@@ -90,6 +94,7 @@ pub fn command_in_session(ns: Option<&str>, program: &str, new_session: bool) ->
             });
         }
     } else if new_session {
+        // SAFETY: setsid is async-signal-safe, the only thing the child does before exec.
         unsafe {
             cmd.pre_exec(|| {
                 libc::setsid();
@@ -276,9 +281,7 @@ fn exit_of(status: std::process::ExitStatus) -> Ended {
 /// Sends SIGKILL to process group `pgid` (which we created with setsid).
 pub fn kill_group(pgid: i32) {
     if pgid > 1 {
-        unsafe {
-            libc::kill(-pgid, libc::SIGKILL);
-        }
+        let _ = kill(Pid::from_raw(-pgid), Signal::SIGKILL);
     }
 }
 
@@ -314,12 +317,14 @@ pub fn spawn_daemon_env(
 /// that has not reaped `pid` yet can be sure the pid still names its child.
 pub fn pidfd_open(pid: u32) -> Result<OwnedFd> {
     use std::os::fd::FromRawFd;
+    // SAFETY: pidfd_open takes two integers and returns a new descriptor or -1.
     let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
     if fd < 0 {
         return Err(std::io::Error::last_os_error()).with_context(|| {
             format!("opening a pidfd for process {pid} (needs Linux 5.3 or later)")
         });
     }
+    // SAFETY: `fd` was just returned by pidfd_open and is owned by nothing else.
     Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
 }
 
@@ -329,6 +334,7 @@ pub fn reap(pid: u32, block: bool) -> Option<i32> {
     let mut status = 0;
     let flags = if block { 0 } else { libc::WNOHANG };
     loop {
+        // SAFETY: `status` is a live i32 for waitpid to write.
         let r = unsafe { libc::waitpid(pid as libc::pid_t, &mut status, flags) };
         if r == pid as libc::pid_t {
             return Some(status);
@@ -411,9 +417,7 @@ pub fn stop(pid: u32, start: u64, grace: Duration) -> Result<()> {
     if !is_same_process(pid, start) {
         return Ok(());
     }
-    unsafe {
-        libc::kill(pid as i32, libc::SIGTERM);
-    }
+    let _ = kill(Pid::from_raw(pid as i32), Signal::SIGTERM);
     let until = Instant::now() + grace;
     while Instant::now() < until {
         if !is_same_process(pid, start) || is_zombie(pid) {
@@ -421,9 +425,7 @@ pub fn stop(pid: u32, start: u64, grace: Duration) -> Result<()> {
         }
         std::thread::sleep(Duration::from_millis(5));
     }
-    unsafe {
-        libc::kill(pid as i32, libc::SIGKILL);
-    }
+    let _ = kill(Pid::from_raw(pid as i32), Signal::SIGKILL);
     Ok(())
 }
 
