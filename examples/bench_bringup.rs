@@ -11,6 +11,7 @@
 use knetsim::script::{Outcome, ScriptSession, DEFAULT_SCENARIO, DEFAULT_SCENARIO_NAME};
 use std::time::{Duration, Instant};
 
+#[path = "../tests/common/mod.rs"]
 mod common;
 
 use common::median;
@@ -22,7 +23,7 @@ fn main() -> anyhow::Result<()> {
         .unwrap_or(5);
     let (mut totals, mut etcds, mut starts) = (Vec::new(), Vec::new(), Vec::new());
     for i in 0..runs {
-        let sim = common::sim(&format!("bench{i}"))?;
+        let sim = common::new_sim(&format!("bench{i}"))?;
         let mut session = ScriptSession::new(sim.clone(), false);
         let t0 = Instant::now();
         let outcome = session.run_source(DEFAULT_SCENARIO_NAME, DEFAULT_SCENARIO);

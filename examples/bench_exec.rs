@@ -4,27 +4,18 @@
 //!   sudo cargo build --release --bins --examples
 //!   sudo target/release/examples/bench_exec [COUNT]
 
-use knetsim::sim::ClusterSpec;
 use std::collections::BTreeMap;
 use std::time::Instant;
 
+#[path = "../tests/common/mod.rs"]
 mod common;
 
 use common::median;
 
 fn main() -> anyhow::Result<()> {
-    let n: usize = std::env::args()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(200);
-    let sim = common::sim("benchexec")?;
-    let c = sim.cluster(
-        "0",
-        ClusterSpec {
-            workers: 1,
-            etcd: 1,
-        },
-    )?;
+    let n = common::arg_or(1, 200);
+    let sim = common::new_sim("benchexec")?;
+    let c = common::declare_c0(&sim, 1, 1)?;
     sim.start()?;
     let w1 = c.worker("w1")?;
     let pod = w1.create_container("c1", BTreeMap::new())?;

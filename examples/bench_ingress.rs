@@ -7,12 +7,13 @@
 //!   sudo target/release/examples/bench_ingress [COUNT]
 
 use knetsim::netns;
-use knetsim::sim::{ClusterSpec, IngressRule, PortSpec, ServiceSpec};
+use knetsim::sim::{IngressRule, PortSpec, ServiceSpec};
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
+#[path = "../tests/common/mod.rs"]
 mod common;
 
 use common::median;
@@ -31,18 +32,9 @@ fn ms(d: Duration) -> f64 {
 }
 
 fn main() -> anyhow::Result<()> {
-    let n: usize = std::env::args()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(500);
-    let sim = common::sim("benchingress")?;
-    let c = sim.cluster(
-        "0",
-        ClusterSpec {
-            workers: 2,
-            etcd: 1,
-        },
-    )?;
+    let n = common::arg_or(1, 500);
+    let sim = common::new_sim("benchingress")?;
+    let c = common::declare_c0(&sim, 2, 1)?;
     sim.start()?;
     let w1 = c.worker("w1")?;
     let w2 = c.worker("w2")?;

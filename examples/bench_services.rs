@@ -44,48 +44,20 @@
 //! it system time). Named maps (`vmap @name`, no anonymous set) in one transaction took
 //! 11.7 s (7.3 s system), walking the same list: the floor is the per-set walk itself.
 
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use common::kubeproxy::serve;
+use common::{sh, Guard};
+
 use anyhow::{bail, Context, Result};
 use knetsim::components::kubeproxy::{self as kp, rules};
 use knetsim::netns;
 use kp::{Endpoints, Protocol, Service, ServicePort, ServiceType, State};
 use rules::Bulk;
 use std::io::Read;
-use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
-
-struct Guard {
-    namespaces: Vec<String>,
-    stop: Arc<AtomicBool>,
-}
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        for n in &self.namespaces {
-            let _ = netns::delete(n);
-        }
-    }
-}
-
-impl Guard {
-    fn ns(&mut self, name: &str) -> Result<String> {
-        let _ = netns::delete(name);
-        netns::create(name)?;
-        self.namespaces.push(name.to_string());
-        sh(name, "ip link set lo up")?;
-        Ok(name.to_string())
-    }
-}
-
-fn sh(ns: &str, script: &str) -> Result<()> {
-    let out = netns::process::run_shell(Some(ns), script, &[], Duration::from_secs(60), None)?;
-    if !out.success() {
-        bail!("`{script}` in {ns}: {}", out.text);
-    }
-    Ok(())
-}
 
 /// Service i: ClusterIP 100.64.(i/250).(i%250+1), port 80 -> 80, endpoints .2 and .3.
 fn state(n: usize, backends: [Ipv4Addr; 2]) -> State {
@@ -122,7 +94,7 @@ fn median(mut v: Vec<f64>) -> f64 {
 /// Programs `st` (kube-proxy layout) into a fresh namespace as a first sync written the
 /// `bulk` way; returns seconds and the number of transactions.
 fn program_kp(g: &mut Guard, name: &str, st: &State, bulk: Bulk) -> Result<(f64, usize)> {
-    let ns = g.ns(name)?;
+    let ns = g.ns(name);
     let t = Instant::now();
     let want = rules::desired(st);
     let plans = rules::plan_sync(st, &want, &rules::Current::empty(), bulk);
@@ -133,7 +105,7 @@ fn program_kp(g: &mut Guard, name: &str, st: &State, bulk: Bulk) -> Result<(f64,
 }
 
 fn program_linear(g: &mut Guard, name: &str, n: usize, backend: Ipv4Addr) -> Result<f64> {
-    let ns = g.ns(name)?;
+    let ns = g.ns(name);
     let pairs: Vec<_> = (0..n).map(|i| (vip(i), backend)).collect();
     let t = Instant::now();
     kp::apply_transaction(Some(&ns), &rules::linear_transaction(&pairs))?;
@@ -144,47 +116,18 @@ fn program_linear(g: &mut Guard, name: &str, n: usize, backend: Ipv4Addr) -> Res
 
 /// client --- node --- bridge --- b1, b2 (each serving TCP port 80).
 fn topology(g: &mut Guard, p: &str) -> Result<(String, String)> {
-    let client = g.ns(&format!("{p}-client"))?;
-    let node = g.ns(&format!("{p}-node"))?;
-    sh(&node, "sysctl -qw net.ipv4.ip_forward=1")?;
-    sh(&node, &format!("ip link add up0 type veth peer name eth0 netns {client} && ip addr add 10.0.0.1/24 dev up0 && ip link set up0 up && ip link add br0 type bridge && ip addr add 11.10.0.1/24 dev br0 && ip link set br0 up"))?;
-    sh(&client, "ip addr add 10.0.0.2/24 dev eth0 && ip link set eth0 up && ip route add default via 10.0.0.1")?;
+    let client = g.ns(&format!("{p}-client"));
+    let node = g.ns(&format!("{p}-node"));
+    sh(&node, "sysctl -qw net.ipv4.ip_forward=1");
+    sh(&node, &format!("ip link add up0 type veth peer name eth0 netns {client} && ip addr add 10.0.0.1/24 dev up0 && ip link set up0 up && ip link add br0 type bridge && ip addr add 11.10.0.1/24 dev br0 && ip link set br0 up"));
+    sh(&client, "ip addr add 10.0.0.2/24 dev eth0 && ip link set eth0 up && ip route add default via 10.0.0.1");
     for i in 0..2 {
-        let b = g.ns(&format!("{p}-b{}", i + 1))?;
-        sh(&node, &format!("ip link add vb{i} type veth peer name eth0 netns {b} && ip link set vb{i} master br0 && ip link set vb{i} up"))?;
-        sh(&b, &format!("ip addr add 11.10.0.{}/24 dev eth0 && ip link set eth0 up && ip route add default via 11.10.0.1", i + 2))?;
-        serve(g, &b, 80)?;
+        let b = g.ns(&format!("{p}-b{}", i + 1));
+        sh(&node, &format!("ip link add vb{i} type veth peer name eth0 netns {b} && ip link set vb{i} master br0 && ip link set vb{i} up"));
+        sh(&b, &format!("ip addr add 11.10.0.{}/24 dev eth0 && ip link set eth0 up && ip route add default via 11.10.0.1", i + 2));
+        serve(g, &b, 80, "");
     }
     Ok((client, node))
-}
-
-fn serve(g: &Guard, ns: &str, port: u16) -> Result<()> {
-    let file = netns::open(ns)?;
-    let stop = g.stop.clone();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        use std::os::fd::AsFd;
-        let r = nix::sched::setns(file.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET)
-            .map_err(anyhow::Error::from)
-            .and_then(|_| Ok(TcpListener::bind(("0.0.0.0", port))?));
-        let l = match r {
-            Ok(l) => l,
-            Err(e) => {
-                let _ = tx.send(Err(e));
-                return;
-            }
-        };
-        let _ = l.set_nonblocking(true);
-        let _ = tx.send(Ok(()));
-        while !stop.load(Ordering::SeqCst) {
-            match l.accept() {
-                Ok((s, _)) => drop(s),
-                Err(_) => std::thread::sleep(Duration::from_micros(200)),
-            }
-        }
-    });
-    rx.recv_timeout(Duration::from_secs(5))
-        .context("server thread")?
 }
 
 /// connect() times in microseconds from `client` to `addr` (after 20 warm-up connects).
@@ -250,10 +193,7 @@ fn main() -> Result<()> {
             Some("single") => Bulk::Single,
             Some(other) => bail!("unknown way {other:?}: netlink, text or single"),
         };
-        let mut g = Guard {
-            namespaces: vec![],
-            stop: Arc::new(AtomicBool::new(false)),
-        };
+        let mut g = Guard::default();
         let st = state(
             n,
             [Ipv4Addr::new(11, 10, 0, 2), Ipv4Addr::new(11, 10, 0, 3)],
@@ -261,7 +201,7 @@ fn main() -> Result<()> {
         if std::env::args().any(|a| a == "--keep") {
             // Leaves namespace kpbench-program with the table, for listing or timing
             // reads (remove it with `ip netns del kpbench-program`).
-            let ns = g.ns("kpbench-program")?;
+            let ns = g.ns("kpbench-program");
             g.namespaces.clear();
             let t = Instant::now();
             let want = rules::desired(&st);
@@ -284,10 +224,7 @@ fn main() -> Result<()> {
         .map(|s| s.parse())
         .transpose()?
         .unwrap_or(1000);
-    let mut g = Guard {
-        namespaces: vec![],
-        stop: Arc::new(AtomicBool::new(false)),
-    };
+    let mut g = Guard::default();
     let backends = [Ipv4Addr::new(11, 10, 0, 2), Ipv4Addr::new(11, 10, 0, 3)];
     let big = state(10_000, backends);
     let small = state(10, backends);

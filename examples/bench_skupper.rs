@@ -5,77 +5,36 @@
 //! Options (env): BENCH_MB (default 1024) bytes per throughput run, BENCH_SECS (default 3)
 //! per connection-rate run, BENCH_WORKERS (default 8) concurrent connecting clients.
 
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use common::skupper::ssl_profile;
+use common::{echo_server, free_port, serve_each, Guard};
+
 use std::io::{Read, Write};
-use std::net::{Shutdown, TcpListener, TcpStream};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::net::{Shutdown, TcpStream};
+
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use knetsim::components::skupper::{create_site_ca, create_token, issue_router_cert};
 
-struct Guard(Vec<Child>, PathBuf);
-impl Drop for Guard {
-    fn drop(&mut self) {
-        for c in &mut self.0 {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-        let _ = std::fs::remove_dir_all(&self.1);
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// Reads until EOF, answers the byte count.
 fn sink_server() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = l.local_addr().unwrap().port();
-    std::thread::spawn(move || {
-        for s in l.incoming() {
-            let Ok(mut s) = s else { return };
-            std::thread::spawn(move || {
-                let mut buf = vec![0u8; 1 << 18];
-                let mut n = 0u64;
-                loop {
-                    match s.read(&mut buf) {
-                        Ok(0) => break,
-                        Ok(k) => n += k as u64,
-                        Err(_) => return,
-                    }
-                }
-                let _ = write!(s, "{n}");
-            });
+    serve_each(|mut s| {
+        let mut buf = vec![0u8; 1 << 18];
+        let mut n = 0u64;
+        loop {
+            match s.read(&mut buf) {
+                Ok(0) => break,
+                Ok(k) => n += k as u64,
+                Err(_) => return,
+            }
         }
-    });
-    port
-}
-
-/// Answers one byte per byte, until EOF.
-fn echo_server() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = l.local_addr().unwrap().port();
-    std::thread::spawn(move || {
-        for s in l.incoming() {
-            let Ok(mut s) = s else { return };
-            std::thread::spawn(move || {
-                let mut b = [0u8; 512];
-                while let Ok(k) = s.read(&mut b) {
-                    if k == 0 || s.write_all(&b[..k]).is_err() {
-                        break;
-                    }
-                }
-            });
-        }
-    });
-    port
+        let _ = write!(s, "{n}");
+    })
 }
 
 fn throughput(port: u16, bytes: u64) -> f64 {
@@ -173,9 +132,8 @@ fn main() {
     let mb = env_u64("BENCH_MB", 1024);
     let secs = env_u64("BENCH_SECS", 3);
     let workers = env_u64("BENCH_WORKERS", 8) as usize;
-    let dir = std::env::temp_dir().join(format!("knetsim-bench-skupper-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let mut g = Guard(vec![], dir.clone());
+    let mut g = Guard::default();
+    let dir = g.dir("bench-skupper");
 
     // Site B's CA; A links with a token from it (mutual TLS), as Skupper does.
     create_site_ca(&dir.join("ca"), "B").unwrap();
@@ -186,14 +144,6 @@ fn main() {
     let (ir_tls, ir_plain) = (free_port(), free_port());
     let (sink_tls, echo_tls, sink_plain, echo_plain) =
         (free_port(), free_port(), free_port(), free_port());
-    let prof = |n: &str, f: &knetsim::components::skupper::CertFiles| {
-        format!(
-            r#"["sslProfile", {{"name": "{n}", "caCertFile": "{}", "certFile": "{}", "privateKeyFile": "{}"}}]"#,
-            f.ca_cert.display(),
-            f.cert.display(),
-            f.key.display()
-        )
-    };
     let b = format!(
         r#"[["router", {{"id": "B"}}], {},
  ["listener", {{"host": "127.0.0.1", "port": {}, "http": true}}],
@@ -201,7 +151,7 @@ fn main() {
  ["listener", {{"host": "127.0.0.1", "port": {ir_plain}, "role": "inter-router"}}],
  ["tcpConnector", {{"name": "sink", "address": "sink", "host": "127.0.0.1", "port": {sink}}}],
  ["tcpConnector", {{"name": "echo", "address": "echo", "host": "127.0.0.1", "port": {echo}}}]]"#,
-        prof("site", &srv),
+        ssl_profile("site", &srv),
         free_port()
     );
     // Two A routers: one linked over TLS, one plain.
@@ -212,7 +162,7 @@ fn main() {
  ["connector", {{"name": "to-B", "role": "inter-router", "host": "127.0.0.1", "port": {ir}{ssl}}}],
  ["tcpListener", {{"name": "sink", "address": "sink", "host": "127.0.0.1", "port": {s}}}],
  ["tcpListener", {{"name": "echo", "address": "echo", "host": "127.0.0.1", "port": {e}}}]]"#,
-            prof("tok", &tok.files),
+            ssl_profile("tok", &tok.files),
             free_port()
         )
     };
@@ -234,7 +184,7 @@ fn main() {
         let f = dir.join(format!("{name}.json"));
         std::fs::write(&f, cfg).unwrap();
         let log = std::fs::File::create(dir.join(format!("{name}.log"))).unwrap();
-        g.0.push(
+        g.children.push(
             Command::new(&bin)
                 .args(["skrouterd", "-c"])
                 .arg(&f)

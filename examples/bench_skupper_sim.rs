@@ -26,9 +26,10 @@ const CONNECT_SECS: u64 = 2;
 const CONNECT_CLIENTS: usize = 8;
 const ACCEPT_PORT: u16 = 7000;
 
+#[path = "../tests/common/mod.rs"]
 mod common;
 
-use common::median;
+use common::{close_with_reset, median};
 
 /// iperf3 from `container` on `w` to addr:port; the receiver's bits per second.
 fn iperf(w: &Worker, container: &str, addr: &str, port: u16) -> anyhow::Result<f64> {
@@ -58,24 +59,6 @@ fn accept_and_close(ns: &str) -> anyhow::Result<()> {
 
 /// Closes without TIME_WAIT: tens of thousands of connections a run would otherwise use up
 /// the client's ephemeral ports and the later rounds would measure that, not the path.
-fn close_with_reset(c: TcpStream) {
-    use std::os::fd::AsRawFd;
-    let l = libc::linger {
-        l_onoff: 1,
-        l_linger: 0,
-    };
-    // SAFETY: a valid socket fd and a correctly sized linger struct.
-    unsafe {
-        libc::setsockopt(
-            c.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_LINGER,
-            &l as *const libc::linger as *const libc::c_void,
-            std::mem::size_of::<libc::linger>() as libc::socklen_t,
-        );
-    }
-}
-
 /// Completed connections per second from `ns` to `addr`, CONNECT_CLIENTS at a time.
 fn connect_rate(ns: &str, addr: SocketAddr) -> anyhow::Result<f64> {
     let done = Arc::new(AtomicU64::new(0));
@@ -115,11 +98,8 @@ fn connect_rate(ns: &str, addr: SocketAddr) -> anyhow::Result<f64> {
 }
 
 fn main() -> anyhow::Result<()> {
-    let rounds: usize = std::env::args()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(3);
-    let sim = common::sim("benchsk")?;
+    let rounds = common::arg_or(1, 3);
+    let sim = common::new_sim("benchsk")?;
     let spec = ClusterSpec {
         workers: 3,
         etcd: 1,

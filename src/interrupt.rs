@@ -53,6 +53,8 @@ extern "C" fn on_signal(sig: libc::c_int) {
 }
 
 pub fn install() {
+    // SAFETY: the handler only stores to atomics (async-signal-safe), and `sa` is fully
+    // initialised (zeroed, then its handler, flags and empty mask set) before use.
     unsafe {
         let mut sa: libc::sigaction = std::mem::zeroed();
         sa.sa_sigaction = on_signal as *const () as usize;

@@ -7,6 +7,7 @@
 mod common;
 
 use common::{assert_nothing_left, knetsim_exe};
+use nix::sys::signal::Signal;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -563,7 +564,7 @@ fn an_exec_printing_without_end_is_cut_with_a_note() {
 }
 
 /// Starts `src` and sends `signal` once `ready` exists (or at once when `ready` is None).
-fn signalled(instance: &str, src: &str, ready: Option<&Path>, signal: i32) -> Run {
+fn signalled(instance: &str, src: &str, ready: Option<&Path>, signal: Signal) -> Run {
     let dir = ScriptDir::new(instance);
     let p = dir.write("sig.rhai", src.as_bytes());
     let child = Command::new(knetsim_exe())
@@ -581,9 +582,7 @@ fn signalled(instance: &str, src: &str, ready: Option<&Path>, signal: i32) -> Ru
         std::thread::sleep(Duration::from_millis(20));
     }
     std::thread::sleep(Duration::from_millis(100));
-    unsafe {
-        libc::kill(child.id() as i32, signal);
-    }
+    common::signal(child.id(), signal);
     let sent = Instant::now();
     let r = finish(child.wait_with_output().unwrap());
     eprintln!(
@@ -596,12 +595,12 @@ fn signalled(instance: &str, src: &str, ready: Option<&Path>, signal: i32) -> Ru
 
 #[test]
 fn sigterm_and_ctrl_c_are_told_apart() {
-    let r = signalled("bad-sigint", "sleep(60.0);\n", None, libc::SIGINT);
+    let r = signalled("bad-sigint", "sleep(60.0);\n", None, Signal::SIGINT);
     assert_eq!(r.code, 130, "{}", r.text);
     assert!(r.text.contains("interrupted (Ctrl-C)"), "{}", r.text);
     assert_nothing_left("bad-sigint", &[]);
 
-    let r = signalled("bad-sigterm", "sleep(60.0);\n", None, libc::SIGTERM);
+    let r = signalled("bad-sigterm", "sleep(60.0);\n", None, Signal::SIGTERM);
     assert_eq!(r.code, 143, "{}", r.text);
     assert!(
         r.text.contains("terminated (SIGTERM)") && !r.text.contains("Ctrl-C"),
@@ -617,7 +616,7 @@ fn sigterm_during_bring_up_stops_the_waits_and_tears_down() {
     // gives up, the script stops, and everything made so far is removed.
     let src = "let C0 = cluster(\"0\", #{ workers: 2, etcd: 1 });\nstart();\nsleep(60.0);\n";
     let etcd_log = knetsim::netns::record::run_dir("bad-sigwait").join("C0e1/etcd.log");
-    let r = signalled("bad-sigwait", src, Some(&etcd_log), libc::SIGTERM);
+    let r = signalled("bad-sigwait", src, Some(&etcd_log), Signal::SIGTERM);
     assert_eq!(r.code, 143, "{}", r.text);
     assert!(r.text.contains("terminated (SIGTERM)"), "{}", r.text);
     assert!(!r.text.contains("panicked"), "{}", r.text);
@@ -655,9 +654,7 @@ fn ctrl_c_ends_the_ingress_wait() {
     }
     assert!(log.exists(), "the ingress never started");
     std::thread::sleep(Duration::from_millis(300));
-    unsafe {
-        libc::kill(child.id() as i32, libc::SIGINT);
-    }
+    common::signal(child.id(), Signal::SIGINT);
     let sent = Instant::now();
     let r = finish(child.wait_with_output().unwrap());
     eprintln!(

@@ -194,9 +194,7 @@ fn ctrl_c_stops_the_script_and_tears_down() {
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
     std::thread::sleep(std::time::Duration::from_millis(300));
-    unsafe {
-        libc::kill(child.id() as i32, libc::SIGINT);
-    }
+    common::signal(child.id(), nix::sys::signal::Signal::SIGINT);
     let r = finish(child.wait_with_output().unwrap());
     assert_eq!(r.code, 130, "{}", r.text);
     assert_nothing_left("cli9", &["cli9-C0w1"]);

@@ -36,6 +36,7 @@ impl Tty {
         let home = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(instance);
         std::fs::create_dir_all(&home).unwrap();
         // Close-on-exec, or knetsim and every daemon it starts would hold the master.
+        // SAFETY: fcntl on the master descriptor openpty just returned.
         unsafe {
             libc::fcntl(pty.master.as_raw_fd(), libc::F_SETFD, libc::FD_CLOEXEC);
         }
@@ -49,6 +50,7 @@ impl Tty {
             .stdin(Stdio::from(slave.try_clone().unwrap()))
             .stdout(Stdio::from(slave.try_clone().unwrap()))
             .stderr(Stdio::from(slave));
+        // SAFETY: between fork and exec the closure only makes two system calls (setsid, ioctl).
         unsafe {
             cmd.pre_exec(|| {
                 libc::setsid();
@@ -130,6 +132,7 @@ impl Tty {
         };
         // The kernel signals SIGWINCH to the terminal's foreground group (knetsim).
         assert_eq!(
+            // SAFETY: TIOCSWINSZ reads one winsize from `ws`, which lives for the call.
             unsafe { libc::ioctl(self.master.as_raw_fd(), libc::TIOCSWINSZ, &ws) },
             0
         );
@@ -157,6 +160,7 @@ impl Drop for Tty {
         // A failed assertion must not leave the simulation up: SIGTERM ends a running
         // command and the run, `exit` leaves a console waiting for a line; both tear down.
         if let Ok(None) = self.child.try_wait() {
+            // SAFETY: kill takes two integers; the pid is our own unreaped child.
             unsafe {
                 libc::kill(self.child.id() as i32, libc::SIGTERM);
             }

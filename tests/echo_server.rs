@@ -3,49 +3,25 @@
 
 mod common;
 
-use common::knetsim_exe;
-use knetsim::netns::{self, process};
-use std::process::{Child, Command};
+use common::{knetsim_exe, root_or_skip, sh_any, Guard};
+use knetsim::netns::process;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 const NS: &str = "echo-cli-t1";
 
-struct Guard {
-    children: Vec<Child>,
-    log: std::path::PathBuf,
-}
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        for c in &mut self.children {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-        let _ = netns::delete(NS);
-        let _ = std::fs::remove_file(&self.log);
-    }
-}
-
 fn sh(cmd: &str) -> String {
-    process::run_shell(Some(NS), cmd, &[], Duration::from_secs(5), None)
-        .unwrap()
-        .text
+    sh_any(NS, cmd).1
 }
 
 #[test]
 fn echo_server_answers_get_and_refuses_a_taken_port() {
-    if !nix::unistd::Uid::effective().is_root() {
-        eprintln!("SKIPPED: needs root to create network namespaces");
+    if !root_or_skip() {
         return;
     }
-    let log = std::env::temp_dir().join(format!("knetsim-echo-{}.log", std::process::id()));
-    let _ = netns::delete(NS);
-    netns::create(NS).unwrap();
-    let mut g = Guard {
-        children: vec![],
-        log: log.clone(),
-    };
-    sh("ip link set lo up");
+    let mut g = Guard::default();
+    g.ns(NS);
+    let log = g.dir("echo-cli").join("echo.log");
     let exe = knetsim_exe().display().to_string();
     let args: Vec<String> = ["echo-server", "--port", "18080", "--message", "S1-W2"]
         .iter()

@@ -7,14 +7,10 @@
 
 mod common;
 
-use common::{assert_nothing_left, started};
+use common::{assert_nothing_left, root_or_skip, started};
 use knetsim::sim::{Cluster, PortSpec, ServiceSpec, Worker};
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
-
-fn is_root() -> bool {
-    nix::unistd::Uid::effective().is_root()
-}
 
 fn labels(app: &str) -> BTreeMap<String, String> {
     BTreeMap::from([("app".to_string(), app.to_string())])
@@ -195,8 +191,7 @@ fn one_of_three_lost(
 
 #[test]
 fn losing_the_first_member_of_three_changes_nothing() {
-    if !is_root() {
-        eprintln!("SKIPPED: needs root to create network namespaces");
+    if !root_or_skip() {
         return;
     }
     // C0e1 is the member every client starts with.
@@ -205,8 +200,7 @@ fn losing_the_first_member_of_three_changes_nothing() {
 
 #[test]
 fn losing_the_leader_of_three_changes_nothing() {
-    if !is_root() {
-        eprintln!("SKIPPED: needs root to create network namespaces");
+    if !root_or_skip() {
         return;
     }
     one_of_three_lost("etcdfo2", leader, false);
@@ -214,8 +208,7 @@ fn losing_the_leader_of_three_changes_nothing() {
 
 #[test]
 fn losing_one_of_two_members_fails_at_once_naming_it() {
-    if !is_root() {
-        eprintln!("SKIPPED: needs root to create network namespaces");
+    if !root_or_skip() {
         return;
     }
     let instance = "etcdfo3";

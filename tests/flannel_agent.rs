@@ -4,49 +4,22 @@
 //! single-member etcd at 10.1.0.1; workers `flt-<t>-wN` have `eth0` 10.0.0.(N+2)/8 on the
 //! bridge and run one agent each.
 
+mod common;
+
+use common::root_or_skip;
+
+use common::{run, sh, wait_for};
 use knetsim::netns;
-use knetsim::netns::process::{run_shell, spawn_daemon, Output};
+use knetsim::netns::process::{run_shell, spawn_daemon};
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
 use std::path::PathBuf;
 use std::process::Child;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const ETCD_IP: &str = "10.1.0.1";
 const PREFIX: &str = "/coreos.com/network";
 const CONFIG: &str = r#"{"Network":"11.0.0.0/8","SubnetLen":20,"SubnetMin":"11.10.0.0","SubnetMax":"11.99.0.0","Backend":{"Type":"vxlan","VNI":100,"Port":8472}}"#;
-
-fn is_root() -> bool {
-    unsafe { libc::geteuid() == 0 }
-}
-
-fn sh(ns: &str, script: &str) -> Output {
-    run_shell(Some(ns), script, &[], Duration::from_secs(60), None).expect("running a command")
-}
-
-fn sh_ok(ns: &str, script: &str) -> String {
-    let o = sh(ns, script);
-    assert!(
-        o.success(),
-        "`{script}` in {ns} failed: {:?}\n{}",
-        o.ended,
-        o.text
-    );
-    o.text
-}
-
-/// Polls `f` until it returns Some, for at most `limit` (a bound so a broken agent fails
-/// the test instead of hanging it; no timing is asserted).
-fn wait_for<T>(what: &str, limit: Duration, mut f: impl FnMut() -> Option<T>) -> T {
-    let start = Instant::now();
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        if start.elapsed() > limit {
-            panic!("gave up waiting for {what}");
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
 
 struct World {
     name: String,
@@ -75,7 +48,7 @@ impl World {
         };
         let sw = w.ns("sw");
         w.add_ns(&sw);
-        sh_ok(
+        sh(
             &sw,
             "ip link add br0 type bridge && ip link set br0 up && ip link set lo up",
         );
@@ -97,11 +70,11 @@ impl World {
         let ns = self.ns(short);
         self.add_ns(&ns);
         let sw = self.ns("sw");
-        sh_ok(
+        sh(
             &sw,
             &format!("ip link add {short} type veth peer name eth0 netns {ns} && ip link set {short} master br0 up"),
         );
-        sh_ok(
+        sh(
             &ns,
             &format!("ip link set lo up && ip addr add {ip}/8 dev eth0 && ip link set eth0 up"),
         );
@@ -154,13 +127,15 @@ impl World {
         .collect();
         self.spawn("etcd", &ns, "etcd", &args);
         wait_for("etcd to answer", Duration::from_secs(60), || {
-            sh(&ns, &etcdctl("endpoint health")).success().then_some(())
+            run(Some(&ns), &etcdctl("endpoint health"))
+                .success()
+                .then_some(())
         });
         ns
     }
 
     fn etcd(&self, cmd: &str) -> String {
-        sh_ok(&self.ns("e"), &etcdctl(cmd))
+        sh(&self.ns("e"), &etcdctl(cmd))
     }
 
     fn subnet_file(&self, worker: &str) -> PathBuf {
@@ -187,12 +162,10 @@ impl World {
     }
 
     /// Ends one child (by its pid) with `sig` and returns its exit code, if any.
-    fn stop(&mut self, label: &str, sig: i32) -> Option<i32> {
+    fn stop(&mut self, label: &str, sig: Signal) -> Option<i32> {
         let i = self.children.iter().position(|(l, _)| l == label)?;
         let (_, mut child) = self.children.remove(i);
-        unsafe {
-            libc::kill(child.id() as i32, sig);
-        }
+        let _ = kill(Pid::from_raw(child.id() as i32), sig);
         child.wait().ok().and_then(|s| s.code())
     }
 
@@ -251,15 +224,15 @@ fn subnet_of_key(key: &str) -> (String, u8) {
 }
 
 fn mac_of(ns: &str, dev: &str) -> String {
-    let out = sh_ok(ns, &format!("ip -o link show {dev}"));
+    let out = sh(ns, &format!("ip -o link show {dev}"));
     let i = out.find("link/ether ").expect("an ether address");
     out[i + 11..i + 28].to_string()
 }
 
 fn entries_for(ns: &str, subnet: &str, len: u8, mac: &str, public_ip: &str) -> (bool, bool, bool) {
-    let neigh = sh_ok(ns, "ip neigh show dev flannel.100");
-    let fdb = sh_ok(ns, "bridge fdb show dev flannel.100");
-    let routes = sh_ok(ns, "ip route show dev flannel.100");
+    let neigh = sh(ns, "ip neigh show dev flannel.100");
+    let fdb = sh(ns, "bridge fdb show dev flannel.100");
+    let routes = sh(ns, "ip route show dev flannel.100");
     (
         neigh
             .lines()
@@ -275,8 +248,7 @@ fn entries_for(ns: &str, subnet: &str, len: u8, mac: &str, public_ip: &str) -> (
 
 #[test]
 fn agents_lease_program_overlay_and_survive_restarts() {
-    if !is_root() {
-        eprintln!("skipped: needs root to create network namespaces");
+    if !root_or_skip() {
         return;
     }
     let mut w = World::new("main");
@@ -287,7 +259,7 @@ fn agents_lease_program_overlay_and_survive_restarts() {
         w.host(n, ip);
     }
     // w2 has a leftover flannel.100 with the wrong port: the agent recreates it
-    sh_ok(
+    sh(
         &w.ns("w2"),
         "ip link add flannel.100 type vxlan id 100 dstport 4789 dev eth0 local 10.0.0.4",
     );
@@ -317,7 +289,7 @@ fn agents_lease_program_overlay_and_survive_restarts() {
             "{sn} outside SubnetMin..SubnetMax"
         );
         // the key carries an etcd lease with a TTL of about 24 h
-        let lease_id = sh_ok(&w.ns("e"), &etcdctl(&format!("get {key} -w json")));
+        let lease_id = sh(&w.ns("e"), &etcdctl(&format!("get {key} -w json")));
         let id = lease_id
             .split("\"lease\":")
             .nth(1)
@@ -352,7 +324,7 @@ fn agents_lease_program_overlay_and_survive_restarts() {
             format!("FLANNEL_NETWORK=11.0.0.0/8\nFLANNEL_SUBNET={gw}/20\nFLANNEL_MTU=1450\nFLANNEL_IPMASQ={masq}\n")
         );
         // the device
-        let d = sh_ok(&ns, "ip -d link show flannel.100");
+        let d = sh(&ns, "ip -d link show flannel.100");
         assert!(d.contains("mtu 1450"), "{d}");
         assert!(d.contains("vxlan id 100"), "{d}");
         assert!(
@@ -364,7 +336,7 @@ fn agents_lease_program_overlay_and_survive_restarts() {
             "{d}"
         );
         assert!(d.contains("state UNKNOWN") || d.contains(",UP"), "{d}");
-        let a = sh_ok(&ns, "ip -4 -o addr show dev flannel.100");
+        let a = sh(&ns, "ip -4 -o addr show dev flannel.100");
         assert!(a.contains(&format!("inet {sn}/32")), "{a}");
         subnets.push((sn, mac));
     }
@@ -389,13 +361,13 @@ fn agents_lease_program_overlay_and_survive_restarts() {
         );
         // and nothing for its own subnet
         let own = &subnets[i].0;
-        let r = sh_ok(&ns, "ip route show dev flannel.100");
+        let r = sh(&ns, "ip route show dev flannel.100");
         assert!(!r.contains(&format!("{own}/20")), "{r}");
     }
 
     // 3. the overlay carries traffic: ping w2's flannel.100 address from w1, over VXLAN
-    let ping = sh(
-        &w.ns("w1"),
+    let ping = run(
+        Some(&w.ns("w1")),
         &format!("ping -c 3 -i 0.2 -W 2 {}", subnets[1].0),
     );
     assert!(
@@ -405,7 +377,7 @@ fn agents_lease_program_overlay_and_survive_restarts() {
     );
 
     // 4. nftables: forward accept everywhere, masquerade only with --ip-masq
-    let t1 = sh_ok(&w.ns("w1"), "nft list table ip flannel-ipv4");
+    let t1 = sh(&w.ns("w1"), "nft list table ip flannel-ipv4");
     assert!(
         t1.contains("ip saddr 11.0.0.0/8 accept") && t1.contains("ip daddr 11.0.0.0/8 accept"),
         "{t1}"
@@ -421,18 +393,19 @@ fn agents_lease_program_overlay_and_survive_restarts() {
         t1.contains("ip saddr 11.0.0.0/8 ip daddr != 224.0.0.0/4 masquerade"),
         "{t1}"
     );
-    let t2 = sh_ok(&w.ns("w2"), "nft list table ip flannel-ipv4");
+    let t2 = sh(&w.ns("w2"), "nft list table ip flannel-ipv4");
     assert!(
         t2.contains("ip saddr 11.0.0.0/8 accept") && !t2.contains("masquerade"),
         "{t2}"
     );
 
     // 5. SIGTERM leaves device, routes and lease; a restart keeps subnet and MAC
-    let code = w.stop("w1", libc::SIGTERM);
+    let code = w.stop("w1", Signal::SIGTERM);
     assert_eq!(code, Some(0), "{}", w.log("w1"));
     let (key_before, _) = lease_of(&w, "10.0.0.3").expect("the lease stays after SIGTERM");
-    assert!(sh_ok(&w.ns("w1"), "ip route show dev flannel.100")
-        .contains(&format!("{}/20", subnets[1].0)));
+    assert!(
+        sh(&w.ns("w1"), "ip route show dev flannel.100").contains(&format!("{}/20", subnets[1].0))
+    );
     w.start_agent("w1", "10.0.0.3", &["--ip-masq"]);
     wait_for("w1 to reuse its lease", Duration::from_secs(60), || {
         w.log("w1").contains("reusing").then_some(())
@@ -447,7 +420,7 @@ fn agents_lease_program_overlay_and_survive_restarts() {
     assert_eq!(leases(&w).len(), 2);
 
     // 5b. the lease gone but subnet.env kept: the previous subnet is taken again
-    w.stop("w1", libc::SIGTERM);
+    w.stop("w1", Signal::SIGTERM);
     w.etcd(&format!("del {key_before}"));
     w.start_agent("w1", "10.0.0.3", &["--ip-masq"]);
     let (key_prev, _) = wait_for("w1 lease again", Duration::from_secs(60), || {
@@ -461,8 +434,8 @@ fn agents_lease_program_overlay_and_survive_restarts() {
     );
 
     // 5c. a lease that vanishes while an agent is down: its entries go at the next start
-    w.stop("w2", libc::SIGTERM);
-    w.stop("w1", libc::SIGTERM);
+    w.stop("w2", Signal::SIGTERM);
+    w.stop("w1", Signal::SIGTERM);
     w.etcd(&format!("del {key_before}"));
     assert_eq!(
         entries_for(&w.ns("w2"), &subnets[0].0, 20, &subnets[0].1, "10.0.0.3"),
@@ -505,7 +478,7 @@ fn agents_lease_program_overlay_and_survive_restarts() {
     });
     let (sn3, _) = subnet_of_key(&k3);
     let mac3 = wait_for("w3 device", Duration::from_secs(60), || {
-        let o = sh(&w.ns("w3"), "ip -o link show flannel.100");
+        let o = run(Some(&w.ns("w3")), "ip -o link show flannel.100");
         o.success().then(|| mac_of(&w.ns("w3"), "flannel.100"))
     });
     for n in ["w1", "w2"] {
@@ -548,8 +521,7 @@ fn agents_lease_program_overlay_and_survive_restarts() {
 
 #[test]
 fn missing_config_key_is_a_clear_error() {
-    if !is_root() {
-        eprintln!("skipped: needs root to create network namespaces");
+    if !root_or_skip() {
         return;
     }
     let mut w = World::new("nocfg");
@@ -583,8 +555,7 @@ fn missing_config_key_is_a_clear_error() {
 
     // --ip-masq without nft: a clear error after the lease (the lease stays, as on any exit)
     w.etcd(&format!("put {PREFIX}/config '{CONFIG}'"));
-    let o = sh(
-        &ns,
+    let o = run(Some(&ns),
         &format!("PATH=/nonexistent {bin} flanneld --etcd-endpoints http://{ETCD_IP}:2379 --iface eth0 --ip-masq --subnet-file {}", sf.display()),
     );
     assert_eq!(o.ended, netns::process::Ended::Exited(1), "{}", o.text);
@@ -596,8 +567,8 @@ fn missing_config_key_is_a_clear_error() {
 
     // a config that is not JSON is named too
     w.etcd(&format!("put {PREFIX}/config 'Network=11.0.0.0/8'"));
-    let o = sh(
-        &ns,
+    let o = run(
+        Some(&ns),
         &format!(
             "{bin} flanneld --etcd-endpoints http://{ETCD_IP}:2379 --iface eth0 --subnet-file {}",
             sf.display()
@@ -609,8 +580,7 @@ fn missing_config_key_is_a_clear_error() {
 
 #[test]
 fn unreachable_etcd_and_unknown_iface_are_clear_errors() {
-    if !is_root() {
-        eprintln!("skipped: needs root to create network namespaces");
+    if !root_or_skip() {
         return;
     }
     let mut w = World::new("noetcd");
@@ -648,8 +618,7 @@ fn unreachable_etcd_and_unknown_iface_are_clear_errors() {
         ),
         ("nope0", "--iface nope0: no such interface"),
     ] {
-        let o = sh(
-            &ns,
+        let o = run(Some(&ns),
             &format!("{bin} flanneld --etcd-endpoints http://10.0.0.3:2379 --iface {iface} --subnet-file {}", sf.display()),
         );
         assert_eq!(o.ended, netns::process::Ended::Exited(1), "{}", o.text);
@@ -664,8 +633,7 @@ fn unreachable_etcd_and_unknown_iface_are_clear_errors() {
         ),
         (",", "--etcd-endpoints is empty"),
     ] {
-        let o = sh(
-            &ns,
+        let o = run(Some(&ns),
             &format!(
                 "{bin} flanneld --etcd-endpoints '{ep}' --iface eth0 --subnet-file {}",
                 sf.display()
@@ -676,8 +644,8 @@ fn unreachable_etcd_and_unknown_iface_are_clear_errors() {
         assert!(!o.text.contains("waiting for etcd"), "{}", o.text);
     }
     // no --iface and no default route; an interface without an IPv4 address
-    let o = sh(
-        &ns,
+    let o = run(
+        Some(&ns),
         &format!(
             "{bin} flanneld --etcd-endpoints http://10.0.0.3:2379 --subnet-file {}",
             sf.display()
@@ -690,9 +658,9 @@ fn unreachable_etcd_and_unknown_iface_are_clear_errors() {
         "{}",
         o.text
     );
-    sh_ok(&ns, "ip link add eth9 type veth peer name eth10");
-    let o = sh(
-        &ns,
+    sh(&ns, "ip link add eth9 type veth peer name eth10");
+    let o = run(
+        Some(&ns),
         &format!(
             "{bin} flanneld --etcd-endpoints http://10.0.0.3:2379 --iface eth9 --subnet-file {}",
             sf.display()
@@ -706,9 +674,9 @@ fn unreachable_etcd_and_unknown_iface_are_clear_errors() {
         o.text
     );
     // with a default route, the agent picks that route's interface (then waits for etcd)
-    sh_ok(&ns, "ip route add default via 10.0.0.1 dev eth0");
-    let o = sh(
-        &ns,
+    sh(&ns, "ip route add default via 10.0.0.1 dev eth0");
+    let o = run(
+        Some(&ns),
         &format!(
             "{bin} flanneld --etcd-endpoints http://10.0.0.3:2379 --etcd-wait 1 --subnet-file {}",
             sf.display()
@@ -720,8 +688,7 @@ fn unreachable_etcd_and_unknown_iface_are_clear_errors() {
         "{}",
         o.text
     );
-    let o = sh(
-        &ns,
+    let o = run(Some(&ns),
         &format!("{bin} flanneld --etcd-endpoints http://10.0.0.3:2379 --iface eth0 --subnet-lease-ttl 0 --subnet-file {}", sf.display()),
     );
     assert_eq!(o.ended, netns::process::Ended::Exited(1), "{}", o.text);
@@ -732,8 +699,7 @@ fn unreachable_etcd_and_unknown_iface_are_clear_errors() {
     );
 
     // flanneld's flag check
-    let o = sh(
-        &ns,
+    let o = run(Some(&ns),
         &format!("{bin} flanneld --etcd-endpoints http://10.0.0.3:2379 --iface eth0 --subnet-lease-renew-margin 1440 --subnet-file {}", sf.display()),
     );
     assert_eq!(o.ended, netns::process::Ended::Exited(1), "{}", o.text);
@@ -744,7 +710,7 @@ fn unreachable_etcd_and_unknown_iface_are_clear_errors() {
     );
 
     // no device was created by the failed starts
-    assert!(!sh_ok(&ns, "ip -o link").contains("flannel."));
+    assert!(!sh(&ns, "ip -o link").contains("flannel."));
 }
 
 /// A pod namespace behind worker `worker`: veth `vp-<pod>` on the worker with the subnet's
@@ -753,13 +719,13 @@ fn add_pod(w: &mut World, worker: &str, pod: &str, gw: &str, ip: &str) -> String
     let wns = w.ns(worker);
     let pns = w.ns(pod);
     w.add_ns(&pns);
-    sh_ok(
+    sh(
         &wns,
         &format!(
             "ip link add vp-{pod} type veth peer name eth0 netns {pns} && ip addr add {gw}/20 dev vp-{pod} && ip link set vp-{pod} up && sysctl -qw net.ipv4.ip_forward=1"
         ),
     );
-    sh_ok(
+    sh(
         &pns,
         &format!("ip link set lo up && ip addr add {ip}/20 dev eth0 && ip link set eth0 up && ip route add default via {gw}"),
     );
@@ -768,8 +734,7 @@ fn add_pod(w: &mut World, worker: &str, pod: &str, gw: &str, ip: &str) -> String
 
 #[test]
 fn ip_masq_hides_pods_from_the_outside_but_not_from_pods() {
-    if !is_root() {
-        eprintln!("skipped: needs root to create network namespaces");
+    if !root_or_skip() {
         return;
     }
     let mut w = World::new("masq");
@@ -796,26 +761,26 @@ fn ip_masq_hides_pods_from_the_outside_but_not_from_pods() {
         let other = &pods[1 - i].2;
         let ns = w.ns(n);
         wait_for(&format!("route on {n}"), Duration::from_secs(60), || {
-            sh_ok(&ns, "ip route show dev flannel.100")
+            sh(&ns, "ip route show dev flannel.100")
                 .contains(&format!("{other}/20"))
                 .then_some(())
         });
     }
     // count, on w2, packets arriving from p1's own address (i.e. not masqueraded)
-    sh_ok(
+    sh(
         &w.ns("w2"),
         &format!("nft add table ip flt-count && nft add chain ip flt-count in '{{ type filter hook prerouting priority -300 ; }}' && nft add rule ip flt-count in ip saddr {} counter", pods[0].1),
     );
 
     // p1 (on the --ip-masq worker) reaches the outside host: its source was masqueraded
-    let o = sh(&pods[0].0, "ping -c 2 -i 0.2 -W 2 10.0.0.9");
+    let o = run(Some(&pods[0].0), "ping -c 2 -i 0.2 -W 2 10.0.0.9");
     assert!(
         o.success() && o.text.contains(" 0% packet loss"),
         "{}",
         o.text
     );
     // p2 (worker without --ip-masq) cannot: the outside host has no route back to 11/8
-    let o = sh(&pods[1].0, "ping -c 2 -i 0.2 -W 1 10.0.0.9");
+    let o = run(Some(&pods[1].0), "ping -c 2 -i 0.2 -W 1 10.0.0.9");
     assert!(
         !o.success() && o.text.contains("100% packet loss"),
         "{}",
@@ -823,13 +788,16 @@ fn ip_masq_hides_pods_from_the_outside_but_not_from_pods() {
     );
 
     // pod to pod keeps the pod's address, also through the --ip-masq worker
-    let o = sh(&pods[0].0, &format!("ping -c 2 -i 0.2 -W 2 {}", pods[1].1));
+    let o = run(
+        Some(&pods[0].0),
+        &format!("ping -c 2 -i 0.2 -W 2 {}", pods[1].1),
+    );
     assert!(
         o.success() && o.text.contains(" 0% packet loss"),
         "{}",
         o.text
     );
-    let c = sh_ok(&w.ns("w2"), "nft list chain ip flt-count in");
+    let c = sh(&w.ns("w2"), "nft list chain ip flt-count in");
     let packets: u64 = c
         .split("counter packets ")
         .nth(1)
@@ -844,8 +812,7 @@ fn ip_masq_hides_pods_from_the_outside_but_not_from_pods() {
 
 #[test]
 fn lease_is_renewed_and_expires_when_the_agent_dies() {
-    if !is_root() {
-        eprintln!("skipped: needs root to create network namespaces");
+    if !root_or_skip() {
         return;
     }
     let mut w = World::new("ttl");
@@ -861,7 +828,7 @@ fn lease_is_renewed_and_expires_when_the_agent_dies() {
     });
     let (sn1, _) = subnet_of_key(&k1);
     let mac1 = wait_for("w1 device", Duration::from_secs(60), || {
-        let o = sh(&w.ns("w1"), "ip -o link show flannel.100");
+        let o = run(Some(&w.ns("w1")), "ip -o link show flannel.100");
         o.success().then(|| mac_of(&w.ns("w1"), "flannel.100"))
     });
     let w2 = w.ns("w2");
@@ -879,7 +846,7 @@ fn lease_is_renewed_and_expires_when_the_agent_dies() {
     assert_eq!(lease_of(&w, "10.0.0.3").map(|l| l.0), Some(k1.clone()));
     // the agent crashes (SIGKILL, nothing runs on exit): the lease expires by itself and
     // the other worker removes the entries
-    w.stop("w1", libc::SIGKILL);
+    w.stop("w1", Signal::SIGKILL);
     wait_for("w1's lease to expire", Duration::from_secs(60), || {
         lease_of(&w, "10.0.0.3").is_none().then_some(())
     });
@@ -887,13 +854,12 @@ fn lease_is_renewed_and_expires_when_the_agent_dies() {
         (entries_for(&w2, &sn1, 20, &mac1, "10.0.0.3") == (false, false, false)).then_some(())
     });
     // the device and routes of the crashed node stay, as with flanneld
-    assert!(sh(&w.ns("w1"), "ip link show flannel.100").success());
+    assert!(run(Some(&w.ns("w1")), "ip link show flannel.100").success());
 }
 
 #[test]
 fn watch_survives_an_etcd_restart_and_reads_real_flannel_leases() {
-    if !is_root() {
-        eprintln!("skipped: needs root to create network namespaces");
+    if !root_or_skip() {
         return;
     }
     let mut w = World::new("erst");
@@ -916,7 +882,7 @@ fn watch_survives_an_etcd_restart_and_reads_real_flannel_leases() {
     });
 
     // etcd goes away for a moment, then comes back with its data
-    w.stop("etcd", libc::SIGTERM);
+    w.stop("etcd", Signal::SIGTERM);
     std::thread::sleep(Duration::from_millis(500));
     w.spawn_etcd();
 
@@ -944,7 +910,7 @@ fn watch_survives_an_etcd_restart_and_reads_real_flannel_leases() {
             == (false, false, false))
             .then_some(())
     });
-    assert!(!sh_ok(&ns, "ip route show dev flannel.100").contains("11.51.0.0"));
+    assert!(!sh(&ns, "ip route show dev flannel.100").contains("11.51.0.0"));
     assert!(
         w.log("w1").contains("ignoring subnet 11.51.0.0/20"),
         "{}",

@@ -162,6 +162,66 @@ fn ingress_routes_reloads_and_is_stopped_by_pid() {
     assert_nothing_left("ingr1", &[]);
 }
 
+/// A reload whose old nginx worker cannot finish (a request it proxied is still waiting
+/// for its answer) times out; the previous config is put back, so the file, nginx and
+/// the rules the simulator reports agree, and a later reload works.
+#[test]
+fn a_reload_that_times_out_puts_the_previous_config_back() {
+    let (sim, c) = started("ingrrb", 1, 1);
+    let w1 = c.worker("w1").unwrap();
+    w1.create_container("slow", labels("slow")).unwrap();
+    let pod = w1.container("slow").unwrap();
+    // A backend that takes connections and never answers: bound inside the pod, never
+    // written to.
+    let listener = netns::run_in(&pod.ns, || {
+        let l = std::net::TcpListener::bind(("0.0.0.0", 9000))?;
+        l.set_nonblocking(true)?;
+        Ok(l)
+    })
+    .unwrap();
+    let slow = format!("{}:9000", pod.ip);
+    let before = w1.run_ingress("rb", 8005, &[rule("/", &slow)]).unwrap();
+    let conf_before = std::fs::read_to_string(&before.conf).unwrap();
+    w1.exec_async("curl -s -m 60 http://127.0.0.1:8005/hang")
+        .unwrap();
+    let until = Instant::now() + Duration::from_secs(10);
+    let held = loop {
+        match listener.accept() {
+            Ok((stream, _)) => break stream,
+            Err(_) => {
+                assert!(Instant::now() < until, "nginx never proxied the request");
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+    };
+
+    let e = w1
+        .run_ingress("rb", 8005, &[rule("/other", &slow)])
+        .unwrap_err();
+    let msg = format!("{e:#}");
+    assert!(
+        msg.contains("keeps its previous rules") && msg.contains("was put back"),
+        "{msg}"
+    );
+    assert_eq!(std::fs::read_to_string(&before.conf).unwrap(), conf_before);
+    let now = w1.ingress("rb").expect("the ingress still runs");
+    assert_eq!(now.pid, before.pid);
+    assert_eq!(now.rules, before.rules);
+
+    // Once the held request ends, the old worker finishes and a reload goes through.
+    drop(held);
+    let after = w1
+        .run_ingress("rb", 8005, &[rule("/other", &slow)])
+        .unwrap();
+    assert_eq!(after.rules[0].path, "/other");
+    assert!(std::fs::read_to_string(&after.conf)
+        .unwrap()
+        .contains("location /other"));
+    drop(listener);
+    sim.teardown().unwrap();
+    assert_nothing_left("ingrrb", &[]);
+}
+
 #[test]
 fn bad_ingress_input_is_refused_and_leaves_no_nginx() {
     let (sim, c) = started("ingr2", 1, 1);

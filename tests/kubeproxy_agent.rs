@@ -2,9 +2,10 @@
 //! from etcd, survive the agent being killed, and a restarted agent converges them in place
 //! (no flush: Services keep answering and endpoint counters keep counting).
 
-#[path = "kubeproxy_util.rs"]
-mod util;
+mod common;
 
+use common::kubeproxy::*;
+use common::*;
 use knetsim::components::kubeproxy::{
     read_counters, store, EndpointAddress, Endpoints, Protocol, Service, ServicePort, ServiceType,
 };
@@ -12,7 +13,6 @@ use knetsim::netns;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use util::*;
 
 const ETCD: &str = "http://127.0.0.1:2379";
 
@@ -29,17 +29,6 @@ where
             .build()?;
         rt.block_on(async move { f(store::connect(ETCD)?).await })
     })
-}
-
-fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
-    let until = Instant::now() + timeout;
-    while Instant::now() < until {
-        if f() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    panic!("timed out waiting for {what}");
 }
 
 fn svc(name: &str, cip: std::net::Ipv4Addr, port: u16) -> Service {
@@ -80,8 +69,7 @@ fn start_agent(g: &mut Guard, node: &str, log: &std::path::Path) -> u32 {
 
 #[test]
 fn agent_programs_from_etcd_and_survives_restart() {
-    if !is_root() {
-        eprintln!("SKIPPED: needs root to create namespaces");
+    if !root_or_skip() {
         return;
     }
     if netns::process::which("etcd").is_none() {
@@ -124,7 +112,7 @@ fn agent_programs_from_etcd_and_survives_restart() {
         netns::process::spawn_daemon(Some(&t.node), "etcd", &etcd_args, &dir.join("etcd.log"))
             .unwrap();
     g.children.push(etcd);
-    wait_for("etcd to answer", Duration::from_secs(20), || {
+    wait_until("etcd to answer", Duration::from_secs(20), || {
         sh_any(
             &t.node,
             &format!("ETCDCTL_API=3 etcdctl --endpoints {ETCD} --command-timeout=1s put /probe x"),
@@ -175,7 +163,7 @@ fn agent_programs_from_etcd_and_survives_restart() {
     let log = dir.join("kube-proxy.log");
     let pid = start_agent(&mut g, &t.node, &log);
     let web = format!("{web_ip}:80");
-    wait_for("the agent to program web", Duration::from_secs(15), || {
+    wait_until("the agent to program web", Duration::from_secs(15), || {
         connect(&t.client, &web).is_ok()
     });
     for _ in 0..6 {
@@ -247,7 +235,7 @@ fn agent_programs_from_etcd_and_survives_restart() {
     std::fs::write(&log, "").unwrap();
     start_agent(&mut g, &t.node, &log);
     let api = format!("{api_ip}:8080");
-    wait_for(
+    wait_until(
         "the restarted agent to program api",
         Duration::from_secs(15),
         || {
@@ -314,7 +302,7 @@ fn agent_programs_from_etcd_and_survives_restart() {
         Ok(())
     })
     .unwrap();
-    wait_for(
+    wait_until(
         "the agent to refuse the clash",
         Duration::from_secs(10),
         || {

@@ -3,9 +3,10 @@
 //! byte for byte the same, and it must carry traffic and count it. Needs root; each test
 //! builds and removes its own namespaces.
 
-#[path = "kubeproxy_util.rs"]
-mod util;
+mod common;
 
+use common::kubeproxy::*;
+use common::*;
 use knetsim::components::kubeproxy::rules::listing::Listing;
 use knetsim::components::kubeproxy::rules::skeleton;
 use knetsim::components::kubeproxy::rules::{self, Bulk};
@@ -14,7 +15,6 @@ use knetsim::components::kubeproxy::{
     Protocol, Service, ServicePort, ServiceType, State, StaticVip,
 };
 use std::net::Ipv4Addr;
-use util::*;
 
 /// `n` Services (every fourth a NodePort, every seventh without endpoints) on the two
 /// backends, and two VIPs.
@@ -59,8 +59,7 @@ fn table(ns: &str) -> String {
 
 #[test]
 fn split_first_sync_lists_like_one_transaction() {
-    if !is_root() {
-        eprintln!("SKIPPED: needs root to create namespaces");
+    if !root_or_skip() {
         return;
     }
     let mut g = Guard::default();
@@ -117,8 +116,7 @@ fn split_first_sync_lists_like_one_transaction() {
 
 #[test]
 fn split_first_sync_carries_traffic_then_changes_atomically() {
-    if !is_root() {
-        eprintln!("SKIPPED: needs root to create namespaces");
+    if !root_or_skip() {
         return;
     }
     let mut g = Guard::default();
@@ -181,8 +179,7 @@ fn split_first_sync_carries_traffic_then_changes_atomically() {
 
 #[test]
 fn refused_netlink_batch_names_the_transaction() {
-    if !is_root() {
-        eprintln!("SKIPPED: needs root to create namespaces");
+    if !root_or_skip() {
         return;
     }
     let mut g = Guard::default();
@@ -219,8 +216,7 @@ fn refused_netlink_batch_names_the_transaction() {
 
 #[test]
 fn split_first_sync_from_inside_the_namespace() {
-    if !is_root() {
-        eprintln!("SKIPPED: needs root to create namespaces");
+    if !root_or_skip() {
         return;
     }
     // The agent runs inside its worker's namespace and passes no namespace name.

@@ -1,15 +1,15 @@
 //! kube-proxy rules programmed into real namespaces with `apply_local`, and real traffic.
 //! Needs root; each test builds and removes its own namespaces.
 
-#[path = "kubeproxy_util.rs"]
-mod util;
+mod common;
 
+use common::kubeproxy::*;
+use common::*;
 use knetsim::components::kubeproxy::{
     apply_local, read_counters, EndpointAddress, Endpoints, Protocol, Service, ServicePort,
     ServiceType, State, StaticVip,
 };
 use std::net::Ipv4Addr;
-use util::*;
 
 fn ip(s: &str) -> Ipv4Addr {
     s.parse().unwrap()
@@ -52,8 +52,7 @@ fn endpoints(name: &str, ips: &[(Ipv4Addr, &str)]) -> Endpoints {
 
 #[test]
 fn vip_services_nodeports_reject_and_counters() {
-    if !is_root() {
-        eprintln!("SKIPPED: needs root to create namespaces");
+    if !root_or_skip() {
         return;
     }
     let mut g = Guard::default();
@@ -214,8 +213,7 @@ fn rs_chain(node: &str, service_port: &str) -> String {
 
 #[test]
 fn rejected_change_leaves_ruleset_unchanged() {
-    if !is_root() {
-        eprintln!("SKIPPED: needs root to create namespaces");
+    if !root_or_skip() {
         return;
     }
     let mut g = Guard::default();
@@ -270,8 +268,7 @@ fn rejected_change_leaves_ruleset_unchanged() {
 
 #[test]
 fn nft_and_route_errors_are_clear() {
-    if !is_root() {
-        eprintln!("SKIPPED: needs root to create namespaces");
+    if !root_or_skip() {
         return;
     }
     let mut g = Guard::default();

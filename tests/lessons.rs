@@ -53,3 +53,8 @@ fn lesson_04_ingress() {
 fn lesson_05_skupper() {
     run_lesson("05-skupper.rhai", "lesson05");
 }
+
+#[test]
+fn lesson_06_packet_walk() {
+    run_lesson("06-packet-walk.rhai", "tr-lesson06");
+}

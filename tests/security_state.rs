@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{assert_nothing_left, assert_only_logs, knetsim_exe, options};
+use common::{assert_nothing_left, assert_only_logs, knetsim_exe, options, root_or_skip};
 use knetsim::netns::{self, process, record, state};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::os::unix::process::CommandExt;
@@ -13,10 +13,6 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 
 const NOBODY: u32 = 65534;
-
-fn is_root() -> bool {
-    nix::unistd::geteuid().is_root()
-}
 
 /// Undoes what a test set up, in reverse order, even when an assertion failed.
 #[derive(Default)]
@@ -205,8 +201,7 @@ fn run_base() -> &'static Path {
 
 #[test]
 fn bad_instance_names_exit_2_before_touching_anything() {
-    if !is_root() {
-        eprintln!("SKIPPED: needs root (knetsim cleanup runs as root)");
+    if !root_or_skip() {
         return;
     }
     let mut undo = Undo::default();
@@ -269,8 +264,7 @@ fn exec_refuses_node_names_that_are_paths() {
 
 #[test]
 fn a_run_directory_planted_by_another_user_is_refused_and_left_alone() {
-    if !is_root() {
-        eprintln!("SKIPPED: needs root (chown to nobody)");
+    if !root_or_skip() {
         return;
     }
     let mut undo = Undo::default();
@@ -363,8 +357,7 @@ fn a_run_directory_planted_by_another_user_is_refused_and_left_alone() {
 
 #[test]
 fn hostile_entries_in_roots_own_record_are_not_obeyed() {
-    if !is_root() {
-        eprintln!("SKIPPED: needs root (namespaces, a process of nobody's)");
+    if !root_or_skip() {
         return;
     }
     let mut undo = Undo::default();
@@ -451,8 +444,7 @@ fn hostile_entries_in_roots_own_record_are_not_obeyed() {
 
 #[test]
 fn a_symlink_for_etcds_data_is_refused_and_its_target_untouched() {
-    if !is_root() {
-        eprintln!("SKIPPED: needs root (a simulation)");
+    if !root_or_skip() {
         return;
     }
     let roomy = nix::sys::statvfs::statvfs("/dev/shm")
@@ -510,8 +502,7 @@ fn a_symlink_for_etcds_data_is_refused_and_its_target_untouched() {
 
 #[test]
 fn private_directories_are_checked_before_use() {
-    if !is_root() {
-        eprintln!("SKIPPED: needs root (chown to nobody)");
+    if !root_or_skip() {
         return;
     }
     let mut undo = Undo::default();
@@ -566,8 +557,7 @@ fn private_directories_are_checked_before_use() {
 
 #[test]
 fn a_failed_run_keeps_its_logs_until_cleanup() {
-    if !is_root() {
-        eprintln!("SKIPPED: needs root (a simulation)");
+    if !root_or_skip() {
         return;
     }
     let script = std::env::temp_dir().join(format!("knetsim-seclogs-{}.rhai", std::process::id()));

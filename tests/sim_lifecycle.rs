@@ -12,15 +12,7 @@ fn pods_on_different_workers_ping_over_the_overlay_and_nothing_is_left() {
     let before = HostSnapshot::take();
     {
         let sim = sim("lc1");
-        let c = sim
-            .cluster(
-                "0",
-                ClusterSpec {
-                    workers: 2,
-                    etcd: 1,
-                },
-            )
-            .unwrap();
+        let c = common::declare_c0(&sim, 2, 1).unwrap();
         sim.start().expect("bring-up");
         let w1 = c.worker("w1").unwrap();
         let w2 = c.worker("w2").unwrap();

@@ -1,11 +1,12 @@
 //! The Skupper-style router end to end: real `knetsim skrouterd` processes on 127.0.0.1,
 //! linked over AMQP (plain or mutual TLS), carrying TCP connections.
 
-mod skupper_common;
+mod common;
 
+use common::skupper::*;
+use common::*;
 use knetsim::components::skupper::{create_site_ca, create_token, issue_router_cert};
 use sha2::{Digest, Sha256};
-use skupper_common::*;
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::time::Duration;
@@ -63,31 +64,23 @@ fn two_routers_plain_echo_health_metrics() {
 /// A server that hashes everything it reads until EOF, then answers the hex digest: a
 /// half-close must cross both routers for the answer to come back.
 fn hash_server() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = l.local_addr().unwrap().port();
-    std::thread::spawn(move || {
-        for s in l.incoming() {
-            let Ok(mut s) = s else { return };
-            std::thread::spawn(move || {
-                let mut h = Sha256::new();
-                let mut buf = vec![0u8; 1 << 16];
-                let mut total = 0u64;
-                loop {
-                    match s.read(&mut buf) {
-                        Ok(0) => break,
-                        Ok(n) => {
-                            h.update(&buf[..n]);
-                            total += n as u64;
-                        }
-                        Err(_) => return,
-                    }
+    serve_each(|mut s| {
+        let mut h = Sha256::new();
+        let mut buf = vec![0u8; 1 << 16];
+        let mut total = 0u64;
+        loop {
+            match s.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => {
+                    h.update(&buf[..n]);
+                    total += n as u64;
                 }
-                let hex: String = h.finalize().iter().map(|b| format!("{b:02x}")).collect();
-                let _ = write!(s, "{total} {hex}");
-            });
+                Err(_) => return,
+            }
         }
-    });
-    port
+        let hex: String = h.finalize().iter().map(|b| format!("{b:02x}")).collect();
+        let _ = write!(s, "{total} {hex}");
+    })
 }
 
 fn tls_pair(r: &Routers) -> (String, String) {
@@ -222,9 +215,7 @@ fn services_share_a_link_and_resets_propagate() {
             let Ok(mut s) = s else { return };
             let mut b = [0u8; 4];
             let _ = s.read_exact(&mut b);
-            // SO_LINGER 0: close sends RST.
-            linger0(&s);
-            drop(s);
+            close_with_reset(s);
         }
     });
     r.start(
@@ -268,23 +259,6 @@ fn services_share_a_link_and_resets_propagate() {
     let mut buf = [0u8; 4];
     assert!(!matches!(s.read(&mut buf), Ok(n) if n > 0));
     r.wait_log("A", "connection to address nobody refused");
-}
-
-fn linger0(s: &TcpStream) {
-    use std::os::fd::AsRawFd;
-    let l = libc::linger {
-        l_onoff: 1,
-        l_linger: 0,
-    };
-    unsafe {
-        libc::setsockopt(
-            s.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_LINGER,
-            &l as *const libc::linger as *const libc::c_void,
-            std::mem::size_of::<libc::linger>() as libc::socklen_t,
-        );
-    }
 }
 
 /// A-B-C chain: the service at A is reachable from C, which links only to B.

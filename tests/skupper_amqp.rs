@@ -2,10 +2,11 @@
 //! against `knetsim skrouterd` processes on 127.0.0.1: SASL, message routing by address,
 //! end-to-end settlement, credit that follows consumers.
 
-mod skupper_common;
+mod common;
 
+use common::skupper::*;
+use common::*;
 use knetsim::components::skupper::{create_site_ca, create_token, issue_router_cert};
-use skupper_common::*;
 use std::io::Read;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -15,10 +16,7 @@ use std::time::{Duration, Instant};
 const PYTHON: &str = "/usr/bin/python3";
 
 fn client_script() -> String {
-    format!(
-        "{}/tests/skupper_common/amqp_client.py",
-        env!("CARGO_MANIFEST_DIR")
-    )
+    format!("{}/tests/common/amqp_client.py", env!("CARGO_MANIFEST_DIR"))
 }
 
 fn require_proton() {

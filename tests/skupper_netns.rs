@@ -3,31 +3,13 @@
 //! inter-router port 55671 with certificates naming the listener's address, carrying an
 //! HTTP request from one site to a server in the other.
 
+mod common;
+
+use common::{root_or_skip, Guard};
+
 use knetsim::components::skupper::{create_site_ca, create_token, issue_router_cert};
 use knetsim::netns;
-use std::process::Child;
 use std::time::{Duration, Instant};
-
-struct Guard {
-    namespaces: Vec<String>,
-    children: Vec<Child>,
-    dir: std::path::PathBuf,
-}
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        for c in &mut self.children {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-        for n in &self.namespaces {
-            let _ = netns::delete(n);
-        }
-        if !std::thread::panicking() {
-            let _ = std::fs::remove_dir_all(&self.dir);
-        }
-    }
-}
 
 fn log_of(dir: &std::path::Path, name: &str) -> String {
     std::fs::read_to_string(dir.join(format!("{name}.log"))).unwrap_or_default()
@@ -35,22 +17,14 @@ fn log_of(dir: &std::path::Path, name: &str) -> String {
 
 #[test]
 fn routers_in_namespaces_over_veth_with_tls() {
-    if !nix::unistd::Uid::effective().is_root() {
-        eprintln!("SKIPPED: needs root to create network namespaces");
+    if !root_or_skip() {
         return;
     }
     let (na, nb) = ("skupper-netns-a", "skupper-netns-b");
-    let dir = std::env::temp_dir().join(format!("knetsim-skupper-netns-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let mut g = Guard {
-        namespaces: vec![],
-        children: vec![],
-        dir: dir.clone(),
-    };
+    let mut g = Guard::default();
+    let dir = g.dir("skupper-netns");
     for n in [na, nb] {
-        let _ = netns::delete(n);
-        netns::create(n).unwrap();
-        g.namespaces.push(n.to_string());
+        g.ns(n);
     }
     let nbs = nb.to_string();
     netns::netlink::with(na, move |nl| async move {
@@ -101,7 +75,7 @@ fn routers_in_namespaces_over_veth_with_tls() {
     );
     std::fs::write(dir.join("A.json"), a).unwrap();
     std::fs::write(dir.join("B.json"), b).unwrap();
-    let bin = env!("CARGO_BIN_EXE_knetsim");
+    let bin = common::knetsim_exe().display().to_string();
     let www = format!("--directory={}", dir.display());
     g.children.push(
         netns::process::spawn_daemon(
@@ -126,7 +100,7 @@ fn routers_in_namespaces_over_veth_with_tls() {
             dir.join(format!("{name}.json")).display().to_string(),
         ];
         g.children.push(
-            netns::process::spawn_daemon(Some(ns), bin, &args, &dir.join(format!("{name}.log")))
+            netns::process::spawn_daemon(Some(ns), &bin, &args, &dir.join(format!("{name}.log")))
                 .unwrap(),
         );
     }

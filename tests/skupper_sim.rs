@@ -4,15 +4,11 @@
 
 mod common;
 
-use common::{assert_nothing_left, sim, HostSnapshot};
+use common::{assert_nothing_left, root_or_skip, sim, HostSnapshot};
 use knetsim::netns::process;
 use knetsim::sim::{Cluster, ClusterSpec, LinkOptions, SiteOptions, Worker};
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
-
-fn is_root() -> bool {
-    nix::unistd::Uid::effective().is_root()
-}
 
 fn spec(workers: u32) -> ClusterSpec {
     ClusterSpec { workers, etcd: 1 }
@@ -63,8 +59,7 @@ fn alive(pid: u32) -> bool {
 
 #[test]
 fn a_service_in_c0_is_reached_from_every_pod_of_c1_and_of_c2_through_c1() {
-    if !is_root() {
-        eprintln!("SKIPPED: needs root to create network namespaces");
+    if !root_or_skip() {
         return;
     }
     let instance = "sksim-reach";
@@ -176,10 +171,50 @@ fn err(r: anyhow::Result<impl std::fmt::Debug>) -> String {
     format!("{:#}", r.expect_err("expected an error"))
 }
 
+/// A Skupper service follows its pod: the container deleted and created again (on another
+/// worker, so at another address) is reached through the same port.
+#[test]
+fn an_exposed_container_created_again_is_followed_to_its_new_address() {
+    if !root_or_skip() {
+        return;
+    }
+    let instance = "sksim-follow";
+    let sim = sim(instance);
+    let c0 = sim.cluster("0", spec(2)).unwrap();
+    let c1 = sim.cluster("1", spec(1)).unwrap();
+    sim.start().unwrap();
+    let (c0w1, c0w2) = (c0.worker("w1").unwrap(), c0.worker("w2").unwrap());
+    let c1w1 = c1.worker("w1").unwrap();
+    serve(&c0w1, "web", "first web");
+    c1w1.create_container("cl", BTreeMap::new()).unwrap();
+    c0.skupper_init(SiteOptions::default()).unwrap();
+    c1.skupper_init(SiteOptions::default()).unwrap();
+    c1.skupper_link(&c0.skupper_token().unwrap(), LinkOptions::default())
+        .unwrap();
+    let port = c0.skupper_expose("svc1", "web", 80).unwrap();
+    let url = format!("http://{}:{port}/", c1w1.ip());
+    assert!(get(&c1w1, "cl", &url).contains("first web"));
+
+    let old_ip = c0w1.container_ip("web").unwrap();
+    c0w1.delete_container("web").unwrap();
+    serve(&c0w2, "web", "second web");
+    let new_ip = c0w2.container_ip("web").unwrap();
+    assert_ne!(old_ip, new_ip, "another worker, another subnet");
+    assert!(
+        config(&c0).contains(&format!(r#""host":"{new_ip}","name":"svc1","port":80"#)),
+        "{}",
+        config(&c0)
+    );
+    assert_eq!(c0.skupper_services(), vec![("svc1".to_string(), port)]);
+    let got = get(&c1w1, "cl", &url);
+    assert!(got.contains("second web"), "{got}");
+    sim.teardown().unwrap();
+    assert_nothing_left(instance, &[]);
+}
+
 #[test]
 fn bad_skupper_input_is_refused_clearly_and_leaves_nothing() {
-    if !is_root() {
-        eprintln!("SKIPPED: needs root to create network namespaces");
+    if !root_or_skip() {
         return;
     }
     let instance = "sksim-bad";
@@ -228,9 +263,7 @@ fn bad_skupper_input_is_refused_clearly_and_leaves_nothing() {
         "skrouterd -c {}",
         c1.skupper_config_path().display()
     )));
-    unsafe {
-        libc::kill(squatter as i32, libc::SIGKILL);
-    }
+    common::signal(squatter, nix::sys::signal::Signal::SIGKILL);
     while alive(squatter) {
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -410,8 +443,7 @@ fn bad_skupper_input_is_refused_clearly_and_leaves_nothing() {
 
 #[test]
 fn script_options_are_checked_before_anything_starts() {
-    if !is_root() {
-        eprintln!("SKIPPED: needs root (a simulation claims a run directory)");
+    if !root_or_skip() {
         return;
     }
     use knetsim::script::{Outcome, ScriptSession};
@@ -456,8 +488,7 @@ fn script_options_are_checked_before_anything_starts() {
 
 #[test]
 fn the_originals_list_form_create_conf_and_start_skupper() {
-    if !is_root() {
-        eprintln!("SKIPPED: needs root to create network namespaces");
+    if !root_or_skip() {
         return;
     }
     use knetsim::script::{Outcome, ScriptSession};
@@ -570,8 +601,7 @@ expect(out.contains("hello from c4"), "c2 in C1 reaches svc1 through the routers
 /// `knetsim cleanup` after a crash ends them by pid.
 #[test]
 fn cleanup_after_a_crash_ends_the_routers() {
-    if !is_root() {
-        eprintln!("SKIPPED: needs root to create network namespaces");
+    if !root_or_skip() {
         return;
     }
     use std::process::{Command, Stdio};
@@ -668,8 +698,7 @@ fn walk(
 
 #[test]
 fn site_keys_and_tokens_are_private_to_root() {
-    if !is_root() {
-        eprintln!("SKIPPED: needs root to create network namespaces");
+    if !root_or_skip() {
         return;
     }
     use std::os::unix::fs::MetadataExt;
@@ -749,8 +778,7 @@ fn serve_echo(w: &Worker, container: &str) {
 #[test]
 fn a_long_connection_through_svc1_survives_exposing_svc2() {
     use std::io::{Read, Write};
-    if !is_root() {
-        eprintln!("SKIPPED: needs root to create network namespaces");
+    if !root_or_skip() {
         return;
     }
     let instance = "sksim-reload";

@@ -6,16 +6,12 @@
 
 mod common;
 
-use common::{assert_nothing_left, knetsim_exe, started, HostSnapshot};
+use common::{assert_nothing_left, knetsim_exe, root_or_skip, started, HostSnapshot};
 use knetsim::sim::{
     ClusterSpec, LinkOptions, PortSpec, ServiceSpec, Sim, SiteOptions, SupervisionOutcome, Worker,
 };
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
-
-fn is_root() -> bool {
-    nix::unistd::Uid::effective().is_root()
-}
 
 fn web() -> BTreeMap<String, String> {
     BTreeMap::from([("app".to_string(), "web".to_string())])
@@ -34,9 +30,7 @@ fn web_service() -> ServiceSpec {
 }
 
 fn kill9(pid: u32) {
-    unsafe {
-        libc::kill(pid as i32, libc::SIGKILL);
-    }
+    common::signal(pid, nix::sys::signal::Signal::SIGKILL);
 }
 
 fn alive(pid: u32) -> bool {
@@ -95,8 +89,7 @@ fn curl(w: &Worker, pod: &str, ip: &str) -> String {
 
 #[test]
 fn a_killed_kube_proxy_is_restarted_and_services_work() {
-    if !is_root() {
-        eprintln!("SKIPPED: needs root to create network namespaces");
+    if !root_or_skip() {
         return;
     }
     let before = HostSnapshot::take();
@@ -145,8 +138,7 @@ fn a_killed_kube_proxy_is_restarted_and_services_work() {
 
 #[test]
 fn a_killed_flanneld_is_restarted_and_a_new_worker_is_reached() {
-    if !is_root() {
-        eprintln!("SKIPPED: needs root to create network namespaces");
+    if !root_or_skip() {
         return;
     }
     let instance = "sup-fl";
@@ -181,8 +173,7 @@ fn a_killed_flanneld_is_restarted_and_a_new_worker_is_reached() {
 
 #[test]
 fn a_crash_loop_stops_the_restarts_with_the_agents_log() {
-    if !is_root() {
-        eprintln!("SKIPPED: needs root to create network namespaces");
+    if !root_or_skip() {
         return;
     }
     let instance = "sup-loop";
@@ -245,8 +236,7 @@ fn a_crash_loop_stops_the_restarts_with_the_agents_log() {
 
 #[test]
 fn an_agent_stopped_on_purpose_stays_stopped_until_started() {
-    if !is_root() {
-        eprintln!("SKIPPED: needs root to create network namespaces");
+    if !root_or_skip() {
         return;
     }
     let instance = "sup-stop";
@@ -319,8 +309,7 @@ fn an_agent_stopped_on_purpose_stays_stopped_until_started() {
 
 #[test]
 fn a_script_sees_the_restart_on_stderr_and_stops_an_agent() {
-    if !is_root() {
-        eprintln!("SKIPPED: needs root to create network namespaces");
+    if !root_or_skip() {
         return;
     }
     let instance = "sup-script";
@@ -370,8 +359,7 @@ expect(w1.agent_pid("flanneld") == f, "flanneld runs again");
 
 #[test]
 fn a_killed_skupper_router_is_restarted_and_its_links_come_back() {
-    if !is_root() {
-        eprintln!("SKIPPED: needs root to create network namespaces");
+    if !root_or_skip() {
         return;
     }
     let instance = "sup-sk";
@@ -431,8 +419,7 @@ impl Drop for TempDir {
 
 #[test]
 fn an_agent_that_cannot_run_ends_waits_at_once_with_its_log() {
-    if !is_root() {
-        eprintln!("SKIPPED: needs root to create network namespaces");
+    if !root_or_skip() {
         return;
     }
     use std::os::unix::fs::PermissionsExt;
@@ -447,15 +434,7 @@ fn an_agent_that_cannot_run_ends_waits_at_once_with_its_log() {
         ..common::options(instance)
     })
     .unwrap();
-    let c = sim
-        .cluster(
-            "0",
-            ClusterSpec {
-                workers: 2,
-                etcd: 1,
-            },
-        )
-        .unwrap();
+    let c = common::declare_c0(&sim, 2, 1).unwrap();
     sim.start().unwrap();
 
     // An agent binary that fails at once: a new worker's flanneld crash-loops, and

@@ -1,6 +1,10 @@
 //! Every workshop helper in utils/ answers --help (and -h) with usage text and exit 0,
 //! and refuses to run without its arguments (exit 2, usage on stderr).
 
+mod common;
+
+use common::root_or_skip;
+
 use std::process::Command;
 
 fn utils() -> Vec<std::path::PathBuf> {
@@ -70,8 +74,7 @@ fn utils_ss_serves_its_message_through_knetsim_echo_server() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--port"));
-    if !nix::unistd::Uid::effective().is_root() {
-        eprintln!("SKIPPED (serving part): needs root to create a network namespace");
+    if !root_or_skip() {
         return;
     }
     let log = std::env::temp_dir().join(format!("knetsim-utils-ss-{}.log", std::process::id()));

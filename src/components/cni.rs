@@ -107,13 +107,10 @@ pub fn network_of(cidr: &str) -> String {
     format!("{}/{len}", std::net::Ipv4Addr::from(u32::from(ip) & mask))
 }
 
-/// One container's attachment.
+/// One container's attachment: the address the bridge plugin's IPAM gave it.
 #[derive(Debug, Clone)]
 pub struct Attachment {
     pub ip: String,
-    pub prefix: u8,
-    pub gateway: Option<String>,
-    pub result: Value,
 }
 
 /// Runs one plugin binary inside namespace `worker_ns`, the way a runtime does.
@@ -223,15 +220,10 @@ impl WorkerCni {
         let addr = result["ips"][0]["address"]
             .as_str()
             .ok_or_else(|| anyhow!("the bridge plugin returned no IP address: {result}"))?;
-        let (ip, prefix) = addr
+        let (ip, _prefix) = addr
             .split_once('/')
             .ok_or_else(|| anyhow!("unexpected address '{addr}' from the bridge plugin"))?;
-        Ok(Attachment {
-            ip: ip.to_string(),
-            prefix: prefix.parse().unwrap_or(32),
-            gateway: result["ips"][0]["gateway"].as_str().map(|s| s.to_string()),
-            result: result.clone(),
-        })
+        Ok(Attachment { ip: ip.to_string() })
     }
 
     /// CNI DEL with the config kept at ADD time.

@@ -9,3 +9,4 @@ pub mod ingress;
 pub mod kubeproxy;
 pub mod nft;
 pub mod skupper;
+pub mod trace;

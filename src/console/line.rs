@@ -21,6 +21,10 @@ pub const COMMANDS: &[(&str, &str)] = &[
         "every node and pod: namespace, address, the pids started for it",
     ),
     (
+        "trace",
+        "trace NODE [POD] DEST[:PORT] [tcp|udp|icmp]: walk one probe hop by hop (e.g. trace C0w1 c1 100.64.0.1:80)",
+    ),
+    (
         "exit",
         "leave the console and tear the simulation down (also quit, Ctrl-D)",
     ),

@@ -5,6 +5,7 @@
 pub mod complete;
 pub mod line;
 pub mod live;
+mod trace;
 
 use crate::netns::pty;
 use crate::script::{api, LineResult, ScriptSession};
@@ -114,6 +115,13 @@ pub fn handle_with(
     out: &mut dyn Write,
     terminal: bool,
 ) -> Flow {
+    if let Some(r) = trace::console_line(session.sim(), input) {
+        let _ = match r {
+            Ok(text) => write!(out, "{text}"),
+            Err(e) => writeln!(out, "{}", ui::red(&format!("error: {e}"))),
+        };
+        return Flow::Continue;
+    }
     let nodes = session.sim().node_names();
     match classify(input, &nodes) {
         Line::Empty => {}

@@ -23,7 +23,9 @@ extern "C" fn on_winch(_: libc::c_int) {
 }
 
 fn window_size(fd: RawFd) -> Option<libc::winsize> {
+    // SAFETY: winsize is plain integers; all-zero is a valid value.
     let mut ws: libc::winsize = unsafe { std::mem::zeroed() };
+    // SAFETY: TIOCGWINSZ writes one winsize into `ws`, which lives for the call.
     (unsafe { libc::ioctl(fd, libc::TIOCGWINSZ, &mut ws) } == 0).then_some(ws)
 }
 
@@ -36,11 +38,14 @@ struct RawMode {
 
 impl RawMode {
     fn enter(fd: RawFd) -> Option<RawMode> {
+        // SAFETY: termios is plain integers and arrays; all-zero is a valid value.
         let mut t: libc::termios = unsafe { std::mem::zeroed() };
+        // SAFETY: tcgetattr writes one termios into `t`, which lives for the call.
         if unsafe { libc::tcgetattr(fd, &mut t) } != 0 {
             return None;
         }
         let saved = t;
+        // SAFETY: `t` is the termios just read; cfmakeraw and tcsetattr only read and write it.
         unsafe {
             libc::cfmakeraw(&mut t);
             libc::tcsetattr(fd, libc::TCSANOW, &t);
@@ -51,6 +56,7 @@ impl RawMode {
 
 impl Drop for RawMode {
     fn drop(&mut self) {
+        // SAFETY: `saved` is the termios read in `enter`, for the same descriptor.
         unsafe {
             libc::tcsetattr(self.fd, libc::TCSADRAIN, &self.saved);
         }
@@ -62,6 +68,8 @@ struct WinchHandler(libc::sigaction);
 
 impl WinchHandler {
     fn install() -> WinchHandler {
+        // SAFETY: a zeroed sigaction with only a handler set is valid; the handler only stores
+        // to an atomic (async-signal-safe), and `old` receives the previous disposition.
         unsafe {
             let mut sa: libc::sigaction = std::mem::zeroed();
             sa.sa_sigaction = on_winch as *const () as usize;
@@ -75,6 +83,7 @@ impl WinchHandler {
 
 impl Drop for WinchHandler {
     fn drop(&mut self) {
+        // SAFETY: puts back the disposition sigaction returned in `install`.
         unsafe {
             libc::sigaction(libc::SIGWINCH, &self.0, std::ptr::null_mut());
         }
@@ -83,6 +92,7 @@ impl Drop for WinchHandler {
 
 fn write_all_fd(fd: RawFd, mut buf: &[u8]) -> std::io::Result<()> {
     while !buf.is_empty() {
+        // SAFETY: writes at most buf.len() bytes from a live slice.
         let n = unsafe { libc::write(fd, buf.as_ptr().cast(), buf.len()) };
         if n < 0 {
             let e = std::io::Error::last_os_error();
@@ -103,6 +113,7 @@ fn write_all_fd(fd: RawFd, mut buf: &[u8]) -> std::io::Result<()> {
 /// Reads what is there; Ok(0) at the end (a pty master reads EIO once every slave is closed).
 fn read_fd(fd: RawFd, buf: &mut [u8]) -> std::io::Result<usize> {
     loop {
+        // SAFETY: reads at most buf.len() bytes into a live, writable slice.
         let n = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) };
         if n >= 0 {
             return Ok(n as usize);
@@ -142,6 +153,7 @@ pub fn run_on_pty(
     // openpty leaves both ends inheritable: without close-on-exec the command (and every
     // daemon it starts) would keep the master open, and the console would never see the end.
     for fd in [master.as_raw_fd(), pty.slave.as_raw_fd()] {
+        // SAFETY: fcntl on descriptors openpty just returned and we own.
         unsafe {
             libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC);
         }
@@ -151,6 +163,7 @@ pub fn run_on_pty(
         .stderr(Stdio::from(pty.slave));
     // Runs after the session was created: the pty becomes the controlling terminal, so
     // the line discipline turns Ctrl-C into SIGINT for the command's foreground group.
+    // SAFETY: the closure runs between fork and exec and only makes one ioctl on fd 0.
     unsafe {
         cmd.pre_exec(|| {
             if libc::ioctl(0, libc::TIOCSCTTY as _, 0) != 0 {
@@ -166,6 +179,7 @@ pub fn run_on_pty(
     drop(cmd); // closes our copies of the slave
     let pgid = child.id() as i32;
     let mfd = master.as_raw_fd();
+    // SAFETY: fcntl on the master descriptor we own.
     unsafe {
         libc::fcntl(mfd, libc::F_SETFL, libc::O_NONBLOCK);
     }
@@ -199,11 +213,13 @@ pub fn run_on_pty(
                 revents: 0,
             },
         ];
+        // SAFETY: `fds` is a live array of two pollfd, as the count says.
         let n = unsafe { libc::poll(fds.as_mut_ptr(), 2, 20) };
         // After the poll: a resize signalled before keystrokes arrived reaches the
         // command before they do.
         if RESIZED.swap(false, Ordering::SeqCst) {
             if let Some(ws) = window_size(tty_in) {
+                // SAFETY: TIOCSWINSZ reads one winsize from `ws`, which lives for the call.
                 unsafe {
                     libc::ioctl(mfd, libc::TIOCSWINSZ, &ws);
                 }
@@ -332,6 +348,7 @@ pub fn run_streaming(mut cmd: Command, out: &mut dyn Write, cancel: &AtomicBool)
 
 /// Whether `fd` is a terminal.
 pub fn is_tty(fd: RawFd) -> bool {
+    // SAFETY: isatty only inspects the descriptor.
     unsafe { libc::isatty(fd) == 1 }
 }
 

@@ -10,6 +10,8 @@
 
 use super::state::{self, RUN_BASE, SHM_BASE};
 use anyhow::{bail, Context, Result};
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
 use serde::{Deserialize, Serialize};
 use std::io::{ErrorKind, Write};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
@@ -373,10 +375,8 @@ fn teardown_data(data: &RecordData) -> Result<()> {
     // Daemons first, followers before the first etcd member so no leader hands over.
     for p in data.processes.iter().rev() {
         if may_signal(p.pid) && process::is_same_process_cmd(p.pid, p.start_time, &p.cmdline) {
-            unsafe {
-                libc::kill(p.pid as i32, libc::SIGKILL);
-                libc::kill(-(p.pid as i32), libc::SIGKILL);
-            }
+            let _ = kill(Pid::from_raw(p.pid as i32), Signal::SIGKILL);
+            let _ = kill(Pid::from_raw(-(p.pid as i32)), Signal::SIGKILL);
         }
     }
     // Only real namespaces under /run/netns, never the host's (see `netns::inode`).
@@ -391,9 +391,7 @@ fn teardown_data(data: &RecordData) -> Result<()> {
             break;
         }
         for pid in left {
-            unsafe {
-                libc::kill(pid as i32, libc::SIGKILL);
-            }
+            let _ = kill(Pid::from_raw(pid as i32), Signal::SIGKILL);
         }
         std::thread::sleep(Duration::from_millis(10));
     }

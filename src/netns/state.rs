@@ -27,15 +27,9 @@ pub const INSTANCE_MAX_LEN: usize = 32;
 pub const INSTANCE_FORM: &str =
     "1 to 32 letters, digits, '-' or '_', starting with a letter or a digit (e.g. lab2)";
 
+/// A namespace-name word (see [`super::valid_name`]), short enough to prefix node names.
 fn instance_ok(name: &str) -> bool {
-    name.len() <= INSTANCE_MAX_LEN
-        && name
-            .bytes()
-            .next()
-            .is_some_and(|b| b.is_ascii_alphanumeric())
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    name.len() <= INSTANCE_MAX_LEN && super::valid_name(name)
 }
 
 /// The one check of an instance name, for every subcommand, `KNETSIM_INSTANCE` and the

@@ -155,6 +155,7 @@ pub fn register(engine: &mut Engine) -> Catalog {
     super::services_api::register(&mut reg);
     super::ingress_api::register(&mut reg);
     super::skupper_api::register(&mut reg);
+    super::trace_api::register(&mut reg);
     reg.finish()
 }
 

@@ -57,6 +57,7 @@ fn wait_for_enter() -> RResult<()> {
             events: libc::POLLIN,
             revents: 0,
         };
+        // SAFETY: `fds` is one live pollfd for the whole call.
         let n = unsafe { libc::poll(&mut fds, 1, 100) };
         if n > 0 {
             let mut line = String::new();
@@ -112,7 +113,8 @@ fn terminal_width() -> usize {
         ws_xpixel: 0,
         ws_ypixel: 0,
     };
-    // TIOCGWINSZ only fills `ws`; it fails harmlessly when stdout is not a terminal.
+    // SAFETY: TIOCGWINSZ only fills `ws`, which lives across the call; it fails harmlessly
+    // when stdout is not a terminal.
     let ok = unsafe { libc::ioctl(1, libc::TIOCGWINSZ, &mut ws) } == 0 && ws.ws_col > 0;
     if ok {
         return ws.ws_col as usize;

@@ -12,6 +12,7 @@ pub mod lesson_api;
 pub mod registry;
 pub mod services_api;
 pub mod skupper_api;
+pub mod trace_api;
 
 use crate::interrupt::Signal;
 use crate::sim::Sim;

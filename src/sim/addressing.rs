@@ -8,7 +8,6 @@ pub const UNDERLAY_PREFIX: u8 = 8;
 pub const FLANNEL_NETWORK_CONFIG: &str = r#"{"Network":"11.0.0.0/8","SubnetLen":20,"SubnetMin":"11.10.0.0","SubnetMax":"11.99.0.0","Backend":{"Type":"vxlan","VNI":100,"Port":8472}}"#;
 pub const FLANNEL_PREFIX: &str = "/coreos.com/network";
 pub const FLANNEL_DEVICE: &str = "flannel.100";
-pub const SERVICE_RANGE: &str = "100.64.0.0/16";
 
 /// Cluster N's etcd members get 10.<N+1>.0.k, so N+1 must be a second octet (1..=255).
 pub const MAX_CLUSTER_ID: u32 = 254;

@@ -17,7 +17,7 @@ const ETCD_TIMEOUT: Duration = Duration::from_secs(30);
 const FLANNEL_TIMEOUT: Duration = Duration::from_secs(30);
 
 fn progress(sim: &Sim, len: u64) -> ProgressBar {
-    if !sim.options().progress {
+    if !sim.progress() {
         return ProgressBar::hidden();
     }
     let pb = ProgressBar::new(len);
@@ -185,12 +185,6 @@ fn start_flannel(sim: &Sim, id: &str, short: &str) -> Result<super::DaemonId> {
     Ok(spawned.id)
 }
 
-fn tail(path: &std::path::Path, n: usize) -> String {
-    let text = std::fs::read_to_string(path).unwrap_or_default();
-    let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(n)..].join("\n    ")
-}
-
 /// Waits until the worker's agent has written subnet.env. The supervisor restarts an
 /// agent that exits meanwhile; a crash loop ends the wait at once with its error.
 fn wait_subnet(sim: &Sim, id: &str, short: &str, agent: super::DaemonId) -> Result<()> {
@@ -208,9 +202,9 @@ fn wait_subnet(sim: &Sim, id: &str, short: &str, agent: super::DaemonId) -> Resu
     .every(Duration::from_millis(10))
     .hint(|| {
         format!(
-            "its log ({}) ends with:\n    {}",
+            "its log ({}) ends with:\n{}",
             log.display(),
-            tail(&log, 5)
+            super::supervise::log_tail(&log, 5)
         )
     })
     .until(|| {
@@ -395,7 +389,7 @@ pub(super) fn start_clusters(sim: &Sim, ids: &[String]) -> Result<()> {
         flannel_ready,
     };
     sim.state().last_bringup = Some(times);
-    if sim.options().progress {
+    if sim.progress() {
         let names: Vec<String> = ids.iter().map(|i| format!("C{i}")).collect();
         eprintln!(
             "{} {} up in {:.2} s (etcd healthy after {:.2} s)",

@@ -108,9 +108,6 @@ pub(super) fn declare(sim: &Sim, id: &str, spec: ClusterSpec) -> Result<Cluster>
         started: false,
         etcd,
         workers,
-        services: BTreeMap::new(),
-        vips: BTreeMap::new(),
-        skupper: None,
     });
     Ok(Cluster::handle(sim, id))
 }
@@ -143,13 +140,7 @@ impl Cluster {
     }
 
     pub(crate) fn with<R>(&self, f: impl FnOnce(&ClusterState) -> R) -> R {
-        let st = self.sim.state();
-        let c = st
-            .clusters
-            .iter()
-            .find(|c| c.id == self.id)
-            .expect("cluster handle");
-        f(c)
+        f(self.sim.state().cluster(&self.id))
     }
 
     pub fn is_started(&self) -> bool {

@@ -14,6 +14,7 @@ mod node_exec;
 mod services;
 mod skupper;
 mod supervise;
+mod trace;
 mod worker;
 
 pub use cluster::{check_count, Cluster, ClusterSpec, EtcdNode, MAX_ETCD, MAX_WORKERS};
@@ -21,6 +22,7 @@ pub use ingress::{IngressInfo, IngressRule};
 pub use services::{PortSpec, ServiceSpec};
 pub use skupper::{LinkOptions, ListService, SiteOptions, FIRST_SERVICE_PORT};
 pub use supervise::{SupervisionEvent, SupervisionOutcome};
+pub use trace::{TraceOptions, Walk};
 pub use worker::{ContainerInfo, Worker};
 
 pub(crate) use supervise::{DaemonId, DaemonKind, DaemonSpec, Spawned};
@@ -51,6 +53,15 @@ pub fn exec_timeout_from_secs(s: f64) -> std::result::Result<Duration, String> {
         ));
     }
     Ok(Duration::from_secs_f64(s))
+}
+
+/// Names for a message, comma-separated, or `none` when there are none.
+pub(crate) fn listed<S: AsRef<str>>(names: &[S], none: &str) -> String {
+    if names.is_empty() {
+        return none.to_string();
+    }
+    let names: Vec<&str> = names.iter().map(AsRef::as_ref).collect();
+    names.join(", ")
 }
 
 /// How a simulation is run.
@@ -95,17 +106,46 @@ pub struct Sim {
 }
 
 pub(crate) struct Inner {
-    pub opts: Options,
+    pub instance: String,
+    pub knetsim_exe: PathBuf,
+    pub progress: bool,
+    /// The live exec limit (`set_exec_timeout` changes it); [`Options::exec_timeout`] is
+    /// only where it starts.
+    pub exec_timeout: Mutex<Duration>,
     pub record: Record,
+    /// The cluster model only: each feature below keeps its own state.
     pub state: Mutex<State>,
     /// Every daemon started, and the thread that restarts the agents among them.
     pub daemons: Arc<supervise::Supervisor>,
-    pub exec_timeout: Mutex<Duration>,
     pub torn_down: AtomicBool,
-    /// Running ingresses by (worker name, ingress name).
-    pub ingresses: Mutex<BTreeMap<(String, String), ingress::IngressState>>,
+    pub services: PerCluster<services::ClusterServices>,
+    pub ingresses: ingress::Running,
+    pub skupper: PerCluster<Option<skupper::SiteState>>,
     /// What exec has already written or created in the run directory (see node_exec).
     pub exec_files: Mutex<node_exec::Written>,
+}
+
+/// One feature's state for each cluster (by id), behind the feature's own lock, so a
+/// feature never needs the cluster model's lock to change what it owns.
+pub(crate) struct PerCluster<T>(Mutex<BTreeMap<String, T>>);
+
+impl<T: Default> PerCluster<T> {
+    fn new() -> Self {
+        PerCluster(Mutex::new(BTreeMap::new()))
+    }
+
+    pub fn with<R>(&self, cluster: &str, f: impl FnOnce(&mut T) -> R) -> R {
+        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        f(map.entry(cluster.to_string()).or_default())
+    }
+
+    /// Every cluster's state, for a look across clusters (Skupper links).
+    pub fn snapshot(&self) -> BTreeMap<String, T>
+    where
+        T: Clone,
+    {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
 }
 
 #[derive(Default)]
@@ -122,10 +162,6 @@ pub(crate) struct ClusterState {
     pub started: bool,
     pub etcd: Vec<EtcdState>,
     pub workers: Vec<WorkerState>,
-    pub services: BTreeMap<String, services::ServiceDef>,
-    pub vips: BTreeMap<Ipv4Addr, crate::components::kubeproxy::StaticVip>,
-    /// The cluster's Skupper site, once `skupper_init()` created it.
-    pub skupper: Option<skupper::SiteState>,
 }
 
 #[derive(Clone)]
@@ -150,6 +186,22 @@ pub(crate) struct ContainerState {
     pub ns: String,
     pub ip: String,
     pub labels: BTreeMap<String, String>,
+}
+
+impl State {
+    pub fn cluster(&self, id: &str) -> &ClusterState {
+        self.clusters
+            .iter()
+            .find(|c| c.id == id)
+            .expect("a handle names a declared cluster")
+    }
+
+    pub fn cluster_mut(&mut self, id: &str) -> &mut ClusterState {
+        self.clusters
+            .iter_mut()
+            .find(|c| c.id == id)
+            .expect("a handle names a declared cluster")
+    }
 }
 
 impl ClusterState {
@@ -202,16 +254,25 @@ impl Sim {
                 return Err(e);
             }
         };
-        let timeout = opts.exec_timeout;
+        let Options {
+            instance,
+            exec_timeout,
+            knetsim_exe,
+            progress,
+        } = opts;
         Ok(Sim {
             inner: Arc::new(Inner {
-                opts,
+                instance,
+                knetsim_exe,
+                progress,
+                exec_timeout: Mutex::new(exec_timeout),
                 record,
                 state: Mutex::new(State::default()),
                 daemons,
-                exec_timeout: Mutex::new(timeout),
                 torn_down: AtomicBool::new(false),
-                ingresses: Mutex::new(BTreeMap::new()),
+                services: PerCluster::new(),
+                ingresses: ingress::Running::default(),
+                skupper: PerCluster::new(),
                 exec_files: Mutex::default(),
             }),
         })
@@ -222,23 +283,32 @@ impl Sim {
     }
 
     pub fn instance(&self) -> &str {
-        &self.inner.opts.instance
+        &self.inner.instance
     }
 
     pub fn run_dir(&self) -> &Path {
         self.inner.record.dir()
     }
 
-    pub fn options(&self) -> &Options {
-        &self.inner.opts
+    /// Whether progress bars and summaries go to stderr.
+    pub fn progress(&self) -> bool {
+        self.inner.progress
     }
 
     pub fn exec_timeout(&self) -> Duration {
-        *self.inner.exec_timeout.lock().unwrap()
+        *self
+            .inner
+            .exec_timeout
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
     }
 
     pub fn set_exec_timeout(&self, t: Duration) {
-        *self.inner.exec_timeout.lock().unwrap() = t;
+        *self
+            .inner
+            .exec_timeout
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = t;
     }
 
     pub fn last_bringup(&self) -> Option<BringUpTimes> {
@@ -259,11 +329,7 @@ impl Sim {
         let known: Vec<String> = st.clusters.iter().map(|c| c.name()).collect();
         bail!(
             "there is no cluster '{id_or_name}' (clusters: {})",
-            if known.is_empty() {
-                "none yet".into()
-            } else {
-                known.join(", ")
-            }
+            listed(&known, "none yet")
         )
     }
 
@@ -334,7 +400,7 @@ impl Sim {
     }
 
     pub(crate) fn knetsim_exe(&self) -> String {
-        self.inner.opts.knetsim_exe.display().to_string()
+        self.inner.knetsim_exe.display().to_string()
     }
 
     /// PATH for commands the simulator runs: the knetsim binary's directory first, so
@@ -343,14 +409,14 @@ impl Sim {
         let old = std::env::var("PATH").unwrap_or_else(|_| {
             "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into()
         });
-        match self.inner.opts.knetsim_exe.parent() {
+        match self.inner.knetsim_exe.parent() {
             Some(d) if d.is_absolute() => format!("{}:{old}", d.display()),
             _ => old,
         }
     }
 
     pub(crate) fn ns_name(&self, node: &str) -> String {
-        addressing::ns_name(&self.inner.opts.instance, node)
+        addressing::ns_name(&self.inner.instance, node)
     }
 
     /// Starts a daemon as `spec` says (with PATH finding knetsim first), registered with

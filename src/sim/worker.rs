@@ -6,6 +6,8 @@ use super::{ContainerState, Sim, WorkerState};
 use crate::components::cni::WorkerCni;
 use crate::netns::{self, process};
 use anyhow::{bail, Result};
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
@@ -91,28 +93,20 @@ impl Worker {
 
     pub(crate) fn with<R>(&self, f: impl FnOnce(&WorkerState) -> R) -> R {
         let st = self.sim.state();
-        let c = st
-            .clusters
-            .iter()
-            .find(|c| c.id == self.cluster)
-            .expect("cluster");
+        let c = st.cluster(&self.cluster);
         f(c.workers
             .iter()
             .find(|w| w.short == self.short)
-            .expect("worker"))
+            .expect("a handle names a declared worker"))
     }
 
     fn with_mut<R>(&self, f: impl FnOnce(&mut WorkerState) -> R) -> R {
         let mut st = self.sim.state();
-        let c = st
-            .clusters
-            .iter_mut()
-            .find(|c| c.id == self.cluster)
-            .expect("cluster");
+        let c = st.cluster_mut(&self.cluster);
         f(c.workers
             .iter_mut()
             .find(|w| w.short == self.short)
-            .expect("worker"))
+            .expect("a handle names a declared worker"))
     }
 
     pub fn sim(&self) -> &Sim {
@@ -220,11 +214,7 @@ impl Worker {
                 bail!(
                     "there is no container '{name}' on {} (containers there: {}){elsewhere}",
                     self.name(),
-                    if here.is_empty() {
-                        "none".to_string()
-                    } else {
-                        here.join(", ")
-                    }
+                    super::listed(&here, "none")
                 )
             }
         }
@@ -270,6 +260,7 @@ impl Worker {
         };
         self.with_mut(|w| w.containers.insert(name.to_string(), state));
         self.cluster().pods_changed(&labels)?;
+        self.cluster().skupper_container_created(name, &attach.ip)?;
         Ok(ContainerInfo {
             name: name.to_string(),
             worker: self.name(),
@@ -288,9 +279,7 @@ impl Worker {
         self.sim.inner.daemons.expect_exit_in(&info.ns);
         if let Some(ino) = netns::inode(&info.ns) {
             for pid in process::pids_in_namespaces(&[ino]) {
-                unsafe {
-                    libc::kill(pid as i32, libc::SIGKILL);
-                }
+                let _ = kill(Pid::from_raw(pid as i32), Signal::SIGKILL);
             }
         }
         netns::delete(&info.ns)?;
@@ -327,16 +316,12 @@ impl Worker {
     pub fn exec_container_async(&self, name: &str, cmd: &str) -> Result<u32> {
         let info = self.container(name)?;
         let log = self.dir().join(format!("{name}.log"));
-        let spawned = self.sim.spawn_daemon(super::DaemonSpec::new(
-            super::DaemonKind::Command,
-            &self.name(),
+        self.spawn_shell(
             &info.ns,
-            "/bin/sh",
-            vec!["-c".to_string(), cmd.to_string()],
+            cmd,
             log,
             format!("{name} on {}: {cmd}", self.name()),
-        ))?;
-        Ok(spawned.pid)
+        )
     }
 
     /// Starts a long-running command on the worker itself (a capture, a server) and
@@ -344,15 +329,20 @@ impl Worker {
     pub fn exec_async(&self, cmd: &str) -> Result<u32> {
         self.require_started()?;
         let log = self.dir().join("async.log");
-        let spawned = self.sim.spawn_daemon(super::DaemonSpec::new(
+        self.spawn_shell(&self.ns(), cmd, log, format!("{}: {cmd}", self.name()))
+    }
+
+    /// `sh -c cmd` in namespace `ns` as a daemon of this worker's, logging to `log`.
+    fn spawn_shell(&self, ns: &str, cmd: &str, log: PathBuf, what: String) -> Result<u32> {
+        let spec = super::DaemonSpec::new(
             super::DaemonKind::Command,
             &self.name(),
-            &self.ns(),
+            ns,
             "/bin/sh",
             vec!["-c".to_string(), cmd.to_string()],
             log,
-            format!("{}: {cmd}", self.name()),
-        ))?;
-        Ok(spawned.pid)
+            what,
+        );
+        Ok(self.sim.spawn_daemon(spec)?.pid)
     }
 }

@@ -1,12 +1,236 @@
-//! Shared helpers for the integration tests: a simulation per test with its own instance
-//! name, and a snapshot of the host's root network namespace to prove it is untouched.
+//! The one test bed of the integration tests and the examples (these include this file
+//! with `#[path]`): a simulation per test with its own instance name, a guard that removes
+//! what a test made even when it fails, shell lines in namespaces, free ports, echo
+//! servers, and a snapshot of the host's root network namespace to prove it is untouched.
+//! `kubeproxy` (a small node topology) and `skupper` (routers on 127.0.0.1) build on it.
 #![allow(dead_code)]
 
-use knetsim::sim::{Options, Sim};
-use std::process::Command;
+pub mod kubeproxy;
+pub mod skupper;
 
-pub fn knetsim_exe() -> std::path::PathBuf {
-    env!("CARGO_BIN_EXE_knetsim").into()
+use knetsim::netns::{self, process};
+use knetsim::sim::{Options, Sim};
+use std::io::{Read, Write};
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// The knetsim binary: cargo names it for integration tests; an example finds it beside
+/// itself (`target/<profile>/knetsim`) and exits 3 with the build command when it is missing.
+pub fn knetsim_exe() -> PathBuf {
+    if let Some(exe) = option_env!("CARGO_BIN_EXE_knetsim") {
+        return exe.into();
+    }
+    let me = std::env::current_exe().expect("current exe");
+    match me
+        .parent()
+        .and_then(|p| p.parent())
+        .map(|p| p.join("knetsim"))
+    {
+        Some(b) if b.exists() => b,
+        _ => {
+            eprintln!("error: the knetsim binary is not built next to this example; run `cargo build --release --bins --examples` first");
+            std::process::exit(3);
+        }
+    }
+}
+
+pub fn is_root() -> bool {
+    nix::unistd::geteuid().is_root()
+}
+
+/// True as root; otherwise says the test is skipped and why (`if !root_or_skip() { return; }`).
+pub fn root_or_skip() -> bool {
+    if !is_root() {
+        eprintln!("SKIPPED: needs root to create network namespaces");
+    }
+    is_root()
+}
+
+/// Runs a shell line in namespace `ns` (the host's with None), bounded; whatever happened.
+pub fn run(ns: Option<&str>, script: &str) -> process::Output {
+    process::run_shell(ns, script, &[], Duration::from_secs(60), None).expect("running a command")
+}
+
+/// Runs a shell line in namespace `ns`: whether it succeeded, and its output.
+pub fn sh_any(ns: &str, script: &str) -> (bool, String) {
+    let out = run(Some(ns), script);
+    (out.success(), out.text)
+}
+
+/// Runs a shell line in namespace `ns` and fails with its output when it fails.
+pub fn sh(ns: &str, script: &str) -> String {
+    let out = run(Some(ns), script);
+    assert!(
+        out.success(),
+        "`{script}` in {ns} failed: {:?}\n{}",
+        out.ended,
+        out.text
+    );
+    out.text
+}
+
+/// Polls `f` until it returns Some, for at most `limit` (a bound so a broken daemon fails
+/// the test instead of hanging it; no timing is asserted).
+pub fn wait_for<T>(what: &str, limit: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(start.elapsed() < limit, "gave up waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// [`wait_for`] a condition.
+pub fn wait_until(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
+    wait_for(what, limit, || f().then_some(()))
+}
+
+/// What a test made, removed on drop even when the test fails: child processes (killed
+/// and reaped), namespaces, directories (kept for reading when the test failed), and
+/// server threads (told to stop).
+#[derive(Default)]
+pub struct Guard {
+    pub namespaces: Vec<String>,
+    pub children: Vec<Child>,
+    pub dirs: Vec<PathBuf>,
+    pub stop: Arc<AtomicBool>,
+}
+
+impl Guard {
+    /// A fresh namespace `name` with loopback up (an old one of that name is removed first).
+    pub fn ns(&mut self, name: &str) -> String {
+        let _ = netns::delete(name);
+        netns::create(name).unwrap();
+        self.namespaces.push(name.to_string());
+        sh(name, "ip link set lo up");
+        name.to_string()
+    }
+
+    /// A fresh private directory for this test, removed on drop.
+    pub fn dir(&mut self, test: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("knetsim-{test}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        self.dirs.push(d.clone());
+        d
+    }
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        for c in &mut self.children {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        for n in self.namespaces.iter().rev() {
+            let _ = netns::delete(n);
+        }
+        for d in &self.dirs {
+            if std::thread::panicking() {
+                eprintln!("logs kept in {}", d.display());
+            } else {
+                let _ = std::fs::remove_dir_all(d);
+            }
+        }
+    }
+}
+
+/// A port free right now and never handed out before in this process: a port is
+/// released as soon as it is probed, so the kernel may offer the same one to the next
+/// probe, and two listeners of one test would then collide.
+pub fn free_port() -> u16 {
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    loop {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut given = GIVEN.lock().unwrap();
+        if !given.contains(&port) {
+            given.push(port);
+            return port;
+        }
+    }
+}
+
+/// A TCP server on 127.0.0.1 (a free port, returned) running `handle` on a thread of its
+/// own for every connection.
+pub fn serve_each(handle: fn(TcpStream)) -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for s in l.incoming() {
+            let Ok(s) = s else { return };
+            std::thread::spawn(move || handle(s));
+        }
+    });
+    port
+}
+
+/// An echo server on 127.0.0.1: writes back everything, half-closes when the client does.
+pub fn echo_server() -> u16 {
+    serve_each(|mut s| {
+        let mut buf = vec![0u8; 65536];
+        loop {
+            match s.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    if s.write_all(&buf[..n]).is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+        let _ = s.shutdown(Shutdown::Write);
+    })
+}
+
+/// The example's argument `n` as a number, or `default`.
+pub fn arg_or(n: usize, default: usize) -> usize {
+    std::env::args()
+        .nth(n)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(default)
+}
+
+/// Connects, sends `data`, half-closes, reads everything back until EOF.
+pub fn roundtrip(port: u16, data: &[u8]) -> std::io::Result<Vec<u8>> {
+    let mut s = TcpStream::connect(("127.0.0.1", port))?;
+    s.set_read_timeout(Some(Duration::from_secs(20)))?;
+    let mut w = s.try_clone()?;
+    let data = data.to_vec();
+    let writer = std::thread::spawn(move || -> std::io::Result<()> {
+        w.write_all(&data)?;
+        w.shutdown(Shutdown::Write)
+    });
+    let mut out = vec![];
+    s.read_to_end(&mut out)?;
+    writer.join().unwrap()?;
+    Ok(out)
+}
+
+/// Sends `sig` to process `pid` (one this test started).
+pub fn signal(pid: u32, sig: nix::sys::signal::Signal) {
+    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), sig);
+}
+
+/// Closes `s` with a reset (RST) instead of a FIN.
+pub fn close_with_reset(s: TcpStream) {
+    knetsim::components::skupper::tcp::socket_zero_linger(&s).expect("SO_LINGER");
+}
+
+/// The middle value (the machines are noisy: medians, not means).
+pub fn median<T: PartialOrd + Copy>(mut v: Vec<T>) -> T {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal));
+    v[v.len() / 2]
 }
 
 pub fn options(instance: &str) -> Options {
@@ -19,22 +243,25 @@ pub fn options(instance: &str) -> Options {
 }
 
 pub fn sim(instance: &str) -> Sim {
-    Sim::new(options(instance)).expect("creating the simulation")
+    new_sim(instance).expect("creating the simulation")
+}
+
+/// A simulation without a progress bar, or why not (the examples report it).
+pub fn new_sim(instance: &str) -> anyhow::Result<Sim> {
+    Sim::new(options(instance))
+}
+
+/// Declares cluster `C0` of `workers` workers and `etcd` members (not started).
+pub fn declare_c0(sim: &Sim, workers: u32, etcd: u32) -> anyhow::Result<knetsim::sim::Cluster> {
+    sim.cluster("0", knetsim::sim::ClusterSpec { workers, etcd })
 }
 
 /// A simulation with one running cluster `C0` of `workers` workers and `etcd` members.
 pub fn started(instance: &str, workers: u32, etcd: u32) -> (Sim, knetsim::sim::Cluster) {
     let sim = sim(instance);
-    let c = sim
-        .cluster("0", knetsim::sim::ClusterSpec { workers, etcd })
-        .expect("declaring C0");
+    let c = declare_c0(&sim, workers, etcd).expect("declaring C0");
     sim.start().expect("bring-up");
     (sim, c)
-}
-
-fn sh(cmd: &str) -> String {
-    let out = Command::new("sh").arg("-c").arg(cmd).output().expect("sh");
-    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// What the simulator must never change in the host's root network namespace.
@@ -47,14 +274,18 @@ pub struct HostSnapshot {
     sysctls: String,
 }
 
+fn host_sh(cmd: &str) -> String {
+    run(None, cmd).text
+}
+
 impl HostSnapshot {
     pub fn take() -> HostSnapshot {
         HostSnapshot {
-            links: sh("ip -o link show | sed 's/ qlen [0-9]*//'"),
-            addrs: sh("ip -o addr show"),
-            routes: sh("ip route show table all"),
-            nft: sh("nft list ruleset"),
-            sysctls: sh(
+            links: host_sh("ip -o link show | sed 's/ qlen [0-9]*//'"),
+            addrs: host_sh("ip -o addr show"),
+            routes: host_sh("ip route show table all"),
+            nft: host_sh("nft list ruleset"),
+            sysctls: host_sh(
                 "for f in /proc/sys/net/ipv4/ip_forward /proc/sys/net/ipv4/conf/all/* \
                  /proc/sys/net/ipv4/conf/default/* /proc/sys/net/bridge/* /proc/sys/net/core/somaxconn; \
                  do [ -r \"$f\" ] && echo \"$f=$(cat $f 2>/dev/null)\"; done",

@@ -44,15 +44,6 @@ pub fn initial_cluster(members: &[Member]) -> String {
         .join(",")
 }
 
-/// Comma-separated client URLs of every member.
-pub fn endpoints(members: &[Member]) -> String {
-    members
-        .iter()
-        .map(|m| m.client_url())
-        .collect::<Vec<_>>()
-        .join(",")
-}
-
 /// The command-line arguments of one member. Timing is tightened (10 ms heartbeat,
 /// 100 ms election timeout) so a cluster elects a leader in well under a second on one
 /// machine; `--enable-v2` keeps the original's `etcdctl cluster-health` working.
@@ -135,32 +126,5 @@ pub fn put(ns: &str, endpoints: &str, key: &str, value: &str) -> Result<()> {
         .await
         .with_context(|| format!("writing {k} to etcd"))?;
         Ok(())
-    })
-}
-
-/// Every key/value under a prefix.
-pub fn get_prefix(ns: &str, endpoints: &str, prefix: &str) -> Result<Vec<(String, String)>> {
-    let p = prefix.to_string();
-    with_client(ns, &Members::parse(endpoints)?, move |mut c| async move {
-        let resp = c
-            .call(&format!("listing {p}"), |mut c| {
-                let p = p.clone();
-                async move {
-                    c.get(p, Some(etcd_client::GetOptions::new().with_prefix()))
-                        .await
-                }
-            })
-            .await
-            .with_context(|| format!("listing {p} in etcd"))?;
-        Ok(resp
-            .kvs()
-            .iter()
-            .map(|kv| {
-                (
-                    kv.key_str().unwrap_or_default().to_string(),
-                    kv.value_str().unwrap_or_default().to_string(),
-                )
-            })
-            .collect())
     })
 }

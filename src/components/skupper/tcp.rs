@@ -140,12 +140,13 @@ fn reset_socket(s: &TcpStream) {
     let _ = socket_zero_linger(s);
 }
 
-fn socket_zero_linger(s: &TcpStream) -> std::io::Result<()> {
-    use std::os::fd::AsRawFd;
+/// SO_LINGER 0: closing the socket sends a reset instead of a FIN.
+pub fn socket_zero_linger(s: &impl std::os::fd::AsRawFd) -> std::io::Result<()> {
     let l = libc::linger {
         l_onoff: 1,
         l_linger: 0,
     };
+    // SAFETY: a live socket descriptor and a linger struct of exactly the size passed.
     let rc = unsafe {
         libc::setsockopt(
             s.as_raw_fd(),

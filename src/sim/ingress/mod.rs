@@ -7,17 +7,23 @@
 //! in and sends SIGHUP to the master, then waits until the old worker processes are gone
 //! so the next request sees the new rules.
 
-use super::Worker;
-use crate::components::echo;
+mod echo;
+mod listen;
+
+use super::supervise::log_tail;
+use super::{DaemonId, DaemonKind, DaemonSpec, Worker};
 use crate::components::ingress::{self, IngressConfig, Rule};
-use crate::netns::{self, process};
+use crate::netns::process;
 use crate::wait::{Poll, Wait};
 use anyhow::{anyhow, bail, Context, Result};
-use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use listen::{children_of, port_holder, wait_listening, READY_TIMEOUT};
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use std::collections::BTreeMap;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
+use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
-
-const READY_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// One rule as a script gives it: a path prefix and an `addr:port` endpoint.
 #[derive(Debug, Clone)]
@@ -37,12 +43,22 @@ pub struct IngressInfo {
     pub rules: Vec<Rule>,
 }
 
+/// The running ingresses, by (worker name, ingress name).
+#[derive(Default)]
+pub(crate) struct Running(Mutex<BTreeMap<(String, String), IngressState>>);
+
+impl Running {
+    fn lock(&self) -> MutexGuard<'_, BTreeMap<(String, String), IngressState>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
 #[derive(Debug, Clone)]
 pub(crate) struct IngressState {
-    pub daemon: super::DaemonId,
-    pub pid: u32,
-    pub start: u64,
-    pub cfg: IngressConfig,
+    daemon: DaemonId,
+    pid: u32,
+    start: u64,
+    cfg: IngressConfig,
 }
 
 impl IngressState {
@@ -56,104 +72,6 @@ impl IngressState {
             rules: self.cfg.rules.clone(),
         }
     }
-}
-
-/// Who listens on TCP `port` in namespace `ns`, if anyone: found by trying to bind it.
-fn port_holder(ns: &str, port: u16) -> Result<Option<String>> {
-    let busy = netns::run_in(ns, move || {
-        match TcpListener::bind((Ipv4Addr::UNSPECIFIED, port)) {
-            Ok(_) => Ok(false),
-            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => Ok(true),
-            Err(e) => Err(anyhow!("checking port {port}: {e}")),
-        }
-    })?;
-    if !busy {
-        return Ok(None);
-    }
-    // Name the process for the message (ss -p shows it); best effort.
-    let who = process::run_shell(
-        Some(ns),
-        &format!("ss -ltnpH 'sport = :{port}'"),
-        &[],
-        Duration::from_secs(3),
-        None,
-    )
-    .ok()
-    .and_then(|o| {
-        let t = o.text;
-        let users = t.find("users:((")?;
-        let rest = &t[users + 8..];
-        Some(rest[..rest.find(')').unwrap_or(rest.len())].replace('"', ""))
-    });
-    Ok(Some(who.map(|w| format!(" (by {w})")).unwrap_or_default()))
-}
-
-/// Waits until something accepts TCP connections on `addr` inside `ns`. `what` (e.g.
-/// "nginx of ingress 'grp1' on C0w1") names the process `pid` (started at `start`) whose
-/// log is `log`; its exit ends the wait at once.
-fn wait_listening(
-    ns: &str,
-    addr: SocketAddr,
-    (pid, start): (u32, u64),
-    what: &str,
-    log: &std::path::Path,
-) -> Result<()> {
-    let (what, log) = (what.to_string(), log.to_path_buf());
-    netns::run_in(ns, move || {
-        Wait::new(format!("{what} to listen on {addr}"), READY_TIMEOUT)
-            .hint(|| format!("its log ({}) says:{}", log.display(), tail(&log, 5)))
-            .until(
-                || match TcpStream::connect_timeout(&addr, Duration::from_millis(200)) {
-                    Ok(_) => Ok(Poll::Ready(())),
-                    Err(e) if process::is_same_process(pid, start) => {
-                        Ok(Poll::Pending(format!("connecting: {e}")))
-                    }
-                    Err(_) => bail!(
-                        "{what} exited before it listened on {addr}; its log ({}) says:{}",
-                        log.display(),
-                        tail(&log, 5)
-                    ),
-                },
-            )
-    })
-}
-
-/// The last lines of a log, indented, for error messages.
-fn tail(path: &std::path::Path, n: usize) -> String {
-    let text = std::fs::read_to_string(path).unwrap_or_default();
-    let lines: Vec<&str> = text.lines().collect();
-    let t = lines[lines.len().saturating_sub(n)..].join("\n    ");
-    if t.trim().is_empty() {
-        "(it printed nothing)".into()
-    } else {
-        format!("\n    {t}")
-    }
-}
-
-/// Pids whose parent is `pid` (nginx's worker processes).
-fn children_of(pid: u32) -> Vec<u32> {
-    let mut out = Vec::new();
-    if let Ok(rd) = std::fs::read_dir("/proc") {
-        for e in rd.flatten() {
-            let Some(p) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
-                continue;
-            };
-            let Ok(stat) = std::fs::read_to_string(format!("/proc/{p}/stat")) else {
-                continue;
-            };
-            let Some(close) = stat.rfind(')') else {
-                continue;
-            };
-            let ppid = stat[close + 2..]
-                .split_whitespace()
-                .nth(1)
-                .and_then(|s| s.parse::<u32>().ok());
-            if ppid == Some(pid) && !stat[close + 2..].starts_with('Z') {
-                out.push(p);
-            }
-        }
-    }
-    out
 }
 
 impl Worker {
@@ -170,7 +88,7 @@ impl Worker {
     /// forgotten here).
     pub fn ingress(&self, name: &str) -> Option<IngressInfo> {
         let key = self.key(name);
-        let mut map = self.sim.inner.ingresses.lock().unwrap();
+        let mut map = self.sim.inner.ingresses.lock();
         let st = map.get(&key)?.clone();
         if self.sim.daemon_pid(st.daemon) != Some(st.pid) {
             map.remove(&key);
@@ -189,7 +107,6 @@ impl Worker {
             .inner
             .ingresses
             .lock()
-            .unwrap()
             .keys()
             .filter(|(w, _)| *w == me)
             .map(|(_, n)| n.clone())
@@ -215,7 +132,7 @@ impl Worker {
             });
         }
         ingress::check_rules(&parsed)?;
-        self.require_running()?;
+        self.require_started()?;
         process::require_binary(&ingress::nginx_bin(), ingress::NGINX_PACKAGE)?;
         let existing = self.ingress(name);
         if existing.as_ref().map(|e| e.port) != Some(port) {
@@ -245,17 +162,6 @@ impl Worker {
         }
     }
 
-    fn require_running(&self) -> Result<()> {
-        if !self.is_started() {
-            bail!(
-                "{} is not running yet: call start() (or {}.start()) first",
-                self.name(),
-                self.cluster().name()
-            );
-        }
-        Ok(())
-    }
-
     /// `nginx -t` against `conf`, inside the worker's namespace.
     fn nginx_test(&self, cfg: &IngressConfig, conf: &std::path::Path) -> Result<()> {
         let mut cmd = process::command_in(Some(&self.ns()), &ingress::nginx_bin())?;
@@ -278,8 +184,8 @@ impl Worker {
             .with_context(|| format!("writing {}", conf.display()))?;
         self.nginx_test(&cfg, &conf)?;
         let log = cfg.dir.join("nginx.log");
-        let spawned = self.sim.spawn_daemon(super::DaemonSpec::new(
-            super::DaemonKind::Nginx,
+        let spawned = self.sim.spawn_daemon(DaemonSpec::new(
+            DaemonKind::Nginx,
             &self.name(),
             &self.ns(),
             &ingress::nginx_bin(),
@@ -309,7 +215,6 @@ impl Worker {
             .inner
             .ingresses
             .lock()
-            .unwrap()
             .insert(self.key(&info.name), st);
         Ok(info)
     }
@@ -321,7 +226,6 @@ impl Worker {
             .inner
             .ingresses
             .lock()
-            .unwrap()
             .get(&key)
             .cloned()
             .ok_or_else(|| anyhow!("ingress '{}' is not running", cfg.name))?;
@@ -335,39 +239,20 @@ impl Worker {
         }
         let old_workers = children_of(old.pid);
         std::fs::rename(&next, &conf).with_context(|| format!("replacing {}", conf.display()))?;
-        unsafe {
-            libc::kill(old.pid as i32, libc::SIGHUP);
-        }
-        // The master re-reads the config, starts new workers and tells the old ones to
-        // finish: once they are gone every new request sees the new rules.
         let what = format!("nginx of ingress '{}' on {}", cfg.name, self.name());
-        Wait::new(
-            format!("{what} to apply the new configuration (its old workers to finish)"),
-            READY_TIMEOUT,
-        )
-        .every(Duration::from_millis(10))
-        .hint(|| format!("its error log says:{}", tail(&cfg.error_log(), 5)))
-        .until(|| {
-            if !process::is_same_process(old.pid, old.start) {
-                self.sim.inner.ingresses.lock().unwrap().remove(&key);
-                let _ = self.sim.stop_daemon(old.daemon);
-                bail!(
-                    "nginx of ingress '{}' on {} exited during the reload; its error log says:{}",
+        if let Err(e) = self.hang_up_and_wait(&old, &old_workers, &cfg, &what) {
+            if process::is_same_process(old.pid, old.start) {
+                // nginx lives on: put the previous config back and reload it, so the file,
+                // nginx and the rules the simulator reports stay the same.
+                self.roll_back(&old, &conf);
+                return Err(e.context(format!(
+                    "ingress '{}' keeps its previous rules ({} was put back)",
                     cfg.name,
-                    self.name(),
-                    tail(&cfg.error_log(), 5)
-                );
+                    conf.display()
+                )));
             }
-            let now = children_of(old.pid);
-            let old_left = now.iter().filter(|p| old_workers.contains(p)).count();
-            if !now.is_empty() && old_left == 0 {
-                return Ok(Poll::Ready(()));
-            }
-            Ok(Poll::Pending(format!(
-                "{old_left} old and {} new worker processes",
-                now.len() - old_left
-            )))
-        })?;
+            return Err(e);
+        }
         let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, cfg.port));
         wait_listening(
             &self.ns(),
@@ -384,8 +269,54 @@ impl Worker {
             cfg,
         };
         let info = st.info(&self.name());
-        self.sim.inner.ingresses.lock().unwrap().insert(key, st);
+        self.sim.inner.ingresses.lock().insert(key, st);
         Ok(info)
+    }
+
+    /// Sends SIGHUP to the master, which re-reads the config, starts new workers and tells
+    /// the old ones to finish: once they are gone every new request sees the new rules.
+    fn hang_up_and_wait(
+        &self,
+        old: &IngressState,
+        old_workers: &[u32],
+        cfg: &IngressConfig,
+        what: &str,
+    ) -> Result<()> {
+        kill(Pid::from_raw(old.pid as i32), Signal::SIGHUP)
+            .with_context(|| format!("signalling {what} to reload"))?;
+        Wait::new(
+            format!("{what} to apply the new configuration (its old workers to finish)"),
+            READY_TIMEOUT,
+        )
+        .every(Duration::from_millis(10))
+        .hint(|| format!("its error log says:\n{}", log_tail(&cfg.error_log(), 5)))
+        .until(|| {
+            if !process::is_same_process(old.pid, old.start) {
+                self.sim.inner.ingresses.lock().remove(&self.key(&cfg.name));
+                let _ = self.sim.stop_daemon(old.daemon);
+                bail!(
+                    "{what} exited during the reload; its error log says:\n{}",
+                    log_tail(&cfg.error_log(), 5)
+                );
+            }
+            let now = children_of(old.pid);
+            let old_left = now.iter().filter(|p| old_workers.contains(p)).count();
+            if !now.is_empty() && old_left == 0 {
+                return Ok(Poll::Ready(()));
+            }
+            Ok(Poll::Pending(format!(
+                "{old_left} old and {} new worker processes",
+                now.len() - old_left
+            )))
+        })
+    }
+
+    /// Writes the recorded config back and has nginx reload it (best effort: the error
+    /// that led here is the one to report).
+    fn roll_back(&self, old: &IngressState, conf: &std::path::Path) {
+        if std::fs::write(conf, old.cfg.render()).is_ok() {
+            let _ = kill(Pid::from_raw(old.pid as i32), Signal::SIGHUP);
+        }
     }
 
     /// Stops ingress `name` (by its master's pid); its config and logs stay for reading.
@@ -395,75 +326,13 @@ impl Worker {
             bail!(
                 "there is no ingress '{name}' on {} (running there: {})",
                 self.name(),
-                if running.is_empty() {
-                    "none".into()
-                } else {
-                    running.join(", ")
-                }
+                crate::sim::listed(&running, "none")
             );
         }
-        let st = self
-            .sim
-            .inner
-            .ingresses
-            .lock()
-            .unwrap()
-            .remove(&self.key(name));
+        let st = self.sim.inner.ingresses.lock().remove(&self.key(name));
         if let Some(st) = st {
             let _ = self.sim.stop_daemon(st.daemon);
         }
         Ok(())
-    }
-
-    /// Starts `knetsim echo-server` in pod `container`, answering every GET on `port`
-    /// with `message`; returns once it accepts connections. Teardown (or deleting the
-    /// pod) stops it.
-    pub fn echo_server(&self, container: &str, port: i64, message: &str) -> Result<u32> {
-        let info = self.container(container)?;
-        let port = u16::try_from(port).ok().filter(|p| *p > 0).ok_or_else(|| {
-            anyhow!(
-                "echo server port {port} is not a port: use a number from 1 to 65535, e.g. 8000"
-            )
-        })?;
-        echo::check_message(message)?;
-        if let Some(who) = port_holder(&info.ns, port)? {
-            bail!(
-                "port {port} in container '{container}' is already in use{who}: pick another port for its echo server"
-            );
-        }
-        let log = self.dir().join(format!("{container}-echo-{port}.log"));
-        let args = vec![
-            "echo-server".to_string(),
-            "--port".into(),
-            port.to_string(),
-            // One argument, so a message starting with '-' is not taken for an option.
-            format!("--message={message}"),
-        ];
-        let spawned = self.sim.spawn_daemon(super::DaemonSpec::new(
-            super::DaemonKind::EchoServer,
-            &self.name(),
-            &info.ns,
-            &self.sim.knetsim_exe(),
-            args,
-            log.clone(),
-            format!(
-                "echo-server {message:?} on {container}:{port} ({})",
-                self.name()
-            ),
-        ))?;
-        let (pid, start) = (spawned.pid, spawned.start);
-        let ip: Ipv4Addr = info.ip.parse().unwrap_or(Ipv4Addr::LOCALHOST);
-        let what = format!("the echo server in '{container}'");
-        if let Err(e) = wait_listening(
-            &info.ns,
-            SocketAddr::from((ip, port)),
-            (pid, start),
-            &what,
-            &log,
-        ) {
-            let _ = self.sim.stop_daemon(spawned.id);
-            return Err(e);
-        }
-        Ok(pid)
     }
 }

@@ -1,10 +1,9 @@
 //! Helpers for the router tests: routers started as `knetsim skrouterd -c FILE` on
 //! 127.0.0.1 with distinct ports, killed by pid when the guard drops.
 
-#![allow(dead_code)]
-
+use super::{knetsim_exe, roundtrip};
 use std::io::{Read, Write};
-use std::net::{Shutdown, TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -35,7 +34,7 @@ impl Routers {
             .append(true)
             .open(self.dir.join(format!("{name}.log")))
             .unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_knetsim"))
+        let child = Command::new(knetsim_exe())
             .arg("skrouterd")
             .arg("-c")
             .arg(&cfg)
@@ -118,68 +117,6 @@ impl Drop for Routers {
             eprintln!("router logs kept in {}", self.dir.display());
         }
     }
-}
-
-/// A port free right now on 127.0.0.1.
-/// A port free right now and never handed out before in this test binary: a port is
-/// released as soon as it is probed, so the kernel may offer the same one to the next
-/// probe, and two listeners of one test would then collide.
-pub fn free_port() -> u16 {
-    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
-    loop {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let mut given = GIVEN.lock().unwrap();
-        if !given.contains(&port) {
-            given.push(port);
-            return port;
-        }
-    }
-}
-
-/// An echo server: writes back everything, half-closes when the client does.
-pub fn echo_server() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = l.local_addr().unwrap().port();
-    std::thread::spawn(move || {
-        for s in l.incoming() {
-            let Ok(mut s) = s else { return };
-            std::thread::spawn(move || {
-                let mut buf = vec![0u8; 65536];
-                loop {
-                    match s.read(&mut buf) {
-                        Ok(0) | Err(_) => break,
-                        Ok(n) => {
-                            if s.write_all(&buf[..n]).is_err() {
-                                return;
-                            }
-                        }
-                    }
-                }
-                let _ = s.shutdown(Shutdown::Write);
-            });
-        }
-    });
-    port
-}
-
-/// Connects, sends `data`, half-closes, reads everything back until EOF.
-pub fn roundtrip(port: u16, data: &[u8]) -> std::io::Result<Vec<u8>> {
-    let mut s = TcpStream::connect(("127.0.0.1", port))?;
-    s.set_read_timeout(Some(Duration::from_secs(20)))?;
-    let mut w = s.try_clone()?;
-    let data = data.to_vec();
-    let writer = std::thread::spawn(move || -> std::io::Result<()> {
-        w.write_all(&data)?;
-        w.shutdown(Shutdown::Write)
-    });
-    let mut out = vec![];
-    s.read_to_end(&mut out)?;
-    writer.join().unwrap()?;
-    Ok(out)
 }
 
 /// Retries an echo through `port` until it works (routes settle), up to 20 s.

@@ -15,13 +15,21 @@
 //! teardown) set a "stop requested" flag first, under the registry's lock, so they are
 //! neither restarted nor counted. Teardown stops the thread before it ends anything.
 
-use super::{Sim, Worker};
+mod daemon;
+mod handles;
+
+use daemon::{backoff, launch, ordinal, start_hint};
+pub(crate) use daemon::{log_tail, DaemonId, DaemonKind, DaemonSpec, Health, Spawned};
+pub use daemon::{SupervisionEvent, SupervisionOutcome};
+
 use crate::netns::{process, record::Record};
 use anyhow::{anyhow, bail, Context, Result};
+use nix::sys::eventfd::{EfdFlags, EventFd};
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
 use std::collections::{BTreeMap, VecDeque};
 use std::io::Write;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::path::PathBuf;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -33,151 +41,6 @@ pub const CRASH_LOOP_WINDOW: Duration = Duration::from_secs(30);
 const STOP_GRACE: Duration = Duration::from_secs(2);
 /// Log lines an error quotes.
 const LOG_LINES: usize = 8;
-
-/// What a daemon is; decides its restart policy.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum DaemonKind {
-    Etcd,
-    Flanneld,
-    KubeProxy,
-    Router,
-    Nginx,
-    EchoServer,
-    /// A command a script started in the background (`exec_async`): it may end whenever
-    /// it is done, so its exit is neither restarted nor reported.
-    Command,
-}
-
-impl DaemonKind {
-    pub fn name(self) -> &'static str {
-        match self {
-            DaemonKind::Etcd => "etcd",
-            DaemonKind::Flanneld => "flanneld",
-            DaemonKind::KubeProxy => "kube-proxy",
-            DaemonKind::Router => "skrouterd",
-            DaemonKind::Nginx => "nginx",
-            DaemonKind::EchoServer => "echo-server",
-            DaemonKind::Command => "command",
-        }
-    }
-
-    /// The node agents, restarted as a DaemonSet's pods are (restartPolicy: Always).
-    pub fn is_agent(self) -> bool {
-        matches!(
-            self,
-            DaemonKind::Flanneld | DaemonKind::KubeProxy | DaemonKind::Router
-        )
-    }
-
-    fn agent(name: &str) -> Option<DaemonKind> {
-        [
-            DaemonKind::Flanneld,
-            DaemonKind::KubeProxy,
-            DaemonKind::Router,
-        ]
-        .into_iter()
-        .find(|k| k.name() == name)
-    }
-}
-
-/// Names a registered daemon for as long as the simulation runs (its pid changes when it
-/// is restarted; this does not).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub(crate) struct DaemonId(u64);
-
-/// A daemon just started.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Spawned {
-    pub id: DaemonId,
-    pub pid: u32,
-    pub start: u64,
-}
-
-/// Everything needed to start a daemon, and to start it again identically.
-#[derive(Debug, Clone)]
-pub(crate) struct DaemonSpec {
-    pub kind: DaemonKind,
-    /// The worker or etcd member it belongs to (`C0w1`).
-    pub node: String,
-    /// The network namespace it runs in.
-    pub ns: String,
-    pub program: String,
-    pub args: Vec<String>,
-    pub env: Vec<(String, String)>,
-    pub log: PathBuf,
-    /// How the teardown record describes it.
-    pub what: String,
-}
-
-impl DaemonSpec {
-    pub fn new(
-        kind: DaemonKind,
-        node: &str,
-        ns: &str,
-        program: &str,
-        args: Vec<String>,
-        log: PathBuf,
-        what: String,
-    ) -> DaemonSpec {
-        DaemonSpec {
-            kind,
-            node: node.to_string(),
-            ns: ns.to_string(),
-            program: program.to_string(),
-            args,
-            env: Vec::new(),
-            log,
-            what,
-        }
-    }
-
-    /// "kube-proxy on C0w1", for messages.
-    fn title(&self) -> String {
-        match self.kind {
-            DaemonKind::Nginx | DaemonKind::EchoServer | DaemonKind::Command => self.what.clone(),
-            k => format!("{} on {}", k.name(), self.node),
-        }
-    }
-}
-
-/// What the supervisor did about an exit nobody asked for.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum SupervisionOutcome {
-    /// Started again with the same arguments; its new pid.
-    Restarted { pid: u32 },
-    /// Reported only: this kind of daemon is not restarted (etcd, nginx, echo servers).
-    NotRestarted,
-    /// A crash loop, or the restart itself failed: no more restarts.
-    GaveUp,
-}
-
-/// One exit the simulator did not ask for, as the console reported it.
-#[derive(Debug, Clone)]
-pub struct SupervisionEvent {
-    /// The worker or etcd member (`C0w1`).
-    pub node: String,
-    /// `flanneld`, `kube-proxy`, `skrouterd`, `etcd`, `nginx` or `echo-server`.
-    pub daemon: String,
-    /// How it ended: `signal 9`, `status 1`.
-    pub exit: String,
-    pub outcome: SupervisionOutcome,
-    /// The line printed on the console.
-    pub message: String,
-}
-
-/// A daemon's state as waits and API calls see it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Health {
-    Running(u32),
-    /// Exited; the supervisor starts it again shortly.
-    Restarting,
-    /// Stopped on purpose (`stop_agent`, a router being replaced).
-    Stopped,
-    /// Exited on its own and is not restarted (not an agent).
-    Exited(String),
-    /// Given up on: the message says why and quotes its log.
-    Failed(String),
-}
 
 #[derive(Debug)]
 enum Status {
@@ -218,92 +81,19 @@ pub(crate) struct Supervisor {
     /// Signalled whenever a daemon's status changes.
     changed: Condvar,
     /// An eventfd that wakes the thread when the set of daemons changes.
-    wake: OwnedFd,
+    wake: EventFd,
     record: Record,
     thread: Mutex<Option<JoinHandle<()>>>,
 }
 
-/// Starts a daemon as `spec` says and records it; its pid stays ours until we reap it.
-fn launch(spec: &DaemonSpec, record: &Record) -> Result<(u32, u64, OwnedFd)> {
-    let env: Vec<(&str, &str)> = spec
-        .env
-        .iter()
-        .map(|(k, v)| (k.as_str(), v.as_str()))
-        .collect();
-    let child =
-        process::spawn_daemon_env(Some(&spec.ns), &spec.program, &spec.args, &env, &spec.log)?;
-    let pid = child.id();
-    // The supervisor reaps it (waitpid on the pid); the handle is not needed.
-    drop(child);
-    let start = process::start_time(pid).unwrap_or(0);
-    let tracked =
-        process::pidfd_open(pid).and_then(|fd| record.add_process(pid, &spec.what).map(|_| fd));
-    match tracked {
-        Ok(fd) => Ok((pid, start, fd)),
-        Err(e) => {
-            process::kill_group(pid as i32);
-            process::reap(pid, true);
-            Err(e.context(format!("starting {}", spec.title())))
-        }
-    }
-}
-
-/// The last lines of a log, indented, for error messages.
-fn log_tail(path: &std::path::Path) -> String {
-    use std::io::{Read, Seek, SeekFrom};
-    let mut text = String::new();
-    if let Ok(mut f) = std::fs::File::open(path) {
-        let len = f.metadata().map(|m| m.len()).unwrap_or(0);
-        let _ = f.seek(SeekFrom::Start(len.saturating_sub(16 * 1024)));
-        let mut buf = Vec::new();
-        let _ = f.read_to_end(&mut buf);
-        text = String::from_utf8_lossy(&buf).into_owned();
-    }
-    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
-    if lines.is_empty() {
-        return "    (it printed nothing)".into();
-    }
-    lines[lines.len().saturating_sub(LOG_LINES)..]
-        .iter()
-        .map(|l| format!("    {l}"))
-        .collect::<Vec<_>>()
-        .join("\n")
-}
-
-fn ordinal(n: usize) -> String {
-    let suffix = match (n % 10, n % 100) {
-        (1, r) if r != 11 => "st",
-        (2, r) if r != 12 => "nd",
-        (3, r) if r != 13 => "rd",
-        _ => "th",
-    };
-    format!("{n}{suffix}")
-}
-
-/// Wait before restarting after the `n`th unrequested exit in the window: at once the
-/// first time, then doubling from 250 ms, as a kubelet backs off a crashing pod.
-fn backoff(n: usize) -> Duration {
-    match n {
-        0 | 1 => Duration::ZERO,
-        n => Duration::from_millis(250) * (1 << (n - 2).min(6)),
-    }
-}
-
-/// How an agent's start-again hint reads, e.g. `C0w1.start_agent("flanneld")`.
-fn start_hint(spec: &DaemonSpec) -> String {
-    format!("{}.start_agent(\"{}\")", spec.node, spec.kind.name())
-}
-
 impl Supervisor {
     pub fn start(record: Record) -> Result<Arc<Supervisor>> {
-        let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
-        if fd < 0 {
-            return Err(std::io::Error::last_os_error()).context("creating an eventfd");
-        }
+        let wake = EventFd::from_flags(EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK)
+            .context("creating an eventfd")?;
         let sup = Arc::new(Supervisor {
             reg: Mutex::new(Registry::default()),
             changed: Condvar::new(),
-            wake: unsafe { OwnedFd::from_raw_fd(fd) },
+            wake,
             record,
             thread: Mutex::new(None),
         });
@@ -321,14 +111,8 @@ impl Supervisor {
     }
 
     fn wake(&self) {
-        let one: u64 = 1;
-        unsafe {
-            libc::write(
-                self.wake.as_raw_fd(),
-                &one as *const u64 as *const libc::c_void,
-                8,
-            );
-        }
+        // Only a full counter (2^64 - 2 wake-ups unread) fails, and that wakes it anyway.
+        let _ = self.wake.write(1);
     }
 
     /// Starts a daemon and registers it (recorded for teardown before this returns).
@@ -372,9 +156,7 @@ impl Supervisor {
         if matches!(e.status, Status::Running) {
             // Under the lock the supervisor cannot reap it meanwhile, so `pid` is still
             // our child (a zombie at worst): the signal cannot reach anyone else.
-            unsafe {
-                libc::kill(pid as i32, libc::SIGTERM);
-            }
+            let _ = kill(Pid::from_raw(pid as i32), Signal::SIGTERM);
             let mut deadline = Instant::now() + STOP_GRACE;
             let mut killed = false;
             loop {
@@ -517,9 +299,7 @@ impl Supervisor {
             if e.pidfd.take().is_some() {
                 // Not reaped yet, so the pid (and its process group) is still ours.
                 process::kill_group(e.pid as i32);
-                unsafe {
-                    libc::kill(e.pid as i32, libc::SIGKILL);
-                }
+                let _ = kill(Pid::from_raw(e.pid as i32), Signal::SIGKILL);
                 process::reap(e.pid, true);
                 e.status = Status::Stopped;
             }
@@ -562,6 +342,7 @@ impl Supervisor {
                     revents: 0,
                 })
                 .collect();
+            // SAFETY: `fds` is a live, correctly sized array of pollfd for the whole call.
             let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout) };
             if n < 0 {
                 if std::io::Error::last_os_error().raw_os_error() != Some(libc::EINTR) {
@@ -570,10 +351,8 @@ impl Supervisor {
                 continue;
             }
             if fds[0].revents != 0 {
-                let mut buf = [0u8; 8];
-                unsafe {
-                    libc::read(self.wake.as_raw_fd(), buf.as_mut_ptr().cast(), 8);
-                }
+                // Non-blocking: it resets the counter, or finds it read already.
+                let _ = self.wake.read();
             }
             let exited: Vec<DaemonId> = fds[1..]
                 .iter()
@@ -694,7 +473,7 @@ impl Supervisor {
                 ordinal(n),
                 CRASH_LOOP_WINDOW.as_secs(),
                 spec.log.display(),
-                log_tail(&spec.log),
+                log_tail(&spec.log, LOG_LINES),
                 start_hint(&spec)
             );
             e.status = Status::Failed(msg.clone());
@@ -751,105 +530,13 @@ impl Supervisor {
                 let msg = format!(
                     "{title} exited ({exit}) and could not be started again: {err:#}. Its log ({}) ends with:\n{}\n  Fix the cause, then start it again with {}",
                     spec.log.display(),
-                    log_tail(&spec.log),
+                    log_tail(&spec.log, LOG_LINES),
                     start_hint(&spec)
                 );
                 e.status = Status::Failed(msg.clone());
                 Self::event(reg, &spec, &exit, SupervisionOutcome::GaveUp, msg, lines);
             }
         }
-    }
-}
-
-impl Sim {
-    /// Every exit of a daemon the simulator did not ask for, oldest first, with what the
-    /// supervisor did about it (the lines the console printed).
-    pub fn events(&self) -> Vec<SupervisionEvent> {
-        self.inner.daemons.events()
-    }
-
-    /// Fails with the crash-loop error of cluster `id`'s first agent that was given up
-    /// on: calls that need every agent of the cluster report it at once.
-    pub(crate) fn require_agents(&self, id: &str) -> Result<()> {
-        match self.inner.daemons.failure_in_cluster(id) {
-            Some(m) => Err(anyhow!(m)),
-            None => Ok(()),
-        }
-    }
-
-    /// What a readiness wait on the `kind` agent of `node` should do: Ok(true) wait for
-    /// it, Ok(false) skip it (stopped on purpose: it catches up when started again),
-    /// Err when it was given up on.
-    pub(crate) fn agent_wait(&self, node: &str, kind: DaemonKind) -> Result<bool> {
-        let Some(id) = self.inner.daemons.agent(node, kind) else {
-            return Ok(true);
-        };
-        match self.inner.daemons.health(id) {
-            Some(Health::Failed(m)) => Err(anyhow!(m)),
-            Some(Health::Stopped) => Ok(false),
-            _ => Ok(true),
-        }
-    }
-}
-
-impl Worker {
-    fn agent_id(&self, agent: &str) -> Result<DaemonId> {
-        let node = self.name();
-        let kind = DaemonKind::agent(agent);
-        if let Some(id) = kind.and_then(|k| self.sim.inner.daemons.agent(&node, k)) {
-            return Ok(id);
-        }
-        let here = self.sim.inner.daemons.agents_on(&node);
-        bail!(
-            "{node} has no agent '{agent}': its agents are {} (the Skupper router, skrouterd, runs on its cluster's first worker once skupper_init() made a site)",
-            if here.is_empty() {
-                "none yet (call start() first)".into()
-            } else {
-                here.join(", ")
-            }
-        )
-    }
-
-    /// The pid of this worker's agent `agent` (`flanneld`, `kube-proxy`, `skrouterd`)
-    /// while it runs; None while it is stopped or being restarted.
-    pub fn agent_pid(&self, agent: &str) -> Result<Option<u32>> {
-        let id = self.agent_id(agent)?;
-        Ok(self.sim.inner.daemons.pid(id))
-    }
-
-    /// Stops agent `agent` on purpose, as a break-and-fix lesson does: it is not restarted
-    /// until [`Worker::start_agent`], and waits for it skip this worker meanwhile.
-    pub fn stop_agent(&self, agent: &str) -> Result<()> {
-        let id = self.agent_id(agent)?;
-        if matches!(self.sim.inner.daemons.health(id), Some(Health::Stopped)) {
-            bail!(
-                "{agent} on {} is already stopped; start it with {}.start_agent(\"{agent}\")",
-                self.name(),
-                self.name()
-            );
-        }
-        self.sim.inner.daemons.stop(id, false)
-    }
-
-    /// Starts agent `agent` again with the arguments it was first started with (also
-    /// after a crash loop, once its cause is fixed), and waits until the cluster has
-    /// converged on it. Returns its pid.
-    pub fn start_agent(&self, agent: &str) -> Result<u32> {
-        let id = self.agent_id(agent)?;
-        if let Some(Health::Running(pid)) = self.sim.inner.daemons.health(id) {
-            bail!(
-                "{agent} on {} is already running (pid {pid}); stop it first with {}.stop_agent(\"{agent}\")",
-                self.name(),
-                self.name()
-            );
-        }
-        let spawned = self.sim.inner.daemons.start_again(id)?;
-        match DaemonKind::agent(agent) {
-            Some(DaemonKind::KubeProxy) => self.cluster().wait_converged()?,
-            Some(DaemonKind::Flanneld) => super::bringup::wait_routes(&self.sim, &self.cluster)?,
-            _ => {}
-        }
-        Ok(spawned.pid)
     }
 }
 
@@ -907,10 +594,10 @@ mod tests {
         let log = dir.join("a.log");
         let text: String = (1..=20).map(|i| format!("line {i}\n")).collect();
         std::fs::write(&log, text).unwrap();
-        let t = log_tail(&log);
+        let t = log_tail(&log, 8);
         assert!(t.contains("    line 20") && t.contains("line 13"), "{t}");
         assert!(!t.contains("line 12"), "{t}");
-        assert!(log_tail(&dir.join("missing.log")).contains("printed nothing"));
+        assert!(log_tail(&dir.join("missing.log"), 8).contains("printed nothing"));
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

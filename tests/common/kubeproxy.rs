@@ -1,68 +1,12 @@
-//! Shared helpers for the kube-proxy integration tests: a small topology of namespaces
-//! (client --- node[bridge] --- backends), TCP servers and clients on threads inside
-//! namespaces, and a guard that removes everything even when a test fails.
-#![allow(dead_code)]
+//! The kube-proxy tests' bed: a small topology of namespaces (client --- node[bridge] ---
+//! backends) and TCP servers and clients on threads inside namespaces.
 
+use super::{sh, Guard};
 use knetsim::netns;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
-
-pub fn is_root() -> bool {
-    nix::unistd::Uid::effective().is_root()
-}
-
-/// Runs a shell line in a namespace and fails with its output when it fails.
-pub fn sh(ns: &str, script: &str) -> String {
-    let out =
-        netns::process::run_shell(Some(ns), script, &[], Duration::from_secs(20), None).unwrap();
-    assert!(out.success(), "`{script}` in {ns} failed: {}", out.text);
-    out.text
-}
-
-/// Like `sh` but returns the output whatever happened.
-pub fn sh_any(ns: &str, script: &str) -> (bool, String) {
-    let out =
-        netns::process::run_shell(Some(ns), script, &[], Duration::from_secs(20), None).unwrap();
-    (out.success(), out.text)
-}
-
-/// Removes namespaces, stops server threads and child processes, deletes dirs on drop.
-#[derive(Default)]
-pub struct Guard {
-    pub namespaces: Vec<String>,
-    pub stop: Arc<AtomicBool>,
-    pub children: Vec<std::process::Child>,
-    pub dirs: Vec<std::path::PathBuf>,
-}
-
-impl Guard {
-    pub fn ns(&mut self, name: &str) -> String {
-        let _ = netns::delete(name);
-        netns::create(name).unwrap();
-        self.namespaces.push(name.to_string());
-        sh(name, "ip link set lo up");
-        name.to_string()
-    }
-}
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        for c in &mut self.children {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-        for n in &self.namespaces {
-            let _ = netns::delete(n);
-        }
-        for d in &self.dirs {
-            let _ = std::fs::remove_dir_all(d);
-        }
-    }
-}
 
 /// client (10.0.0.2) --veth-- node (10.0.0.1; bridge br0 11.10.0.1/24) --veth-- backends
 /// (11.10.0.2, 11.10.0.3, ...). The node forwards and has `100.64.0.0/16 dev br0`. Bridge

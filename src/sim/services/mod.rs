@@ -4,19 +4,19 @@
 //! endpoints whenever a matching pod comes or goes, and waits until every worker's
 //! nftables has converged before returning, so a lesson's next line sees the change.
 
-use super::{Cluster, Sim, Worker};
+mod converge;
+
+pub(super) use converge::start_kube_proxy;
+
+use super::{Cluster, Worker};
 use crate::components::etcd;
 use crate::components::kubeproxy::{
-    self, model, rules, store, CounterRow, EndpointAddress, Endpoints, Protocol, Service,
-    ServicePort, ServiceType, State, StaticVip,
+    self, model, store, CounterRow, EndpointAddress, Endpoints, Protocol, Service, ServicePort,
+    ServiceType, State, StaticVip,
 };
-use crate::wait::{Poll, Wait};
 use anyhow::{anyhow, bail, Context, Result};
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
-use std::time::Duration;
-
-const CONVERGE_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// One port of a Service, as a script gives it.
 #[derive(Debug, Clone, Default)]
@@ -37,39 +37,18 @@ pub struct ServiceSpec {
     pub cluster_ip: Option<String>,
 }
 
-/// What kube-proxy still has to do, from the plan that would bring its table in line:
-/// "2 chains and 1 map element to add, e.g. `add chain ip kube-proxy service-...`".
-fn pending_changes(p: &rules::Plan) -> String {
-    let st = &p.stats;
-    let mut parts = Vec::new();
-    if st.setup {
-        parts.push("its table is not set up".to_string());
-    }
-    for (n, what) in [
-        (st.chains_added, "chains to add"),
-        (st.chains_rewritten, "chains to rewrite"),
-        (st.chains_deleted, "chains to delete"),
-        (st.elements_added, "map elements to add"),
-        (st.elements_deleted, "map elements to delete"),
-    ] {
-        if n > 0 {
-            parts.push(format!("{n} {what}"));
-        }
-    }
-    if parts.is_empty() {
-        parts.push("rules differ".to_string());
-    }
-    match p.text.lines().find(|l| !l.trim().is_empty()) {
-        Some(first) => format!("{}, first: `{}`", parts.join(", "), first.trim()),
-        None => parts.join(", "),
-    }
+/// One cluster's Services and static VIPs, as the simulator (the API server here) holds them.
+#[derive(Default)]
+pub(crate) struct ClusterServices {
+    services: BTreeMap<String, ServiceDef>,
+    vips: BTreeMap<Ipv4Addr, StaticVip>,
 }
 
 /// A Service and the selector the endpoints controller uses for it.
 #[derive(Debug, Clone)]
 pub(crate) struct ServiceDef {
-    pub service: Service,
-    pub selector: BTreeMap<String, String>,
+    service: Service,
+    selector: BTreeMap<String, String>,
 }
 
 fn parse_ip(what: &str, s: &str) -> Result<Ipv4Addr> {
@@ -89,10 +68,14 @@ where
 }
 
 impl Cluster {
+    fn services<R>(&self, f: impl FnOnce(&mut ClusterServices) -> R) -> R {
+        self.sim.inner.services.with(&self.id, f)
+    }
+
     /// The cluster's Service state as the simulator (the API server here) holds it.
     pub fn service_state(&self) -> State {
         let containers = self.containers_with_ips();
-        self.with(|c| {
+        self.services(|c| {
             let mut st = State {
                 services: c.services.values().map(|d| d.service.clone()).collect(),
                 vips: c.vips.values().cloned().collect(),
@@ -145,11 +128,7 @@ impl Cluster {
                 anyhow!(
                     "kp_vip_add: there is no container '{name}' in {} (its containers: {})",
                     self.name(),
-                    if known.is_empty() {
-                        "none".into()
-                    } else {
-                        known.join(", ")
-                    }
+                    crate::sim::listed(&known, "none")
                 )
             })?;
             ips.push(parse_ip("container IP", &w.container_ip(name)?)?);
@@ -165,20 +144,20 @@ impl Cluster {
         with_store(self, move |mut cl| async move {
             store::put_vip(&mut cl, &v).await
         })?;
-        self.with_mut(|c| c.vips.insert(vip_ip, next.vips.last().unwrap().clone()));
+        self.services(|c| c.vips.insert(vip_ip, next.vips.last().unwrap().clone()));
         self.wait_converged()
     }
 
     pub fn kp_vip_del(&self, vip: &str) -> Result<()> {
         self.require_running()?;
         let vip_ip = parse_ip("VIP", vip)?;
-        if !self.with(|c| c.vips.contains_key(&vip_ip)) {
+        if !self.services(|c| c.vips.contains_key(&vip_ip)) {
             bail!("there is no VIP {vip} in {}", self.name());
         }
         with_store(self, move |mut cl| async move {
             store::delete_vip(&mut cl, vip_ip).await.map(|_| ())
         })?;
-        self.with_mut(|c| c.vips.remove(&vip_ip));
+        self.services(|c| c.vips.remove(&vip_ip));
         self.wait_converged()
     }
 
@@ -187,7 +166,7 @@ impl Cluster {
     pub fn service(&self, name: &str, spec: &ServiceSpec) -> Result<Ipv4Addr> {
         self.require_running()?;
         model::check_name("Service name", name)?;
-        if self.with(|c| c.services.contains_key(name)) {
+        if self.services(|c| c.services.contains_key(name)) {
             bail!("Service '{name}' already exists in {}: delete it with delete_service(\"{name}\") first", self.name());
         }
         if spec.ports.is_empty() {
@@ -249,14 +228,14 @@ impl Cluster {
             store::put_endpoints(&mut cl, &eps).await?;
             store::put_service(&mut cl, &service).await
         })?;
-        self.with_mut(|c| c.services.insert(name.to_string(), def));
+        self.services(|c| c.services.insert(name.to_string(), def));
         self.wait_converged()?;
         Ok(cluster_ip)
     }
 
     pub fn delete_service(&self, name: &str) -> Result<()> {
         self.require_running()?;
-        if !self.with(|c| c.services.contains_key(name)) {
+        if !self.services(|c| c.services.contains_key(name)) {
             bail!("there is no Service '{name}' in {}", self.name());
         }
         let n = name.to_string();
@@ -265,20 +244,20 @@ impl Cluster {
                 .await
                 .map(|_| ())
         })?;
-        self.with_mut(|c| c.services.remove(name));
+        self.services(|c| c.services.remove(name));
         self.wait_converged()
     }
 
     /// The ClusterIP of Service `name`.
     pub fn service_ip(&self, name: &str) -> Result<Ipv4Addr> {
-        self.with(|c| c.services.get(name).map(|d| d.service.cluster_ip))
+        self.services(|c| c.services.get(name).map(|d| d.service.cluster_ip))
             .ok_or_else(|| anyhow!("there is no Service '{name}' in {}", self.name()))
     }
 
     /// The endpoints controller: after a pod was created or deleted, rewrites the
     /// endpoints of every Service whose selector matches it.
     pub(crate) fn pods_changed(&self, labels: &BTreeMap<String, String>) -> Result<()> {
-        let affected: Vec<ServiceDef> = self.with(|c| {
+        let affected: Vec<ServiceDef> = self.services(|c| {
             c.services
                 .values()
                 .filter(|d| selects(&d.selector, labels))
@@ -300,52 +279,6 @@ impl Cluster {
             Ok(())
         })?;
         self.wait_converged()
-    }
-
-    /// Waits until every running worker's kube-proxy table matches the cluster's state.
-    pub fn wait_converged(&self) -> Result<()> {
-        let want = rules::desired(&self.service_state());
-        for w in self.workers().iter().filter(|w| w.is_started()) {
-            // A kube-proxy stopped on purpose catches up once started again.
-            if !self
-                .sim
-                .agent_wait(&w.name(), super::DaemonKind::KubeProxy)?
-            {
-                continue;
-            }
-            let log = w.dir().join("kube-proxy.log");
-            Wait::new(
-                format!(
-                    "kube-proxy on {} to program the cluster's Services",
-                    w.name()
-                ),
-                CONVERGE_TIMEOUT,
-            )
-            .every(Duration::from_millis(10))
-            .hint(|| format!("see {}", log.display()))
-            .until(|| {
-                // One in a crash loop ends the wait with its error.
-                self.sim
-                    .agent_wait(&w.name(), super::DaemonKind::KubeProxy)?;
-                let cur = kubeproxy::read_current(Some(&w.ns()))?;
-                let left = rules::plan(&want, &cur);
-                if left.is_empty() {
-                    return Ok(Poll::Ready(()));
-                }
-                Ok(Poll::Pending(pending_changes(&left)))
-            })?;
-        }
-        Ok(())
-    }
-
-    pub(crate) fn with_mut<R>(&self, f: impl FnOnce(&mut super::ClusterState) -> R) -> R {
-        let mut st = self.sim.state();
-        let c = st
-            .clusters
-            .iter_mut()
-            .find(|c| c.id == self.id)
-            .expect("cluster handle");
-        f(c)
     }
 }
 
@@ -377,27 +310,4 @@ impl Worker {
     pub fn nft_counters(&self) -> Result<Vec<CounterRow>> {
         kubeproxy::read_counters(&self.ns())
     }
-}
-
-/// Starts the worker's kube-proxy (after its flannel device exists, so the service route
-/// can point at it).
-pub(super) fn start_kube_proxy(sim: &Sim, w: &Worker) -> Result<super::Spawned> {
-    let args = vec![
-        "kube-proxy".to_string(),
-        "--etcd-endpoints".into(),
-        w.cluster().etcd_endpoints(),
-        "--hostname-override".into(),
-        w.name(),
-        "--service-route-dev".into(),
-        super::addressing::FLANNEL_DEVICE.into(),
-    ];
-    sim.spawn_daemon(super::DaemonSpec::new(
-        super::DaemonKind::KubeProxy,
-        &w.name(),
-        &w.ns(),
-        &sim.knetsim_exe(),
-        args,
-        w.dir().join("kube-proxy.log"),
-        format!("kube-proxy {}", w.name()),
-    ))
 }

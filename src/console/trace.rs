@@ -1,0 +1,52 @@
+//! The console word `trace`: `trace C0w1 c1 100.64.10.1:80` walks one probe from pod c1 on
+//! C0w1; `trace C0w1 100.64.10.1:80` from the worker itself; `trace C0e1 10.0.0.3:30080`
+//! from an etcd member. An optional last word picks the protocol (tcp, udp, icmp).
+
+use crate::sim::{Node, Sim, TraceOptions};
+
+pub const USAGE: &str =
+    "trace NODE [POD] DEST[:PORT] [tcp|udp|icmp], e.g. `trace C0w1 c1 100.64.10.1:80`";
+
+/// The walk's text for a `trace ...` line, or None when the line is not a trace command.
+pub fn console_line(sim: &Sim, line: &str) -> Option<Result<String, String>> {
+    let mut words: Vec<&str> = line.split_whitespace().collect();
+    if words.first() != Some(&"trace") {
+        return None;
+    }
+    words.remove(0);
+    Some(run(sim, &words))
+}
+
+fn run(sim: &Sim, words: &[&str]) -> Result<String, String> {
+    let mut words = words.to_vec();
+    let mut opts = TraceOptions::default();
+    if let Some(last) = words.last() {
+        if ["tcp", "udp", "icmp"].contains(&last.to_ascii_lowercase().as_str()) {
+            opts.proto = Some(last.to_string());
+            words.pop();
+        }
+    }
+    let (node, pod, dest) = match words.as_slice() {
+        [node, dest] => (*node, None, *dest),
+        [node, pod, dest] => (*node, Some(*pod), *dest),
+        _ => return Err(format!("usage: {USAGE}")),
+    };
+    let walk = match (sim.node(node), pod) {
+        (Some(Node::Worker(w)), pod) => w.trace(pod, dest, &opts),
+        (Some(Node::Etcd(e)), None) => e.trace(dest, &opts),
+        (Some(Node::Etcd(e)), Some(_)) => {
+            return Err(format!(
+                "{} is an etcd member: it runs no pods. Trace from it with `trace {} DEST`",
+                e.name(),
+                e.name()
+            ))
+        }
+        (None, _) => {
+            return Err(format!(
+                "there is no node '{node}' (nodes: {}). Usage: {USAGE}",
+                sim.node_names().join(", ")
+            ))
+        }
+    };
+    walk.map(|w| w.text).map_err(|e| format!("{e:#}"))
+}

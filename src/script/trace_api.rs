@@ -1,0 +1,79 @@
+//! The packet walk in scripts: `w.trace(pod, dest)`, `w.trace(pod, dest, #{ proto, port })`,
+//! `w.trace(dest)` from the worker itself, and `e.trace(dest)` from an etcd member (a
+//! machine outside the pod network). Each prints the annotated walk and returns its hops
+//! as an array of `#{ node, dev, what, detail }`.
+
+use super::registry::{rt, RResult, Registry};
+use crate::sim::{EtcdNode, TraceOptions, Walk, Worker};
+use rhai::{Array, Dynamic, Map};
+
+fn options(m: &Map) -> RResult<TraceOptions> {
+    let mut o = TraceOptions::default();
+    for (k, v) in m.iter() {
+        match k.as_str() {
+            "proto" | "protocol" => o.proto = Some(v.to_string()),
+            "port" => {
+                o.port = Some(v.as_int().map_err(|t| {
+                    format!("trace(..., #{{ port: ... }}): the port is a whole number such as 80, got {t}")
+                })?)
+            }
+            other => {
+                return Err(format!(
+                    "trace(..., #{{ {other}: ... }}): unknown option '{other}' (use proto: \"tcp\"|\"udp\"|\"icmp\", port: 80)"
+                )
+                .into())
+            }
+        }
+    }
+    Ok(o)
+}
+
+/// Prints the walk and hands back its hops.
+fn shown(w: anyhow::Result<Walk>) -> RResult<Array> {
+    let w = rt(w)?;
+    print!("{}", w.text);
+    Ok(w.hops
+        .into_iter()
+        .map(|h| {
+            let mut m = Map::new();
+            m.insert("node".into(), h.node.into());
+            m.insert("dev".into(), h.dev.into());
+            m.insert("what".into(), h.what.into());
+            m.insert("detail".into(), h.detail.into());
+            Dynamic::from(m)
+        })
+        .collect())
+}
+
+pub fn register(reg: &mut Registry) {
+    reg.on::<Worker>()
+        .method(
+            "trace",
+            "trace([pod,] dest[, #{ proto, port }]) -> [#{ node, dev, what, detail }]",
+            "Sends one real probe from a pod (or from the worker itself) to dest (IP or IP:PORT) and shows every hop the kernel reports: veth, bridge, nft chains and DNAT, VXLAN, the pod that answers",
+            r#"let hops = C0w1.trace("c1", "100.64.10.1:80");"#,
+            |w: &mut Worker, pod: &str, dest: &str| {
+                shown(w.trace(Some(pod), dest, &TraceOptions::default()))
+            },
+        )
+        .overload(|w: &mut Worker, pod: &str, dest: &str, o: Map| {
+            shown(w.trace(Some(pod), dest, &options(&o)?))
+        })
+        .overload(|w: &mut Worker, dest: &str| {
+            shown(w.trace(None, dest, &TraceOptions::default()))
+        })
+        .overload(|w: &mut Worker, dest: &str, o: Map| {
+            shown(w.trace(None, dest, &options(&o)?))
+        });
+    reg.on::<EtcdNode>()
+        .method(
+            "trace",
+            "trace(dest[, #{ proto, port }]) -> [#{ node, dev, what, detail }]",
+            "Sends one real probe from this etcd member (a machine outside the pod network) to dest, e.g. a NodePort, and shows every hop",
+            r#"let hops = C0e1.trace("10.0.0.3:30080");"#,
+            |e: &mut EtcdNode, dest: &str| shown(e.trace(dest, &TraceOptions::default())),
+        )
+        .overload(|e: &mut EtcdNode, dest: &str, o: Map| {
+            shown(e.trace(dest, &options(&o)?))
+        });
+}

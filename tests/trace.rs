@@ -1,0 +1,439 @@
+//! The packet walk, one test per path: the hops come from the kernel's own trace of one
+//! real probe, in order, and every namespace's ruleset is the same afterwards.
+
+mod common;
+
+use common::{assert_nothing_left, started, HostSnapshot};
+use knetsim::components::trace::Hop;
+use knetsim::sim::{Cluster, PortSpec, ServiceSpec, Sim, TraceOptions, Walk};
+use std::collections::BTreeMap;
+
+fn labels(app: &str) -> BTreeMap<String, String> {
+    BTreeMap::from([("app".to_string(), app.to_string())])
+}
+
+/// Every namespace's ruleset (without counters, which the probe itself moves).
+fn rulesets(c: &Cluster) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    for w in c.workers() {
+        out.insert(w.name(), w.exec("nft -s list ruleset").unwrap());
+        for p in w.containers() {
+            out.insert(
+                format!("{p}@{}", w.name()),
+                w.exec_container(&p, "nft -s list ruleset").unwrap(),
+            );
+        }
+    }
+    for e in c.etcd_nodes() {
+        out.insert(e.name(), e.exec("nft -s list ruleset").unwrap());
+    }
+    out
+}
+
+/// No `nft monitor` (or its stdbuf) is left in any namespace of the simulation.
+fn no_monitor_left(sim: &Sim, c: &Cluster) {
+    let mut inodes = Vec::new();
+    for w in c.workers() {
+        inodes.extend(knetsim::netns::inode(&w.ns()));
+        for p in w.containers() {
+            inodes.extend(knetsim::netns::inode(&w.container(&p).unwrap().ns));
+        }
+    }
+    for e in c.etcd_nodes() {
+        inodes.extend(knetsim::netns::inode(&e.ns()));
+    }
+    for pid in knetsim::netns::process::pids_in_namespaces(&inodes) {
+        let cmd = knetsim::netns::process::cmdline(pid).unwrap_or_default();
+        assert!(
+            !cmd.contains("monitor"),
+            "a trace monitor was left running in {}: pid {pid} `{cmd}`",
+            sim.instance()
+        );
+    }
+}
+
+/// The cluster's VXLAN device, VNI and port, read from the device by the test itself
+/// (`N: NAME: <FLAGS> ... vxlan id VNI ... dstport PORT`).
+fn vxlan_settings(c: &Cluster) -> (String, String, String) {
+    let text = c.workers()[0]
+        .exec("ip -d -o link show type vxlan")
+        .unwrap();
+    let words: Vec<&str> = text.split_whitespace().collect();
+    let after = |k: &str| {
+        let i = words.iter().position(|w| *w == k).expect(k);
+        words[i + 1].to_string()
+    };
+    (
+        words[1].trim_end_matches(':').to_string(),
+        after("id"),
+        after("dstport"),
+    )
+}
+
+fn traced(
+    before: &BTreeMap<String, String>,
+    c: &Cluster,
+    sim: &Sim,
+    walk: anyhow::Result<Walk>,
+) -> Vec<Hop> {
+    let walk = walk.expect("the trace runs");
+    println!("{}", walk.text);
+    assert_eq!(
+        before,
+        &rulesets(c),
+        "a namespace's ruleset changed across the trace"
+    );
+    no_monitor_left(sim, c);
+    walk.hops
+}
+
+fn pos(hops: &[Hop], f: impl Fn(&Hop) -> bool) -> Option<usize> {
+    hops.iter().position(f)
+}
+
+fn web(port: i64, node_port: Option<i64>) -> ServiceSpec {
+    ServiceSpec {
+        selector: labels("web"),
+        ports: vec![PortSpec {
+            port,
+            target: Some(8000),
+            node_port,
+            ..Default::default()
+        }],
+        type_: node_port.map(|_| "NodePort".to_string()),
+        ..Default::default()
+    }
+}
+
+/// Starts knetsim's echo server on port 8000 in `pod` and waits until it listens.
+fn serve(c: &Cluster, pod: &str) {
+    let w = c.find_container(pod).unwrap();
+    w.exec_container_async(
+        pod,
+        &format!("knetsim echo-server --port 8000 --message {pod}"),
+    )
+    .unwrap();
+    for _ in 0..200 {
+        if w.exec_container(pod, "ss -ltn").unwrap().contains(":8000 ") {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    panic!("the echo server in {pod} never listened on port 8000");
+}
+
+#[test]
+fn pod_to_pod_on_one_worker_is_bridged_without_nat() {
+    let before_host = HostSnapshot::take();
+    let (sim, c) = started("tr-same", 1, 1);
+    let w1 = c.worker("w1").unwrap();
+    w1.create_container("c1", BTreeMap::new()).unwrap();
+    w1.create_container("c3", BTreeMap::new()).unwrap();
+    let ip3 = w1.container_ip("c3").unwrap();
+    let before = rulesets(&c);
+    let hops = traced(
+        &before,
+        &c,
+        &sim,
+        w1.trace(Some("c1"), &ip3, &TraceOptions::default()),
+    );
+    assert_eq!(hops[0].node, "c1@C0w1");
+    assert_eq!(hops[0].what, "send");
+    assert!(pos(&hops, |h| h.what == "veth" && h.node == "C0w1").is_some());
+    assert!(
+        pos(&hops, |h| h.dev == "cni0" && h.node == "C0w1").is_some(),
+        "the bridge cni0 is on the path"
+    );
+    assert!(
+        pos(&hops, |h| h.what == "dnat").is_none(),
+        "pod to pod: no DNAT"
+    );
+    assert!(pos(&hops, |h| h.what == "encapsulate").is_none());
+    assert!(pos(&hops, |h| h.what == "deliver" && h.node == "c3@C0w1").is_some());
+    let last = hops.last().unwrap();
+    assert_eq!(
+        (last.what.as_str(), last.node.as_str()),
+        ("answer", "c3@C0w1")
+    );
+    sim.teardown().unwrap();
+    assert_nothing_left("tr-same", &[]);
+    assert_eq!(before_host, HostSnapshot::take());
+}
+
+#[test]
+fn pod_to_pod_across_workers_is_wrapped_in_vxlan() {
+    let (sim, c) = started("tr-cross", 2, 1);
+    let w1 = c.worker("w1").unwrap();
+    let w2 = c.worker("w2").unwrap();
+    w1.create_container("c1", BTreeMap::new()).unwrap();
+    w2.create_container("c2", BTreeMap::new()).unwrap();
+    let ip2 = w2.container_ip("c2").unwrap();
+    let (dev, vni, port) = vxlan_settings(&c);
+    let before = rulesets(&c);
+    let walk = w1.trace(Some("c1"), &ip2, &TraceOptions::default());
+    let hops = traced(&before, &c, &sim, walk);
+    let enc = pos(&hops, |h| h.what == "encapsulate").expect("an encapsulate hop");
+    assert_eq!(hops[enc].node, "C0w1");
+    assert_eq!(hops[enc].dev, dev);
+    let outer = format!("outer {} → {}, UDP ", w1.ip(), w2.ip());
+    assert!(hops[enc].detail.contains(&outer), "{}", hops[enc].detail);
+    // The VNI is the one in the packet's own VXLAN header, and equals the device's.
+    assert!(
+        hops[enc].detail.contains(&format!("→ {port}, VNI {vni}"))
+            && !hops[enc].detail.contains("the device's"),
+        "{}",
+        hops[enc].detail
+    );
+    let dec = pos(&hops, |h| h.what == "decapsulate").expect("a decapsulate hop");
+    assert!(dec > enc && hops[dec].node == "C0w2" && hops[dec].dev == dev);
+    assert!(pos(&hops, |h| h.what == "vxlan-in" && h.node == "C0w2").is_some());
+    assert!(
+        pos(&hops, |h| h.what == "dnat").is_none(),
+        "pod to pod: no DNAT"
+    );
+    assert!(pos(&hops, |h| h.what == "deliver" && h.node == "c2@C0w2").is_some());
+    assert_eq!(hops.last().unwrap().what, "answer");
+    sim.teardown().unwrap();
+    assert_nothing_left("tr-cross", &[]);
+}
+
+#[test]
+fn pod_to_cluster_ip_is_dnatted_before_the_overlay() {
+    let (sim, c) = started("tr-svc", 3, 1);
+    let w1 = c.worker("w1").unwrap();
+    w1.create_container("c1", BTreeMap::new()).unwrap();
+    c.worker("w2")
+        .unwrap()
+        .create_container("c2", labels("web"))
+        .unwrap();
+    c.worker("w3")
+        .unwrap()
+        .create_container("c3", labels("web"))
+        .unwrap();
+    serve(&c, "c2");
+    serve(&c, "c3");
+    let vip = c.service("web", &web(80, None)).unwrap();
+    c.wait_converged().unwrap();
+    let (dev, vni, port) = vxlan_settings(&c);
+    let before = rulesets(&c);
+    let hops = traced(
+        &before,
+        &c,
+        &sim,
+        w1.trace(Some("c1"), &format!("{vip}:80"), &TraceOptions::default()),
+    );
+    assert!(pos(&hops, |h| h.node == "C0w1" && h.dev == "cni0").is_some());
+    assert!(pos(&hops, |h| h.what == "nft"
+        && h.detail.contains("default/web/tcp/80"))
+    .is_some());
+    let dnat = pos(&hops, |h| h.what == "dnat").expect("a DNAT hop");
+    let target = hops[dnat]
+        .detail
+        .split("DNAT to ")
+        .nth(1)
+        .and_then(|t| t.split(':').next())
+        .unwrap()
+        .to_string();
+    let (ep, ep_worker) = ["c2", "c3"]
+        .iter()
+        .map(|p| (p.to_string(), c.find_container(p).unwrap()))
+        .find(|(p, w)| w.container_ip(p).unwrap() == target)
+        .expect("the DNAT target is one of the endpoints");
+    let into_overlay = pos(&hops, |h| h.dev == dev).expect("the flannel device");
+    assert!(
+        dnat < into_overlay,
+        "DNAT happens before the packet enters {dev}"
+    );
+    let enc = pos(&hops, |h| h.what == "encapsulate").unwrap();
+    assert!(hops[enc]
+        .detail
+        .contains(&format!("outer {} → {}, UDP ", w1.ip(), ep_worker.ip())));
+    assert!(hops[enc].detail.contains(&format!("→ {port}, VNI {vni}")));
+    assert!(pos(&hops, |h| h.what == "decapsulate"
+        && h.node == ep_worker.name())
+    .is_some());
+    let last = hops.last().unwrap();
+    assert_eq!(last.what, "answer", "{last:?}");
+    assert_eq!(last.node, format!("{ep}@{}", ep_worker.name()));
+    sim.teardown().unwrap();
+    assert_nothing_left("tr-svc", &[]);
+}
+
+#[test]
+fn outside_to_a_node_port() {
+    let (sim, c) = started("tr-np", 2, 1);
+    let w1 = c.worker("w1").unwrap();
+    let w2 = c.worker("w2").unwrap();
+    w2.create_container("c2", labels("web")).unwrap();
+    serve(&c, "c2");
+    c.service("web", &web(80, Some(30080))).unwrap();
+    c.wait_converged().unwrap();
+    let e1 = c.etcd_nodes().into_iter().next().unwrap();
+    let before = rulesets(&c);
+    let hops = traced(
+        &before,
+        &c,
+        &sim,
+        e1.trace(&format!("{}:30080", w1.ip()), &TraceOptions::default()),
+    );
+    assert_eq!(hops[0].node, e1.name());
+    assert!(pos(&hops, |h| h.node == "C0w1"
+        && h.dev == "eth0"
+        && h.what == "receive")
+    .is_some());
+    let dnat = pos(&hops, |h| h.what == "dnat" && h.node == "C0w1").expect("DNAT on C0w1");
+    assert!(hops[dnat].detail.contains(&w2.container_ip("c2").unwrap()));
+    let enc = pos(&hops, |h| h.what == "encapsulate").unwrap();
+    assert!(enc > dnat);
+    assert!(pos(&hops, |h| h.what == "deliver" && h.node == "c2@C0w2").is_some());
+    assert_eq!(hops.last().unwrap().what, "answer");
+    sim.teardown().unwrap();
+    assert_nothing_left("tr-np", &[]);
+}
+
+#[test]
+fn a_worker_to_a_cluster_ip() {
+    let (sim, c) = started("tr-node", 2, 1);
+    let w1 = c.worker("w1").unwrap();
+    let w2 = c.worker("w2").unwrap();
+    w2.create_container("c2", labels("web")).unwrap();
+    serve(&c, "c2");
+    let vip = c.service("web", &web(80, None)).unwrap();
+    c.wait_converged().unwrap();
+    let before = rulesets(&c);
+    let hops = traced(
+        &before,
+        &c,
+        &sim,
+        w1.trace(None, &format!("{vip}:80"), &TraceOptions::default()),
+    );
+    assert_eq!(
+        (hops[0].node.as_str(), hops[0].what.as_str()),
+        ("C0w1", "send")
+    );
+    let dnat = pos(&hops, |h| h.what == "dnat").expect("DNAT in the output path");
+    assert!(hops[dnat].detail.contains(&w2.container_ip("c2").unwrap()));
+    assert!(pos(&hops, |h| h.what == "encapsulate").unwrap() > dnat);
+    assert!(pos(&hops, |h| h.what == "deliver" && h.node == "c2@C0w2").is_some());
+    assert_eq!(hops.last().unwrap().what, "answer");
+    sim.teardown().unwrap();
+    assert_nothing_left("tr-node", &[]);
+}
+
+#[test]
+fn a_service_without_endpoints_ends_in_its_reject() {
+    let (sim, c) = started("tr-drop", 1, 1);
+    let w1 = c.worker("w1").unwrap();
+    w1.create_container("c1", BTreeMap::new()).unwrap();
+    let vip = c.service("web", &web(80, None)).unwrap();
+    c.wait_converged().unwrap();
+    let before = rulesets(&c);
+    let hops = traced(
+        &before,
+        &c,
+        &sim,
+        w1.trace(Some("c1"), &format!("{vip}:80"), &TraceOptions::default()),
+    );
+    let drop = pos(&hops, |h| h.what == "drop").expect("a drop hop");
+    assert_eq!(hops[drop].node, "C0w1");
+    assert!(
+        hops[drop].detail.contains("reject"),
+        "{}",
+        hops[drop].detail
+    );
+    sim.teardown().unwrap();
+    assert_nothing_left("tr-drop", &[]);
+}
+
+#[test]
+fn bad_trace_input_is_refused_and_changes_nothing() {
+    let (sim, c) = started("tr-bad", 1, 1);
+    let w1 = c.worker("w1").unwrap();
+    w1.create_container("c1", BTreeMap::new()).unwrap();
+    let before = rulesets(&c);
+    let udp = TraceOptions {
+        proto: Some("udp".into()),
+        port: None,
+    };
+    for (walk, says) in [
+        (
+            w1.trace(Some("c9"), "11.0.0.1", &TraceOptions::default()),
+            "no container 'c9'",
+        ),
+        (
+            w1.trace(Some("c1"), "c2", &TraceOptions::default()),
+            "not an IPv4 address",
+        ),
+        (w1.trace(Some("c1"), "11.0.0.1", &udp), "udp needs a port"),
+    ] {
+        let e = format!("{:#}", walk.unwrap_err());
+        assert!(e.contains(says), "{e}");
+    }
+    assert_eq!(before, rulesets(&c));
+    sim.teardown().unwrap();
+    assert_nothing_left("tr-bad", &[]);
+}
+
+#[test]
+fn the_console_word_trace() {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("tr-con");
+    std::fs::create_dir_all(&dir).unwrap();
+    let script = dir.join("setup.rhai");
+    std::fs::write(
+        &script,
+        "let C0 = cluster(\"0\", #{ workers: 1, etcd: 1 });\nstart();\nC0.get(\"w1\").create_container(\"c1\");\n",
+    )
+    .unwrap();
+    let mut child = Command::new(common::knetsim_exe())
+        .args(["--instance", "tr-con", "--console"])
+        .arg(&script)
+        .env("HOME", &dir)
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // C0w1 is 10.0.0.2 with one etcd member first (hosts are numbered in creation order).
+    let input = "trace C0e1 10.0.0.2\ntrace C0w1 c1 10.0.0.2 udp\ntrace C0w1 c9 10.0.0.2\ntrace nowhere 10.0.0.2\ntrace C0w1\ntrace C0e1 c1 10.0.0.2\nquit\n";
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(!text.contains("panicked"), "{text}");
+    assert!(
+        text.contains("Packet walk: icmp 10.0.0.2 from C0e1 (10.1.0.1)"),
+        "{text}"
+    );
+    assert!(text.contains("delivered to C0w1 itself"), "{text}");
+    assert!(
+        text.contains("C0w1 (10.0.0.2) answers: an echo reply"),
+        "{text}"
+    );
+    assert!(text.contains("error: trace: udp needs a port"), "{text}");
+    assert!(
+        text.contains("there is no container 'c9' on C0w1"),
+        "{text}"
+    );
+    assert!(text.contains("there is no node 'nowhere'"), "{text}");
+    assert!(
+        text.contains("usage: trace NODE [POD] DEST[:PORT]"),
+        "{text}"
+    );
+    assert!(
+        text.contains("C0e1 is an etcd member: it runs no pods"),
+        "{text}"
+    );
+    assert_nothing_left("tr-con", &[]);
+}
