@@ -114,23 +114,10 @@ pub fn comment(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::components::kubeproxy::model::{Protocol, ServiceType, ORIGINAL_VIP};
+    use crate::components::kubeproxy::model::ORIGINAL_VIP;
 
-    fn web() -> Service {
-        Service {
-            name: "web".into(),
-            namespace: "default".into(),
-            cluster_ip: "100.64.0.10".parse().unwrap(),
-            type_: ServiceType::ClusterIP,
-            ports: vec![ServicePort {
-                name: Some("http".into()),
-                protocol: Protocol::Tcp,
-                port: 80,
-                target_port: 8000,
-                node_port: None,
-            }],
-        }
-    }
+    // The same Service the model's tests use.
+    use crate::components::kubeproxy::model::tests::web;
 
     #[test]
     fn hash_matches_base32_sha256() {
