@@ -4,9 +4,7 @@
 
 mod common;
 
-use common::{assert_nothing_left, knetsim_exe};
-use std::io::Write;
-use std::process::{Command, Stdio};
+use common::{assert_nothing_left, piped_console};
 
 #[test]
 fn piped_console_session_after_a_script() {
@@ -19,24 +17,8 @@ fn piped_console_session_after_a_script() {
     )
     .unwrap();
     let _ = std::fs::remove_file(dir.join(".knetsim_history"));
-    let mut child = Command::new(knetsim_exe())
-        .args(["--instance", "con-pipe", "--console"])
-        .arg(&script)
-        .env("HOME", &dir)
-        .env("NO_COLOR", "1")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
     let input = "n + 2\nfor i in 0..3 {\n  n += 1;\n}\nprint(`n is ${n}`);\nC0w1.name\nC0w1 ip a\nlet bad = (;\nnodes\nquit\nprint(\"not reached\")\n";
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(input.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
+    let out = piped_console("con-pipe", &script, &dir, input);
     let stdout = String::from_utf8_lossy(&out.stdout);
     let text = format!("{stdout}{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(out.status.code(), Some(0), "{text}");

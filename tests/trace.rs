@@ -376,8 +376,6 @@ fn bad_trace_input_is_refused_and_changes_nothing() {
 
 #[test]
 fn the_console_word_trace() {
-    use std::io::Write;
-    use std::process::{Command, Stdio};
     let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("tr-con");
     std::fs::create_dir_all(&dir).unwrap();
     let script = dir.join("setup.rhai");
@@ -386,25 +384,9 @@ fn the_console_word_trace() {
         "let C0 = cluster(\"0\", #{ workers: 1, etcd: 1 });\nstart();\nC0.get(\"w1\").create_container(\"c1\");\n",
     )
     .unwrap();
-    let mut child = Command::new(common::knetsim_exe())
-        .args(["--instance", "tr-con", "--console"])
-        .arg(&script)
-        .env("HOME", &dir)
-        .env("NO_COLOR", "1")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
     // C0w1 is 10.0.0.2 with one etcd member first (hosts are numbered in creation order).
     let input = "trace C0e1 10.0.0.2\ntrace C0w1 c1 10.0.0.2 udp\ntrace C0w1 c9 10.0.0.2\ntrace nowhere 10.0.0.2\ntrace C0w1\ntrace C0e1 c1 10.0.0.2\nquit\n";
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(input.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
+    let out = common::piped_console("tr-con", &script, &dir, input);
     let text = format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),

@@ -354,3 +354,31 @@ pub fn assert_only_logs(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     }
     others
 }
+
+/// A learner typing into a piped console: `knetsim --instance INSTANCE --console SCRIPT` with
+/// `home` as HOME (its history file) and `input` on stdin; returns once knetsim exits.
+pub fn piped_console(
+    instance: &str,
+    script: &std::path::Path,
+    home: &std::path::Path,
+    input: &str,
+) -> std::process::Output {
+    use std::io::Write;
+    let mut child = Command::new(knetsim_exe())
+        .args(["--instance", instance, "--console"])
+        .arg(script)
+        .env("HOME", home)
+        .env("NO_COLOR", "1")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("starting knetsim");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    child.wait_with_output().expect("waiting for knetsim")
+}
