@@ -44,6 +44,21 @@ fn nginx_pids(w: &Worker) -> Vec<u32> {
         .collect()
 }
 
+/// nginx's processes once the master has forked its workers: run_ingress returns when the
+/// port answers, which can be a moment before the last worker exists.
+fn settled_nginx_pids(w: &Worker) -> Vec<u32> {
+    let mut last = nginx_pids(w);
+    for _ in 0..50 {
+        std::thread::sleep(Duration::from_millis(100));
+        let now = nginx_pids(w);
+        if now == last {
+            return now;
+        }
+        last = now;
+    }
+    last
+}
+
 fn curl(from: &Worker, url: &str) -> String {
     from.exec(&format!("curl -s -m 3 {url}"))
         .unwrap()
@@ -301,7 +316,7 @@ fn bad_ingress_input_is_refused_and_leaves_no_nginx() {
     );
     assert!(nginx_pids(&w1).is_empty());
     w1.run_ingress("grp1", 8001, &ok).unwrap();
-    let pids = nginx_pids(&w1);
+    let pids = settled_nginx_pids(&w1);
     let e = w1.run_ingress("grp2", 8001, &ok).unwrap_err().to_string();
     assert!(e.contains("already in use") && e.contains("nginx"), "{e}");
     assert_eq!(nginx_pids(&w1), pids, "a refused ingress started nothing");
