@@ -52,6 +52,7 @@ pub struct Wait<'a> {
     every: Duration,
     hint: Option<Box<dyn FnOnce() -> String + 'a>>,
     cancel: Option<&'a AtomicBool>,
+    stop: Option<&'a AtomicBool>,
 }
 
 impl<'a> Wait<'a> {
@@ -63,6 +64,7 @@ impl<'a> Wait<'a> {
             every: Duration::from_millis(20),
             hint: None,
             cancel: None,
+            stop: None,
         }
     }
 
@@ -85,7 +87,17 @@ impl<'a> Wait<'a> {
         self
     }
 
+    /// Also ends the wait (as interrupted) when `flag` is set, Ctrl-C still counting: for a
+    /// wait that runs beside other work and is moot once that work failed.
+    pub fn also_stop_on(mut self, flag: &'a AtomicBool) -> Self {
+        self.stop = Some(flag);
+        self
+    }
+
     fn cancelled(&self) -> bool {
+        if self.stop.is_some_and(|f| f.load(Ordering::SeqCst)) {
+            return true;
+        }
         match self.cancel {
             Some(f) => f.load(Ordering::SeqCst),
             None => crate::interrupt::is_set(),

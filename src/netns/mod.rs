@@ -135,6 +135,7 @@ pub fn delete(name: &str) -> Result<()> {
     if !valid_name(name) {
         bail!("'{name}' is not a namespace name; not removing anything");
     }
+    netlink::forget(name);
     let target = path(name);
     if std::fs::symlink_metadata(&target).is_err() {
         return Ok(());

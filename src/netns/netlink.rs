@@ -1,39 +1,135 @@
-//! Netlink inside a named namespace: one rtnetlink connection per call site, opened on a
-//! thread that has entered the namespace, so every request lands there and never in the
-//! host's root namespace.
+//! Netlink inside a named namespace: one rtnetlink session per namespace within a process,
+//! opened once on a thread that has entered the namespace (so every request lands there
+//! and never in the host's root namespace) and reused by every later call; requests from
+//! many callers share its socket concurrently.
 
 use anyhow::{anyhow, Context, Result};
 use futures::TryStreamExt;
 use rtnetlink::{Handle, LinkBridge, LinkUnspec, LinkVeth, RouteMessageBuilder};
+use std::collections::HashMap;
 use std::future::Future;
 use std::net::Ipv4Addr;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsFd, AsRawFd};
+use std::pin::Pin;
+use std::sync::{Mutex, OnceLock};
+use tokio::sync::mpsc::{unbounded_channel, UnboundedSender};
 
 /// A netlink session inside one namespace, with the few operations the simulator needs.
 pub struct Netlink {
     pub handle: Handle,
 }
 
-/// Opens a netlink session inside namespace `ns` and runs `f` with it.
+type Job = Box<dyn FnOnce(Handle) -> Pin<Box<dyn Future<Output = ()>>> + Send>;
+
+/// An open session: its namespace's inode (a namespace deleted and made again under the
+/// same name is another namespace) and the queue its thread takes requests from.
+struct Session {
+    inode: u64,
+    jobs: UnboundedSender<Job>,
+}
+
+fn sessions() -> &'static Mutex<HashMap<String, Session>> {
+    static SESSIONS: OnceLock<Mutex<HashMap<String, Session>>> = OnceLock::new();
+    SESSIONS.get_or_init(Mutex::default)
+}
+
+/// The session of namespace `ns`, opened on first use.
+fn session(ns: &str) -> Result<UnboundedSender<Job>> {
+    let inode = super::inode(ns).ok_or_else(|| {
+        anyhow!(
+            "network namespace '{ns}' does not exist (no {})",
+            super::path(ns).display()
+        )
+    })?;
+    let mut all = sessions().lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(s) = all.get(ns) {
+        if s.inode == inode && !s.jobs.is_closed() {
+            return Ok(s.jobs.clone());
+        }
+    }
+    let jobs = open(ns)?;
+    all.insert(
+        ns.to_string(),
+        Session {
+            inode,
+            jobs: jobs.clone(),
+        },
+    );
+    Ok(jobs)
+}
+
+/// Starts the session thread of `ns`: it enters the namespace, opens the socket, then
+/// runs each request it is sent until its queue is dropped ([`forget`]).
+fn open(ns: &str) -> Result<UnboundedSender<Job>> {
+    let file = super::open(ns)?;
+    let (tx, mut rx) = unbounded_channel::<Job>();
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<()>>();
+    let name = ns.to_string();
+    std::thread::Builder::new()
+        .name(format!("netlink {ns}"))
+        .spawn(move || {
+            let opened = (|| -> Result<(tokio::runtime::Runtime, _, Handle)> {
+                nix::sched::setns(file.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET)
+                    .with_context(|| format!("entering network namespace '{name}'"))?;
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .context("starting a netlink runtime")?;
+                let (conn, handle, _) = rt
+                    .block_on(async { rtnetlink::new_connection() })
+                    .with_context(|| format!("opening netlink in namespace '{name}'"))?;
+                Ok((rt, conn, handle))
+            })();
+            let (rt, conn, handle) = match opened {
+                Ok(o) => o,
+                Err(e) => {
+                    let _ = ready_tx.send(Err(e));
+                    return;
+                }
+            };
+            let _ = ready_tx.send(Ok(()));
+            let local = tokio::task::LocalSet::new();
+            local.block_on(&rt, async move {
+                tokio::spawn(conn);
+                while let Some(job) = rx.recv().await {
+                    tokio::task::spawn_local(job(handle.clone()));
+                }
+            });
+        })
+        .context("starting a netlink thread")?;
+    ready_rx
+        .recv()
+        .map_err(|_| anyhow!("the netlink thread of namespace '{ns}' ended at once"))??;
+    Ok(tx)
+}
+
+/// Closes the session of namespace `ns` (it is being deleted): its thread ends and its
+/// socket no longer holds the namespace.
+pub fn forget(ns: &str) {
+    sessions()
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .remove(ns);
+}
+
+/// Runs `f` with the netlink session of namespace `ns` and returns its result.
 pub fn with<F, Fut, R>(ns: &str, f: F) -> Result<R>
 where
     F: FnOnce(Netlink) -> Fut + Send + 'static,
-    Fut: Future<Output = Result<R>>,
+    Fut: Future<Output = Result<R>> + 'static,
     R: Send + 'static,
 {
-    let ns_name = ns.to_string();
-    super::run_in(ns, move || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .context("starting a netlink runtime")?;
-        rt.block_on(async move {
-            let (conn, handle, _) = rtnetlink::new_connection()
-                .with_context(|| format!("opening netlink in namespace '{ns_name}'"))?;
-            tokio::spawn(conn);
-            f(Netlink { handle }).await
+    let jobs = session(ns)?;
+    let (tx, rx) = std::sync::mpsc::channel();
+    let job: Job = Box::new(move |handle| {
+        Box::pin(async move {
+            let _ = tx.send(f(Netlink { handle }).await);
         })
-    })
+    });
+    jobs.send(job)
+        .map_err(|_| anyhow!("the netlink session of namespace '{ns}' is closed"))?;
+    rx.recv()
+        .map_err(|_| anyhow!("the netlink session of namespace '{ns}' closed during a request"))?
 }
 
 impl Netlink {

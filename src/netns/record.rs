@@ -249,7 +249,17 @@ impl Record {
     }
 
     pub fn add_namespace(&self, name: &str) -> Result<()> {
-        self.data.lock().unwrap().namespaces.push(name.to_string());
+        self.add_namespaces(&[name.to_string()])
+    }
+
+    /// Records many namespaces in one write (the record is rewritten whole each time, so
+    /// a bring-up of hundreds of hosts or pods records them all before creating any).
+    pub fn add_namespaces(&self, names: &[String]) -> Result<()> {
+        self.data
+            .lock()
+            .unwrap()
+            .namespaces
+            .extend(names.iter().cloned());
         self.save()
     }
 
@@ -267,7 +277,19 @@ impl Record {
     }
 
     pub fn forget_namespace(&self, name: &str) -> Result<()> {
-        self.data.lock().unwrap().namespaces.retain(|n| n != name);
+        self.forget_namespaces(&[name.to_string()])
+    }
+
+    pub fn forget_namespaces(&self, names: &[String]) -> Result<()> {
+        if names.is_empty() {
+            return Ok(());
+        }
+        let gone: std::collections::HashSet<&String> = names.iter().collect();
+        self.data
+            .lock()
+            .unwrap()
+            .namespaces
+            .retain(|n| !gone.contains(n));
         self.save()
     }
 

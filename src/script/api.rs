@@ -60,14 +60,15 @@ fn spec_from_map(id: &str, m: &Map) -> RResult<ClusterSpec> {
     Ok(spec)
 }
 
-fn labels_from_opts(c: &str, opts: &Map) -> RResult<BTreeMap<String, String>> {
+/// The labels in `opts` of `call` (what error messages name: `create_container("c1", ...)`).
+fn labels_from_opts(call: &str, opts: &Map) -> RResult<BTreeMap<String, String>> {
     let mut labels = BTreeMap::new();
     for (k, v) in opts {
         match k.as_str() {
             "labels" => {
                 let m = v.read_lock::<Map>().ok_or_else(|| {
                     format!(
-                        "create_container(\"{c}\", ...): 'labels' must be a map such as #{{ app: \"web\" }}, got {}",
+                        "{call}: 'labels' must be a map such as #{{ app: \"web\" }}, got {}",
                         v.type_name()
                     )
                 })?;
@@ -77,13 +78,34 @@ fn labels_from_opts(c: &str, opts: &Map) -> RResult<BTreeMap<String, String>> {
             }
             other => {
                 return Err(format!(
-                    "create_container(\"{c}\", ...): unknown option '{other}'; the only option is 'labels', e.g. #{{ labels: #{{ app: \"web\" }} }}"
+                    "{call}: unknown option '{other}'; the only option is 'labels', e.g. #{{ labels: #{{ app: \"web\" }} }}"
                 )
                 .into())
             }
         }
     }
     Ok(labels)
+}
+
+/// `C0.create_containers(#{ w1: ["a", "b"] }, opts?)`: the plan read from its map.
+fn bulk_pods(c: &mut Cluster, plan: Map, opts: Map) -> RResult<Array> {
+    let labels = labels_from_opts("create_containers(...)", &opts)?;
+    let mut pods = BTreeMap::new();
+    for (worker, v) in plan {
+        let names = v.read_lock::<Array>().map(|a| a.clone()).ok_or_else(|| {
+            format!(
+                "create_containers: '{worker}' must map to a list of pod names such as [\"a\", \"b\"], got {}",
+                v.type_name()
+            )
+        })?;
+        let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+        pods.insert(worker.to_string(), names);
+    }
+    let made = rt(c.create_containers(&pods, &labels))?;
+    Ok(made
+        .into_iter()
+        .map(|i| Dynamic::from_map(container_map(i)))
+        .collect())
 }
 
 fn container_map(info: crate::sim::ContainerInfo) -> Map {
@@ -370,6 +392,14 @@ fn register_cluster(reg: &mut Registry) {
             },
         )
         .method(
+            "create_containers",
+            "create_containers(#{ worker: [pod, ...] }, opts?) -> [#{ name, worker, ip, ns, labels }]",
+            "Creates many pods at once, CNI ADDs on different workers running concurrently; opts #{ labels: #{ app: \"web\" } }",
+            r#"C0.create_containers(#{ w1: ["a", "b"], w2: ["c"] });"#,
+            |c: &mut Cluster, plan: Map| bulk_pods(c, plan, Map::new()),
+        )
+        .overload(|c: &mut Cluster, plan: Map, opts: Map| bulk_pods(c, plan, opts))
+        .method(
             "find_container",
             "find_container(pod) -> Worker | ()",
             "The worker that runs pod, or () if none does",
@@ -446,7 +476,7 @@ fn register_worker(reg: &mut Registry) {
             },
         )
         .overload(|w: &mut Worker, c: &str, opts: Map| -> RResult<Map> {
-            let labels = labels_from_opts(c, &opts)?;
+            let labels = labels_from_opts(&format!("create_container(\"{c}\", ...)"), &opts)?;
             rt(w.create_container(c, labels)).map(container_map)
         })
         .method(

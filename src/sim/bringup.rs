@@ -9,12 +9,15 @@ use crate::wait::{Poll, Wait};
 use anyhow::{bail, Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 use std::net::Ipv4Addr;
+use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
 pub const UNDERLAY_NODE: &str = "underlay";
 pub const UNDERLAY_BRIDGE: &str = "s0";
 const ETCD_TIMEOUT: Duration = Duration::from_secs(30);
 const FLANNEL_TIMEOUT: Duration = Duration::from_secs(30);
+/// How many agents' readiness waits run at once during bring-up.
+const AGENT_WAITS: usize = 32;
 
 fn progress(sim: &Sim, len: u64) -> ProgressBar {
     if !sim.progress() {
@@ -28,6 +31,37 @@ fn progress(sim: &Sim, len: u64) -> ProgressBar {
     );
     pb.enable_steady_tick(Duration::from_millis(100));
     pb
+}
+
+/// A span timer for profiling bring-up: with `KNETSIM_PHASES=1` each phase's end is
+/// printed to stderr with the time since the start and since the previous phase.
+struct Phases {
+    t0: Instant,
+    last: Instant,
+    on: bool,
+}
+
+impl Phases {
+    fn start() -> Phases {
+        let now = Instant::now();
+        Phases {
+            t0: now,
+            last: now,
+            on: std::env::var_os("KNETSIM_PHASES").is_some_and(|v| v == "1"),
+        }
+    }
+
+    fn done(&mut self, what: &str) {
+        let now = Instant::now();
+        if self.on {
+            eprintln!(
+                "phase {what}: +{:.3} s (at {:.3} s)",
+                (now - self.last).as_secs_f64(),
+                (now - self.t0).as_secs_f64()
+            );
+        }
+        self.last = now;
+    }
 }
 
 fn check_prerequisites() -> Result<()> {
@@ -57,10 +91,18 @@ fn ensure_underlay(sim: &Sim) -> Result<String> {
     Ok(ns)
 }
 
-/// A host (worker or etcd member): its namespace, `lo` up, and `eth0` on the underlay
-/// with its address; the switch-side end is `<node>-eth0`, as Mininet names it.
-fn create_host(sim: &Sim, underlay: &str, node: &str, ns: &str, ip: Ipv4Addr) -> Result<()> {
-    sim.inner.record.create_namespace(ns)?;
+/// A host (worker or etcd member): its namespace (already in the record), `lo` up, and
+/// `eth0` on the underlay with its address; the switch-side end is `<node>-eth0`, as
+/// Mininet names it. Returns whether the namespace was made here: when it was not (the
+/// name is taken), its record entry must be taken back.
+fn create_host(underlay: &str, node: &str, ns: &str, ip: Ipv4Addr) -> (bool, Result<()>) {
+    if let Err(e) = netns::create(ns) {
+        return (false, Err(e));
+    }
+    (true, wire_host(underlay, node, ns, ip))
+}
+
+fn wire_host(underlay: &str, node: &str, ns: &str, ip: Ipv4Addr) -> Result<()> {
     let peer = format!("{node}-eth0");
     let (peer2, underlay2) = (peer.clone(), underlay.to_string());
     netlink::with(ns, move |nl| async move {
@@ -68,17 +110,48 @@ fn create_host(sim: &Sim, underlay: &str, node: &str, ns: &str, ip: Ipv4Addr) ->
         nl.add_veth("eth0", &peer2).await?;
         nl.move_to_ns(&peer2, &underlay2).await?;
         nl.add_addr("eth0", ip, UNDERLAY_PREFIX).await?;
-        nl.set_up("eth0").await
+        nl.set_up("eth0").await?;
+        // A worker routes between cni0 and flannel.N; the session's thread is inside
+        // the namespace, so /proc/sys/net is this namespace's.
+        std::fs::write("/proc/sys/net/ipv4/ip_forward", "1").context("enabling ip_forward")
     })
     .with_context(|| format!("wiring {node} to the underlay"))?;
     netlink::with(underlay, move |nl| async move {
         nl.set_master(&peer, UNDERLAY_BRIDGE).await
-    })?;
-    // A worker routes between cni0 and flannel.N.
-    netns::run_in(ns, || {
-        std::fs::write("/proc/sys/net/ipv4/ip_forward", "1").context("enabling ip_forward")
-    })?;
-    Ok(())
+    })
+}
+
+/// Wires `hosts` (node, namespace, address) to the underlay concurrently, all recorded
+/// in one write before any exists. Entries of namespaces not made here are taken back,
+/// so teardown never deletes a namespace this run did not make.
+fn wire_hosts(
+    sim: &Sim,
+    underlay: &str,
+    hosts: &[(String, String, Ipv4Addr)],
+    pb: &ProgressBar,
+) -> Result<()> {
+    let names: Vec<String> = hosts.iter().map(|h| h.1.clone()).collect();
+    sim.inner.record.add_namespaces(&names)?;
+    let results =
+        super::parallel::each(hosts, super::parallel::default_limit(), |(node, ns, ip)| {
+            if crate::interrupt::is_set() {
+                return (
+                    false,
+                    Err(anyhow::anyhow!("interrupted before wiring {node}")),
+                );
+            }
+            let r = create_host(underlay, node, ns, *ip);
+            pb.inc(1);
+            r
+        });
+    let unmade: Vec<String> = names
+        .iter()
+        .zip(&results)
+        .filter(|(_, (made, _))| !made)
+        .map(|(n, _)| n.clone())
+        .collect();
+    sim.inner.record.forget_namespaces(&unmade)?;
+    results.into_iter().map(|(_, r)| r).collect()
 }
 
 fn start_etcd_members(sim: &Sim, id: &str) -> Result<()> {
@@ -273,12 +346,14 @@ fn wait_converged(sim: &Sim, id: &str) -> Result<()> {
 }
 
 /// Waits until cluster `id`'s etcd answers a linearizable read (so it has a leader).
-fn wait_etcd(id: &str, ns: &str, endpoints: &str) -> Result<()> {
+/// `stop` ends the wait early (the wiring beside it failed).
+fn wait_etcd(id: &str, ns: &str, endpoints: &str, stop: &AtomicBool) -> Result<()> {
     Wait::new(
         format!("etcd of C{id} ({endpoints}) to elect a leader"),
         ETCD_TIMEOUT,
     )
     .hint(|| "see the etcd.log of its members in the run directory".into())
+    .also_stop_on(stop)
     .until(|| {
         Ok(match etcd::health_read(ns, endpoints) {
             Ok(()) => Poll::Ready(()),
@@ -300,52 +375,68 @@ fn set_worker_started(sim: &Sim, id: &str, short: &str) {
     }
 }
 
-/// Brings up clusters `ids` together: hosts, then every etcd, then every flannel agent.
+/// Brings up clusters `ids` together, as a pipeline: the etcd members are wired and
+/// started first so their election overlaps the wiring of the workers (concurrent); then
+/// every flannel agent, and each worker's kube-proxy as soon as its subnet is known.
 pub(super) fn start_clusters(sim: &Sim, ids: &[String]) -> Result<()> {
     check_prerequisites()?;
     let t0 = Instant::now();
-    let hosts: Vec<(String, String, Ipv4Addr)> = {
+    let mut phases = Phases::start();
+    let (etcd_hosts, worker_hosts) = {
         let st = sim.state();
-        st.clusters
-            .iter()
-            .filter(|c| ids.contains(&c.id))
-            .flat_map(|c| {
-                c.etcd
+        let mut etcd_hosts = Vec::new();
+        let mut worker_hosts = Vec::new();
+        for c in st.clusters.iter().filter(|c| ids.contains(&c.id)) {
+            etcd_hosts.extend(c.etcd.iter().map(|e| (e.name.clone(), e.ns.clone(), e.ip)));
+            worker_hosts.extend(
+                c.workers
                     .iter()
-                    .map(|e| (e.name.clone(), e.ns.clone(), e.ip))
-                    .chain(
-                        c.workers
-                            .iter()
-                            .map(|w| (w.name.clone(), w.ns.clone(), w.ip)),
-                    )
-                    .collect::<Vec<_>>()
-            })
-            .collect()
+                    .map(|w| (w.name.clone(), w.ns.clone(), w.ip)),
+            );
+        }
+        (etcd_hosts, worker_hosts)
     };
-    let pb = progress(sim, hosts.len() as u64 + 3);
-    pb.set_message("wiring hosts to the underlay");
-    let underlay = ensure_underlay(sim)?;
-    for (name, ns, ip) in &hosts {
-        create_host(sim, &underlay, name, ns, *ip)?;
-        pb.inc(1);
-    }
+    let pb = progress(sim, (etcd_hosts.len() + worker_hosts.len()) as u64 + 3);
     pb.set_message("starting etcd");
+    let underlay = ensure_underlay(sim)?;
+    wire_hosts(sim, &underlay, &etcd_hosts, &pb)?;
     for id in ids {
         start_etcd_members(sim, id)?;
     }
-    let waits: Vec<_> = ids
-        .iter()
-        .map(|id| {
-            let c = super::Cluster::handle(sim, id);
-            let (id, ns, eps) = (id.clone(), c.etcd_ns(), c.etcd_endpoints());
-            std::thread::spawn(move || wait_etcd(&id, &ns, &eps))
-        })
-        .collect();
-    for w in waits {
-        w.join()
-            .map_err(|_| anyhow::anyhow!("etcd wait panicked"))??;
-    }
-    let etcd_healthy = t0.elapsed();
+    phases.done("etcd wired and started");
+    pb.set_message("wiring hosts to the underlay (etcd elects meanwhile)");
+    // The election is awaited beside the wiring; a wiring error stops the wait too.
+    let wiring_failed = std::sync::atomic::AtomicBool::new(false);
+    let (wired, etcd_healthy) = std::thread::scope(|s| {
+        let waits: Vec<_> = ids
+            .iter()
+            .map(|id| {
+                let c = super::Cluster::handle(sim, id);
+                let (ns, eps) = (c.etcd_ns(), c.etcd_endpoints());
+                let stop = &wiring_failed;
+                s.spawn(move || wait_etcd(id, &ns, &eps, stop).map(|()| t0.elapsed()))
+            })
+            .collect();
+        let wired = wire_hosts(sim, &underlay, &worker_hosts, &pb);
+        if wired.is_err() {
+            wiring_failed.store(true, std::sync::atomic::Ordering::SeqCst);
+        }
+        let mut healthy = Ok(Duration::ZERO);
+        for w in waits {
+            let r = w
+                .join()
+                .unwrap_or_else(|_| Err(anyhow::anyhow!("etcd wait panicked")));
+            healthy = match (healthy, r) {
+                (Ok(a), Ok(b)) => Ok(a.max(b)),
+                (Err(e), _) | (_, Err(e)) => Err(e),
+            };
+        }
+        (wired, healthy)
+    });
+    wired?;
+    phases.done("workers wired");
+    let etcd_healthy = etcd_healthy?;
+    phases.done("etcd healthy");
     for id in ids {
         let c = super::Cluster::handle(sim, id);
         etcd::put(
@@ -356,6 +447,7 @@ pub(super) fn start_clusters(sim: &Sim, ids: &[String]) -> Result<()> {
         )?;
     }
     pb.inc(1);
+    phases.done("network config put");
     pb.set_message("starting flannel agents");
     let mut started = Vec::new();
     for id in ids {
@@ -364,13 +456,18 @@ pub(super) fn start_clusters(sim: &Sim, ids: &[String]) -> Result<()> {
             started.push((id.clone(), w.short().to_string(), agent));
         }
     }
-    for (id, short, agent) in &started {
+    phases.done("flannel agents spawned");
+    // Each worker's kube-proxy starts once its agent has written subnet.env; the waits
+    // run side by side, so one slow agent does not hold up the others.
+    let results = super::parallel::each(&started, AGENT_WAITS, |(id, short, agent)| {
         wait_subnet(sim, id, short, *agent)?;
         set_worker_started(sim, id, short);
-        super::services::start_kube_proxy(sim, &super::Worker::handle(sim, id, short))?;
-    }
+        super::services::start_kube_proxy(sim, &super::Worker::handle(sim, id, short)).map(|_| ())
+    });
+    results.into_iter().collect::<Result<Vec<()>>>()?;
     pb.inc(1);
     let flannel_ready = t0.elapsed();
+    phases.done("subnets written, kube-proxies spawned");
     pb.set_message("waiting for the overlay routes");
     for id in ids {
         wait_converged(sim, id)?;
@@ -381,6 +478,7 @@ pub(super) fn start_clusters(sim: &Sim, ids: &[String]) -> Result<()> {
             .unwrap()
             .started = true;
     }
+    phases.done("overlay converged");
     pb.inc(1);
     pb.finish_and_clear();
     let times = BringUpTimes {
@@ -406,7 +504,12 @@ pub(super) fn start_clusters(sim: &Sim, ids: &[String]) -> Result<()> {
 pub(super) fn join_worker(sim: &Sim, id: &str, short: &str) -> Result<()> {
     let underlay = ensure_underlay(sim)?;
     let w = super::Worker::handle(sim, id, short);
-    create_host(sim, &underlay, &w.name(), &w.ns(), w.ip())?;
+    wire_hosts(
+        sim,
+        &underlay,
+        &[(w.name(), w.ns(), w.ip())],
+        &ProgressBar::hidden(),
+    )?;
     let agent = start_flannel(sim, id, short)?;
     wait_subnet(sim, id, short, agent)?;
     set_worker_started(sim, id, short);

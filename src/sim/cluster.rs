@@ -2,7 +2,7 @@
 //! nodes and containers, and joining a worker to a running cluster.
 
 use super::addressing::{cluster_number, etcd_ip, host_ip, node_name, MAX_HOSTS};
-use super::{ClusterState, EtcdState, Node, Sim, Worker, WorkerState};
+use super::{ClusterState, ContainerInfo, EtcdState, Node, Sim, Worker, WorkerState};
 use crate::components::etcd;
 use anyhow::{bail, Result};
 use std::collections::BTreeMap;
@@ -260,6 +260,91 @@ impl Cluster {
                 })
                 .collect()
         })
+    }
+
+    /// Creates many pods at once: `plan` maps a worker (short or full name) to the pods to
+    /// create on it, all with `labels`. Every name is checked before anything is made and
+    /// every namespace recorded in one write; then workers are wired concurrently (each
+    /// worker's pods one after another, as its kubelet would) and Services and Skupper are
+    /// told once. Pods that were made stay when others fail; the error names the failures.
+    pub fn create_containers(
+        &self,
+        plan: &BTreeMap<String, Vec<String>>,
+        labels: &BTreeMap<String, String>,
+    ) -> Result<Vec<ContainerInfo>> {
+        let mut jobs: Vec<(Worker, Vec<(String, String)>)> = Vec::new();
+        let mut seen = std::collections::BTreeSet::new();
+        for (worker, pods) in plan {
+            let w = self.worker(worker)?;
+            w.require_started()?;
+            let mut mine = Vec::new();
+            for pod in pods {
+                w.check_new_container(pod)?;
+                if !seen.insert(pod.as_str()) {
+                    bail!(
+                        "create_containers: pod '{pod}' is named twice; every pod of {} needs its own name",
+                        self.name()
+                    );
+                }
+                mine.push((pod.clone(), w.container_ns(pod)));
+            }
+            jobs.push((w, mine));
+        }
+        let all_ns: Vec<String> = jobs
+            .iter()
+            .flat_map(|(_, pods)| pods.iter().map(|(_, ns)| ns.clone()))
+            .collect();
+        self.sim.inner.record.add_namespaces(&all_ns)?;
+        let wired = super::parallel::each(&jobs, super::parallel::default_limit(), |(w, pods)| {
+            let mut out = Vec::new();
+            for (pod, ns) in pods {
+                if crate::interrupt::is_set() {
+                    break;
+                }
+                out.push((pod.clone(), ns.clone(), w.wire_container(pod, ns)));
+            }
+            out
+        });
+        let (mut made, mut failed, mut unmade) = (Vec::new(), Vec::new(), Vec::new());
+        for ((w, _), results) in jobs.iter().zip(wired) {
+            for (pod, ns, res) in results {
+                match res {
+                    Ok(ip) => made.push(w.register_container(&pod, ns, ip, labels.clone())),
+                    Err(e) => {
+                        failed.push(format!("{pod} on {}: {e:#}", w.name()));
+                        unmade.push(ns);
+                    }
+                }
+            }
+        }
+        let made_ns: std::collections::HashSet<&String> = made.iter().map(|c| &c.ns).collect();
+        unmade.extend(all_ns.iter().filter(|n| !made_ns.contains(n)).cloned());
+        unmade.sort();
+        unmade.dedup();
+        self.sim.inner.record.forget_namespaces(&unmade)?;
+        if !made.is_empty() {
+            self.pods_changed(labels)?;
+            for c in &made {
+                self.skupper_container_created(&c.name, &c.ip)?;
+            }
+        }
+        let tried = made.len() + failed.len();
+        if tried < all_ns.len() {
+            bail!(
+                "interrupted while creating pods: {} of {} made, the rest not started",
+                made.len(),
+                all_ns.len()
+            );
+        }
+        if !failed.is_empty() {
+            bail!(
+                "created {} of {} pods; these failed: {}",
+                made.len(),
+                all_ns.len(),
+                failed.join("; ")
+            );
+        }
+        Ok(made)
     }
 
     /// Adds a worker to the cluster (`C0w4`), bringing it up at once if the cluster runs.

@@ -11,6 +11,7 @@ mod cluster;
 mod ingress;
 pub mod mininet;
 mod node_exec;
+mod parallel;
 mod services;
 mod skupper;
 mod supervise;

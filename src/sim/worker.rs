@@ -231,6 +231,25 @@ impl Worker {
         labels: BTreeMap<String, String>,
     ) -> Result<ContainerInfo> {
         self.require_started()?;
+        self.check_new_container(name)?;
+        let ns = self.container_ns(name);
+        self.sim.inner.record.add_namespace(&ns)?;
+        let ip = match self.wire_container(name, &ns) {
+            Ok(ip) => ip,
+            Err(e) => {
+                let _ = self.sim.inner.record.forget_namespace(&ns);
+                return Err(e);
+            }
+        };
+        let info = self.register_container(name, ns, ip, labels);
+        self.cluster().pods_changed(&info.labels)?;
+        self.cluster()
+            .skupper_container_created(&info.name, &info.ip)?;
+        Ok(info)
+    }
+
+    /// Refuses a pod name that is not valid or already taken anywhere in the cluster.
+    pub(crate) fn check_new_container(&self, name: &str) -> Result<()> {
         if !valid_name(name) {
             bail!("'{name}' is not a valid container name: use letters, digits and '_', starting with a letter (at most 20)");
         }
@@ -241,33 +260,49 @@ impl Worker {
                 w.name()
             );
         }
+        Ok(())
+    }
+
+    pub(crate) fn container_ns(&self, name: &str) -> String {
+        self.sim.ns_name(&container_node(&self.cluster, name))
+    }
+
+    /// The kernel side of a new pod: namespace `ns` (already in the record) created and
+    /// wired by CNI ADD. Returns the pod's address; on failure nothing of it is left.
+    pub(crate) fn wire_container(&self, name: &str, ns: &str) -> Result<String> {
+        netns::create(ns)?;
         let node = container_node(&self.cluster, name);
-        let ns = self.sim.ns_name(&node);
-        self.sim.inner.record.create_namespace(&ns)?;
-        let attach = match self.cni().add(&node, &netns::path(&ns)) {
-            Ok(a) => a,
+        match self.cni().add(&node, &netns::path(ns)) {
+            Ok(a) => Ok(a.ip),
             Err(e) => {
-                let _ = self.cni().del(&node, &netns::path(&ns));
-                let _ = netns::delete(&ns);
-                let _ = self.sim.inner.record.forget_namespace(&ns);
-                return Err(e.context(format!("wiring container '{name}' on {}", self.name())));
+                let _ = self.cni().del(&node, &netns::path(ns));
+                let _ = netns::delete(ns);
+                Err(e.context(format!("wiring container '{name}' on {}", self.name())))
             }
-        };
+        }
+    }
+
+    /// Makes a wired pod part of the model (Services and Skupper are told by the caller).
+    pub(crate) fn register_container(
+        &self,
+        name: &str,
+        ns: String,
+        ip: String,
+        labels: BTreeMap<String, String>,
+    ) -> ContainerInfo {
         let state = ContainerState {
             ns: ns.clone(),
-            ip: attach.ip.clone(),
+            ip: ip.clone(),
             labels: labels.clone(),
         };
         self.with_mut(|w| w.containers.insert(name.to_string(), state));
-        self.cluster().pods_changed(&labels)?;
-        self.cluster().skupper_container_created(name, &attach.ip)?;
-        Ok(ContainerInfo {
+        ContainerInfo {
             name: name.to_string(),
             worker: self.name(),
             ns,
-            ip: attach.ip,
+            ip,
             labels,
-        })
+        }
     }
 
     /// Deletes a pod: CNI DEL with the config kept at ADD, then its namespace and anything

@@ -1,0 +1,248 @@
+//! Benchmark: bring-up and teardown at scale. Clusters of 50, 100 and 200 workers (one
+//! etcd member), then 200 pods (4 per worker on the 50-worker cluster) and 1,000 pods
+//! (5 per worker on the 200-worker cluster), each beside a plain shell loop of `ip`
+//! commands wiring the same number of bare namespaces to a bridge, run in the same
+//! session (and Mininet's bare hosts on a Linux bridge when `mn` is installed).
+//!
+//!   sudo cargo build --release --bins --examples
+//!   sudo target/release/examples/bench_scale [SIZES...]     (default: 50 100 200)
+//!
+//! The simulator is this process: its peak memory (VmHWM) is printed after the largest
+//! start(). Ratios from one run count; the machines are noisy.
+
+use std::collections::BTreeMap;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+/// Namespaces of the baseline loop; nothing else uses this prefix.
+const BASE_PREFIX: &str = "bscale";
+
+/// A shell loop of `ip` commands: a bridge in a namespace of its own, then per host a
+/// namespace, a veth with one end moved into it, the other end on the bridge, an address,
+/// and the link up (five `ip` calls, as the issue's baseline). Returns the wiring time and
+/// the time `ip netns del` takes to remove them all.
+fn ip_loop(n: usize) -> anyhow::Result<(Duration, Duration)> {
+    let sw = format!("{BASE_PREFIX}-sw");
+    let script = format!(
+        "set -e\nip netns add {sw}\nip -n {sw} link add s0 type bridge\nip -n {sw} link set s0 up\n\
+         i=1\nwhile [ $i -le {n} ]; do\n\
+         h={BASE_PREFIX}-h$i\n\
+         ip netns add $h\n\
+         ip -n $h link add eth0 type veth peer name h$i-eth0 netns {sw}\n\
+         ip -n {sw} link set h$i-eth0 master s0 up\n\
+         ip -n $h addr add 10.$((i / 250)).$((i % 250)).1/8 dev eth0\n\
+         ip -n $h link set eth0 up\n\
+         i=$((i + 1))\ndone\n"
+    );
+    let t = Instant::now();
+    let ok = Command::new("sh").args(["-c", &script]).status()?.success();
+    let up = t.elapsed();
+    let t = Instant::now();
+    let del = format!(
+        "i=1\nwhile [ $i -le {n} ]; do ip netns del {BASE_PREFIX}-h$i; i=$((i + 1)); done\nip netns del {sw}\n"
+    );
+    Command::new("sh").args(["-c", &del]).status()?;
+    let down = t.elapsed();
+    anyhow::ensure!(ok, "the ip loop for {n} namespaces failed");
+    Ok((up, down))
+}
+
+/// Mininet's bare hosts on a Linux bridge, when `mn` is installed: the whole run
+/// (start, no test, stop), as its own timer prints it.
+fn mininet(n: usize) -> Option<Duration> {
+    let found = Command::new("sh")
+        .args(["-c", "command -v mn"])
+        .output()
+        .ok()?;
+    if !found.status.success() {
+        return None;
+    }
+    let t = Instant::now();
+    let ok = Command::new("mn")
+        .args([
+            "--switch",
+            "lxbr",
+            "--controller",
+            "none",
+            "--topo",
+            &format!("single,{n}"),
+            "--test",
+            "none",
+        ])
+        .output()
+        .ok()?
+        .status
+        .success();
+    ok.then(|| t.elapsed())
+}
+
+fn vm_hwm() -> String {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .map(|l| l["VmHWM:".len()..].trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown".into())
+}
+
+/// Namespaces of `instance` still under /run/netns.
+fn left_behind(instance: &str) -> Vec<String> {
+    let prefix = format!("{instance}-");
+    knetsim::netns::list()
+        .into_iter()
+        .filter(|n| n.starts_with(&prefix))
+        .collect()
+}
+
+struct Row {
+    what: String,
+    ours: Duration,
+    base: Duration,
+    base_what: String,
+}
+
+fn secs(d: Duration) -> f64 {
+    d.as_secs_f64()
+}
+
+fn main() -> anyhow::Result<()> {
+    let sizes: Vec<u32> = {
+        let given: Vec<u32> = std::env::args()
+            .skip(1)
+            .filter_map(|a| a.parse().ok())
+            .collect();
+        if given.is_empty() {
+            vec![50, 100, 200]
+        } else {
+            given
+        }
+    };
+    let mut rows = Vec::new();
+    let mut notes = Vec::new();
+    let have_mn = mininet(2).is_some();
+    if !have_mn {
+        notes.push("Mininet skipped: `mn` is not installed".to_string());
+    }
+    for &n in &sizes {
+        let instance = format!("bscale{n}");
+        let sim = common::new_sim(&instance)?;
+        let c = common::declare_c0(&sim, n, 1)?;
+        let t = Instant::now();
+        let started = sim.start();
+        let up = t.elapsed();
+        if let Err(e) = started {
+            sim.teardown()?;
+            return Err(e.context(format!("starting {n} workers")));
+        }
+        if n == *sizes.iter().max().unwrap() {
+            notes.push(format!(
+                "simulator process peak RSS (VmHWM) after start() of {n} workers: {}",
+                vm_hwm()
+            ));
+        }
+        if let Some(b) = sim.last_bringup() {
+            println!(
+                "{n} workers: start() {:.3} s (etcd healthy after {:.3} s, agents ready after {:.3} s)",
+                secs(b.total),
+                secs(b.etcd_healthy),
+                secs(b.flannel_ready)
+            );
+        }
+        let (base_up, base_down) = ip_loop(n as usize)?;
+        rows.push(Row {
+            what: format!("{n} workers, 1 etcd: start()"),
+            ours: up,
+            base: base_up,
+            base_what: format!("ip loop, {n} namespaces"),
+        });
+        if have_mn {
+            if let Some(m) = mininet(n as usize) {
+                rows.push(Row {
+                    what: format!("{n} workers, 1 etcd: start()"),
+                    ours: up,
+                    base: m,
+                    base_what: format!("Mininet, {n} hosts (start+stop)"),
+                });
+            }
+        }
+        // Pods: 4 per worker at 50 workers (200), 5 per worker at 200 (1,000).
+        let per = match n {
+            50 => 4,
+            200 => 5,
+            _ => 0,
+        };
+        let mut pods_down = None;
+        if per > 0 {
+            let mut plan: BTreeMap<String, Vec<String>> = BTreeMap::new();
+            for w in 1..=n {
+                plan.insert(
+                    format!("w{w}"),
+                    (1..=per).map(|k| format!("p{w}x{k}")).collect(),
+                );
+            }
+            let total = (n * per) as usize;
+            let t = Instant::now();
+            let made = c.create_containers(&plan, &BTreeMap::new());
+            let pods_up = t.elapsed();
+            if let Err(e) = made {
+                sim.teardown()?;
+                return Err(e.context(format!("creating {total} pods")));
+            }
+            let (base_up, base_down) = ip_loop(total)?;
+            rows.push(Row {
+                what: format!("{total} pods ({per} per worker)"),
+                ours: pods_up,
+                base: base_up,
+                base_what: format!("ip loop, {total} namespaces"),
+            });
+            pods_down = Some((total, base_down));
+        }
+        let t = Instant::now();
+        sim.teardown()?;
+        let down = t.elapsed();
+        let left = left_behind(&instance);
+        anyhow::ensure!(left.is_empty(), "teardown left namespaces: {left:?}");
+        let what = match per {
+            0 => format!("{n} workers: teardown"),
+            p => format!("{n} workers + {} pods: teardown", n * p),
+        };
+        let (base_n, base_down) = match pods_down {
+            Some((total, d)) => (n as usize + total, base_down + d),
+            None => (n as usize, base_down),
+        };
+        rows.push(Row {
+            what,
+            ours: down,
+            base: base_down,
+            base_what: format!("ip netns del, {base_n} namespaces"),
+        });
+        notes.push(format!(
+            "{n} workers: teardown {:.3} s beside bring-up {:.3} s",
+            secs(down),
+            secs(up)
+        ));
+    }
+    println!();
+    println!("| what | knetsim, s | baseline (same run) | baseline, s | ratio |");
+    println!("| --- | --- | --- | --- | --- |");
+    for r in &rows {
+        println!(
+            "| {} | {:.2} | {} | {:.2} | {:.2}x |",
+            r.what,
+            secs(r.ours),
+            r.base_what,
+            secs(r.base),
+            secs(r.ours) / secs(r.base)
+        );
+    }
+    println!();
+    for n in notes {
+        println!("- {n}");
+    }
+    Ok(())
+}
