@@ -15,6 +15,7 @@ pub mod components;
 pub mod console;
 pub mod interrupt;
 pub mod netns;
+pub(crate) mod parallel;
 pub mod script;
 pub mod sim;
 pub mod ui;

@@ -5,7 +5,15 @@
 //! no point waiting on). Between checks the wait sleeps in slices of at most
 //! [`SLICE`], so Ctrl-C or SIGTERM ends it within about that long; on timeout the error
 //! names what was awaited and what was seen last, so the learner knows where to look.
+//!
+//! Where the kernel announces a change (a file written: inotify), the wait sleeps on
+//! that instead ([`Wait::wake_on`]) and checks when it fires; `every` is then only the
+//! fallback for what the event does not cover (an agent that died meanwhile).
 
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
+use std::os::fd::AsFd;
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
@@ -53,6 +61,42 @@ pub struct Wait<'a> {
     hint: Option<Box<dyn FnOnce() -> String + 'a>>,
     cancel: Option<&'a AtomicBool>,
     stop: Option<&'a AtomicBool>,
+    wake: Option<&'a FileWatch>,
+}
+
+/// Files appearing or being written in one directory (inotify), as a wake-up for a wait.
+pub struct FileWatch {
+    inotify: Inotify,
+}
+
+impl FileWatch {
+    /// Watches directory `dir` for files created, moved in or closed after writing.
+    pub fn dir(dir: &Path) -> anyhow::Result<FileWatch> {
+        use anyhow::Context;
+        let inotify = Inotify::init(InitFlags::IN_NONBLOCK | InitFlags::IN_CLOEXEC)
+            .context("starting inotify")?;
+        inotify
+            .add_watch(
+                dir,
+                AddWatchFlags::IN_CREATE
+                    | AddWatchFlags::IN_MOVED_TO
+                    | AddWatchFlags::IN_CLOSE_WRITE,
+            )
+            .with_context(|| format!("watching {}", dir.display()))?;
+        Ok(FileWatch { inotify })
+    }
+
+    /// Sleeps until something happened in the directory (true) or `timeout` passed;
+    /// forgets what happened (the wait's check looks for itself).
+    fn sleep(&self, timeout: Duration) -> bool {
+        let ms = u16::try_from(timeout.as_millis()).unwrap_or(u16::MAX);
+        let mut fds = [PollFd::new(self.inotify.as_fd(), PollFlags::POLLIN)];
+        if !poll(&mut fds, PollTimeout::from(ms)).is_ok_and(|n| n > 0) {
+            return false;
+        }
+        while self.inotify.read_events().is_ok_and(|e| !e.is_empty()) {}
+        true
+    }
 }
 
 impl<'a> Wait<'a> {
@@ -65,6 +109,7 @@ impl<'a> Wait<'a> {
             hint: None,
             cancel: None,
             stop: None,
+            wake: None,
         }
     }
 
@@ -91,6 +136,12 @@ impl<'a> Wait<'a> {
     /// wait that runs beside other work and is moot once that work failed.
     pub fn also_stop_on(mut self, flag: &'a AtomicBool) -> Self {
         self.stop = Some(flag);
+        self
+    }
+
+    /// Checks again as soon as `watch` sees a change, and at least every `every`.
+    pub fn wake_on(mut self, watch: &'a FileWatch) -> Self {
+        self.wake = Some(watch);
         self
     }
 
@@ -128,7 +179,20 @@ impl<'a> Wait<'a> {
             }
             // The last check lands on the deadline itself, so a slow start is not cut
             // short by a check that happened to come just before it.
-            sleep_until((now + self.every).min(deadline), &|| self.cancelled());
+            let next = (now + self.every).min(deadline);
+            match self.wake {
+                Some(w) => {
+                    // In slices too, so Ctrl-C is noticed as quickly as without events.
+                    let mut t = Instant::now();
+                    while t < next && !self.cancelled() {
+                        if w.sleep((next - t).min(SLICE)) {
+                            break;
+                        }
+                        t = Instant::now();
+                    }
+                }
+                None => sleep_until(next, &|| self.cancelled()),
+            }
         }
     }
 }
@@ -199,6 +263,56 @@ mod tests {
             .until(|| -> anyhow::Result<Poll<()>> { anyhow::bail!("the agent exited") })
             .unwrap_err();
         assert_eq!(e.to_string(), "the agent exited");
+    }
+
+    #[test]
+    fn a_file_written_ends_the_sleep_before_the_fallback_interval() {
+        let dir = std::env::temp_dir().join(format!("knetsim-wait-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("subnet.env");
+        let watch = FileWatch::dir(&dir).unwrap();
+        let f2 = file.clone();
+        let gave_up = Arc::new(AtomicBool::new(false));
+        let g2 = gave_up.clone();
+        let (done, finished) = std::sync::mpsc::channel::<()>();
+        let writer = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(100));
+            std::fs::write(f2, "FLANNEL_SUBNET=11.12.16.1/20\n").unwrap();
+            // Without the event the wait would sleep for its hour: end it so the test
+            // fails instead of hanging.
+            if finished.recv_timeout(Duration::from_secs(20)).is_err() {
+                g2.store(true, Ordering::SeqCst);
+            }
+        });
+        let mut checks = 0;
+        let res = Wait::new("subnet.env", Duration::from_secs(3600))
+            .every(Duration::from_secs(3600))
+            .wake_on(&watch)
+            .cancel_on(&gave_up)
+            .until(|| {
+                checks += 1;
+                Ok(if file.exists() {
+                    Poll::Ready(())
+                } else {
+                    Poll::Pending("no file".into())
+                })
+            });
+        let _ = done.send(());
+        res.expect("the file event ended the wait");
+        writer.join().unwrap();
+        assert!(checks >= 2, "checked {checks} times");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn watching_a_missing_directory_is_an_error_naming_it() {
+        let e = FileWatch::dir(Path::new("/nonexistent/knetsim-dir"))
+            .err()
+            .unwrap();
+        assert!(
+            format!("{e:#}").contains("/nonexistent/knetsim-dir"),
+            "{e:#}"
+        );
     }
 
     #[test]

@@ -233,6 +233,7 @@ fn exec(a: ExecArgs) -> i32 {
         hosts: hosts.as_deref(),
         cwd: None,
         keep_session: true,
+        net_only: false,
     };
     let mut cmd = match crate::netns::process::command_with(Some(&ns), &program, &setup) {
         Ok(c) => c,

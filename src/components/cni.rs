@@ -131,7 +131,8 @@ fn exec_plugin(
             bin.display()
         );
     }
-    let mut cmd = crate::netns::process::command_in(Some(worker_ns), &bin.display().to_string())?;
+    let mut cmd =
+        crate::netns::process::command_net_only(Some(worker_ns), &bin.display().to_string())?;
     cmd.env_clear()
         .env("CNI_COMMAND", command)
         .env("CNI_CONTAINERID", container_id)

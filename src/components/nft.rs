@@ -17,7 +17,7 @@ pub fn run(
     args: &[&str],
     input: Option<&str>,
 ) -> Result<std::result::Result<String, Refused>> {
-    let mut cmd = crate::netns::process::command_in(ns, "nft")?;
+    let mut cmd = crate::netns::process::command_net_only(ns, "nft")?;
     cmd.args(args)
         .stdin(if input.is_some() {
             Stdio::piped()

@@ -69,7 +69,20 @@ pub fn open(name: &str) -> Result<File> {
 
 /// Makes /run/netns a shared mount point, as iproute2 does, so that bind mounts made
 /// under it propagate to every mount namespace (ip netns exec, other shells).
+/// Done once per process: the flag change walks every mount under /run/netns, so
+/// repeating it for each namespace made creating N namespaces cost N^2.
 fn prepare_netns_dir() -> Result<()> {
+    static PREPARED: std::sync::Mutex<bool> = std::sync::Mutex::new(false);
+    let mut done = PREPARED.lock().unwrap_or_else(|e| e.into_inner());
+    if *done && Path::new(NETNS_DIR).is_dir() {
+        return Ok(());
+    }
+    share_netns_dir()?;
+    *done = true;
+    Ok(())
+}
+
+fn share_netns_dir() -> Result<()> {
     std::fs::create_dir_all(NETNS_DIR).context("creating /run/netns")?;
     let flags = MsFlags::MS_SHARED | MsFlags::MS_REC;
     if mount(None::<&str>, NETNS_DIR, Some("none"), flags, None::<&str>).is_ok() {

@@ -33,14 +33,24 @@ fn sessions() -> &'static Mutex<HashMap<String, Session>> {
     SESSIONS.get_or_init(Mutex::default)
 }
 
-/// The session of namespace `ns`, opened on first use.
+/// The key of this process's own namespace among the sessions.
+const HERE: &str = "";
+
+/// The session of namespace `ns` (`HERE`: the process's own), opened on first use.
 fn session(ns: &str) -> Result<UnboundedSender<Job>> {
-    let inode = super::inode(ns).ok_or_else(|| {
-        anyhow!(
-            "network namespace '{ns}' does not exist (no {})",
-            super::path(ns).display()
-        )
-    })?;
+    let inode = if ns == HERE {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata("/proc/self/ns/net")
+            .context("reading this process's network namespace")?
+            .ino()
+    } else {
+        super::inode(ns).ok_or_else(|| {
+            anyhow!(
+                "network namespace '{ns}' does not exist (no {})",
+                super::path(ns).display()
+            )
+        })?
+    };
     let mut all = sessions().lock().unwrap_or_else(|e| e.into_inner());
     if let Some(s) = all.get(ns) {
         if s.inode == inode && !s.jobs.is_closed() {
@@ -61,7 +71,10 @@ fn session(ns: &str) -> Result<UnboundedSender<Job>> {
 /// Starts the session thread of `ns`: it enters the namespace, opens the socket, then
 /// runs each request it is sent until its queue is dropped ([`forget`]).
 fn open(ns: &str) -> Result<UnboundedSender<Job>> {
-    let file = super::open(ns)?;
+    let file = match ns {
+        HERE => None,
+        ns => Some(super::open(ns)?),
+    };
     let (tx, mut rx) = unbounded_channel::<Job>();
     let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<()>>();
     let name = ns.to_string();
@@ -69,8 +82,10 @@ fn open(ns: &str) -> Result<UnboundedSender<Job>> {
         .name(format!("netlink {ns}"))
         .spawn(move || {
             let opened = (|| -> Result<(tokio::runtime::Runtime, _, Handle)> {
-                nix::sched::setns(file.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET)
-                    .with_context(|| format!("entering network namespace '{name}'"))?;
+                if let Some(file) = &file {
+                    nix::sched::setns(file.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET)
+                        .with_context(|| format!("entering network namespace '{name}'"))?;
+                }
                 let rt = tokio::runtime::Builder::new_current_thread()
                     .enable_all()
                     .build()
@@ -110,6 +125,17 @@ pub fn forget(ns: &str) {
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .remove(ns);
+}
+
+/// [`with`] in the namespace `ns` names, or this process's own for None (an agent
+/// running inside its node's namespace).
+pub fn with_in<F, Fut, R>(ns: Option<&str>, f: F) -> Result<R>
+where
+    F: FnOnce(Netlink) -> Fut + Send + 'static,
+    Fut: Future<Output = Result<R>> + 'static,
+    R: Send + 'static,
+{
+    with(ns.unwrap_or(HERE), f)
 }
 
 /// Runs `f` with the netlink session of namespace `ns` and returns its result.

@@ -71,6 +71,24 @@ pub struct Setup<'a> {
     pub cwd: Option<&'a Path>,
     /// Keep the caller's session (and terminal), e.g. for an interactive shell.
     pub keep_session: bool,
+    /// Enter only the network namespace, without a private mount namespace (so no
+    /// private /sys and no hosts file): for daemons and plugins that speak netlink. Each
+    /// private mount namespace copies every mount, and each namespace made later under
+    /// /run/netns propagates into every copy: with hundreds of daemons that made every
+    /// new namespace cost hundreds of mounts.
+    pub net_only: bool,
+}
+
+/// [`command_in`] without a private mount namespace (see [`Setup::net_only`]).
+pub fn command_net_only(ns: Option<&str>, program: &str) -> Result<Command> {
+    command_with(
+        ns,
+        program,
+        &Setup {
+            net_only: true,
+            ..Setup::default()
+        },
+    )
 }
 
 /// Builds a `Command` that will run inside namespace `ns` (or the current one for `None`)
@@ -100,6 +118,7 @@ pub fn command_with(ns: Option<&str>, program: &str, setup: &Setup) -> Result<Co
         cmd.current_dir(dir);
     }
     let new_session = !setup.keep_session;
+    let private_mounts = !setup.net_only;
     if let Some(ns) = ns {
         let fd: OwnedFd = super::open(ns)?.into();
         let sysfs = CString::new("sysfs").unwrap();
@@ -122,7 +141,7 @@ pub fn command_with(ns: Option<&str>, program: &str, setup: &Setup) -> Result<Co
                     return Err(std::io::Error::last_os_error());
                 }
                 // Best effort, like ip netns exec: a private /sys for this namespace.
-                if libc::unshare(libc::CLONE_NEWNS) == 0 {
+                if private_mounts && libc::unshare(libc::CLONE_NEWNS) == 0 {
                     libc::mount(
                         std::ptr::null(),
                         root.as_ptr(),
@@ -455,23 +474,29 @@ pub fn kill_group(pgid: i32) {
 
 /// Starts a daemon in namespace `ns` in its own session, output appended to `log`.
 pub fn spawn_daemon(ns: Option<&str>, program: &str, args: &[String], log: &Path) -> Result<Child> {
-    spawn_daemon_env(ns, program, args, &[], log)
+    spawn_daemon_env(ns, program, args, &[], log, true)
 }
 
-/// [`spawn_daemon`] with extra environment variables.
+/// [`spawn_daemon`] with extra environment variables; `net_only` as in [`Setup`] (a
+/// learner's own command keeps the private /sys that `ip netns exec` would give it).
 pub fn spawn_daemon_env(
     ns: Option<&str>,
     program: &str,
     args: &[String],
     env: &[(&str, &str)],
     log: &Path,
+    net_only: bool,
 ) -> Result<Child> {
     let logf = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
         .open(log)
         .with_context(|| format!("opening log file {}", log.display()))?;
-    let mut cmd = command_in(ns, program)?;
+    let setup = Setup {
+        net_only,
+        ..Setup::default()
+    };
+    let mut cmd = command_with(ns, program, &setup)?;
     cmd.args(args)
         .envs(env.iter().copied())
         .stdin(Stdio::null())

@@ -417,12 +417,15 @@ fn teardown_data(data: &RecordData) -> Result<()> {
         }
         std::thread::sleep(Duration::from_millis(10));
     }
-    let mut errors = Vec::new();
-    for ns in data.namespaces.iter().rev() {
-        if let Err(e) = super::delete(ns) {
-            errors.push(format!("{ns}: {e:#}"));
-        }
-    }
+    // Side by side: each unmount waits on the kernel (and on every mount copy it
+    // propagates to) far more than it computes.
+    let mut errors: Vec<String> =
+        crate::parallel::each(&data.namespaces, crate::parallel::default_limit(), |ns| {
+            super::delete(ns).err().map(|e| format!("{ns}: {e:#}"))
+        })
+        .into_iter()
+        .flatten()
+        .collect();
     for p in &data.paths {
         if let Err(e) = state::remove_private_dir(Path::new(p)) {
             errors.push(format!("{e:#}"));

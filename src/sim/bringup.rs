@@ -5,7 +5,7 @@ use super::addressing::{FLANNEL_DEVICE, FLANNEL_NETWORK_CONFIG, FLANNEL_PREFIX, 
 use super::{BringUpTimes, DaemonKind, DaemonSpec, Sim};
 use crate::components::etcd;
 use crate::netns::{self, netlink, process};
-use crate::wait::{Poll, Wait};
+use crate::wait::{FileWatch, Poll, Wait};
 use anyhow::{bail, Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 use std::net::Ipv4Addr;
@@ -133,7 +133,7 @@ fn wire_hosts(
     let names: Vec<String> = hosts.iter().map(|h| h.1.clone()).collect();
     sim.inner.record.add_namespaces(&names)?;
     let results =
-        super::parallel::each(hosts, super::parallel::default_limit(), |(node, ns, ip)| {
+        crate::parallel::each(hosts, crate::parallel::default_limit(), |(node, ns, ip)| {
             if crate::interrupt::is_set() {
                 return (
                     false,
@@ -264,6 +264,7 @@ fn wait_subnet(sim: &Sim, id: &str, short: &str, agent: super::DaemonId) -> Resu
     let w = super::Worker::handle(sim, id, short);
     let file = w.subnet_file();
     let log = w.dir().join("flanneld.log");
+    let watch = FileWatch::dir(file.parent().unwrap_or(&w.dir()))?;
     Wait::new(
         format!(
             "the flannel agent on {} to write {}",
@@ -272,7 +273,9 @@ fn wait_subnet(sim: &Sim, id: &str, short: &str, agent: super::DaemonId) -> Resu
         ),
         FLANNEL_TIMEOUT,
     )
-    .every(Duration::from_millis(10))
+    // The file event wakes it; the interval only catches an agent that died meanwhile.
+    .every(Duration::from_millis(250))
+    .wake_on(&watch)
     .hint(|| {
         format!(
             "its log ({}) ends with:\n{}",
@@ -449,17 +452,25 @@ pub(super) fn start_clusters(sim: &Sim, ids: &[String]) -> Result<()> {
     pb.inc(1);
     phases.done("network config put");
     pb.set_message("starting flannel agents");
-    let mut started = Vec::new();
-    for id in ids {
-        for w in super::Cluster::handle(sim, id).workers() {
-            let agent = start_flannel(sim, id, w.short())?;
-            started.push((id.clone(), w.short().to_string(), agent));
-        }
-    }
+    let workers: Vec<(String, String)> = ids
+        .iter()
+        .flat_map(|id| {
+            super::Cluster::handle(sim, id)
+                .workers()
+                .into_iter()
+                .map(|w| (id.clone(), w.short().to_string()))
+        })
+        .collect();
+    let started =
+        crate::parallel::each(&workers, crate::parallel::default_limit(), |(id, short)| {
+            start_flannel(sim, id, short).map(|agent| (id.clone(), short.clone(), agent))
+        })
+        .into_iter()
+        .collect::<Result<Vec<_>>>()?;
     phases.done("flannel agents spawned");
     // Each worker's kube-proxy starts once its agent has written subnet.env; the waits
     // run side by side, so one slow agent does not hold up the others.
-    let results = super::parallel::each(&started, AGENT_WAITS, |(id, short, agent)| {
+    let results = crate::parallel::each(&started, AGENT_WAITS, |(id, short, agent)| {
         wait_subnet(sim, id, short, *agent)?;
         set_worker_started(sim, id, short);
         super::services::start_kube_proxy(sim, &super::Worker::handle(sim, id, short)).map(|_| ())

@@ -295,7 +295,7 @@ impl Cluster {
             .flat_map(|(_, pods)| pods.iter().map(|(_, ns)| ns.clone()))
             .collect();
         self.sim.inner.record.add_namespaces(&all_ns)?;
-        let wired = super::parallel::each(&jobs, super::parallel::default_limit(), |(w, pods)| {
+        let wired = crate::parallel::each(&jobs, crate::parallel::default_limit(), |(w, pods)| {
             let mut out = Vec::new();
             for (pod, ns) in pods {
                 if crate::interrupt::is_set() {

@@ -11,7 +11,6 @@ mod cluster;
 mod ingress;
 pub mod mininet;
 mod node_exec;
-mod parallel;
 mod services;
 mod skupper;
 mod supervise;

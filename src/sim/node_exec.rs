@@ -29,6 +29,7 @@ impl ExecPlace {
             hosts: self.hosts.as_deref(),
             cwd: Some(&self.cwd),
             keep_session: false,
+            net_only: false,
         }
     }
 

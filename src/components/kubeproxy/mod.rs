@@ -28,7 +28,7 @@ pub mod rules;
 pub mod store;
 
 use crate::components::nft;
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use clap::Args;
 use std::time::{Duration, Instant};
 
@@ -178,14 +178,9 @@ pub fn apply_local(ns: &str, state: &State) -> Result<ApplyReport> {
 /// itself can reach Service addresses.
 pub fn ensure_service_route(ns: Option<&str>, dev: &str) -> Result<()> {
     let (net, len) = model::SERVICE_CIDR;
-    let mut cmd = crate::netns::process::command_in(ns, "ip")?;
-    cmd.args(["route", "replace", &format!("{net}/{len}"), "dev", dev]);
-    let out = cmd.output().context("running ip route")?;
-    if !out.status.success() {
-        bail!(
-            "adding route {net}/{len} dev {dev}: {} (does '{dev}' exist yet?)",
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    Ok(())
+    let device = dev.to_string();
+    crate::netns::netlink::with_in(ns, move |nl| async move {
+        nl.route_dev(net, len, &device).await
+    })
+    .with_context(|| format!("adding route {net}/{len} dev {dev} (does '{dev}' exist yet?)"))
 }

@@ -159,8 +159,14 @@ pub(super) fn launch(spec: &DaemonSpec, record: &Record) -> Result<(u32, u64, Ow
         .iter()
         .map(|(k, v)| (k.as_str(), v.as_str()))
         .collect();
-    let child =
-        process::spawn_daemon_env(Some(&spec.ns), &spec.program, &spec.args, &env, &spec.log)?;
+    let child = process::spawn_daemon_env(
+        Some(&spec.ns),
+        &spec.program,
+        &spec.args,
+        &env,
+        &spec.log,
+        spec.kind != DaemonKind::Command,
+    )?;
     let pid = child.id();
     // The supervisor reaps it (waitpid on the pid); the handle is not needed.
     drop(child);

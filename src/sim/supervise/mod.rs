@@ -117,14 +117,25 @@ impl Supervisor {
 
     /// Starts a daemon and registers it (recorded for teardown before this returns).
     pub fn spawn(&self, spec: DaemonSpec) -> Result<Spawned> {
-        let mut reg = self.lock();
-        if reg.shutting_down {
-            bail!(
+        let refuse = |spec: &DaemonSpec| {
+            anyhow!(
                 "the simulation is shutting down: not starting {}",
                 spec.title()
-            );
+            )
+        };
+        if self.lock().shutting_down {
+            return Err(refuse(&spec));
         }
+        // Launched outside the lock so agents start side by side (a fork and exec into a
+        // namespace mostly waits on the kernel). The thread reaps only registered pids.
         let (pid, start, fd) = launch(&spec, &self.record)?;
+        let mut reg = self.lock();
+        if reg.shutting_down {
+            drop(reg);
+            process::kill_group(pid as i32);
+            process::reap(pid, true);
+            return Err(refuse(&spec));
+        }
         reg.next += 1;
         let id = DaemonId(reg.next);
         reg.entries.insert(
