@@ -90,15 +90,6 @@ fn vm_hwm() -> String {
         .unwrap_or_else(|| "unknown".into())
 }
 
-/// Namespaces of `instance` still under /run/netns.
-fn left_behind(instance: &str) -> Vec<String> {
-    let prefix = format!("{instance}-");
-    knetsim::netns::list()
-        .into_iter()
-        .filter(|n| n.starts_with(&prefix))
-        .collect()
-}
-
 struct Row {
     what: String,
     ours: Duration,
@@ -200,7 +191,7 @@ fn main() -> anyhow::Result<()> {
         let t = Instant::now();
         sim.teardown()?;
         let down = t.elapsed();
-        let left = left_behind(&instance);
+        let left = common::namespaces_of(&instance);
         anyhow::ensure!(left.is_empty(), "teardown left namespaces: {left:?}");
         let what = match per {
             0 => format!("{n} workers: teardown"),

@@ -413,6 +413,26 @@ fn after_start() -> Vec<Case> {
             code: 2,
             says: &["no good"],
         },
+        Case {
+            name: "bulkpods",
+            input: Input::Script {
+                src: leak(format!("{UP}C0.create_containers(#{{ w1: \"a\" }});\n")),
+                at: Some(4),
+            },
+            code: 2,
+            says: &["create_containers: 'w1' must map to a list of pod names"],
+        },
+        Case {
+            name: "bulklabels",
+            input: Input::Script {
+                src: leak(format!(
+                    "{UP}C0.create_containers(#{{ w1: [\"a\"] }}, #{{ label: 1 }});\n"
+                )),
+                at: Some(4),
+            },
+            code: 2,
+            says: &["create_containers(...): unknown option 'label'"],
+        },
     ]
 }
 

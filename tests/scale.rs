@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{assert_nothing_left, knetsim_exe, root_or_skip, wait_for};
+use common::{assert_nothing_left, knetsim_exe, namespaces_of, root_or_skip, wait_for};
 use std::collections::{BTreeMap, BTreeSet};
 use std::os::unix::fs::MetadataExt;
 use std::process::{Child, Command, Stdio};
@@ -27,14 +27,6 @@ impl Drop for Run {
             .args(["cleanup", "--instance", &self.instance])
             .output();
     }
-}
-
-fn namespaces_of(instance: &str) -> Vec<String> {
-    let prefix = format!("{instance}-");
-    knetsim::netns::list()
-        .into_iter()
-        .filter(|n| n.starts_with(&prefix))
-        .collect()
 }
 
 /// Processes that belong to `instance`: inside one of `inodes` (its namespaces), or
@@ -68,17 +60,16 @@ fn processes_of(instance: &str, inodes: &BTreeSet<u64>) -> Vec<String> {
     found
 }
 
+/// A cluster big enough to interrupt in the middle of its bring-up, kept up afterwards.
+const BIG_CLUSTER: &str = "cluster(\"0\", #{ workers: 30, etcd: 1 });\nstart();\nsleep(60.0);\n";
+
 /// Starts a 30-worker cluster in the knetsim binary, sends SIGINT once `ready` says so,
 /// and checks that the run ended as interrupted and left nothing.
 fn interrupt_bring_up(instance: &str, moment: &str, ready: impl Fn(&str) -> bool) {
     let dir = std::env::temp_dir().join(format!("knetsim-test-{instance}"));
     std::fs::create_dir_all(&dir).unwrap();
     let script = dir.join("big.rhai");
-    std::fs::write(
-        &script,
-        "cluster(\"0\", #{ workers: 30, etcd: 1 });\nstart();\nsleep(60.0);\n",
-    )
-    .unwrap();
+    std::fs::write(&script, BIG_CLUSTER).unwrap();
     let (out_file, err_file) = (dir.join("stdout"), dir.join("stderr"));
     let child = Command::new(knetsim_exe())
         .args(["--no-pause", "--instance", instance])

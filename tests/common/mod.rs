@@ -294,6 +294,15 @@ impl HostSnapshot {
     }
 }
 
+/// The namespaces of instance `instance` under /run/netns.
+pub fn namespaces_of(instance: &str) -> Vec<String> {
+    let prefix = format!("{instance}-");
+    netns::list()
+        .into_iter()
+        .filter(|n| n.starts_with(&prefix))
+        .collect()
+}
+
 /// Asserts that nothing of instance `instance` is left: no namespace, no etcd data, and no
 /// run directory, except the logs a failed run keeps (only non-empty `*.log` files, in a
 /// private directory, no record); those are then removed the way a user would, with
@@ -306,8 +315,7 @@ pub fn assert_nothing_left(instance: &str, namespaces: &[&str]) {
             "namespace {ns} was left behind: {listed:?}"
         );
     }
-    let prefix = format!("{instance}-");
-    let ours: Vec<&String> = listed.iter().filter(|n| n.starts_with(&prefix)).collect();
+    let ours = namespaces_of(instance);
     assert!(ours.is_empty(), "namespaces of {instance} left: {ours:?}");
     let shm = knetsim::netns::record::shm_dir(instance);
     assert!(!shm.exists(), "etcd data {} was left", shm.display());
