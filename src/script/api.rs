@@ -333,6 +333,22 @@ fn pingall_map(sim: &Sim) -> Map {
     m
 }
 
+fn flannel_map(cfg: &NetConfig, device: &str) -> Map {
+    let mut m = Map::new();
+    m.insert("network".into(), cfg.network.to_string().into());
+    m.insert("subnet_len".into(), i64::from(cfg.subnet_len).into());
+    m.insert("subnet_min".into(), cfg.subnet_min.to_string().into());
+    m.insert("subnet_max".into(), cfg.subnet_max.to_string().into());
+    m.insert("backend".into(), cfg.backend.kind().into());
+    if let Some(v) = cfg.vxlan() {
+        m.insert("vni".into(), i64::from(v.vni).into());
+        m.insert("port".into(), i64::from(v.port).into());
+    }
+    m.insert("device".into(), device.into());
+    m.insert("json".into(), cfg.to_json().into());
+    m
+}
+
 fn register_cluster(reg: &mut Registry) {
     reg.on::<Cluster>()
         .display(|c: &mut Cluster| format!("cluster {}", c.name()))
@@ -384,6 +400,13 @@ fn register_cluster(reg: &mut Registry) {
             "The cluster's etcd members",
             "print(C0.etcd_nodes());",
             |c: &mut Cluster| -> Array { c.etcd_nodes().into_iter().map(Dynamic::from).collect() },
+        )
+        .property(
+            "flannel",
+            "flannel -> #{ network, subnet_len, subnet_min, subnet_max, backend, vni, port, device, json }",
+            "The cluster's flannel network config (vni and port only for vxlan), the device pod traffic to other workers leaves by (flannel.<VNI> or eth0), and the JSON its etcd holds",
+            r#"print(`${C0.flannel.network} over ${C0.flannel.device}`);"#,
+            |c: &mut Cluster| flannel_map(&c.flannel(), &c.flannel_device()),
         )
         .method(
             "etcd_endpoints",
