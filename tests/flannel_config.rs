@@ -57,7 +57,7 @@ fn another_network_subnet_length_vni_and_port_show_everywhere() {
 }
 
 const HOST_GW: &str = r#"
-let C0 = cluster("0", #{ workers: 2, etcd: 1, flannel: #{ backend: "host-gw" } });
+let C0 = cluster("0", #{ workers: 2, etcd: 1, flannel: "FILE" });
 start();
 let w1 = C0.get("w1");
 let w2 = C0.get("w2");
@@ -87,7 +87,25 @@ for i in 0..50 { svc = w1.exec("ip route show 100.64.0.0/16"); if svc != "" { br
 expect(svc.contains("dev eth0"), "kube-proxy's Service route follows the backend");
 "#;
 
+/// host-gw, from a file in flannel's own format (the original's conf/ file with another
+/// backend).
 #[test]
 fn host_gw_routes_pods_across_workers_without_vxlan() {
-    run_lesson("fl-hostgw", HOST_GW, 9);
+    struct Removed(std::path::PathBuf);
+    impl Drop for Removed {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(&self.0);
+        }
+    }
+    let file = Removed(std::env::temp_dir().join(format!("fl-hostgw-{}.json", std::process::id())));
+    std::fs::write(
+        &file.0,
+        r#"{"Network":"11.0.0.0/8","SubnetLen":20,"SubnetMin":"11.10.0.0","SubnetMax":"11.99.0.0","Backend":{"Type":"host-gw"}}"#,
+    )
+    .unwrap();
+    run_lesson(
+        "fl-hostgw",
+        &HOST_GW.replace("FILE", &file.0.display().to_string()),
+        9,
+    );
 }
