@@ -504,6 +504,42 @@ fn after_start() -> Vec<Case> {
             says: &["a string grew past the limit"],
         },
         Case {
+            name: "netnsleft",
+            input: Input::Script {
+                src: "netns(\"ip netns add myns\");\nnetns(\"ip netns exec myns ip link set lo up\");\nnosuch();\n",
+                at: Some(3),
+            },
+            code: 2,
+            says: &["there is no function nosuch"],
+        },
+        Case {
+            name: "netnsother",
+            input: Input::Script {
+                src: "netns(\"ip netns exec nosuchns true\");\n",
+                at: Some(1),
+            },
+            code: 2,
+            says: &["no namespace nosuchns made by hand", "ip netns add nosuchns"],
+        },
+        Case {
+            name: "netnscmd",
+            input: Input::Script {
+                src: "netns(\"ip link add x type veth\");\n",
+                at: Some(1),
+            },
+            code: 2,
+            says: &["netns() runs `ip netns add NAME`", "C0w1.exec"],
+        },
+        Case {
+            name: "netnsnode",
+            input: Input::Script {
+                src: leak(format!("{UP}netns(\"ip netns add C0w1\");\n")),
+                at: Some(4),
+            },
+            code: 2,
+            says: &["already one of this run's"],
+        },
+        Case {
             name: "badpod",
             input: Input::Script {
                 src: leak(format!("{UP}w1.create_container(\"no good\");\n")),

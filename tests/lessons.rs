@@ -63,3 +63,8 @@ fn lesson_06_packet_walk() {
 fn lesson_08_backends() {
     run_lesson("08-backends.rhai", "fl-lesson08");
 }
+
+#[test]
+fn lesson_00_namespaces() {
+    run_lesson("00-namespaces.rhai", "fl-lesson00");
+}

@@ -17,7 +17,7 @@ pub const INTERRUPTED_MARK: &str = "^C (interrupted)\n";
 
 /// An exec whose command was ended by Ctrl-C stops the script (or console line) too;
 /// its output travels with the stop so the runner can show it.
-fn exec_result(r: anyhow::Result<String>) -> RResult<String> {
+pub(super) fn exec_result(r: anyhow::Result<String>) -> RResult<String> {
     r.map_err(
         |e| match e.downcast::<crate::netns::process::Interrupted>() {
             Ok(i) => terminated(format!("{}{INTERRUPTED_MARK}", i.partial)),
@@ -194,6 +194,7 @@ pub fn register(engine: &mut Engine) -> Catalog {
     super::ingress_api::register(&mut reg);
     super::skupper_api::register(&mut reg);
     super::trace_api::register(&mut reg);
+    super::netns_api::register(&mut reg);
     reg.finish()
 }
 

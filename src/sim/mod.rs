@@ -8,6 +8,7 @@
 pub mod addressing;
 pub mod bringup;
 mod cluster;
+mod handmade;
 mod ingress;
 pub mod mininet;
 mod node_exec;
