@@ -97,11 +97,19 @@ fn ingress_routes_reloads_and_is_stopped_by_pid() {
     assert_eq!(info.conf, w1.dir().join("ingress/grp1/nginx.conf"));
     let conf = std::fs::read_to_string(&info.conf).unwrap();
     assert!(conf.contains(&format!(
-        "location /a {{\n            proxy_pass http://{ea};"
+        "location = /a {{\n            proxy_pass http://{ea};"
     )));
     let base = format!("http://{}:8001", w1.ip());
     assert_eq!(curl(&w2, &format!("{base}/a")), "REPLY-A");
     assert_eq!(curl(&w2, &format!("{base}/b")), "REPLY-B");
+    // Prefix matches by path element: below /a yes, /ab no.
+    assert_eq!(curl(&w2, &format!("{base}/a/x/y")), "REPLY-A");
+    let code = w2
+        .exec(&format!(
+            "curl -s -o /dev/null -w '%{{http_code}}' {base}/ab"
+        ))
+        .unwrap();
+    assert_eq!(code, "404", "/a must not match /ab");
     let code = w2
         .exec(&format!(
             "curl -s -o /dev/null -w '%{{http_code}}' {base}/zzz"
@@ -231,7 +239,7 @@ fn a_reload_that_times_out_puts_the_previous_config_back() {
     assert_eq!(after.rules[0].path, "/other");
     assert!(std::fs::read_to_string(&after.conf)
         .unwrap()
-        .contains("location /other"));
+        .contains("location /other/"));
     drop(listener);
     sim.teardown().unwrap();
     assert_nothing_left("ingrrb", &[]);
@@ -327,7 +335,7 @@ fn bad_ingress_input_is_refused_and_leaves_no_nginx() {
         .to_string();
     assert!(e.contains("does not start with '/'"), "{e}");
     let conf = std::fs::read_to_string(w1.ingress_dir("grp1").join("nginx.conf")).unwrap();
-    assert!(conf.contains("location /svc1 {"));
+    assert!(conf.contains("location /svc1/ {"));
     assert_eq!(nginx_pids(&w1), pids);
 
     // Echo servers refuse bad input too.

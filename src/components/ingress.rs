@@ -1,6 +1,10 @@
 //! The ingress controller: real nginx (Debian's nginx-light) with a generated
-//! configuration. One `server` listens on the ingress port; each rule becomes a
-//! `location <path>` that proxies to its endpoint (usually a Service's ClusterIP:port).
+//! configuration. One `server` listens on the ingress port; each rule proxies requests
+//! whose path matches it to its endpoint (usually a Service's ClusterIP:port). A rule's
+//! path matches as an Ingress `pathType: Prefix` does, element by element: `/svc1`
+//! matches `/svc1` and `/svc1/...` but not `/svc1x`, so each rule becomes two locations,
+//! `location = /svc1` and `location /svc1/` (nginx's plain `location /svc1` would match
+//! `/svc1x` too).
 //!
 //! Everything nginx writes (pid file, error and access logs, the five temp directories)
 //! lives in the ingress's own directory, so nothing touches the host's /var or /run.
@@ -117,6 +121,12 @@ fn collapse_slashes(path: &str) -> String {
     out
 }
 
+/// A Prefix path without its trailing '/' ("/svc1/" and "/svc1" match the same requests);
+/// "" for "/".
+fn prefix_base(path: &str) -> &str {
+    path.trim_end_matches('/')
+}
+
 /// A rule's endpoint: `IPv4:port` with a port from 1 to 65535, e.g. "100.64.11.1:8000".
 pub fn parse_endpoint(endpoint: &str) -> Result<SocketAddrV4> {
     let hint = "an endpoint is an IPv4 address and a port, e.g. \"100.64.11.1:8000\" (a Service's ClusterIP and port)";
@@ -150,10 +160,14 @@ pub fn check_rules(rules: &[Rule]) -> Result<()> {
     }
     for (i, r) in rules.iter().enumerate() {
         check_path(&r.path)?;
-        if rules[..i].iter().any(|o| o.path == r.path) {
+        if let Some(o) = rules[..i]
+            .iter()
+            .find(|o| prefix_base(&o.path) == prefix_base(&r.path))
+        {
             bail!(
-                "ingress path '{}' appears twice: nginx refuses duplicate locations; keep one rule per path",
-                r.path
+                "ingress path '{}' appears twice ('{}' matches the same paths, a trailing '/' aside): nginx refuses duplicate locations; keep one rule per path",
+                r.path,
+                o.path
             );
         }
     }
@@ -218,9 +232,18 @@ impl IngressConfig {
             s.push_str("        location / {\n            return 404 \"no ingress rule matches $uri\\n\";\n        }\n");
         }
         for r in &self.rules {
-            let _ = writeln!(s, "        location {} {{", r.path);
-            let _ = writeln!(s, "            proxy_pass http://{};", r.endpoint);
-            s.push_str("        }\n");
+            let base = prefix_base(&r.path);
+            let locations = if base.is_empty() {
+                vec!["/".to_string()]
+            } else {
+                // The path itself, and everything below it: Prefix matches by element.
+                vec![format!("= {base}"), format!("{base}/")]
+            };
+            for l in locations {
+                let _ = writeln!(s, "        location {l} {{");
+                let _ = writeln!(s, "            proxy_pass http://{};", r.endpoint);
+                s.push_str("        }\n");
+            }
         }
         s.push_str("    }\n}\n");
         s
@@ -282,9 +305,12 @@ mod tests {
     fn renders_one_location_per_rule_and_keeps_paths_in_the_dir() {
         let text = cfg().render();
         assert!(text.contains("listen 8001;"));
+        // Prefix by path element: exactly /svc1, and everything under /svc1/ (not /svc1x)
         assert!(text.contains(
-            "location /svc1 {\n            proxy_pass http://100.64.11.1:8000;\n        }"
+            "location = /svc1 {\n            proxy_pass http://100.64.11.1:8000;\n        }\n        \
+             location /svc1/ {\n            proxy_pass http://100.64.11.1:8000;\n        }"
         ));
+        assert!(!text.contains("location /svc1 {"), "{text}");
         assert!(text.contains("proxy_pass http://100.64.11.2:8000;"));
         assert!(text.contains("pid /run/knetsim/x/C0w1/ingress/grp1/nginx.pid;"));
         // Every path nginx writes is inside the ingress directory.
@@ -374,5 +400,8 @@ mod tests {
         c.rules[1].path = "/svc1".into();
         let e = c.check().unwrap_err().to_string();
         assert!(e.contains("appears twice"), "{e}");
+        c.rules[1].path = "/svc1/".into();
+        let e = c.check().unwrap_err().to_string();
+        assert!(e.contains("'/svc1/' appears twice ('/svc1' matches"), "{e}");
     }
 }
