@@ -384,6 +384,12 @@ fn flannel(name: &'static str, opt: &str, says: &'static [&'static str]) -> Case
 /// Bad flannel network configs: each refused before anything starts.
 fn flannel_configs() -> Vec<Case> {
     vec![
+        script(
+            "ingsvc",
+            "let C0 = cluster(\"0\", #{ workers: 1, etcd: 1 });\nC0.get(\"w1\").run_ingress(\"grp1\", 8001, [#{ path: \"/a\", service: \"nosvc\", port: 80 }]);\n",
+            2,
+            &["there is no Service 'nosvc' in C0", "C0.service(\"nosvc\""],
+        ),
         flannel(
             "flsublen",
             r#"#{ network: "12.0.0.0/16", subnet_len: 16 }"#,

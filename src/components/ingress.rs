@@ -36,11 +36,45 @@ pub const TEMP_PATHS: &[(&str, &str)] = &[
     ("scgi_temp_path", "scgi"),
 ];
 
-/// One routing rule: requests whose path starts with `path` go to `endpoint`.
+/// One routing rule: requests whose path matches `path` go to `endpoint`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rule {
     pub path: String,
-    pub endpoint: SocketAddrV4,
+    pub endpoint: Backend,
+}
+
+/// Where a rule sends its requests.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Backend {
+    /// A fixed address, such as the original's static VIPs: nginx proxies to it as it is.
+    Address(SocketAddrV4),
+    /// A Service by name and port. As ingress-nginx does by default, nginx proxies
+    /// straight to the Service's endpoints (pod IP and target port, balanced by nginx),
+    /// not to its ClusterIP; the simulator rewrites them and reloads nginx when they change.
+    Service {
+        name: String,
+        port: u16,
+        endpoints: Vec<SocketAddrV4>,
+    },
+}
+
+impl std::fmt::Display for Backend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Backend::Address(a) => write!(f, "{a}"),
+            Backend::Service { name, port, .. } => write!(f, "{name}:{port}"),
+        }
+    }
+}
+
+impl Backend {
+    /// The nginx upstream of a Service backend: `<name>-<port>`.
+    fn upstream(&self) -> Option<String> {
+        match self {
+            Backend::Address(_) => None,
+            Backend::Service { name, port, .. } => Some(format!("{name}-{port}")),
+        }
+    }
 }
 
 /// An ingress as the simulator renders it.
@@ -223,6 +257,31 @@ impl IngressConfig {
             let _ = writeln!(s, "    {directive} {};", d(&self.temp_dir().join(sub)));
         }
         s.push_str("    default_type text/plain;\n\n");
+        // Services: their endpoints, balanced by nginx (round robin), as ingress-nginx does.
+        let mut upstreams = Vec::new();
+        for r in &self.rules {
+            if let (
+                Some(u),
+                Backend::Service {
+                    name, endpoints, ..
+                },
+            ) = (r.endpoint.upstream(), &r.endpoint)
+            {
+                if endpoints.is_empty() || upstreams.contains(&u) {
+                    continue;
+                }
+                let _ = writeln!(
+                    s,
+                    "    # Service {name}: its endpoints, rewritten when they change"
+                );
+                let _ = writeln!(s, "    upstream {u} {{");
+                for e in endpoints {
+                    let _ = writeln!(s, "        server {e};");
+                }
+                s.push_str("    }\n\n");
+                upstreams.push(u);
+            }
+        }
         s.push_str("    server {\n");
         let _ = writeln!(s, "        listen {};", self.port);
         if !self.rules.iter().any(|r| r.path == "/") {
@@ -239,9 +298,23 @@ impl IngressConfig {
                 // The path itself, and everything below it: Prefix matches by element.
                 vec![format!("= {base}"), format!("{base}/")]
             };
+            let body = match &r.endpoint {
+                Backend::Address(a) => format!("proxy_pass http://{a};"),
+                Backend::Service {
+                    name, endpoints, ..
+                } if endpoints.is_empty() => {
+                    format!("return 503 \"Service {name} has no endpoints\\n\";")
+                }
+                Backend::Service { .. } => {
+                    format!(
+                        "proxy_pass http://{};",
+                        r.endpoint.upstream().unwrap_or_default()
+                    )
+                }
+            };
             for l in locations {
                 let _ = writeln!(s, "        location {l} {{");
-                let _ = writeln!(s, "            proxy_pass http://{};", r.endpoint);
+                let _ = writeln!(s, "            {body}");
                 s.push_str("        }\n");
             }
         }
@@ -290,11 +363,11 @@ mod tests {
             rules: vec![
                 Rule {
                     path: "/svc1".into(),
-                    endpoint: "100.64.11.1:8000".parse().unwrap(),
+                    endpoint: Backend::Address("100.64.11.1:8000".parse().unwrap()),
                 },
                 Rule {
                     path: "/svc2".into(),
-                    endpoint: "100.64.11.2:8000".parse().unwrap(),
+                    endpoint: Backend::Address("100.64.11.2:8000".parse().unwrap()),
                 },
             ],
             dir: "/run/knetsim/x/C0w1/ingress/grp1".into(),
@@ -381,6 +454,41 @@ mod tests {
         assert_eq!(check_port(8001).unwrap(), 8001);
         assert!(check_port(0).is_err());
         assert!(check_port(65536).is_err());
+    }
+
+    #[test]
+    fn a_service_rule_proxies_to_its_endpoints_through_an_upstream() {
+        let mut c = cfg();
+        c.rules[0].endpoint = Backend::Service {
+            name: "web".into(),
+            port: 80,
+            endpoints: vec![
+                "11.10.0.2:8000".parse().unwrap(),
+                "11.11.0.2:8000".parse().unwrap(),
+            ],
+        };
+        c.rules[1].endpoint = Backend::Service {
+            name: "empty".into(),
+            port: 80,
+            endpoints: vec![],
+        };
+        let text = c.render();
+        assert!(
+            text.contains("upstream web-80 {\n        server 11.10.0.2:8000;\n        server 11.11.0.2:8000;\n    }"),
+            "{text}"
+        );
+        assert!(
+            text.contains("location = /svc1 {\n            proxy_pass http://web-80;"),
+            "{text}"
+        );
+        assert!(!text.contains("upstream empty-80"), "{text}");
+        assert!(
+            text.contains(
+                "location /svc2/ {\n            return 503 \"Service empty has no endpoints\\n\";"
+            ),
+            "{text}"
+        );
+        assert_eq!(c.rules[0].endpoint.to_string(), "web:80");
     }
 
     #[test]
