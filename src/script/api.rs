@@ -405,7 +405,7 @@ fn register_cluster(reg: &mut Registry) {
         .property(
             "flannel",
             "flannel -> #{ network, subnet_len, subnet_min, subnet_max, backend, vni, port, device, json }",
-            "The cluster's flannel network config (vni and port only for vxlan), the device pod traffic to other workers leaves by (flannel.<VNI> or eth0), and the JSON its etcd holds",
+            "The cluster's flannel network config (vni and port only for vxlan), the device pod traffic to other workers leaves by (flannel.VNI or eth0), and the JSON its etcd holds",
             r#"print(`${C0.flannel.network} over ${C0.flannel.device}`);"#,
             |c: &mut Cluster| flannel_map(&c.flannel(), &c.flannel_device()),
         )

@@ -10,7 +10,7 @@ pub fn register(reg: &mut Registry) {
         "netns",
         "netns(command) -> string",
         "Runs `ip netns add NAME`, `ip netns exec NAME COMMAND` or `ip netns del NAME` on the host, NAME made this run's own \
-         (<instance>-NAME unless the instance is the default) and recorded, so teardown removes it; prints the command as run, returns its output",
+         (INSTANCE-NAME unless the instance is the default one) and recorded, so teardown removes it; prints the command as run, returns its output",
         r#"netns("ip netns add myns"); print(netns("ip netns exec myns ip -br link"));"#,
         |ctx: NativeCallContext, cmd: &str| {
             let sim = Env::of(&ctx)?.sim;
