@@ -7,13 +7,28 @@ mod common;
 use common::{assert_nothing_left, sim, HostSnapshot};
 use knetsim::script::{Outcome, ScriptSession};
 
+/// kube-proxy's route to the Service range on worker `w`, once it has added it.
+const SERVICE_ROUTE: &str = r#"
+fn service_route(w) {
+    for i in 0..50 {
+        let r = w.exec("ip route show 100.64.0.0/16");
+        if r != "" { return r; }
+        sleep(0.1);
+    }
+    ""
+}
+"#;
+
 /// Runs `src` on a fresh simulation `instance`; every `expect` must hold, and nothing of
 /// the instance is left afterwards.
 fn run_lesson(instance: &str, src: &str, expects: usize) {
     let before = HostSnapshot::take();
     {
         let mut s = ScriptSession::new(sim(instance), false);
-        let o = s.run_source(&format!("{instance}.rhai"), src);
+        let o = s.run_source(
+            &format!("{instance}.rhai"),
+            &format!("{SERVICE_ROUTE}{src}"),
+        );
         let counts = s.expect_counts();
         let err = s.last_error().map(str::to_string);
         s.sim().teardown().expect("teardown");
@@ -46,8 +61,7 @@ let env = w1.exec("cat " + w1.dir + "/subnet.env");
 expect(env.contains("FLANNEL_NETWORK=172.20.0.0/16") && env.contains("FLANNEL_SUBNET=172.20.") && env.contains(".1/24") && env.contains("FLANNEL_MTU=1450"), "subnet.env");
 expect(w1.exec("nft list table ip flannel-ipv4").contains("172.20.0.0/16"), "the masquerade rules name the new network");
 expect(w1.exec("ip route show dev flannel.42").contains(" via ") , "routes to the other worker's subnet over flannel.42");
-let svc = "";
-for i in 0..50 { svc = w1.exec("ip route show 100.64.0.0/16"); if svc != "" { break } sleep(0.1); }
+let svc = service_route(w1);
 expect(svc.contains("dev flannel.42"), "kube-proxy's Service route uses the cluster's device");
 "#;
 
@@ -82,8 +96,7 @@ sleep(0.3);
 let wire = w1.exec(`tcpdump -nn -r ${pcap} 2>/dev/null`);
 print(wire);
 expect(wire.contains(`> ${b.ip}: ICMP echo request`), "the underlay carries the pods' own IP packets");
-let svc = "";
-for i in 0..50 { svc = w1.exec("ip route show 100.64.0.0/16"); if svc != "" { break } sleep(0.1); }
+let svc = service_route(w1);
 expect(svc.contains("dev eth0"), "kube-proxy's Service route follows the backend");
 "#;
 

@@ -267,6 +267,13 @@ fn bad_ingress_input_is_refused_and_leaves_no_nginx() {
             "is not an IPv4 address",
             "grp1",
             8001,
+            vec![rule("/svc1", "100.64.11:8000")],
+        ),
+        // A name is a Service's: it must exist.
+        (
+            "there is no Service 'svc1'",
+            "grp1",
+            8001,
             vec![rule("/svc1", "svc1:8000")],
         ),
         (

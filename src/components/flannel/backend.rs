@@ -105,19 +105,23 @@ impl Dataplane {
         })
     }
 
+    /// Programs the entries of remote `r`.
     pub async fn add(&self, nl: &Handle, r: &Remote) -> Result<()> {
-        match (self, r) {
-            (Dataplane::Vxlan(dev), Remote::Vxlan(r)) => vxlan::add_remote(nl, dev, r).await,
-            (Dataplane::HostGw { ext, .. }, Remote::HostGw(r)) => {
-                hostgw::add_route(nl, ext, r).await
-            }
-            _ => bail!("a remote of another backend"),
-        }
+        self.program(nl, r, true).await
     }
 
+    /// Removes the entries of remote `r` (those already gone are fine).
     pub async fn del(&self, nl: &Handle, r: &Remote) -> Result<()> {
+        self.program(nl, r, false).await
+    }
+
+    async fn program(&self, nl: &Handle, r: &Remote, add: bool) -> Result<()> {
         match (self, r) {
+            (Dataplane::Vxlan(dev), Remote::Vxlan(r)) if add => vxlan::add_remote(nl, dev, r).await,
             (Dataplane::Vxlan(dev), Remote::Vxlan(r)) => vxlan::del_remote(nl, dev, r).await,
+            (Dataplane::HostGw { ext, .. }, Remote::HostGw(r)) if add => {
+                hostgw::add_route(nl, ext, r).await
+            }
             (Dataplane::HostGw { ext, .. }, Remote::HostGw(r)) => {
                 hostgw::del_route(nl, ext, r).await
             }

@@ -485,34 +485,23 @@ mod tests {
             e.contains("cannot read the flannel config file") && e.contains("missing.json"),
             "{e}"
         );
-        let e = from_file(&write("bad.json", "{\"Network\":"))
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("is not valid JSON"), "{e}");
-        let e = from_file(&write("list.json", "[1]"))
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("no JSON object"), "{e}");
-        let e = from_file(&write(
-            "key.json",
-            r#"{"Network":"12.0.0.0/16","Backend":{"Type":"vxlan","DirectRouting":true}}"#,
-        ))
-        .unwrap_err()
-        .to_string();
-        assert!(
-            e.contains("\"DirectRouting\"") && e.contains("does not implement"),
-            "{e}"
-        );
-        let e = from_file(&write(
-            "vni.json",
-            r#"{"Network":"12.0.0.0/16","Backend":{"Type":"vxlan","VNI":0}}"#,
-        ))
-        .unwrap_err()
-        .to_string();
-        assert!(
-            e.contains("VNI 0 in the flannel config file") && e.contains("vni.json"),
-            "{e}"
-        );
+        for (name, text, want) in [
+            ("bad.json", "{\"Network\":", vec!["is not valid JSON"]),
+            ("list.json", "[1]", vec!["no JSON object"]),
+            (
+                "key.json",
+                r#"{"Network":"12.0.0.0/16","Backend":{"Type":"vxlan","DirectRouting":true}}"#,
+                vec!["\"DirectRouting\"", "does not implement"],
+            ),
+            (
+                "vni.json",
+                r#"{"Network":"12.0.0.0/16","Backend":{"Type":"vxlan","VNI":0}}"#,
+                vec!["VNI 0 in the flannel config file", "vni.json"],
+            ),
+        ] {
+            let e = from_file(&write(name, text)).unwrap_err().to_string();
+            assert!(want.iter().all(|w| e.contains(w)), "{name}: {e}");
+        }
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

@@ -11,8 +11,7 @@
 use super::log;
 use super::subnet::Ipv4Net;
 use super::vxlan::ExtIface;
-use anyhow::{anyhow, Context, Result};
-use futures::TryStreamExt;
+use anyhow::{anyhow, Result};
 use netlink_packet_route::route::{RouteAddress, RouteAttribute, RouteMessage};
 use rtnetlink::{Handle, RouteMessageBuilder};
 use std::net::Ipv4Addr;
@@ -80,14 +79,7 @@ pub async fn stale_routes(
     network: &Ipv4Net,
     keep: &[Ipv4Net],
 ) -> Result<Vec<Route>> {
-    let msg = RouteMessageBuilder::<Ipv4Addr>::new().build();
-    let routes: Vec<RouteMessage> = h
-        .route()
-        .get(msg)
-        .execute()
-        .try_collect()
-        .await
-        .context("listing routes")?;
+    let routes = super::vxlan::ipv4_routes(h).await?;
     let mut out = Vec::new();
     for r in &routes {
         let attr =
