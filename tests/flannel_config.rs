@@ -63,11 +63,13 @@ expect(w1.exec("nft list table ip flannel-ipv4").contains("172.20.0.0/16"), "the
 expect(w1.exec("ip route show dev flannel.42").contains(" via ") , "routes to the other worker's subnet over flannel.42");
 let svc = service_route(w1);
 expect(svc.contains("dev flannel.42"), "kube-proxy's Service route uses the cluster's device");
+let enc = w1.trace("c1", b.ip, #{ proto: "icmp" }).filter(|h| h.what == "encapsulate");
+expect(enc.len() == 1 && enc[0].detail.contains("→ 4789") && enc[0].detail.contains("VNI 42"), "the trace walk sees UDP 4789 and VNI 42 on the wire");
 "#;
 
 #[test]
 fn another_network_subnet_length_vni_and_port_show_everywhere() {
-    run_lesson("fl-knobs", KNOBS, 11);
+    run_lesson("fl-knobs", KNOBS, 12);
 }
 
 const HOST_GW: &str = r#"
@@ -98,6 +100,15 @@ print(wire);
 expect(wire.contains(`> ${b.ip}: ICMP echo request`), "the underlay carries the pods' own IP packets");
 let svc = service_route(w1);
 expect(svc.contains("dev eth0"), "kube-proxy's Service route follows the backend");
+let hops = w1.trace("c1", b.ip, #{ proto: "icmp" });
+expect(hops[-1].what == "answer" && hops.filter(|h| h.what == "encapsulate").len() == 0, "the trace walk follows the plain route: c2 answers, nothing is encapsulated");
+// A route whose lease vanished while the agent was stopped goes when it starts again.
+w1.stop_agent("flanneld");
+w1.exec(`ip route add 11.77.0.0/20 via ${w2.ip} dev eth0`);
+w1.start_agent("flanneld");
+let stale = true;
+for i in 0..50 { if !w1.exec("ip route show").contains("11.77.0.0/20") { stale = false; break } sleep(0.1); }
+expect(!stale && w1.exec("ip route show").contains(` via ${w2.ip} dev eth0`), "a restarted host-gw agent removes the stale route and keeps the live one");
 "#;
 
 /// host-gw, from a file in flannel's own format (the original's conf/ file with another
@@ -119,6 +130,6 @@ fn host_gw_routes_pods_across_workers_without_vxlan() {
     run_lesson(
         "fl-hostgw",
         &HOST_GW.replace("FILE", &file.0.display().to_string()),
-        9,
+        11,
     );
 }

@@ -12,7 +12,7 @@ use super::log;
 use super::subnet::Ipv4Net;
 use super::vxlan::ExtIface;
 use anyhow::{anyhow, Result};
-use netlink_packet_route::route::{RouteAddress, RouteAttribute, RouteMessage};
+use netlink_packet_route::route::{RouteAddress, RouteAttribute, RouteMessage, RouteProtocol};
 use rtnetlink::{Handle, RouteMessageBuilder};
 use std::net::Ipv4Addr;
 
@@ -55,7 +55,10 @@ pub async fn add_route(h: &Handle, ext: &ExtIface, r: &Route) -> Result<()> {
 }
 
 pub async fn del_route(h: &Handle, ext: &ExtIface, r: &Route) -> Result<()> {
-    match h.route().del(route_msg(ext, r)).execute().await {
+    // Any protocol: a stale route may have been written by someone else (proto boot).
+    let mut msg = route_msg(ext, r);
+    msg.header.protocol = RouteProtocol::Unspec;
+    match h.route().del(msg).execute().await {
         Ok(()) => {
             log!(
                 "deleted route {} via {} dev {}",
