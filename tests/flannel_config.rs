@@ -102,6 +102,10 @@ let svc = service_route(w1);
 expect(svc.contains("dev eth0"), "kube-proxy's Service route follows the backend");
 let hops = w1.trace("c1", b.ip, #{ proto: "icmp" });
 expect(hops[-1].what == "answer" && hops.filter(|h| h.what == "encapsulate").len() == 0, "the trace walk follows the plain route: c2 answers, nothing is encapsulated");
+let w3 = C0.add_worker();
+w3.create_container("c3");
+let joined = w3.exec_container("c3", `ping -c 1 -W 2 ${b.ip}`);
+expect(joined.contains(" 0% packet loss") && w1.exec("ip route show").contains(` via ${w3.ip} dev eth0`), "a joining worker routes and is routed to");
 // A route whose lease vanished while the agent was stopped goes when it starts again.
 w1.stop_agent("flanneld");
 w1.exec(`ip route add 11.77.0.0/20 via ${w2.ip} dev eth0`);
@@ -130,6 +134,6 @@ fn host_gw_routes_pods_across_workers_without_vxlan() {
     run_lesson(
         "fl-hostgw",
         &HOST_GW.replace("FILE", &file.0.display().to_string()),
-        11,
+        12,
     );
 }
