@@ -67,6 +67,9 @@ impl Sim {
                 if self.is_node_name(n) || self.inner.record.snapshot().namespaces.contains(&ns) {
                     bail!("namespace {ns} is already one of this run's: pick another name, or `ip netns del {n}` first");
                 }
+                if crate::netns::exists(&ns) {
+                    bail!("`{real}`: namespace {ns} already exists and this run did not make it (it is left alone): pick another name");
+                }
                 // Recorded before it exists, so a crash in between still leaves nothing.
                 self.inner.record.add_namespace(&ns)?;
                 let out = std::process::Command::new("ip")
