@@ -250,20 +250,19 @@ fn bad_ingress_input_is_refused_and_leaves_no_nginx() {
     let (sim, c) = started("ingr2", 1, 1);
     let w1 = c.worker("w1").unwrap();
     let ok = [rule("/svc1", "100.64.11.1:8000")];
+    // A rule naming a Service names one of its TCP ports.
     c.service("web", &spec("web")).unwrap();
+    for (want, endpoint) in [
+        ("no TCP port 81 (its ports: 8000)", "web:81"),
+        ("'http' is not a port", "web:http"),
+    ] {
+        let e = w1
+            .run_ingress("g", 8001, &[rule("/w", endpoint)])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains(want), "{e}");
+    }
     let cases: Vec<(&str, &str, i64, Vec<IngressRule>)> = vec![
-        (
-            "Service 'web' has no TCP port 81 (its ports: 8000)",
-            "grp1",
-            8001,
-            vec![rule("/web", "web:81")],
-        ),
-        (
-            "'http' is not a port",
-            "grp1",
-            8001,
-            vec![rule("/web", "web:http")],
-        ),
         (
             "does not start with '/'",
             "grp1",
