@@ -453,6 +453,11 @@ fn flannel_configs() -> Vec<Case> {
             "#{ vxlan_port: 4789 }",
             &["unknown flannel option 'vxlan_port'", "subnet_len"],
         ),
+        flannel(
+            "flhostvni",
+            r#"#{ backend: "host-gw", vni: 7 }"#,
+            &["'vni' is the vxlan backend's", "leave 'vni' out"],
+        ),
         flannel("fltype", "42", &["'flannel' must be a map", "JSON file"]),
         flannel(
             "flnofile",

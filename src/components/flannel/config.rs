@@ -289,6 +289,11 @@ pub fn from_options(opts: &[(String, OptValue)]) -> Result<NetConfig> {
         json.insert(k.clone(), value);
     }
     let given = |k: &str| json.get(k).cloned();
+    if given("backend").is_some_and(|b| b == "host-gw") {
+        if let Some(k) = ["vni", "port"].into_iter().find(|k| json.contains_key(*k)) {
+            bail!("flannel option '{k}' is the vxlan backend's: host-gw has no VXLAN device, so leave '{k}' out (or use backend: \"vxlan\")");
+        }
+    }
     let defaults: serde_json::Value =
         serde_json::from_str(SIM_DEFAULT_JSON).expect("the default config is JSON");
     let other_network = given("network").is_some_and(|n| n != defaults["Network"]);
@@ -461,6 +466,10 @@ mod tests {
         );
         let e = opts(&[("port", Int(70000))]).unwrap_err().to_string();
         assert!(e.contains("Port 70000") && e.contains("1 to 65535"), "{e}");
+        let e = opts(&[("backend", Text("host-gw".into())), ("vni", Int(7))])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("'vni' is the vxlan backend's"), "{e}");
         let e = opts(&[("backend", Text("wireguard".into()))])
             .unwrap_err()
             .to_string();
