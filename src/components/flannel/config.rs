@@ -434,46 +434,51 @@ mod tests {
     #[test]
     fn bad_options_say_which_and_how_to_fix() {
         use OptValue::{Int, Text};
-        let e = opts(&[("subnetlen", Int(24))]).unwrap_err().to_string();
-        assert!(
-            e.contains("unknown flannel option 'subnetlen'") && e.contains("subnet_len"),
-            "{e}"
-        );
-        let e = opts(&[("vni", Text("7".into()))]).unwrap_err().to_string();
-        assert!(e.contains("'vni'") && e.contains("whole number"), "{e}");
-        let e = opts(&[("network", Int(12))]).unwrap_err().to_string();
-        assert!(
-            e.contains("'network'") && e.contains("must be a string"),
-            "{e}"
-        );
-        let e = opts(&[("subnet_len", Int(8))]).unwrap_err().to_string();
-        assert!(e.contains("too short") && e.contains("/10 to /30"), "{e}");
-        let e = opts(&[
-            ("subnet_min", Text("11.99.0.0".into())),
-            ("subnet_max", Text("11.10.0.0".into())),
-        ])
-        .unwrap_err()
-        .to_string();
-        assert!(e.contains("above SubnetMax"), "{e}");
-        let e = opts(&[("subnet_min", Text("12.0.0.0".into()))])
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("not in the range"), "{e}");
-        let e = opts(&[("vni", Int(1 << 24))]).unwrap_err().to_string();
-        assert!(
-            e.contains("VNI 16777216") && e.contains("1 to 16777215"),
-            "{e}"
-        );
-        let e = opts(&[("port", Int(70000))]).unwrap_err().to_string();
-        assert!(e.contains("Port 70000") && e.contains("1 to 65535"), "{e}");
-        let e = opts(&[("backend", Text("host-gw".into())), ("vni", Int(7))])
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("'vni' is the vxlan backend's"), "{e}");
-        let e = opts(&[("backend", Text("wireguard".into()))])
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("\"wireguard\"") && e.contains("host-gw"), "{e}");
+        let t = |s: &str| Text(s.into());
+        type Case<'a> = (Vec<(&'a str, OptValue)>, Vec<&'a str>);
+        let cases: Vec<Case> = vec![
+            (
+                vec![("subnetlen", Int(24))],
+                vec!["unknown flannel option 'subnetlen'", "subnet_len"],
+            ),
+            (vec![("vni", t("7"))], vec!["'vni'", "whole number"]),
+            (
+                vec![("network", Int(12))],
+                vec!["'network'", "must be a string"],
+            ),
+            (
+                vec![("subnet_len", Int(8))],
+                vec!["too short", "/10 to /30"],
+            ),
+            (
+                vec![
+                    ("subnet_min", t("11.99.0.0")),
+                    ("subnet_max", t("11.10.0.0")),
+                ],
+                vec!["above SubnetMax"],
+            ),
+            (
+                vec![("subnet_min", t("12.0.0.0"))],
+                vec!["not in the range"],
+            ),
+            (
+                vec![("vni", Int(1 << 24))],
+                vec!["VNI 16777216", "1 to 16777215"],
+            ),
+            (vec![("port", Int(70000))], vec!["Port 70000", "1 to 65535"]),
+            (
+                vec![("backend", t("host-gw")), ("vni", Int(7))],
+                vec!["'vni' is the vxlan backend's"],
+            ),
+            (
+                vec![("backend", t("wireguard"))],
+                vec!["\"wireguard\"", "host-gw"],
+            ),
+        ];
+        for (o, want) in cases {
+            let e = opts(&o).unwrap_err().to_string();
+            assert!(want.iter().all(|w| e.contains(w)), "{o:?}: {e}");
+        }
     }
 
     #[test]
