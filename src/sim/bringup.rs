@@ -151,7 +151,7 @@ fn wire_hosts(
         .map(|(n, _)| n.clone())
         .collect();
     sim.inner.record.forget_namespaces(&unmade)?;
-    results.into_iter().map(|(_, r)| r).collect()
+    results.into_iter().try_for_each(|(_, r)| r)
 }
 
 fn start_etcd_members(sim: &Sim, id: &str) -> Result<()> {
