@@ -484,6 +484,9 @@ pub(super) fn start_clusters(sim: &Sim, ids: &[String]) -> Result<()> {
     pb.set_message("waiting for the overlay routes");
     for id in ids {
         wait_converged(sim, id)?;
+        // Every kube-proxy has programmed its table (a learner's first `nft list
+        // ruleset` shows it whole).
+        super::Cluster::handle(sim, id).wait_converged()?;
         let mut st = sim.state();
         st.clusters
             .iter_mut()
@@ -491,7 +494,7 @@ pub(super) fn start_clusters(sim: &Sim, ids: &[String]) -> Result<()> {
             .unwrap()
             .started = true;
     }
-    phases.done("overlay converged");
+    phases.done("overlay converged, kube-proxy tables programmed");
     pb.inc(1);
     pb.finish_and_clear();
     let times = BringUpTimes {

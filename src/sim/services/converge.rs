@@ -41,33 +41,44 @@ impl Cluster {
     /// Waits until every running worker's kube-proxy table matches the cluster's state.
     pub fn wait_converged(&self) -> Result<()> {
         let want = rules::desired(&self.service_state());
-        for w in self.workers().iter().filter(|w| w.is_started()) {
-            // A kube-proxy stopped on purpose catches up once started again.
-            if !self.sim.agent_wait(&w.name(), DaemonKind::KubeProxy)? {
-                continue;
-            }
-            let log = w.dir().join("kube-proxy.log");
-            Wait::new(
-                format!(
-                    "kube-proxy on {} to program the cluster's Services",
-                    w.name()
-                ),
-                CONVERGE_TIMEOUT,
-            )
-            .every(Duration::from_millis(10))
-            .hint(|| format!("see {}", log.display()))
-            .until(|| {
-                // One in a crash loop ends the wait with its error.
-                self.sim.agent_wait(&w.name(), DaemonKind::KubeProxy)?;
-                let cur = kubeproxy::read_current(Some(&w.ns()))?;
-                let left = rules::plan(&want, &cur);
-                if left.is_empty() {
-                    return Ok(Poll::Ready(()));
-                }
-                Ok(Poll::Pending(pending_changes(&left)))
-            })?;
+        let workers: Vec<Worker> = self
+            .workers()
+            .into_iter()
+            .filter(|w| w.is_started())
+            .collect();
+        // The workers side by side: each check is an `nft` run that mostly waits.
+        crate::parallel::each(&workers, crate::parallel::default_limit(), |w| {
+            self.wait_worker_converged(w, &want)
+        })
+        .into_iter()
+        .collect()
+    }
+
+    fn wait_worker_converged(&self, w: &Worker, want: &rules::Desired) -> Result<()> {
+        // A kube-proxy stopped on purpose catches up once started again.
+        if !self.sim.agent_wait(&w.name(), DaemonKind::KubeProxy)? {
+            return Ok(());
         }
-        Ok(())
+        let log = w.dir().join("kube-proxy.log");
+        Wait::new(
+            format!(
+                "kube-proxy on {} to program the cluster's Services",
+                w.name()
+            ),
+            CONVERGE_TIMEOUT,
+        )
+        .every(Duration::from_millis(10))
+        .hint(|| format!("see {}", log.display()))
+        .until(|| {
+            // One in a crash loop ends the wait with its error.
+            self.sim.agent_wait(&w.name(), DaemonKind::KubeProxy)?;
+            let cur = kubeproxy::read_current(Some(&w.ns()))?;
+            let left = rules::plan(want, &cur);
+            if left.is_empty() {
+                return Ok(Poll::Ready(()));
+            }
+            Ok(Poll::Pending(pending_changes(&left)))
+        })
     }
 }
 
