@@ -58,3 +58,8 @@ fn lesson_05_skupper() {
 fn lesson_06_packet_walk() {
     run_lesson("06-packet-walk.rhai", "tr-lesson06");
 }
+
+#[test]
+fn lesson_07_troubleshoot() {
+    run_lesson("07-troubleshoot.rhai", "tr-lesson07");
+}
