@@ -419,3 +419,95 @@ fn the_console_word_trace() {
     );
     assert_nothing_left("tr-con", &[]);
 }
+
+/// `challenge` without a cluster: a fault that shows and a repair that works count two
+/// held expectations; a fault that does not show, or a repair that does not work, counts
+/// a failed one; a check that answers anything but true or false stops the script.
+#[test]
+fn challenge_checks_before_and_after_the_repair() {
+    use knetsim::script::{Outcome, ScriptSession};
+    let instance = "tr-challenge";
+    let sim = common::sim(instance);
+    let mut s = ScriptSession::new(sim.clone(), false);
+    let good = "let broken = true;\n\
+                challenge(\"t\", \"h\", || !broken, || { broken = false; });";
+    assert_eq!(s.run_source("good.rhai", good), Outcome::Ok);
+    assert_eq!(s.expect_counts(), (2, 0));
+    let never_broken = "challenge(\"t\", \"h\", || true, || ());";
+    assert_eq!(
+        s.run_source("never.rhai", never_broken),
+        Outcome::ExpectFailed(1)
+    );
+    let never_fixed = "challenge(\"t\", \"h\", || false, || ());";
+    assert_eq!(
+        s.run_source("unfixed.rhai", never_fixed),
+        Outcome::ExpectFailed(1)
+    );
+    let not_bool = "challenge(\"t\", \"h\", || \"yes\", || ());";
+    assert_eq!(s.run_source("b.rhai", not_bool), Outcome::ScriptError);
+    let e = s.last_error().unwrap_or_default().to_string();
+    assert!(
+        e.contains("the check must return true (repaired) or false (broken)"),
+        "{e}"
+    );
+    drop(s);
+    sim.teardown().expect("teardown");
+    assert_nothing_left(instance, &[]);
+}
+
+/// `topology`: the SVG parses as XML and shows every node and pod address, each worker's
+/// VTEP MAC as its kernel has it, and the Service with its endpoint; `.html` embeds it.
+#[test]
+fn the_topology_picture_shows_every_node_and_pod() {
+    let (sim, c) = started("tr-topo", 2, 1);
+    let w1 = c.worker("w1").unwrap();
+    let w2 = c.worker("w2").unwrap();
+    w1.create_container("c1", BTreeMap::new()).unwrap();
+    w2.create_container("c2", labels("web")).unwrap();
+    c.service("web", &web(80, None)).unwrap();
+    let dir = std::env::temp_dir().join(format!("tr-topo-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let svg_path = dir.join("c0.svg");
+    let text = sim.write_topology(svg_path.to_str().unwrap()).unwrap();
+    let svg = std::fs::read_to_string(&svg_path).unwrap();
+    let html_path = dir.join("c0.html");
+    sim.write_topology(html_path.to_str().unwrap()).unwrap();
+    let html = std::fs::read_to_string(&html_path).unwrap();
+    let bad = sim.write_topology(dir.join("c0.png").to_str().unwrap());
+    std::fs::remove_dir_all(&dir).unwrap();
+    println!("{text}");
+    knetsim::components::topology::well_formed(&svg).unwrap_or_else(|e| panic!("{e}\n{svg}"));
+    let mut addresses: Vec<String> = c.etcd_nodes().iter().map(|e| e.ip().to_string()).collect();
+    for w in c.workers() {
+        addresses.push(w.ip().to_string());
+        for p in w.containers() {
+            addresses.push(w.container_ip(&p).unwrap());
+        }
+        let mac = w.exec("cat /sys/class/net/flannel.*/address").unwrap();
+        assert!(
+            svg.contains(mac.trim()),
+            "{}'s VTEP MAC {mac} in the SVG",
+            w.name()
+        );
+    }
+    assert_eq!(addresses.len(), 5);
+    for ip in &addresses {
+        let shown = svg.contains(&format!(" {ip}<")) || svg.contains(&format!(" {ip} "));
+        assert!(shown, "{ip} is not in the SVG:\n{svg}");
+        assert!(
+            text.contains(ip.as_str()),
+            "{ip} is not in the text:\n{text}"
+        );
+    }
+    let vip = c.service_ip("web").unwrap().to_string();
+    let c2 = w2.container_ip("c2").unwrap();
+    assert!(
+        svg.contains(&vip) && text.contains(&format!("→ c2 {c2}")),
+        "{text}"
+    );
+    assert!(html.contains(&svg) && html.contains("<pre>"));
+    let e = format!("{:#}", bad.unwrap_err());
+    assert!(e.contains("must end in .svg or .html"), "{e}");
+    sim.teardown().unwrap();
+    assert_nothing_left("tr-topo", &[]);
+}

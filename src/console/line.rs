@@ -25,6 +25,10 @@ pub const COMMANDS: &[(&str, &str)] = &[
         "trace NODE [POD] DEST[:PORT] [tcp|udp|icmp]: walk one probe hop by hop (e.g. trace C0w1 c1 100.64.0.1:80)",
     ),
     (
+        "topo",
+        "topo [FILE.svg|FILE.html]: the running simulation as text; with a file, drawn there too",
+    ),
+    (
         "exit",
         "leave the console and tear the simulation down (also quit, Ctrl-D)",
     ),

@@ -2,8 +2,8 @@
 //! (a checked claim), `challenge` (break, diagnose, repair), `sleep` and `table`.
 
 use super::registry::{Env, RResult, Registry};
-use crate::ui;
 use crate::sim::Sim;
+use crate::ui;
 use rhai::{Array, Dynamic, EvalAltResult, FnPtr, NativeCallContext, Position};
 use std::io::{IsTerminal, Write};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -178,7 +178,10 @@ fn challenge(
             }
         }
     } else {
-        println!("{}", ui::dim("  (no pause: the lesson applies its own repair)"));
+        println!(
+            "{}",
+            ui::dim("  (no pause: the lesson applies its own repair)")
+        );
         let _: Dynamic = repair.call_within_context(ctx, ())?;
     }
     let mut fixed = false;

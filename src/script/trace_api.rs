@@ -1,11 +1,12 @@
 //! The packet walk in scripts: `w.trace(pod, dest)`, `w.trace(pod, dest, #{ proto, port })`,
 //! `w.trace(dest)` from the worker itself, and `e.trace(dest)` from an etcd member (a
 //! machine outside the pod network). Each prints the annotated walk and returns its hops
-//! as an array of `#{ node, dev, what, detail }`.
+//! as an array of `#{ node, dev, what, detail }`. `topology()` prints the running
+//! simulation; `topology("file.svg")` (or `.html`) also draws it into a file.
 
-use super::registry::{rt, RResult, Registry};
+use super::registry::{rt, Env, RResult, Registry};
 use crate::sim::{EtcdNode, TraceOptions, Walk, Worker};
-use rhai::{Array, Dynamic, Map};
+use rhai::{Array, Dynamic, Map, NativeCallContext};
 
 fn options(m: &Map) -> RResult<TraceOptions> {
     let mut o = TraceOptions::default();
@@ -46,6 +47,22 @@ fn shown(w: anyhow::Result<Walk>) -> RResult<Array> {
 }
 
 pub fn register(reg: &mut Registry) {
+    reg.func(
+        "topology",
+        "topology([file])",
+        "Prints the running simulation (underlay, workers, pods, subnets, VTEPs, Services, ingress, Skupper links); with a file ending in .svg or .html, draws it there too",
+        r#"topology("cluster.svg");"#,
+        |ctx: NativeCallContext| -> RResult<()> {
+            print!("{}", Env::of(&ctx)?.sim.topology().text());
+            Ok(())
+        },
+    )
+    .overload(|ctx: NativeCallContext, file: &str| -> RResult<()> {
+        let text = rt(Env::of(&ctx)?.sim.write_topology(file))?;
+        print!("{text}");
+        println!("(drawn in {file})");
+        Ok(())
+    });
     reg.on::<Worker>()
         .method(
             "trace",

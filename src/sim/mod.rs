@@ -14,6 +14,7 @@ mod node_exec;
 mod services;
 mod skupper;
 mod supervise;
+mod topology;
 mod trace;
 mod worker;
 

@@ -196,6 +196,12 @@ impl Cluster {
             .and_then(|id| self.sim.daemon_pid(id))
     }
 
+    /// The worker this cluster's Skupper router runs on, while it runs.
+    pub fn skupper_router_worker(&self) -> Option<String> {
+        self.skupper_router_pid()?;
+        self.site().map(|s| s.worker)
+    }
+
     /// Services exposed by this site: name and the tcpListener port in the other sites.
     pub fn skupper_services(&self) -> Vec<(String, u16)> {
         self.site()

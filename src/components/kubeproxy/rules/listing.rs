@@ -182,7 +182,8 @@ mod tests {
             l.chains.insert(chain.to_string());
             l.rules.extend(rules.into_iter().map(|r| listed(chain, r)));
         }
-        l.rules.extend(jumps().into_iter().map(|(c, r)| listed(c, r)));
+        l.rules
+            .extend(jumps().into_iter().map(|(c, r)| listed(c, r)));
         assert!(l.has_skeleton());
         // `nft flush table ip kube-proxy`: every chain is still there, empty.
         l.rules.clear();
