@@ -450,6 +450,13 @@ fn register_worker(reg: &mut Registry) {
             rt(w.create_container(c, labels)).map(container_map)
         })
         .method(
+            "container",
+            "container(pod) -> #{ name, worker, ip, ns, labels }",
+            "A pod of this worker as the simulator (the API server) knows it",
+            r#"print(C0w2.container("c2").labels);"#,
+            |w: &mut Worker, c: &str| -> RResult<Map> { rt(w.container(c)).map(container_map) },
+        )
+        .method(
             "set_labels",
             "set_labels(pod, labels)",
             "Replaces a pod's labels (kubectl label --overwrite): Services select it or stop selecting it",
