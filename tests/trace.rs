@@ -385,8 +385,21 @@ fn the_console_word_trace() {
     )
     .unwrap();
     // C0w1 is 10.0.0.2 with one etcd member first (hosts are numbered in creation order).
-    let input = "trace C0e1 10.0.0.2\ntrace C0w1 c1 10.0.0.2 udp\ntrace C0w1 c9 10.0.0.2\ntrace nowhere 10.0.0.2\ntrace C0w1\ntrace C0e1 c1 10.0.0.2\nquit\n";
-    let out = common::piped_console("tr-con", &script, &dir, input);
+    // One literal per line: the deck shows some of them (tests/deck.rs looks for them).
+    let lines = [
+        "trace C0e1 10.0.0.2",
+        "trace C0w1 c1 10.0.0.2 udp",
+        "trace C0w1 c9 10.0.0.2",
+        "trace nowhere 10.0.0.2",
+        "trace C0w1",
+        "trace C0e1 c1 10.0.0.2",
+        "trace C0e1 10.0.0.2:30080 tcp",
+        "topo",
+        "topo cluster.png",
+        "quit",
+    ];
+    let input = lines.join("\n") + "\n";
+    let out = common::piped_console("tr-con", &script, &dir, &input);
     let text = format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),
@@ -417,6 +430,13 @@ fn the_console_word_trace() {
         text.contains("C0e1 is an etcd member: it runs no pods"),
         "{text}"
     );
+    assert!(
+        text.contains("Packet walk: tcp 10.0.0.2:30080 from C0e1"),
+        "{text}"
+    );
+    assert!(text.contains("C0w1      10.0.0.2"), "topo: {text}");
+    assert!(text.contains("      c1       11."), "topo: {text}");
+    assert!(text.contains("must end in .svg or .html"), "{text}");
     assert_nothing_left("tr-con", &[]);
 }
 
