@@ -5,6 +5,7 @@
 //! port or ICMP id), then removes every table it added and decodes the hops in path order.
 
 mod assemble;
+mod ingress;
 mod monitor;
 mod probe;
 
@@ -79,7 +80,7 @@ impl Worker {
             None => places.iter().find(|pl| pl.label == self.name()).cloned(),
         }
         .context("the source is not in the simulation's state")?;
-        run(places, src, dest, opts)
+        run(&self.sim, &self.cluster, places, src, dest, opts)
     }
 
     fn require_started_for_trace(&self) -> Result<()> {
@@ -103,7 +104,7 @@ impl EtcdNode {
             .find(|p| p.label == self.name())
             .cloned()
             .context("the etcd member is not in the simulation's state")?;
-        run(places, src, dest, opts)
+        run(&self.sim, &self.cluster, places, src, dest, opts)
     }
 }
 
@@ -195,13 +196,85 @@ fn parse_target(dest: &str, opts: &TraceOptions) -> Result<(Ipv4Addr, Proto, Opt
     Ok((ip, proto, port))
 }
 
-fn run(places: Vec<Place>, src: Place, dest: &str, opts: &TraceOptions) -> Result<Walk> {
+fn run(
+    sim: &Sim,
+    cluster: &str,
+    places: Vec<Place>,
+    src: Place,
+    dest: &str,
+    opts: &TraceOptions,
+) -> Result<Walk> {
+    if let Some((dest, path)) = dest.split_once('/') {
+        return ingress::walk(sim, cluster, &places, &src, dest, &format!("/{path}"), opts);
+    }
     let (ip, proto, port) = parse_target(dest, opts)?;
+    let tag = rand::random_range(PROBE_TAGS);
+    let leg = walk_leg(&places, &src, (ip, proto, port), tag, None, || {
+        send_probe(&src.ns, ip, proto, port, tag)
+    })?;
+    let what = match port {
+        Some(p) => format!("{} {ip}:{p}", proto.name()),
+        None => format!("{} {ip}", proto.name()),
+    };
+    let tag_name = if proto == Proto::Icmp {
+        "id"
+    } else {
+        "source port"
+    };
+    let header = format!(
+        "Packet walk: {what} from {} ({}), a fresh flow ({tag_name} {tag})\n",
+        src.label, src.ip
+    );
+    Ok(Walk {
+        text: header + render(&leg.hops).as_str(),
+        hops: leg.hops,
+        answered: leg.answered,
+        raw: leg.raw,
+    })
+}
+
+/// One traced packet's walk.
+struct Leg {
+    hops: Vec<Hop>,
+    answered: bool,
+    raw: BTreeMap<String, String>,
+}
+
+/// The hops, one numbered line each.
+fn render(hops: &[Hop]) -> String {
+    let mut text = String::new();
+    for (i, h) in hops.iter().enumerate() {
+        text.push_str(&format!(
+            "{:>3}. {:<12} {:<14} {:<12} {}\n",
+            i + 1,
+            h.node,
+            h.dev,
+            h.what,
+            h.detail
+        ));
+    }
+    text
+}
+
+/// Traces one packet that leaves `src` for `target` (ip, protocol, port): adds the trace
+/// table everywhere (in `src` with the `upstream` rule first, when the traced packet is a
+/// proxy's own connection), starts the monitors, runs `trigger` (which sends the packet or
+/// makes the proxy send it), then removes the tables and decodes the hops.
+fn walk_leg(
+    places: &[Place],
+    src: &Place,
+    target: (Ipv4Addr, Proto, Option<u16>),
+    tag: u16,
+    upstream: Option<&str>,
+    trigger: impl FnOnce() -> Result<Answer>,
+) -> Result<Leg> {
+    let (ip, proto, port) = target;
     // Only the source's etcd member takes part among the etcd members (or the one
     // addressed): the others are never on a path.
     let traced: Vec<Place> = places
-        .into_iter()
+        .iter()
         .filter(|p| p.role != Role::Etcd || p.label == src.label || p.ip == ip)
+        .cloned()
         .collect();
     let mut link_map: BTreeMap<String, Vec<Link>> = BTreeMap::new();
     for p in &traced {
@@ -218,14 +291,16 @@ fn run(places: Vec<Place>, src: Place, dest: &str, opts: &TraceOptions) -> Resul
         .iter()
         .filter(|p| p.role == Role::Worker)
         .find_map(|p| link_map.get(&p.ns).and_then(|l| links::vxlan(l)));
-    let probe = Probe {
-        proto,
-        tag: rand::random_range(PROBE_TAGS),
-    };
+    let probe = Probe { proto, tag };
     let table = tr::table_text(&probe, vxlan.as_ref());
+    let src_table = upstream.map(|rule| tr::upstream_table_text(&probe, vxlan.as_ref(), rule));
     let mut tables = Tables(Vec::new());
     for p in &traced {
-        nftcmd::apply(Some(&p.ns), &table, "the trace table")
+        let text = match &src_table {
+            Some(t) if p.label == src.label => t,
+            _ => &table,
+        };
+        nftcmd::apply(Some(&p.ns), text, "the trace table")
             .with_context(|| format!("adding the trace table on {}", p.label))?;
         tables.0.push(p.ns.clone());
     }
@@ -249,7 +324,7 @@ fn run(places: Vec<Place>, src: Place, dest: &str, opts: &TraceOptions) -> Resul
         }
         std::thread::sleep(Duration::from_millis(10));
     }
-    let answer = send_probe(&src.ns, ip, proto, port, probe.tag)?;
+    let answer = trigger()?;
     let mut last_len = 0;
     let mut quiet_since = Instant::now();
     let settle = Instant::now();
@@ -271,7 +346,7 @@ fn run(places: Vec<Place>, src: Place, dest: &str, opts: &TraceOptions) -> Resul
     tables.remove()?;
     let hops = assemble(
         &traced,
-        &src,
+        src,
         &link_map,
         &outputs,
         vxlan.as_ref(),
@@ -281,38 +356,14 @@ fn run(places: Vec<Place>, src: Place, dest: &str, opts: &TraceOptions) -> Resul
         port,
     );
     let answered = matches!(answer, Answer::Answered(_));
-    let what = match port {
-        Some(p) => format!("{} {ip}:{p}", proto.name()),
-        None => format!("{} {ip}", proto.name()),
-    };
-    let tag = if proto == Proto::Icmp {
-        "id"
-    } else {
-        "source port"
-    };
-    let mut text = format!(
-        "Packet walk: {what} from {} ({}), a fresh flow ({tag} {})\n",
-        src.label, src.ip, probe.tag
-    );
-    for (i, h) in hops.iter().enumerate() {
-        text.push_str(&format!(
-            "{:>3}. {:<12} {:<14} {:<12} {}\n",
-            i + 1,
-            h.node,
-            h.dev,
-            h.what,
-            h.detail
-        ));
-    }
     let raw = traced
         .iter()
         .filter_map(|p| Some((p.label.clone(), outputs.get(&p.ns)?.clone())))
         .filter(|(_, t)| !t.is_empty())
         .collect();
-    Ok(Walk {
+    Ok(Leg {
         hops,
         answered,
-        text,
         raw,
     })
 }

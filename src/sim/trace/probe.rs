@@ -10,6 +10,8 @@ use std::time::{Duration, Instant};
 
 /// How long the probe waits for its answer (below TCP's first SYN retransmission, 1 s,
 /// so the walk shows one packet).
+/// How long an HTTP request through a proxy may take, each way.
+const HTTP_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
 pub(super) const ANSWER_WAIT: Duration = Duration::from_millis(900);
 /// The probe's TOS byte: its DSCP (by which the trace table knows it after NAT), no ECN.
 const PROBE_TOS: u32 = (tr::PROBE_DSCP as u32) << 2;
@@ -34,6 +36,39 @@ pub(super) fn send_probe(
         Proto::Icmp => icmp_probe(ip, tag),
         Proto::Tcp => tcp_probe(ip, port.unwrap_or(80), tag),
         Proto::Udp => udp_probe(ip, port.unwrap_or(53), tag),
+    })
+}
+
+/// A real HTTP GET from namespace `ns` (an ordinary connection: not the probe), for a
+/// proxy to forward; its answer is the status line and the first line of the body.
+pub(super) fn http_get(ns: &str, ip: Ipv4Addr, port: u16, path: &str) -> Result<Answer> {
+    let request = format!("GET {path} HTTP/1.0\r\nHost: {ip}:{port}\r\nConnection: close\r\n\r\n");
+    netns::run_in(ns, move || {
+        use std::io::Write;
+        let addr = std::net::SocketAddr::from(SocketAddrV4::new(ip, port));
+        let mut s = match std::net::TcpStream::connect_timeout(&addr, HTTP_WAIT) {
+            Ok(s) => s,
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+                return Ok(Answer::Refused("connection refused (RST)".into()))
+            }
+            Err(_) => return Ok(Answer::Nothing),
+        };
+        s.set_read_timeout(Some(HTTP_WAIT))?;
+        s.write_all(request.as_bytes())?;
+        let mut body = Vec::new();
+        let _ = s.take(64 * 1024).read_to_end(&mut body);
+        let text = String::from_utf8_lossy(&body);
+        let status = text.lines().next().unwrap_or("").trim().to_string();
+        if !status.starts_with("HTTP/") {
+            return Ok(Answer::Nothing);
+        }
+        let first = text
+            .split_once("\r\n\r\n")
+            .and_then(|(_, b)| b.lines().next())
+            .unwrap_or("")
+            .trim()
+            .to_string();
+        Ok(Answer::Answered(format!("{status}, body {first:?}")))
     })
 }
 
