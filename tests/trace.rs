@@ -5,7 +5,7 @@ mod common;
 
 use common::{assert_nothing_left, started, HostSnapshot};
 use knetsim::components::trace::Hop;
-use knetsim::sim::{Cluster, PortSpec, ServiceSpec, Sim, TraceOptions, Walk};
+use knetsim::sim::{Cluster, IngressRule, PortSpec, ServiceSpec, Sim, TraceOptions, Walk};
 use std::collections::BTreeMap;
 
 fn labels(app: &str) -> BTreeMap<String, String> {
@@ -530,4 +530,69 @@ fn the_topology_picture_shows_every_node_and_pod() {
     assert!(e.contains("must end in .svg or .html"), "{e}");
     sim.teardown().unwrap();
     assert_nothing_left("tr-topo", &[]);
+}
+
+/// Client → ingress → Service → pod: the client's flow ends at nginx on C0w1 (no DNAT on
+/// it), then nginx's own flow to the Service is DNATed to the endpoint before it enters the
+/// overlay, and the endpoint answers the real GET.
+#[test]
+fn through_the_ingress_to_a_service_and_its_pod() {
+    let (sim, c) = started("tr-ingress", 2, 1);
+    let w1 = c.worker("w1").unwrap();
+    let w2 = c.worker("w2").unwrap();
+    w1.create_container("c1", BTreeMap::new()).unwrap();
+    w2.create_container("ic0", labels("web")).unwrap();
+    serve(&c, "ic0");
+    let vip = c.service("web", &web(8000, None)).unwrap();
+    let rules = [IngressRule {
+        path: "/svc1".into(),
+        endpoint: format!("{vip}:8000"),
+    }];
+    w1.run_ingress("grp1", 8001, &rules).unwrap();
+    let ip0 = w2.container_ip("ic0").unwrap();
+    let before = rulesets(&c);
+    let dest = format!("{}:8001/svc1", w1.ip());
+    let walk = w1.trace(Some("c1"), &dest, &TraceOptions::default());
+    let hops = traced(&before, &c, &sim, walk);
+    let proxy = pos(&hops, |h| h.what == "proxy").expect("a proxy hop");
+    assert_eq!(hops[proxy].node, "C0w1");
+    assert!(
+        hops[proxy].detail.contains(&format!("{vip}:8000")),
+        "{}",
+        hops[proxy].detail
+    );
+    // Flow 1: to nginx on C0w1 itself, no DNAT.
+    assert!(pos(&hops[..proxy], |h| h.what == "deliver" && h.node == "C0w1").is_some());
+    assert!(pos(&hops[..proxy], |h| h.what == "dnat").is_none());
+    // Flow 2: from C0w1 itself, DNAT to the endpoint before the overlay, then the pod.
+    let flow2 = &hops[proxy + 1..];
+    assert_eq!(
+        (flow2[0].node.as_str(), flow2[0].what.as_str()),
+        ("C0w1", "send")
+    );
+    let dnat = pos(flow2, |h| h.what == "dnat").expect("nginx's flow is DNATed");
+    assert!(flow2[dnat].detail.contains(&ip0), "{}", flow2[dnat].detail);
+    let enc = pos(flow2, |h| h.what == "encapsulate").expect("and wrapped in VXLAN");
+    assert!(dnat < enc);
+    assert!(pos(flow2, |h| h.what == "deliver" && h.node == "ic0@C0w2").is_some());
+    let last = hops.last().unwrap();
+    assert_eq!(last.what, "answer");
+    assert!(
+        last.detail.contains("200 OK") && last.detail.contains("\"ic0\""),
+        "{}",
+        last.detail
+    );
+    // Paths nginx does not route, and ports no ingress listens on, are refused.
+    let e = |d: &str| {
+        format!(
+            "{:#}",
+            w1.trace(Some("c1"), d, &TraceOptions::default())
+                .unwrap_err()
+        )
+    };
+    assert!(e(&format!("{}:8001/other", w1.ip())).contains("routes no location"));
+    assert!(e(&format!("{}:8002/svc1", w1.ip())).contains("no ingress of C0 listens on"));
+    assert_eq!(before, rulesets(&c));
+    sim.teardown().unwrap();
+    assert_nothing_left("tr-ingress", &[]);
 }
