@@ -596,3 +596,85 @@ fn through_the_ingress_to_a_service_and_its_pod() {
     sim.teardown().unwrap();
     assert_nothing_left("tr-ingress", &[]);
 }
+
+/// Across clusters through the Skupper routers: the client's flow ends at C1's router, the
+/// AMQP link between the routers carries the request (its byte counters move), and C0's
+/// router opens its own flow to the pod, which answers.
+#[test]
+fn across_clusters_through_the_skupper_routers() {
+    use knetsim::sim::{ClusterSpec, LinkOptions, SiteOptions};
+    let sim = common::sim("tr-skupper");
+    let c0 = sim
+        .cluster(
+            "0",
+            ClusterSpec {
+                workers: 2,
+                etcd: 1,
+            },
+        )
+        .unwrap();
+    let c1 = sim
+        .cluster(
+            "1",
+            ClusterSpec {
+                workers: 1,
+                etcd: 1,
+            },
+        )
+        .unwrap();
+    sim.start().unwrap();
+    let w2 = c0.worker("w2").unwrap();
+    w2.create_container("c4", BTreeMap::new()).unwrap();
+    serve(&c0, "c4");
+    let client = c1.worker("w1").unwrap();
+    client.create_container("c1", BTreeMap::new()).unwrap();
+    c0.skupper_init(SiteOptions::default()).unwrap();
+    c1.skupper_init(SiteOptions::default()).unwrap();
+    c1.skupper_link(&c0.skupper_token().unwrap(), LinkOptions::default())
+        .unwrap();
+    let port = c0.skupper_expose("svc1", "c4", 8000).unwrap();
+    let router0 = c0.worker("w1").unwrap();
+    let ip4 = w2.container_ip("c4").unwrap();
+    let (before0, before1) = (rulesets(&c0), rulesets(&c1));
+    let dest = format!("{}:{port}", client.ip());
+    let walk = client.trace(Some("c1"), &dest, &TraceOptions::default());
+    let hops = traced(&before1, &c1, &sim, walk);
+    assert_eq!(before0, rulesets(&c0), "C0's rulesets changed");
+    no_monitor_left(&sim, &c0);
+    let link = pos(&hops, |h| h.what == "amqp-link").expect("the AMQP link is a hop");
+    assert_eq!(hops[link].node, "C1w1");
+    let peer = format!("→ {}:55671", router0.ip());
+    assert!(hops[link].detail.contains(&peer), "{}", hops[link].detail);
+    assert!(
+        !hops[link].detail.contains("sent 0 bytes"),
+        "the request crossed the link: {}",
+        hops[link].detail
+    );
+    // Flow 1 ends at C1's router; flow 2 leaves C0's router for the pod.
+    assert!(pos(&hops[..link], |h| h.what == "deliver" && h.node == "C1w1").is_some());
+    assert_eq!(hops[link - 1].what, "proxy");
+    assert_eq!(
+        (hops[link + 1].what.as_str(), hops[link + 1].node.as_str()),
+        ("proxy", "C0w1")
+    );
+    let flow2 = &hops[link + 2..];
+    assert_eq!(
+        (flow2[0].node.as_str(), flow2[0].what.as_str()),
+        ("C0w1", "send")
+    );
+    assert!(
+        flow2[0].detail.contains(&format!("{ip4}:8000")),
+        "{}",
+        flow2[0].detail
+    );
+    assert!(pos(flow2, |h| h.what == "encapsulate" && h.node == "C0w1").is_some());
+    assert!(pos(flow2, |h| h.what == "deliver" && h.node == "c4@C0w2").is_some());
+    let last = hops.last().unwrap();
+    assert!(
+        last.what == "answer" && last.detail.contains("\"c4\""),
+        "{}",
+        last.detail
+    );
+    sim.teardown().unwrap();
+    assert_nothing_left("tr-skupper", &[]);
+}

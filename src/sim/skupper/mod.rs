@@ -202,6 +202,14 @@ impl Cluster {
         self.site().map(|s| s.worker)
     }
 
+    /// While its router runs: the worker it runs on, its underlay address, and the
+    /// configuration it was started with (for the packet walk through the routers).
+    pub(crate) fn skupper_running(&self) -> Option<(String, Ipv4Addr, RouterConfig)> {
+        self.skupper_router_pid()?;
+        let s = self.site()?;
+        Some((s.worker, s.host, s.running?))
+    }
+
     /// Services exposed by this site: name and the tcpListener port in the other sites.
     pub fn skupper_services(&self) -> Vec<(String, u16)> {
         self.site()

@@ -8,6 +8,7 @@ mod assemble;
 mod ingress;
 mod monitor;
 mod probe;
+mod skupper;
 
 use super::{EtcdNode, Sim, Worker};
 use crate::components::nft as nftcmd;
@@ -208,6 +209,11 @@ fn run(
         return ingress::walk(sim, cluster, &places, &src, dest, &format!("/{path}"), opts);
     }
     let (ip, proto, port) = parse_target(dest, opts)?;
+    if let (Proto::Tcp, Some(p)) = (proto, port) {
+        if let Some(route) = skupper::route(sim, cluster, ip, p) {
+            return skupper::walk(sim, &src, ip, p, route);
+        }
+    }
     let tag = rand::random_range(PROBE_TAGS);
     let leg = walk_leg(&places, &src, (ip, proto, port), tag, None, || {
         send_probe(&src.ns, ip, proto, port, tag)
