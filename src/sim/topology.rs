@@ -245,6 +245,11 @@ impl Sim {
                     services: if started { services(c) } else { vec![] },
                     ingresses: ingresses(c),
                     router_on: c.skupper_router_worker(),
+                    skupper_exposed: c
+                        .skupper_services()
+                        .iter()
+                        .map(|(name, port)| format!("{name} → port {port} in the other sites"))
+                        .collect(),
                 }
             })
             .collect();

@@ -28,6 +28,8 @@ pub struct ClusterView {
     pub ingresses: Vec<IngressView>,
     /// The worker running this cluster's Skupper router, if it has one.
     pub router_on: Option<String>,
+    /// Services this cluster's Skupper site exposes: `web → port 1028 in the other sites`.
+    pub skupper_exposed: Vec<String>,
 }
 
 /// A named machine or pod with its address.
@@ -141,6 +143,9 @@ impl Topology {
             for i in &c.ingresses {
                 s += &format!("  ingress {} on {}: {}\n", i.name, i.at, i.rules.join(", "));
             }
+            for e in &c.skupper_exposed {
+                s += &format!("  skupper exposes {e}\n");
+            }
         }
         for l in &self.skupper_links {
             s += &format!(
@@ -203,6 +208,7 @@ pub(crate) mod tests {
                         rules: vec!["/svc1 → 100.64.0.1:80".into()],
                     }],
                     router_on: Some("C0w1".into()),
+                    skupper_exposed: vec!["svc1 → port 1028 in the other sites".into()],
                 },
                 ClusterView {
                     name: "C1".into(),
@@ -232,6 +238,7 @@ pub(crate) mod tests {
             "ingress grp1 on C0w1:8001: /svc1 → 100.64.0.1:80",
             "skupper link (AMQP) C1w1 10.0.0.8 → C0w1 10.0.0.3:55671",
             "etcd      C1e1 10.2.0.1",
+            "skupper exposes svc1 → port 1028 in the other sites",
         ] {
             assert!(t.contains(want), "missing {want:?} in\n{t}");
         }

@@ -180,6 +180,9 @@ impl Canvas {
             parts.extend(i.rules.iter().cloned());
             y = self.wrapped(inner, y, &parts);
         }
+        for e in &c.skupper_exposed {
+            y = self.wrapped(inner, y, &[format!("skupper exposes {e}")]);
+        }
         let bottom = y + 10.0;
         // The frame goes under what is inside it: insert it first.
         let frame = format!(
