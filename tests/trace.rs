@@ -353,7 +353,7 @@ fn bad_trace_input_is_refused_and_changes_nothing() {
     let before = rulesets(&c);
     let udp = TraceOptions {
         proto: Some("udp".into()),
-        port: None,
+        ..Default::default()
     };
     for (walk, says) in [
         (
@@ -394,6 +394,7 @@ fn the_console_word_trace() {
         "trace C0w1",
         "trace C0e1 c1 10.0.0.2",
         "trace C0e1 10.0.0.2:30080 tcp",
+        "trace C0e1 10.0.0.2 full",
         "topo",
         "topo cluster.png",
         "quit",
@@ -433,6 +434,16 @@ fn the_console_word_trace() {
     assert!(
         text.contains("Packet walk: tcp 10.0.0.2:30080 from C0e1"),
         "{text}"
+    );
+    // The default view leaves out the rules that only jump (so only the `full` walk
+    // can show a jump); `full` shows them.
+    assert!(
+        text.contains("nft rules that only jump or return are not shown"),
+        "{text}"
+    );
+    assert!(
+        text.contains("→ jump nodeport-endpoints-check"),
+        "full: {text}"
     );
     assert!(text.contains("C0w1      10.0.0.2"), "topo: {text}");
     assert!(text.contains("      c1       11."), "topo: {text}");

@@ -22,7 +22,7 @@ pub const COMMANDS: &[(&str, &str)] = &[
     ),
     (
         "trace",
-        "trace NODE [POD] DEST[:PORT] [tcp|udp|icmp]: walk one probe hop by hop (e.g. trace C0w1 c1 100.64.0.1:80)",
+        "trace NODE [POD] DEST[:PORT][/PATH] [tcp|udp|icmp] [full]: walk one probe hop by hop (e.g. trace C0w1 c1 100.64.0.1:80)",
     ),
     (
         "topo",

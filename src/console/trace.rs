@@ -1,12 +1,13 @@
 //! The console word `trace`: `trace C0w1 c1 100.64.10.1:80` walks one probe from pod c1 on
 //! C0w1; `trace C0w1 100.64.10.1:80` from the worker itself; `trace C0e1 10.0.0.3:30080`
-//! from an etcd member. An optional last word picks the protocol (tcp, udp, icmp).
+//! from an etcd member. An optional word picks the protocol (tcp, udp, icmp); a last
+//! word `full` shows every hop.
 //! `topo` prints the running simulation; `topo cluster.svg` also draws it.
 
 use crate::sim::{Node, Sim, TraceOptions};
 
 pub const USAGE: &str =
-    "trace NODE [POD] DEST[:PORT] [tcp|udp|icmp], e.g. `trace C0w1 c1 100.64.10.1:80`";
+    "trace NODE [POD] DEST[:PORT][/PATH] [tcp|udp|icmp] [full], e.g. `trace C0w1 c1 100.64.10.1:80`";
 
 /// The walk's text for a `trace ...` line, the picture for `topo [FILE]`, or None when
 /// the line is neither.
@@ -32,6 +33,10 @@ pub fn console_line(sim: &Sim, line: &str) -> Option<Result<String, String>> {
 fn run(sim: &Sim, words: &[&str]) -> Result<String, String> {
     let mut words = words.to_vec();
     let mut opts = TraceOptions::default();
+    if words.last().is_some_and(|w| w.eq_ignore_ascii_case("full")) {
+        opts.full = true;
+        words.pop();
+    }
     if let Some(last) = words.last() {
         if ["tcp", "udp", "icmp"].contains(&last.to_ascii_lowercase().as_str()) {
             opts.proto = Some(last.to_string());

@@ -18,9 +18,14 @@ fn options(m: &Map) -> RResult<TraceOptions> {
                     format!("trace(..., #{{ port: ... }}): the port is a whole number such as 80, got {t}")
                 })?)
             }
+            "full" => {
+                o.full = v.as_bool().map_err(|t| {
+                    format!("trace(..., #{{ full: ... }}): full is true or false, got {t}")
+                })?
+            }
             other => {
                 return Err(format!(
-                    "trace(..., #{{ {other}: ... }}): unknown option '{other}' (use proto: \"tcp\"|\"udp\"|\"icmp\", port: 80)"
+                    "trace(..., #{{ {other}: ... }}): unknown option '{other}' (use proto: \"tcp\"|\"udp\"|\"icmp\", port: 80, full: true)"
                 )
                 .into())
             }
@@ -93,4 +98,27 @@ pub fn register(reg: &mut Registry) {
         .overload(|e: &mut EtcdNode, dest: &str, o: Map| {
             shown(e.trace(dest, &options(&o)?))
         });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn trace_options_and_their_mistakes() {
+        let mut m = Map::new();
+        m.insert("proto".into(), "udp".into());
+        m.insert("port".into(), Dynamic::from(53_i64));
+        m.insert("full".into(), true.into());
+        let o = options(&m).unwrap();
+        assert_eq!((o.proto.as_deref(), o.port, o.full), (Some("udp"), Some(53), true));
+        let bad = |k: &str, v: Dynamic| {
+            let mut m = Map::new();
+            m.insert(k.into(), v);
+            options(&m).unwrap_err().to_string()
+        };
+        assert!(bad("full", "yes".into()).contains("full is true or false"));
+        assert!(bad("port", "80".into()).contains("whole number"));
+        assert!(bad("verbose", true.into()).contains("unknown option 'verbose'"));
+    }
 }

@@ -29,6 +29,7 @@ pub(super) fn walk(
     let tcp = TraceOptions {
         proto: Some("tcp".into()),
         port: opts.port,
+        full: opts.full,
     };
     let (ip, _, port) = parse_target(dest, &tcp)?;
     let port = port.unwrap_or(80);
@@ -117,7 +118,7 @@ pub(super) fn walk(
         src.label,
         src.ip,
         second + 1,
-        render(&hops)
+        render(&hops, opts.full)
     );
     Ok(Walk {
         hops,

@@ -36,6 +36,9 @@ const PROBE_TAGS: std::ops::RangeInclusive<u16> = 61000..=65000;
 pub struct TraceOptions {
     pub proto: Option<String>,
     pub port: Option<i64>,
+    /// Print every hop, also the nft rules that only jump or return (the returned hops
+    /// always hold every one).
+    pub full: bool,
 }
 
 /// A finished walk: the hops in order and the annotated text.
@@ -211,7 +214,7 @@ fn run(
     let (ip, proto, port) = parse_target(dest, opts)?;
     if let (Proto::Tcp, Some(p)) = (proto, port) {
         if let Some(route) = skupper::route(sim, cluster, ip, p) {
-            return skupper::walk(sim, &src, ip, p, route);
+            return skupper::walk(sim, &src, ip, p, route, opts.full);
         }
     }
     let tag = rand::random_range(PROBE_TAGS);
@@ -232,7 +235,7 @@ fn run(
         src.label, src.ip
     );
     Ok(Walk {
-        text: header + render(&leg.hops).as_str(),
+        text: header + render(&leg.hops, opts.full).as_str(),
         hops: leg.hops,
         answered: leg.answered,
         raw: leg.raw,
@@ -246,10 +249,16 @@ struct Leg {
     raw: BTreeMap<String, String>,
 }
 
-/// The hops, one numbered line each.
-fn render(hops: &[Hop]) -> String {
+/// The hops, one numbered line each; without `full`, the nft rules that only jump or
+/// return are left out (the numbers keep counting them) and a last line says how many.
+fn render(hops: &[Hop], full: bool) -> String {
     let mut text = String::new();
+    let mut hidden = 0;
     for (i, h) in hops.iter().enumerate() {
+        if !full && h.is_plumbing() {
+            hidden += 1;
+            continue;
+        }
         text.push_str(&format!(
             "{:>3}. {:<12} {:<14} {:<12} {}\n",
             i + 1,
@@ -257,6 +266,11 @@ fn render(hops: &[Hop]) -> String {
             h.dev,
             h.what,
             h.detail
+        ));
+    }
+    if hidden > 0 {
+        text.push_str(&format!(
+            "     ({hidden} nft rules that only jump or return are not shown: trace(..., #{{ full: true }}), or `full` at the end of the console's trace line)\n"
         ));
     }
     text
@@ -382,6 +396,7 @@ mod tests {
         TraceOptions {
             proto: proto.map(str::to_string),
             port,
+            ..Default::default()
         }
     }
 

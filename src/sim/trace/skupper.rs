@@ -92,7 +92,14 @@ fn link_counters(ns: &str, peer: Ipv4Addr) -> Option<(String, String, u64, u64)>
     None
 }
 
-pub(super) fn walk(sim: &Sim, src: &Place, ip: Ipv4Addr, port: u16, r: Route) -> Result<Walk> {
+pub(super) fn walk(
+    sim: &Sim,
+    src: &Place,
+    ip: Ipv4Addr,
+    port: u16,
+    r: Route,
+    full: bool,
+) -> Result<Walk> {
     let (near, near_worker, address) = r.near;
     let (far, far_worker, far_host, target, target_port) = r.far;
     let near_places = places(sim, &near.id);
@@ -184,7 +191,7 @@ pub(super) fn walk(sim: &Sim, src: &Place, ip: Ipv4Addr, port: u16, r: Route) ->
         second - 1,
         far.name(),
         second + 1,
-        render(&hops)
+        render(&hops, full)
     );
     Ok(Walk {
         hops,
