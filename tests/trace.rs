@@ -87,6 +87,12 @@ fn traced(
     walk.hops
 }
 
+/// Tears the simulation down and checks that nothing of it is left.
+fn torn_down(sim: &Sim) {
+    sim.teardown().unwrap();
+    assert_nothing_left(sim.instance(), &[]);
+}
+
 fn pos(hops: &[Hop], f: impl Fn(&Hop) -> bool) -> Option<usize> {
     hops.iter().position(f)
 }
@@ -155,8 +161,7 @@ fn pod_to_pod_on_one_worker_is_bridged_without_nat() {
         (last.what.as_str(), last.node.as_str()),
         ("answer", "c3@C0w1")
     );
-    sim.teardown().unwrap();
-    assert_nothing_left("tr-same", &[]);
+    torn_down(&sim);
     assert_eq!(before_host, HostSnapshot::take());
 }
 
@@ -193,8 +198,7 @@ fn pod_to_pod_across_workers_is_wrapped_in_vxlan() {
     );
     assert!(pos(&hops, |h| h.what == "deliver" && h.node == "c2@C0w2").is_some());
     assert_eq!(hops.last().unwrap().what, "answer");
-    sim.teardown().unwrap();
-    assert_nothing_left("tr-cross", &[]);
+    torn_down(&sim);
 }
 
 #[test]
@@ -255,8 +259,7 @@ fn pod_to_cluster_ip_is_dnatted_before_the_overlay() {
     let last = hops.last().unwrap();
     assert_eq!(last.what, "answer", "{last:?}");
     assert_eq!(last.node, format!("{ep}@{}", ep_worker.name()));
-    sim.teardown().unwrap();
-    assert_nothing_left("tr-svc", &[]);
+    torn_down(&sim);
 }
 
 #[test]
@@ -287,8 +290,7 @@ fn outside_to_a_node_port() {
     assert!(enc > dnat);
     assert!(pos(&hops, |h| h.what == "deliver" && h.node == "c2@C0w2").is_some());
     assert_eq!(hops.last().unwrap().what, "answer");
-    sim.teardown().unwrap();
-    assert_nothing_left("tr-np", &[]);
+    torn_down(&sim);
 }
 
 #[test]
@@ -316,8 +318,7 @@ fn a_worker_to_a_cluster_ip() {
     assert!(pos(&hops, |h| h.what == "encapsulate").unwrap() > dnat);
     assert!(pos(&hops, |h| h.what == "deliver" && h.node == "c2@C0w2").is_some());
     assert_eq!(hops.last().unwrap().what, "answer");
-    sim.teardown().unwrap();
-    assert_nothing_left("tr-node", &[]);
+    torn_down(&sim);
 }
 
 #[test]
@@ -341,8 +342,7 @@ fn a_service_without_endpoints_ends_in_its_reject() {
         "{}",
         hops[drop].detail
     );
-    sim.teardown().unwrap();
-    assert_nothing_left("tr-drop", &[]);
+    torn_down(&sim);
 }
 
 #[test]
@@ -370,8 +370,7 @@ fn bad_trace_input_is_refused_and_changes_nothing() {
         assert!(e.contains(says), "{e}");
     }
     assert_eq!(before, rulesets(&c));
-    sim.teardown().unwrap();
-    assert_nothing_left("tr-bad", &[]);
+    torn_down(&sim);
 }
 
 #[test]
@@ -539,8 +538,7 @@ fn the_topology_picture_shows_every_node_and_pod() {
     assert!(html.contains(&svg) && html.contains("<pre>"));
     let e = format!("{:#}", bad.unwrap_err());
     assert!(e.contains("must end in .svg or .html"), "{e}");
-    sim.teardown().unwrap();
-    assert_nothing_left("tr-topo", &[]);
+    torn_down(&sim);
 }
 
 /// Client → ingress → Service → pod: the client's flow ends at nginx on C0w1 (no DNAT on
@@ -604,8 +602,7 @@ fn through_the_ingress_to_a_service_and_its_pod() {
     assert!(e(&format!("{}:8001/other", w1.ip())).contains("routes no location"));
     assert!(e(&format!("{}:8002/svc1", w1.ip())).contains("no ingress of C0 listens on"));
     assert_eq!(before, rulesets(&c));
-    sim.teardown().unwrap();
-    assert_nothing_left("tr-ingress", &[]);
+    torn_down(&sim);
 }
 
 /// Across clusters through the Skupper routers: the client's flow ends at C1's router, the
@@ -686,6 +683,5 @@ fn across_clusters_through_the_skupper_routers() {
         "{}",
         last.detail
     );
-    sim.teardown().unwrap();
-    assert_nothing_left("tr-skupper", &[]);
+    torn_down(&sim);
 }

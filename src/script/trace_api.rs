@@ -111,7 +111,10 @@ mod tests {
         m.insert("port".into(), Dynamic::from(53_i64));
         m.insert("full".into(), true.into());
         let o = options(&m).unwrap();
-        assert_eq!((o.proto.as_deref(), o.port, o.full), (Some("udp"), Some(53), true));
+        assert_eq!(
+            (o.proto.as_deref(), o.port, o.full),
+            (Some("udp"), Some(53), true)
+        );
         let bad = |k: &str, v: Dynamic| {
             let mut m = Map::new();
             m.insert(k.into(), v);

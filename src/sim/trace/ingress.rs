@@ -4,9 +4,9 @@
 //! own: first the client's SYN to nginx is traced, then a real GET is sent whose upstream
 //! SYN, leaving nginx's namespace for the endpoint, is marked as the probe.
 
-use super::probe::{http_get, send_probe};
-use super::{parse_target, render, walk_leg, Place, TraceOptions, Walk, PROBE_TAGS};
-use crate::components::trace::{self as tr, Hop, Proto};
+use super::probe::http_get;
+use super::{client_leg, parse_target, proxy_leg, render, Place, TraceOptions, Walk};
+use crate::components::trace::Hop;
 use crate::sim::{Cluster, Sim};
 use anyhow::{anyhow, bail, Result};
 
@@ -72,25 +72,8 @@ pub(super) fn walk(
         .find(|p| p.label == worker.name())
         .ok_or_else(|| anyhow!("{} is not in the simulation's state", worker.name()))?;
     let up = rule.endpoint;
-    let tag1 = rand::random_range(PROBE_TAGS);
-    let leg1 = walk_leg(
-        places,
-        src,
-        (ip, Proto::Tcp, Some(port)),
-        tag1,
-        None,
-        || send_probe(&src.ns, ip, Proto::Tcp, Some(port), tag1),
-    )?;
-    let tag2 = rand::random_range(PROBE_TAGS);
-    let upstream = tr::upstream_rule(*up.ip(), up.port());
-    let leg2 = walk_leg(
-        places,
-        proxy,
-        (*up.ip(), Proto::Tcp, Some(up.port())),
-        tag2,
-        Some(&upstream),
-        || http_get(&src.ns, ip, port, path),
-    )?;
+    let (leg1, tag1) = client_leg(places, src, ip, port)?;
+    let leg2 = proxy_leg(places, proxy, up, || http_get(&src.ns, ip, port, path))?;
     let mut hops = leg1.hops;
     hops.push(Hop::new(
         &proxy.label,

@@ -276,6 +276,37 @@ fn render(hops: &[Hop], full: bool) -> String {
     text
 }
 
+/// The first flow of a walk through a proxy: the probe's own TCP SYN from `src` to the
+/// proxy's `ip:port`.
+fn client_leg(places: &[Place], src: &Place, ip: Ipv4Addr, port: u16) -> Result<(Leg, u16)> {
+    let tag = rand::random_range(PROBE_TAGS);
+    let leg = walk_leg(places, src, (ip, Proto::Tcp, Some(port)), tag, None, || {
+        send_probe(&src.ns, ip, Proto::Tcp, Some(port), tag)
+    })?;
+    Ok((leg, tag))
+}
+
+/// The proxy's own flow: its first packet to `target`, leaving `proxy`, is marked as the
+/// probe while `trigger` makes the proxy send it.
+fn proxy_leg(
+    places: &[Place],
+    proxy: &Place,
+    target: std::net::SocketAddrV4,
+    trigger: impl FnOnce() -> Result<Answer>,
+) -> Result<Leg> {
+    let (ip, port) = (*target.ip(), target.port());
+    let upstream = tr::upstream_rule(ip, port);
+    let tag = rand::random_range(PROBE_TAGS);
+    walk_leg(
+        places,
+        proxy,
+        (ip, Proto::Tcp, Some(port)),
+        tag,
+        Some(&upstream),
+        trigger,
+    )
+}
+
 /// Traces one packet that leaves `src` for `target` (ip, protocol, port): adds the trace
 /// table everywhere (in `src` with the `upstream` rule first, when the traced packet is a
 /// proxy's own connection), starts the monitors, runs `trigger` (which sends the packet or

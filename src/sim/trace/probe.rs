@@ -90,15 +90,7 @@ pub(super) fn tcp_probe(ip: Ipv4Addr, port: u16, tag: u16) -> Result<Answer> {
         Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
             Answer::Refused(format!("a TCP reset: nothing listens on port {port}"))
         }
-        Err(e)
-            if matches!(
-                e.kind(),
-                std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock
-            ) =>
-        {
-            Answer::Nothing
-        }
-        Err(e) => Answer::Refused(format!("{e}")),
+        Err(e) => silence_or_error(e),
     })
 }
 
@@ -115,16 +107,16 @@ pub(super) fn udp_probe(ip: Ipv4Addr, port: u16, tag: u16) -> Result<Answer> {
         Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => Answer::Refused(format!(
             "ICMP port unreachable: nothing listens on UDP {port}"
         )),
-        Err(e)
-            if matches!(
-                e.kind(),
-                std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock
-            ) =>
-        {
-            Answer::Nothing
-        }
-        Err(e) => Answer::Refused(format!("{e}")),
+        Err(e) => silence_or_error(e),
     })
+}
+
+/// No answer in time is silence; any other error is what came back.
+fn silence_or_error(e: std::io::Error) -> Answer {
+    match e.kind() {
+        std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock => Answer::Nothing,
+        _ => Answer::Refused(format!("{e}")),
+    }
 }
 
 pub(super) fn checksum(data: &[u8]) -> u16 {

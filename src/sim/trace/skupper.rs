@@ -6,14 +6,14 @@
 //! routers, whose byte counters the kernel reports before and after the request), and the
 //! far router's flow (traced, its SYN marked as the probe in the router's namespace).
 
-use super::probe::{http_get, send_probe};
-use super::{places, render, walk_leg, Place, Walk, PROBE_TAGS};
+use super::probe::http_get;
+use super::{client_leg, places, proxy_leg, render, Place, Walk};
 use crate::components::skupper::config::INTER_ROUTER_PORT;
-use crate::components::trace::{self as tr, Hop, Proto};
+use crate::components::trace::Hop;
 use crate::netns::process;
 use crate::sim::{Cluster, Sim};
 use anyhow::{anyhow, Result};
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, SocketAddrV4};
 use std::time::Duration;
 
 /// Where a connection to a router's tcpListener goes.
@@ -113,31 +113,15 @@ pub(super) fn walk(
         .find(|p| p.label == far_worker)
         .ok_or_else(|| anyhow!("{far_worker} is not in the simulation's state"))?
         .clone();
-    let tag1 = rand::random_range(PROBE_TAGS);
-    let leg1 = walk_leg(
-        &near_places,
-        src,
-        (ip, Proto::Tcp, Some(port)),
-        tag1,
-        None,
-        || send_probe(&src.ns, ip, Proto::Tcp, Some(port), tag1),
-    )?;
-    let tag3 = rand::random_range(PROBE_TAGS);
-    let upstream = tr::upstream_rule(target, target_port);
+    let (leg1, tag1) = client_leg(&near_places, src, ip, port)?;
     let mut link = (None, None);
-    let leg3 = walk_leg(
-        &far_places,
-        &far_router,
-        (target, Proto::Tcp, Some(target_port)),
-        tag3,
-        Some(&upstream),
-        || {
-            link.0 = link_counters(&near_router.ns, far_host);
-            let a = http_get(&src.ns, ip, port, "/");
-            link.1 = link_counters(&near_router.ns, far_host);
-            a
-        },
-    )?;
+    let target = SocketAddrV4::new(target, target_port);
+    let leg3 = proxy_leg(&far_places, &far_router, target, || {
+        link.0 = link_counters(&near_router.ns, far_host);
+        let a = http_get(&src.ns, ip, port, "/");
+        link.1 = link_counters(&near_router.ns, far_host);
+        a
+    })?;
     let mut hops = leg1.hops;
     hops.push(Hop::new(
         &near_router.label,
@@ -168,7 +152,7 @@ pub(super) fn walk(
         "",
         "proxy",
         format!(
-            "{}'s router (skrouterd on {}) receives the messages for {address} and, for its tcpConnector, opens its own TCP connection to {target}:{target_port}",
+            "{}'s router (skrouterd on {}) receives the messages for {address} and, for its tcpConnector, opens its own TCP connection to {target}",
             far.name(),
             far_router.label
         ),
@@ -180,7 +164,7 @@ pub(super) fn walk(
         raw.insert(format!("{k} ({})", far.name()), v);
     }
     let text = format!(
-        "Packet walk through Skupper: {ip}:{port} (address {address}) from {} ({}) to {target}:{target_port} in {}\n  \
+        "Packet walk through Skupper: {ip}:{port} (address {address}) from {} ({}) to {target} in {}\n  \
          TCP flow 1: the client to {}'s router (source port {tag1}), hops 1-{}; the AMQP link, hop {}; \
          TCP flow 2: {}'s router to the pod, from hop {}\n{}",
         src.label,
