@@ -685,3 +685,89 @@ fn across_clusters_through_the_skupper_routers() {
     );
     torn_down(&sim);
 }
+
+/// `challenge` on a terminal (the `script` tool gives knetsim one): the learner's prompt
+/// runs Rhai and console words, Enter runs the check again, `solution` applies the
+/// lesson's repair, and the check then passes.
+#[test]
+fn a_challenge_on_a_terminal_takes_rhai_console_words_and_solution() {
+    use std::io::{Read, Write};
+    use std::process::{Command, Stdio};
+    use std::sync::{Arc, Mutex};
+    use std::time::{Duration, Instant};
+    if Command::new("script").arg("--version").output().is_err() {
+        println!(
+            "skipped: the `script` tool (util-linux) is not installed, so no terminal can be made"
+        );
+        return;
+    }
+    let instance = "tr-chal";
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(instance);
+    std::fs::create_dir_all(&dir).unwrap();
+    let lesson = dir.join("challenge.rhai");
+    std::fs::write(
+        &lesson,
+        "let broken = true;\nchallenge(\"t\", \"the hint\", || !broken, || { broken = false; });\n",
+    )
+    .unwrap();
+    let cmd = format!(
+        "{} --instance {instance} {}",
+        common::knetsim_exe().display(),
+        lesson.display()
+    );
+    let mut child = Command::new("script")
+        .args(["-qec", &cmd, "/dev/null"])
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let screen = Arc::new(Mutex::new(String::new()));
+    let (mut out, sink) = (child.stdout.take().unwrap(), screen.clone());
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = out.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            sink.lock()
+                .unwrap()
+                .push_str(&String::from_utf8_lossy(&buf[..n]));
+        }
+    });
+    let mut stdin = child.stdin.take().unwrap();
+    let mut seen = 0;
+    // Each line typed, then what the screen must show after it.
+    let steps = [
+        ("", "challenge> "),
+        ("40 + 2\n", "42"),
+        ("\n", "not yet: the check still fails"),
+        ("nodes\n", "no clusters yet"),
+        ("solution\n", "repaired: the check passes (t)"),
+    ];
+    for (line, want) in steps {
+        stdin.write_all(line.as_bytes()).unwrap();
+        let t = Instant::now();
+        loop {
+            let text = screen.lock().unwrap()[seen..].to_string();
+            if let Some(i) = text.find(want) {
+                seen += i + want.len();
+                break;
+            }
+            if t.elapsed() > Duration::from_secs(30) {
+                // End the lesson before failing, so it tears down.
+                let _ = stdin.write_all(b"solution\n");
+                let _ = child.wait();
+                panic!("typed {line:?}, waited for {want:?}; the screen:\n{text}");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    let status = child.wait().unwrap();
+    let text = screen.lock().unwrap().clone();
+    assert_eq!(status.code(), Some(0), "{text}");
+    assert!(text.contains("the hint"), "{text}");
+    assert!(text.contains("all 2 expectations held"), "{text}");
+    assert_nothing_left(instance, &[]);
+}
