@@ -771,3 +771,32 @@ fn a_challenge_on_a_terminal_takes_rhai_console_words_and_solution() {
     assert!(text.contains("all 2 expectations held"), "{text}");
     assert_nothing_left(instance, &[]);
 }
+
+/// With kube-proxy's table flushed, a probe to a ClusterIP is never rewritten: the walk
+/// has no DNAT, and its last hop names the missing rules as the likely cause.
+#[test]
+fn a_lost_probe_to_a_service_without_dnat_blames_the_missing_rules() {
+    let (sim, c) = started("tr-nodnat", 2, 1);
+    let w1 = c.worker("w1").unwrap();
+    let w2 = c.worker("w2").unwrap();
+    w1.create_container("c1", BTreeMap::new()).unwrap();
+    w2.create_container("c2", labels("web")).unwrap();
+    serve(&c, "c2");
+    let vip = c.service("web", &web(80, None)).unwrap();
+    w1.exec("nft flush table ip kube-proxy").unwrap();
+    let walk = w1
+        .trace(Some("c1"), &format!("{vip}:80"), &TraceOptions::default())
+        .unwrap();
+    println!("{}", walk.text);
+    assert!(!walk.answered);
+    assert!(pos(&walk.hops, |h| h.what == "dnat").is_none());
+    let last = walk.hops.last().unwrap();
+    assert_eq!(last.what, "lost");
+    assert!(
+        last.detail
+            .contains("is a Service address, but no rule rewrote it"),
+        "{}",
+        last.detail
+    );
+    torn_down(&sim);
+}

@@ -218,9 +218,10 @@ fn run(
         }
     }
     let tag = rand::random_range(PROBE_TAGS);
-    let leg = walk_leg(&places, &src, (ip, proto, port), tag, None, || {
+    let mut leg = walk_leg(&places, &src, (ip, proto, port), tag, None, || {
         send_probe(&src.ns, ip, proto, port, tag)
     })?;
+    explain_missing_dnat(sim, cluster, ip, &mut leg.hops);
     let what = match port {
         Some(p) => format!("{} {ip}:{p}", proto.name()),
         None => format!("{} {ip}", proto.name()),
@@ -240,6 +241,29 @@ fn run(
         answered: leg.answered,
         raw: leg.raw,
     })
+}
+
+/// A lost probe to a Service address that nothing rewrote: the likely cause is not the
+/// device it was last seen on but kube-proxy's rules (missing, flushed, or never written
+/// on that node), so the last hop says so.
+fn explain_missing_dnat(sim: &Sim, cluster: &str, dest: Ipv4Addr, hops: &mut [Hop]) {
+    let st = super::Cluster::handle(sim, cluster).service_state();
+    let is_service =
+        st.services.iter().any(|s| s.cluster_ip == dest) || st.vips.iter().any(|v| v.vip == dest);
+    if !is_service || hops.iter().any(|h| h.what == "dnat") {
+        return;
+    }
+    let Some(last) = hops.last_mut().filter(|h| h.what == "lost") else {
+        return;
+    };
+    let first = last.node.clone();
+    last.detail = format!(
+        "no answer: {dest} is a Service address, but no rule rewrote it to an endpoint (the walk has no DNAT). \
+         kube-proxy's rules for it are missing where the packet passed (`nft list table ip kube-proxy` on {first} and the nodes before it), \
+         or kube-proxy is not running there; without the DNAT the packet is routed towards {dest} itself, where nothing answers. \
+         (Last seen on {first}: {})",
+        last.detail
+    );
 }
 
 /// One traced packet's walk.
