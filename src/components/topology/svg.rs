@@ -242,14 +242,16 @@ pub fn svg(t: &Topology) -> String {
             cv.body,
             r#"<path class="link" d="M{x1:.0},{y1:.0} C{mid:.0},{y1:.0} {mid:.0},{y2:.0} {x2:.0},{y2:.0}"/>"#
         );
-        let label = format!("skupper link (AMQP) → {}", l.to.ip);
-        let half = label.chars().count() as f64 * 3.3;
-        cv.text(
-            mid - half,
-            (y1 + y2) / 2.0 - 8.0,
-            "small link-label",
-            &label,
-        );
+        // Two short lines fit the gap between the columns; the addresses are in the text.
+        let y = (y1 + y2) / 2.0;
+        let lines = [
+            (-20.0, "skupper link".to_string()),
+            (-6.0, format!("AMQP → {}", l.to.ip)),
+        ];
+        for (dy, label) in lines {
+            let half = label.chars().count() as f64 * 3.3;
+            cv.text(mid - half, y + dy, "small link-label", &label);
+        }
     }
     let height = switch_y + 28.0 + MARGIN;
     let mut s = String::new();
@@ -438,7 +440,7 @@ mod tests {
         // Nothing outside the file: no script, no external reference but the namespace.
         assert!(!s.contains("<script") && !s.contains("href"), "{s}");
         assert_eq!(s.matches("http").count(), 1, "only the SVG namespace: {s}");
-        assert!(s.contains("skupper link (AMQP) → 10.0.0.3:55671"), "{s}");
+        assert!(s.contains("AMQP → 10.0.0.3:55671"), "{s}");
         assert!(s.contains("VTEP flannel.100 aa:bb:cc:dd:ee:01"), "{s}");
         let h = html(&t);
         assert!(h.starts_with("<!DOCTYPE html>") && h.contains(&s), "{h}");
