@@ -175,6 +175,9 @@ fn challenge(
                 break;
             } else {
                 side_line(ctx, &lesson, &sim, line);
+                // A Ctrl-C that ended the command (tcpdump, ping) ends only the command, as in
+                // the console; one at the prompt itself stops the lesson.
+                crate::interrupt::take();
             }
         }
     } else {
