@@ -504,6 +504,14 @@ fn the_topology_picture_shows_every_node_and_pod() {
     sim.write_topology(html_path.to_str().unwrap()).unwrap();
     let html = std::fs::read_to_string(&html_path).unwrap();
     let bad = sim.write_topology(dir.join("c0.png").to_str().unwrap());
+    // A symlink in the way is not followed (root must not write through one).
+    let target = dir.join("elsewhere");
+    std::os::unix::fs::symlink(&target, dir.join("link.svg")).unwrap();
+    let through = sim.write_topology(dir.join("link.svg").to_str().unwrap());
+    assert!(
+        through.is_err() && !target.exists(),
+        "wrote through a symlink"
+    );
     std::fs::remove_dir_all(&dir).unwrap();
     println!("{text}");
     knetsim::components::topology::well_formed(&svg).unwrap_or_else(|e| panic!("{e}\n{svg}"));
