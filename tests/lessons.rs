@@ -63,3 +63,13 @@ fn lesson_06_packet_walk() {
 fn lesson_07_troubleshoot() {
     run_lesson("07-troubleshoot.rhai", "tr-lesson07");
 }
+
+#[test]
+fn lesson_08_backends() {
+    run_lesson("08-backends.rhai", "fl-lesson08");
+}
+
+#[test]
+fn lesson_00_namespaces() {
+    run_lesson("00-namespaces.rhai", "fl-lesson00");
+}
