@@ -561,10 +561,23 @@ fn through_the_ingress_to_a_service_and_its_pod() {
     w2.create_container("ic0", labels("web")).unwrap();
     serve(&c, "ic0");
     let vip = c.service("web", &web(8000, None)).unwrap();
-    let rules = [IngressRule {
-        path: "/svc1".into(),
-        endpoint: format!("{vip}:8000"),
-    }];
+    let rules = [
+        IngressRule {
+            path: "/svc1".into(),
+            endpoint: format!("{vip}:8000"),
+        },
+        IngressRule {
+            path: "/svc2".into(),
+            endpoint: "web:8000".into(),
+        },
+        IngressRule {
+            path: "/none".into(),
+            endpoint: "empty:8000".into(),
+        },
+    ];
+    let mut empty = web(8000, None);
+    empty.selector = labels("nobody");
+    c.service("empty", &empty).unwrap();
     w1.run_ingress("grp1", 8001, &rules).unwrap();
     let ip0 = w2.container_ip("ic0").unwrap();
     let before = rulesets(&c);
@@ -599,6 +612,24 @@ fn through_the_ingress_to_a_service_and_its_pod() {
         "{}",
         last.detail
     );
+    // A Service backend: nginx picks the endpoint itself, so its flow goes straight to
+    // the pod, with no DNAT.
+    let dest2 = format!("{}:8001/svc2", w1.ip());
+    let walk = w1.trace(Some("c1"), &dest2, &TraceOptions::default());
+    let hops = traced(&before, &c, &sim, walk);
+    let proxy = pos(&hops, |h| h.what == "proxy").expect("a proxy hop");
+    assert!(
+        hops[proxy].detail.contains("web:8000"),
+        "{}",
+        hops[proxy].detail
+    );
+    let flow2 = &hops[proxy + 1..];
+    assert!(
+        pos(flow2, |h| h.what == "dnat").is_none(),
+        "nginx went to the pod itself"
+    );
+    assert!(pos(flow2, |h| h.what == "deliver" && h.node == "ic0@C0w2").is_some());
+    assert!(hops.last().unwrap().detail.contains("200 OK"));
     // Paths nginx does not route, and ports no ingress listens on, are refused.
     let e = |d: &str| {
         format!(
@@ -608,6 +639,7 @@ fn through_the_ingress_to_a_service_and_its_pod() {
         )
     };
     assert!(e(&format!("{}:8001/other", w1.ip())).contains("routes no location"));
+    assert!(e(&format!("{}:8001/none", w1.ip())).contains("which has no endpoints"));
     assert!(e(&format!("{}:8002/svc1", w1.ip())).contains("no ingress of C0 listens on"));
     assert_eq!(before, rulesets(&c));
     torn_down(&sim);

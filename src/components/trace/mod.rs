@@ -122,6 +122,15 @@ pub fn upstream_rule(daddr: std::net::Ipv4Addr, dport: u16) -> String {
     )
 }
 
+/// [`upstream_rule`] for each address a proxy may pick (nginx balancing over a
+/// Service's endpoints itself).
+pub fn upstream_rules(targets: &[std::net::SocketAddrV4]) -> String {
+    targets
+        .iter()
+        .map(|t| upstream_rule(*t.ip(), t.port()))
+        .collect()
+}
+
 /// [`table_text`] with `upstream` (see [`upstream_rule`]) first in the output chain.
 pub fn upstream_table_text(p: &Probe, vxlan: Option<&Vxlan>, upstream: &str) -> String {
     table_with(p, vxlan, upstream)
@@ -217,6 +226,12 @@ mod tests {
             "only the output chain rewrites: {t}"
         );
         assert_eq!(table_text(&p, None), upstream_table_text(&p, None, ""));
+        let two = upstream_rules(&[
+            "11.10.0.2:8000".parse().unwrap(),
+            "11.11.0.2:8000".parse().unwrap(),
+        ]);
+        assert_eq!(two.lines().count(), 2, "{two}");
+        assert!(two.contains("ip daddr 11.11.0.2 tcp dport 8000"), "{two}");
     }
 
     #[test]

@@ -64,7 +64,8 @@ pub(super) fn assemble(
                 Role::Pod { worker } => format!("the pod {} on {worker} ({})", cur.name, cur.ip),
                 _ => format!("{} ({})", cur.name, cur.ip),
             };
-            let via = if cur.ip != dest {
+            // Only a DNAT on the way makes the reply's source differ from the pod's own.
+            let via = if cur.ip != dest && hops.iter().any(|h| h.what == "dnat") {
                 format!("; conntrack turns the reply's source back into {dest}, so the client sees {dest} answer")
             } else {
                 String::new()

@@ -6,6 +6,7 @@
 
 use super::probe::http_get;
 use super::{client_leg, parse_target, proxy_leg, render, Place, TraceOptions, Walk};
+use crate::components::ingress::Backend;
 use crate::components::trace::Hop;
 use crate::sim::{Cluster, Sim};
 use anyhow::{anyhow, bail, Result};
@@ -73,14 +74,32 @@ pub(super) fn walk(
         .ok_or_else(|| anyhow!("{} is not in the simulation's state", worker.name()))?;
     let up = rule.endpoint;
     let (leg1, tag1) = client_leg(places, src, ip, port)?;
-    let leg2 = proxy_leg(places, proxy, up, || http_get(&src.ns, ip, port, path))?;
+    // An address is proxied to as it is (a ClusterIP is then DNATed on the way); a
+    // Service backend is balanced by nginx itself over the Service's endpoints.
+    let (targets, how) = match &up {
+        Backend::Address(a) => (vec![*a], format!("{a}")),
+        Backend::Service {
+            name,
+            port,
+            endpoints,
+        } => (
+            endpoints.clone(),
+            format!("one of the Service {name}:{port}'s endpoints, which nginx picks itself (as ingress-nginx does)"),
+        ),
+    };
+    if targets.is_empty() {
+        bail!("trace: the location {} of ingress {} proxies to {up}, which has no endpoints: nginx answers 502 itself", rule.path, info.name);
+    }
+    let leg2 = proxy_leg(places, proxy, &targets, || {
+        http_get(&src.ns, ip, port, path)
+    })?;
     let mut hops = leg1.hops;
     hops.push(Hop::new(
         &proxy.label,
         "",
         "proxy",
         format!(
-            "nginx (ingress {}) ends the client's connection, reads GET {path}, and for location {} opens its own connection to {up}: a second TCP flow, from {} itself",
+            "nginx (ingress {}) ends the client's connection, reads GET {path}, and for location {} opens its own connection to {how}: a second TCP flow, from {} itself",
             info.name, rule.path, proxy.label
         ),
     ));

@@ -310,25 +310,21 @@ fn client_leg(places: &[Place], src: &Place, ip: Ipv4Addr, port: u16) -> Result<
     Ok((leg, tag))
 }
 
-/// The proxy's own flow: its first packet to `target`, leaving `proxy`, is marked as the
-/// probe while `trigger` makes the proxy send it.
+/// The proxy's own flow: its first packet to one of `targets` (the addresses it may pick),
+/// leaving `proxy`, is marked as the probe while `trigger` makes the proxy send it.
 fn proxy_leg(
     places: &[Place],
     proxy: &Place,
-    target: std::net::SocketAddrV4,
+    targets: &[std::net::SocketAddrV4],
     trigger: impl FnOnce() -> Result<Answer>,
 ) -> Result<Leg> {
-    let (ip, port) = (*target.ip(), target.port());
-    let upstream = tr::upstream_rule(ip, port);
+    let first = targets
+        .first()
+        .context("the proxy has nowhere to send the request (no endpoint)")?;
+    let upstream = tr::upstream_rules(targets);
     let tag = rand::random_range(PROBE_TAGS);
-    walk_leg(
-        places,
-        proxy,
-        (ip, Proto::Tcp, Some(port)),
-        tag,
-        Some(&upstream),
-        trigger,
-    )
+    let target = (*first.ip(), Proto::Tcp, Some(first.port()));
+    walk_leg(places, proxy, target, tag, Some(&upstream), trigger)
 }
 
 /// Traces one packet that leaves `src` for `target` (ip, protocol, port): adds the trace

@@ -116,7 +116,7 @@ pub(super) fn walk(
     let (leg1, tag1) = client_leg(&near_places, src, ip, port)?;
     let mut link = (None, None);
     let target = SocketAddrV4::new(target, target_port);
-    let leg3 = proxy_leg(&far_places, &far_router, target, || {
+    let leg3 = proxy_leg(&far_places, &far_router, &[target], || {
         link.0 = link_counters(&near_router.ns, far_host);
         let a = http_get(&src.ns, ip, port, "/");
         link.1 = link_counters(&near_router.ns, far_host);
