@@ -12,8 +12,10 @@ fn labels(app: &str) -> BTreeMap<String, String> {
     BTreeMap::from([("app".to_string(), app.to_string())])
 }
 
-/// Every namespace's ruleset (without counters, which the probe itself moves).
+/// Every namespace's ruleset (without counters, which the probe itself moves), once every
+/// kube-proxy has written its table (start() waits for the overlay, not for that).
 fn rulesets(c: &Cluster) -> BTreeMap<String, String> {
+    c.wait_converged().unwrap();
     let mut out = BTreeMap::new();
     for w in c.workers() {
         out.insert(w.name(), w.exec("nft -s list ruleset").unwrap());
