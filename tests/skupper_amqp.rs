@@ -95,29 +95,13 @@ fn address(prefix: &str, distribution: &str) -> String {
 
 /// Two linked routers A and B, each with a plain AMQP listener; returns their client ports.
 fn two_sites(r: &mut Routers, extra: &[String]) -> (u16, u16) {
-    let (ir, amqp_a, amqp_b, ha, hb) = (
-        free_port(),
-        free_port(),
-        free_port(),
-        free_port(),
-        free_port(),
-    );
-    let mut b = vec![
-        router("B"),
-        http_listener(hb),
-        ir_listener(ir, None),
-        normal_listener(amqp_b, None),
-    ];
-    b.extend(extra.iter().cloned());
-    let mut a = vec![
-        router("A"),
-        http_listener(ha),
-        connector("to-B", ir, 1, None),
-        normal_listener(amqp_a, None),
-    ];
-    a.extend(extra.iter().cloned());
-    r.start("B", &config(&b));
-    r.start("A", &config(&a));
+    let (amqp_a, amqp_b) = (free_port(), free_port());
+    let mut p = Pair::new(None);
+    p.b.push(normal_listener(amqp_b, None));
+    p.b.extend(extra.iter().cloned());
+    p.a.push(normal_listener(amqp_a, None));
+    p.a.extend(extra.iter().cloned());
+    r.start_pair(&p);
     r.wait_log("A", "link to router B up");
     r.wait_log("B", "link to router A up");
     r.wait_log("A", "listening for AMQP clients");
@@ -334,36 +318,29 @@ fn mutual_tls_external_and_foreign_certificate_refused() {
         ]),
     );
     r.wait_log("B", "listening for AMQP clients");
-    let tls = |f: &knetsim::components::skupper::CertFiles| {
-        vec![
+    // The client presents the certificate in `f`, trusting B's CA, and attaches with EXTERNAL.
+    let attach_with = |f: &knetsim::components::skupper::CertFiles| {
+        let mut a = vec![
             "--tls".to_string(),
             token.files.ca_cert.display().to_string(),
             f.cert.display().to_string(),
             f.key.display().to_string(),
-        ]
+        ];
+        a.extend(args(&[
+            "--mechs",
+            "EXTERNAL",
+            &hp(amqp),
+            "attach",
+            "secure",
+        ]));
+        run(&a)
     };
-    let mut a = tls(&token.files);
-    a.extend(args(&[
-        "--mechs",
-        "EXTERNAL",
-        &hp(amqp),
-        "attach",
-        "secure",
-    ]));
-    let out = run(&a);
+    let out = attach_with(&token.files);
     assert!(out.contains("sasl EXTERNAL"), "{out}\n{}", r.all_logs());
     assert!(out.contains("attached"), "{out}");
     r.wait_log("B", "connected (SASL EXTERNAL as CN=learner)");
 
-    let mut a = tls(&foreign.files);
-    a.extend(args(&[
-        "--mechs",
-        "EXTERNAL",
-        &hp(amqp),
-        "attach",
-        "secure",
-    ]));
-    let out = run(&a);
+    let out = attach_with(&foreign.files);
     assert!(!out.contains("attached"), "{out}");
     assert!(out.contains("error"), "{out}");
     r.wait_log("B", "refused AMQP client");
