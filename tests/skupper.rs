@@ -12,13 +12,20 @@ use std::net::{Shutdown, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+/// Routers for `test` running a plain pair in which B serves `address` from an echo
+/// server; returns them, the pair and A's port for `address`.
+fn echo_pair(test: &str, address: &str) -> (Routers, Pair, u16) {
+    let mut r = Routers::new(test);
+    let mut p = Pair::new(None);
+    let listen = p.service(address, echo_server());
+    r.start_pair(&p);
+    (r, p, listen)
+}
+
 /// Two routers, plain link: bytes through, half-close, health and metrics.
 #[test]
 fn two_routers_plain_echo_health_metrics() {
-    let mut r = Routers::new("plain");
-    let mut p = Pair::new(None);
-    let lport = p.service("svc1", echo_server());
-    r.start_pair(&p);
+    let (r, p, lport) = echo_pair("plain", "svc1");
     r.wait_log("A", "link to router B up (inter-router, plain)");
     r.wait_log("B", "link to router A up (inter-router, plain)");
     r.wait_log("A", "tcpListener svc1 on 127.0.0.1:");
@@ -40,24 +47,28 @@ fn two_routers_plain_echo_health_metrics() {
     assert!(nf.starts_with("HTTP/1.1 404"), "{nf}");
 }
 
+/// Hashes what is written to it, so `io::copy` can feed the hash.
+struct HashWriter(Sha256);
+
+impl Write for HashWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.update(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 /// A server that hashes everything it reads until EOF, then answers the hex digest: a
 /// half-close must cross both routers for the answer to come back.
 fn hash_server() -> u16 {
     serve_each(|mut s| {
-        let mut h = Sha256::new();
-        let mut buf = vec![0u8; 1 << 16];
-        let mut total = 0u64;
-        loop {
-            match s.read(&mut buf) {
-                Ok(0) => break,
-                Ok(n) => {
-                    h.update(&buf[..n]);
-                    total += n as u64;
-                }
-                Err(_) => return,
-            }
-        }
-        let hex: String = h.finalize().iter().map(|b| format!("{b:02x}")).collect();
+        let mut h = HashWriter(Sha256::new());
+        let Ok(total) = std::io::copy(&mut s, &mut h) else {
+            return;
+        };
+        let hex: String = h.0.finalize().iter().map(|b| format!("{b:02x}")).collect();
         let _ = write!(s, "{total} {hex}");
     })
 }
@@ -111,10 +122,7 @@ fn hundred_megabytes_over_tls_same_sha256() {
 /// 200 concurrent connections through one link all complete with their own bytes.
 #[test]
 fn two_hundred_concurrent_connections() {
-    let mut r = Routers::new("c200");
-    let mut p = Pair::new(None);
-    let lport = p.service("svc", echo_server());
-    r.start_pair(&p);
+    let (r, p, lport) = echo_pair("c200", "svc");
     wait_echo(lport);
     let handles: Vec<_> = (0..200u32)
         .map(|i| {
@@ -181,25 +189,37 @@ fn services_share_a_link_and_resets_propagate() {
     r.wait_log("A", "connection to address nobody refused");
 }
 
+/// Three routers in a line: `server` serves "svc" from an echo server, B links to it, and
+/// `client` links to B (and with `direct`, straight to `server` at that cost) and listens
+/// for "svc". Returns B's HTTP port and the client's "svc" port.
+fn three_routers(r: &mut Routers, server: &str, client: &str, direct: Option<u32>) -> (u16, u16) {
+    let (ir_server, ir_b) = (free_port(), free_port());
+    let (hb, lport) = (free_port(), free_port());
+    let serve = [tcp_connector("svc", echo_server())];
+    r.start(
+        server,
+        &interior(server, free_port(), Some(ir_server), &[], &serve),
+    );
+    let to_server = format!("to-{server}");
+    r.start(
+        "B",
+        &interior("B", hb, Some(ir_b), &[(&to_server, ir_server, 1)], &[]),
+    );
+    let mut links = vec![("to-B", ir_b, 1)];
+    links.extend(direct.map(|cost| (to_server.as_str(), ir_server, cost)));
+    let listen = [tcp_listener("svc", lport)];
+    r.start(
+        client,
+        &interior(client, free_port(), None, &links, &listen),
+    );
+    (hb, lport)
+}
+
 /// A-B-C chain: the service at A is reachable from C, which links only to B.
 #[test]
 fn three_router_chain() {
     let mut r = Routers::new("chain");
-    let (ira, irb) = (free_port(), free_port());
-    let (ha, hb, hc, lport) = (free_port(), free_port(), free_port(), free_port());
-    let serve = [tcp_connector("svc", echo_server())];
-    r.start("A", &interior("A", ha, Some(ira), &[], &serve));
-    r.start("B", &interior("B", hb, Some(irb), &[("to-A", ira, 1)], &[]));
-    r.start(
-        "C",
-        &interior(
-            "C",
-            hc,
-            None,
-            &[("to-B", irb, 1)],
-            &[tcp_listener("svc", lport)],
-        ),
-    );
+    let (hb, lport) = three_routers(&mut r, "A", "C", None);
     r.wait_log(
         "C",
         "address svc: reachable at router A, next hop B, cost 2",
@@ -218,16 +238,7 @@ fn three_router_chain() {
 #[test]
 fn triangle_prefers_cheap_path_and_fails_over() {
     let mut r = Routers::new("triangle");
-    let (irb, irc) = (free_port(), free_port());
-    let (ha, hb, hc, lport) = (free_port(), free_port(), free_port(), free_port());
-    let serve = [tcp_connector("svc", echo_server())];
-    r.start("C", &interior("C", hc, Some(irc), &[], &serve));
-    r.start("B", &interior("B", hb, Some(irb), &[("to-C", irc, 1)], &[]));
-    let links = [("to-B", irb, 1), ("to-C", irc, 10)];
-    r.start(
-        "A",
-        &interior("A", ha, None, &links, &[tcp_listener("svc", lport)]),
-    );
+    let (hb, lport) = three_routers(&mut r, "C", "A", Some(10));
     r.wait_log(
         "A",
         "address svc: reachable at router C, next hop B, cost 2",
@@ -313,6 +324,15 @@ fn skrouterd_fails(config: &Path) -> String {
     err
 }
 
+/// Writes `text` to DIR/NAME and runs skrouterd on it, which must fail; returns the file
+/// and what it printed.
+fn refused_config(dir: &Path, name: &str, text: &str) -> (PathBuf, String) {
+    let f = dir.join(name);
+    std::fs::write(&f, text).unwrap();
+    let err = skrouterd_fails(&f);
+    (f, err)
+}
+
 /// A malformed config: a clear error naming the problem and a non-zero exit.
 #[test]
 fn malformed_config_fails_clearly() {
@@ -330,9 +350,7 @@ fn malformed_config_fails_clearly() {
         (r#"[["router", {"id": "A"}], "#, "not valid JSON"),
     ];
     for (i, (text, want)) in cases.iter().enumerate() {
-        let f = dir.join(format!("bad{i}.json"));
-        std::fs::write(&f, text).unwrap();
-        let err = skrouterd_fails(&f);
+        let (f, err) = refused_config(&dir, &format!("bad{i}.json"), text);
         assert!(err.contains(want), "wanted {want:?} in: {err}");
         assert!(err.contains(&f.display().to_string()), "{err}");
         assert!(!err.contains("panicked"), "{err}");
@@ -345,17 +363,12 @@ fn malformed_config_fails_clearly() {
     // A port already taken: the router says which listener and exits non-zero.
     let taken = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = taken.local_addr().unwrap().port();
-    let f = dir.join("busy.json");
-    std::fs::write(
-        &f,
-        config(&[
-            router("A"),
-            http_listener(free_port()),
-            tcp_listener("svc", port),
-        ]),
-    )
-    .unwrap();
-    let err = skrouterd_fails(&f);
+    let entries = [
+        router("A"),
+        http_listener(free_port()),
+        tcp_listener("svc", port),
+    ];
+    let (_, err) = refused_config(&dir, "busy.json", &config(&entries));
     assert!(
         err.contains(&format!(
             "tcpListener svc cannot listen on 127.0.0.1:{port}"
@@ -363,18 +376,13 @@ fn malformed_config_fails_clearly() {
         "{err}"
     );
     // A listener's sslProfile naming a missing certificate: the file is named, exit non-zero.
-    let f = dir.join("nocert.json");
-    std::fs::write(
-        &f,
-        config(&[
-            router("A"),
-            http_listener(free_port()),
-            r#"["sslProfile", {"name": "site", "caCertFile": "/nonexistent/ca.crt", "certFile": "/nonexistent/tls.crt", "privateKeyFile": "/nonexistent/tls.key"}]"#.to_string(),
-            ir_listener(free_port(), Some("site")),
-        ]),
-    )
-    .unwrap();
-    let err = skrouterd_fails(&f);
+    let entries = [
+        router("A"),
+        http_listener(free_port()),
+        r#"["sslProfile", {"name": "site", "caCertFile": "/nonexistent/ca.crt", "certFile": "/nonexistent/tls.crt", "privateKeyFile": "/nonexistent/tls.key"}]"#.to_string(),
+        ir_listener(free_port(), Some("site")),
+    ];
+    let (_, err) = refused_config(&dir, "nocert.json", &config(&entries));
     assert!(err.contains("/nonexistent/ca.crt"), "{err}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
@@ -385,10 +393,7 @@ fn malformed_config_fails_clearly() {
 /// takes the link down.
 #[test]
 fn reload_adds_a_service_without_dropping_connections() {
-    let mut r = Routers::new("reload");
-    let mut p1 = Pair::new(None);
-    let l1 = p1.service("svc1", echo_server());
-    r.start_pair(&p1);
+    let (r, p1, l1) = echo_pair("reload", "svc1");
     r.wait_log("A", "address svc1: reachable at router B");
     wait_echo(l1);
     let mut long = TcpStream::connect(("127.0.0.1", l1)).unwrap();
