@@ -3,36 +3,18 @@
 
 mod common;
 
-use common::{assert_nothing_left, sim};
+use common::session::Session;
 use knetsim::console::{handle, Flow};
-use knetsim::script::{Outcome, ScriptSession};
+use knetsim::script::Outcome;
 
-struct Console(ScriptSession, String);
-
-impl Console {
-    fn new(test: &str) -> Console {
-        let instance = format!("con-{test}");
-        Console(ScriptSession::new(sim(&instance), true), instance)
-    }
-    fn line(&mut self, l: &str) -> String {
-        let mut out = Vec::new();
-        assert_eq!(handle(&mut self.0, l, &mut out), Flow::Continue, "{l}");
-        String::from_utf8(out).unwrap()
-    }
-}
-
-impl Drop for Console {
-    fn drop(&mut self) {
-        self.0.sim().teardown().expect("teardown");
-        if !std::thread::panicking() {
-            assert_nothing_left(&self.1, &[]);
-        }
-    }
+/// A console session of its own per test.
+fn console(test: &str) -> Session {
+    Session::new(&format!("con-{test}"), true)
 }
 
 #[test]
 fn rhai_lines_share_the_scope_and_show_values() {
-    let mut c = Console::new("rhai");
+    let mut c = console("rhai");
     assert_eq!(c.line("1 + 2"), "3\n");
     assert_eq!(c.line("let x = 20"), "");
     assert_eq!(c.line("x * 2 + 2"), "42\n");
@@ -46,8 +28,8 @@ fn rhai_lines_share_the_scope_and_show_values() {
 
 #[test]
 fn a_script_run_first_leaves_its_variables_and_nodes_to_the_console() {
-    let mut c = Console::new("shared");
-    let o = c.0.run_source(
+    let mut c = console("shared");
+    let o = c.run_source(
         "setup.rhai",
         "let C0 = cluster(\"0\", #{ workers: 2, etcd: 1 });\nlet greeting = \"hello\";\nfn twice(s) { s + s }\n",
     );
@@ -61,8 +43,8 @@ fn a_script_run_first_leaves_its_variables_and_nodes_to_the_console() {
     );
     // Nodes added from the console become variables after the line.
     c.line("let C1 = cluster(\"1\", #{ workers: 1, etcd: 1 })");
-    c.0.refresh_node_variables();
-    let vars = c.0.variable_names();
+    c.refresh_node_variables();
+    let vars = c.variable_names();
     for v in [
         "C0", "C0w1", "C0w2", "C0e1", "C1", "C1w1", "C1e1", "greeting",
     ] {
@@ -73,7 +55,7 @@ fn a_script_run_first_leaves_its_variables_and_nodes_to_the_console() {
 
 #[test]
 fn errors_are_one_message_and_the_console_goes_on() {
-    let mut c = Console::new("errors");
+    let mut c = console("errors");
     let out = c.line("let a = (1 +;");
     assert!(out.starts_with("error: console:1:"), "{out}");
     assert!(out.contains(" 1 | let a = (1 +;"), "{out}");
@@ -87,7 +69,7 @@ fn errors_are_one_message_and_the_console_goes_on() {
 
 #[test]
 fn node_lines_run_on_the_node_and_say_why_not() {
-    let mut c = Console::new("nodeline");
+    let mut c = console("nodeline");
     c.line("cluster(\"0\", #{ workers: 1, etcd: 1 }); cluster(\"1\", #{ workers: 1, etcd: 1 });");
     let out = c.line("C0w1 ip -br addr");
     assert!(
@@ -103,7 +85,7 @@ fn node_lines_run_on_the_node_and_say_why_not() {
 
 #[test]
 fn help_nodes_pingall_and_exit() {
-    let mut c = Console::new("cmds");
+    let mut c = console("cmds");
     let help = c.line("help");
     for want in [
         "pingall",
@@ -149,6 +131,6 @@ fn help_nodes_pingall_and_exit() {
     assert!(ping.contains("C0: fewer than two containers"), "{ping}");
     assert!(ping.contains("no pings sent"), "{ping}");
     let mut out = Vec::new();
-    assert_eq!(handle(&mut c.0, "exit", &mut out), Flow::Exit);
-    assert_eq!(handle(&mut c.0, " quit ", &mut out), Flow::Exit);
+    assert_eq!(handle(&mut c, "exit", &mut out), Flow::Exit);
+    assert_eq!(handle(&mut c, " quit ", &mut out), Flow::Exit);
 }

@@ -6,6 +6,7 @@
 #![allow(dead_code)]
 
 pub mod kubeproxy;
+pub mod session;
 pub mod skupper;
 
 use knetsim::netns::{self, process};
