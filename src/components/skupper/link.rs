@@ -272,11 +272,7 @@ async fn connect_once(router: &Arc<Router>, c: &Connector) -> Result<String> {
     let role = c.role.as_str();
     let (conn, session, sender, receiver, peer, describe) = match &c.ssl_profile {
         Some(p) => {
-            let prof = router
-                .cfg()
-                .ssl_profile(p)
-                .cloned()
-                .ok_or_else(|| anyhow!("sslProfile {p} missing"))?;
+            let prof = router.ssl_profile(p)?;
             let tls = certs::client_config(&prof)?;
             let name = certs::server_name(&c.host, c.verify_hostname)?;
             let mut io = tokio_rustls::TlsConnector::from(tls)

@@ -17,11 +17,7 @@ pub async fn bind(
 ) -> Result<(Option<Arc<rustls::ServerConfig>>, TcpListener)> {
     let tls = match &l.ssl_profile {
         Some(p) => {
-            let prof = router
-                .cfg()
-                .ssl_profile(p)
-                .cloned()
-                .ok_or_else(|| anyhow!("sslProfile {p} missing"))?;
+            let prof = router.ssl_profile(p)?;
             Some(certs::server_config(&prof)?)
         }
         None => None,
