@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{assert_nothing_left, knetsim_exe, HostSnapshot};
+use common::{assert_nothing_left, knetsim_exe, tear_down, HostSnapshot};
 use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::process::CommandExt;
@@ -360,8 +360,7 @@ fn knetsim_exec_passes_its_arguments_as_given_and_names_resolve() {
     );
     let o = exec(&["tcpdump-not-here"]);
     assert!(String::from_utf8_lossy(&o.stderr).contains("not installed"));
-    sim.teardown().unwrap();
-    assert_nothing_left(instance, &[]);
+    tear_down(&sim, &[]);
     assert_eq!(
         HostSnapshot::take(),
         host,

@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{assert_nothing_left, started};
+use common::{assert_nothing_left, started, tear_down};
 use knetsim::netns::{self, process};
 use knetsim::sim::{IngressRule, PortSpec, ServiceSpec, Worker};
 use std::collections::BTreeMap;
@@ -233,8 +233,7 @@ fn a_reload_that_times_out_puts_the_previous_config_back() {
         .unwrap()
         .contains("location /other"));
     drop(listener);
-    sim.teardown().unwrap();
-    assert_nothing_left("ingrrb", &[]);
+    tear_down(&sim, &[]);
 }
 
 #[test]
@@ -351,8 +350,7 @@ fn bad_ingress_input_is_refused_and_leaves_no_nginx() {
         .unwrap_err()
         .to_string();
     assert!(e.contains("already in use"), "{e}");
-    sim.teardown().unwrap();
-    assert_nothing_left("ingr2", &[]);
+    tear_down(&sim, &[]);
 }
 
 #[test]

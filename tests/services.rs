@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{assert_nothing_left, started};
+use common::{started, tear_down};
 use knetsim::sim::{PortSpec, ServiceSpec};
 use std::collections::BTreeMap;
 
@@ -81,8 +81,7 @@ fn bad_service_input_is_refused_and_nothing_is_half_applied() {
         w1.exec("nft list ruleset").unwrap(),
         "a rejected change altered the ruleset"
     );
-    sim.teardown().unwrap();
-    assert_nothing_left("svc1", &[]);
+    tear_down(&sim, &[]);
 }
 
 #[test]
@@ -120,6 +119,5 @@ fn endpoints_follow_pods_and_a_joining_worker_gets_existing_services() {
         !table.contains(&pod.ip),
         "the deleted pod's endpoint chain is gone: {table}"
     );
-    sim.teardown().unwrap();
-    assert_nothing_left("svc2", &[]);
+    tear_down(&sim, &[]);
 }

@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{assert_nothing_left, sim, started, HostSnapshot};
+use common::{assert_nothing_left, sim, started, tear_down, HostSnapshot};
 use knetsim::sim::ClusterSpec;
 use std::collections::BTreeMap;
 
@@ -68,8 +68,7 @@ fn a_second_run_of_a_live_instance_is_refused() {
         msg.contains("already running") && msg.contains("--instance"),
         "{msg}"
     );
-    first.teardown().unwrap();
-    assert_nothing_left("lc2", &[]);
+    tear_down(&first, &[]);
 }
 
 #[test]
@@ -106,8 +105,7 @@ fn bad_names_give_clear_errors() {
         .unwrap()
         .to_string();
     assert!(err.contains("not running yet"), "{err}");
-    sim.teardown().unwrap();
-    assert_nothing_left("lc3", &[]);
+    tear_down(&sim, &[]);
 }
 
 #[test]
@@ -136,8 +134,7 @@ fn a_worker_added_after_start_is_reachable() {
         2,
         "{routes}"
     );
-    sim.teardown().unwrap();
-    assert_nothing_left("lc4", &[]);
+    tear_down(&sim, &[]);
 }
 
 #[test]
@@ -171,10 +168,8 @@ fn two_instances_run_side_by_side() {
         assert!(out.contains(" 0% packet loss"), "{}: {out}", s.instance());
     }
     assert!(knetsim::netns::exists("lc5a-C0w1") && knetsim::netns::exists("lc5b-C0w1"));
-    a.teardown().unwrap();
-    b.teardown().unwrap();
-    assert_nothing_left("lc5a", &[]);
-    assert_nothing_left("lc5b", &[]);
+    tear_down(&a, &[]);
+    tear_down(&b, &[]);
 }
 
 #[test]
@@ -190,8 +185,7 @@ fn exec_async_processes_end_with_their_pod() {
         !knetsim::netns::process::is_same_process(pid, start),
         "sleep survived its pod"
     );
-    sim.teardown().unwrap();
-    assert_nothing_left("lc6", &[]);
+    tear_down(&sim, &[]);
 }
 
 /// A namespace that exists before the run (another instance's, or one made by hand) under a

@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{assert_nothing_left, root_or_skip, sim, HostSnapshot};
+use common::{alive, assert_nothing_left, root_or_skip, sim, tear_down, HostSnapshot};
 use knetsim::netns::process;
 use knetsim::sim::{Cluster, ClusterSpec, LinkOptions, SiteOptions, Worker};
 use std::collections::BTreeMap;
@@ -48,13 +48,6 @@ fn get(w: &Worker, container: &str, url: &str) -> String {
 
 fn config(c: &Cluster) -> String {
     std::fs::read_to_string(c.skupper_config_path()).unwrap_or_default()
-}
-
-fn alive(pid: u32) -> bool {
-    process::start_time(pid).is_some()
-        && !std::fs::read_to_string(format!("/proc/{pid}/stat"))
-            .unwrap_or_default()
-            .contains(") Z")
 }
 
 #[test]
@@ -159,11 +152,7 @@ fn a_service_in_c0_is_reached_from_every_pod_of_c1_and_of_c2_through_c1() {
         "one recorded router per site: {rec}"
     );
 
-    sim.teardown().unwrap();
-    for p in &pids {
-        assert!(!alive(*p), "router {p} survived teardown");
-    }
-    assert_nothing_left(instance, &[]);
+    tear_down(&sim, &pids);
     assert_eq!(before, HostSnapshot::take(), "the root namespace changed");
 }
 
@@ -208,8 +197,7 @@ fn an_exposed_container_created_again_is_followed_to_its_new_address() {
     assert_eq!(c0.skupper_services(), vec![("svc1".to_string(), port)]);
     let got = get(&c1w1, "cl", &url);
     assert!(got.contains("second web"), "{got}");
-    sim.teardown().unwrap();
-    assert_nothing_left(instance, &[]);
+    tear_down(&sim, &[]);
 }
 
 #[test]
@@ -433,11 +421,7 @@ fn bad_skupper_input_is_refused_clearly_and_leaves_nothing() {
         .iter()
         .filter_map(|c| c.skupper_router_pid())
         .collect();
-    sim.teardown().unwrap();
-    for p in pids {
-        assert!(!alive(p), "router {p} survived teardown");
-    }
-    assert_nothing_left(instance, &[]);
+    tear_down(&sim, &pids);
     assert_eq!(before, HostSnapshot::take(), "the root namespace changed");
 }
 
@@ -482,8 +466,7 @@ fn script_options_are_checked_before_anything_starts() {
         assert!(e.contains(want), "{src}: {e}");
         assert!(e.contains("case.rhai:1:"), "{src}: no position in {e}");
     }
-    s.sim().teardown().unwrap();
-    assert_nothing_left(instance, &[]);
+    tear_down(s.sim(), &[]);
 }
 
 #[test]
@@ -580,8 +563,7 @@ expect(out.contains("hello from c4"), "c2 in C1 reaches svc1 through the routers
     let foreign = other.cluster("0", spec(1)).unwrap();
     let e = format!("{:#}", c2.create_conf(&[foreign], &[]).unwrap_err());
     assert!(e.contains("belongs to another simulation"), "{e}");
-    other.teardown().unwrap();
-    assert_nothing_left("sksim-list2", &[]);
+    tear_down(&other, &[]);
     assert!(c2.skupper_router_pid().is_none());
     assert!(!c2.skupper_config_path().exists());
     assert_eq!(c1.skupper_router_pid(), Some(pid1));
@@ -743,8 +725,7 @@ fn site_keys_and_tokens_are_private_to_root() {
     // Certificates stay readable files, but only through those 0700 directories.
     assert!(files.iter().any(|p| p.file_name().unwrap() == "tls.crt"));
     drop((c0, c1));
-    sim.teardown().unwrap();
-    assert_nothing_left(instance, &[]);
+    tear_down(&sim, &[]);
 }
 
 /// An echo server in `container` on `w`, port 80: writes back everything it reads.
@@ -837,7 +818,6 @@ fn a_long_connection_through_svc1_survives_exposing_svc2() {
     assert_eq!(got, b"after exposing svc2", "the svc1 connection survived");
     drop(long);
 
-    sim.teardown().unwrap();
-    assert_nothing_left(instance, &[]);
+    tear_down(&sim, &[]);
     assert_eq!(before, HostSnapshot::take(), "the root namespace changed");
 }

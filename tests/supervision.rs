@@ -6,7 +6,10 @@
 
 mod common;
 
-use common::{assert_nothing_left, knetsim_exe, root_or_skip, started, HostSnapshot};
+use common::{
+    alive, assert_nothing_left, knetsim_exe, root_or_skip, started, started_as_root, tear_down,
+    HostSnapshot,
+};
 use knetsim::sim::{
     ClusterSpec, LinkOptions, PortSpec, ServiceSpec, Sim, SiteOptions, SupervisionOutcome, Worker,
 };
@@ -31,13 +34,6 @@ fn web_service() -> ServiceSpec {
 
 fn kill9(pid: u32) {
     common::signal(pid, nix::sys::signal::Signal::SIGKILL);
-}
-
-fn alive(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|s| s.rfind(')').map(|i| !s[i + 2..].starts_with('Z')))
-        .unwrap_or(false)
 }
 
 /// Waits (bounded) until `agent` on `w` runs with a pid other than `old`.
@@ -128,21 +124,15 @@ fn a_killed_kube_proxy_is_restarted_and_services_work() {
         w1.agent_pid("flanneld").unwrap().unwrap(),
         w2.agent_pid("kube-proxy").unwrap().unwrap(),
     ];
-    sim.teardown().unwrap();
-    for p in agents {
-        assert!(!alive(p), "agent {p} survived teardown");
-    }
-    assert_nothing_left(instance, &[]);
+    tear_down(&sim, &agents);
     assert_eq!(before, HostSnapshot::take(), "the root namespace changed");
 }
 
 #[test]
 fn a_killed_flanneld_is_restarted_and_a_new_worker_is_reached() {
-    if !root_or_skip() {
+    let Some((sim, c)) = started_as_root("sup-fl", 2, 1) else {
         return;
-    }
-    let instance = "sup-fl";
-    let (sim, c) = started(instance, 2, 1);
+    };
     let w1 = c.worker("w1").unwrap();
     let subnet = std::fs::read_to_string(w1.subnet_file()).unwrap();
     let old = w1.agent_pid("flanneld").unwrap().expect("flanneld runs");
@@ -167,17 +157,14 @@ fn a_killed_flanneld_is_restarted_and_a_new_worker_is_reached() {
         msgs,
         vec!["flanneld on C0w1 exited (signal 9); restarted".to_string()]
     );
-    sim.teardown().unwrap();
-    assert_nothing_left(instance, &[]);
+    tear_down(&sim, &[]);
 }
 
 #[test]
 fn a_crash_loop_stops_the_restarts_with_the_agents_log() {
-    if !root_or_skip() {
+    let Some((sim, c)) = started_as_root("sup-loop", 2, 1) else {
         return;
-    }
-    let instance = "sup-loop";
-    let (sim, c) = started(instance, 2, 1);
+    };
     let w1 = c.worker("w1").unwrap();
     let mut pid = w1.agent_pid("kube-proxy").unwrap().unwrap();
     for n in 1..=5 {
@@ -230,17 +217,14 @@ fn a_crash_loop_stops_the_restarts_with_the_agents_log() {
     let pid = w1.start_agent("kube-proxy").unwrap();
     assert_eq!(w1.agent_pid("kube-proxy").unwrap(), Some(pid));
     c.service("web", &web_service()).unwrap();
-    sim.teardown().unwrap();
-    assert_nothing_left(instance, &[]);
+    tear_down(&sim, &[]);
 }
 
 #[test]
 fn an_agent_stopped_on_purpose_stays_stopped_until_started() {
-    if !root_or_skip() {
+    let Some((sim, c)) = started_as_root("sup-stop", 2, 1) else {
         return;
-    }
-    let instance = "sup-stop";
-    let (sim, c) = started(instance, 2, 1);
+    };
     let (w1, w2) = (c.worker("w1").unwrap(), c.worker("w2").unwrap());
     w1.create_container("c1", BTreeMap::new()).unwrap();
     w2.create_container("c2", web()).unwrap();
@@ -303,8 +287,7 @@ fn an_agent_stopped_on_purpose_stays_stopped_until_started() {
         "{}",
         ev[0].message
     );
-    sim.teardown().unwrap();
-    assert_nothing_left(instance, &[]);
+    tear_down(&sim, &[]);
 }
 
 #[test]
@@ -403,9 +386,7 @@ fn a_killed_skupper_router_is_restarted_and_its_links_come_back() {
         messages(&sim),
         vec!["skrouterd on C0w1 exited (signal 9); restarted".to_string()]
     );
-    sim.teardown().unwrap();
-    assert!(!alive(new), "router {new} survived teardown");
-    assert_nothing_left(instance, &[]);
+    tear_down(&sim, &[new]);
 }
 
 /// A directory of this test's own, removed when dropped (also when the test fails).
@@ -476,6 +457,5 @@ fn an_agent_that_cannot_run_ends_waits_at_once_with_its_log() {
         "{msg}"
     );
     assert_eq!(w1.agent_pid("kube-proxy").unwrap(), None);
-    sim.teardown().unwrap();
-    assert_nothing_left(instance, &[]);
+    tear_down(&sim, &[]);
 }

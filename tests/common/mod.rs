@@ -265,6 +265,33 @@ pub fn started(instance: &str, workers: u32, etcd: u32) -> (Sim, knetsim::sim::C
     (sim, c)
 }
 
+/// [`started`], for a test that needs root: None, the skip said, without it.
+pub fn started_as_root(
+    instance: &str,
+    workers: u32,
+    etcd: u32,
+) -> Option<(Sim, knetsim::sim::Cluster)> {
+    root_or_skip().then(|| started(instance, workers, etcd))
+}
+
+/// Whether `pid` names a live process (not a zombie).
+pub fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| s.rfind(')').map(|i| !s[i + 2..].starts_with('Z')))
+        .unwrap_or(false)
+}
+
+/// Tears `sim` down and asserts that nothing of it is left: no namespace, no state, and
+/// none of `pids` (processes it ran) alive.
+pub fn tear_down(sim: &Sim, pids: &[u32]) {
+    sim.teardown().expect("teardown");
+    for &p in pids {
+        assert!(!alive(p), "process {p} survived teardown");
+    }
+    assert_nothing_left(sim.instance(), &[]);
+}
+
 /// What the simulator must never change in the host's root network namespace.
 #[derive(Debug, PartialEq)]
 pub struct HostSnapshot {
