@@ -4,7 +4,10 @@
 
 mod common;
 
-use common::{assert_nothing_left, started, tear_down};
+use common::{
+    assert_nothing_left, knetsim_cleanup, knetsim_script, recorded_processes, started, tear_down,
+    Guard,
+};
 use knetsim::netns::{self, process};
 use knetsim::sim::{IngressRule, PortSpec, ServiceSpec, Worker};
 use std::collections::BTreeMap;
@@ -356,17 +359,15 @@ fn bad_ingress_input_is_refused_and_leaves_no_nginx() {
 #[test]
 fn cleanup_after_a_crash_ends_nginx_by_its_recorded_pid() {
     let instance = "ingr3";
-    let script = std::env::temp_dir().join(format!("knetsim-ingr3-{}.rhai", std::process::id()));
-    std::fs::write(
-        &script,
+    let mut g = Guard::default();
+    let script = g.file(
+        instance,
+        "crash.rhai",
         "let C0 = cluster(\"0\", #{ workers: 1, etcd: 1 });\nstart();\n\
          C0.get(\"w1\").run_ingress(\"grp1\", 8001, [#{ path: \"/a\", endpoint: \"100.64.11.1:8000\" }]);\n\
          sleep(60.0);\n",
-    )
-    .unwrap();
-    let mut child = std::process::Command::new(common::knetsim_exe())
-        .args(["--no-pause", "--instance", instance])
-        .arg(&script)
+    );
+    let mut child = knetsim_script(instance, &script)
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()
@@ -374,17 +375,9 @@ fn cleanup_after_a_crash_ends_nginx_by_its_recorded_pid() {
     let run = knetsim::netns::record::run_dir(instance);
     let until = Instant::now() + Duration::from_secs(60);
     let nginx = loop {
-        let rec: Option<serde_json::Value> = std::fs::read(run.join("record.json"))
-            .ok()
-            .and_then(|b| serde_json::from_slice(&b).ok());
-        let found = rec.and_then(|r| {
-            r["processes"].as_array()?.iter().find_map(|p| {
-                if !p["what"].as_str()?.starts_with("ingress grp1") {
-                    return None;
-                }
-                Some((p["pid"].as_u64()? as u32, p["start_time"].as_u64()?))
-            })
-        });
+        let found = recorded_processes(instance, "ingress grp1")
+            .first()
+            .copied();
         // Recorded, and running (nginx has written its pid file).
         if let Some(f) = found {
             if run.join("C0w1/ingress/grp1/nginx.pid").exists() {
@@ -400,11 +393,7 @@ fn cleanup_after_a_crash_ends_nginx_by_its_recorded_pid() {
         process::is_same_process(nginx.0, nginx.1),
         "nginx died with knetsim"
     );
-    let out = std::process::Command::new(common::knetsim_exe())
-        .args(["cleanup", "--instance", instance])
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(0));
+    knetsim_cleanup(instance);
     let until = Instant::now() + Duration::from_secs(5);
     while process::is_same_process(nginx.0, nginx.1) && Instant::now() < until {
         std::thread::sleep(Duration::from_millis(20));
@@ -413,28 +402,24 @@ fn cleanup_after_a_crash_ends_nginx_by_its_recorded_pid() {
         !process::is_same_process(nginx.0, nginx.1),
         "nginx survived cleanup"
     );
-    let _ = std::fs::remove_file(&script);
     assert_nothing_left(instance, &[]);
 }
 
 #[test]
 fn missing_nginx_names_the_package_and_leaves_nothing() {
-    let script = std::env::temp_dir().join(format!("knetsim-ingr4-{}.rhai", std::process::id()));
-    std::fs::write(
-        &script,
+    let mut g = Guard::default();
+    let script = g.file(
+        "ingr4",
+        "no-nginx.rhai",
         "let C0 = cluster(\"0\", #{ workers: 1, etcd: 1 });\nstart();\n\
          C0.get(\"w1\").run_ingress(\"grp1\", 8001, [#{ path: \"/a\", endpoint: \"100.64.11.1:8000\" }]);\n",
-    )
-    .unwrap();
-    let out = std::process::Command::new(common::knetsim_exe())
-        .args(["--no-pause", "--instance", "ingr4"])
-        .arg(&script)
+    );
+    let out = knetsim_script("ingr4", &script)
         .env("KNETSIM_NGINX", "/nonexistent/nginx")
         .env("NO_COLOR", "1")
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stderr);
-    let _ = std::fs::remove_file(&script);
     assert_eq!(out.status.code(), Some(2), "{text}");
     assert!(
         text.contains("/nonexistent/nginx' was not found")

@@ -4,11 +4,30 @@
 
 mod common;
 
-use common::{alive, assert_nothing_left, root_or_skip, sim, tear_down, HostSnapshot};
+use common::{
+    alive, assert_nothing_left, knetsim_cleanup, knetsim_script, recorded_processes, root_or_skip,
+    sim, tear_down, Guard, HostSnapshot,
+};
 use knetsim::netns::process;
-use knetsim::sim::{Cluster, ClusterSpec, LinkOptions, SiteOptions, Worker};
+use knetsim::sim::{Cluster, ClusterSpec, LinkOptions, Sim, SiteOptions, Worker};
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
+
+/// A running simulation for `instance` with clusters C0, C1, ... of `workers[i]` workers
+/// each, and the root namespace as it was before; None (the skip said) without root.
+fn running<const N: usize>(
+    instance: &str,
+    workers: [u32; N],
+) -> Option<(HostSnapshot, Sim, [Cluster; N])> {
+    if !root_or_skip() {
+        return None;
+    }
+    let before = HostSnapshot::take();
+    let sim = sim(instance);
+    let clusters = std::array::from_fn(|i| sim.cluster(&i.to_string(), spec(workers[i])).unwrap());
+    sim.start().unwrap();
+    Some((before, sim, clusters))
+}
 
 fn spec(workers: u32) -> ClusterSpec {
     ClusterSpec { workers, etcd: 1 }
@@ -52,16 +71,9 @@ fn config(c: &Cluster) -> String {
 
 #[test]
 fn a_service_in_c0_is_reached_from_every_pod_of_c1_and_of_c2_through_c1() {
-    if !root_or_skip() {
+    let Some((before, sim, [c0, c1, c2])) = running("sksim-reach", [3, 3, 1]) else {
         return;
-    }
-    let instance = "sksim-reach";
-    let before = HostSnapshot::take();
-    let sim = sim(instance);
-    let c0 = sim.cluster("0", spec(3)).unwrap();
-    let c1 = sim.cluster("1", spec(3)).unwrap();
-    let c2 = sim.cluster("2", spec(1)).unwrap();
-    sim.start().unwrap();
+    };
     let c0w3 = c0.worker("w3").unwrap();
     serve(&c0w3, "c4", "hello from c4");
     serve(&c0w3, "c5", "hello from c5");
@@ -164,14 +176,9 @@ fn err(r: anyhow::Result<impl std::fmt::Debug>) -> String {
 /// worker, so at another address) is reached through the same port.
 #[test]
 fn an_exposed_container_created_again_is_followed_to_its_new_address() {
-    if !root_or_skip() {
+    let Some((_, sim, [c0, c1])) = running("sksim-follow", [2, 1]) else {
         return;
-    }
-    let instance = "sksim-follow";
-    let sim = sim(instance);
-    let c0 = sim.cluster("0", spec(2)).unwrap();
-    let c1 = sim.cluster("1", spec(1)).unwrap();
-    sim.start().unwrap();
+    };
     let (c0w1, c0w2) = (c0.worker("w1").unwrap(), c0.worker("w2").unwrap());
     let c1w1 = c1.worker("w1").unwrap();
     serve(&c0w1, "web", "first web");
@@ -202,15 +209,9 @@ fn an_exposed_container_created_again_is_followed_to_its_new_address() {
 
 #[test]
 fn bad_skupper_input_is_refused_clearly_and_leaves_nothing() {
-    if !root_or_skip() {
+    let Some((before, sim, [c0, c1])) = running("sksim-bad", [1, 1]) else {
         return;
-    }
-    let instance = "sksim-bad";
-    let before = HostSnapshot::take();
-    let sim = sim(instance);
-    let c0 = sim.cluster("0", spec(1)).unwrap();
-    let c1 = sim.cluster("1", spec(1)).unwrap();
-    sim.start().unwrap();
+    };
     let c0w1 = c0.worker("w1").unwrap();
     let c1w1 = c1.worker("w1").unwrap();
     c0w1.create_container("c1", BTreeMap::new()).unwrap();
@@ -471,17 +472,10 @@ fn script_options_are_checked_before_anything_starts() {
 
 #[test]
 fn the_originals_list_form_create_conf_and_start_skupper() {
-    if !root_or_skip() {
-        return;
-    }
     use knetsim::script::{Outcome, ScriptSession};
-    let instance = "sksim-list";
-    let before = HostSnapshot::take();
-    let sim = sim(instance);
-    let c0 = sim.cluster("0", spec(3)).unwrap();
-    let c1 = sim.cluster("1", spec(2)).unwrap();
-    sim.cluster("2", spec(1)).unwrap();
-    sim.start().unwrap();
+    let Some((before, sim, [c0, c1, _])) = running("sksim-list", [3, 2, 1]) else {
+        return;
+    };
     serve(&c0.worker("w3").unwrap(), "c4", "hello from c4");
     c1.worker("w2")
         .unwrap()
@@ -573,9 +567,7 @@ expect(out.contains("hello from c4"), "c2 in C1 reaches svc1 through the routers
     assert!(!alive(pid1));
     let pid0 = c0.skupper_router_pid().unwrap();
     drop(s);
-    sim.teardown().unwrap();
-    assert!(!alive(pid0));
-    assert_nothing_left(instance, &[]);
+    tear_down(&sim, &[pid0]);
     assert_eq!(before, HostSnapshot::take(), "the root namespace changed");
 }
 
@@ -586,13 +578,12 @@ fn cleanup_after_a_crash_ends_the_routers() {
     if !root_or_skip() {
         return;
     }
-    use std::process::{Command, Stdio};
+    use std::process::Stdio;
     let instance = "sksim-crash";
-    let dir = std::env::temp_dir().join(format!("{instance}-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let script = dir.join("crash.rhai");
-    std::fs::write(
-        &script,
+    let mut g = Guard::default();
+    let script = g.file(
+        instance,
+        "crash.rhai",
         r#"
 let C0 = cluster("0", #{ workers: 1, etcd: 1 });
 let C1 = cluster("1", #{ workers: 1, etcd: 1 });
@@ -605,11 +596,8 @@ C0.skupper_expose("svc1", "c1", 80);
 C0.get("w1").exec(`touch ${C0.skupper_config}.ready`);
 sleep(120);
 "#,
-    )
-    .unwrap();
-    let mut child = Command::new(common::knetsim_exe())
-        .args(["--no-pause", "--instance", instance])
-        .arg(&script)
+    );
+    let mut child = knetsim_script(instance, &script)
         .env("NO_COLOR", "1")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -623,34 +611,20 @@ sleep(120);
     }
     let _ = child.kill(); // SIGKILL: no teardown runs
     let _ = child.wait();
-    let _ = std::fs::remove_dir_all(&dir);
     assert!(ready.exists(), "the script did not get to expose");
-    let record: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(run.join("record.json")).unwrap()).unwrap();
-    let routers: Vec<(u32, u64)> = record["processes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|p| p["what"].as_str().unwrap_or("").starts_with("skrouterd"))
-        .map(|p| {
-            (
-                p["pid"].as_u64().unwrap() as u32,
-                p["start_time"].as_u64().unwrap(),
-            )
-        })
-        .collect();
-    assert_eq!(routers.len(), 2, "one recorded router per site: {record}");
+    let routers = recorded_processes(instance, "skrouterd");
+    assert_eq!(
+        routers.len(),
+        2,
+        "one recorded router per site: {routers:?}"
+    );
     for (pid, start) in &routers {
         assert!(
             process::is_same_process(*pid, *start),
             "recorded router {pid} is not the running one"
         );
     }
-    let out = Command::new(common::knetsim_exe())
-        .args(["cleanup", "--instance", instance])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{out:?}");
+    knetsim_cleanup(instance);
     std::thread::sleep(Duration::from_millis(100));
     for (pid, start) in routers {
         assert!(
@@ -680,15 +654,10 @@ fn walk(
 
 #[test]
 fn site_keys_and_tokens_are_private_to_root() {
-    if !root_or_skip() {
-        return;
-    }
     use std::os::unix::fs::MetadataExt;
-    let instance = "sksim-keys";
-    let sim = sim(instance);
-    let c0 = sim.cluster("0", spec(1)).unwrap();
-    let c1 = sim.cluster("1", spec(1)).unwrap();
-    sim.start().unwrap();
+    let Some((_, sim, [c0, c1])) = running("sksim-keys", [1, 1]) else {
+        return;
+    };
     c0.skupper_init(SiteOptions { tls: true }).unwrap();
     let token = c0.skupper_token().unwrap();
     let second = c0.skupper_token().unwrap();
@@ -759,15 +728,9 @@ fn serve_echo(w: &Worker, container: &str) {
 #[test]
 fn a_long_connection_through_svc1_survives_exposing_svc2() {
     use std::io::{Read, Write};
-    if !root_or_skip() {
+    let Some((before, sim, [c0, c1])) = running("sksim-reload", [1, 1]) else {
         return;
-    }
-    let instance = "sksim-reload";
-    let before = HostSnapshot::take();
-    let sim = sim(instance);
-    let c0 = sim.cluster("0", spec(1)).unwrap();
-    let c1 = sim.cluster("1", spec(1)).unwrap();
-    sim.start().unwrap();
+    };
     let c0w1 = c0.worker("w1").unwrap();
     let c1w1 = c1.worker("w1").unwrap();
     serve_echo(&c0w1, "c4");

@@ -7,8 +7,8 @@
 mod common;
 
 use common::{
-    alive, assert_nothing_left, knetsim_exe, root_or_skip, started, started_as_root, tear_down,
-    HostSnapshot,
+    alive, assert_nothing_left, knetsim_exe, knetsim_script, root_or_skip, started,
+    started_as_root, tear_down, Guard, HostSnapshot,
 };
 use knetsim::sim::{
     ClusterSpec, LinkOptions, PortSpec, ServiceSpec, Sim, SiteOptions, SupervisionOutcome, Worker,
@@ -296,11 +296,10 @@ fn a_script_sees_the_restart_on_stderr_and_stops_an_agent() {
         return;
     }
     let instance = "sup-script";
-    let dir = std::env::temp_dir().join(format!("knetsim-sup-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let script = dir.join("agents.rhai");
-    std::fs::write(
-        &script,
+    let mut g = Guard::default();
+    let script = g.file(
+        "sup-script",
+        "agents.rhai",
         r#"let C0 = cluster("0", #{ workers: 2, etcd: 1 });
 start();
 let w1 = C0.get("w1");
@@ -318,15 +317,11 @@ expect(w1.agent_pid("flanneld") == (), "flanneld stays stopped");
 let f = w1.start_agent("flanneld");
 expect(w1.agent_pid("flanneld") == f, "flanneld runs again");
 "#,
-    )
-    .unwrap();
-    let out = std::process::Command::new(knetsim_exe())
-        .args(["--no-pause", "--instance", instance])
-        .arg(&script)
+    );
+    let out = knetsim_script(instance, &script)
         .env("NO_COLOR", "1")
         .output()
         .unwrap();
-    let _ = std::fs::remove_dir_all(&dir);
     let (stdout, stderr) = (
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr),

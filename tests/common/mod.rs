@@ -113,6 +113,13 @@ impl Guard {
         name.to_string()
     }
 
+    /// File `name` holding `text` in a fresh private directory for `test`, removed on drop.
+    pub fn file(&mut self, test: &str, name: &str, text: &str) -> PathBuf {
+        let path = self.dir(test).join(name);
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
     /// A fresh private directory for this test, removed on drop.
     pub fn dir(&mut self, test: &str) -> PathBuf {
         let d = std::env::temp_dir().join(format!("knetsim-{test}-{}", std::process::id()));
@@ -263,6 +270,40 @@ pub fn started(instance: &str, workers: u32, etcd: u32) -> (Sim, knetsim::sim::C
     let c = declare_c0(&sim, workers, etcd).expect("declaring C0");
     sim.start().expect("bring-up");
     (sim, c)
+}
+
+/// `knetsim --no-pause --instance INSTANCE SCRIPT`, as a learner runs a lesson.
+pub fn knetsim_script(instance: &str, script: &std::path::Path) -> Command {
+    let mut cmd = Command::new(knetsim_exe());
+    cmd.args(["--no-pause", "--instance", instance]).arg(script);
+    cmd
+}
+
+/// The processes that the record of `instance` holds, of those whose description starts
+/// with `what`: (pid, start time). None recorded (yet) when there is no record.
+pub fn recorded_processes(instance: &str, what: &str) -> Vec<(u32, u64)> {
+    let path = knetsim::netns::record::run_dir(instance).join("record.json");
+    let record: serde_json::Value = std::fs::read(path)
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or_default();
+    let Some(processes) = record["processes"].as_array() else {
+        return vec![];
+    };
+    processes
+        .iter()
+        .filter(|p| p["what"].as_str().unwrap_or("").starts_with(what))
+        .filter_map(|p| Some((p["pid"].as_u64()? as u32, p["start_time"].as_u64()?)))
+        .collect()
+}
+
+/// `knetsim cleanup --instance INSTANCE`, which must succeed.
+pub fn knetsim_cleanup(instance: &str) {
+    let out = Command::new(knetsim_exe())
+        .args(["cleanup", "--instance", instance])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
 }
 
 /// [`started`], for a test that needs root: None, the skip said, without it.
