@@ -53,7 +53,7 @@ use common::{sh, Guard};
 use anyhow::{bail, Context, Result};
 use knetsim::components::kubeproxy::{self as kp, rules};
 use knetsim::netns;
-use kp::{Endpoints, Protocol, Service, ServicePort, ServiceType, State};
+use kp::{Endpoints, Service, State};
 use rules::Bulk;
 use std::io::Read;
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
@@ -64,19 +64,8 @@ fn state(n: usize, backends: [Ipv4Addr; 2]) -> State {
     let mut st = State::default();
     for i in 0..n {
         let name = format!("svc-{i}");
-        st.services.push(Service {
-            name: name.clone(),
-            namespace: "default".into(),
-            cluster_ip: vip(i),
-            type_: ServiceType::ClusterIP,
-            ports: vec![ServicePort {
-                name: None,
-                protocol: Protocol::Tcp,
-                port: 80,
-                target_port: 80,
-                node_port: None,
-            }],
-        });
+        st.services
+            .push(Service::synthetic(&name, vip(i), None, 80, 80, None));
         st.endpoints.push(Endpoints::synthetic(&name, &backends));
     }
     st

@@ -6,9 +6,7 @@ mod common;
 
 use common::kubeproxy::*;
 use common::*;
-use knetsim::components::kubeproxy::{
-    read_counters, store, EndpointAddress, Endpoints, Protocol, Service, ServicePort, ServiceType,
-};
+use knetsim::components::kubeproxy::{read_counters, store, EndpointAddress, Endpoints, Service};
 use knetsim::netns;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -32,19 +30,7 @@ where
 }
 
 fn svc(name: &str, cip: std::net::Ipv4Addr, port: u16) -> Service {
-    Service {
-        name: name.into(),
-        namespace: "default".into(),
-        cluster_ip: cip,
-        type_: ServiceType::ClusterIP,
-        ports: vec![ServicePort {
-            name: Some("http".into()),
-            protocol: Protocol::Tcp,
-            port,
-            target_port: 8000,
-            node_port: None,
-        }],
-    }
+    Service::synthetic(name, cip, Some("http"), port, 8000, None)
 }
 
 fn start_agent(g: &mut Guard, node: &str, log: &std::path::Path) -> u32 {

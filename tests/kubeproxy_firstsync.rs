@@ -12,7 +12,7 @@ use knetsim::components::kubeproxy::rules::skeleton;
 use knetsim::components::kubeproxy::rules::{self, Bulk};
 use knetsim::components::kubeproxy::{
     apply_local, apply_plans, apply_transaction, list_table_json, read_counters, Endpoints,
-    Protocol, Service, ServicePort, ServiceType, State, StaticVip,
+    Service, State, StaticVip,
 };
 use std::net::Ipv4Addr;
 
@@ -22,24 +22,16 @@ fn state(n: usize, backends: [Ipv4Addr; 2]) -> State {
     let mut st = State::default();
     for i in 0..n {
         let name = format!("svc-{i}");
-        let np = i % 4 == 0;
-        st.services.push(Service {
-            name: name.clone(),
-            namespace: "default".into(),
-            cluster_ip: Ipv4Addr::new(100, 64, 20 + (i / 250) as u8, (i % 250) as u8 + 1),
-            type_: if np {
-                ServiceType::NodePort
-            } else {
-                ServiceType::ClusterIP
-            },
-            ports: vec![ServicePort {
-                name: Some("http".into()),
-                protocol: Protocol::Tcp,
-                port: 80,
-                target_port: 8000,
-                node_port: np.then_some(30000 + i as u16),
-            }],
-        });
+        let node_port = (i % 4 == 0).then_some(30000 + i as u16);
+        let cluster_ip = Ipv4Addr::new(100, 64, 20 + (i / 250) as u8, (i % 250) as u8 + 1);
+        st.services.push(Service::synthetic(
+            &name,
+            cluster_ip,
+            Some("http"),
+            80,
+            8000,
+            node_port,
+        ));
         if i % 7 != 6 {
             st.endpoints.push(Endpoints::synthetic(&name, &backends));
         }

@@ -6,8 +6,7 @@ mod common;
 use common::kubeproxy::*;
 use common::*;
 use knetsim::components::kubeproxy::{
-    apply_local, read_counters, EndpointAddress, Endpoints, Protocol, Service, ServicePort,
-    ServiceType, State, StaticVip,
+    apply_local, read_counters, EndpointAddress, Endpoints, Service, State, StaticVip,
 };
 use std::net::Ipv4Addr;
 
@@ -16,23 +15,7 @@ fn ip(s: &str) -> Ipv4Addr {
 }
 
 fn service(name: &str, cip: &str, port: u16, target: u16, node_port: Option<u16>) -> Service {
-    Service {
-        name: name.into(),
-        namespace: "default".into(),
-        cluster_ip: ip(cip),
-        type_: if node_port.is_some() {
-            ServiceType::NodePort
-        } else {
-            ServiceType::ClusterIP
-        },
-        ports: vec![ServicePort {
-            name: None,
-            protocol: Protocol::Tcp,
-            port,
-            target_port: target,
-            node_port,
-        }],
-    }
+    Service::synthetic(name, ip(cip), None, port, target, node_port)
 }
 
 fn endpoints(name: &str, ips: &[(Ipv4Addr, &str)]) -> Endpoints {

@@ -190,6 +190,36 @@ pub fn check_name(what: &str, name: &str) -> Result<()> {
 }
 
 impl Service {
+    /// A TCP Service `name` in namespace `default` at `cluster_ip` with one port, `port` to
+    /// `target_port` (named `port_name`), of type NodePort when `node_port` is given:
+    /// synthetic state for benchmarks and tests.
+    pub fn synthetic(
+        name: &str,
+        cluster_ip: Ipv4Addr,
+        port_name: Option<&str>,
+        port: u16,
+        target_port: u16,
+        node_port: Option<u16>,
+    ) -> Service {
+        Service {
+            name: name.to_string(),
+            namespace: "default".into(),
+            cluster_ip,
+            type_: if node_port.is_some() {
+                ServiceType::NodePort
+            } else {
+                ServiceType::ClusterIP
+            },
+            ports: vec![ServicePort {
+                name: port_name.map(str::to_string),
+                protocol: Protocol::Tcp,
+                port,
+                target_port,
+                node_port,
+            }],
+        }
+    }
+
     pub fn key(&self) -> String {
         format!("{}/{}", self.namespace, self.name)
     }
@@ -415,19 +445,8 @@ pub(crate) mod tests {
     use super::*;
 
     pub(crate) fn web() -> Service {
-        Service {
-            name: "web".into(),
-            namespace: "default".into(),
-            cluster_ip: "100.64.0.10".parse().unwrap(),
-            type_: ServiceType::ClusterIP,
-            ports: vec![ServicePort {
-                name: Some("http".into()),
-                protocol: Protocol::Tcp,
-                port: 80,
-                target_port: 8000,
-                node_port: None,
-            }],
-        }
+        let cluster_ip = "100.64.0.10".parse().unwrap();
+        Service::synthetic("web", cluster_ip, Some("http"), 80, 8000, None)
     }
 
     fn err(s: &State) -> String {

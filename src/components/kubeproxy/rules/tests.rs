@@ -11,19 +11,14 @@ fn ip(s: &str) -> Ipv4Addr {
 
 fn state() -> State {
     State {
-        services: vec![Service {
-            name: "web".into(),
-            namespace: "default".into(),
-            cluster_ip: ip("100.64.0.10"),
-            type_: ServiceType::NodePort,
-            ports: vec![ServicePort {
-                name: Some("http".into()),
-                protocol: Protocol::Tcp,
-                port: 80,
-                target_port: 8000,
-                node_port: Some(30080),
-            }],
-        }],
+        services: vec![Service::synthetic(
+            "web",
+            ip("100.64.0.10"),
+            Some("http"),
+            80,
+            8000,
+            Some(30080),
+        )],
         endpoints: vec![Endpoints {
             service: "web".into(),
             namespace: "default".into(),
@@ -206,24 +201,11 @@ fn big_state(n: usize, v: usize) -> State {
     let mut st = State::default();
     for i in 0..n {
         let name = format!("svc-{i}");
-        let np = i % 3 == 0;
-        st.services.push(Service {
-            name: name.clone(),
-            namespace: "default".into(),
-            cluster_ip: Ipv4Addr::new(100, 64, 1, i as u8 + 1),
-            type_: if np {
-                ServiceType::NodePort
-            } else {
-                ServiceType::ClusterIP
-            },
-            ports: vec![ServicePort {
-                name: None,
-                protocol: Protocol::Tcp,
-                port: 80,
-                target_port: 8000,
-                node_port: np.then_some(30000 + i as u16),
-            }],
-        });
+        let node_port = (i % 3 == 0).then_some(30000 + i as u16);
+        let cluster_ip = Ipv4Addr::new(100, 64, 1, i as u8 + 1);
+        st.services.push(Service::synthetic(
+            &name, cluster_ip, None, 80, 8000, node_port,
+        ));
         if i % 5 != 4 {
             st.endpoints.push(Endpoints {
                 service: name,
