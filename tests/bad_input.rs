@@ -6,6 +6,8 @@
 
 mod common;
 
+use common::assert_holds;
+
 use common::{assert_nothing_left, knetsim_exe};
 use nix::sys::signal::Signal;
 use std::path::{Path, PathBuf};
@@ -559,7 +561,7 @@ fn an_exec_printing_without_end_is_cut_with_a_note() {
         .unwrap();
     let r = finish(out);
     assert_eq!(r.code, 0, "{}", r.text);
-    assert!(r.text.contains("all 2 expectations held"), "{}", r.text);
+    assert_holds(&r.text, &["all 2 expectations held"]);
     assert_nothing_left("bad-cut", &[]);
 }
 
@@ -597,7 +599,7 @@ fn signalled(instance: &str, src: &str, ready: Option<&Path>, signal: Signal) ->
 fn sigterm_and_ctrl_c_are_told_apart() {
     let r = signalled("bad-sigint", "sleep(60.0);\n", None, Signal::SIGINT);
     assert_eq!(r.code, 130, "{}", r.text);
-    assert!(r.text.contains("interrupted (Ctrl-C)"), "{}", r.text);
+    assert_holds(&r.text, &["interrupted (Ctrl-C)"]);
     assert_nothing_left("bad-sigint", &[]);
 
     let r = signalled("bad-sigterm", "sleep(60.0);\n", None, Signal::SIGTERM);
@@ -618,7 +620,7 @@ fn sigterm_during_bring_up_stops_the_waits_and_tears_down() {
     let etcd_log = knetsim::netns::record::run_dir("bad-sigwait").join("C0e1/etcd.log");
     let r = signalled("bad-sigwait", src, Some(&etcd_log), Signal::SIGTERM);
     assert_eq!(r.code, 143, "{}", r.text);
-    assert!(r.text.contains("terminated (SIGTERM)"), "{}", r.text);
+    assert_holds(&r.text, &["terminated (SIGTERM)"]);
     assert!(!r.text.contains("panicked"), "{}", r.text);
     assert_nothing_left("bad-sigwait", &["bad-sigwait-C0w1", "bad-sigwait-C0e1"]);
 }

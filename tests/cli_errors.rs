@@ -3,6 +3,8 @@
 
 mod common;
 
+use common::assert_holds;
+
 use common::{assert_nothing_left, knetsim_exe};
 use std::process::{Command, Output};
 
@@ -72,11 +74,7 @@ fn failed_expect_says_which_and_exits_1() {
         &[],
     );
     assert_eq!(r.code, 1, "{}", r.text);
-    assert!(
-        r.text.contains("one is two") && r.text.contains("expect.rhai:2:"),
-        "{}",
-        r.text
-    );
+    assert_holds(&r.text, &["one is two", "expect.rhai:2:"]);
     assert_nothing_left("cli2", &[]);
 }
 
@@ -85,17 +83,13 @@ fn unknown_worker_and_container_are_named() {
     let src = format!("{SMALL}C0.get(\"w9\");\n");
     let r = run("cli3", "unknown.rhai", &src, &[], &[]);
     assert_eq!(r.code, 2, "{}", r.text);
-    assert!(
-        r.text.contains("no node 'w9'") && r.text.contains("unknown.rhai:4:"),
-        "{}",
-        r.text
-    );
+    assert_holds(&r.text, &["no node 'w9'", "unknown.rhai:4:"]);
     assert_nothing_left("cli3", &["cli3-C0w1", "cli3-C0e1"]);
 
     let src = format!("{SMALL}w1.exec_container(\"nope\", \"true\");\n");
     let r = run("cli3b", "unknown_c.rhai", &src, &[], &[]);
     assert_eq!(r.code, 2, "{}", r.text);
-    assert!(r.text.contains("no container 'nope'"), "{}", r.text);
+    assert_holds(&r.text, &["no container 'nope'"]);
     assert_nothing_left("cli3b", &[]);
 }
 
@@ -104,7 +98,7 @@ fn duplicate_container_is_refused() {
     let src = format!("{SMALL}w1.create_container(\"c1\");\nw1.create_container(\"c1\");\n");
     let r = run("cli4", "dup.rhai", &src, &[], &[]);
     assert_eq!(r.code, 2, "{}", r.text);
-    assert!(r.text.contains("already exists"), "{}", r.text);
+    assert_holds(&r.text, &["already exists"]);
     assert_nothing_left("cli4", &["cli4-C0-c1"]);
 }
 
@@ -119,10 +113,9 @@ fn exec_timeout_stops_the_command_and_says_how_to_fix_it() {
         &[],
     );
     assert_eq!(r.code, 2, "{}", r.text);
-    assert!(
-        r.text.contains("did not finish within 0.5 s") && r.text.contains("set_exec_timeout"),
-        "{}",
-        r.text
+    assert_holds(
+        &r.text,
+        &["did not finish within 0.5 s", "set_exec_timeout"],
     );
     assert_nothing_left("cli5", &[]);
 }
@@ -138,11 +131,7 @@ fn missing_etcd_binary_names_the_package() {
         &[("PATH", "/nonexistent")],
     );
     assert_ne!(r.code, 0, "{}", r.text);
-    assert!(
-        r.text.contains("'etcd' was not found") && r.text.contains("etcd-server"),
-        "{}",
-        r.text
-    );
+    assert_holds(&r.text, &["'etcd' was not found", "etcd-server"]);
     assert_nothing_left("cli6", &[]);
 }
 
@@ -157,7 +146,7 @@ fn missing_cni_plugin_names_the_package() {
         &[("KNETSIM_CNI_PATH", "/nonexistent")],
     );
     assert_ne!(r.code, 0, "{}", r.text);
-    assert!(r.text.contains("containernetworking-plugins"), "{}", r.text);
+    assert_holds(&r.text, &["containernetworking-plugins"]);
     assert_nothing_left("cli7", &[]);
 }
 
@@ -174,7 +163,7 @@ fn missing_script_file_is_a_usage_error() {
         .unwrap();
     let r = finish(out);
     assert_eq!(r.code, 2, "{}", r.text);
-    assert!(r.text.contains("was not found"), "{}", r.text);
+    assert_holds(&r.text, &["was not found"]);
     assert_nothing_left("cli8", &[]);
 }
 
@@ -249,7 +238,7 @@ fn cleanup_after_a_crash_removes_exactly_what_the_run_made() {
         .unwrap();
     let r = finish(out);
     assert_eq!(r.code, 0, "{}", r.text);
-    assert!(r.text.contains("removed"), "{}", r.text);
+    assert_holds(&r.text, &["removed"]);
     assert_nothing_left("cli11", &["cli11-C0w1", "cli11-C0e1", "cli11-underlay"]);
     std::thread::sleep(std::time::Duration::from_millis(100));
     for (pid, start) in pids {

@@ -3,6 +3,8 @@
 
 mod common;
 
+use common::{assert_holds, assert_starts};
+
 use common::session::Session;
 use knetsim::console::{handle, Flow};
 use knetsim::script::Outcome;
@@ -57,13 +59,10 @@ fn a_script_run_first_leaves_its_variables_and_nodes_to_the_console() {
 fn errors_are_one_message_and_the_console_goes_on() {
     let mut c = console("errors");
     let out = c.line("let a = (1 +;");
-    assert!(out.starts_with("error: console:1:"), "{out}");
-    assert!(out.contains(" 1 | let a = (1 +;"), "{out}");
+    assert_starts(&out, "error: console:1:");
+    assert_holds(&out, &[" 1 | let a = (1 +;"]);
     let out = c.line("cluster(\"x\")");
-    assert!(
-        out.starts_with("error: console:1:1: cluster id 'x' is not valid"),
-        "{out}"
-    );
+    assert_starts(&out, "error: console:1:1: cluster id 'x' is not valid");
     assert_eq!(c.line("2 * 3"), "6\n");
 }
 
@@ -72,14 +71,11 @@ fn node_lines_run_on_the_node_and_say_why_not() {
     let mut c = console("nodeline");
     c.line("cluster(\"0\", #{ workers: 1, etcd: 1 }); cluster(\"1\", #{ workers: 1, etcd: 1 });");
     let out = c.line("C0w1 ip -br addr");
-    assert!(
-        out.contains("C0w1 is not running yet: call start()"),
-        "{out}"
-    );
+    assert_holds(&out, &["C0w1 is not running yet: call start()"]);
     let out = c.line("w1 ip -br addr");
-    assert!(
-        out.contains("'w1' names a node in more than one cluster: use C0w1 or C1w1"),
-        "{out}"
+    assert_holds(
+        &out,
+        &["'w1' names a node in more than one cluster: use C0w1 or C1w1"],
     );
 }
 
@@ -103,16 +99,15 @@ fn help_nodes_pingall_and_exit() {
         assert!(help.contains(want), "help lacks {want}:\n{help}");
     }
     let one = c.line("help skupper_link");
-    assert!(
-        one.contains("Cluster.skupper_link(token, opts?)")
-            && one.contains("e.g. C1.skupper_link(C0.skupper_token());"),
-        "{one}"
+    assert_holds(
+        &one,
+        &[
+            "Cluster.skupper_link(token, opts?)",
+            "e.g. C1.skupper_link(C0.skupper_token());",
+        ],
     );
     let none = c.line("help pingal");
-    assert!(
-        none.contains("no function, method or property named 'pingal'"),
-        "{none}"
-    );
+    assert_holds(&none, &["no function, method or property named 'pingal'"]);
     assert!(c.line("nodes").contains("no clusters yet"));
     c.line("let C0 = cluster(\"0\", #{ workers: 2, etcd: 1 })");
     let nodes = c.line("nodes");
@@ -128,8 +123,8 @@ fn help_nodes_pingall_and_exit() {
         assert!(nodes.contains(want), "nodes lacks {want}:\n{nodes}");
     }
     let ping = c.line("pingall");
-    assert!(ping.contains("C0: fewer than two containers"), "{ping}");
-    assert!(ping.contains("no pings sent"), "{ping}");
+    assert_holds(&ping, &["C0: fewer than two containers"]);
+    assert_holds(&ping, &["no pings sent"]);
     let mut out = Vec::new();
     assert_eq!(handle(&mut c, "exit", &mut out), Flow::Exit);
     assert_eq!(handle(&mut c, " quit ", &mut out), Flow::Exit);

@@ -6,6 +6,8 @@
 
 mod common;
 
+use common::assert_holds;
+
 use common::{assert_nothing_left, knetsim_exe, tear_down, HostSnapshot};
 use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, OwnedFd};
@@ -186,23 +188,20 @@ fn the_original_readme_walkthrough_as_typed_there() {
     let instance = "con-walk";
     let mut t = Tty::spawn(instance);
     let welcome = t.wait_for(PROMPT, SCENARIO_UP);
-    assert!(welcome.contains("svc1"), "{welcome}");
-    assert!(welcome.contains("grp1"), "{welcome}");
+    assert_holds(&welcome, &["svc1"]);
+    assert_holds(&welcome, &["grp1"]);
 
     let out = t.run(r#"py C0w1.exec_container("c1", "ifconfig")"#, CMD);
-    assert!(out.contains("eth0") && out.contains("inet 11."), "{out}");
+    assert_holds(&out, &["eth0", "inet 11."]);
 
     let out = t.run(
         r#"py C0w1.exec_container("c1", "ping 100.64.10.1 -c 5")"#,
         CMD,
     );
-    assert!(out.contains("5 packets transmitted, 5 received"), "{out}");
+    assert_holds(&out, &["5 packets transmitted, 5 received"]);
 
     let out = t.run("C0w1 nft list ruleset", CMD);
-    assert!(
-        out.contains("table ip kube-proxy") && out.contains("100.64.10.1"),
-        "{out}"
-    );
+    assert_holds(&out, &["table ip kube-proxy", "100.64.10.1"]);
 
     let out = t.run(r#"py C0w3.delete_container("c3")"#, CMD);
     assert!(!out.contains("error"), "{out}");
@@ -218,7 +217,7 @@ fn the_original_readme_walkthrough_as_typed_there() {
     );
 
     let out = t.run(r#"py C1w1.exec_container("c1", "wget 10.0.0.8:1028")"#, CMD);
-    assert!(out.contains("index.html") && out.contains("saved"), "{out}");
+    assert_holds(&out, &["index.html", "saved"]);
     // wget ran in C1w1's own directory of the run state, not in the user's folder.
     let page = knetsim::netns::record::run_dir(instance).join("C1w1/index.html");
     let body = std::fs::read_to_string(&page).unwrap_or_default();
@@ -229,16 +228,13 @@ fn the_original_readme_walkthrough_as_typed_there() {
     );
 
     let out = t.run("C0e1 etcdctl cluster-health", CMD);
-    assert!(out.contains("cluster is healthy"), "{out}");
+    assert_holds(&out, &["cluster is healthy"]);
 
     let out = t.run("C0w1 ifconfig", CMD);
-    assert!(
-        out.contains("flannel.100") && out.contains("10.0.0.3"),
-        "{out}"
-    );
+    assert_holds(&out, &["flannel.100", "10.0.0.3"]);
 
     let out = t.run("C0w1 ps aux | grep skupper", CMD);
-    assert!(out.contains("skrouterd"), "{out}");
+    assert_holds(&out, &["skrouterd"]);
 
     let out = t.run("C0e1 curl -s 10.0.0.3:8001/svc1", CMD);
     assert!(out.contains("S1-W2") || out.contains("S1-W3"), "{out}");
@@ -248,7 +244,7 @@ fn the_original_readme_walkthrough_as_typed_there() {
         "C0w1 etcdctl --endpoints http://10.1.0.1:2379 get --prefix /coreos.com --keys-only",
         CMD,
     );
-    assert!(out.contains("/coreos.com/network/config"), "{out}");
+    assert_holds(&out, &["/coreos.com/network/config"]);
 
     assert_eq!(t.exit(), 0);
     assert_nothing_left(instance, &[]);
@@ -282,23 +278,17 @@ fn live_commands_ctrl_c_resize_and_the_consoles_answers() {
 
     // Names resolve: nodes, and pods of the node's own cluster by their short name.
     let out = t.run("C0w1 ping -c 1 C0w2", CMD);
-    assert!(
-        out.contains("C0w2 (10.0.0.4)") && out.contains("1 received"),
-        "{out}"
-    );
+    assert_holds(&out, &["C0w2 (10.0.0.4)", "1 received"]);
     let out = t.run("C0w1 ping -c 1 c2", CMD);
-    assert!(out.contains("1 received"), "{out}");
+    assert_holds(&out, &["1 received"]);
     let out = t.run("C1w2 getent hosts C0-c2", CMD);
-    assert!(out.contains(" C0-c2") && out.contains("\n11."), "{out}");
+    assert_holds(&out, &[" C0-c2", "\n11."]);
 
     // A non-zero exit is shown; a missing program is named with its package.
     let out = t.run("C0w1 sh -c 'exit 3'", CMD);
-    assert!(out.contains("exit status 3"), "{out}");
+    assert_holds(&out, &["exit status 3"]);
     let out = t.run("C0w1 no-such-tool-here -x", CMD);
-    assert!(
-        out.contains("no-such-tool-here: command not found"),
-        "{out}"
-    );
+    assert_holds(&out, &["no-such-tool-here: command not found"]);
 
     // A resize while a command runs reaches it (TIOCSWINSZ on its pty).
     // (The typed line shows `rea""dy`; only the running command prints `ready`.)
@@ -306,18 +296,15 @@ fn live_commands_ctrl_c_resize_and_the_consoles_answers() {
     t.wait_for("ready", CMD);
     t.resize(50, 132);
     let out = t.run("", CMD);
-    assert!(out.contains("50 132"), "{out}");
+    assert_holds(&out, &["50 132"]);
 
     let out = t.run("C0w9 ip a", CMD);
-    assert!(
-        out.contains("no node C0w9 (nodes: C0e1, C0e2, C0w1, C0w2, C0w3, C1e1"),
-        "{out}"
+    assert_holds(
+        &out,
+        &["no node C0w9 (nodes: C0e1, C0e2, C0w1, C0w2, C0w3, C1e1"],
     );
     let out = t.run("pingal", CMD);
-    assert!(
-        out.contains("unknown command 'pingal': did you mean pingall?"),
-        "{out}"
-    );
+    assert_holds(&out, &["unknown command 'pingal': did you mean pingall?"]);
 
     assert_eq!(t.exit(), 0);
     assert_nothing_left(instance, &[]);
@@ -336,7 +323,7 @@ fn knetsim_exec_passes_its_arguments_as_given_and_names_resolve() {
     let w1 = c.worker("w1").unwrap();
     // Any exec brings the cluster's hosts file up to date; `knetsim exec` mounts it too.
     let out = w1.exec("getent hosts C0w2").unwrap();
-    assert!(out.contains("C0w2"), "{out}");
+    assert_holds(&out, &["C0w2"]);
     let exec = |args: &[&str]| {
         Command::new(knetsim_exe())
             .args(["exec", "--instance", instance, "0", "w1", "--"])
@@ -354,10 +341,7 @@ fn knetsim_exec_passes_its_arguments_as_given_and_names_resolve() {
     let o = exec(&["no-such-tool-here"]);
     let err = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(127), "{err}");
-    assert!(
-        err.contains("no-such-tool-here: command not found"),
-        "{err}"
-    );
+    assert_holds(&err, &["no-such-tool-here: command not found"]);
     let o = exec(&["tcpdump-not-here"]);
     assert!(String::from_utf8_lossy(&o.stderr).contains("not installed"));
     tear_down(&sim, &[]);

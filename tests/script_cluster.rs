@@ -3,6 +3,8 @@
 
 mod common;
 
+use common::assert_holds;
+
 use common::session::Session;
 use common::{assert_nothing_left, HostSnapshot};
 use knetsim::script::{Outcome, DEFAULT_SCENARIO};
@@ -69,16 +71,13 @@ fn a_lesson_like_script_drives_a_running_cluster() {
         );
         // Mininet-style lines in the console, on a worker and an etcd member.
         let out = s.line("C0w1 ip -br addr show eth0");
-        assert!(out.contains("eth0") && out.contains("10.0.0.2"), "{out}");
+        assert_holds(&out, &["eth0", "10.0.0.2"]);
         let out = s.line("py C0w1.exec_container(\"c1\", \"ip -br addr show eth0\")");
-        assert!(out.contains("eth0") && out.contains("11."), "{out}");
+        assert_holds(&out, &["eth0", "11."]);
         let out = s.line("C0w1 false; echo status=$?");
-        assert!(out.contains("status=1"), "{out}");
+        assert_holds(&out, &["status=1"]);
         let nodes = s.line("nodes");
-        assert!(
-            nodes.contains("running") && nodes.contains("c1 11."),
-            "{nodes}"
-        );
+        assert_holds(&nodes, &["running", "c1 11."]);
     }
     assert_nothing_left("scr-lesson", &[]);
     assert_eq!(
@@ -113,16 +112,10 @@ fn default_scenario_comes_up_and_every_container_pings_every_other() {
     assert_eq!(s.line("C1w1.ip"), "10.0.0.8\n", "the original's numbering");
     let ping = s.line("pingall");
     // C0: 8 containers (c1..c4, the ingress's ic0..ic3), 56 pings; C1: 3 containers, 6 pings.
-    assert!(
-        ping.contains("*** Results: 0% dropped (62/62 received)"),
-        "{ping}"
-    );
-    assert!(
-        ping.contains("C0 c1  -> c2  ic0 ic2 c3  c4  ic1 ic3"),
-        "{ping}"
-    );
+    assert_holds(&ping, &["*** Results: 0% dropped (62/62 received)"]);
+    assert_holds(&ping, &["C0 c1  -> c2  ic0 ic2 c3  c4  ic1 ic3"]);
     // Delete a container and ping again: the matrix shrinks, still no loss.
     s.line("C0w3.delete_container(\"c4\")");
     let ping = s.line("pingall");
-    assert!(ping.contains("0% dropped (48/48 received)"), "{ping}");
+    assert_holds(&ping, &["0% dropped (48/48 received)"]);
 }

@@ -4,6 +4,8 @@
 
 mod common;
 
+use common::{assert_holds, assert_starts};
+
 use common::session::Session;
 use knetsim::script::Outcome;
 
@@ -32,17 +34,12 @@ fn expects_are_counted_and_a_failure_does_not_stop_the_script() {
 #[test]
 fn expect_needs_a_boolean() {
     let mut s = session("expbool");
-    let o = s.run_source(
+    let e = s.refused(
         "b.rhai",
         "expect(\"yes\", \"a string is not a condition\");",
     );
-    assert_eq!(o, Outcome::ScriptError);
-    assert!(
-        s.err().contains("expect() needs true or false"),
-        "{}",
-        s.err()
-    );
-    assert!(s.err().starts_with("error: b.rhai:1:1:"), "{}", s.err());
+    assert_holds(&e, &["expect() needs true or false"]);
+    assert_starts(&e, "error: b.rhai:1:1:");
 }
 
 #[test]
@@ -62,55 +59,34 @@ fn syntax_error_is_one_message_with_file_line_col_and_caret() {
 #[test]
 fn sim_errors_become_script_errors_with_the_message_intact() {
     let mut s = session("simerr");
-    let o = s.run_source("t.rhai", "let c = cluster(\"x\");\n");
-    assert_eq!(o, Outcome::ScriptError);
-    assert!(
-        s.err()
-            .starts_with("error: t.rhai:1:9: cluster id 'x' is not valid"),
-        "{}",
-        s.err()
-    );
-    let o = s.run_source("t2.rhai", "let c = get_cluster(\"C7\");\n");
-    assert_eq!(o, Outcome::ScriptError);
-    assert!(s.err().contains("there is no cluster 'C7'"), "{}", s.err());
+    let e = s.refused("t.rhai", "let c = cluster(\"x\");\n");
+    assert_starts(&e, "error: t.rhai:1:9: cluster id 'x' is not valid");
+    let e = s.refused("t2.rhai", "let c = get_cluster(\"C7\");\n");
+    assert_holds(&e, &["there is no cluster 'C7'"]);
 }
 
 #[test]
 fn exec_before_start_says_to_call_start() {
     let mut s = session("nostart");
-    let o = s.run_source(
+    let e = s.refused(
         "n.rhai",
         "let C0 = cluster(\"0\", #{ workers: 1, etcd: 1 });\nlet w1 = C0.get(\"w1\");\nprint(w1.exec(\"ip a\"));\n",
     );
-    assert_eq!(o, Outcome::ScriptError);
-    let e = s.err();
-    assert!(e.starts_with("error: n.rhai:3:"), "{e}");
-    assert!(e.contains("C0w1 is not running yet: call start()"), "{e}");
-    let o = s.run_source("n2.rhai", "w1.create_container(\"c1\");");
-    assert_eq!(o, Outcome::ScriptError);
-    assert!(s.err().contains("not running yet"), "{}", s.err());
+    assert_starts(&e, "error: n.rhai:3:");
+    assert_holds(&e, &["C0w1 is not running yet: call start()"]);
+    let e = s.refused("n2.rhai", "w1.create_container(\"c1\");");
+    assert_holds(&e, &["not running yet"]);
 }
 
 #[test]
 fn cluster_options_are_checked() {
     let mut s = session("opts");
-    let o = s.run_source("o.rhai", "cluster(\"0\", #{ worker: 3 });");
-    assert_eq!(o, Outcome::ScriptError);
-    assert!(s.err().contains("unknown option 'worker'"), "{}", s.err());
-    let o = s.run_source("o.rhai", "cluster(\"0\", #{ workers: \"three\" });");
-    assert_eq!(o, Outcome::ScriptError);
-    assert!(
-        s.err().contains("'workers' must be a whole number"),
-        "{}",
-        s.err()
-    );
-    let o = s.run_source("o.rhai", "cluster(\"0\", #{ workers: 0 });");
-    assert_eq!(o, Outcome::ScriptError);
-    assert!(
-        s.err().contains("workers must be between 1 and 200"),
-        "{}",
-        s.err()
-    );
+    let e = s.refused("o.rhai", "cluster(\"0\", #{ worker: 3 });");
+    assert_holds(&e, &["unknown option 'worker'"]);
+    let e = s.refused("o.rhai", "cluster(\"0\", #{ workers: \"three\" });");
+    assert_holds(&e, &["'workers' must be a whole number"]);
+    let e = s.refused("o.rhai", "cluster(\"0\", #{ workers: 0 });");
+    assert_holds(&e, &["workers must be between 1 and 200"]);
 }
 
 #[test]
@@ -140,9 +116,8 @@ fn nodes_are_variables_and_handles_have_names_and_addresses() {
         "let C0w1 = 5; expect(C0w1 == 5, \"user variable wins\");",
     );
     assert_eq!(o, Outcome::Ok, "{}", s.err());
-    let o = s.run_source("v3.rhai", "node(\"C9w9\");");
-    assert_eq!(o, Outcome::ScriptError);
-    assert!(s.err().contains("there is no node 'C9w9'"), "{}", s.err());
+    let e = s.refused("v3.rhai", "node(\"C9w9\");");
+    assert_holds(&e, &["there is no node 'C9w9'"]);
 }
 
 #[test]
@@ -159,16 +134,13 @@ fn namespace_names_carry_the_instance_for_hints() {
     );
     assert_eq!(o, Outcome::Ok, "{}", s.err());
     assert_eq!(s.expect_counts(), (2, 0));
-    let o = s.run_source("n2.rhai", "C0w1.container_ns(\"c9\");");
-    assert_eq!(o, Outcome::ScriptError);
-    assert!(
-        s.err()
-            .contains("there is no container 'c9' on C0w1 (containers there: none)"),
-        "{}",
-        s.err()
+    let e = s.refused("n2.rhai", "C0w1.container_ns(\"c9\");");
+    assert_holds(
+        &e,
+        &["there is no container 'c9' on C0w1 (containers there: none)"],
     );
-    assert_eq!(s.run_source("n3.rhai", "say(42);"), Outcome::ScriptError);
-    assert!(s.err().contains("say"), "{}", s.err());
+    let e = s.refused("n3.rhai", "say(42);");
+    assert_holds(&e, &["say"]);
 }
 
 #[test]
@@ -230,17 +202,12 @@ fn functions_persist_between_runs_and_exit_ends_a_script_normally() {
 #[test]
 fn error_inside_a_script_function_points_into_it() {
     let mut s = session("fnerr");
-    let o = s.run_source(
+    let e = s.refused(
         "f.rhai",
         "fn boom() {\n    cluster(\"bad id\");\n}\nboom();\n",
     );
-    assert_eq!(o, Outcome::ScriptError);
-    let e = s.err();
-    assert!(
-        e.starts_with("error: f.rhai:2:5: cluster id 'bad id' is not valid"),
-        "{e}"
-    );
-    assert!(e.contains("note: in function 'boom', called at 4:1"), "{e}");
+    assert_starts(&e, "error: f.rhai:2:5: cluster id 'bad id' is not valid");
+    assert_holds(&e, &["note: in function 'boom', called at 4:1"]);
 }
 
 #[test]

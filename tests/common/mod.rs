@@ -272,6 +272,18 @@ pub fn started(instance: &str, workers: u32, etcd: u32) -> (Sim, knetsim::sim::C
     (sim, c)
 }
 
+/// Asserts that `text` holds every one of `parts`, showing the text when it does not.
+pub fn assert_holds(text: &str, parts: &[&str]) {
+    for p in parts {
+        assert!(text.contains(p), "{p:?} is missing from:\n{text}");
+    }
+}
+
+/// Asserts that `text` starts with `start`, showing the text when it does not.
+pub fn assert_starts(text: &str, start: &str) {
+    assert!(text.starts_with(start), "{start:?} does not start:\n{text}");
+}
+
 /// `knetsim --no-pause --instance INSTANCE SCRIPT`, as a learner runs a lesson.
 pub fn knetsim_script(instance: &str, script: &std::path::Path) -> Command {
     let mut cmd = Command::new(knetsim_exe());

@@ -3,7 +3,7 @@
 
 use super::{assert_nothing_left, sim};
 use knetsim::console::{handle, Flow};
-use knetsim::script::ScriptSession;
+use knetsim::script::{Outcome, ScriptSession};
 use std::ops::{Deref, DerefMut};
 
 pub struct Session {
@@ -29,6 +29,13 @@ impl Session {
             "{l}"
         );
         String::from_utf8(out).unwrap()
+    }
+
+    /// Runs `src` as script `name`, which must fail with a script error; its message.
+    pub fn refused(&mut self, name: &str, src: &str) -> String {
+        let outcome = self.session.run_source(name, src);
+        assert_eq!(outcome, Outcome::ScriptError, "{src}");
+        self.err()
     }
 
     /// The last script error's text, or nothing.
