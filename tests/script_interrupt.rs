@@ -23,14 +23,26 @@ fn ctrl_c_after(ms: u64) -> std::thread::JoinHandle<()> {
     })
 }
 
+/// This test's turn with the process-wide flag, which starts cleared.
+fn my_turn() -> std::sync::MutexGuard<'static, ()> {
+    let turn = TURN.lock().unwrap_or_else(|e| e.into_inner());
+    knetsim::interrupt::take();
+    turn
+}
+
+/// Runs `src` as script `name` in `s`, with a Ctrl-C after `ms` milliseconds.
+fn run_interrupted(s: &mut Session, ms: u64, name: &str, src: &str) -> Outcome {
+    let ctrl_c = ctrl_c_after(ms);
+    let o = s.run_source(name, src);
+    ctrl_c.join().unwrap();
+    o
+}
+
 #[test]
 fn ctrl_c_stops_a_busy_script_between_statements() {
-    let _t = TURN.lock().unwrap_or_else(|e| e.into_inner());
-    knetsim::interrupt::take();
+    let _t = my_turn();
     let mut s = session("intloop");
-    let h = ctrl_c_after(200);
-    let o = s.run_source("loop.rhai", "let i = 0;\nloop { i += 1; }\n");
-    h.join().unwrap();
+    let o = run_interrupted(&mut s, 200, "loop.rhai", "let i = 0;\nloop { i += 1; }\n");
     assert_eq!(o, Outcome::Interrupted);
     assert_eq!(o.exit_code(), 130);
     assert!(
@@ -51,37 +63,35 @@ fn ctrl_c_stops_a_busy_script_between_statements() {
 
 #[test]
 fn ctrl_c_ends_sleep() {
-    let _t = TURN.lock().unwrap_or_else(|e| e.into_inner());
-    knetsim::interrupt::take();
+    let _t = my_turn();
     let mut s = session("intsleep");
-    let h = ctrl_c_after(200);
     // Without the interrupt this would take a minute and then fail an expect.
-    let o = s.run_source(
+    let o = run_interrupted(
+        &mut s,
+        200,
         "sleep.rhai",
         "sleep(60.0);\nexpect(false, \"never reached\");\n",
     );
-    h.join().unwrap();
     assert_eq!(o, Outcome::Interrupted);
     assert_eq!(s.expect_counts(), (0, 0));
 }
 
 #[test]
 fn ctrl_c_ends_an_exec_and_stops_the_script() {
-    let _t = TURN.lock().unwrap_or_else(|e| e.into_inner());
-    knetsim::interrupt::take();
+    let _t = my_turn();
     let mut s = session("intexec");
     let o = s.run_source(
         "up.rhai",
         "let C0 = cluster(\"0\", #{ workers: 1, etcd: 1 });\nstart();\nlet w1 = C0.get(\"w1\");\nset_exec_timeout(20);\n",
     );
     assert_eq!(o, Outcome::Ok, "{:?}", s.last_error());
-    let h = ctrl_c_after(300);
     // Without Ctrl-C: a timeout after 20 s, which is a script error, not an interrupt.
-    let o = s.run_source(
+    let o = run_interrupted(
+        &mut s,
+        300,
         "exec.rhai",
         "w1.exec(\"echo started; sleep 30\");\nexpect(false, \"never reached\");\n",
     );
-    h.join().unwrap();
     assert_eq!(o, Outcome::Interrupted, "{:?}", s.last_error());
     assert_eq!(s.expect_counts(), (0, 0));
     assert!(!knetsim::interrupt::is_set());

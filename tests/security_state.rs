@@ -43,48 +43,23 @@ impl Drop for Undo {
     }
 }
 
-/// Another user's process: `sleep` running as nobody, ended (by its pid) at the end.
-struct Foreign(Child);
+/// A `sleep` of this test, ended (by its pid) at the end.
+struct Sleeper(Child);
 
-impl Foreign {
-    fn start(uid: u32) -> Foreign {
+impl Sleeper {
+    /// Another user's process: `sleep` running as `uid`.
+    fn foreign(uid: u32) -> Sleeper {
         let child = Command::new("sleep")
             .arg("600")
             .uid(uid)
             .gid(uid)
             .spawn()
             .expect("starting sleep");
-        Foreign(child)
+        Sleeper(child)
     }
-    fn pid(&self) -> u32 {
-        self.0.id()
-    }
-    fn entry(&self, cmdline: Option<&str>) -> serde_json::Value {
-        let pid = self.pid();
-        serde_json::json!({
-            "pid": pid,
-            "start_time": process::start_time(pid).unwrap(),
-            "cmdline": cmdline.map(String::from).unwrap_or_else(|| process::cmdline(pid).unwrap()),
-            "what": "etcd C0e1",
-        })
-    }
-    fn alive(&mut self) -> bool {
-        self.0.try_wait().unwrap().is_none()
-    }
-}
 
-impl Drop for Foreign {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// `sleep` inside a named namespace (root's), ended by its pid at the end.
-struct InNamespace(Child);
-
-impl InNamespace {
-    fn start(ns: &str) -> InNamespace {
+    /// `sleep` inside a named namespace (root's).
+    fn in_namespace(ns: &str) -> Sleeper {
         let child = Command::new("ip")
             .args(["netns", "exec", ns, "sleep", "600"])
             .spawn()
@@ -95,14 +70,30 @@ impl InNamespace {
             assert!(t0.elapsed().as_secs() < 10, "sleep did not start in {ns}");
             std::thread::sleep(std::time::Duration::from_millis(10));
         }
-        InNamespace(child)
+        Sleeper(child)
     }
+
+    fn pid(&self) -> u32 {
+        self.0.id()
+    }
+
+    /// A record entry naming this process as etcd C0e1, with `cmdline` (or its own).
+    fn entry(&self, cmdline: Option<&str>) -> serde_json::Value {
+        let pid = self.pid();
+        serde_json::json!({
+            "pid": pid,
+            "start_time": process::start_time(pid).unwrap(),
+            "cmdline": cmdline.map(String::from).unwrap_or_else(|| process::cmdline(pid).unwrap()),
+            "what": "etcd C0e1",
+        })
+    }
+
     fn alive(&mut self) -> bool {
         self.0.try_wait().unwrap().is_none()
     }
 }
 
-impl Drop for InNamespace {
+impl Drop for Sleeper {
     fn drop(&mut self) {
         let _ = self.0.kill();
         let _ = self.0.wait();
@@ -269,7 +260,7 @@ fn a_run_directory_planted_by_another_user_is_refused_and_left_alone() {
     }
     let mut undo = Undo::default();
     let victim = Victim::new("/tmp", "planted", &mut undo);
-    let mut sleeper = Foreign::start(NOBODY);
+    let mut sleeper = Sleeper::foreign(NOBODY);
     let hostile = serde_json::json!({
         "namespaces": ["../../proc/1/ns/net"],
         "processes": [sleeper.entry(None)],
@@ -362,9 +353,9 @@ fn hostile_entries_in_roots_own_record_are_not_obeyed() {
     }
     let mut undo = Undo::default();
     let victim = Victim::new("/tmp", "entries", &mut undo);
-    let mut foreign = Foreign::start(NOBODY);
+    let mut foreign = Sleeper::foreign(NOBODY);
     // Ours, so cleanup must end it: root's process with the recorded command line.
-    let mut ours = Foreign::start(0);
+    let mut ours = Sleeper::foreign(0);
     let dir = state::ensure_instance_dir(run_base(), "secc").unwrap();
     undo.remove(&dir);
     for ns in ["secc-n1", "secx-other"] {
@@ -373,8 +364,8 @@ fn hostile_entries_in_roots_own_record_are_not_obeyed() {
         undo.add(move || netns::delete(ns).unwrap_or_default());
     }
     // Not in the record: ended only because it is inside one of the run's namespaces.
-    let mut inside_ours = InNamespace::start("secc-n1");
-    let mut inside_other = InNamespace::start("secx-other");
+    let mut inside_ours = Sleeper::in_namespace("secc-n1");
+    let mut inside_other = Sleeper::in_namespace("secx-other");
     // (pid 0 and 1 are covered by unit tests: a regression there would signal every
     // process on the machine, so no integration test puts them in a record.)
     let escape = format!(

@@ -266,10 +266,19 @@ pub fn declare_c0(sim: &Sim, workers: u32, etcd: u32) -> anyhow::Result<knetsim:
 
 /// A simulation with one running cluster `C0` of `workers` workers and `etcd` members.
 pub fn started(instance: &str, workers: u32, etcd: u32) -> (Sim, knetsim::sim::Cluster) {
-    let sim = sim(instance);
-    let c = declare_c0(&sim, workers, etcd).expect("declaring C0");
-    sim.start().expect("bring-up");
-    (sim, c)
+    new_started(instance, workers, etcd).expect("bring-up")
+}
+
+/// [`started`], with what went wrong as an error (for the benchmarks).
+pub fn new_started(
+    instance: &str,
+    workers: u32,
+    etcd: u32,
+) -> anyhow::Result<(Sim, knetsim::sim::Cluster)> {
+    let sim = new_sim(instance)?;
+    let c = declare_c0(&sim, workers, etcd)?;
+    sim.start()?;
+    Ok((sim, c))
 }
 
 /// Asserts that `text` holds every one of `parts`, showing the text when it does not.

@@ -31,6 +31,12 @@ impl Session {
         String::from_utf8(out).unwrap()
     }
 
+    /// Runs `src` as script `name`, which must succeed.
+    pub fn ran(&mut self, name: &str, src: &str) {
+        let outcome = self.session.run_source(name, src);
+        assert_eq!(outcome, Outcome::Ok, "{src}: {}", self.err());
+    }
+
     /// Runs `src` as script `name`, which must fail with a script error; its message.
     pub fn refused(&mut self, name: &str, src: &str) -> String {
         let outcome = self.session.run_source(name, src);
