@@ -336,6 +336,17 @@ pub fn started_as_root(
     root_or_skip().then(|| started(instance, workers, etcd))
 }
 
+/// A guard holding a fresh namespace `name`, for a test that needs root: None, the skip
+/// said, without it.
+pub fn guarded_ns(name: &str) -> Option<(Guard, String)> {
+    if !root_or_skip() {
+        return None;
+    }
+    let mut g = Guard::default();
+    let ns = g.ns(name);
+    Some((g, ns))
+}
+
 /// Whether `pid` names a live process (not a zombie).
 pub fn alive(pid: u32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat"))
