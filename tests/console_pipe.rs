@@ -4,6 +4,8 @@
 
 mod common;
 
+use common::assert_holds;
+
 use common::{assert_nothing_left, piped_console};
 
 #[test]
@@ -27,14 +29,11 @@ fn piped_console_session_after_a_script() {
     assert!(lines.contains(&"42"), "{text}");
     assert!(lines.contains(&"n is 43"), "{text}");
     assert!(lines.contains(&"C0w1"), "{text}");
-    assert!(text.contains("C0w1 is not running yet"), "{text}");
-    assert!(text.contains("error: console:1:"), "{text}");
-    assert!(text.contains("etcd member"), "{text}");
+    assert_holds(&text, &["C0w1 is not running yet"]);
+    assert_holds(&text, &["error: console:1:"]);
+    assert_holds(&text, &["etcd member"]);
     assert!(!text.contains("not reached"), "{text}");
     let history = std::fs::read_to_string(dir.join(".knetsim_history")).unwrap();
-    assert!(
-        history.contains("C0w1 ip a") && history.contains("quit"),
-        "{history}"
-    );
+    assert_holds(&history, &["C0w1 ip a", "quit"]);
     assert_nothing_left("con-pipe", &[]);
 }

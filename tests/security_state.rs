@@ -5,6 +5,8 @@
 
 mod common;
 
+use common::assert_holds;
+
 use common::{assert_nothing_left, assert_only_logs, knetsim_exe, options, root_or_skip};
 use knetsim::netns::{self, process, record, state};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -248,7 +250,7 @@ fn bad_instance_names_exit_2_before_touching_anything() {
 fn exec_refuses_node_names_that_are_paths() {
     let r = knetsim(&["exec", "0", "/../../proc/1/ns/net", "--", "true"], &[]);
     assert_eq!(r.code, 2, "{}", r.text);
-    assert!(r.text.contains("is not a node name"), "{}", r.text);
+    assert_holds(&r.text, &["is not a node name"]);
     let r = knetsim(&["exec", "0", "w1", "../x", "--", "true"], &[]);
     assert_eq!(r.code, 2, "{}", r.text);
 }
@@ -298,7 +300,7 @@ fn a_run_directory_planted_by_another_user_is_refused_and_left_alone() {
     std::os::unix::fs::chown(dir.join("record.json"), Some(NOBODY), Some(NOBODY)).unwrap();
     let r = knetsim(&["cleanup", "--instance", "secb2"], &[]);
     assert_eq!(r.code, 3, "{}", r.text);
-    assert!(r.text.contains("will not obey it"), "{}", r.text);
+    assert_holds(&r.text, &["will not obey it"]);
     assert!(dir.join("record.json").exists());
 
     // 3. Root's directory and record, but anyone may write the directory.
@@ -309,7 +311,7 @@ fn a_run_directory_planted_by_another_user_is_refused_and_left_alone() {
     std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).unwrap();
     let r = knetsim(&["cleanup", "--instance", "secb3"], &[]);
     assert_eq!(r.code, 3, "{}", r.text);
-    assert!(r.text.contains("writable by other users"), "{}", r.text);
+    assert_holds(&r.text, &["writable by other users"]);
 
     // 4. A symlink in place of the run directory, pointing at nobody's directory, which
     //    holds a record (root's, even).
@@ -319,11 +321,7 @@ fn a_run_directory_planted_by_another_user_is_refused_and_left_alone() {
     write_record(&victim.dir.join("record.json"), "secb4", hostile.clone());
     let r = knetsim(&["cleanup", "--instance", "secb4"], &[]);
     assert_eq!(r.code, 3, "{}", r.text);
-    assert!(
-        r.text.contains("is a symbolic link") && r.text.contains("rm /run/knetsim/secb4"),
-        "{}",
-        r.text
-    );
+    assert_holds(&r.text, &["is a symbolic link", "rm /run/knetsim/secb4"]);
     assert!(std::fs::symlink_metadata(&link).unwrap().is_symlink());
     let err = knetsim::sim::Sim::new(options("secb4")).err().unwrap();
     assert!(format!("{err:#}").contains("symbolic link"), "{err:#}");
@@ -335,11 +333,7 @@ fn a_run_directory_planted_by_another_user_is_refused_and_left_alone() {
     std::os::unix::fs::symlink(victim.dir.join("record.json"), dir.join("record.json")).unwrap();
     let r = knetsim(&["cleanup", "--instance", "secb5"], &[]);
     assert_eq!(r.code, 3, "{}", r.text);
-    assert!(
-        r.text.contains("record.json is a symbolic link"),
-        "{}",
-        r.text
-    );
+    assert_holds(&r.text, &["record.json is a symbolic link"]);
 
     assert!(sleeper.alive(), "nobody's process was killed");
     victim.assert_intact("after the planted records");
@@ -485,7 +479,7 @@ fn a_symlink_for_etcds_data_is_refused_and_its_target_untouched() {
     // cleanup refuses them as well, and removes neither.
     let r = knetsim(&["cleanup", "--instance", "secd"], &[]);
     assert_eq!(r.code, 3, "{}", r.text);
-    assert!(r.text.contains("symbolic link"), "{}", r.text);
+    assert_holds(&r.text, &["symbolic link"]);
     assert!(std::fs::symlink_metadata(&link).unwrap().is_symlink());
     assert!(foreign_dir.is_dir());
     victim.assert_intact("after bring-up and cleanup");
@@ -517,32 +511,29 @@ fn private_directories_are_checked_before_use() {
     std::fs::create_dir(&open).unwrap();
     std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o1777)).unwrap();
     let e = state::ensure_private_dir(&open).unwrap_err().to_string();
-    assert!(
-        e.contains("writable by other users") && e.contains("rm -r"),
-        "{e}"
-    );
+    assert_holds(&e, &["writable by other users", "rm -r"]);
 
     let theirs = top.join("theirs");
     std::fs::create_dir(&theirs).unwrap();
     std::os::unix::fs::chown(&theirs, Some(NOBODY), Some(NOBODY)).unwrap();
     let e = state::ensure_private_dir(&theirs).unwrap_err().to_string();
-    assert!(e.contains("uid 65534"), "{e}");
+    assert_holds(&e, &["uid 65534"]);
     let mode = std::fs::symlink_metadata(&theirs).unwrap().mode() & 0o7777;
     assert_eq!(mode, 0o755, "a foreign directory is not changed");
 
     let link = top.join("link");
     std::os::unix::fs::symlink(&fresh, &link).unwrap();
     let e = state::ensure_private_dir(&link).unwrap_err().to_string();
-    assert!(e.contains("symbolic link"), "{e}");
+    assert_holds(&e, &["symbolic link"]);
 
     let file = top.join("file");
     std::fs::write(&file, "").unwrap();
     let e = state::ensure_private_dir(&file).unwrap_err().to_string();
-    assert!(e.contains("not a directory"), "{e}");
+    assert_holds(&e, &["not a directory"]);
 
     // Removal happens only inside knetsim's bases.
     let e = state::remove_private_dir(&fresh).unwrap_err().to_string();
-    assert!(e.contains("not inside knetsim's own directories"), "{e}");
+    assert_holds(&e, &["not inside knetsim's own directories"]);
     assert!(fresh.is_dir());
 }
 

@@ -3,7 +3,9 @@
 
 mod common;
 
-use common::{assert_nothing_left, sim, started, tear_down, HostSnapshot};
+use common::assert_holds;
+
+use common::{assert_nothing_left, err_text, sim, started, tear_down, HostSnapshot};
 use knetsim::sim::ClusterSpec;
 use std::collections::BTreeMap;
 
@@ -36,7 +38,7 @@ fn pods_on_different_workers_ping_over_the_overlay_and_nothing_is_left() {
             "cross-worker ping failed:\n{out}"
         );
         let links = w1.exec("ip -d link show flannel.100").unwrap();
-        assert!(links.contains("vxlan id 100"), "{links}");
+        assert_holds(&links, &["vxlan id 100"]);
         let leases = w1
             .exec("etcdctl get --prefix /coreos.com/network/subnets --keys-only")
             .unwrap();
@@ -64,22 +66,15 @@ fn a_second_run_of_a_live_instance_is_refused() {
         .err()
         .expect("must refuse");
     let msg = format!("{err:#}");
-    assert!(
-        msg.contains("already running") && msg.contains("--instance"),
-        "{msg}"
-    );
+    assert_holds(&msg, &["already running", "--instance"]);
     tear_down(&first, &[]);
 }
 
 #[test]
 fn bad_names_give_clear_errors() {
     let sim = sim("lc3");
-    let err = sim
-        .cluster("x", ClusterSpec::default())
-        .err()
-        .unwrap()
-        .to_string();
-    assert!(err.contains("cluster id 'x'"), "{err}");
+    let err = err_text(sim.cluster("x", ClusterSpec::default()));
+    assert_holds(&err, &["cluster id 'x'"]);
     let c = sim
         .cluster(
             "0",
@@ -89,22 +84,12 @@ fn bad_names_give_clear_errors() {
             },
         )
         .unwrap();
-    let err = sim
-        .cluster("0", ClusterSpec::default())
-        .err()
-        .unwrap()
-        .to_string();
-    assert!(err.contains("already declared"), "{err}");
-    let err = c.get("w9").err().unwrap().to_string();
-    assert!(err.contains("no node 'w9'") && err.contains("w1"), "{err}");
-    let err = c
-        .worker("w1")
-        .unwrap()
-        .exec("true")
-        .err()
-        .unwrap()
-        .to_string();
-    assert!(err.contains("not running yet"), "{err}");
+    let err = err_text(sim.cluster("0", ClusterSpec::default()));
+    assert_holds(&err, &["already declared"]);
+    let err = err_text(c.get("w9"));
+    assert_holds(&err, &["no node 'w9'", "w1"]);
+    let err = err_text(c.worker("w1").unwrap().exec("true"));
+    assert_holds(&err, &["not running yet"]);
     tear_down(&sim, &[]);
 }
 

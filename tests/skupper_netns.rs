@@ -5,6 +5,8 @@
 
 mod common;
 
+use common::assert_holds;
+
 use common::{root_or_skip, Guard};
 
 use knetsim::components::skupper::{create_site_ca, create_token, issue_router_cert};
@@ -130,10 +132,7 @@ fn routers_in_namespaces_over_veth_with_tls() {
         log_of(&dir, "B")
     );
     let la = log_of(&dir, "A");
-    assert!(
-        la.contains("link to router B up (inter-router, TLS)"),
-        "{la}"
-    );
+    assert_holds(&la, &["link to router B up (inter-router, TLS)"]);
     assert!(log_of(&dir, "B").contains("link to router A up (inter-router, TLS)"));
     // /healthz answers inside the namespace on the default port.
     let h = netns::process::run_shell(

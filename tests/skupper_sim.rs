@@ -4,6 +4,8 @@
 
 mod common;
 
+use common::assert_holds;
+
 use common::{
     alive, assert_nothing_left, knetsim_cleanup, knetsim_script, recorded_processes, root_or_skip,
     sim, tear_down, Guard, HostSnapshot,
@@ -101,15 +103,12 @@ fn a_service_in_c0_is_reached_from_every_pod_of_c1_and_of_c2_through_c1() {
         "{:#}",
         c0.skupper_init(SiteOptions { tls: false }).unwrap_err()
     );
-    assert!(e.contains("skupper_delete()"), "{e}");
+    assert_holds(&e, &["skupper_delete()"]);
 
     let t = c0.skupper_token().unwrap();
     c1.skupper_link(&t, LinkOptions::default()).unwrap();
     let log1 = std::fs::read_to_string(c1.skupper_log_path()).unwrap();
-    assert!(
-        log1.contains("link to router C0 up (inter-router, TLS)"),
-        "{log1}"
-    );
+    assert_holds(&log1, &["link to router C0 up (inter-router, TLS)"]);
 
     let p1 = c0.skupper_expose("svc1", "c4", 80).unwrap();
     let p2 = c0.skupper_expose("svc2", "c5", 80).unwrap();
@@ -140,9 +139,9 @@ fn a_service_in_c0_is_reached_from_every_pod_of_c1_and_of_c2_through_c1() {
     let got = get(&c2w1, "c9", &format!("http://{}:{p1}/", c2w1.ip()));
     assert!(got.contains("hello from c4"), "c9 in C2: {got}");
     let log2 = std::fs::read_to_string(c2.skupper_log_path()).unwrap();
-    assert!(
-        log2.contains("address svc1: reachable at router C0, next hop C1, cost 2"),
-        "{log2}"
+    assert_holds(
+        &log2,
+        &["address svc1: reachable at router C0, next hop C1, cost 2"],
     );
     // C1 still serves its pods after the restarts the new link caused.
     let (w, c) = &clients[1];
@@ -203,7 +202,7 @@ fn an_exposed_container_created_again_is_followed_to_its_new_address() {
     );
     assert_eq!(c0.skupper_services(), vec![("svc1".to_string(), port)]);
     let got = get(&c1w1, "cl", &url);
-    assert!(got.contains("second web"), "{got}");
+    assert_holds(&got, &["second web"]);
     tear_down(&sim, &[]);
 }
 
@@ -218,14 +217,11 @@ fn bad_skupper_input_is_refused_clearly_and_leaves_nothing() {
 
     // Before init.
     let e = err(c0.skupper_expose("svc1", "c1", 80));
-    assert!(
-        e.contains("C0 has no Skupper site yet") && e.contains("C0.skupper_init()"),
-        "{e}"
-    );
+    assert_holds(&e, &["C0 has no Skupper site yet", "C0.skupper_init()"]);
     let e = err(c0.skupper_token());
-    assert!(e.contains("C0.skupper_init()"), "{e}");
+    assert_holds(&e, &["C0.skupper_init()"]);
     let e = err(c1.skupper_link("/nonexistent/token.json", LinkOptions::default()));
-    assert!(e.contains("C1.skupper_init()"), "{e}");
+    assert_holds(&e, &["C1.skupper_init()"]);
 
     // A router that cannot start (its HTTP port is taken on C1w1): a clear message, and
     // no site, config or process left.
@@ -270,30 +266,27 @@ fn bad_skupper_input_is_refused_clearly_and_leaves_nothing() {
 
     // Exposing what is not there.
     let e = err(c0.skupper_expose("svc1", "nope", 80));
-    assert!(
-        e.contains("C0 has no container 'nope'") && e.contains("its containers: c1"),
-        "{e}"
-    );
+    assert_holds(&e, &["C0 has no container 'nope'", "its containers: c1"]);
     let e = err(c0.skupper_expose("svc1", "c1", 0));
-    assert!(e.contains("between 1 and 65535"), "{e}");
+    assert_holds(&e, &["between 1 and 65535"]);
     let e = err(c0.skupper_expose("1 bad", "c1", 80));
-    assert!(e.contains("not a valid service name"), "{e}");
+    assert_holds(&e, &["not a valid service name"]);
     unchanged("bad expose");
     assert!(c0.skupper_services().is_empty());
 
     // Garbage tokens.
     let e = err(c1.skupper_link("garbage", LinkOptions::default()));
-    assert!(
-        e.contains("\"garbage\" is not a Skupper token") && e.contains("skupper_token()"),
-        "{e}"
+    assert_holds(
+        &e,
+        &["\"garbage\" is not a Skupper token", "skupper_token()"],
     );
     let junk = sim.run_dir().join("junk.json");
     std::fs::write(&junk, "{\"hello\": 1}").unwrap();
     let e = err(c1.skupper_link(&junk.display().to_string(), LinkOptions::default()));
-    assert!(e.contains("is not a Skupper token"), "{e}");
+    assert_holds(&e, &["is not a Skupper token"]);
     let own = c1.skupper_token().unwrap();
     let e = err(c1.skupper_link(&own, LinkOptions::default()));
-    assert!(e.contains("C1 cannot link to itself"), "{e}");
+    assert_holds(&e, &["C1 cannot link to itself"]);
     unchanged("garbage token");
 
     // Tokens that look right but are not: another instance's, an unknown site's, one
@@ -312,24 +305,24 @@ fn bad_skupper_input_is_refused_clearly_and_leaves_nothing() {
         &forge(&|v| v["instance"] = "other".into()),
         LinkOptions::default(),
     ));
-    assert!(e.contains("issued by instance 'other'"), "{e}");
+    assert_holds(&e, &["issued by instance 'other'"]);
     let e = err(c1.skupper_link(&forge(&|v| v["site"] = "C7".into()), LinkOptions::default()));
-    assert!(e.contains("site C7") && e.contains("no cluster"), "{e}");
+    assert_holds(&e, &["site C7", "no cluster"]);
     let e = err(c1.skupper_link(
         &forge(&|v| v["certFile"] = "/nonexistent/tls.crt".into()),
         LinkOptions::default(),
     ));
-    assert!(e.contains("certificate files are missing"), "{e}");
+    assert_holds(&e, &["certificate files are missing"]);
     let e = err(c1.skupper_link(
         &forge(&|v| v["host"] = "router.example".into()),
         LinkOptions::default(),
     ));
-    assert!(e.contains("router.example:55671 is not valid"), "{e}");
+    assert_holds(&e, &["router.example:55671 is not valid"]);
     unchanged("forged token");
     let e = err(c0
         .skupper_expose("svc1", "c1", 80)
         .and_then(|_| c0.skupper_expose("svc1", "c1", 81)));
-    assert!(e.contains("service 'svc1' is already exposed by C0"), "{e}");
+    assert_holds(&e, &["service 'svc1' is already exposed by C0"]);
 
     // A token carrying certificates from another site's CA (C1's, relabelled as C0's):
     // the TLS handshake fails, the link is refused at once, C1's config is rolled back.
@@ -346,10 +339,7 @@ fn bad_skupper_input_is_refused_clearly_and_leaves_nothing() {
         "link with another CA's certificates refused after {:.2} s: {e}",
         started.elapsed().as_secs_f64()
     );
-    assert!(
-        e.contains("the link to C0 was refused") && e.contains("TLS handshake"),
-        "{e}"
-    );
+    assert_holds(&e, &["the link to C0 was refused", "TLS handshake"]);
     assert!(!e.contains("retrying"), "{e}");
     let log0 = std::fs::read_to_string(c0.skupper_log_path()).unwrap();
     assert!(
@@ -390,33 +380,24 @@ fn bad_skupper_input_is_refused_clearly_and_leaves_nothing() {
     assert!(c0.skupper_router_pid().is_none());
     assert!(!c0.skupper_config_path().exists());
     let e = err(c1.skupper_link(&t, LinkOptions::default()));
-    assert!(
-        e.contains("site of C0 that was deleted") && e.contains("C0.skupper_init()"),
-        "{e}"
-    );
+    assert_holds(&e, &["site of C0 that was deleted", "C0.skupper_init()"]);
     assert_eq!(config(&c1), cfg1, "C1's config changed");
 
     // After all that, a fresh site and a new token link fine.
     c0.skupper_init(SiteOptions { tls: false }).unwrap();
     let t2 = c0.skupper_token().unwrap();
     let e = err(c1.skupper_link(&t, LinkOptions::default()));
-    assert!(
-        e.contains("that was deleted") && e.contains("C0.skupper_token()"),
-        "{e}"
-    );
+    assert_holds(&e, &["that was deleted", "C0.skupper_token()"]);
     c1.skupper_link(&t2, LinkOptions { cost: 3 }).unwrap();
     let log = std::fs::read_to_string(c1.skupper_log_path()).unwrap();
-    assert!(
-        log.contains("link to router C0 up (inter-router, plain)"),
-        "{log}"
-    );
+    assert_holds(&log, &["link to router C0 up (inter-router, plain)"]);
     let e = err(c1.skupper_link(&t2, LinkOptions::default()));
-    assert!(e.contains("already linked"), "{e}");
+    assert_holds(&e, &["already linked"]);
     // The original's list form does not mix with a site made by skupper_init().
     let e = err(c0.create_conf(&[], &[]));
-    assert!(e.contains("do not mix"), "{e}");
+    assert_holds(&e, &["do not mix"]);
     let e = err(c0.start_skupper());
-    assert!(e.contains("started by skupper_init()"), "{e}");
+    assert_holds(&e, &["started by skupper_init()"]);
 
     let pids: Vec<u32> = [&c0, &c1]
         .iter()
@@ -556,7 +537,7 @@ expect(out.contains("hello from c4"), "c2 in C1 reaches svc1 through the routers
     let other = common::sim("sksim-list2");
     let foreign = other.cluster("0", spec(1)).unwrap();
     let e = format!("{:#}", c2.create_conf(&[foreign], &[]).unwrap_err());
-    assert!(e.contains("belongs to another simulation"), "{e}");
+    assert_holds(&e, &["belongs to another simulation"]);
     tear_down(&other, &[]);
     assert!(c2.skupper_router_pid().is_none());
     assert!(!c2.skupper_config_path().exists());
@@ -772,7 +753,7 @@ fn a_long_connection_through_svc1_survives_exposing_svc2() {
         "no router restarted"
     );
     let log1 = std::fs::read_to_string(c1.skupper_log_path()).unwrap();
-    assert!(log1.contains("SIGHUP: configuration reloaded"), "{log1}");
+    assert_holds(&log1, &["SIGHUP: configuration reloaded"]);
     let got = get(&c1w1, "c1", &format!("http://{}:{p2}/", c1w1.ip()));
     assert!(got.contains("hello from c5"), "svc2 from C1: {got}");
     long.write_all(b"after exposing svc2").unwrap();

@@ -6,6 +6,8 @@
 
 mod common;
 
+use common::assert_holds;
+
 use common::{
     alive, assert_nothing_left, knetsim_exe, knetsim_script, root_or_skip, started,
     started_as_root, tear_down, Guard, HostSnapshot,
@@ -146,7 +148,7 @@ fn a_killed_flanneld_is_restarted_and_a_new_worker_is_reached() {
     let out = w1
         .exec_container("c1", &format!("ping -c 2 -W 2 {ip3}"))
         .unwrap();
-    assert!(out.contains(" 0% packet loss"), "{out}");
+    assert_holds(&out, &[" 0% packet loss"]);
 
     let new = restarted(&w1, "flanneld", old);
     assert_ne!(new, old);
@@ -208,9 +210,9 @@ fn a_crash_loop_stops_the_restarts_with_the_agents_log() {
         "service() refused after {:.1} ms",
         t.elapsed().as_secs_f64() * 1e3
     );
-    assert!(e.contains("its 5th exit within 30 s"), "{e}");
+    assert_holds(&e, &["its 5th exit within 30 s"]);
     let e = format!("{:#}", c.add_worker().err().expect("add_worker failed"));
-    assert!(e.contains("its 5th exit within 30 s"), "{e}");
+    assert_holds(&e, &["its 5th exit within 30 s"]);
     assert_eq!(c.workers().len(), 2, "a worker was declared anyway");
 
     // Started again by hand (the fix), it works and the cluster with it.
@@ -236,10 +238,7 @@ fn an_agent_stopped_on_purpose_stays_stopped_until_started() {
     assert_eq!(w1.agent_pid("kube-proxy").unwrap(), None);
     assert!(recorded_pids(&sim, "kube-proxy C0w1").is_empty());
     let e = format!("{:#}", w1.stop_agent("kube-proxy").unwrap_err());
-    assert!(
-        e.contains("already stopped") && e.contains("start_agent"),
-        "{e}"
-    );
+    assert_holds(&e, &["already stopped", "start_agent"]);
 
     // The Service is created; w2 programs it, w1 (its kube-proxy stopped) does not.
     let ip = c.service("web", &web_service()).unwrap().to_string();
@@ -262,12 +261,9 @@ fn an_agent_stopped_on_purpose_stays_stopped_until_started() {
     assert!(table(&w1).contains(&ip), "w1 did not catch up");
     assert_eq!(curl(&w1, "c1", &ip), "hello\n");
     let e = format!("{:#}", w1.start_agent("kube-proxy").unwrap_err());
-    assert!(e.contains("already running"), "{e}");
+    assert_holds(&e, &["already running"]);
     let e = format!("{:#}", w1.stop_agent("kubelet").unwrap_err());
-    assert!(
-        e.contains("C0w1 has no agent 'kubelet'") && e.contains("flanneld, kube-proxy"),
-        "{e}"
-    );
+    assert_holds(&e, &["C0w1 has no agent 'kubelet'", "flanneld, kube-proxy"]);
 
     // etcd is not an agent: its exit is reported, not restarted.
     let etcd = recorded_pids(&sim, "etcd C0e1");
@@ -327,9 +323,9 @@ expect(w1.agent_pid("flanneld") == f, "flanneld runs again");
         String::from_utf8_lossy(&out.stderr),
     );
     assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
-    assert!(
-        stderr.contains("! kube-proxy on C0w1 exited (signal 9); restarted"),
-        "{stderr}"
+    assert_holds(
+        &stderr,
+        &["! kube-proxy on C0w1 exited (signal 9); restarted"],
     );
     assert!(!stderr.contains("flanneld on C0w1 exited"), "{stderr}");
     assert_nothing_left(instance, &[]);

@@ -269,6 +269,20 @@ pub fn started(instance: &str, workers: u32, etcd: u32) -> (Sim, knetsim::sim::C
     new_started(instance, workers, etcd).expect("bring-up")
 }
 
+/// [`started`] with two workers and one etcd member, and the two workers.
+pub fn two_workers(
+    instance: &str,
+) -> (
+    Sim,
+    knetsim::sim::Cluster,
+    knetsim::sim::Worker,
+    knetsim::sim::Worker,
+) {
+    let (sim, c) = started(instance, 2, 1);
+    let (w1, w2) = (c.worker("w1").unwrap(), c.worker("w2").unwrap());
+    (sim, c, w1, w2)
+}
+
 /// [`started`], with what went wrong as an error (for the benchmarks).
 pub fn new_started(
     instance: &str,
@@ -279,6 +293,14 @@ pub fn new_started(
     let c = declare_c0(&sim, workers, etcd)?;
     sim.start()?;
     Ok((sim, c))
+}
+
+/// The message of `result`, which must be an error.
+pub fn err_text<T, E: std::fmt::Display>(result: Result<T, E>) -> String {
+    match result {
+        Ok(_) => panic!("expected an error"),
+        Err(e) => e.to_string(),
+    }
 }
 
 /// Asserts that `text` holds every one of `parts`, showing the text when it does not.
