@@ -8,10 +8,10 @@ mod common;
 
 use common::assert_holds;
 
-use common::{assert_nothing_left, knetsim_exe};
+use common::{assert_nothing_left, knetsim_exe, Run};
 use nix::sys::signal::Signal;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// Script files of this test, removed when it ends (even when it fails).
@@ -418,23 +418,6 @@ fn after_start() -> Vec<Case> {
     ]
 }
 
-struct Run {
-    code: i32,
-    text: String,
-}
-
-fn finish(out: Output) -> Run {
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Run {
-        code: out.status.code().unwrap_or(-1),
-        text,
-    }
-}
-
 /// Runs one case and returns what went wrong with it, if anything.
 fn check(dir: &ScriptDir, case: &Case) -> Option<String> {
     let instance = format!("bad-{}", case.name);
@@ -458,7 +441,7 @@ fn check(dir: &ScriptDir, case: &Case) -> Option<String> {
             }
         }
     }
-    let r = finish(cmd.output().unwrap());
+    let r = Run::of(cmd.output().unwrap());
     let mut wrong = Vec::new();
     if r.code != case.code {
         wrong.push(format!("exit status {} (want {})", r.code, case.code));
@@ -559,7 +542,7 @@ fn an_exec_printing_without_end_is_cut_with_a_note() {
         .stdin(Stdio::null())
         .output()
         .unwrap();
-    let r = finish(out);
+    let r = Run::of(out);
     assert_eq!(r.code, 0, "{}", r.text);
     assert_holds(&r.text, &["all 2 expectations held"]);
     assert_nothing_left("bad-cut", &[]);
@@ -586,7 +569,7 @@ fn signalled(instance: &str, src: &str, ready: Option<&Path>, signal: Signal) ->
     std::thread::sleep(Duration::from_millis(100));
     common::signal(child.id(), signal);
     let sent = Instant::now();
-    let r = finish(child.wait_with_output().unwrap());
+    let r = Run::of(child.wait_with_output().unwrap());
     eprintln!(
         "{instance}: exited {:.2} s after the signal (teardown included):\n{}",
         sent.elapsed().as_secs_f64(),
@@ -658,7 +641,7 @@ fn ctrl_c_ends_the_ingress_wait() {
     std::thread::sleep(Duration::from_millis(300));
     common::signal(child.id(), Signal::SIGINT);
     let sent = Instant::now();
-    let r = finish(child.wait_with_output().unwrap());
+    let r = Run::of(child.wait_with_output().unwrap());
     eprintln!(
         "Ctrl-C in the ingress wait: exited {:.2} s later (teardown included)",
         sent.elapsed().as_secs_f64()

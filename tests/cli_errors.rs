@@ -5,13 +5,8 @@ mod common;
 
 use common::assert_holds;
 
-use common::{assert_nothing_left, knetsim_exe, knetsim_script, recorded_processes};
-use std::process::{Command, Output};
-
-struct Run {
-    code: i32,
-    text: String,
-}
+use common::{assert_nothing_left, knetsim_exe, knetsim_script, recorded_processes, Run};
+use std::process::Command;
 
 fn script_file(name: &str, src: &str) -> std::path::PathBuf {
     let dir = std::env::temp_dir().join("knetsim-cli-tests");
@@ -19,22 +14,6 @@ fn script_file(name: &str, src: &str) -> std::path::PathBuf {
     let p = dir.join(name);
     std::fs::write(&p, src).unwrap();
     p
-}
-
-fn finish(out: Output) -> Run {
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        !text.contains("panicked") && !text.contains("RUST_BACKTRACE"),
-        "a panic reached the user:\n{text}"
-    );
-    Run {
-        code: out.status.code().unwrap_or(-1),
-        text,
-    }
 }
 
 fn run(instance: &str, name: &str, src: &str, extra: &[&str], env: &[(&str, &str)]) -> Run {
@@ -46,12 +25,12 @@ fn run(instance: &str, name: &str, src: &str, extra: &[&str], env: &[(&str, &str
     for (k, v) in env {
         cmd.env(k, v);
     }
-    finish(cmd.output().unwrap())
+    Run::of(cmd.output().unwrap())
 }
 
 /// `knetsim cleanup --instance INSTANCE`, which must succeed.
 fn cleanup(instance: &str) -> Run {
-    let r = finish(
+    let r = Run::of(
         Command::new(knetsim_exe())
             .args(["cleanup", "--instance", instance])
             .output()
@@ -162,7 +141,7 @@ fn missing_cni_plugin_names_the_package() {
 #[test]
 fn missing_script_file_is_a_usage_error() {
     let missing = std::path::Path::new("/nonexistent/lesson.rhai");
-    let r = finish(knetsim_script("cli8", missing).output().unwrap());
+    let r = Run::of(knetsim_script("cli8", missing).output().unwrap());
     assert_eq!(r.code, 2, "{}", r.text);
     assert_holds(&r.text, &["was not found"]);
     assert_nothing_left("cli8", &[]);
@@ -183,7 +162,7 @@ fn ctrl_c_stops_the_script_and_tears_down() {
     }
     std::thread::sleep(std::time::Duration::from_millis(300));
     common::signal(child.id(), nix::sys::signal::Signal::SIGINT);
-    let r = finish(child.wait_with_output().unwrap());
+    let r = Run::of(child.wait_with_output().unwrap());
     assert_eq!(r.code, 130, "{}", r.text);
     assert_nothing_left("cli9", &["cli9-C0w1"]);
 }

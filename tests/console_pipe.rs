@@ -6,21 +6,13 @@ mod common;
 
 use common::assert_holds;
 
-use common::{assert_nothing_left, piped_console};
+use common::{assert_nothing_left, console_after};
 
 #[test]
 fn piped_console_session_after_a_script() {
-    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("con-pipe");
-    std::fs::create_dir_all(&dir).unwrap();
-    let script = dir.join("setup.rhai");
-    std::fs::write(
-        &script,
-        "let C0 = cluster(\"0\", #{ workers: 1, etcd: 1 });\nlet n = 40;\n",
-    )
-    .unwrap();
-    let _ = std::fs::remove_file(dir.join(".knetsim_history"));
+    let setup = "let C0 = cluster(\"0\", #{ workers: 1, etcd: 1 });\nlet n = 40;\n";
     let input = "n + 2\nfor i in 0..3 {\n  n += 1;\n}\nprint(`n is ${n}`);\nC0w1.name\nC0w1 ip a\nlet bad = (;\nnodes\nquit\nprint(\"not reached\")\n";
-    let out = piped_console("con-pipe", &script, &dir, input);
+    let (out, dir) = console_after("con-pipe", setup, input);
     let stdout = String::from_utf8_lossy(&out.stdout);
     let text = format!("{stdout}{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(out.status.code(), Some(0), "{text}");

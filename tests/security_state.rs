@@ -7,7 +7,7 @@ mod common;
 
 use common::assert_holds;
 
-use common::{assert_nothing_left, assert_only_logs, knetsim_exe, options, root_or_skip};
+use common::{assert_nothing_left, assert_only_logs, knetsim_exe, options, root_or_skip, Run};
 use knetsim::netns::{self, process, record, state};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::os::unix::process::CommandExt;
@@ -143,31 +143,13 @@ impl Victim {
     }
 }
 
-struct Run {
-    code: i32,
-    text: String,
-}
-
 fn knetsim(args: &[&str], env: &[(&str, &str)]) -> Run {
     let mut cmd = Command::new(knetsim_exe());
     cmd.args(args).env_remove("KNETSIM_INSTANCE");
     for (k, v) in env {
         cmd.env(k, v);
     }
-    let out = cmd.output().unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        !text.contains("panicked"),
-        "a panic reached the user:\n{text}"
-    );
-    Run {
-        code: out.status.code().unwrap_or(-1),
-        text,
-    }
+    Run::of(cmd.output().unwrap())
 }
 
 fn write_record(path: &Path, instance: &str, body: serde_json::Value) {

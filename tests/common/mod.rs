@@ -315,6 +315,32 @@ pub fn assert_starts(text: &str, start: &str) {
     assert!(text.starts_with(start), "{start:?} does not start:\n{text}");
 }
 
+/// How a command ended: its exit status (-1 when a signal ended it) and what it printed,
+/// stdout then stderr.
+pub struct Run {
+    pub code: i32,
+    pub text: String,
+}
+
+impl Run {
+    /// A finished command's [`Run`]; no panic may have reached the user.
+    pub fn of(out: std::process::Output) -> Run {
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            !text.contains("panicked") && !text.contains("RUST_BACKTRACE"),
+            "a panic reached the user:\n{text}"
+        );
+        Run {
+            code: out.status.code().unwrap_or(-1),
+            text,
+        }
+    }
+}
+
 /// `knetsim --no-pause --instance INSTANCE SCRIPT`, as a learner runs a lesson.
 pub fn knetsim_script(instance: &str, script: &std::path::Path) -> Command {
     let mut cmd = Command::new(knetsim_exe());
@@ -476,6 +502,18 @@ pub fn assert_only_logs(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
         }
     }
     others
+}
+
+/// [`piped_console`] after a setup script holding `setup`, in a directory of `instance`'s
+/// own (also HOME, so it holds the history file); the output, and the directory.
+pub fn console_after(instance: &str, setup: &str, input: &str) -> (std::process::Output, PathBuf) {
+    let base = option_env!("CARGO_TARGET_TMPDIR").map_or_else(std::env::temp_dir, PathBuf::from);
+    let dir = base.join(instance);
+    std::fs::create_dir_all(&dir).unwrap();
+    let script = dir.join("setup.rhai");
+    std::fs::write(&script, setup).unwrap();
+    let _ = std::fs::remove_file(dir.join(".knetsim_history"));
+    (piped_console(instance, &script, &dir, input), dir)
 }
 
 /// A learner typing into a piped console: `knetsim --instance INSTANCE --console SCRIPT` with
