@@ -5,7 +5,7 @@ mod common;
 
 use common::assert_holds;
 
-use common::{assert_nothing_left, err_text, sim, started, tear_down, HostSnapshot};
+use common::{assert_nothing_left, err_text, sim, tear_down, with_pod, HostSnapshot};
 use knetsim::sim::ClusterSpec;
 use std::collections::BTreeMap;
 
@@ -95,9 +95,7 @@ fn bad_names_give_clear_errors() {
 
 #[test]
 fn a_worker_added_after_start_is_reachable() {
-    let (sim, c) = started("lc4", 2, 1);
-    let w1 = c.worker("w1").unwrap();
-    w1.create_container("c1", BTreeMap::new()).unwrap();
+    let (sim, c, w1) = with_pod("lc4", 2);
     let t0 = std::time::Instant::now();
     let w3 = c.add_worker().unwrap();
     assert_eq!(w3.name(), "C0w3");
@@ -159,9 +157,7 @@ fn two_instances_run_side_by_side() {
 
 #[test]
 fn exec_async_processes_end_with_their_pod() {
-    let (sim, c) = started("lc6", 1, 1);
-    let w1 = c.worker("w1").unwrap();
-    w1.create_container("c1", BTreeMap::new()).unwrap();
+    let (sim, _c, w1) = with_pod("lc6", 1);
     let pid = w1.exec_container_async("c1", "sleep 300").unwrap();
     let start = knetsim::netns::process::start_time(pid).expect("the async command runs");
     w1.delete_container("c1").unwrap();

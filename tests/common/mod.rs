@@ -283,6 +283,18 @@ pub fn two_workers(
     (sim, c, w1, w2)
 }
 
+/// [`started`] with one etcd member, and its worker w1 with a pod c1 on it.
+pub fn with_pod(
+    instance: &str,
+    workers: u32,
+) -> (Sim, knetsim::sim::Cluster, knetsim::sim::Worker) {
+    let (sim, c) = started(instance, workers, 1);
+    let w1 = c.worker("w1").unwrap();
+    w1.create_container("c1", std::collections::BTreeMap::new())
+        .unwrap();
+    (sim, c, w1)
+}
+
 /// [`started`], with what went wrong as an error (for the benchmarks).
 pub fn new_started(
     instance: &str,
