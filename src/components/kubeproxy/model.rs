@@ -453,6 +453,14 @@ pub(crate) mod tests {
         format!("{:#}", s.validate().unwrap_err())
     }
 
+    /// Why a state holding just `svc` is refused.
+    fn alone_err(svc: Service) -> String {
+        err(&State {
+            services: vec![svc],
+            ..Default::default()
+        })
+    }
+
     #[test]
     fn good_state_validates() {
         let s = State {
@@ -486,16 +494,10 @@ pub(crate) mod tests {
     fn cluster_ip_outside_range_and_broadcast() {
         let mut svc = web();
         svc.cluster_ip = "192.168.1.1".parse().unwrap();
-        let e = err(&State {
-            services: vec![svc.clone()],
-            ..Default::default()
-        });
+        let e = alone_err(svc.clone());
         assert!(e.contains("outside the service range"), "{e}");
         svc.cluster_ip = "100.64.255.255".parse().unwrap();
-        let e = err(&State {
-            services: vec![svc],
-            ..Default::default()
-        });
+        let e = alone_err(svc);
         assert!(e.contains("broadcast"), "{e}");
     }
 
@@ -537,44 +539,24 @@ pub(crate) mod tests {
         assert_eq!(valid_port("port", 80).unwrap(), 80);
         let mut svc = web();
         svc.ports[0].port = 0;
-        assert!(err(&State {
-            services: vec![svc],
-            ..Default::default()
-        })
-        .contains("invalid port 0"));
+        assert!(alone_err(svc).contains("invalid port 0"));
         let mut svc = web();
         svc.ports[0].target_port = 0;
-        assert!(err(&State {
-            services: vec![svc],
-            ..Default::default()
-        })
-        .contains("invalid target port 0"));
+        assert!(alone_err(svc).contains("invalid target port 0"));
         let mut svc = web();
         svc.ports.push(svc.ports[0].clone());
         svc.ports[1].name = None;
-        assert!(err(&State {
-            services: vec![svc],
-            ..Default::default()
-        })
-        .contains("lists tcp/80 twice"));
+        assert!(alone_err(svc).contains("lists tcp/80 twice"));
         let mut svc = web();
         svc.ports.clear();
-        assert!(err(&State {
-            services: vec![svc],
-            ..Default::default()
-        })
-        .contains("has no ports"));
+        assert!(alone_err(svc).contains("has no ports"));
     }
 
     #[test]
     fn node_ports() {
         let mut svc = web();
         svc.ports[0].node_port = Some(30080);
-        assert!(err(&State {
-            services: vec![svc.clone()],
-            ..Default::default()
-        })
-        .contains("use type NodePort"));
+        assert!(alone_err(svc.clone()).contains("use type NodePort"));
         svc.type_ = ServiceType::NodePort;
         State {
             services: vec![svc.clone()],
@@ -591,17 +573,9 @@ pub(crate) mod tests {
         })
         .contains("already used by Service"));
         svc.ports[0].node_port = Some(80);
-        assert!(err(&State {
-            services: vec![svc.clone()],
-            ..Default::default()
-        })
-        .contains("outside 30000-32767"));
+        assert!(alone_err(svc.clone()).contains("outside 30000-32767"));
         svc.ports[0].node_port = None;
-        assert!(err(&State {
-            services: vec![svc],
-            ..Default::default()
-        })
-        .contains("has no nodePort"));
+        assert!(alone_err(svc).contains("has no nodePort"));
     }
 
     #[test]
@@ -616,11 +590,7 @@ pub(crate) mod tests {
         );
         let mut svc = web();
         svc.name = "Web_1".into();
-        assert!(err(&State {
-            services: vec![svc],
-            ..Default::default()
-        })
-        .contains("invalid Service name 'Web_1'"));
+        assert!(alone_err(svc).contains("invalid Service name 'Web_1'"));
         // JSON as Kubernetes spells it, and a wrong protocol in JSON is refused.
         let j = serde_json::to_string(&web()).unwrap();
         assert!(
