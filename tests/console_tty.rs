@@ -24,10 +24,14 @@ struct Tty {
     screen: Arc<Mutex<Vec<u8>>>,
     seen: usize,
     child: Child,
+    instance: String,
+    /// The root namespace before knetsim started, for [`Tty::exit_cleanly`].
+    host: Option<HostSnapshot>,
 }
 
 impl Tty {
     fn spawn(instance: &str) -> Tty {
+        let host = HostSnapshot::take();
         let ws = nix::pty::Winsize {
             ws_row: 40,
             ws_col: 120,
@@ -81,6 +85,8 @@ impl Tty {
             screen,
             seen: 0,
             child,
+            instance: instance.to_string(),
+            host: Some(host),
         }
     }
 
@@ -117,6 +123,11 @@ impl Tty {
         self.master.write_all(b).unwrap();
     }
 
+    /// Types `line` and Enter; what it printed up to the next prompt holds each of `parts`.
+    fn shows(&mut self, line: &str, parts: &[&str]) {
+        assert_holds(&self.run(line, CMD), parts);
+    }
+
     /// Types `line` and Enter, and returns what it printed up to the next prompt.
     fn run(&mut self, line: &str, limit: Duration) -> String {
         self.type_bytes(format!("{line}\r").as_bytes());
@@ -137,6 +148,19 @@ impl Tty {
             // SAFETY: TIOCSWINSZ reads one winsize from `ws`, which lives for the call.
             unsafe { libc::ioctl(self.master.as_raw_fd(), libc::TIOCSWINSZ, &ws) },
             0
+        );
+    }
+
+    /// Types `exit`: knetsim ends with status 0 and leaves nothing behind, in its run or in
+    /// the root namespace.
+    fn exit_cleanly(mut self) {
+        let (instance, host) = (self.instance.clone(), self.host.take());
+        assert_eq!(self.exit(), 0);
+        assert_nothing_left(&instance, &[]);
+        assert_eq!(
+            host,
+            Some(HostSnapshot::take()),
+            "the host's root namespace changed"
         );
     }
 
@@ -184,24 +208,25 @@ const CMD: Duration = Duration::from_secs(60);
 
 #[test]
 fn the_original_readme_walkthrough_as_typed_there() {
-    let host = HostSnapshot::take();
-    let instance = "con-walk";
-    let mut t = Tty::spawn(instance);
+    let mut t = Tty::spawn("con-walk");
     let welcome = t.wait_for(PROMPT, SCENARIO_UP);
     assert_holds(&welcome, &["svc1"]);
     assert_holds(&welcome, &["grp1"]);
 
-    let out = t.run(r#"py C0w1.exec_container("c1", "ifconfig")"#, CMD);
-    assert_holds(&out, &["eth0", "inet 11."]);
-
-    let out = t.run(
-        r#"py C0w1.exec_container("c1", "ping 100.64.10.1 -c 5")"#,
-        CMD,
+    t.shows(
+        r#"py C0w1.exec_container("c1", "ifconfig")"#,
+        &["eth0", "inet 11."],
     );
-    assert_holds(&out, &["5 packets transmitted, 5 received"]);
 
-    let out = t.run("C0w1 nft list ruleset", CMD);
-    assert_holds(&out, &["table ip kube-proxy", "100.64.10.1"]);
+    t.shows(
+        r#"py C0w1.exec_container("c1", "ping 100.64.10.1 -c 5")"#,
+        &["5 packets transmitted, 5 received"],
+    );
+
+    t.shows(
+        "C0w1 nft list ruleset",
+        &["table ip kube-proxy", "100.64.10.1"],
+    );
 
     let out = t.run(r#"py C0w3.delete_container("c3")"#, CMD);
     assert!(!out.contains("error"), "{out}");
@@ -216,10 +241,12 @@ fn the_original_readme_walkthrough_as_typed_there() {
         "{pods:?}\n{out}"
     );
 
-    let out = t.run(r#"py C1w1.exec_container("c1", "wget 10.0.0.8:1028")"#, CMD);
-    assert_holds(&out, &["index.html", "saved"]);
+    t.shows(
+        r#"py C1w1.exec_container("c1", "wget 10.0.0.8:1028")"#,
+        &["index.html", "saved"],
+    );
     // wget ran in C1w1's own directory of the run state, not in the user's folder.
-    let page = knetsim::netns::record::run_dir(instance).join("C1w1/index.html");
+    let page = knetsim::netns::record::run_dir(&t.instance).join("C1w1/index.html");
     let body = std::fs::read_to_string(&page).unwrap_or_default();
     assert!(
         body.contains("hello from c4"),
@@ -227,39 +254,27 @@ fn the_original_readme_walkthrough_as_typed_there() {
         page.display()
     );
 
-    let out = t.run("C0e1 etcdctl cluster-health", CMD);
-    assert_holds(&out, &["cluster is healthy"]);
+    t.shows("C0e1 etcdctl cluster-health", &["cluster is healthy"]);
 
-    let out = t.run("C0w1 ifconfig", CMD);
-    assert_holds(&out, &["flannel.100", "10.0.0.3"]);
+    t.shows("C0w1 ifconfig", &["flannel.100", "10.0.0.3"]);
 
-    let out = t.run("C0w1 ps aux | grep skupper", CMD);
-    assert_holds(&out, &["skrouterd"]);
+    t.shows("C0w1 ps aux | grep skupper", &["skrouterd"]);
 
     let out = t.run("C0e1 curl -s 10.0.0.3:8001/svc1", CMD);
     assert!(out.contains("S1-W2") || out.contains("S1-W3"), "{out}");
 
     // etcdctl as tutorials type it: explicit endpoints, v3 get.
-    let out = t.run(
+    t.shows(
         "C0w1 etcdctl --endpoints http://10.1.0.1:2379 get --prefix /coreos.com --keys-only",
-        CMD,
+        &["/coreos.com/network/config"],
     );
-    assert_holds(&out, &["/coreos.com/network/config"]);
 
-    assert_eq!(t.exit(), 0);
-    assert_nothing_left(instance, &[]);
-    assert_eq!(
-        HostSnapshot::take(),
-        host,
-        "the host's root namespace changed"
-    );
+    t.exit_cleanly();
 }
 
 #[test]
 fn live_commands_ctrl_c_resize_and_the_consoles_answers() {
-    let host = HostSnapshot::take();
-    let instance = "con-live";
-    let mut t = Tty::spawn(instance);
+    let mut t = Tty::spawn("con-live");
     t.wait_for(PROMPT, SCENARIO_UP);
 
     // Replies show while ping still runs; Ctrl-C (0x03 on the terminal) ends it through
@@ -277,42 +292,34 @@ fn live_commands_ctrl_c_resize_and_the_consoles_answers() {
     assert!(out.contains('2'), "the console goes on after Ctrl-C: {out}");
 
     // Names resolve: nodes, and pods of the node's own cluster by their short name.
-    let out = t.run("C0w1 ping -c 1 C0w2", CMD);
-    assert_holds(&out, &["C0w2 (10.0.0.4)", "1 received"]);
-    let out = t.run("C0w1 ping -c 1 c2", CMD);
-    assert_holds(&out, &["1 received"]);
-    let out = t.run("C1w2 getent hosts C0-c2", CMD);
-    assert_holds(&out, &[" C0-c2", "\n11."]);
+    t.shows("C0w1 ping -c 1 C0w2", &["C0w2 (10.0.0.4)", "1 received"]);
+    t.shows("C0w1 ping -c 1 c2", &["1 received"]);
+    t.shows("C1w2 getent hosts C0-c2", &[" C0-c2", "\n11."]);
 
     // A non-zero exit is shown; a missing program is named with its package.
-    let out = t.run("C0w1 sh -c 'exit 3'", CMD);
-    assert_holds(&out, &["exit status 3"]);
-    let out = t.run("C0w1 no-such-tool-here -x", CMD);
-    assert_holds(&out, &["no-such-tool-here: command not found"]);
+    t.shows("C0w1 sh -c 'exit 3'", &["exit status 3"]);
+    t.shows(
+        "C0w1 no-such-tool-here -x",
+        &["no-such-tool-here: command not found"],
+    );
 
     // A resize while a command runs reaches it (TIOCSWINSZ on its pty).
     // (The typed line shows `rea""dy`; only the running command prints `ready`.)
     t.type_bytes(b"C0w1 sh -c 'echo rea\"\"dy; read x; stty size'\r");
     t.wait_for("ready", CMD);
     t.resize(50, 132);
-    let out = t.run("", CMD);
-    assert_holds(&out, &["50 132"]);
+    t.shows("", &["50 132"]);
 
-    let out = t.run("C0w9 ip a", CMD);
-    assert_holds(
-        &out,
+    t.shows(
+        "C0w9 ip a",
         &["no node C0w9 (nodes: C0e1, C0e2, C0w1, C0w2, C0w3, C1e1"],
     );
-    let out = t.run("pingal", CMD);
-    assert_holds(&out, &["unknown command 'pingal': did you mean pingall?"]);
-
-    assert_eq!(t.exit(), 0);
-    assert_nothing_left(instance, &[]);
-    assert_eq!(
-        HostSnapshot::take(),
-        host,
-        "the host's root namespace changed"
+    t.shows(
+        "pingal",
+        &["unknown command 'pingal': did you mean pingall?"],
     );
+
+    t.exit_cleanly();
 }
 
 #[test]
