@@ -8,7 +8,7 @@ use common::assert_holds;
 
 use common::{
     alive, assert_nothing_left, knetsim_cleanup, knetsim_script, recorded_processes, root_or_skip,
-    sim, tear_down, Guard, HostSnapshot,
+    sim, tear_down, tear_down_since, Guard, HostSnapshot,
 };
 use knetsim::netns::process;
 use knetsim::sim::{Cluster, ClusterSpec, LinkOptions, Sim, SiteOptions, Worker};
@@ -163,8 +163,7 @@ fn a_service_in_c0_is_reached_from_every_pod_of_c1_and_of_c2_through_c1() {
         "one recorded router per site: {rec}"
     );
 
-    tear_down(&sim, &pids);
-    assert_eq!(before, HostSnapshot::take(), "the root namespace changed");
+    tear_down_since(&sim, &pids, before);
 }
 
 fn err(r: anyhow::Result<impl std::fmt::Debug>) -> String {
@@ -403,8 +402,7 @@ fn bad_skupper_input_is_refused_clearly_and_leaves_nothing() {
         .iter()
         .filter_map(|c| c.skupper_router_pid())
         .collect();
-    tear_down(&sim, &pids);
-    assert_eq!(before, HostSnapshot::take(), "the root namespace changed");
+    tear_down_since(&sim, &pids, before);
 }
 
 #[test]
@@ -548,8 +546,7 @@ expect(out.contains("hello from c4"), "c2 in C1 reaches svc1 through the routers
     assert!(!alive(pid1));
     let pid0 = c0.skupper_router_pid().unwrap();
     drop(s);
-    tear_down(&sim, &[pid0]);
-    assert_eq!(before, HostSnapshot::take(), "the root namespace changed");
+    tear_down_since(&sim, &[pid0], before);
 }
 
 /// After restarts (link, expose), the record names exactly the running routers, so
@@ -762,6 +759,5 @@ fn a_long_connection_through_svc1_survives_exposing_svc2() {
     assert_eq!(got, b"after exposing svc2", "the svc1 connection survived");
     drop(long);
 
-    tear_down(&sim, &[]);
-    assert_eq!(before, HostSnapshot::take(), "the root namespace changed");
+    tear_down_since(&sim, &[], before);
 }

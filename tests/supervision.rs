@@ -10,7 +10,7 @@ use common::assert_holds;
 
 use common::{
     alive, assert_nothing_left, knetsim_exe, knetsim_script, root_or_skip, started,
-    started_as_root, tear_down, Guard, HostSnapshot,
+    started_as_root, tear_down, tear_down_since, Guard, HostSnapshot,
 };
 use knetsim::sim::{
     ClusterSpec, LinkOptions, PortSpec, ServiceSpec, Sim, SiteOptions, SupervisionOutcome, Worker,
@@ -126,8 +126,7 @@ fn a_killed_kube_proxy_is_restarted_and_services_work() {
         w1.agent_pid("flanneld").unwrap().unwrap(),
         w2.agent_pid("kube-proxy").unwrap().unwrap(),
     ];
-    tear_down(&sim, &agents);
-    assert_eq!(before, HostSnapshot::take(), "the root namespace changed");
+    tear_down_since(&sim, &agents, before);
 }
 
 #[test]

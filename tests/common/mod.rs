@@ -425,6 +425,12 @@ pub fn tear_down(sim: &Sim, pids: &[u32]) {
     assert_nothing_left(sim.instance(), &[]);
 }
 
+/// [`tear_down`], and the host's root namespace is as it was `before` the simulation.
+pub fn tear_down_since(sim: &Sim, pids: &[u32], before: HostSnapshot) {
+    tear_down(sim, pids);
+    assert_eq!(before, HostSnapshot::take(), "the root namespace changed");
+}
+
 /// What the simulator must never change in the host's root network namespace.
 #[derive(Debug, PartialEq)]
 pub struct HostSnapshot {
