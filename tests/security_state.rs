@@ -21,6 +21,11 @@ const NOBODY: u32 = 65534;
 struct Undo(Vec<Box<dyn FnOnce()>>);
 
 impl Undo {
+    /// Nothing to undo yet, for a test that needs root: None, the skip said, without it.
+    fn as_root() -> Option<Undo> {
+        root_or_skip().then(Undo::default)
+    }
+
     fn add(&mut self, f: impl FnOnce() + 'static) {
         self.0.push(Box::new(f));
     }
@@ -176,10 +181,9 @@ fn run_base() -> &'static Path {
 
 #[test]
 fn bad_instance_names_exit_2_before_touching_anything() {
-    if !root_or_skip() {
+    let Some(mut undo) = Undo::as_root() else {
         return;
-    }
-    let mut undo = Undo::default();
+    };
     // `../NAME` from /run/knetsim is /run/NAME; an absolute name is itself.
     let up = Victim::new("/run", "up", &mut undo);
     let abs = Victim::new("/tmp", "abs", &mut undo);
@@ -239,10 +243,9 @@ fn exec_refuses_node_names_that_are_paths() {
 
 #[test]
 fn a_run_directory_planted_by_another_user_is_refused_and_left_alone() {
-    if !root_or_skip() {
+    let Some(mut undo) = Undo::as_root() else {
         return;
-    }
-    let mut undo = Undo::default();
+    };
     let victim = Victim::new("/tmp", "planted", &mut undo);
     let mut sleeper = Sleeper::foreign(NOBODY);
     let hostile = serde_json::json!({
@@ -324,10 +327,9 @@ fn a_run_directory_planted_by_another_user_is_refused_and_left_alone() {
 
 #[test]
 fn hostile_entries_in_roots_own_record_are_not_obeyed() {
-    if !root_or_skip() {
+    let Some(mut undo) = Undo::as_root() else {
         return;
-    }
-    let mut undo = Undo::default();
+    };
     let victim = Victim::new("/tmp", "entries", &mut undo);
     let mut foreign = Sleeper::foreign(NOBODY);
     // Ours, so cleanup must end it: root's process with the recorded command line.
@@ -469,10 +471,9 @@ fn a_symlink_for_etcds_data_is_refused_and_its_target_untouched() {
 
 #[test]
 fn private_directories_are_checked_before_use() {
-    if !root_or_skip() {
+    let Some(mut undo) = Undo::as_root() else {
         return;
-    }
-    let mut undo = Undo::default();
+    };
     let top = std::env::temp_dir().join(format!("knetsim-secdirs-{}", std::process::id()));
     std::fs::create_dir(&top).unwrap();
     undo.remove(&top);
