@@ -63,31 +63,17 @@ fn full_transaction_shape() {
     ] {
         assert!(t.contains(want), "missing {want:?} in\n{t}");
     }
-    assert!(
-        t.contains(&format!(
-            "add element ip kube-proxy service-ips {{ 100.64.0.10 . tcp . 80 : goto {svc_chain} }}"
-        )),
-        "{t}"
-    );
-    assert!(
-        t.contains(&format!(
-            "add rule ip kube-proxy {ep} ip saddr 11.10.0.2 counter jump mark-for-masquerade"
-        )),
-        "{t}"
-    );
-    assert!(t.contains(&format!(
-        "add rule ip kube-proxy {ep} meta l4proto tcp counter dnat to 11.10.0.2:8000 comment \"default/web:http -> pod c2 on C0w2\""
-    )), "{t}");
-    assert!(t.contains(&format!("add rule ip kube-proxy {svc_chain} counter numgen random mod 2 vmap {{ 0 : goto endpoint-")), "{t}");
-    assert!(
-        t.contains("service-nodeports { tcp . 30080 : goto external-"),
-        "{t}"
-    );
-    assert!(t.contains("static-vips { 100.64.10.1 : goto vip-"), "{t}");
-    assert!(
-        t.contains("counter dnat to 11.11.0.2 comment \"VIP 100.64.10.1 -> 11.11.0.2\""),
-        "{t}"
-    );
+    for want in [
+        format!("add element ip kube-proxy service-ips {{ 100.64.0.10 . tcp . 80 : goto {svc_chain} }}"),
+        format!("add rule ip kube-proxy {ep} ip saddr 11.10.0.2 counter jump mark-for-masquerade"),
+        format!("add rule ip kube-proxy {ep} meta l4proto tcp counter dnat to 11.10.0.2:8000 comment \"default/web:http -> pod c2 on C0w2\""),
+        format!("add rule ip kube-proxy {svc_chain} counter numgen random mod 2 vmap {{ 0 : goto endpoint-"),
+        "service-nodeports { tcp . 30080 : goto external-".to_string(),
+        "static-vips { 100.64.10.1 : goto vip-".to_string(),
+        "counter dnat to 11.11.0.2 comment \"VIP 100.64.10.1 -> 11.11.0.2\"".to_string(),
+    ] {
+        assert!(t.contains(&want), "missing {want:?} in\n{t}");
+    }
     assert!(
         !t.contains("add element ip kube-proxy no-endpoint-services"),
         "a service with endpoints is not rejected:\n{t}"
