@@ -9,32 +9,23 @@ use knetsim::components::skupper::{create_site_ca, create_token, issue_router_ce
 use sha2::{Digest, Sha256};
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
 use std::time::Duration;
+
+/// Routers for `test` running a plain pair in which B serves `address` from an echo
+/// server; returns them, the pair and A's port for `address`.
+fn echo_pair(test: &str, address: &str) -> (Routers, Pair, u16) {
+    let mut r = Routers::new(test);
+    let mut p = Pair::new(None);
+    let listen = p.service(address, echo_server());
+    r.start_pair(&p);
+    (r, p, listen)
+}
 
 /// Two routers, plain link: bytes through, half-close, health and metrics.
 #[test]
 fn two_routers_plain_echo_health_metrics() {
-    let mut r = Routers::new("plain");
-    let (ir, http_a, http_b, lport) = (free_port(), free_port(), free_port(), free_port());
-    let echo = echo_server();
-    r.start(
-        "B",
-        &config(&[
-            router("B"),
-            http_listener(http_b),
-            ir_listener(ir, None),
-            tcp_connector("svc1", echo),
-        ]),
-    );
-    r.start(
-        "A",
-        &config(&[
-            router("A"),
-            http_listener(http_a),
-            connector("to-B", ir, 1, None),
-            tcp_listener("svc1", lport),
-        ]),
-    );
+    let (r, p, lport) = echo_pair("plain", "svc1");
     r.wait_log("A", "link to router B up (inter-router, plain)");
     r.wait_log("B", "link to router A up (inter-router, plain)");
     r.wait_log("A", "tcpListener svc1 on 127.0.0.1:");
@@ -42,85 +33,66 @@ fn two_routers_plain_echo_health_metrics() {
     let data: Vec<u8> = (0..300_000u32).map(|i| (i * 7 % 251) as u8).collect();
     assert_eq!(roundtrip(lport, &data).unwrap(), data);
 
-    let h = http_get(http_a, "/healthz");
+    let h = http_get(p.http_a, "/healthz");
     assert!(h.starts_with("HTTP/1.1 200") && h.ends_with("OK"), "{h}");
-    let m = http_get(http_a, "/metrics");
+    let m = http_get(p.http_a, "/metrics");
     assert!(m.contains("skrouter_links{router=\"A\"} 1"), "{m}");
     assert!(
         m.contains("skrouter_address_connections_total{router=\"A\",address=\"svc1\"}"),
         "{m}"
     );
-    let bytes_in: u64 = m
-        .lines()
-        .find(|l| l.starts_with("skrouter_bytes_in_total"))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap();
+    let bytes_in = metric(&m, "skrouter_bytes_in_total");
     assert!(bytes_in >= data.len() as u64, "{m}");
-    let nf = http_get(http_b, "/nope");
+    let nf = http_get(p.http_b, "/nope");
     assert!(nf.starts_with("HTTP/1.1 404"), "{nf}");
+}
+
+/// Hashes what is written to it, so `io::copy` can feed the hash.
+struct HashWriter(Sha256);
+
+impl Write for HashWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.update(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 /// A server that hashes everything it reads until EOF, then answers the hex digest: a
 /// half-close must cross both routers for the answer to come back.
 fn hash_server() -> u16 {
     serve_each(|mut s| {
-        let mut h = Sha256::new();
-        let mut buf = vec![0u8; 1 << 16];
-        let mut total = 0u64;
-        loop {
-            match s.read(&mut buf) {
-                Ok(0) => break,
-                Ok(n) => {
-                    h.update(&buf[..n]);
-                    total += n as u64;
-                }
-                Err(_) => return,
-            }
-        }
-        let hex: String = h.finalize().iter().map(|b| format!("{b:02x}")).collect();
+        let mut h = HashWriter(Sha256::new());
+        let Ok(total) = std::io::copy(&mut s, &mut h) else {
+            return;
+        };
+        let hex: String = h.0.finalize().iter().map(|b| format!("{b:02x}")).collect();
         let _ = write!(s, "{total} {hex}");
     })
 }
 
-fn tls_pair(r: &Routers) -> (String, String) {
+/// A pair linked over mutual TLS: B's listener presents a certificate of B's site CA (the
+/// CA's directory is returned); A's connector uses sslProfile "link-B", which the test adds.
+fn tls_pair(r: &Routers) -> (Pair, PathBuf) {
     let ca = r.dir.join("B-ca");
     create_site_ca(&ca, "B").unwrap();
     let server = issue_router_cert(&ca, &r.dir.join("B-router"), "B", &["127.0.0.1"]).unwrap();
-    let token = create_token(&ca, &r.dir.join("token-for-A"), "A", "127.0.0.1", 0).unwrap();
-    (
-        ssl_profile("site", &server),
-        ssl_profile("link-B", &token.files),
-    )
+    let mut p = Pair::new(Some(("site", "link-B")));
+    p.b.push(ssl_profile("site", &server));
+    (p, ca)
 }
 
 /// 100 MB through two routers over mutual TLS arrives with the same sha256.
 #[test]
 fn hundred_megabytes_over_tls_same_sha256() {
     let mut r = Routers::new("100mb");
-    let (ir, http_a, http_b, lport) = (free_port(), free_port(), free_port(), free_port());
-    let (server_prof, client_prof) = tls_pair(&r);
-    let hs = hash_server();
-    r.start(
-        "B",
-        &config(&[
-            router("B"),
-            server_prof,
-            http_listener(http_b),
-            ir_listener(ir, Some("site")),
-            tcp_connector("hash", hs),
-        ]),
-    );
-    r.start(
-        "A",
-        &config(&[
-            router("A"),
-            client_prof,
-            http_listener(http_a),
-            connector("to-B", ir, 1, Some("link-B")),
-            tcp_listener("hash", lport),
-        ]),
-    );
+    let (mut p, ca) = tls_pair(&r);
+    let token = create_token(&ca, &r.dir.join("token-for-A"), "A", "127.0.0.1", 0).unwrap();
+    p.a.push(ssl_profile("link-B", &token.files));
+    let lport = p.service("hash", hash_server());
+    r.start_pair(&p);
     r.wait_log("A", "link to router B up (inter-router, TLS)");
     r.wait_log("B", "link to router A up (inter-router, TLS)");
     r.wait_log("A", "address hash: reachable at router B");
@@ -150,27 +122,7 @@ fn hundred_megabytes_over_tls_same_sha256() {
 /// 200 concurrent connections through one link all complete with their own bytes.
 #[test]
 fn two_hundred_concurrent_connections() {
-    let mut r = Routers::new("c200");
-    let (ir, http_a, http_b, lport) = (free_port(), free_port(), free_port(), free_port());
-    let echo = echo_server();
-    r.start(
-        "B",
-        &config(&[
-            router("B"),
-            http_listener(http_b),
-            ir_listener(ir, None),
-            tcp_connector("svc", echo),
-        ]),
-    );
-    r.start(
-        "A",
-        &config(&[
-            router("A"),
-            http_listener(http_a),
-            connector("to-B", ir, 1, None),
-            tcp_listener("svc", lport),
-        ]),
-    );
+    let (r, p, lport) = echo_pair("c200", "svc");
     wait_echo(lport);
     let handles: Vec<_> = (0..200u32)
         .map(|i| {
@@ -189,14 +141,8 @@ fn two_hundred_concurrent_connections() {
         }
     }
     assert_eq!(ok, 200);
-    let m = http_get(http_b, "/metrics");
-    let conns: u64 = m
-        .lines()
-        .find(|l| l.starts_with("skrouter_tcp_connected_total"))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap();
-    assert!(conns >= 200, "{m}");
+    let m = http_get(p.http_b, "/metrics");
+    assert!(metric(&m, "skrouter_tcp_connected_total") >= 200, "{m}");
 }
 
 /// Several services share one link; a reset by the server reaches the client; an address
@@ -204,9 +150,8 @@ fn two_hundred_concurrent_connections() {
 #[test]
 fn services_share_a_link_and_resets_propagate() {
     let mut r = Routers::new("reset");
-    let (ir, http_a, http_b) = (free_port(), free_port(), free_port());
-    let (l1, l2, l3) = (free_port(), free_port(), free_port());
-    let echo = echo_server();
+    let mut p = Pair::new(None);
+    let l1 = p.service("echo", echo_server());
     // A server that resets every connection after reading a little.
     let rs = TcpListener::bind("127.0.0.1:0").unwrap();
     let rport = rs.local_addr().unwrap().port();
@@ -218,27 +163,10 @@ fn services_share_a_link_and_resets_propagate() {
             close_with_reset(s);
         }
     });
-    r.start(
-        "B",
-        &config(&[
-            router("B"),
-            http_listener(http_b),
-            ir_listener(ir, None),
-            tcp_connector("echo", echo),
-            tcp_connector("rst", rport),
-        ]),
-    );
-    r.start(
-        "A",
-        &config(&[
-            router("A"),
-            http_listener(http_a),
-            connector("to-B", ir, 1, None),
-            tcp_listener("echo", l1),
-            tcp_listener("rst", l2),
-            tcp_listener("nobody", l3),
-        ]),
-    );
+    let l2 = p.service("rst", rport);
+    let l3 = free_port();
+    p.a.push(tcp_listener("nobody", l3));
+    r.start_pair(&p);
     wait_echo(l1);
     r.wait_log("A", "address rst: reachable");
     let mut s = TcpStream::connect(("127.0.0.1", l2)).unwrap();
@@ -261,40 +189,37 @@ fn services_share_a_link_and_resets_propagate() {
     r.wait_log("A", "connection to address nobody refused");
 }
 
+/// Three routers in a line: `server` serves "svc" from an echo server, B links to it, and
+/// `client` links to B (and with `direct`, straight to `server` at that cost) and listens
+/// for "svc". Returns B's HTTP port and the client's "svc" port.
+fn three_routers(r: &mut Routers, server: &str, client: &str, direct: Option<u32>) -> (u16, u16) {
+    let (ir_server, ir_b) = (free_port(), free_port());
+    let (hb, lport) = (free_port(), free_port());
+    let serve = [tcp_connector("svc", echo_server())];
+    r.start(
+        server,
+        &interior(server, free_port(), Some(ir_server), &[], &serve),
+    );
+    let to_server = format!("to-{server}");
+    r.start(
+        "B",
+        &interior("B", hb, Some(ir_b), &[(&to_server, ir_server, 1)], &[]),
+    );
+    let mut links = vec![("to-B", ir_b, 1)];
+    links.extend(direct.map(|cost| (to_server.as_str(), ir_server, cost)));
+    let listen = [tcp_listener("svc", lport)];
+    r.start(
+        client,
+        &interior(client, free_port(), None, &links, &listen),
+    );
+    (hb, lport)
+}
+
 /// A-B-C chain: the service at A is reachable from C, which links only to B.
 #[test]
 fn three_router_chain() {
     let mut r = Routers::new("chain");
-    let (ira, irb) = (free_port(), free_port());
-    let (ha, hb, hc, lport) = (free_port(), free_port(), free_port(), free_port());
-    let echo = echo_server();
-    r.start(
-        "A",
-        &config(&[
-            router("A"),
-            http_listener(ha),
-            ir_listener(ira, None),
-            tcp_connector("svc", echo),
-        ]),
-    );
-    r.start(
-        "B",
-        &config(&[
-            router("B"),
-            http_listener(hb),
-            ir_listener(irb, None),
-            connector("to-A", ira, 1, None),
-        ]),
-    );
-    r.start(
-        "C",
-        &config(&[
-            router("C"),
-            http_listener(hc),
-            connector("to-B", irb, 1, None),
-            tcp_listener("svc", lport),
-        ]),
-    );
+    let (hb, lport) = three_routers(&mut r, "A", "C", None);
     r.wait_log(
         "C",
         "address svc: reachable at router A, next hop B, cost 2",
@@ -313,37 +238,7 @@ fn three_router_chain() {
 #[test]
 fn triangle_prefers_cheap_path_and_fails_over() {
     let mut r = Routers::new("triangle");
-    let (irb, irc) = (free_port(), free_port());
-    let (ha, hb, hc, lport) = (free_port(), free_port(), free_port(), free_port());
-    let echo = echo_server();
-    r.start(
-        "C",
-        &config(&[
-            router("C"),
-            http_listener(hc),
-            ir_listener(irc, None),
-            tcp_connector("svc", echo),
-        ]),
-    );
-    r.start(
-        "B",
-        &config(&[
-            router("B"),
-            http_listener(hb),
-            ir_listener(irb, None),
-            connector("to-C", irc, 1, None),
-        ]),
-    );
-    r.start(
-        "A",
-        &config(&[
-            router("A"),
-            http_listener(ha),
-            connector("to-B", irb, 1, None),
-            connector("to-C", irc, 10, None),
-            tcp_listener("svc", lport),
-        ]),
-    );
+    let (hb, lport) = three_routers(&mut r, "C", "A", Some(10));
     r.wait_log(
         "A",
         "address svc: reachable at router C, next hop B, cost 2",
@@ -351,15 +246,10 @@ fn triangle_prefers_cheap_path_and_fails_over() {
     wait_echo(lport);
     let routed = |port: u16, id: &str| -> u64 {
         let m = http_get(port, "/metrics");
-        m.lines()
-            .find(|l| {
-                l.starts_with(&format!(
-                    "skrouter_messages_routed_total{{router=\"{id}\"}}"
-                ))
-            })
-            .and_then(|l| l.rsplit(' ').next())
-            .and_then(|v| v.parse().ok())
-            .unwrap()
+        metric(
+            &m,
+            &format!("skrouter_messages_routed_total{{router=\"{id}\"}}"),
+        )
     };
     let before = routed(hb, "B");
     let data = vec![7u8; 200_000];
@@ -395,33 +285,14 @@ fn triangle_prefers_cheap_path_and_fails_over() {
 #[test]
 fn wrong_ca_is_refused() {
     let mut r = Routers::new("wrongca");
-    let (ir, ha, hb, lport) = (free_port(), free_port(), free_port(), free_port());
-    let (server_prof, _) = tls_pair(&r);
+    let (mut p, _) = tls_pair(&r);
     // A's token comes from another site's CA.
     let other = r.dir.join("X-ca");
     create_site_ca(&other, "X").unwrap();
-    let bad = create_token(&other, &r.dir.join("bad-token"), "A", "127.0.0.1", ir).unwrap();
-    let echo = echo_server();
-    r.start(
-        "B",
-        &config(&[
-            router("B"),
-            server_prof,
-            http_listener(hb),
-            ir_listener(ir, Some("site")),
-            tcp_connector("svc", echo),
-        ]),
-    );
-    r.start(
-        "A",
-        &config(&[
-            router("A"),
-            ssl_profile("bad", &bad.files),
-            http_listener(ha),
-            connector("to-B", ir, 1, Some("bad")),
-            tcp_listener("svc", lport),
-        ]),
-    );
+    let bad = create_token(&other, &r.dir.join("bad-token"), "A", "127.0.0.1", p.ir).unwrap();
+    p.a.push(ssl_profile("link-B", &bad.files));
+    p.service("svc", echo_server());
+    r.start_pair(&p);
     r.wait_log("B", "refused inter-router connection from 127.0.0.1");
     r.wait_log("A", "connector to-B: TLS handshake with 127.0.0.1");
     assert!(
@@ -441,6 +312,27 @@ fn wrong_ca_is_refused() {
     );
 }
 
+/// Runs `knetsim skrouterd -c config`, which must exit non-zero; returns what it printed.
+fn skrouterd_fails(config: &Path) -> String {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_knetsim"))
+        .args(["skrouterd", "-c"])
+        .arg(config)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(!out.status.success(), "{err}");
+    err
+}
+
+/// Writes `text` to DIR/NAME and runs skrouterd on it, which must fail; returns the file
+/// and what it printed.
+fn refused_config(dir: &Path, name: &str, text: &str) -> (PathBuf, String) {
+    let f = dir.join(name);
+    std::fs::write(&f, text).unwrap();
+    let err = skrouterd_fails(&f);
+    (f, err)
+}
+
 /// A malformed config: a clear error naming the problem and a non-zero exit.
 #[test]
 fn malformed_config_fails_clearly() {
@@ -458,46 +350,25 @@ fn malformed_config_fails_clearly() {
         (r#"[["router", {"id": "A"}], "#, "not valid JSON"),
     ];
     for (i, (text, want)) in cases.iter().enumerate() {
-        let f = dir.join(format!("bad{i}.json"));
-        std::fs::write(&f, text).unwrap();
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_knetsim"))
-            .args(["skrouterd", "-c"])
-            .arg(&f)
-            .output()
-            .unwrap();
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert!(!out.status.success(), "{err}");
+        let (f, err) = refused_config(&dir, &format!("bad{i}.json"), text);
         assert!(err.contains(want), "wanted {want:?} in: {err}");
         assert!(err.contains(&f.display().to_string()), "{err}");
         assert!(!err.contains("panicked"), "{err}");
     }
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_knetsim"))
-        .args(["skrouterd", "-c", "/nonexistent/router.json"])
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr)
-        .contains("cannot read router config /nonexistent/router.json"));
+    let err = skrouterd_fails(Path::new("/nonexistent/router.json"));
+    assert!(
+        err.contains("cannot read router config /nonexistent/router.json"),
+        "{err}"
+    );
     // A port already taken: the router says which listener and exits non-zero.
     let taken = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = taken.local_addr().unwrap().port();
-    let f = dir.join("busy.json");
-    std::fs::write(
-        &f,
-        config(&[
-            router("A"),
-            http_listener(free_port()),
-            tcp_listener("svc", port),
-        ]),
-    )
-    .unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_knetsim"))
-        .args(["skrouterd", "-c"])
-        .arg(&f)
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "{err}");
+    let entries = [
+        router("A"),
+        http_listener(free_port()),
+        tcp_listener("svc", port),
+    ];
+    let (_, err) = refused_config(&dir, "busy.json", &config(&entries));
     assert!(
         err.contains(&format!(
             "tcpListener svc cannot listen on 127.0.0.1:{port}"
@@ -505,24 +376,13 @@ fn malformed_config_fails_clearly() {
         "{err}"
     );
     // A listener's sslProfile naming a missing certificate: the file is named, exit non-zero.
-    let f = dir.join("nocert.json");
-    std::fs::write(
-        &f,
-        config(&[
-            router("A"),
-            http_listener(free_port()),
-            r#"["sslProfile", {"name": "site", "caCertFile": "/nonexistent/ca.crt", "certFile": "/nonexistent/tls.crt", "privateKeyFile": "/nonexistent/tls.key"}]"#.to_string(),
-            ir_listener(free_port(), Some("site")),
-        ]),
-    )
-    .unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_knetsim"))
-        .args(["skrouterd", "-c"])
-        .arg(&f)
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "{err}");
+    let entries = [
+        router("A"),
+        http_listener(free_port()),
+        r#"["sslProfile", {"name": "site", "caCertFile": "/nonexistent/ca.crt", "certFile": "/nonexistent/tls.crt", "privateKeyFile": "/nonexistent/tls.key"}]"#.to_string(),
+        ir_listener(free_port(), Some("site")),
+    ];
+    let (_, err) = refused_config(&dir, "nocert.json", &config(&entries));
     assert!(err.contains("/nonexistent/ca.crt"), "{err}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
@@ -533,29 +393,7 @@ fn malformed_config_fails_clearly() {
 /// takes the link down.
 #[test]
 fn reload_adds_a_service_without_dropping_connections() {
-    let mut r = Routers::new("reload");
-    let (ir, http_a, http_b, l1, l2) = (
-        free_port(),
-        free_port(),
-        free_port(),
-        free_port(),
-        free_port(),
-    );
-    let (e1, e2) = (echo_server(), echo_server());
-    let b1 = vec![
-        router("B"),
-        http_listener(http_b),
-        ir_listener(ir, None),
-        tcp_connector("svc1", e1),
-    ];
-    let a1 = vec![
-        router("A"),
-        http_listener(http_a),
-        connector("to-B", ir, 1, None),
-        tcp_listener("svc1", l1),
-    ];
-    r.start("B", &config(&b1));
-    r.start("A", &config(&a1));
+    let (r, p1, l1) = echo_pair("reload", "svc1");
     r.wait_log("A", "address svc1: reachable at router B");
     wait_echo(l1);
     let mut long = TcpStream::connect(("127.0.0.1", l1)).unwrap();
@@ -569,12 +407,10 @@ fn reload_adds_a_service_without_dropping_connections() {
     };
     echo_once(&mut long, b"before");
 
-    let mut b2 = b1.clone();
-    b2.push(tcp_connector("svc2", e2));
-    let mut a2 = a1.clone();
-    a2.push(tcp_listener("svc2", l2));
-    r.reload("B", &config(&b2));
-    r.reload("A", &config(&a2));
+    let mut p2 = p1.clone();
+    let l2 = p2.service("svc2", echo_server());
+    r.reload("B", &config(&p2.b));
+    r.reload("A", &config(&p2.a));
     r.wait_log("A", "SIGHUP: configuration reloaded");
     r.wait_log("B", "SIGHUP: configuration reloaded");
     r.wait_log("A", "address svc2: reachable at router B");
@@ -596,7 +432,7 @@ fn reload_adds_a_service_without_dropping_connections() {
     r.reload("A", "[");
     r.wait_log("A", "SIGHUP: reload of");
     assert!(r.log("A").contains("not valid JSON"), "{}", r.log("A"));
-    let mut a3 = a2.clone();
+    let mut a3 = p2.a.clone();
     a3.push(http_listener(free_port()));
     r.reload("A", &config(&a3));
     r.wait_log("A", "the listeners changed; that takes a restart");
@@ -604,11 +440,11 @@ fn reload_adds_a_service_without_dropping_connections() {
     wait_echo(l2);
 
     // Without the connector the link goes, and svc2 with it.
-    let a4: Vec<String> = a2
-        .iter()
-        .filter(|e| !e.contains("\"to-B\""))
-        .cloned()
-        .collect();
+    let a4: Vec<String> =
+        p2.a.iter()
+            .filter(|e| !e.contains("\"to-B\""))
+            .cloned()
+            .collect();
     r.reload("A", &config(&a4));
     r.wait_log("A", "reload: connector to-B removed");
     r.wait_log("B", "link to router A down");
@@ -644,26 +480,13 @@ fn edge_router_routes_only_through_interior_routers() {
         free_port(),
         free_port(),
     );
-    let echo = echo_server();
-    r.start(
-        "B",
-        &config(&[
-            router("B"),
-            http_listener(free_port()),
-            ir_listener(ir, None),
-            edge_listener(eb),
-            tcp_connector("svc1", echo),
-        ]),
-    );
+    let serve = tcp_connector("svc1", echo_server());
+    let b_serves = [edge_listener(eb), serve.clone()];
+    r.start("B", &interior("B", free_port(), Some(ir), &[], &b_serves));
+    let a_listens = [edge_listener(ea), tcp_listener("svc1", la)];
     r.start(
         "A",
-        &config(&[
-            router("A"),
-            http_listener(free_port()),
-            connector("to-B", ir, 10, None),
-            edge_listener(ea),
-            tcp_listener("svc1", la),
-        ]),
+        &interior("A", free_port(), None, &[("to-B", ir, 10)], &a_listens),
     );
     r.start(
         "E",
@@ -696,13 +519,7 @@ fn edge_router_routes_only_through_interior_routers() {
 
     // Without its uplink to B, E reaches B through A.
     r.kill("B");
-    let mut b2 = vec![
-        router("B"),
-        http_listener(free_port()),
-        ir_listener(ir, None),
-        tcp_connector("svc1", echo),
-    ];
-    r.start("B", &config(&b2));
+    r.start("B", &interior("B", free_port(), Some(ir), &[], &[serve]));
     r.wait_log(
         "E",
         "address svc1: reachable at router B, next hop A, cost 11",
@@ -710,7 +527,6 @@ fn edge_router_routes_only_through_interior_routers() {
     wait_echo(le);
 
     // An edge router dialing an inter-router listener is refused, on both ends.
-    b2.clear();
     r.start(
         "F",
         &config(&[

@@ -19,6 +19,12 @@ fn client_script() -> String {
     format!("{}/tests/common/amqp_client.py", env!("CARGO_MANIFEST_DIR"))
 }
 
+/// Routers for an AMQP client test, which needs Qpid Proton.
+fn proton_routers(test: &str) -> Routers {
+    require_proton();
+    Routers::new(test)
+}
+
 fn require_proton() {
     let ok = Command::new(PYTHON)
         .args(["-c", "import proton"])
@@ -93,36 +99,22 @@ fn address(prefix: &str, distribution: &str) -> String {
     format!(r#"["address", {{"prefix": "{prefix}", "distribution": "{distribution}"}}]"#)
 }
 
-/// Two linked routers A and B, each with a plain AMQP listener; returns their client ports.
-fn two_sites(r: &mut Routers, extra: &[String]) -> (u16, u16) {
-    let (ir, amqp_a, amqp_b, ha, hb) = (
-        free_port(),
-        free_port(),
-        free_port(),
-        free_port(),
-        free_port(),
-    );
-    let mut b = vec![
-        router("B"),
-        http_listener(hb),
-        ir_listener(ir, None),
-        normal_listener(amqp_b, None),
-    ];
-    b.extend(extra.iter().cloned());
-    let mut a = vec![
-        router("A"),
-        http_listener(ha),
-        connector("to-B", ir, 1, None),
-        normal_listener(amqp_a, None),
-    ];
-    a.extend(extra.iter().cloned());
-    r.start("B", &config(&b));
-    r.start("A", &config(&a));
+/// Two linked routers A and B for `test`, each with a plain AMQP listener and the `extra`
+/// entries; returns them and their client ports.
+fn two_sites(test: &str, extra: &[String]) -> (Routers, u16, u16) {
+    let mut r = proton_routers(test);
+    let (amqp_a, amqp_b) = (free_port(), free_port());
+    let mut p = Pair::new(None);
+    p.b.push(normal_listener(amqp_b, None));
+    p.b.extend(extra.iter().cloned());
+    p.a.push(normal_listener(amqp_a, None));
+    p.a.extend(extra.iter().cloned());
+    r.start_pair(&p);
     r.wait_log("A", "link to router B up");
     r.wait_log("B", "link to router A up");
     r.wait_log("A", "listening for AMQP clients");
     r.wait_log("B", "listening for AMQP clients");
-    (amqp_a, amqp_b)
+    (r, amqp_a, amqp_b)
 }
 
 fn hp(port: u16) -> String {
@@ -138,12 +130,28 @@ fn wait_attached(r: &Routers, name: &str, needle: &str, n: usize) {
     r.wait_log_count(name, needle, n);
 }
 
+/// Starts a client on router `at` (its name and AMQP port) that does `verb` (send, recv,
+/// reject) on `address` (`count` messages, `secs` at most), and waits until the router
+/// logs the client's link attached.
+fn attached(
+    r: &Routers,
+    at: (&str, u16),
+    verb: &str,
+    address: &str,
+    [count, secs]: [&str; 2],
+) -> Client {
+    let client = Client::start(&args(&[&hp(at.1), verb, address, count, secs]));
+    let link = if verb == "send" { "sender" } else { "receiver" };
+    let needle = format!("client {link} attached to address {address}");
+    wait_attached(r, at.0, &needle, 1);
+    client
+}
+
 /// A Proton client with its default settings (SASL on, no credentials) connects with
 /// ANONYMOUS, and attaches a receiver and a sender.
 #[test]
 fn proton_default_client_connects_with_sasl_and_attaches() {
-    require_proton();
-    let mut r = Routers::new("amqp-attach");
+    let mut r = proton_routers("amqp-attach");
     let (amqp, http) = (free_port(), free_port());
     r.start(
         "A",
@@ -165,11 +173,8 @@ fn proton_default_client_connects_with_sasl_and_attaches() {
 /// `REJECTED`: settlement is end to end across both routers.
 #[test]
 fn ten_messages_cross_sites_settled_end_to_end() {
-    require_proton();
-    let mut r = Routers::new("amqp-ten");
-    let (a, b) = two_sites(&mut r, &[]);
-    let rcv = Client::start(&args(&[&hp(b), "recv", "greetings", "10", "20"]));
-    wait_attached(&r, "B", "client receiver attached to address greetings", 1);
+    let (r, a, b) = two_sites("amqp-ten", &[]);
+    let rcv = attached(&r, ("B", b), "recv", "greetings", ["10", "20"]);
     let out = run(&args(&[&hp(a), "send", "greetings", "10", "20"]));
     assert_eq!(count(&out, "settled"), 10, "{out}\n{}", r.all_logs());
     assert_eq!(
@@ -182,8 +187,7 @@ fn ten_messages_cross_sites_settled_end_to_end() {
         assert!(got.contains(&format!("got msg-{i}\n")), "{got}");
     }
 
-    let rej = Client::start(&args(&[&hp(b), "reject", "refusals", "2", "20"]));
-    wait_attached(&r, "B", "client receiver attached to address refusals", 1);
+    let rej = attached(&r, ("B", b), "reject", "refusals", ["2", "20"]);
     let out = run(&args(&[&hp(a), "send", "refusals", "2", "20"]));
     assert_eq!(
         out.matches("REJECTED").count(),
@@ -198,11 +202,8 @@ fn ten_messages_cross_sites_settled_end_to_end() {
 /// a receiver appears on the other site; then it is delivered and accepted.
 #[test]
 fn no_credit_until_a_consumer_appears() {
-    require_proton();
-    let mut r = Routers::new("amqp-credit");
-    let (a, b) = two_sites(&mut r, &[]);
-    let snd = Client::start(&args(&[&hp(a), "send", "later", "1", "30"]));
-    wait_attached(&r, "A", "client sender attached to address later", 1);
+    let (r, a, b) = two_sites("amqp-credit", &[]);
+    let snd = attached(&r, ("A", a), "send", "later", ["1", "30"]);
     // Give a credit grant, if the router wrongly made one, time to reach the client.
     std::thread::sleep(Duration::from_millis(1500));
     let m = http_get_metrics(&r, "A");
@@ -241,10 +242,8 @@ fn http_get_metrics(r: &Routers, name: &str) -> String {
 /// unsettled deliveries plus path cost, so one message at a time would stay local).
 #[test]
 fn distributions_multicast_closest_balanced() {
-    require_proton();
-    let mut r = Routers::new("amqp-dist");
-    let (a, b) = two_sites(
-        &mut r,
+    let (r, a, b) = two_sites(
+        "amqp-dist",
         &[address("mc", "multicast"), address("near", "closest")],
     );
     for (addr, n) in [("mc.news", 3), ("near.x", 6), ("work", 40)] {
@@ -307,8 +306,7 @@ fn wait_remote_consumer(r: &Routers, name: &str, addr: &str) {
 /// as the certificate's subject; one presenting a certificate from another CA is refused.
 #[test]
 fn mutual_tls_external_and_foreign_certificate_refused() {
-    require_proton();
-    let mut r = Routers::new("amqp-tls");
+    let mut r = proton_routers("amqp-tls");
     let ca = r.dir.join("B-ca");
     create_site_ca(&ca, "B").unwrap();
     let server = issue_router_cert(&ca, &r.dir.join("B-router"), "B", &["127.0.0.1"]).unwrap();
@@ -334,36 +332,29 @@ fn mutual_tls_external_and_foreign_certificate_refused() {
         ]),
     );
     r.wait_log("B", "listening for AMQP clients");
-    let tls = |f: &knetsim::components::skupper::CertFiles| {
-        vec![
+    // The client presents the certificate in `f`, trusting B's CA, and attaches with EXTERNAL.
+    let attach_with = |f: &knetsim::components::skupper::CertFiles| {
+        let mut a = vec![
             "--tls".to_string(),
             token.files.ca_cert.display().to_string(),
             f.cert.display().to_string(),
             f.key.display().to_string(),
-        ]
+        ];
+        a.extend(args(&[
+            "--mechs",
+            "EXTERNAL",
+            &hp(amqp),
+            "attach",
+            "secure",
+        ]));
+        run(&a)
     };
-    let mut a = tls(&token.files);
-    a.extend(args(&[
-        "--mechs",
-        "EXTERNAL",
-        &hp(amqp),
-        "attach",
-        "secure",
-    ]));
-    let out = run(&a);
+    let out = attach_with(&token.files);
     assert!(out.contains("sasl EXTERNAL"), "{out}\n{}", r.all_logs());
     assert!(out.contains("attached"), "{out}");
     r.wait_log("B", "connected (SASL EXTERNAL as CN=learner)");
 
-    let mut a = tls(&foreign.files);
-    a.extend(args(&[
-        "--mechs",
-        "EXTERNAL",
-        &hp(amqp),
-        "attach",
-        "secure",
-    ]));
-    let out = run(&a);
+    let out = attach_with(&foreign.files);
     assert!(!out.contains("attached"), "{out}");
     assert!(out.contains("error"), "{out}");
     r.wait_log("B", "refused AMQP client");

@@ -22,7 +22,11 @@ pub const COMMANDS: &[(&str, &str)] = &[
     ),
     (
         "trace",
-        "trace NODE [POD] DEST[:PORT] [tcp|udp|icmp]: walk one probe hop by hop (e.g. trace C0w1 c1 100.64.0.1:80)",
+        "trace NODE [POD] DEST[:PORT][/PATH] [tcp|udp|icmp] [full]: walk one probe hop by hop (e.g. trace C0w1 c1 100.64.0.1:80)",
+    ),
+    (
+        "topo",
+        "topo [FILE.svg|FILE.html]: the running simulation as text; with a file, drawn there too",
     ),
     (
         "exit",
@@ -286,38 +290,23 @@ mod tests {
 
     #[test]
     fn mininet_lines_run_on_the_node() {
-        assert_eq!(
-            classify("C0w1 ifconfig", &nodes()),
-            Line::Node {
-                node: "C0w1".into(),
-                cmd: "ifconfig".into()
-            }
-        );
-        assert_eq!(
-            classify("C0w1   nft list ruleset  ", &nodes()),
-            Line::Node {
-                node: "C0w1".into(),
-                cmd: "nft list ruleset".into()
-            }
-        );
-        assert_eq!(
-            classify("C0e1 etcdctl member list", &nodes()),
-            Line::Node {
-                node: "C0e1".into(),
-                cmd: "etcdctl member list".into()
-            }
-        );
+        assert_runs_on("C0w1 ifconfig", "C0w1", "ifconfig");
+        assert_runs_on("C0w1   nft list ruleset  ", "C0w1", "nft list ruleset");
+        assert_runs_on("C0e1 etcdctl member list", "C0e1", "etcdctl member list");
+    }
+
+    /// `line` is the mininet-style line that runs `cmd` on `node`.
+    fn assert_runs_on(line: &str, node: &str, cmd: &str) {
+        let want = Line::Node {
+            node: node.into(),
+            cmd: cmd.into(),
+        };
+        assert_eq!(classify(line, &nodes()), want, "{line}");
     }
 
     #[test]
     fn short_names_work_only_when_unambiguous() {
-        assert_eq!(
-            classify("w2 ip route", &nodes()),
-            Line::Node {
-                node: "C0w2".into(),
-                cmd: "ip route".into()
-            }
-        );
+        assert_runs_on("w2 ip route", "C0w2", "ip route");
         assert_eq!(
             classify("w1 ifconfig", &nodes()),
             Line::Ambiguous {

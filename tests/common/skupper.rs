@@ -1,7 +1,7 @@
 //! Helpers for the router tests: routers started as `knetsim skrouterd -c FILE` on
 //! 127.0.0.1 with distinct ports, killed by pid when the guard drops.
 
-use super::{knetsim_exe, roundtrip};
+use super::{free_port, knetsim_exe, roundtrip};
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::PathBuf;
@@ -53,6 +53,12 @@ impl Routers {
         // SAFETY: a plain kill(2) to our own child, which has not been reaped.
         let rc = unsafe { libc::kill(c.id() as i32, libc::SIGHUP) };
         assert_eq!(rc, 0, "SIGHUP to router {name}");
+    }
+
+    /// Starts B, then A, of `pair`.
+    pub fn start_pair(&mut self, pair: &Pair) {
+        self.start("B", &config(&pair.b));
+        self.start("A", &config(&pair.a));
     }
 
     pub fn kill(&mut self, name: &str) {
@@ -191,4 +197,73 @@ pub fn ssl_profile(name: &str, f: &knetsim::components::skupper::CertFiles) -> S
 }
 pub fn config(entries: &[String]) -> String {
     format!("[\n{}\n]\n", entries.join(",\n"))
+}
+
+/// An interior router: HTTP on `http`, an inter-router listener on `ir` if given, an
+/// inter-router connector per (name, port, cost) of `links`, then `rest`.
+pub fn interior(
+    id: &str,
+    http: u16,
+    ir: Option<u16>,
+    links: &[(&str, u16, u32)],
+    rest: &[String],
+) -> String {
+    let mut entries = vec![router(id), http_listener(http)];
+    entries.extend(ir.map(|port| ir_listener(port, None)));
+    for (name, port, cost) in links {
+        entries.push(connector(name, *port, *cost, None));
+    }
+    entries.extend(rest.iter().cloned());
+    config(&entries)
+}
+
+/// The value of the first series in a /metrics text whose line starts with `series`.
+pub fn metric(text: &str, series: &str) -> u64 {
+    text.lines()
+        .find(|l| l.starts_with(series))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no series {series} in:\n{text}"))
+}
+
+/// The link most tests set up: router B takes inter-router links on `ir`, router A
+/// connects to it. Each starts with its router, HTTP and link entries; tests add the rest.
+#[derive(Clone)]
+pub struct Pair {
+    pub ir: u16,
+    pub http_a: u16,
+    pub http_b: u16,
+    pub a: Vec<String>,
+    pub b: Vec<String>,
+}
+
+impl Pair {
+    /// `ssl`: the sslProfile names of B's listener and A's connector (the profiles
+    /// themselves are entries the test adds).
+    pub fn new(ssl: Option<(&str, &str)>) -> Pair {
+        let (ir, http_a, http_b) = (free_port(), free_port(), free_port());
+        Pair {
+            ir,
+            http_a,
+            http_b,
+            b: vec![
+                router("B"),
+                http_listener(http_b),
+                ir_listener(ir, ssl.map(|s| s.0)),
+            ],
+            a: vec![
+                router("A"),
+                http_listener(http_a),
+                connector("to-B", ir, 1, ssl.map(|s| s.1)),
+            ],
+        }
+    }
+
+    /// B serves `address` from `port`; A listens for it on a free port, which is returned.
+    pub fn service(&mut self, address: &str, port: u16) -> u16 {
+        let listen = free_port();
+        self.b.push(tcp_connector(address, port));
+        self.a.push(tcp_listener(address, listen));
+        listen
+    }
 }

@@ -1,0 +1,210 @@
+//! Processes inside a namespace: short commands whose output is returned (bounded by a
+//! timeout and a cancel flag), and daemons started in a session and process group of their
+//! own with their output in a log file. Processes are only ever ended by their own pid.
+
+use anyhow::{bail, Context, Result};
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use std::ffi::CString;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+
+mod bounded;
+mod pids;
+mod programs;
+
+pub use bounded::{run_bounded, run_shell, run_shell_with, Ended, Interrupted, Output, OUTPUT_CAP};
+pub use pids::{
+    cmdline, describe_wait_status, is_same_process, is_same_process_cmd, netns_inode, pidfd_open,
+    pids_in_namespaces, reap, start_time, stop,
+};
+pub use programs::{missing_program, shell_command};
+
+/// How a command is set up besides its namespace.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Setup<'a> {
+    /// A hosts file bind-mounted over /etc/hosts in the command's private mount
+    /// namespace (as `ip netns exec` does with /etc/netns/NAME/hosts): the host's /etc
+    /// is never written.
+    pub hosts: Option<&'a Path>,
+    /// Working directory.
+    pub cwd: Option<&'a Path>,
+    /// Keep the caller's session (and terminal), e.g. for an interactive shell.
+    pub keep_session: bool,
+    /// Enter only the network namespace, without a private mount namespace (so no
+    /// private /sys and no hosts file): for daemons and plugins that speak netlink. Each
+    /// private mount namespace copies every mount, and each namespace made later under
+    /// /run/netns propagates into every copy: with hundreds of daemons that made every
+    /// new namespace cost hundreds of mounts.
+    pub net_only: bool,
+}
+
+/// [`command_in`] without a private mount namespace (see [`Setup::net_only`]).
+pub fn command_net_only(ns: Option<&str>, program: &str) -> Result<Command> {
+    command_with(
+        ns,
+        program,
+        &Setup {
+            net_only: true,
+            ..Setup::default()
+        },
+    )
+}
+
+/// Builds a `Command` that will run inside namespace `ns` (or the current one for `None`)
+/// in a new session, with a private mount namespace whose /sys shows the namespace's own
+/// links (as `ip netns exec` arranges).
+pub fn command_in(ns: Option<&str>, program: &str) -> Result<Command> {
+    command_with(ns, program, &Setup::default())
+}
+
+/// Like [`command_in`]; with `new_session` false the command keeps the caller's terminal
+/// (for an interactive shell).
+pub fn command_in_session(ns: Option<&str>, program: &str, new_session: bool) -> Result<Command> {
+    command_with(
+        ns,
+        program,
+        &Setup {
+            keep_session: !new_session,
+            ..Setup::default()
+        },
+    )
+}
+
+/// [`command_in`] with a hosts file, a working directory and the session choice.
+pub fn command_with(ns: Option<&str>, program: &str, setup: &Setup) -> Result<Command> {
+    let mut cmd = Command::new(program);
+    if let Some(dir) = setup.cwd {
+        cmd.current_dir(dir);
+    }
+    let new_session = !setup.keep_session;
+    let private_mounts = !setup.net_only;
+    if let Some(ns) = ns {
+        let fd: OwnedFd = super::open(ns)?.into();
+        let sysfs = CString::new("sysfs").unwrap();
+        let sys = CString::new("/sys").unwrap();
+        let root = CString::new("/").unwrap();
+        let etc_hosts = CString::new("/etc/hosts").unwrap();
+        let name = CString::new(ns).unwrap();
+        let hosts = match setup.hosts {
+            Some(p) => Some(
+                CString::new(p.as_os_str().as_encoded_bytes())
+                    .context("a hosts file path with a NUL byte")?,
+            ),
+            None => None,
+        };
+        // SAFETY: between fork and exec the closure only makes system calls (setns,
+        // unshare, mount, setsid; the hosts bind mount) on values prepared before the fork: no allocation, no lock.
+        unsafe {
+            cmd.pre_exec(move || {
+                if libc::setns(fd.as_raw_fd(), libc::CLONE_NEWNET) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                // Best effort, like ip netns exec: a private /sys for this namespace.
+                if private_mounts && libc::unshare(libc::CLONE_NEWNS) == 0 {
+                    libc::mount(
+                        std::ptr::null(),
+                        root.as_ptr(),
+                        std::ptr::null(),
+                        libc::MS_SLAVE | libc::MS_REC,
+                        std::ptr::null(),
+                    );
+                    libc::umount2(sys.as_ptr(), libc::MNT_DETACH);
+                    libc::mount(
+                        name.as_ptr(),
+                        sys.as_ptr(),
+                        sysfs.as_ptr(),
+                        0,
+                        std::ptr::null(),
+                    );
+                    // Only in this private mount namespace: node and pod names resolve.
+                    if let Some(h) = &hosts {
+                        libc::mount(
+                            h.as_ptr(),
+                            etc_hosts.as_ptr(),
+                            std::ptr::null(),
+                            libc::MS_BIND,
+                            std::ptr::null(),
+                        );
+                    }
+                }
+                if new_session {
+                    libc::setsid();
+                }
+                Ok(())
+            });
+        }
+    } else if new_session {
+        // SAFETY: setsid is async-signal-safe, the only thing the child does before exec.
+        unsafe {
+            cmd.pre_exec(|| {
+                libc::setsid();
+                Ok(())
+            });
+        }
+    }
+    Ok(cmd)
+}
+
+/// Sends SIGKILL to process group `pgid` (which we created with setsid).
+pub fn kill_group(pgid: i32) {
+    if pgid > 1 {
+        let _ = kill(Pid::from_raw(-pgid), Signal::SIGKILL);
+    }
+}
+
+/// Starts a daemon in namespace `ns` in its own session, output appended to `log`.
+pub fn spawn_daemon(ns: Option<&str>, program: &str, args: &[String], log: &Path) -> Result<Child> {
+    spawn_daemon_env(ns, program, args, &[], log, true)
+}
+
+/// [`spawn_daemon`] with extra environment variables; `net_only` as in [`Setup`] (a
+/// learner's own command keeps the private /sys that `ip netns exec` would give it).
+pub fn spawn_daemon_env(
+    ns: Option<&str>,
+    program: &str,
+    args: &[String],
+    env: &[(&str, &str)],
+    log: &Path,
+    net_only: bool,
+) -> Result<Child> {
+    let logf = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .with_context(|| format!("opening log file {}", log.display()))?;
+    let setup = Setup {
+        net_only,
+        ..Setup::default()
+    };
+    let mut cmd = command_with(ns, program, &setup)?;
+    cmd.args(args)
+        .envs(env.iter().copied())
+        .stdin(Stdio::null())
+        .stdout(logf.try_clone()?)
+        .stderr(logf);
+    let child = cmd.spawn().with_context(|| format!("starting {program}"))?;
+    Ok(child)
+}
+
+/// Checks that an executable exists, for clear messages before anything starts.
+pub fn require_binary(path: &str, package: &str) -> Result<()> {
+    let found = if path.contains('/') {
+        Path::new(path).exists()
+    } else {
+        which(path).is_some()
+    };
+    if !found {
+        bail!("'{path}' was not found: install it with `apt-get install {package}` (or run `knetsim doctor`)");
+    }
+    Ok(())
+}
+
+pub fn which(name: &str) -> Option<std::path::PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
+}
