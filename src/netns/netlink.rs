@@ -203,6 +203,31 @@ impl Netlink {
             .with_context(|| format!("creating veth pair {name}/{peer}"))
     }
 
+    /// Creates a veth pair whose `peer` end is born in namespace `peer_ns` (as
+    /// `ip link add NAME type veth peer name PEER netns NS`): moving a link afterwards
+    /// waits for an RCU grace period under the kernel's RTNL lock, which serialized the
+    /// wiring of hosts side by side.
+    pub async fn add_veth_into(&self, name: &str, peer: &str, peer_ns: &str) -> Result<()> {
+        use netlink_packet_route::link::{InfoData, InfoVeth, LinkAttribute, LinkInfo};
+        let file = super::open(peer_ns)?;
+        let mut msg = LinkVeth::new(name, peer).build();
+        for a in msg.attributes.iter_mut() {
+            if let LinkAttribute::LinkInfo(infos) = a {
+                for info in infos.iter_mut() {
+                    if let LinkInfo::Data(InfoData::Veth(InfoVeth::Peer(p))) = info {
+                        p.attributes.push(LinkAttribute::NetNsFd(file.as_raw_fd()));
+                    }
+                }
+            }
+        }
+        self.handle
+            .link()
+            .add(msg)
+            .execute()
+            .await
+            .with_context(|| format!("creating veth pair {name}/{peer} (peer in '{peer_ns}')"))
+    }
+
     pub async fn move_to_ns(&self, name: &str, ns: &str) -> Result<()> {
         let idx = self.index(name).await?;
         let file = super::open(ns)?;

@@ -107,8 +107,7 @@ fn wire_host(underlay: &str, node: &str, ns: &str, ip: Ipv4Addr) -> Result<()> {
     let (peer2, underlay2) = (peer.clone(), underlay.to_string());
     netlink::with(ns, move |nl| async move {
         nl.set_up("lo").await?;
-        nl.add_veth("eth0", &peer2).await?;
-        nl.move_to_ns(&peer2, &underlay2).await?;
+        nl.add_veth_into("eth0", &peer2, &underlay2).await?;
         nl.add_addr("eth0", ip, UNDERLAY_PREFIX).await?;
         nl.set_up("eth0").await?;
         // A worker routes between cni0 and flannel.N; the session's thread is inside
