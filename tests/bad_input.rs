@@ -375,6 +375,116 @@ fn ingress(name: &'static str, path: &'static str, says: &'static [&'static str]
     }
 }
 
+/// A cluster declared with flannel option `opt`, refused on line 1.
+fn flannel(name: &'static str, opt: &str, says: &'static [&'static str]) -> Case {
+    let src = format!("cluster(\"0\", #{{ workers: 1, etcd: 1, flannel: {opt} }});\n");
+    script(name, Box::leak(src.into_boxed_str()), 1, says)
+}
+
+/// Bad flannel network configs: each refused before anything starts.
+fn flannel_configs() -> Vec<Case> {
+    vec![
+        script(
+            "ingsvc",
+            "let C0 = cluster(\"0\", #{ workers: 1, etcd: 1 });\nC0.get(\"w1\").run_ingress(\"grp1\", 8001, [#{ path: \"/a\", service: \"nosvc\", port: 80 }]);\n",
+            2,
+            &["there is no Service 'nosvc' in C0", "C0.service(\"nosvc\""],
+        ),
+        flannel(
+            "flsublen",
+            r#"#{ network: "12.0.0.0/16", subnet_len: 16 }"#,
+            &[
+                "SubnetLen /16 is too short for network 12.0.0.0/16",
+                "/18 to /30",
+            ],
+        ),
+        flannel(
+            "flmin",
+            r#"#{ subnet_min: "12.0.0.0" }"#,
+            &["SubnetMin 12.0.0.0 is not in the range of the Network 11.0.0.0/8"],
+        ),
+        flannel(
+            "flmax",
+            r#"#{ subnet_max: "9.0.0.0" }"#,
+            &[
+                "SubnetMax 9.0.0.0 is not in the range",
+                "leave SubnetMax out",
+            ],
+        ),
+        flannel(
+            "flminmax",
+            r#"#{ subnet_min: "11.99.0.0", subnet_max: "11.10.0.0" }"#,
+            &[
+                "SubnetMin 11.99.0.0 is above SubnetMax 11.10.0.0",
+                "swap them",
+            ],
+        ),
+        flannel(
+            "flvni",
+            "#{ vni: 16777216 }",
+            &["VNI 16777216", "give 1 to 16777215"],
+        ),
+        flannel("flvni0", "#{ vni: 0 }", &["VNI 0", "give 1 to 16777215"]),
+        flannel(
+            "flport",
+            "#{ port: 65536 }",
+            &["Port 65536", "a UDP port is 1 to 65535"],
+        ),
+        flannel(
+            "flunder",
+            r#"#{ network: "10.244.0.0/16" }"#,
+            &[
+                "C0's flannel network 10.244.0.0/16 overlaps 10.0.0.0/8, the underlay",
+                "pick a pod network outside",
+            ],
+        ),
+        flannel(
+            "flsvc",
+            r#"#{ network: "100.64.0.0/10" }"#,
+            &["overlaps 100.64.0.0/16, the Service range"],
+        ),
+        flannel(
+            "flbackend",
+            r#"#{ backend: "udp" }"#,
+            &["backend type \"udp\"", "vxlan and host-gw"],
+        ),
+        flannel(
+            "flkey",
+            "#{ vxlan_port: 4789 }",
+            &["unknown flannel option 'vxlan_port'", "subnet_len"],
+        ),
+        flannel(
+            "flhostvni",
+            r#"#{ backend: "host-gw", vni: 7 }"#,
+            &["'vni' is the vxlan backend's", "leave 'vni' out"],
+        ),
+        flannel("fltype", "42", &["'flannel' must be a map", "JSON file"]),
+        flannel(
+            "flnofile",
+            r#""no-such-dir/flannel.json""#,
+            &[
+                "cannot read the flannel config file no-such-dir/flannel.json",
+                "current directory",
+            ],
+        ),
+        flannel(
+            "fljson",
+            r#""Cargo.toml""#,
+            &["the flannel config file Cargo.toml is not valid JSON"],
+        ),
+    ]
+}
+
+#[test]
+fn bad_flannel_configs_are_refused_before_anything_starts() {
+    let cases = flannel_configs();
+    run_table("flannel", &cases);
+    for c in &cases {
+        let dir = knetsim::netns::record::run_dir(&format!("bad-{}", c.name));
+        assert!(!dir.exists(), "{} left {}", c.name, dir.display());
+    }
+}
+
 /// Cases that fail after start(): teardown runs with a cluster up.
 fn after_start() -> Vec<Case> {
     const UP: &str =
@@ -403,6 +513,42 @@ fn after_start() -> Vec<Case> {
             },
             code: 2,
             says: &["a string grew past the limit"],
+        },
+        Case {
+            name: "netnsleft",
+            input: Input::Script {
+                src: "netns(\"ip netns add myns\");\nnetns(\"ip netns exec myns ip link set lo up\");\nnosuch();\n",
+                at: Some(3),
+            },
+            code: 2,
+            says: &["there is no function nosuch"],
+        },
+        Case {
+            name: "netnsother",
+            input: Input::Script {
+                src: "netns(\"ip netns exec nosuchns true\");\n",
+                at: Some(1),
+            },
+            code: 2,
+            says: &["no namespace nosuchns made by hand", "ip netns add nosuchns"],
+        },
+        Case {
+            name: "netnscmd",
+            input: Input::Script {
+                src: "netns(\"ip link add x type veth\");\n",
+                at: Some(1),
+            },
+            code: 2,
+            says: &["netns() runs `ip netns add NAME`", "C0w1.exec"],
+        },
+        Case {
+            name: "netnsnode",
+            input: Input::Script {
+                src: leak(format!("{UP}netns(\"ip netns add C0w1\");\n")),
+                at: Some(4),
+            },
+            code: 2,
+            says: &["already one of this run's"],
         },
         Case {
             name: "badpod",

@@ -554,6 +554,11 @@ fn check_command(c: &Corpus, lang: &str, line: &str) -> Result<String, String> {
                     c.check_knetsim_args(rest)
                         .map(|w| format!("the image's ENTRYPOINT knetsim with {w}"))
                 }
+                // A lesson's netns("ip netns ...") runs the very line.
+                ("ip", Some("netns")) if c.runs_shell(&words.join(" ")).is_some() => {
+                    let f = c.runs_shell(&words.join(" ")).unwrap_or_default();
+                    Ok(format!("{f} runs it with netns()"))
+                }
                 ("ip", Some("netns")) if words.get(2) == Some(&"exec") && words.len() > 4 => {
                     let cmd = words[4..].join(" ");
                     c.runs_shell(&cmd)

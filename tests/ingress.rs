@@ -97,11 +97,19 @@ fn ingress_routes_reloads_and_is_stopped_by_pid() {
     assert_eq!(info.conf, w1.dir().join("ingress/grp1/nginx.conf"));
     let conf = std::fs::read_to_string(&info.conf).unwrap();
     assert!(conf.contains(&format!(
-        "location /a {{\n            proxy_pass http://{ea};"
+        "location = /a {{\n            proxy_pass http://{ea};"
     )));
     let base = format!("http://{}:8001", w1.ip());
     assert_eq!(curl(&w2, &format!("{base}/a")), "REPLY-A");
     assert_eq!(curl(&w2, &format!("{base}/b")), "REPLY-B");
+    // Prefix matches by path element: below /a yes, /ab no.
+    assert_eq!(curl(&w2, &format!("{base}/a/x/y")), "REPLY-A");
+    let code = w2
+        .exec(&format!(
+            "curl -s -o /dev/null -w '%{{http_code}}' {base}/ab"
+        ))
+        .unwrap();
+    assert_eq!(code, "404", "/a must not match /ab");
     let code = w2
         .exec(&format!(
             "curl -s -o /dev/null -w '%{{http_code}}' {base}/zzz"
@@ -231,7 +239,7 @@ fn a_reload_that_times_out_puts_the_previous_config_back() {
     assert_eq!(after.rules[0].path, "/other");
     assert!(std::fs::read_to_string(&after.conf)
         .unwrap()
-        .contains("location /other"));
+        .contains("location /other/"));
     drop(listener);
     sim.teardown().unwrap();
     assert_nothing_left("ingrrb", &[]);
@@ -242,6 +250,18 @@ fn bad_ingress_input_is_refused_and_leaves_no_nginx() {
     let (sim, c) = started("ingr2", 1, 1);
     let w1 = c.worker("w1").unwrap();
     let ok = [rule("/svc1", "100.64.11.1:8000")];
+    // A rule naming a Service names one of its TCP ports.
+    c.service("web", &spec("web")).unwrap();
+    for (want, endpoint) in [
+        ("no TCP port 81 (its ports: 8000)", "web:81"),
+        ("'http' is not a port", "web:http"),
+    ] {
+        let e = w1
+            .run_ingress("g", 8001, &[rule("/w", endpoint)])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains(want), "{e}");
+    }
     let cases: Vec<(&str, &str, i64, Vec<IngressRule>)> = vec![
         (
             "does not start with '/'",
@@ -257,6 +277,13 @@ fn bad_ingress_input_is_refused_and_leaves_no_nginx() {
         ),
         (
             "is not an IPv4 address",
+            "grp1",
+            8001,
+            vec![rule("/svc1", "100.64.11:8000")],
+        ),
+        // A name is a Service's: it must exist.
+        (
+            "there is no Service 'svc1'",
             "grp1",
             8001,
             vec![rule("/svc1", "svc1:8000")],
@@ -327,7 +354,7 @@ fn bad_ingress_input_is_refused_and_leaves_no_nginx() {
         .to_string();
     assert!(e.contains("does not start with '/'"), "{e}");
     let conf = std::fs::read_to_string(w1.ingress_dir("grp1").join("nginx.conf")).unwrap();
-    assert!(conf.contains("location /svc1 {"));
+    assert!(conf.contains("location /svc1/ {"));
     assert_eq!(nginx_pids(&w1), pids);
 
     // Echo servers refuse bad input too.

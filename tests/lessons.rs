@@ -58,3 +58,13 @@ fn lesson_05_skupper() {
 fn lesson_06_packet_walk() {
     run_lesson("06-packet-walk.rhai", "tr-lesson06");
 }
+
+#[test]
+fn lesson_08_backends() {
+    run_lesson("08-backends.rhai", "fl-lesson08");
+}
+
+#[test]
+fn lesson_00_namespaces() {
+    run_lesson("00-namespaces.rhai", "fl-lesson00");
+}

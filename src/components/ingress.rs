@@ -1,6 +1,10 @@
 //! The ingress controller: real nginx (Debian's nginx-light) with a generated
-//! configuration. One `server` listens on the ingress port; each rule becomes a
-//! `location <path>` that proxies to its endpoint (usually a Service's ClusterIP:port).
+//! configuration. One `server` listens on the ingress port; each rule proxies requests
+//! whose path matches it to its endpoint (usually a Service's ClusterIP:port). A rule's
+//! path matches as an Ingress `pathType: Prefix` does, element by element: `/svc1`
+//! matches `/svc1` and `/svc1/...` but not `/svc1x`, so each rule becomes two locations,
+//! `location = /svc1` and `location /svc1/` (nginx's plain `location /svc1` would match
+//! `/svc1x` too).
 //!
 //! Everything nginx writes (pid file, error and access logs, the five temp directories)
 //! lives in the ingress's own directory, so nothing touches the host's /var or /run.
@@ -32,11 +36,45 @@ pub const TEMP_PATHS: &[(&str, &str)] = &[
     ("scgi_temp_path", "scgi"),
 ];
 
-/// One routing rule: requests whose path starts with `path` go to `endpoint`.
+/// One routing rule: requests whose path matches `path` go to `endpoint`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rule {
     pub path: String,
-    pub endpoint: SocketAddrV4,
+    pub endpoint: Backend,
+}
+
+/// Where a rule sends its requests.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Backend {
+    /// A fixed address, such as the original's static VIPs: nginx proxies to it as it is.
+    Address(SocketAddrV4),
+    /// A Service by name and port. As ingress-nginx does by default, nginx proxies
+    /// straight to the Service's endpoints (pod IP and target port, balanced by nginx),
+    /// not to its ClusterIP; the simulator rewrites them and reloads nginx when they change.
+    Service {
+        name: String,
+        port: u16,
+        endpoints: Vec<SocketAddrV4>,
+    },
+}
+
+impl std::fmt::Display for Backend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Backend::Address(a) => write!(f, "{a}"),
+            Backend::Service { name, port, .. } => write!(f, "{name}:{port}"),
+        }
+    }
+}
+
+impl Backend {
+    /// The nginx upstream of a Service backend: `<name>-<port>`.
+    fn upstream(&self) -> Option<String> {
+        match self {
+            Backend::Address(_) => None,
+            Backend::Service { name, port, .. } => Some(format!("{name}-{port}")),
+        }
+    }
 }
 
 /// An ingress as the simulator renders it.
@@ -117,6 +155,12 @@ fn collapse_slashes(path: &str) -> String {
     out
 }
 
+/// A Prefix path without its trailing '/' ("/svc1/" and "/svc1" match the same requests);
+/// "" for "/".
+fn prefix_base(path: &str) -> &str {
+    path.trim_end_matches('/')
+}
+
 /// A rule's endpoint: `IPv4:port` with a port from 1 to 65535, e.g. "100.64.11.1:8000".
 pub fn parse_endpoint(endpoint: &str) -> Result<SocketAddrV4> {
     let hint = "an endpoint is an IPv4 address and a port, e.g. \"100.64.11.1:8000\" (a Service's ClusterIP and port)";
@@ -150,10 +194,14 @@ pub fn check_rules(rules: &[Rule]) -> Result<()> {
     }
     for (i, r) in rules.iter().enumerate() {
         check_path(&r.path)?;
-        if rules[..i].iter().any(|o| o.path == r.path) {
+        if let Some(o) = rules[..i]
+            .iter()
+            .find(|o| prefix_base(&o.path) == prefix_base(&r.path))
+        {
             bail!(
-                "ingress path '{}' appears twice: nginx refuses duplicate locations; keep one rule per path",
-                r.path
+                "ingress path '{}' appears twice ('{}' matches the same paths, a trailing '/' aside): nginx refuses duplicate locations; keep one rule per path",
+                r.path,
+                o.path
             );
         }
     }
@@ -209,6 +257,31 @@ impl IngressConfig {
             let _ = writeln!(s, "    {directive} {};", d(&self.temp_dir().join(sub)));
         }
         s.push_str("    default_type text/plain;\n\n");
+        // Services: their endpoints, balanced by nginx (round robin), as ingress-nginx does.
+        let mut upstreams = Vec::new();
+        for r in &self.rules {
+            if let (
+                Some(u),
+                Backend::Service {
+                    name, endpoints, ..
+                },
+            ) = (r.endpoint.upstream(), &r.endpoint)
+            {
+                if endpoints.is_empty() || upstreams.contains(&u) {
+                    continue;
+                }
+                let _ = writeln!(
+                    s,
+                    "    # Service {name}: its endpoints, rewritten when they change"
+                );
+                let _ = writeln!(s, "    upstream {u} {{");
+                for e in endpoints {
+                    let _ = writeln!(s, "        server {e};");
+                }
+                s.push_str("    }\n\n");
+                upstreams.push(u);
+            }
+        }
         s.push_str("    server {\n");
         let _ = writeln!(s, "        listen {};", self.port);
         if !self.rules.iter().any(|r| r.path == "/") {
@@ -218,9 +291,32 @@ impl IngressConfig {
             s.push_str("        location / {\n            return 404 \"no ingress rule matches $uri\\n\";\n        }\n");
         }
         for r in &self.rules {
-            let _ = writeln!(s, "        location {} {{", r.path);
-            let _ = writeln!(s, "            proxy_pass http://{};", r.endpoint);
-            s.push_str("        }\n");
+            let base = prefix_base(&r.path);
+            let locations = if base.is_empty() {
+                vec!["/".to_string()]
+            } else {
+                // The path itself, and everything below it: Prefix matches by element.
+                vec![format!("= {base}"), format!("{base}/")]
+            };
+            let body = match &r.endpoint {
+                Backend::Address(a) => format!("proxy_pass http://{a};"),
+                Backend::Service {
+                    name, endpoints, ..
+                } if endpoints.is_empty() => {
+                    format!("return 503 \"Service {name} has no endpoints\\n\";")
+                }
+                Backend::Service { .. } => {
+                    format!(
+                        "proxy_pass http://{};",
+                        r.endpoint.upstream().unwrap_or_default()
+                    )
+                }
+            };
+            for l in locations {
+                let _ = writeln!(s, "        location {l} {{");
+                let _ = writeln!(s, "            {body}");
+                s.push_str("        }\n");
+            }
         }
         s.push_str("    }\n}\n");
         s
@@ -267,11 +363,11 @@ mod tests {
             rules: vec![
                 Rule {
                     path: "/svc1".into(),
-                    endpoint: "100.64.11.1:8000".parse().unwrap(),
+                    endpoint: Backend::Address("100.64.11.1:8000".parse().unwrap()),
                 },
                 Rule {
                     path: "/svc2".into(),
-                    endpoint: "100.64.11.2:8000".parse().unwrap(),
+                    endpoint: Backend::Address("100.64.11.2:8000".parse().unwrap()),
                 },
             ],
             dir: "/run/knetsim/x/C0w1/ingress/grp1".into(),
@@ -282,9 +378,12 @@ mod tests {
     fn renders_one_location_per_rule_and_keeps_paths_in_the_dir() {
         let text = cfg().render();
         assert!(text.contains("listen 8001;"));
+        // Prefix by path element: exactly /svc1, and everything under /svc1/ (not /svc1x)
         assert!(text.contains(
-            "location /svc1 {\n            proxy_pass http://100.64.11.1:8000;\n        }"
+            "location = /svc1 {\n            proxy_pass http://100.64.11.1:8000;\n        }\n        \
+             location /svc1/ {\n            proxy_pass http://100.64.11.1:8000;\n        }"
         ));
+        assert!(!text.contains("location /svc1 {"), "{text}");
         assert!(text.contains("proxy_pass http://100.64.11.2:8000;"));
         assert!(text.contains("pid /run/knetsim/x/C0w1/ingress/grp1/nginx.pid;"));
         // Every path nginx writes is inside the ingress directory.
@@ -358,6 +457,41 @@ mod tests {
     }
 
     #[test]
+    fn a_service_rule_proxies_to_its_endpoints_through_an_upstream() {
+        let mut c = cfg();
+        c.rules[0].endpoint = Backend::Service {
+            name: "web".into(),
+            port: 80,
+            endpoints: vec![
+                "11.10.0.2:8000".parse().unwrap(),
+                "11.11.0.2:8000".parse().unwrap(),
+            ],
+        };
+        c.rules[1].endpoint = Backend::Service {
+            name: "empty".into(),
+            port: 80,
+            endpoints: vec![],
+        };
+        let text = c.render();
+        assert!(
+            text.contains("upstream web-80 {\n        server 11.10.0.2:8000;\n        server 11.11.0.2:8000;\n    }"),
+            "{text}"
+        );
+        assert!(
+            text.contains("location = /svc1 {\n            proxy_pass http://web-80;"),
+            "{text}"
+        );
+        assert!(!text.contains("upstream empty-80"), "{text}");
+        assert!(
+            text.contains(
+                "location /svc2/ {\n            return 503 \"Service empty has no endpoints\\n\";"
+            ),
+            "{text}"
+        );
+        assert_eq!(c.rules[0].endpoint.to_string(), "web:80");
+    }
+
+    #[test]
     fn a_rule_for_slash_replaces_the_default_404() {
         let mut c = cfg();
         assert!(c.render().contains("return 404"));
@@ -374,5 +508,8 @@ mod tests {
         c.rules[1].path = "/svc1".into();
         let e = c.check().unwrap_err().to_string();
         assert!(e.contains("appears twice"), "{e}");
+        c.rules[1].path = "/svc1/".into();
+        let e = c.check().unwrap_err().to_string();
+        assert!(e.contains("'/svc1/' appears twice ('/svc1' matches"), "{e}");
     }
 }

@@ -6,6 +6,7 @@
 use super::lesson_api::terminated;
 pub use super::lesson_api::{interruptible_sleep, render_table, step_header, Lesson};
 use super::registry::{rt, Catalog, Env, RResult, Registry};
+use crate::components::flannel::config::NetConfig;
 use crate::sim::{Cluster, ClusterSpec, EtcdNode, Node, Sim, Worker};
 use rhai::{Array, Dynamic, Engine, Map, NativeCallContext};
 use std::collections::BTreeMap;
@@ -16,7 +17,7 @@ pub const INTERRUPTED_MARK: &str = "^C (interrupted)\n";
 
 /// An exec whose command was ended by Ctrl-C stops the script (or console line) too;
 /// its output travels with the stop so the runner can show it.
-fn exec_result(r: anyhow::Result<String>) -> RResult<String> {
+pub(super) fn exec_result(r: anyhow::Result<String>) -> RResult<String> {
     r.map_err(
         |e| match e.downcast::<crate::netns::process::Interrupted>() {
             Ok(i) => terminated(format!("{}{INTERRUPTED_MARK}", i.partial)),
@@ -45,9 +46,43 @@ pub fn resolve_name(sim: &Sim, name: &str) -> Option<Dynamic> {
     sim.get_cluster(name).ok().map(Dynamic::from)
 }
 
-fn spec_from_map(id: &str, m: &Map) -> RResult<ClusterSpec> {
+/// `flannel: #{ network: ..., vni: ... }` or `flannel: "path.json"`, checked as a whole
+/// before anything starts.
+fn flannel_from_option(id: &str, v: &Dynamic) -> RResult<NetConfig> {
+    use crate::components::flannel::config::{self, OptValue};
+    let cfg = if let Some(path) = v.read_lock::<rhai::ImmutableString>() {
+        config::from_file(std::path::Path::new(path.as_str()))
+    } else if let Some(m) = v.read_lock::<Map>() {
+        let opts: Vec<(String, OptValue)> = m
+            .iter()
+            .map(|(k, v)| {
+                let value = match v.as_int() {
+                    Ok(n) => OptValue::Int(n),
+                    Err(_) => OptValue::Text(v.to_string()),
+                };
+                (k.to_string(), value)
+            })
+            .collect();
+        config::from_options(&opts)
+    } else {
+        return Err(format!(
+            "cluster(\"{id}\", ...): 'flannel' must be a map such as #{{ network: \"12.0.0.0/16\", backend: \"host-gw\" }} \
+             or the path of a flannel network config JSON file, got {}",
+            v.type_name()
+        )
+        .into());
+    };
+    cfg.map_err(|e| format!("cluster(\"{id}\", ...): {e:#}").into())
+}
+
+fn spec_from_map(id: &str, m: &Map) -> RResult<(ClusterSpec, Option<NetConfig>)> {
     let mut spec = ClusterSpec::default();
+    let mut flannel = None;
     for (k, v) in m {
+        if k.as_str() == "flannel" {
+            flannel = Some(flannel_from_option(id, v)?);
+            continue;
+        }
         let n = v.as_int().map_err(|t| {
             format!("cluster(\"{id}\", ...): '{k}' must be a whole number, got {t} (e.g. #{{ workers: 3, etcd: 2 }})")
         })?;
@@ -57,7 +92,7 @@ fn spec_from_map(id: &str, m: &Map) -> RResult<ClusterSpec> {
             _ => spec.etcd = n,
         }
     }
-    Ok(spec)
+    Ok((spec, flannel))
 }
 
 fn labels_from_opts(c: &str, opts: &Map) -> RResult<BTreeMap<String, String>> {
@@ -110,11 +145,14 @@ fn sim(ctx: &NativeCallContext) -> RResult<Sim> {
 }
 
 fn declare(ctx: &NativeCallContext, id: &str, opts: Option<&Map>) -> RResult<Cluster> {
-    let spec = match opts {
+    let (spec, flannel) = match opts {
         Some(m) => spec_from_map(id, m)?,
-        None => ClusterSpec::default(),
+        None => (ClusterSpec::default(), None),
     };
-    rt(sim(ctx)?.cluster(id, spec))
+    match flannel {
+        Some(f) => rt(sim(ctx)?.cluster_with_flannel(id, spec, f)),
+        None => rt(sim(ctx)?.cluster(id, spec)),
+    }
 }
 
 fn node(ctx: &NativeCallContext, name: &str) -> RResult<Dynamic> {
@@ -156,6 +194,7 @@ pub fn register(engine: &mut Engine) -> Catalog {
     super::ingress_api::register(&mut reg);
     super::skupper_api::register(&mut reg);
     super::trace_api::register(&mut reg);
+    super::netns_api::register(&mut reg);
     reg.finish()
 }
 
@@ -163,7 +202,9 @@ fn register_globals(reg: &mut Registry) {
     reg.func(
         "cluster",
         "cluster(id, opts?) -> Cluster",
-        "Declares the cluster named C + id (cluster(\"0\") is C0); opts #{ workers: 1-200, etcd: 1-5 } (default 3 and 2); start() brings it up",
+        "Declares the cluster named C + id (cluster(\"0\") is C0); opts #{ workers: 1-200, etcd: 1-5 } (default 3 and 2), \
+         flannel: #{ network, subnet_len, subnet_min, subnet_max, backend: \"vxlan\" or \"host-gw\", vni, port } (flannel's fields; \
+         left out: 11.0.0.0/8, 20, 11.10.0.0, 11.99.0.0, vxlan, 100, 8472) or flannel: \"file.json\" in flannel's own format; start() brings it up",
         r#"let C0 = cluster("0", #{ workers: 3, etcd: 2 });"#,
         |ctx: NativeCallContext, id: &str| declare(&ctx, id, None),
     )
@@ -293,6 +334,22 @@ fn pingall_map(sim: &Sim) -> Map {
     m
 }
 
+fn flannel_map(cfg: &NetConfig, device: &str) -> Map {
+    let mut m = Map::new();
+    m.insert("network".into(), cfg.network.to_string().into());
+    m.insert("subnet_len".into(), i64::from(cfg.subnet_len).into());
+    m.insert("subnet_min".into(), cfg.subnet_min.to_string().into());
+    m.insert("subnet_max".into(), cfg.subnet_max.to_string().into());
+    m.insert("backend".into(), cfg.backend.kind().into());
+    if let Some(v) = cfg.vxlan() {
+        m.insert("vni".into(), i64::from(v.vni).into());
+        m.insert("port".into(), i64::from(v.port).into());
+    }
+    m.insert("device".into(), device.into());
+    m.insert("json".into(), cfg.to_json().into());
+    m
+}
+
 fn register_cluster(reg: &mut Registry) {
     reg.on::<Cluster>()
         .display(|c: &mut Cluster| format!("cluster {}", c.name()))
@@ -344,6 +401,13 @@ fn register_cluster(reg: &mut Registry) {
             "The cluster's etcd members",
             "print(C0.etcd_nodes());",
             |c: &mut Cluster| -> Array { c.etcd_nodes().into_iter().map(Dynamic::from).collect() },
+        )
+        .property(
+            "flannel",
+            "flannel -> #{ network, subnet_len, subnet_min, subnet_max, backend, vni, port, device, json }",
+            "The cluster's flannel network config (vni and port only for vxlan), the device pod traffic to other workers leaves by (flannel.VNI or eth0), and the JSON its etcd holds",
+            r#"print(`${C0.flannel.network} over ${C0.flannel.device}`);"#,
+            |c: &mut Cluster| flannel_map(&c.flannel(), &c.flannel_device()),
         )
         .method(
             "etcd_endpoints",
@@ -573,7 +637,7 @@ mod tests {
         let mut m = Map::new();
         m.insert("workers".into(), Dynamic::from(2_i64));
         m.insert("etcd".into(), Dynamic::from(1_i64));
-        let s = spec_from_map("0", &m).unwrap();
+        let (s, _) = spec_from_map("0", &m).unwrap();
         assert_eq!((s.workers, s.etcd), (2, 1));
         m.insert("etcd".into(), Dynamic::from(-1_i64));
         let e = spec_from_map("0", &m).unwrap_err().to_string();

@@ -15,6 +15,7 @@ use crate::sim::{IngressInfo, IngressRule, Worker};
 use rhai::{Array, Dynamic, Map};
 
 const RULE_EXAMPLE: &str = "#{ path: \"/svc1\", endpoint: \"100.64.11.1:8000\" }";
+const SERVICE_EXAMPLE: &str = "#{ path: \"/svc1\", service: \"svc1\", port: 8000 }";
 
 fn rules_from(name: &str, a: &Array) -> RResult<Vec<IngressRule>> {
     let ctx = format!("run_ingress(\"{name}\", ...)");
@@ -29,7 +30,16 @@ fn rules_from(name: &str, a: &Array) -> RResult<Vec<IngressRule>> {
         })?;
         let mut path = None;
         let mut endpoint = None;
+        let mut service = None;
+        let mut service_port = None;
         for (k, v) in m.iter() {
+            if k.as_str() == "port" {
+                let p = v.as_int().map_err(|t| {
+                    format!("{ctx}: rule {}: 'port' must be a whole number (the Service's port), got a {t}; e.g. {SERVICE_EXAMPLE}", i + 1)
+                })?;
+                service_port = Some(p);
+                continue;
+            }
             let text = v.clone().into_string().map_err(|t| {
                 format!(
                     "{ctx}: rule {}: '{k}' must be a string, got a {t}; e.g. {RULE_EXAMPLE}",
@@ -39,15 +49,27 @@ fn rules_from(name: &str, a: &Array) -> RResult<Vec<IngressRule>> {
             match k.as_str() {
                 "path" => path = Some(text),
                 "endpoint" => endpoint = Some(text),
+                "service" => service = Some(text),
                 other => {
                     return Err(format!(
-                        "{ctx}: rule {}: unknown field '{other}' (a rule has 'path' and 'endpoint', e.g. {RULE_EXAMPLE})",
+                        "{ctx}: rule {}: unknown field '{other}' (a rule has 'path' and 'endpoint', e.g. {RULE_EXAMPLE}, or 'path', 'service' and 'port', e.g. {SERVICE_EXAMPLE})",
                         i + 1
                     )
                     .into())
                 }
             }
         }
+        let endpoint = match (endpoint, service, service_port) {
+            (e, None, None) => e,
+            (None, Some(s), Some(p)) => Some(format!("{s}:{p}")),
+            _ => {
+                return Err(format!(
+                    "{ctx}: rule {}: give either 'endpoint' (an address, e.g. {RULE_EXAMPLE}) or 'service' and 'port' (e.g. {SERVICE_EXAMPLE})",
+                    i + 1
+                )
+                .into())
+            }
+        };
         match (path, endpoint) {
             (Some(path), Some(endpoint)) => out.push(IngressRule { path, endpoint }),
             (None, _) => {
@@ -93,7 +115,7 @@ pub fn register(reg: &mut Registry) {
         .method(
             "run_ingress",
             "run_ingress(name, port, rules) -> #{ name, worker, port, pid, conf, rules }",
-            "Starts real nginx on the worker routing each rule's path to its endpoint; again with the same name reloads",
+            "Starts real nginx on the worker routing each rule's path (an Ingress Prefix: /svc1 and /svc1/..., not /svc1x) to its endpoint: an address as it is, or #{ path, service, port } to the Service's endpoints (pod IPs, balanced by nginx and updated as pods come and go, as ingress-nginx does); again with the same name reloads",
             r#"let ing = C0w1.run_ingress("grp1", 8001, [#{ path: "/svc1", endpoint: "100.64.11.1:8000" }]);"#,
             |w: &mut Worker, name: &str, port: i64, rules: Array| -> RResult<Map> {
                 let rules = rules_from(name, &rules)?;
@@ -148,6 +170,33 @@ mod tests {
             (r[0].path.as_str(), r[0].endpoint.as_str()),
             ("/svc1", "100.64.11.1:8000")
         );
+        let by_service = rule(&[
+            ("path", "/svc1".into()),
+            ("service", "svc1".into()),
+            ("port", Dynamic::from(8000_i64)),
+        ]);
+        let r = rules_from("grp1", &vec![by_service]).unwrap();
+        assert_eq!(r[0].endpoint, "svc1:8000");
+        for (bad, want) in [
+            (
+                rule(&[("path", "/a".into()), ("service", "svc1".into())]),
+                "either 'endpoint'",
+            ),
+            (
+                rule(&[
+                    ("path", "/a".into()),
+                    ("service", "svc1".into()),
+                    ("port", "http".into()),
+                ]),
+                "'port' must be a whole number",
+            ),
+        ] {
+            let e = rules_from("grp1", &vec![bad]).unwrap_err().to_string();
+            assert!(
+                e.contains(want) && e.contains(SERVICE_EXAMPLE),
+                "{want}: {e}"
+            );
+        }
         for (bad, want) in [
             (Dynamic::from("/svc1"), "not a map"),
             (

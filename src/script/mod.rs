@@ -9,6 +9,7 @@ pub mod errors;
 pub mod help;
 pub mod ingress_api;
 pub mod lesson_api;
+pub mod netns_api;
 pub mod registry;
 pub mod services_api;
 pub mod skupper_api;

@@ -2,12 +2,37 @@
 //! every host takes the next number in creation order; workers get 10.0.0.<n> from that
 //! counter, etcd members keep their fixed 10.<cluster+1>.0.<k>.
 
+use crate::components::flannel::config::NetConfig;
+use crate::components::flannel::subnet::Ipv4Net;
 use std::net::Ipv4Addr;
 
 pub const UNDERLAY_PREFIX: u8 = 8;
-pub const FLANNEL_NETWORK_CONFIG: &str = r#"{"Network":"11.0.0.0/8","SubnetLen":20,"SubnetMin":"11.10.0.0","SubnetMax":"11.99.0.0","Backend":{"Type":"vxlan","VNI":100,"Port":8472}}"#;
 pub const FLANNEL_PREFIX: &str = "/coreos.com/network";
-pub const FLANNEL_DEVICE: &str = "flannel.100";
+
+/// Refuses a pod network that would share addresses with the underlay (10.0.0.0/8, the
+/// hosts) or the Service range (100.64.0.0/16): a pod address there would be routed to a
+/// host or caught by kube-proxy's rules. Two clusters may share one pod network, as the
+/// original's do: each has its own etcd and leases.
+pub fn check_pod_network(cluster: &str, cfg: &NetConfig) -> Result<(), String> {
+    let (svc_ip, svc_len) = crate::components::kubeproxy::model::SERVICE_CIDR;
+    let taken = [
+        (
+            Ipv4Net::new(Ipv4Addr::new(10, 0, 0, 0), UNDERLAY_PREFIX),
+            "the underlay (the hosts' addresses)",
+        ),
+        (Ipv4Net::new(svc_ip, svc_len), "the Service range"),
+    ];
+    for (net, what) in taken {
+        if cfg.network.overlaps(&net) {
+            return Err(format!(
+                "{cluster}'s flannel network {} overlaps {net}, {what}: pods and those addresses would be indistinguishable; \
+                 pick a pod network outside 10.0.0.0/8 and 100.64.0.0/16, e.g. network: \"11.0.0.0/8\" or \"172.16.0.0/12\"",
+                cfg.network
+            ));
+        }
+    }
+    Ok(())
+}
 
 /// Cluster N's etcd members get 10.<N+1>.0.k, so N+1 must be a second octet (1..=255).
 pub const MAX_CLUSTER_ID: u32 = 254;
@@ -183,6 +208,24 @@ mod tests {
         assert!(e.contains("does not fit the address plan"), "{e}");
         let e = cluster_number("99999999999999999999", &[]).unwrap_err();
         assert!(e.contains("does not fit the address plan"), "{e}");
+    }
+
+    #[test]
+    fn pod_networks_stay_clear_of_the_underlay_and_the_services() {
+        use crate::components::flannel::config::{from_options, OptValue};
+        let net = |n: &str| from_options(&[("network".into(), OptValue::Text(n.into()))]).unwrap();
+        assert!(check_pod_network("C0", &net("11.0.0.0/8")).is_ok());
+        assert!(check_pod_network("C0", &net("172.16.0.0/12")).is_ok());
+        let e = check_pod_network("C0", &net("10.244.0.0/16")).unwrap_err();
+        assert!(
+            e.contains("C0's flannel network 10.244.0.0/16 overlaps 10.0.0.0/8, the underlay"),
+            "{e}"
+        );
+        let e = check_pod_network("C1", &net("100.0.0.0/8")).unwrap_err();
+        assert!(
+            e.contains("overlaps 100.64.0.0/16, the Service range"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! Bring-up: the underlay switch, hosts wired to it, etcd members, the flannel agents,
 //! and the readiness waits between them (never fixed sleeps).
 
-use super::addressing::{FLANNEL_DEVICE, FLANNEL_NETWORK_CONFIG, FLANNEL_PREFIX, UNDERLAY_PREFIX};
+use super::addressing::{FLANNEL_PREFIX, UNDERLAY_PREFIX};
 use super::{BringUpTimes, DaemonKind, DaemonSpec, Sim};
 use crate::components::etcd;
 use crate::netns::{self, netlink, process};
@@ -245,6 +245,7 @@ fn wait_converged(sim: &Sim, id: &str) -> Result<()> {
             .collect()
     };
     let want = workers.len().saturating_sub(1);
+    let device = super::Cluster::handle(sim, id).flannel_device();
     // Workers already seen complete are not asked again.
     let mut done = 0;
     Wait::new(
@@ -260,7 +261,8 @@ fn wait_converged(sim: &Sim, id: &str) -> Result<()> {
                 done += 1;
                 continue;
             }
-            let n = netlink::with(ns, |nl| async move { nl.routes_via(FLANNEL_DEVICE).await })?;
+            let dev = device.clone();
+            let n = netlink::with(ns, |nl| async move { nl.routes_via(&dev).await })?;
             if n < want {
                 return Ok(Poll::Pending(format!(
                     "{name} has routes to {n} of the {want} other workers' subnets"
@@ -352,7 +354,7 @@ pub(super) fn start_clusters(sim: &Sim, ids: &[String]) -> Result<()> {
             &c.etcd_ns(),
             &c.etcd_endpoints(),
             &format!("{FLANNEL_PREFIX}/config"),
-            FLANNEL_NETWORK_CONFIG,
+            &c.flannel().to_json(),
         )?;
     }
     pb.inc(1);

@@ -1,9 +1,12 @@
 //! Clusters and their etcd members: declaration (names and Mininet numbering), lookup of
 //! nodes and containers, and joining a worker to a running cluster.
 
-use super::addressing::{cluster_number, etcd_ip, host_ip, node_name, MAX_HOSTS};
+use super::addressing::{
+    check_pod_network, cluster_number, etcd_ip, host_ip, node_name, MAX_HOSTS,
+};
 use super::{ClusterState, EtcdState, Node, Sim, Worker, WorkerState};
 use crate::components::etcd;
+use crate::components::flannel::config::{self as flannel_config, NetConfig};
 use anyhow::{bail, Result};
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
@@ -37,7 +40,7 @@ pub fn check_count(id: &str, key: &str, n: i64) -> Result<u32> {
         "workers" => (MAX_WORKERS, "#{ workers: 3, etcd: 2 }"),
         "etcd" => (MAX_ETCD, "#{ workers: 3, etcd: 3 }"),
         other => bail!(
-            "cluster(\"{id}\", ...): unknown option '{other}'; the options are 'workers' and 'etcd', e.g. #{{ workers: 3, etcd: 2 }}"
+            "cluster(\"{id}\", ...): unknown option '{other}'; the options are 'workers', 'etcd' and 'flannel', e.g. #{{ workers: 3, etcd: 2 }}"
         ),
     };
     if !(1..=max as i64).contains(&n) {
@@ -61,10 +64,22 @@ fn next_host(st: &mut super::State, node: &str) -> Result<u32> {
     Ok(st.host_counter)
 }
 
-pub(super) fn declare(sim: &Sim, id: &str, spec: ClusterSpec) -> Result<Cluster> {
+/// The simulator's flannel config: the original's conf/flannel-network-config.json.
+pub(super) fn default_flannel() -> NetConfig {
+    flannel_config::parse(flannel_config::SIM_DEFAULT_JSON, "the default config")
+        .expect("the default flannel config is valid")
+}
+
+pub(super) fn declare(
+    sim: &Sim,
+    id: &str,
+    spec: ClusterSpec,
+    flannel: NetConfig,
+) -> Result<Cluster> {
     let mut st = sim.state();
     let declared: Vec<String> = st.clusters.iter().map(|c| c.id.clone()).collect();
     let number = cluster_number(id, &declared).map_err(anyhow::Error::msg)?;
+    check_pod_network(&format!("C{id}"), &flannel).map_err(anyhow::Error::msg)?;
     check_count(id, "workers", spec.workers.into())?;
     check_count(id, "etcd", spec.etcd.into())?;
     let needed = spec.workers + spec.etcd;
@@ -108,6 +123,7 @@ pub(super) fn declare(sim: &Sim, id: &str, spec: ClusterSpec) -> Result<Cluster>
         started: false,
         etcd,
         workers,
+        flannel,
     });
     Ok(Cluster::handle(sim, id))
 }
@@ -153,6 +169,17 @@ impl Cluster {
             return Ok(());
         }
         super::bringup::start_clusters(&self.sim, std::slice::from_ref(&self.id))
+    }
+
+    /// The cluster's flannel network config (what its etcd holds at `<prefix>/config`).
+    pub fn flannel(&self) -> NetConfig {
+        self.with(|c| c.flannel.clone())
+    }
+
+    /// The device a worker's traffic to other workers' pods leaves by: `flannel.<VNI>`
+    /// (vxlan) or `eth0` (host-gw).
+    pub fn flannel_device(&self) -> String {
+        self.with(|c| c.flannel.backend.device("eth0"))
     }
 
     /// Comma-separated etcd client URLs.

@@ -144,11 +144,11 @@ impl Sim {
             }
             for w in &c.workers {
                 out.push(link(&w.name, "eth0", format!("{sw}:{}-eth0", w.name)));
-                if w.started {
+                if let (true, Some(v)) = (w.started, c.flannel.vxlan()) {
                     out.push(link(
                         &w.name,
-                        "flannel.100",
-                        "vxlan VNI 100 over eth0, udp 8472".into(),
+                        &v.device_name(),
+                        format!("vxlan VNI {} over eth0, udp {}", v.vni, v.port),
                     ));
                 }
                 for name in w.containers.keys() {

@@ -8,6 +8,7 @@
 pub mod addressing;
 pub mod bringup;
 mod cluster;
+mod handmade;
 mod ingress;
 pub mod mininet;
 mod node_exec;
@@ -162,6 +163,8 @@ pub(crate) struct ClusterState {
     pub started: bool,
     pub etcd: Vec<EtcdState>,
     pub workers: Vec<WorkerState>,
+    /// flannel's network config, written to this cluster's etcd at bring-up.
+    pub flannel: crate::components::flannel::config::NetConfig,
 }
 
 #[derive(Clone)]
@@ -317,7 +320,18 @@ impl Sim {
 
     /// Declares cluster `id` (named `C<id>`); [`Sim::start`] or [`Cluster::start`] brings it up.
     pub fn cluster(&self, id: &str, spec: ClusterSpec) -> Result<Cluster> {
-        cluster::declare(self, id, spec)
+        cluster::declare(self, id, spec, cluster::default_flannel())
+    }
+
+    /// [`Sim::cluster`] with its own flannel network config (checked against the address
+    /// plan here, before anything starts).
+    pub fn cluster_with_flannel(
+        &self,
+        id: &str,
+        spec: ClusterSpec,
+        flannel: crate::components::flannel::config::NetConfig,
+    ) -> Result<Cluster> {
+        cluster::declare(self, id, spec, flannel)
     }
 
     pub fn get_cluster(&self, id_or_name: &str) -> Result<Cluster> {

@@ -1,31 +1,35 @@
-//! `knetsim flanneld`: a flannel-compatible node agent (etcd v3 subnet manager + vxlan
-//! backend). It runs inside a worker's network namespace and does what flanneld does:
+//! `knetsim flanneld`: a flannel-compatible node agent (etcd v3 subnet manager, vxlan and
+//! host-gw backends). It runs inside a worker's network namespace and does what flanneld does:
 //!
 //! 1. reads `<prefix>/config` from etcd ([`config`]),
-//! 2. creates the VXLAN device `flannel.<VNI>` ([`vxlan`]),
+//! 2. sets up its backend ([`backend`]): the VXLAN device `flannel.<VNI>` ([`vxlan`]), or
+//!    nothing for host-gw ([`hostgw`]),
 //! 3. acquires a subnet lease `<prefix>/subnets/<net>-<len>` ([`lease`], [`subnet`]),
 //! 4. writes subnet.env for the flannel CNI plugin,
 //! 5. programs forward (and with `--ip-masq` masquerade) rules with nftables ([`masq`]),
-//! 6. watches the other nodes' leases and programs neighbour, FDB and route entries for
-//!    each, renewing its own lease an hour before it expires.
+//! 6. watches the other nodes' leases and programs for each the neighbour, FDB and route
+//!    entries (vxlan) or one route via the node (host-gw), renewing its own lease an hour
+//!    before it expires.
 //!
 //! On SIGTERM it exits and leaves the device, the entries and the lease in place, as
 //! flanneld does, so a restart finds and reuses them.
 
+pub mod backend;
 pub mod config;
+pub mod hostgw;
 pub mod lease;
 pub mod masq;
 pub mod subnet;
 pub mod vxlan;
 
 use anyhow::{anyhow, Context, Result};
+use backend::{Dataplane, Remote};
 use clap::Args;
 use etcd_client::EventType;
 use std::collections::HashMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
 use subnet::{Ipv4Net, LeaseAttrs};
-use vxlan::{Device, Remote};
 
 /// Prints one timestamped log line (UTC wall clock) to stdout.
 macro_rules! log {
@@ -98,7 +102,7 @@ pub fn run(args: FlanneldArgs) -> Result<()> {
         };
         // An error is printed by the caller (on stderr, into the same log file).
         if res.is_ok() {
-            log!("exiting cleanly: the VXLAN device, routes and the lease stay in place for the next start");
+            log!("exiting cleanly: the backend's device and routes and the lease stay in place for the next start");
         }
         res
     })
@@ -192,18 +196,20 @@ async fn agent(args: &FlanneldArgs) -> Result<()> {
     .await?;
     reg.ttl = Duration::from_secs(args.subnet_lease_ttl);
     let cfg = config::parse(&cfg_text, &reg.config_key())?;
+    let vxlan = cfg
+        .vxlan()
+        .map(|v| format!(" VNI {} Port {}", v.vni, v.port))
+        .unwrap_or_default();
     log!(
-        "network config: Network {} SubnetLen {} SubnetMin {} SubnetMax {} backend vxlan VNI {} Port {}",
+        "network config: Network {} SubnetLen {} SubnetMin {} SubnetMax {} backend {}{vxlan}",
         cfg.network,
         cfg.subnet_len,
         cfg.subnet_min,
         cfg.subnet_max,
-        cfg.backend.vni,
-        cfg.backend.port
+        cfg.backend.kind(),
     );
 
-    let dev = vxlan::ensure_device(&nl, &cfg.backend, &ext).await?;
-    let attrs = LeaseAttrs::vxlan(ext.ip, cfg.backend.vni, dev.mac);
+    let (dp, attrs) = Dataplane::setup(&nl, &cfg, &ext).await?;
 
     let subnet_file = Path::new(&args.subnet_file);
     let previous = std::fs::read_to_string(subnet_file)
@@ -215,10 +221,10 @@ async fn agent(args: &FlanneldArgs) -> Result<()> {
     let mut own = reg.acquire(&cfg, &attrs, previous).await?;
     log!("lease value: {}", attrs.to_json());
 
-    vxlan::configure(&nl, &dev, &own.subnet, &cfg.network).await?;
+    dp.configure(&nl, &own.subnet, &cfg.network).await?;
 
-    // flannel's network MTU: the external interface's minus the VXLAN overhead (50 bytes)
-    let mtu = ext.mtu.saturating_sub(50);
+    // flannel's network MTU: the external interface's minus the backend's overhead
+    let mtu = ext.mtu.saturating_sub(cfg.backend.overhead());
     write_atomic(
         subnet_file,
         &subnet::render_subnet_env(&cfg.network, &own.subnet, mtu, args.ip_masq),
@@ -256,18 +262,18 @@ async fn agent(args: &FlanneldArgs) -> Result<()> {
         Duration::from_secs(args.subnet_lease_renew_margin * 60),
         reg.ttl,
     );
-    watch_loop(&mut reg, &nl, &dev, &mut own, &attrs, margin).await
+    watch_loop(&mut reg, &nl, &dp, &mut own, &attrs, margin).await
 }
 
 /// Programs a remote lease (replacing an older different one for the same subnet).
 async fn program(
     nl: &rtnetlink::Handle,
-    dev: &Device,
+    dp: &Dataplane,
     known: &mut HashMap<Ipv4Net, Remote>,
     l: &subnet::Lease,
 ) {
-    let mac = match l.attrs.vtep_mac() {
-        Ok(m) => m,
+    let r = match dp.remote(l) {
+        Ok(r) => r,
         Err(e) => {
             log!(
                 "ignoring subnet {} (PublicIP {}): {e:#}",
@@ -277,32 +283,21 @@ async fn program(
             return;
         }
     };
-    let r = Remote {
-        subnet: l.subnet,
-        public_ip: l.attrs.public_ip,
-        mac,
-    };
     if let Some(old) = known.get(&l.subnet).copied() {
         if old == r {
             return;
         }
         log!(
-            "lease {} changed (was {} {}), replacing its entries",
+            "lease {} changed (was {}), replacing its entries",
             l.subnet,
-            old.public_ip,
-            subnet::format_mac(&old.mac)
+            old.describe()
         );
-        if let Err(e) = vxlan::del_remote(nl, dev, &old).await {
+        if let Err(e) = dp.del(nl, &old).await {
             log!("error: {e:#}");
         }
     }
-    log!(
-        "adding subnet: {} PublicIP: {} VtepMAC: {}",
-        l.subnet,
-        l.attrs.public_ip,
-        subnet::format_mac(&mac)
-    );
-    match vxlan::add_remote(nl, dev, &r).await {
+    log!("adding subnet: {} {}", l.subnet, r.describe());
+    match dp.add(nl, &r).await {
         Ok(()) => {
             known.insert(l.subnet, r);
         }
@@ -312,17 +307,13 @@ async fn program(
 
 async fn unprogram(
     nl: &rtnetlink::Handle,
-    dev: &Device,
+    dp: &Dataplane,
     known: &mut HashMap<Ipv4Net, Remote>,
     sn: &Ipv4Net,
 ) {
     if let Some(r) = known.remove(sn) {
-        log!(
-            "removing subnet: {sn} PublicIP: {} VtepMAC: {}",
-            r.public_ip,
-            subnet::format_mac(&r.mac)
-        );
-        if let Err(e) = vxlan::del_remote(nl, dev, &r).await {
+        log!("removing subnet: {sn} {}", r.describe());
+        if let Err(e) = dp.del(nl, &r).await {
             log!("error removing {sn}: {e:#}");
         }
     }
@@ -331,23 +322,22 @@ async fn unprogram(
 /// Removes entries for subnets whose leases vanished while this agent was not running.
 async fn remove_stale(
     nl: &rtnetlink::Handle,
-    dev: &Device,
+    dp: &Dataplane,
     own: &Ipv4Net,
     leases: &[subnet::Lease],
 ) {
     let mut keep: Vec<Ipv4Net> = leases.iter().map(|l| l.subnet).collect();
     keep.push(*own);
-    match vxlan::stale_remotes(nl, dev, &keep).await {
+    match dp.stale(nl, &keep).await {
         Ok(stale) => {
             for r in stale {
                 log!(
-                    "removing stale subnet: {} PublicIP: {} VtepMAC: {} (its lease is gone from etcd)",
-                    r.subnet,
-                    r.public_ip,
-                    subnet::format_mac(&r.mac)
+                    "removing stale subnet: {} {} (its lease is gone from etcd)",
+                    r.subnet(),
+                    r.describe()
                 );
-                if let Err(e) = vxlan::del_remote(nl, dev, &r).await {
-                    log!("error removing {}: {e:#}", r.subnet);
+                if let Err(e) = dp.del(nl, &r).await {
+                    log!("error removing {}: {e:#}", r.subnet());
                 }
             }
         }
@@ -358,7 +348,7 @@ async fn remove_stale(
 /// Brings the programmed entries in line with a full list of leases.
 async fn sync(
     nl: &rtnetlink::Handle,
-    dev: &Device,
+    dp: &Dataplane,
     own: &Ipv4Net,
     known: &mut HashMap<Ipv4Net, Remote>,
     leases: &[subnet::Lease],
@@ -369,17 +359,17 @@ async fn sync(
         .copied()
         .collect();
     for sn in gone {
-        unprogram(nl, dev, known, &sn).await;
+        unprogram(nl, dp, known, &sn).await;
     }
     for l in leases.iter().filter(|l| l.subnet != *own) {
-        program(nl, dev, known, l).await;
+        program(nl, dp, known, l).await;
     }
 }
 
 async fn watch_loop(
     reg: &mut lease::Registry,
     nl: &rtnetlink::Handle,
-    dev: &Device,
+    dp: &Dataplane,
     own: &mut lease::OwnLease,
     attrs: &LeaseAttrs,
     margin: Duration,
@@ -397,10 +387,10 @@ async fn watch_loop(
                 Ok((leases, rev)) => {
                     log!("{} subnet lease(s) in etcd at revision {rev}", leases.len());
                     if first_sync {
-                        remove_stale(nl, dev, &own.subnet, &leases).await;
+                        remove_stale(nl, dp, &own.subnet, &leases).await;
                         first_sync = false;
                     }
-                    sync(nl, dev, &own.subnet, &mut known, &leases).await;
+                    sync(nl, dp, &own.subnet, &mut known, &leases).await;
                     next_rev = rev + 1;
                     resync = false;
                 }
@@ -458,7 +448,7 @@ async fn watch_loop(
                                     continue;
                                 }
                                 match LeaseAttrs::from_json(kv.value()) {
-                                    Ok(a) => program(nl, dev, &mut known, &subnet::Lease { subnet: sn, attrs: a }).await,
+                                    Ok(a) => program(nl, dp, &mut known, &subnet::Lease { subnet: sn, attrs: a }).await,
                                     Err(e) => log!("ignoring bad subnet lease {key}: {e:#}"),
                                 }
                             }
@@ -468,7 +458,7 @@ async fn watch_loop(
                                         "our lease {sn} has been revoked (etcd key {key} was deleted or expired); shutting down as flanneld does. Start flanneld again to acquire a new lease"
                                     ));
                                 }
-                                unprogram(nl, dev, &mut known, &sn).await;
+                                unprogram(nl, dp, &mut known, &sn).await;
                             }
                         }
                     }

@@ -139,6 +139,15 @@ impl LeaseAttrs {
             }),
         }
     }
+    /// A host-gw lease: the node's address is all the others need.
+    pub fn host_gw(public_ip: Ipv4Addr) -> Self {
+        Self {
+            public_ip,
+            public_ipv6: None,
+            backend_type: "host-gw".into(),
+            backend_data: None,
+        }
+    }
     pub fn to_json(&self) -> String {
         serde_json::to_string(self).expect("lease attributes always serialize")
     }

@@ -120,6 +120,17 @@ async fn ipv4_addrs(h: &Handle, index: Option<u32>) -> Result<Vec<(u32, Ipv4Addr
     Ok(out)
 }
 
+/// Every IPv4 route of the main table (the backends look for their own among them).
+pub(super) async fn ipv4_routes(h: &Handle) -> Result<Vec<RouteMessage>> {
+    let msg = RouteMessageBuilder::<Ipv4Addr>::new().build();
+    h.route()
+        .get(msg)
+        .execute()
+        .try_collect()
+        .await
+        .context("listing routes")
+}
+
 /// Finds the external interface: `spec` is an IPv4 address on some link or a link name;
 /// without it, the link of the default route (as flanneld does).
 pub async fn find_iface(h: &Handle, spec: Option<&str>) -> Result<ExtIface> {
@@ -153,14 +164,7 @@ pub async fn find_iface(h: &Handle, spec: Option<&str>) -> Result<ExtIface> {
             }
         }
         None => {
-            let msg = RouteMessageBuilder::<Ipv4Addr>::new().build();
-            let routes: Vec<RouteMessage> = h
-                .route()
-                .get(msg)
-                .execute()
-                .try_collect()
-                .await
-                .context("listing routes")?;
+            let routes = ipv4_routes(h).await?;
             use netlink_packet_route::route::RouteAttribute;
             let oif = routes
                 .iter()
@@ -511,14 +515,7 @@ pub async fn del_remote(h: &Handle, dev: &Device, r: &Remote) -> Result<()> {
 /// VTEP). Each is returned with the MAC and public IP its neighbour and FDB entries carry.
 pub async fn stale_remotes(h: &Handle, dev: &Device, keep: &[Ipv4Net]) -> Result<Vec<Remote>> {
     use netlink_packet_route::route::{RouteAddress, RouteAttribute};
-    let msg = RouteMessageBuilder::<Ipv4Addr>::new().build();
-    let routes: Vec<RouteMessage> = h
-        .route()
-        .get(msg)
-        .execute()
-        .try_collect()
-        .await
-        .context("listing routes")?;
+    let routes = ipv4_routes(h).await?;
     let neighs: Vec<NeighbourMessage> = h
         .neighbours()
         .get()

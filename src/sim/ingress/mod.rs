@@ -25,7 +25,9 @@ use std::path::PathBuf;
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
-/// One rule as a script gives it: a path prefix and an `addr:port` endpoint.
+/// One rule as a script gives it: a path prefix and an endpoint, either an address
+/// (`100.64.11.1:8000`, proxied as it is) or a Service's name and port (`svc1:8000`,
+/// proxied to its endpoints, as ingress-nginx does).
 #[derive(Debug, Clone)]
 pub struct IngressRule {
     pub path: String,
@@ -74,7 +76,75 @@ impl IngressState {
     }
 }
 
+impl super::Sim {
+    /// Rewrites the Service rules of every ingress in cluster `id` with the Services'
+    /// current endpoints, reloading the nginx whose endpoints changed (an ingress
+    /// controller watches endpoints, so it follows pods as kube-proxy does).
+    pub(crate) fn refresh_ingresses(&self, id: &str) -> Result<()> {
+        let running: Vec<(String, IngressState)> = self
+            .inner
+            .ingresses
+            .lock()
+            .iter()
+            .map(|((w, _), st)| (w.clone(), st.clone()))
+            .collect();
+        for (worker, st) in running {
+            let Some(super::Node::Worker(w)) = self.node(&worker) else {
+                continue;
+            };
+            if w.cluster().id() != id {
+                continue;
+            }
+            let mut cfg = st.cfg.clone();
+            for r in &mut cfg.rules {
+                if let ingress::Backend::Service {
+                    name,
+                    port,
+                    endpoints,
+                } = &mut r.endpoint
+                {
+                    // A Service deleted meanwhile has no endpoints: nginx answers 503.
+                    *endpoints = w
+                        .cluster()
+                        .service_backends(name, *port)
+                        .unwrap_or_default();
+                }
+            }
+            if cfg.rules != st.cfg.rules {
+                w.reload_ingress(cfg).with_context(|| {
+                    format!(
+                        "updating ingress '{}' on {worker} to new endpoints",
+                        st.cfg.name
+                    )
+                })?;
+            }
+        }
+        Ok(())
+    }
+}
+
 impl Worker {
+    /// A rule's endpoint: an address as it is, or a Service of this cluster (a name such
+    /// as `svc1`, not an address) with its current endpoints.
+    fn backend(&self, endpoint: &str) -> Result<ingress::Backend> {
+        let named = endpoint
+            .rsplit_once(':')
+            .filter(|(host, _)| host.starts_with(|c: char| c.is_ascii_lowercase()));
+        let Some((name, port)) = named else {
+            return ingress::parse_endpoint(endpoint).map(ingress::Backend::Address);
+        };
+        let port = port
+            .parse::<u16>()
+            .ok()
+            .filter(|p| *p > 0)
+            .ok_or_else(|| anyhow!("ingress endpoint '{endpoint}': '{port}' is not a port; a Service endpoint is its name and port, e.g. \"svc1:8000\""))?;
+        Ok(ingress::Backend::Service {
+            name: name.to_string(),
+            port,
+            endpoints: self.cluster().service_backends(name, port)?,
+        })
+    }
+
     /// The directory of ingress `name`: `<run dir>/<worker>/ingress/<name>`.
     pub fn ingress_dir(&self, name: &str) -> PathBuf {
         self.dir().join("ingress").join(name)
@@ -128,7 +198,7 @@ impl Worker {
             ingress::check_path(&r.path)?;
             parsed.push(Rule {
                 path: r.path.clone(),
-                endpoint: ingress::parse_endpoint(&r.endpoint)?,
+                endpoint: self.backend(&r.endpoint)?,
             });
         }
         ingress::check_rules(&parsed)?;

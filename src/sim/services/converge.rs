@@ -81,7 +81,7 @@ pub(in crate::sim) fn start_kube_proxy(sim: &Sim, w: &Worker) -> Result<Spawned>
         "--hostname-override".into(),
         w.name(),
         "--service-route-dev".into(),
-        super::super::addressing::FLANNEL_DEVICE.into(),
+        w.cluster().flannel_device(),
     ];
     sim.spawn_daemon(DaemonSpec::new(
         DaemonKind::KubeProxy,

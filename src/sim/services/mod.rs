@@ -16,7 +16,7 @@ use crate::components::kubeproxy::{
 };
 use anyhow::{anyhow, bail, Context, Result};
 use std::collections::BTreeMap;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, SocketAddrV4};
 
 /// One port of a Service, as a script gives it.
 #[derive(Debug, Clone, Default)]
@@ -230,6 +230,7 @@ impl Cluster {
         })?;
         self.services(|c| c.services.insert(name.to_string(), def));
         self.wait_converged()?;
+        self.sim.refresh_ingresses(&self.id)?;
         Ok(cluster_ip)
     }
 
@@ -245,7 +246,46 @@ impl Cluster {
                 .map(|_| ())
         })?;
         self.services(|c| c.services.remove(name));
-        self.wait_converged()
+        self.wait_converged()?;
+        self.sim.refresh_ingresses(&self.id)
+    }
+
+    /// Service `name`'s endpoints behind its TCP port `port`: each pod's IP with the
+    /// target port, what an ingress controller proxies to.
+    pub(crate) fn service_backends(&self, name: &str, port: u16) -> Result<Vec<SocketAddrV4>> {
+        let def = self.services(|c| c.services.get(name).cloned());
+        let Some(def) = def else {
+            let names: Vec<String> = self.services(|c| c.services.keys().cloned().collect());
+            bail!(
+                "there is no Service '{name}' in {} (Services: {}): create it first with {}.service(\"{name}\", ...)",
+                self.name(),
+                crate::sim::listed(&names, "none"),
+                self.name()
+            );
+        };
+        let Some(p) = def
+            .service
+            .ports
+            .iter()
+            .find(|p| p.port == port && p.protocol == Protocol::Tcp)
+        else {
+            let ports: Vec<String> = def
+                .service
+                .ports
+                .iter()
+                .map(|p| p.port.to_string())
+                .collect();
+            bail!(
+                "Service '{name}' has no TCP port {port} (its ports: {}): name one of them",
+                ports.join(", ")
+            );
+        };
+        let eps = endpoints_for(&def, &self.containers_with_ips());
+        Ok(eps
+            .addresses
+            .iter()
+            .map(|a| SocketAddrV4::new(a.ip, p.target_port))
+            .collect())
     }
 
     /// The ClusterIP of Service `name`.
@@ -278,7 +318,9 @@ impl Cluster {
             }
             Ok(())
         })?;
-        self.wait_converged()
+        self.wait_converged()?;
+        // An ingress controller watches endpoints too: nginx gets the new pod list.
+        self.sim.refresh_ingresses(&self.id)
     }
 }
 

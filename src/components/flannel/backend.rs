@@ -1,0 +1,147 @@
+//! The backend as the agent drives it: what it programs for each remote lease. The kernel
+//! work of each backend lives in its own file ([`super::vxlan`], [`super::hostgw`]).
+
+use super::config::{Backend, NetConfig};
+use super::hostgw;
+use super::log;
+use super::subnet::{format_mac, Ipv4Net, Lease, LeaseAttrs};
+use super::vxlan::{self, Device, ExtIface};
+use anyhow::{bail, Result};
+use rtnetlink::Handle;
+use std::net::Ipv4Addr;
+
+/// A backend set up on this node.
+pub enum Dataplane {
+    Vxlan(Device),
+    HostGw { ext: ExtIface, network: Ipv4Net },
+}
+
+/// What is programmed for one remote lease.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Remote {
+    Vxlan(vxlan::Remote),
+    HostGw(hostgw::Route),
+}
+
+impl Remote {
+    pub fn subnet(&self) -> Ipv4Net {
+        match self {
+            Remote::Vxlan(r) => r.subnet,
+            Remote::HostGw(r) => r.subnet,
+        }
+    }
+
+    pub fn public_ip(&self) -> Ipv4Addr {
+        match self {
+            Remote::Vxlan(r) => r.public_ip,
+            Remote::HostGw(r) => r.public_ip,
+        }
+    }
+
+    /// `PublicIP: 10.0.0.4 VtepMAC: ...` as flanneld logs a subnet.
+    pub fn describe(&self) -> String {
+        match self {
+            Remote::Vxlan(r) => {
+                format!("PublicIP: {} VtepMAC: {}", r.public_ip, format_mac(&r.mac))
+            }
+            Remote::HostGw(r) => format!("PublicIP: {}", r.public_ip),
+        }
+    }
+}
+
+impl Dataplane {
+    /// Sets the backend up (the vxlan device; nothing for host-gw) and returns it with this
+    /// node's lease attributes.
+    pub async fn setup(nl: &Handle, cfg: &NetConfig, ext: &ExtIface) -> Result<(Self, LeaseAttrs)> {
+        Ok(match &cfg.backend {
+            Backend::Vxlan(v) => {
+                let dev = vxlan::ensure_device(nl, v, ext).await?;
+                let attrs = LeaseAttrs::vxlan(ext.ip, v.vni, dev.mac);
+                (Dataplane::Vxlan(dev), attrs)
+            }
+            Backend::HostGw => {
+                log!("backend host-gw: no device; remote subnets are routed via their node's address on {}", ext.name);
+                (
+                    Dataplane::HostGw {
+                        ext: ext.clone(),
+                        network: cfg.network,
+                    },
+                    LeaseAttrs::host_gw(ext.ip),
+                )
+            }
+        })
+    }
+
+    /// After the lease: the vxlan device gets `<subnet>.0/32` and is set up.
+    pub async fn configure(&self, nl: &Handle, own: &Ipv4Net, network: &Ipv4Net) -> Result<()> {
+        match self {
+            Dataplane::Vxlan(dev) => vxlan::configure(nl, dev, own, network).await,
+            Dataplane::HostGw { .. } => Ok(()),
+        }
+    }
+
+    /// What to program for a remote lease; an error for a lease of another backend.
+    pub fn remote(&self, l: &Lease) -> Result<Remote> {
+        let kind = match self {
+            Dataplane::Vxlan(_) => "vxlan",
+            Dataplane::HostGw { .. } => "host-gw",
+        };
+        if l.attrs.backend_type != kind {
+            bail!(
+                "its backend type is \"{}\", this node's is \"{kind}\"",
+                l.attrs.backend_type
+            );
+        }
+        Ok(match self {
+            Dataplane::Vxlan(_) => Remote::Vxlan(vxlan::Remote {
+                subnet: l.subnet,
+                public_ip: l.attrs.public_ip,
+                mac: l.attrs.vtep_mac()?,
+            }),
+            Dataplane::HostGw { .. } => Remote::HostGw(hostgw::Route {
+                subnet: l.subnet,
+                public_ip: l.attrs.public_ip,
+            }),
+        })
+    }
+
+    /// Programs the entries of remote `r`.
+    pub async fn add(&self, nl: &Handle, r: &Remote) -> Result<()> {
+        self.program(nl, r, true).await
+    }
+
+    /// Removes the entries of remote `r` (those already gone are fine).
+    pub async fn del(&self, nl: &Handle, r: &Remote) -> Result<()> {
+        self.program(nl, r, false).await
+    }
+
+    async fn program(&self, nl: &Handle, r: &Remote, add: bool) -> Result<()> {
+        match (self, r) {
+            (Dataplane::Vxlan(dev), Remote::Vxlan(r)) if add => vxlan::add_remote(nl, dev, r).await,
+            (Dataplane::Vxlan(dev), Remote::Vxlan(r)) => vxlan::del_remote(nl, dev, r).await,
+            (Dataplane::HostGw { ext, .. }, Remote::HostGw(r)) if add => {
+                hostgw::add_route(nl, ext, r).await
+            }
+            (Dataplane::HostGw { ext, .. }, Remote::HostGw(r)) => {
+                hostgw::del_route(nl, ext, r).await
+            }
+            _ => bail!("a remote of another backend"),
+        }
+    }
+
+    /// Entries for subnets not in `keep`, left by leases that vanished meanwhile.
+    pub async fn stale(&self, nl: &Handle, keep: &[Ipv4Net]) -> Result<Vec<Remote>> {
+        Ok(match self {
+            Dataplane::Vxlan(dev) => vxlan::stale_remotes(nl, dev, keep)
+                .await?
+                .into_iter()
+                .map(Remote::Vxlan)
+                .collect(),
+            Dataplane::HostGw { ext, network } => hostgw::stale_routes(nl, ext, network, keep)
+                .await?
+                .into_iter()
+                .map(Remote::HostGw)
+                .collect(),
+        })
+    }
+}
