@@ -14,9 +14,7 @@ use common::median;
 
 fn main() -> anyhow::Result<()> {
     let n = common::arg_or(1, 200);
-    let sim = common::new_sim("benchexec")?;
-    let c = common::declare_c0(&sim, 1, 1)?;
-    sim.start()?;
+    let (sim, c) = common::new_started("benchexec", 1, 1)?;
     let w1 = c.worker("w1")?;
     let pod = w1.create_container("c1", BTreeMap::new())?;
     let (mut ours, mut ip) = (Vec::new(), Vec::new());

@@ -33,9 +33,7 @@ fn ms(d: Duration) -> f64 {
 
 fn main() -> anyhow::Result<()> {
     let n = common::arg_or(1, 500);
-    let sim = common::new_sim("benchingress")?;
-    let c = common::declare_c0(&sim, 2, 1)?;
-    sim.start()?;
+    let (sim, c) = common::new_started("benchingress", 2, 1)?;
     let w1 = c.worker("w1")?;
     let w2 = c.worker("w2")?;
     let labels = BTreeMap::from([("app".to_string(), "a".to_string())]);

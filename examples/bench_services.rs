@@ -53,7 +53,7 @@ use common::{sh, Guard};
 use anyhow::{bail, Context, Result};
 use knetsim::components::kubeproxy::{self as kp, rules};
 use knetsim::netns;
-use kp::{Endpoints, Protocol, Service, ServicePort, ServiceType, State};
+use kp::{Endpoints, Service, State};
 use rules::Bulk;
 use std::io::Read;
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
@@ -64,19 +64,8 @@ fn state(n: usize, backends: [Ipv4Addr; 2]) -> State {
     let mut st = State::default();
     for i in 0..n {
         let name = format!("svc-{i}");
-        st.services.push(Service {
-            name: name.clone(),
-            namespace: "default".into(),
-            cluster_ip: vip(i),
-            type_: ServiceType::ClusterIP,
-            ports: vec![ServicePort {
-                name: None,
-                protocol: Protocol::Tcp,
-                port: 80,
-                target_port: 80,
-                node_port: None,
-            }],
-        });
+        st.services
+            .push(Service::synthetic(&name, vip(i), None, 80, 80, None));
         st.endpoints.push(Endpoints::synthetic(&name, &backends));
     }
     st
@@ -352,27 +341,12 @@ fn main() -> Result<()> {
     // The connected Service is number 9: the last of 10; with 10,000 the linear layout is
     // measured at its last rule (a newly added Service), the kube-proxy layout at 9,999.
     let cases = [
-        (
-            "kube-proxy layout, 10 services",
-            client_small,
-            SocketAddr::from((vip(9), 80)),
-        ),
-        (
-            "kube-proxy layout, 10,000 services",
-            client_big,
-            SocketAddr::from((vip(9_999), 80)),
-        ),
-        (
-            "linear layout, 10 rules (last one)",
-            client_ls,
-            SocketAddr::from((vip(9), 80)),
-        ),
-        (
-            "linear layout, 10,000 rules (last one)",
-            client_lb,
-            SocketAddr::from((vip(9_999), 80)),
-        ),
-    ];
+        ("kube-proxy layout, 10 services", client_small, 9),
+        ("kube-proxy layout, 10,000 services", client_big, 9_999),
+        ("linear layout, 10 rules (last one)", client_ls, 9),
+        ("linear layout, 10,000 rules (last one)", client_lb, 9_999),
+    ]
+    .map(|(what, client, service)| (what, client, SocketAddr::from((vip(service), 80))));
     let mut samples_of: Vec<Vec<f64>> = vec![Vec::new(); cases.len()];
     for _round in 0..5 {
         for (k, (_, client, addr)) in cases.iter().enumerate() {

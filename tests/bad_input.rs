@@ -6,10 +6,12 @@
 
 mod common;
 
-use common::{assert_nothing_left, knetsim_exe};
+use common::assert_holds;
+
+use common::{assert_nothing_left, knetsim_exe, Run};
 use nix::sys::signal::Signal;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// Script files of this test, removed when it ends (even when it fails).
@@ -562,23 +564,6 @@ fn after_start() -> Vec<Case> {
     ]
 }
 
-struct Run {
-    code: i32,
-    text: String,
-}
-
-fn finish(out: Output) -> Run {
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Run {
-        code: out.status.code().unwrap_or(-1),
-        text,
-    }
-}
-
 /// Runs one case and returns what went wrong with it, if anything.
 fn check(dir: &ScriptDir, case: &Case) -> Option<String> {
     let instance = format!("bad-{}", case.name);
@@ -602,7 +587,7 @@ fn check(dir: &ScriptDir, case: &Case) -> Option<String> {
             }
         }
     }
-    let r = finish(cmd.output().unwrap());
+    let r = Run::of(cmd.output().unwrap());
     let mut wrong = Vec::new();
     if r.code != case.code {
         wrong.push(format!("exit status {} (want {})", r.code, case.code));
@@ -703,9 +688,9 @@ fn an_exec_printing_without_end_is_cut_with_a_note() {
         .stdin(Stdio::null())
         .output()
         .unwrap();
-    let r = finish(out);
+    let r = Run::of(out);
     assert_eq!(r.code, 0, "{}", r.text);
-    assert!(r.text.contains("all 2 expectations held"), "{}", r.text);
+    assert_holds(&r.text, &["all 2 expectations held"]);
     assert_nothing_left("bad-cut", &[]);
 }
 
@@ -730,7 +715,7 @@ fn signalled(instance: &str, src: &str, ready: Option<&Path>, signal: Signal) ->
     std::thread::sleep(Duration::from_millis(100));
     common::signal(child.id(), signal);
     let sent = Instant::now();
-    let r = finish(child.wait_with_output().unwrap());
+    let r = Run::of(child.wait_with_output().unwrap());
     eprintln!(
         "{instance}: exited {:.2} s after the signal (teardown included):\n{}",
         sent.elapsed().as_secs_f64(),
@@ -743,7 +728,7 @@ fn signalled(instance: &str, src: &str, ready: Option<&Path>, signal: Signal) ->
 fn sigterm_and_ctrl_c_are_told_apart() {
     let r = signalled("bad-sigint", "sleep(60.0);\n", None, Signal::SIGINT);
     assert_eq!(r.code, 130, "{}", r.text);
-    assert!(r.text.contains("interrupted (Ctrl-C)"), "{}", r.text);
+    assert_holds(&r.text, &["interrupted (Ctrl-C)"]);
     assert_nothing_left("bad-sigint", &[]);
 
     let r = signalled("bad-sigterm", "sleep(60.0);\n", None, Signal::SIGTERM);
@@ -764,7 +749,7 @@ fn sigterm_during_bring_up_stops_the_waits_and_tears_down() {
     let etcd_log = knetsim::netns::record::run_dir("bad-sigwait").join("C0e1/etcd.log");
     let r = signalled("bad-sigwait", src, Some(&etcd_log), Signal::SIGTERM);
     assert_eq!(r.code, 143, "{}", r.text);
-    assert!(r.text.contains("terminated (SIGTERM)"), "{}", r.text);
+    assert_holds(&r.text, &["terminated (SIGTERM)"]);
     assert!(!r.text.contains("panicked"), "{}", r.text);
     assert_nothing_left("bad-sigwait", &["bad-sigwait-C0w1", "bad-sigwait-C0e1"]);
 }
@@ -802,7 +787,7 @@ fn ctrl_c_ends_the_ingress_wait() {
     std::thread::sleep(Duration::from_millis(300));
     common::signal(child.id(), Signal::SIGINT);
     let sent = Instant::now();
-    let r = finish(child.wait_with_output().unwrap());
+    let r = Run::of(child.wait_with_output().unwrap());
     eprintln!(
         "Ctrl-C in the ingress wait: exited {:.2} s later (teardown included)",
         sent.elapsed().as_secs_f64()

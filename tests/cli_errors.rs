@@ -3,13 +3,10 @@
 
 mod common;
 
-use common::{assert_nothing_left, knetsim_exe};
-use std::process::{Command, Output};
+use common::assert_holds;
 
-struct Run {
-    code: i32,
-    text: String,
-}
+use common::{assert_nothing_left, knetsim_exe, knetsim_script, recorded_processes, Run};
+use std::process::Command;
 
 fn script_file(name: &str, src: &str) -> std::path::PathBuf {
     let dir = std::env::temp_dir().join("knetsim-cli-tests");
@@ -17,22 +14,6 @@ fn script_file(name: &str, src: &str) -> std::path::PathBuf {
     let p = dir.join(name);
     std::fs::write(&p, src).unwrap();
     p
-}
-
-fn finish(out: Output) -> Run {
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        !text.contains("panicked") && !text.contains("RUST_BACKTRACE"),
-        "a panic reached the user:\n{text}"
-    );
-    Run {
-        code: out.status.code().unwrap_or(-1),
-        text,
-    }
 }
 
 fn run(instance: &str, name: &str, src: &str, extra: &[&str], env: &[(&str, &str)]) -> Run {
@@ -44,68 +25,80 @@ fn run(instance: &str, name: &str, src: &str, extra: &[&str], env: &[(&str, &str
     for (k, v) in env {
         cmd.env(k, v);
     }
-    finish(cmd.output().unwrap())
+    Run::of(cmd.output().unwrap())
+}
+
+/// `knetsim cleanup --instance INSTANCE`, which must succeed.
+fn cleanup(instance: &str) -> Run {
+    let r = Run::of(
+        Command::new(knetsim_exe())
+            .args(["cleanup", "--instance", instance])
+            .output()
+            .unwrap(),
+    );
+    assert_eq!(r.code, 0, "{}", r.text);
+    r
 }
 
 const SMALL: &str =
     "let C0 = cluster(\"0\", #{ workers: 1, etcd: 1 });\nstart();\nlet w1 = C0.get(\"w1\");\n";
 
+/// Runs `src` as script `file` of `instance`: it ends with `code`, saying each of `says`,
+/// and leaves nothing behind (`gone`: namespaces it made).
+fn ends_with(instance: &str, file: &str, src: &str, code: i32, says: &[&str], gone: &[&str]) {
+    let r = run(instance, file, src, &[], &[]);
+    assert_eq!(r.code, code, "{}", r.text);
+    assert_holds(&r.text, says);
+    assert_nothing_left(instance, gone);
+}
+
 #[test]
 fn syntax_error_names_file_line_and_column() {
-    let r = run("cli1", "syntax.rhai", "let a = 1;\nlet b = ;\n", &[], &[]);
-    assert_eq!(r.code, 2, "{}", r.text);
-    assert!(
-        r.text.contains("syntax.rhai:2:"),
-        "no file:line:col in:\n{}",
-        r.text
-    );
-    assert_nothing_left("cli1", &[]);
+    let src = "let a = 1;\nlet b = ;\n";
+    ends_with("cli1", "syntax.rhai", src, 2, &["syntax.rhai:2:"], &[]);
 }
 
 #[test]
 fn failed_expect_says_which_and_exits_1() {
-    let r = run(
-        "cli2",
-        "expect.rhai",
-        "expect(1 == 1, \"one is one\");\nexpect(1 == 2, \"one is two\");\n",
-        &[],
-        &[],
-    );
-    assert_eq!(r.code, 1, "{}", r.text);
-    assert!(
-        r.text.contains("one is two") && r.text.contains("expect.rhai:2:"),
-        "{}",
-        r.text
-    );
-    assert_nothing_left("cli2", &[]);
+    let src = "expect(1 == 1, \"one is one\");\nexpect(1 == 2, \"one is two\");\n";
+    let says = ["one is two", "expect.rhai:2:"];
+    ends_with("cli2", "expect.rhai", src, 1, &says, &[]);
 }
 
 #[test]
 fn unknown_worker_and_container_are_named() {
     let src = format!("{SMALL}C0.get(\"w9\");\n");
-    let r = run("cli3", "unknown.rhai", &src, &[], &[]);
-    assert_eq!(r.code, 2, "{}", r.text);
-    assert!(
-        r.text.contains("no node 'w9'") && r.text.contains("unknown.rhai:4:"),
-        "{}",
-        r.text
+    let says = ["no node 'w9'", "unknown.rhai:4:"];
+    ends_with(
+        "cli3",
+        "unknown.rhai",
+        &src,
+        2,
+        &says,
+        &["cli3-C0w1", "cli3-C0e1"],
     );
-    assert_nothing_left("cli3", &["cli3-C0w1", "cli3-C0e1"]);
-
     let src = format!("{SMALL}w1.exec_container(\"nope\", \"true\");\n");
-    let r = run("cli3b", "unknown_c.rhai", &src, &[], &[]);
-    assert_eq!(r.code, 2, "{}", r.text);
-    assert!(r.text.contains("no container 'nope'"), "{}", r.text);
-    assert_nothing_left("cli3b", &[]);
+    ends_with(
+        "cli3b",
+        "unknown_c.rhai",
+        &src,
+        2,
+        &["no container 'nope'"],
+        &[],
+    );
 }
 
 #[test]
 fn duplicate_container_is_refused() {
     let src = format!("{SMALL}w1.create_container(\"c1\");\nw1.create_container(\"c1\");\n");
-    let r = run("cli4", "dup.rhai", &src, &[], &[]);
-    assert_eq!(r.code, 2, "{}", r.text);
-    assert!(r.text.contains("already exists"), "{}", r.text);
-    assert_nothing_left("cli4", &["cli4-C0-c1"]);
+    ends_with(
+        "cli4",
+        "dup.rhai",
+        &src,
+        2,
+        &["already exists"],
+        &["cli4-C0-c1"],
+    );
 }
 
 #[test]
@@ -119,71 +112,45 @@ fn exec_timeout_stops_the_command_and_says_how_to_fix_it() {
         &[],
     );
     assert_eq!(r.code, 2, "{}", r.text);
-    assert!(
-        r.text.contains("did not finish within 0.5 s") && r.text.contains("set_exec_timeout"),
-        "{}",
-        r.text
+    assert_holds(
+        &r.text,
+        &["did not finish within 0.5 s", "set_exec_timeout"],
     );
     assert_nothing_left("cli5", &[]);
 }
 
+/// SMALL run as `instance` with `var` pointing nowhere fails, saying each of `says`.
+fn without_tool(instance: &str, var: &str, says: &[&str]) {
+    let file = format!("{instance}.rhai");
+    let r = run(instance, &file, SMALL, &[], &[(var, "/nonexistent")]);
+    assert_ne!(r.code, 0, "{}", r.text);
+    assert_holds(&r.text, says);
+    assert_nothing_left(instance, &[]);
+}
+
 #[test]
 fn missing_etcd_binary_names_the_package() {
-    let src = SMALL.to_string();
-    let r = run(
-        "cli6",
-        "noetcd.rhai",
-        &src,
-        &[],
-        &[("PATH", "/nonexistent")],
-    );
-    assert_ne!(r.code, 0, "{}", r.text);
-    assert!(
-        r.text.contains("'etcd' was not found") && r.text.contains("etcd-server"),
-        "{}",
-        r.text
-    );
-    assert_nothing_left("cli6", &[]);
+    without_tool("cli6", "PATH", &["'etcd' was not found", "etcd-server"]);
 }
 
 #[test]
 fn missing_cni_plugin_names_the_package() {
-    let src = SMALL.to_string();
-    let r = run(
-        "cli7",
-        "nocni.rhai",
-        &src,
-        &[],
-        &[("KNETSIM_CNI_PATH", "/nonexistent")],
-    );
-    assert_ne!(r.code, 0, "{}", r.text);
-    assert!(r.text.contains("containernetworking-plugins"), "{}", r.text);
-    assert_nothing_left("cli7", &[]);
+    without_tool("cli7", "KNETSIM_CNI_PATH", &["containernetworking-plugins"]);
 }
 
 #[test]
 fn missing_script_file_is_a_usage_error() {
-    let out = Command::new(knetsim_exe())
-        .args([
-            "--no-pause",
-            "--instance",
-            "cli8",
-            "/nonexistent/lesson.rhai",
-        ])
-        .output()
-        .unwrap();
-    let r = finish(out);
+    let missing = std::path::Path::new("/nonexistent/lesson.rhai");
+    let r = Run::of(knetsim_script("cli8", missing).output().unwrap());
     assert_eq!(r.code, 2, "{}", r.text);
-    assert!(r.text.contains("was not found"), "{}", r.text);
+    assert_holds(&r.text, &["was not found"]);
     assert_nothing_left("cli8", &[]);
 }
 
 #[test]
 fn ctrl_c_stops_the_script_and_tears_down() {
     let path = script_file("sigint.rhai", &format!("{SMALL}sleep(60.0);\n"));
-    let child = Command::new(knetsim_exe())
-        .args(["--no-pause", "--instance", "cli9"])
-        .arg(&path)
+    let child = knetsim_script("cli9", &path)
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
@@ -195,7 +162,7 @@ fn ctrl_c_stops_the_script_and_tears_down() {
     }
     std::thread::sleep(std::time::Duration::from_millis(300));
     common::signal(child.id(), nix::sys::signal::Signal::SIGINT);
-    let r = finish(child.wait_with_output().unwrap());
+    let r = Run::of(child.wait_with_output().unwrap());
     assert_eq!(r.code, 130, "{}", r.text);
     assert_nothing_left("cli9", &["cli9-C0w1"]);
 }
@@ -203,9 +170,7 @@ fn ctrl_c_stops_the_script_and_tears_down() {
 /// Starts a run and waits until its worker is up; returns the child.
 fn start_and_wait(instance: &str, name: &str) -> std::process::Child {
     let path = script_file(name, &format!("{SMALL}sleep(60.0);\n"));
-    let child = Command::new(knetsim_exe())
-        .args(["--no-pause", "--instance", instance])
-        .arg(&path)
+    let child = knetsim_script(instance, &path)
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()
@@ -227,29 +192,10 @@ fn cleanup_after_a_crash_removes_exactly_what_the_run_made() {
         knetsim::netns::exists("cli11-C0w1"),
         "the crashed run should have left its namespaces"
     );
-    let record: serde_json::Value = serde_json::from_slice(
-        &std::fs::read(knetsim::netns::record::run_dir("cli11").join("record.json")).unwrap(),
-    )
-    .unwrap();
-    let pids: Vec<(u32, u64)> = record["processes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| {
-            (
-                p["pid"].as_u64().unwrap() as u32,
-                p["start_time"].as_u64().unwrap(),
-            )
-        })
-        .collect();
-    assert!(!pids.is_empty(), "the record lists the daemons: {record}");
-    let out = Command::new(knetsim_exe())
-        .args(["cleanup", "--instance", "cli11"])
-        .output()
-        .unwrap();
-    let r = finish(out);
-    assert_eq!(r.code, 0, "{}", r.text);
-    assert!(r.text.contains("removed"), "{}", r.text);
+    let pids = recorded_processes("cli11", "");
+    assert!(!pids.is_empty(), "the record lists the daemons");
+    let r = cleanup("cli11");
+    assert_holds(&r.text, &["removed"]);
     assert_nothing_left("cli11", &["cli11-C0w1", "cli11-C0e1", "cli11-underlay"]);
     std::thread::sleep(std::time::Duration::from_millis(100));
     for (pid, start) in pids {
@@ -273,11 +219,6 @@ fn a_stale_record_is_cleaned_before_a_new_run() {
 #[test]
 fn cleanup_is_idempotent() {
     for _ in 0..2 {
-        let out = Command::new(knetsim_exe())
-            .args(["cleanup", "--instance", "cli10"])
-            .output()
-            .unwrap();
-        let r = finish(out);
-        assert_eq!(r.code, 0, "{}", r.text);
+        cleanup("cli10");
     }
 }

@@ -3,36 +3,19 @@
 
 mod common;
 
-use common::{assert_nothing_left, sim};
+use common::{assert_holds, assert_starts};
+
+use common::session::Session;
 use knetsim::console::{handle, Flow};
-use knetsim::script::{Outcome, ScriptSession};
 
-struct Console(ScriptSession, String);
-
-impl Console {
-    fn new(test: &str) -> Console {
-        let instance = format!("con-{test}");
-        Console(ScriptSession::new(sim(&instance), true), instance)
-    }
-    fn line(&mut self, l: &str) -> String {
-        let mut out = Vec::new();
-        assert_eq!(handle(&mut self.0, l, &mut out), Flow::Continue, "{l}");
-        String::from_utf8(out).unwrap()
-    }
-}
-
-impl Drop for Console {
-    fn drop(&mut self) {
-        self.0.sim().teardown().expect("teardown");
-        if !std::thread::panicking() {
-            assert_nothing_left(&self.1, &[]);
-        }
-    }
+/// A console session of its own per test.
+fn console(test: &str) -> Session {
+    Session::new(&format!("con-{test}"), true)
 }
 
 #[test]
 fn rhai_lines_share_the_scope_and_show_values() {
-    let mut c = Console::new("rhai");
+    let mut c = console("rhai");
     assert_eq!(c.line("1 + 2"), "3\n");
     assert_eq!(c.line("let x = 20"), "");
     assert_eq!(c.line("x * 2 + 2"), "42\n");
@@ -46,12 +29,11 @@ fn rhai_lines_share_the_scope_and_show_values() {
 
 #[test]
 fn a_script_run_first_leaves_its_variables_and_nodes_to_the_console() {
-    let mut c = Console::new("shared");
-    let o = c.0.run_source(
+    let mut c = console("shared");
+    c.ran(
         "setup.rhai",
         "let C0 = cluster(\"0\", #{ workers: 2, etcd: 1 });\nlet greeting = \"hello\";\nfn twice(s) { s + s }\n",
     );
-    assert_eq!(o, Outcome::Ok);
     assert_eq!(c.line("twice(greeting)"), "hellohello\n");
     assert_eq!(c.line("C0w2"), "worker C0w2 (10.0.0.3)\n");
     assert_eq!(c.line("C0e1.ip"), "10.1.0.1\n");
@@ -61,8 +43,8 @@ fn a_script_run_first_leaves_its_variables_and_nodes_to_the_console() {
     );
     // Nodes added from the console become variables after the line.
     c.line("let C1 = cluster(\"1\", #{ workers: 1, etcd: 1 })");
-    c.0.refresh_node_variables();
-    let vars = c.0.variable_names();
+    c.refresh_node_variables();
+    let vars = c.variable_names();
     for v in [
         "C0", "C0w1", "C0w2", "C0e1", "C1", "C1w1", "C1e1", "greeting",
     ] {
@@ -73,82 +55,76 @@ fn a_script_run_first_leaves_its_variables_and_nodes_to_the_console() {
 
 #[test]
 fn errors_are_one_message_and_the_console_goes_on() {
-    let mut c = Console::new("errors");
+    let mut c = console("errors");
     let out = c.line("let a = (1 +;");
-    assert!(out.starts_with("error: console:1:"), "{out}");
-    assert!(out.contains(" 1 | let a = (1 +;"), "{out}");
+    assert_starts(&out, "error: console:1:");
+    assert_holds(&out, &[" 1 | let a = (1 +;"]);
     let out = c.line("cluster(\"x\")");
-    assert!(
-        out.starts_with("error: console:1:1: cluster id 'x' is not valid"),
-        "{out}"
-    );
+    assert_starts(&out, "error: console:1:1: cluster id 'x' is not valid");
     assert_eq!(c.line("2 * 3"), "6\n");
 }
 
 #[test]
 fn node_lines_run_on_the_node_and_say_why_not() {
-    let mut c = Console::new("nodeline");
+    let mut c = console("nodeline");
     c.line("cluster(\"0\", #{ workers: 1, etcd: 1 }); cluster(\"1\", #{ workers: 1, etcd: 1 });");
     let out = c.line("C0w1 ip -br addr");
-    assert!(
-        out.contains("C0w1 is not running yet: call start()"),
-        "{out}"
-    );
+    assert_holds(&out, &["C0w1 is not running yet: call start()"]);
     let out = c.line("w1 ip -br addr");
-    assert!(
-        out.contains("'w1' names a node in more than one cluster: use C0w1 or C1w1"),
-        "{out}"
+    assert_holds(
+        &out,
+        &["'w1' names a node in more than one cluster: use C0w1 or C1w1"],
     );
 }
 
 #[test]
 fn help_nodes_pingall_and_exit() {
-    let mut c = Console::new("cmds");
+    let mut c = console("cmds");
     let help = c.line("help");
-    for want in [
-        "pingall",
-        "nodes",
-        "exec_container",
-        "create_container",
-        "C0w1 CMD",
-        "expect",
-        "say(text)",
-        ".skupper_link(token, opts?)",
-        ".create_conf(remotes, services)",
-        ".exec_async(cmd)",
-        ".dir -> string",
-    ] {
-        assert!(help.contains(want), "help lacks {want}:\n{help}");
-    }
+    assert_holds(
+        &help,
+        &[
+            "pingall",
+            "nodes",
+            "exec_container",
+            "create_container",
+            "C0w1 CMD",
+            "expect",
+            "say(text)",
+            ".skupper_link(token, opts?)",
+            ".create_conf(remotes, services)",
+            ".exec_async(cmd)",
+            ".dir -> string",
+        ],
+    );
     let one = c.line("help skupper_link");
-    assert!(
-        one.contains("Cluster.skupper_link(token, opts?)")
-            && one.contains("e.g. C1.skupper_link(C0.skupper_token());"),
-        "{one}"
+    assert_holds(
+        &one,
+        &[
+            "Cluster.skupper_link(token, opts?)",
+            "e.g. C1.skupper_link(C0.skupper_token());",
+        ],
     );
     let none = c.line("help pingal");
-    assert!(
-        none.contains("no function, method or property named 'pingal'"),
-        "{none}"
-    );
-    assert!(c.line("nodes").contains("no clusters yet"));
+    assert_holds(&none, &["no function, method or property named 'pingal'"]);
+    assert_holds(&c.line("nodes"), &["no clusters yet"]);
     c.line("let C0 = cluster(\"0\", #{ workers: 2, etcd: 1 })");
     let nodes = c.line("nodes");
-    for want in [
-        "C0e1",
-        "etcd member",
-        "10.1.0.1",
-        "C0w2",
-        "worker",
-        "10.0.0.3",
-        "declared",
-    ] {
-        assert!(nodes.contains(want), "nodes lacks {want}:\n{nodes}");
-    }
+    assert_holds(
+        &nodes,
+        &[
+            "C0e1",
+            "etcd member",
+            "10.1.0.1",
+            "C0w2",
+            "worker",
+            "10.0.0.3",
+            "declared",
+        ],
+    );
     let ping = c.line("pingall");
-    assert!(ping.contains("C0: fewer than two containers"), "{ping}");
-    assert!(ping.contains("no pings sent"), "{ping}");
+    assert_holds(&ping, &["C0: fewer than two containers", "no pings sent"]);
     let mut out = Vec::new();
-    assert_eq!(handle(&mut c.0, "exit", &mut out), Flow::Exit);
-    assert_eq!(handle(&mut c.0, " quit ", &mut out), Flow::Exit);
+    assert_eq!(handle(&mut c, "exit", &mut out), Flow::Exit);
+    assert_eq!(handle(&mut c, " quit ", &mut out), Flow::Exit);
 }

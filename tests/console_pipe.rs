@@ -4,21 +4,15 @@
 
 mod common;
 
-use common::{assert_nothing_left, piped_console};
+use common::assert_holds;
+
+use common::{assert_nothing_left, console_after};
 
 #[test]
 fn piped_console_session_after_a_script() {
-    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("con-pipe");
-    std::fs::create_dir_all(&dir).unwrap();
-    let script = dir.join("setup.rhai");
-    std::fs::write(
-        &script,
-        "let C0 = cluster(\"0\", #{ workers: 1, etcd: 1 });\nlet n = 40;\n",
-    )
-    .unwrap();
-    let _ = std::fs::remove_file(dir.join(".knetsim_history"));
+    let setup = "let C0 = cluster(\"0\", #{ workers: 1, etcd: 1 });\nlet n = 40;\n";
     let input = "n + 2\nfor i in 0..3 {\n  n += 1;\n}\nprint(`n is ${n}`);\nC0w1.name\nC0w1 ip a\nlet bad = (;\nnodes\nquit\nprint(\"not reached\")\n";
-    let out = piped_console("con-pipe", &script, &dir, input);
+    let (out, dir) = console_after("con-pipe", setup, input);
     let stdout = String::from_utf8_lossy(&out.stdout);
     let text = format!("{stdout}{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(out.status.code(), Some(0), "{text}");
@@ -27,14 +21,11 @@ fn piped_console_session_after_a_script() {
     assert!(lines.contains(&"42"), "{text}");
     assert!(lines.contains(&"n is 43"), "{text}");
     assert!(lines.contains(&"C0w1"), "{text}");
-    assert!(text.contains("C0w1 is not running yet"), "{text}");
-    assert!(text.contains("error: console:1:"), "{text}");
-    assert!(text.contains("etcd member"), "{text}");
+    assert_holds(&text, &["C0w1 is not running yet"]);
+    assert_holds(&text, &["error: console:1:"]);
+    assert_holds(&text, &["etcd member"]);
     assert!(!text.contains("not reached"), "{text}");
     let history = std::fs::read_to_string(dir.join(".knetsim_history")).unwrap();
-    assert!(
-        history.contains("C0w1 ip a") && history.contains("quit"),
-        "{history}"
-    );
+    assert_holds(&history, &["C0w1 ip a", "quit"]);
     assert_nothing_left("con-pipe", &[]);
 }

@@ -6,7 +6,9 @@
 
 mod common;
 
-use common::{assert_nothing_left, knetsim_exe, HostSnapshot};
+use common::assert_holds;
+
+use common::{assert_nothing_left, knetsim_exe, tear_down, HostSnapshot};
 use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::process::CommandExt;
@@ -22,10 +24,14 @@ struct Tty {
     screen: Arc<Mutex<Vec<u8>>>,
     seen: usize,
     child: Child,
+    instance: String,
+    /// The root namespace before knetsim started, for [`Tty::exit_cleanly`].
+    host: Option<HostSnapshot>,
 }
 
 impl Tty {
     fn spawn(instance: &str) -> Tty {
+        let host = HostSnapshot::take();
         let ws = nix::pty::Winsize {
             ws_row: 40,
             ws_col: 120,
@@ -79,6 +85,8 @@ impl Tty {
             screen,
             seen: 0,
             child,
+            instance: instance.to_string(),
+            host: Some(host),
         }
     }
 
@@ -115,6 +123,11 @@ impl Tty {
         self.master.write_all(b).unwrap();
     }
 
+    /// Types `line` and Enter; what it printed up to the next prompt holds each of `parts`.
+    fn shows(&mut self, line: &str, parts: &[&str]) {
+        assert_holds(&self.run(line, CMD), parts);
+    }
+
     /// Types `line` and Enter, and returns what it printed up to the next prompt.
     fn run(&mut self, line: &str, limit: Duration) -> String {
         self.type_bytes(format!("{line}\r").as_bytes());
@@ -135,6 +148,19 @@ impl Tty {
             // SAFETY: TIOCSWINSZ reads one winsize from `ws`, which lives for the call.
             unsafe { libc::ioctl(self.master.as_raw_fd(), libc::TIOCSWINSZ, &ws) },
             0
+        );
+    }
+
+    /// Types `exit`: knetsim ends with status 0 and leaves nothing behind, in its run or in
+    /// the root namespace.
+    fn exit_cleanly(mut self) {
+        let (instance, host) = (self.instance.clone(), self.host.take());
+        assert_eq!(self.exit(), 0);
+        assert_nothing_left(&instance, &[]);
+        assert_eq!(
+            host,
+            Some(HostSnapshot::take()),
+            "the host's root namespace changed"
         );
     }
 
@@ -182,26 +208,24 @@ const CMD: Duration = Duration::from_secs(60);
 
 #[test]
 fn the_original_readme_walkthrough_as_typed_there() {
-    let host = HostSnapshot::take();
-    let instance = "con-walk";
-    let mut t = Tty::spawn(instance);
+    let mut t = Tty::spawn("con-walk");
     let welcome = t.wait_for(PROMPT, SCENARIO_UP);
-    assert!(welcome.contains("svc1"), "{welcome}");
-    assert!(welcome.contains("grp1"), "{welcome}");
+    assert_holds(&welcome, &["svc1"]);
+    assert_holds(&welcome, &["grp1"]);
 
-    let out = t.run(r#"py C0w1.exec_container("c1", "ifconfig")"#, CMD);
-    assert!(out.contains("eth0") && out.contains("inet 11."), "{out}");
-
-    let out = t.run(
-        r#"py C0w1.exec_container("c1", "ping 100.64.10.1 -c 5")"#,
-        CMD,
+    t.shows(
+        r#"py C0w1.exec_container("c1", "ifconfig")"#,
+        &["eth0", "inet 11."],
     );
-    assert!(out.contains("5 packets transmitted, 5 received"), "{out}");
 
-    let out = t.run("C0w1 nft list ruleset", CMD);
-    assert!(
-        out.contains("table ip kube-proxy") && out.contains("100.64.10.1"),
-        "{out}"
+    t.shows(
+        r#"py C0w1.exec_container("c1", "ping 100.64.10.1 -c 5")"#,
+        &["5 packets transmitted, 5 received"],
+    );
+
+    t.shows(
+        "C0w1 nft list ruleset",
+        &["table ip kube-proxy", "100.64.10.1"],
     );
 
     let out = t.run(r#"py C0w3.delete_container("c3")"#, CMD);
@@ -217,10 +241,12 @@ fn the_original_readme_walkthrough_as_typed_there() {
         "{pods:?}\n{out}"
     );
 
-    let out = t.run(r#"py C1w1.exec_container("c1", "wget 10.0.0.8:1028")"#, CMD);
-    assert!(out.contains("index.html") && out.contains("saved"), "{out}");
+    t.shows(
+        r#"py C1w1.exec_container("c1", "wget 10.0.0.8:1028")"#,
+        &["index.html", "saved"],
+    );
     // wget ran in C1w1's own directory of the run state, not in the user's folder.
-    let page = knetsim::netns::record::run_dir(instance).join("C1w1/index.html");
+    let page = knetsim::netns::record::run_dir(&t.instance).join("C1w1/index.html");
     let body = std::fs::read_to_string(&page).unwrap_or_default();
     assert!(
         body.contains("hello from c4"),
@@ -228,42 +254,27 @@ fn the_original_readme_walkthrough_as_typed_there() {
         page.display()
     );
 
-    let out = t.run("C0e1 etcdctl cluster-health", CMD);
-    assert!(out.contains("cluster is healthy"), "{out}");
+    t.shows("C0e1 etcdctl cluster-health", &["cluster is healthy"]);
 
-    let out = t.run("C0w1 ifconfig", CMD);
-    assert!(
-        out.contains("flannel.100") && out.contains("10.0.0.3"),
-        "{out}"
-    );
+    t.shows("C0w1 ifconfig", &["flannel.100", "10.0.0.3"]);
 
-    let out = t.run("C0w1 ps aux | grep skupper", CMD);
-    assert!(out.contains("skrouterd"), "{out}");
+    t.shows("C0w1 ps aux | grep skupper", &["skrouterd"]);
 
     let out = t.run("C0e1 curl -s 10.0.0.3:8001/svc1", CMD);
     assert!(out.contains("S1-W2") || out.contains("S1-W3"), "{out}");
 
     // etcdctl as tutorials type it: explicit endpoints, v3 get.
-    let out = t.run(
+    t.shows(
         "C0w1 etcdctl --endpoints http://10.1.0.1:2379 get --prefix /coreos.com --keys-only",
-        CMD,
+        &["/coreos.com/network/config"],
     );
-    assert!(out.contains("/coreos.com/network/config"), "{out}");
 
-    assert_eq!(t.exit(), 0);
-    assert_nothing_left(instance, &[]);
-    assert_eq!(
-        HostSnapshot::take(),
-        host,
-        "the host's root namespace changed"
-    );
+    t.exit_cleanly();
 }
 
 #[test]
 fn live_commands_ctrl_c_resize_and_the_consoles_answers() {
-    let host = HostSnapshot::take();
-    let instance = "con-live";
-    let mut t = Tty::spawn(instance);
+    let mut t = Tty::spawn("con-live");
     t.wait_for(PROMPT, SCENARIO_UP);
 
     // Replies show while ping still runs; Ctrl-C (0x03 on the terminal) ends it through
@@ -281,23 +292,15 @@ fn live_commands_ctrl_c_resize_and_the_consoles_answers() {
     assert!(out.contains('2'), "the console goes on after Ctrl-C: {out}");
 
     // Names resolve: nodes, and pods of the node's own cluster by their short name.
-    let out = t.run("C0w1 ping -c 1 C0w2", CMD);
-    assert!(
-        out.contains("C0w2 (10.0.0.4)") && out.contains("1 received"),
-        "{out}"
-    );
-    let out = t.run("C0w1 ping -c 1 c2", CMD);
-    assert!(out.contains("1 received"), "{out}");
-    let out = t.run("C1w2 getent hosts C0-c2", CMD);
-    assert!(out.contains(" C0-c2") && out.contains("\n11."), "{out}");
+    t.shows("C0w1 ping -c 1 C0w2", &["C0w2 (10.0.0.4)", "1 received"]);
+    t.shows("C0w1 ping -c 1 c2", &["1 received"]);
+    t.shows("C1w2 getent hosts C0-c2", &[" C0-c2", "\n11."]);
 
     // A non-zero exit is shown; a missing program is named with its package.
-    let out = t.run("C0w1 sh -c 'exit 3'", CMD);
-    assert!(out.contains("exit status 3"), "{out}");
-    let out = t.run("C0w1 no-such-tool-here -x", CMD);
-    assert!(
-        out.contains("no-such-tool-here: command not found"),
-        "{out}"
+    t.shows("C0w1 sh -c 'exit 3'", &["exit status 3"]);
+    t.shows(
+        "C0w1 no-such-tool-here -x",
+        &["no-such-tool-here: command not found"],
     );
 
     // A resize while a command runs reaches it (TIOCSWINSZ on its pty).
@@ -305,27 +308,18 @@ fn live_commands_ctrl_c_resize_and_the_consoles_answers() {
     t.type_bytes(b"C0w1 sh -c 'echo rea\"\"dy; read x; stty size'\r");
     t.wait_for("ready", CMD);
     t.resize(50, 132);
-    let out = t.run("", CMD);
-    assert!(out.contains("50 132"), "{out}");
+    t.shows("", &["50 132"]);
 
-    let out = t.run("C0w9 ip a", CMD);
-    assert!(
-        out.contains("no node C0w9 (nodes: C0e1, C0e2, C0w1, C0w2, C0w3, C1e1"),
-        "{out}"
+    t.shows(
+        "C0w9 ip a",
+        &["no node C0w9 (nodes: C0e1, C0e2, C0w1, C0w2, C0w3, C1e1"],
     );
-    let out = t.run("pingal", CMD);
-    assert!(
-        out.contains("unknown command 'pingal': did you mean pingall?"),
-        "{out}"
+    t.shows(
+        "pingal",
+        &["unknown command 'pingal': did you mean pingall?"],
     );
 
-    assert_eq!(t.exit(), 0);
-    assert_nothing_left(instance, &[]);
-    assert_eq!(
-        HostSnapshot::take(),
-        host,
-        "the host's root namespace changed"
-    );
+    t.exit_cleanly();
 }
 
 #[test]
@@ -336,7 +330,7 @@ fn knetsim_exec_passes_its_arguments_as_given_and_names_resolve() {
     let w1 = c.worker("w1").unwrap();
     // Any exec brings the cluster's hosts file up to date; `knetsim exec` mounts it too.
     let out = w1.exec("getent hosts C0w2").unwrap();
-    assert!(out.contains("C0w2"), "{out}");
+    assert_holds(&out, &["C0w2"]);
     let exec = |args: &[&str]| {
         Command::new(knetsim_exe())
             .args(["exec", "--instance", instance, "0", "w1", "--"])
@@ -354,14 +348,10 @@ fn knetsim_exec_passes_its_arguments_as_given_and_names_resolve() {
     let o = exec(&["no-such-tool-here"]);
     let err = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(127), "{err}");
-    assert!(
-        err.contains("no-such-tool-here: command not found"),
-        "{err}"
-    );
+    assert_holds(&err, &["no-such-tool-here: command not found"]);
     let o = exec(&["tcpdump-not-here"]);
     assert!(String::from_utf8_lossy(&o.stderr).contains("not installed"));
-    sim.teardown().unwrap();
-    assert_nothing_left(instance, &[]);
+    tear_down(&sim, &[]);
     assert_eq!(
         HostSnapshot::take(),
         host,

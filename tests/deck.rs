@@ -704,6 +704,13 @@ fn every_command_in_the_deck_is_run_by_a_lesson_or_test() {
 // ---------------------------------------------------------------------------------------
 // The checks can fail.
 
+/// Renders `md` as a scratch deck `name` (beside an image img/ok.svg):
+/// what rendering said.
+fn render_scratch(name: &str, md: &str) -> Result<String, String> {
+    let dir = scratch(name, md);
+    render(&dir.join("deck.md"), &dir.join("deck.html"))
+}
+
 fn scratch(name: &str, md: &str) -> PathBuf {
     let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("deck-{name}"));
     let _ = std::fs::remove_dir_all(&dir);
@@ -719,11 +726,8 @@ fn scratch(name: &str, md: &str) -> PathBuf {
 
 #[test]
 fn a_missing_or_hot_linked_image_is_a_broken_deck() {
-    let dir = scratch(
-        "images",
-        "---\nmarp: true\n---\n\n# one\n\n![bg right](img/ok.svg)\n\n---\n\n![](img/missing.svg)\n![w:100](https://example.invalid/x.png)\n",
-    );
-    let err = render(&dir.join("deck.md"), &dir.join("deck.html")).unwrap_err();
+    let rendered = render_scratch("images", "---\nmarp: true\n---\n\n# one\n\n![bg right](img/ok.svg)\n\n---\n\n![](img/missing.svg)\n![w:100](https://example.invalid/x.png)\n");
+    let err = rendered.unwrap_err();
     assert!(
         err.contains("img/missing.svg") && err.contains("https://example.invalid/x.png"),
         "{err}"
@@ -733,11 +737,11 @@ fn a_missing_or_hot_linked_image_is_a_broken_deck() {
 
 #[test]
 fn an_unclosed_code_block_is_a_broken_deck() {
-    let dir = scratch(
+    let rendered = render_scratch(
         "fence",
         "---\nmarp: true\n---\n\n# one\n\n```sh\nip route\n\n---\n\n# two\n",
     );
-    let err = render(&dir.join("deck.md"), &dir.join("deck.html")).unwrap_err();
+    let err = rendered.unwrap_err();
     assert!(err.contains("never closed"), "{err}");
     let err = parse_deck("# no front matter\n").unwrap_err();
     assert!(err.contains("front matter"), "{err}");
@@ -745,41 +749,52 @@ fn an_unclosed_code_block_is_a_broken_deck() {
 
 #[test]
 fn a_good_scratch_deck_renders_and_its_slides_are_counted() {
-    let dir = scratch("good", "---\nmarp: true\n---\n\n# one\n\n![](img/ok.svg)\n\n---\n\n# two\n\n```sh\nip route\n```\n");
-    let html =
-        render(&dir.join("deck.md"), &dir.join("deck.html")).unwrap_or_else(|e| panic!("{e}"));
+    let rendered = render_scratch("good", "---\nmarp: true\n---\n\n# one\n\n![](img/ok.svg)\n\n---\n\n# two\n\n```sh\nip route\n```\n");
+    let html = rendered.unwrap_or_else(|e| panic!("{e}"));
     assert!(html.contains("<section id=\"2\"") && !html.contains("<section id=\"3\""));
 }
 
 #[test]
 fn commands_no_lesson_runs_are_reported() {
     let c = corpus();
-    for (lang, cmd) in [
-        ("console", "C0w1 ip link set eth0 down"),
-        ("console", "py C0w1.exec_container(\"c1\", \"rm -rf /\")"),
-        ("sh", "sudo knetsim lessons/99-nothing.rhai"),
-        ("sh", "sudo knetsim --no-such-flag lessons/01-flannel.rhai"),
-        ("sh", "docker run -it --rm knetsim"),
-        ("sh", "curl 10.0.0.3"),
-        ("rhai", "C0.teleport(\"c1\");"),
-        ("json", "{}"),
+    // (language, command, whether it passes)
+    for (lang, cmd, passes) in [
+        ("console", "C0w1 ip link set eth0 down", false),
+        (
+            "console",
+            "py C0w1.exec_container(\"c1\", \"rm -rf /\")",
+            false,
+        ),
+        ("sh", "sudo knetsim lessons/99-nothing.rhai", false),
+        (
+            "sh",
+            "sudo knetsim --no-such-flag lessons/01-flannel.rhai",
+            false,
+        ),
+        ("sh", "docker run -it --rm knetsim", false),
+        ("sh", "curl 10.0.0.3", false),
+        ("rhai", "C0.teleport(\"c1\");", false),
+        ("json", "{}", false),
+        ("console", "C0w1 ip -br addr", true),
+        ("console", "C0w1 nft list ruleset", true),
+        (
+            "sh",
+            "ip netns exec C0w1 ip route show dev flannel.100",
+            true,
+        ),
+        (
+            "sh",
+            "sudo knetsim --no-pause lessons/01-flannel.rhai",
+            true,
+        ),
+        (
+            "rhai",
+            "C0.kp_vip_add(\"100.64.10.1\", [\"c2\", \"c3\"]);",
+            true,
+        ),
     ] {
-        assert!(
-            check_command(&c, lang, cmd).is_err(),
-            "```{lang} `{cmd}` should not pass"
-        );
-    }
-    for (lang, cmd) in [
-        ("console", "C0w1 ip -br addr"),
-        ("console", "C0w1 nft list ruleset"),
-        ("sh", "ip netns exec C0w1 ip route show dev flannel.100"),
-        ("sh", "sudo knetsim --no-pause lessons/01-flannel.rhai"),
-        ("rhai", "C0.kp_vip_add(\"100.64.10.1\", [\"c2\", \"c3\"]);"),
-    ] {
-        assert!(
-            check_command(&c, lang, cmd).is_ok(),
-            "```{lang} `{cmd}` should pass"
-        );
+        let got = check_command(&c, lang, cmd);
+        assert_eq!(got.is_ok(), passes, "```{lang} `{cmd}`: {got:?}");
     }
     assert!(
         is_node("C0w1")

@@ -7,7 +7,7 @@
 
 mod common;
 
-use common::{assert_nothing_left, root_or_skip, started};
+use common::{root_or_skip, started, started_as_root, tear_down};
 use knetsim::sim::{Cluster, PortSpec, ServiceSpec, Worker};
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -185,8 +185,7 @@ fn one_of_three_lost(
         }
     }
     drop((w1, w2, w3, c));
-    sim.teardown().unwrap();
-    assert_nothing_left(instance, &[]);
+    tear_down(&sim, &[]);
 }
 
 #[test]
@@ -208,11 +207,9 @@ fn losing_the_leader_of_three_changes_nothing() {
 
 #[test]
 fn losing_one_of_two_members_fails_at_once_naming_it() {
-    if !root_or_skip() {
+    let Some((sim, c)) = started_as_root("etcdfo3", 1, 2) else {
         return;
-    }
-    let instance = "etcdfo3";
-    let (sim, c) = started(instance, 1, 2);
+    };
     let w1 = c.worker("w1").unwrap();
     w1.create_container("c1", labels("web")).unwrap();
     kill_member(&c, "C0e2");
@@ -238,6 +235,5 @@ fn losing_one_of_two_members_fails_at_once_naming_it() {
     );
     assert!(e.contains(want), "{e}");
     drop((w1, c));
-    sim.teardown().unwrap();
-    assert_nothing_left(instance, &[]);
+    tear_down(&sim, &[]);
 }

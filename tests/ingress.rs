@@ -4,7 +4,12 @@
 
 mod common;
 
-use common::{assert_nothing_left, started};
+use common::assert_holds;
+
+use common::{
+    assert_nothing_left, err_text, knetsim_cleanup, knetsim_script, recorded_processes, started,
+    tear_down, two_workers, Guard,
+};
 use knetsim::netns::{self, process};
 use knetsim::sim::{IngressRule, PortSpec, ServiceSpec, Worker};
 use std::collections::BTreeMap;
@@ -68,9 +73,7 @@ fn curl(from: &Worker, url: &str) -> String {
 
 #[test]
 fn ingress_routes_reloads_and_is_stopped_by_pid() {
-    let (sim, c) = started("ingr1", 2, 1);
-    let w1 = c.worker("w1").unwrap();
-    let w2 = c.worker("w2").unwrap();
+    let (sim, c, w1, w2) = two_workers("ingr1");
     w2.create_container("pa", labels("a")).unwrap();
     w2.create_container("pb", labels("b")).unwrap();
     w2.echo_server("pa", 8000, "REPLY-A").unwrap();
@@ -161,8 +164,8 @@ fn ingress_routes_reloads_and_is_stopped_by_pid() {
         "grp2's nginx still runs"
     );
     assert_eq!(w1.ingresses(), vec!["grp1".to_string()]);
-    let e = w1.stop_ingress("grp2").unwrap_err().to_string();
-    assert!(e.contains("no ingress 'grp2'") && e.contains("grp1"), "{e}");
+    let e = err_text(w1.stop_ingress("grp2"));
+    assert_holds(&e, &["no ingress 'grp2'", "grp1"]);
 
     // Teardown ends every nginx process by the recorded pid (and its group).
     let left = nginx_pids(&w1);
@@ -222,10 +225,7 @@ fn a_reload_that_times_out_puts_the_previous_config_back() {
         .run_ingress("rb", 8005, &[rule("/other", &slow)])
         .unwrap_err();
     let msg = format!("{e:#}");
-    assert!(
-        msg.contains("keeps its previous rules") && msg.contains("was put back"),
-        "{msg}"
-    );
+    assert_holds(&msg, &["keeps its previous rules", "was put back"]);
     assert_eq!(std::fs::read_to_string(&before.conf).unwrap(), conf_before);
     let now = w1.ingress("rb").expect("the ingress still runs");
     assert_eq!(now.pid, before.pid);
@@ -241,8 +241,7 @@ fn a_reload_that_times_out_puts_the_previous_config_back() {
         .unwrap()
         .contains("location /other/"));
     drop(listener);
-    sim.teardown().unwrap();
-    assert_nothing_left("ingrrb", &[]);
+    tear_down(&sim, &[]);
 }
 
 #[test]
@@ -262,59 +261,58 @@ fn bad_ingress_input_is_refused_and_leaves_no_nginx() {
             .to_string();
         assert!(e.contains(want), "{e}");
     }
-    let cases: Vec<(&str, &str, i64, Vec<IngressRule>)> = vec![
+    let good: &[(&str, &str)] = &[("/svc1", "100.64.11.1:8000")];
+    // What the message says, the group, the port, the rules as (path, endpoint).
+    type Case<'a> = (&'a str, &'a str, i64, &'a [(&'a str, &'a str)]);
+    let cases: &[Case] = &[
         (
             "does not start with '/'",
             "grp1",
             8001,
-            vec![rule("svc1", "100.64.11.1:8000")],
+            &[("svc1", "100.64.11.1:8000")],
         ),
-        (
-            "has no port",
-            "grp1",
-            8001,
-            vec![rule("/svc1", "100.64.11.1")],
-        ),
+        ("has no port", "grp1", 8001, &[("/svc1", "100.64.11.1")]),
         (
             "is not an IPv4 address",
             "grp1",
             8001,
-            vec![rule("/svc1", "100.64.11:8000")],
+            &[("/svc1", "100.64.11:8000")],
         ),
         // A name is a Service's: it must exist.
         (
             "there is no Service 'svc1'",
             "grp1",
             8001,
-            vec![rule("/svc1", "svc1:8000")],
+            &[("/svc1", "svc1:8000")],
         ),
         (
             "outside 1-65535",
             "grp1",
             8001,
-            vec![rule("/svc1", "100.64.11.1:0")],
+            &[("/svc1", "100.64.11.1:0")],
         ),
-        ("is not a port", "grp1", 0, ok.to_vec()),
-        ("is not a port", "grp1", 70000, ok.to_vec()),
-        ("not a plain word", "grp 1", 8001, ok.to_vec()),
-        ("not a plain word", "../x", 8001, ok.to_vec()),
-        ("at least one rule", "grp1", 8001, vec![]),
+        ("is not a port", "grp1", 0, good),
+        ("is not a port", "grp1", 70000, good),
+        ("not a plain word", "grp 1", 8001, good),
+        ("not a plain word", "../x", 8001, good),
+        ("at least one rule", "grp1", 8001, &[]),
         (
             "appears twice",
             "grp1",
             8001,
-            vec![rule("/a", "100.64.11.1:80"), rule("/a", "100.64.11.2:80")],
+            &[("/a", "100.64.11.1:80"), ("/a", "100.64.11.2:80")],
         ),
         (
             "configuration syntax",
             "grp1",
             8001,
-            vec![rule("/a;b", "100.64.11.1:80")],
+            &[("/a;b", "100.64.11.1:80")],
         ),
     ];
-    for (want, name, port, rules) in &cases {
+    for &(want, name, port, rules) in cases {
+        let rules: Vec<IngressRule> = rules.iter().map(|(p, e)| rule(p, e)).collect();
         let e = w1
-            .run_ingress(name, *port, rules)
+            .run_ingress(name, port, &rules)
             .expect_err(want)
             .to_string();
         assert!(e.contains(want), "expected '{want}' in: {e}");
@@ -336,7 +334,7 @@ fn bad_ingress_input_is_refused_and_leaves_no_nginx() {
         assert!(Instant::now() < until, "the echo server did not start");
         std::thread::sleep(Duration::from_millis(50));
     }
-    let e = w1.run_ingress("grp1", 8005, &ok).unwrap_err().to_string();
+    let e = err_text(w1.run_ingress("grp1", 8005, &ok));
     assert!(
         e.contains("port 8005 on") && e.contains("already in use") && e.contains("knetsim"),
         "{e}"
@@ -344,15 +342,12 @@ fn bad_ingress_input_is_refused_and_leaves_no_nginx() {
     assert!(nginx_pids(&w1).is_empty());
     w1.run_ingress("grp1", 8001, &ok).unwrap();
     let pids = settled_nginx_pids(&w1);
-    let e = w1.run_ingress("grp2", 8001, &ok).unwrap_err().to_string();
-    assert!(e.contains("already in use") && e.contains("nginx"), "{e}");
+    let e = err_text(w1.run_ingress("grp2", 8001, &ok));
+    assert_holds(&e, &["already in use", "nginx"]);
     assert_eq!(nginx_pids(&w1), pids, "a refused ingress started nothing");
     // A bad reconfiguration leaves the running ingress as it was.
-    let e = w1
-        .run_ingress("grp1", 8001, &[rule("bad", "100.64.11.1:8000")])
-        .unwrap_err()
-        .to_string();
-    assert!(e.contains("does not start with '/'"), "{e}");
+    let e = err_text(w1.run_ingress("grp1", 8001, &[rule("bad", "100.64.11.1:8000")]));
+    assert_holds(&e, &["does not start with '/'"]);
     let conf = std::fs::read_to_string(w1.ingress_dir("grp1").join("nginx.conf")).unwrap();
     assert!(conf.contains("location /svc1/ {"));
     assert_eq!(nginx_pids(&w1), pids);
@@ -366,36 +361,27 @@ fn bad_ingress_input_is_refused_and_leaves_no_nginx() {
         ("empty", "c1", 8000, ""),
         ("no container 'c9'", "c9", 8000, "x"),
     ] {
-        let e = w1
-            .echo_server(container, port, msg)
-            .unwrap_err()
-            .to_string();
+        let e = err_text(w1.echo_server(container, port, msg));
         assert!(e.contains(want), "expected '{want}' in: {e}");
     }
     w1.echo_server("c1", 8000, "first").unwrap();
-    let e = w1
-        .echo_server("c1", 8000, "second")
-        .unwrap_err()
-        .to_string();
-    assert!(e.contains("already in use"), "{e}");
-    sim.teardown().unwrap();
-    assert_nothing_left("ingr2", &[]);
+    let e = err_text(w1.echo_server("c1", 8000, "second"));
+    assert_holds(&e, &["already in use"]);
+    tear_down(&sim, &[]);
 }
 
 #[test]
 fn cleanup_after_a_crash_ends_nginx_by_its_recorded_pid() {
     let instance = "ingr3";
-    let script = std::env::temp_dir().join(format!("knetsim-ingr3-{}.rhai", std::process::id()));
-    std::fs::write(
-        &script,
+    let mut g = Guard::default();
+    let script = g.file(
+        instance,
+        "crash.rhai",
         "let C0 = cluster(\"0\", #{ workers: 1, etcd: 1 });\nstart();\n\
          C0.get(\"w1\").run_ingress(\"grp1\", 8001, [#{ path: \"/a\", endpoint: \"100.64.11.1:8000\" }]);\n\
          sleep(60.0);\n",
-    )
-    .unwrap();
-    let mut child = std::process::Command::new(common::knetsim_exe())
-        .args(["--no-pause", "--instance", instance])
-        .arg(&script)
+    );
+    let mut child = knetsim_script(instance, &script)
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()
@@ -403,17 +389,9 @@ fn cleanup_after_a_crash_ends_nginx_by_its_recorded_pid() {
     let run = knetsim::netns::record::run_dir(instance);
     let until = Instant::now() + Duration::from_secs(60);
     let nginx = loop {
-        let rec: Option<serde_json::Value> = std::fs::read(run.join("record.json"))
-            .ok()
-            .and_then(|b| serde_json::from_slice(&b).ok());
-        let found = rec.and_then(|r| {
-            r["processes"].as_array()?.iter().find_map(|p| {
-                if !p["what"].as_str()?.starts_with("ingress grp1") {
-                    return None;
-                }
-                Some((p["pid"].as_u64()? as u32, p["start_time"].as_u64()?))
-            })
-        });
+        let found = recorded_processes(instance, "ingress grp1")
+            .first()
+            .copied();
         // Recorded, and running (nginx has written its pid file).
         if let Some(f) = found {
             if run.join("C0w1/ingress/grp1/nginx.pid").exists() {
@@ -429,11 +407,7 @@ fn cleanup_after_a_crash_ends_nginx_by_its_recorded_pid() {
         process::is_same_process(nginx.0, nginx.1),
         "nginx died with knetsim"
     );
-    let out = std::process::Command::new(common::knetsim_exe())
-        .args(["cleanup", "--instance", instance])
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(0));
+    knetsim_cleanup(instance);
     let until = Instant::now() + Duration::from_secs(5);
     while process::is_same_process(nginx.0, nginx.1) && Instant::now() < until {
         std::thread::sleep(Duration::from_millis(20));
@@ -442,33 +416,31 @@ fn cleanup_after_a_crash_ends_nginx_by_its_recorded_pid() {
         !process::is_same_process(nginx.0, nginx.1),
         "nginx survived cleanup"
     );
-    let _ = std::fs::remove_file(&script);
     assert_nothing_left(instance, &[]);
 }
 
 #[test]
 fn missing_nginx_names_the_package_and_leaves_nothing() {
-    let script = std::env::temp_dir().join(format!("knetsim-ingr4-{}.rhai", std::process::id()));
-    std::fs::write(
-        &script,
+    let mut g = Guard::default();
+    let script = g.file(
+        "ingr4",
+        "no-nginx.rhai",
         "let C0 = cluster(\"0\", #{ workers: 1, etcd: 1 });\nstart();\n\
          C0.get(\"w1\").run_ingress(\"grp1\", 8001, [#{ path: \"/a\", endpoint: \"100.64.11.1:8000\" }]);\n",
-    )
-    .unwrap();
-    let out = std::process::Command::new(common::knetsim_exe())
-        .args(["--no-pause", "--instance", "ingr4"])
-        .arg(&script)
+    );
+    let out = knetsim_script("ingr4", &script)
         .env("KNETSIM_NGINX", "/nonexistent/nginx")
         .env("NO_COLOR", "1")
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stderr);
-    let _ = std::fs::remove_file(&script);
     assert_eq!(out.status.code(), Some(2), "{text}");
-    assert!(
-        text.contains("/nonexistent/nginx' was not found")
-            && text.contains("apt-get install nginx-light"),
-        "{text}"
+    assert_holds(
+        &text,
+        &[
+            "/nonexistent/nginx' was not found",
+            "apt-get install nginx-light",
+        ],
     );
     assert!(
         text.contains(":3:"),

@@ -6,9 +6,7 @@ mod common;
 
 use common::kubeproxy::*;
 use common::*;
-use knetsim::components::kubeproxy::{
-    read_counters, store, EndpointAddress, Endpoints, Protocol, Service, ServicePort, ServiceType,
-};
+use knetsim::components::kubeproxy::{read_counters, store, Service};
 use knetsim::netns;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -32,19 +30,7 @@ where
 }
 
 fn svc(name: &str, cip: std::net::Ipv4Addr, port: u16) -> Service {
-    Service {
-        name: name.into(),
-        namespace: "default".into(),
-        cluster_ip: cip,
-        type_: ServiceType::ClusterIP,
-        ports: vec![ServicePort {
-            name: Some("http".into()),
-            protocol: Protocol::Tcp,
-            port,
-            target_port: 8000,
-            node_port: None,
-        }],
-    }
+    Service::synthetic(name, cip, Some("http"), port, 8000, None)
 }
 
 fn start_agent(g: &mut Guard, node: &str, log: &std::path::Path) -> u32 {
@@ -69,19 +55,13 @@ fn start_agent(g: &mut Guard, node: &str, log: &std::path::Path) -> u32 {
 
 #[test]
 fn agent_programs_from_etcd_and_survives_restart() {
-    if !root_or_skip() {
-        return;
-    }
     if netns::process::which("etcd").is_none() {
         eprintln!("SKIPPED: etcd is not installed (apt-get install etcd-server)");
         return;
     }
-    let mut g = Guard::default();
-    let t = topology(&mut g, "kubeproxy-agent", 2);
-    let (b1, ip1) = t.backends[0].clone();
-    let (b2, ip2) = t.backends[1].clone();
-    serve(&g, &b1, 8000, "hello from b1");
-    serve(&g, &b2, 8000, "hello from b2");
+    let Some((mut g, t, [ip1, ip2])) = serving_topology("kubeproxy-agent") else {
+        return;
+    };
     let dir = std::env::temp_dir().join(format!("kubeproxy-agent-test-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     g.dirs.push(dir.clone());
@@ -124,22 +104,7 @@ fn agent_programs_from_etcd_and_survives_restart() {
     let web_ip = etcd_do(&t.node, move |mut c| async move {
         let ip = store::allocate_cluster_ip(&mut c).await?;
         store::put_service(&mut c, &svc("web", ip, 80)).await?;
-        let eps = Endpoints {
-            service: "web".into(),
-            namespace: "default".into(),
-            addresses: vec![
-                EndpointAddress {
-                    ip: ip1,
-                    pod: "b1".into(),
-                    node: "node".into(),
-                },
-                EndpointAddress {
-                    ip: ip2,
-                    pod: "b2".into(),
-                    node: "node".into(),
-                },
-            ],
-        };
+        let eps = endpoints("web", &[(ip1, "b1"), (ip2, "b2")]);
         store::put_endpoints(&mut c, &eps).await?;
         c.call("writing a broken Service", |mut c| async move {
             c.put("/registry/services/specs/default/broken", "{not json", None)
@@ -198,15 +163,7 @@ fn agent_programs_from_etcd_and_survives_restart() {
     let api_ip = etcd_do(&t.node, move |mut c| async move {
         let ip = store::allocate_cluster_ip(&mut c).await?;
         store::put_service(&mut c, &svc("api", ip, 8080)).await?;
-        let eps = Endpoints {
-            service: "api".into(),
-            namespace: "default".into(),
-            addresses: vec![EndpointAddress {
-                ip: ip2,
-                pod: "b2".into(),
-                node: "node".into(),
-            }],
-        };
+        let eps = endpoints("api", &[(ip2, "b2")]);
         store::put_endpoints(&mut c, &eps).await?;
         Ok(ip)
     })

@@ -12,7 +12,7 @@ use knetsim::components::kubeproxy::rules::skeleton;
 use knetsim::components::kubeproxy::rules::{self, Bulk};
 use knetsim::components::kubeproxy::{
     apply_local, apply_plans, apply_transaction, list_table_json, read_counters, Endpoints,
-    Protocol, Service, ServicePort, ServiceType, State, StaticVip,
+    Service, State, StaticVip,
 };
 use std::net::Ipv4Addr;
 
@@ -22,24 +22,16 @@ fn state(n: usize, backends: [Ipv4Addr; 2]) -> State {
     let mut st = State::default();
     for i in 0..n {
         let name = format!("svc-{i}");
-        let np = i % 4 == 0;
-        st.services.push(Service {
-            name: name.clone(),
-            namespace: "default".into(),
-            cluster_ip: Ipv4Addr::new(100, 64, 20 + (i / 250) as u8, (i % 250) as u8 + 1),
-            type_: if np {
-                ServiceType::NodePort
-            } else {
-                ServiceType::ClusterIP
-            },
-            ports: vec![ServicePort {
-                name: Some("http".into()),
-                protocol: Protocol::Tcp,
-                port: 80,
-                target_port: 8000,
-                node_port: np.then_some(30000 + i as u16),
-            }],
-        });
+        let node_port = (i % 4 == 0).then_some(30000 + i as u16);
+        let cluster_ip = Ipv4Addr::new(100, 64, 20 + (i / 250) as u8, (i % 250) as u8 + 1);
+        st.services.push(Service::synthetic(
+            &name,
+            cluster_ip,
+            Some("http"),
+            80,
+            8000,
+            node_port,
+        ));
         if i % 7 != 6 {
             st.endpoints.push(Endpoints::synthetic(&name, &backends));
         }
@@ -116,15 +108,9 @@ fn split_first_sync_lists_like_one_transaction() {
 
 #[test]
 fn split_first_sync_carries_traffic_then_changes_atomically() {
-    if !root_or_skip() {
+    let Some((_g, t, [ip1, ip2])) = serving_topology("kubeproxy-firstsync-e2e") else {
         return;
-    }
-    let mut g = Guard::default();
-    let t = topology(&mut g, "kubeproxy-firstsync-e2e", 2);
-    let (b1, ip1) = t.backends[0].clone();
-    let (b2, ip2) = t.backends[1].clone();
-    serve(&g, &b1, 8000, "hello from b1");
-    serve(&g, &b2, 8000, "hello from b2");
+    };
     let mut st = state(600, [ip1, ip2]);
 
     // apply_local takes the bulk path by itself for a first sync this large.
@@ -179,11 +165,9 @@ fn split_first_sync_carries_traffic_then_changes_atomically() {
 
 #[test]
 fn refused_netlink_batch_names_the_transaction() {
-    if !root_or_skip() {
+    let Some((mut g, ns)) = guarded_ns("kubeproxy-firstsync-refused") else {
         return;
-    }
-    let mut g = Guard::default();
-    let ns = g.ns("kubeproxy-firstsync-refused");
+    };
     let st = state(
         30,
         [Ipv4Addr::new(11, 10, 0, 2), Ipv4Addr::new(11, 10, 0, 3)],
@@ -216,12 +200,10 @@ fn refused_netlink_batch_names_the_transaction() {
 
 #[test]
 fn split_first_sync_from_inside_the_namespace() {
-    if !root_or_skip() {
-        return;
-    }
     // The agent runs inside its worker's namespace and passes no namespace name.
-    let mut g = Guard::default();
-    let ns = g.ns("kubeproxy-firstsync-inside");
+    let Some((_g, ns)) = guarded_ns("kubeproxy-firstsync-inside") else {
+        return;
+    };
     let st = state(
         300,
         [Ipv4Addr::new(11, 10, 0, 2), Ipv4Addr::new(11, 10, 0, 3)],

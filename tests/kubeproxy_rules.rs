@@ -5,10 +5,7 @@ mod common;
 
 use common::kubeproxy::*;
 use common::*;
-use knetsim::components::kubeproxy::{
-    apply_local, read_counters, EndpointAddress, Endpoints, Protocol, Service, ServicePort,
-    ServiceType, State, StaticVip,
-};
+use knetsim::components::kubeproxy::{apply_local, read_counters, Service, State, StaticVip};
 use std::net::Ipv4Addr;
 
 fn ip(s: &str) -> Ipv4Addr {
@@ -16,51 +13,14 @@ fn ip(s: &str) -> Ipv4Addr {
 }
 
 fn service(name: &str, cip: &str, port: u16, target: u16, node_port: Option<u16>) -> Service {
-    Service {
-        name: name.into(),
-        namespace: "default".into(),
-        cluster_ip: ip(cip),
-        type_: if node_port.is_some() {
-            ServiceType::NodePort
-        } else {
-            ServiceType::ClusterIP
-        },
-        ports: vec![ServicePort {
-            name: None,
-            protocol: Protocol::Tcp,
-            port,
-            target_port: target,
-            node_port,
-        }],
-    }
-}
-
-fn endpoints(name: &str, ips: &[(Ipv4Addr, &str)]) -> Endpoints {
-    Endpoints {
-        service: name.into(),
-        namespace: "default".into(),
-        addresses: ips
-            .iter()
-            .map(|(ip, pod)| EndpointAddress {
-                ip: *ip,
-                pod: pod.to_string(),
-                node: "node".into(),
-            })
-            .collect(),
-    }
+    Service::synthetic(name, ip(cip), None, port, target, node_port)
 }
 
 #[test]
 fn vip_services_nodeports_reject_and_counters() {
-    if !root_or_skip() {
+    let Some((_g, t, [ip1, ip2])) = serving_topology("kubeproxy-rules-e2e") else {
         return;
-    }
-    let mut g = Guard::default();
-    let t = topology(&mut g, "kubeproxy-rules-e2e", 2);
-    let (b1, ip1) = t.backends[0].clone();
-    let (b2, ip2) = t.backends[1].clone();
-    serve(&g, &b1, 8000, "hello from b1");
-    serve(&g, &b2, 8000, "hello from b2");
+    };
 
     let mut state = State {
         services: vec![
@@ -111,7 +71,7 @@ fn vip_services_nodeports_reject_and_counters() {
     // still gets the answer (masqueraded through the node), never a broken connection.
     let mut own = 0;
     for _ in 0..20 {
-        let out = connect(&b1, "100.64.0.10:80").unwrap();
+        let out = connect(&t.backends[0].0, "100.64.0.10:80").unwrap();
         own += usize::from(out == "hello from b1");
     }
     assert!(own > 0, "b1 never reached itself through the Service");
@@ -213,11 +173,9 @@ fn rs_chain(node: &str, service_port: &str) -> String {
 
 #[test]
 fn rejected_change_leaves_ruleset_unchanged() {
-    if !root_or_skip() {
+    let Some((_g, node)) = guarded_ns("kubeproxy-rules-reject-node") else {
         return;
-    }
-    let mut g = Guard::default();
-    let node = g.ns("kubeproxy-rules-reject-node");
+    };
     let good = State {
         services: vec![service("web", "100.64.0.10", 80, 8000, None)],
         endpoints: vec![endpoints("web", &[(ip("11.10.0.2"), "c2")])],
@@ -229,34 +187,32 @@ fn rejected_change_leaves_ruleset_unchanged() {
     apply_local(&node, &good).unwrap();
     let before = ruleset(&node);
 
+    // Each bad change is refused, saying why, and the ruleset stays as it was.
+    let refused = |bad: State, why: &str| {
+        let e = format!("{:#}", apply_local(&node, &bad).unwrap_err());
+        assert!(e.contains(why), "{e}");
+        assert_eq!(ruleset(&node), before);
+    };
     let mut bad = good.clone();
     bad.vips.push(StaticVip {
         vip: ip("10.0.0.99"),
         ips: vec![ip("11.10.0.3")],
     });
-    let e = format!("{:#}", apply_local(&node, &bad).unwrap_err());
-    assert!(
-        e.contains("VIP 10.0.0.99 is outside the service range 100.64.0.0/16"),
-        "{e}"
+    refused(
+        bad,
+        "VIP 10.0.0.99 is outside the service range 100.64.0.0/16",
     );
-    assert_eq!(ruleset(&node), before);
-
     let mut bad = good.clone();
     bad.vips.push(StaticVip {
         vip: ip("100.64.0.10"),
         ips: vec![ip("11.10.0.3")],
     });
-    let e = format!("{:#}", apply_local(&node, &bad).unwrap_err());
-    assert!(e.contains("already taken by Service default/web"), "{e}");
-    assert_eq!(ruleset(&node), before);
-
+    refused(bad, "already taken by Service default/web");
     let mut bad = good.clone();
     bad.services[0].ports[0].port = 0;
     bad.services
         .push(service("api", "100.64.0.11", 80, 8000, None));
-    let e = format!("{:#}", apply_local(&node, &bad).unwrap_err());
-    assert!(e.contains("invalid port 0"), "{e}");
-    assert_eq!(ruleset(&node), before);
+    refused(bad, "invalid port 0");
 
     // A namespace that does not exist: a clear message naming it.
     let e = format!(
@@ -268,11 +224,9 @@ fn rejected_change_leaves_ruleset_unchanged() {
 
 #[test]
 fn nft_and_route_errors_are_clear() {
-    if !root_or_skip() {
+    let Some((_g, node)) = guarded_ns("kubeproxy-rules-errors-node") else {
         return;
-    }
-    let mut g = Guard::default();
-    let node = g.ns("kubeproxy-rules-errors-node");
+    };
     let e = knetsim::components::kubeproxy::apply_transaction(
         Some(&node),
         "add rule ip nowhere x accept\n",

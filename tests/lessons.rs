@@ -3,23 +3,19 @@
 
 mod common;
 
-use common::{assert_nothing_left, knetsim_exe, HostSnapshot};
-use std::process::Command;
+use common::{assert_nothing_left, knetsim_script, HostSnapshot, Run};
+use std::path::Path;
 
 fn run_lesson(file: &str, instance: &str) {
     let before = HostSnapshot::take();
-    let out = Command::new(knetsim_exe())
-        .args(["--no-pause", "--instance", instance])
-        .arg(format!("{}/lessons/{file}", env!("CARGO_MANIFEST_DIR")))
+    let lesson = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("lessons")
+        .join(file);
+    let out = knetsim_script(instance, &lesson)
         .env("NO_COLOR", "1")
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert_eq!(out.status.code(), Some(0), "lesson {file} failed:\n{text}");
+        .output();
+    let Run { code, text } = Run::of(out.unwrap());
+    assert_eq!(code, 0, "lesson {file} failed:\n{text}");
     assert!(!text.contains('✗'), "a failed expect in {file}:\n{text}");
     assert_nothing_left(instance, &[]);
     assert_eq!(

@@ -3,34 +3,11 @@
 
 mod common;
 
-use common::{assert_nothing_left, sim, HostSnapshot};
-use knetsim::console::handle;
-use knetsim::script::{Outcome, ScriptSession, DEFAULT_SCENARIO};
+use common::assert_holds;
 
-struct Session(ScriptSession, String);
-
-impl Session {
-    fn new(instance: &str) -> Session {
-        Session(
-            ScriptSession::new(sim(instance), false),
-            instance.to_string(),
-        )
-    }
-    fn line(&mut self, l: &str) -> String {
-        let mut out = Vec::new();
-        handle(&mut self.0, l, &mut out);
-        String::from_utf8(out).unwrap()
-    }
-}
-
-impl Drop for Session {
-    fn drop(&mut self) {
-        self.0.sim().teardown().expect("teardown");
-        if !std::thread::panicking() {
-            assert_nothing_left(&self.1, &[]);
-        }
-    }
-}
+use common::session::Session;
+use common::{assert_nothing_left, HostSnapshot};
+use knetsim::script::{Outcome, DEFAULT_SCENARIO};
 
 const LESSON: &str = r#"
 let C0 = cluster("0", #{ workers: 2, etcd: 1 });
@@ -61,50 +38,46 @@ expect(w2.containers().len() == 0, "delete_container removes it");
 fn a_lesson_like_script_drives_a_running_cluster() {
     let before = HostSnapshot::take();
     {
-        let mut s = Session::new("scr-lesson");
-        let o = s.0.run_source("lesson.rhai", LESSON);
-        assert_eq!(o, Outcome::Ok, "{:?}", s.0.last_error());
-        assert_eq!(s.0.expect_counts(), (10, 0));
+        let mut s = Session::new("scr-lesson", false);
+        let o = s.run_source("lesson.rhai", LESSON);
+        assert_eq!(o, Outcome::Ok, "{:?}", s.last_error());
+        assert_eq!(s.expect_counts(), (10, 0));
         // Errors from a running cluster keep the sim's words.
-        let o = s.0.run_source("dup.rhai", "w1.create_container(\"c1\");");
+        let o = s.run_source("dup.rhai", "w1.create_container(\"c1\");");
         assert_eq!(o, Outcome::ScriptError);
         assert!(
-            s.0.last_error().unwrap().contains("already exists"),
+            s.last_error().unwrap().contains("already exists"),
             "{:?}",
-            s.0.last_error()
+            s.last_error()
         );
-        let o =
-            s.0.run_source("gone.rhai", "w1.exec_container(\"c2\", \"true\");");
+        let o = s.run_source("gone.rhai", "w1.exec_container(\"c2\", \"true\");");
         assert_eq!(o, Outcome::ScriptError);
         assert!(
-            s.0.last_error()
+            s.last_error()
                 .unwrap()
                 .starts_with("error: gone.rhai:1:4: there is no container 'c2' on C0w1"),
             "{:?}",
-            s.0.last_error()
+            s.last_error()
         );
-        let o = s.0.run_source(
+        let o = s.run_source(
             "labels.rhai",
             "w1.create_container(\"c4\", #{ label: #{ app: \"x\" } });",
         );
         assert_eq!(o, Outcome::ScriptError);
         assert!(
-            s.0.last_error().unwrap().contains("unknown option 'label'"),
+            s.last_error().unwrap().contains("unknown option 'label'"),
             "{:?}",
-            s.0.last_error()
+            s.last_error()
         );
         // Mininet-style lines in the console, on a worker and an etcd member.
         let out = s.line("C0w1 ip -br addr show eth0");
-        assert!(out.contains("eth0") && out.contains("10.0.0.2"), "{out}");
+        assert_holds(&out, &["eth0", "10.0.0.2"]);
         let out = s.line("py C0w1.exec_container(\"c1\", \"ip -br addr show eth0\")");
-        assert!(out.contains("eth0") && out.contains("11."), "{out}");
+        assert_holds(&out, &["eth0", "11."]);
         let out = s.line("C0w1 false; echo status=$?");
-        assert!(out.contains("status=1"), "{out}");
+        assert_holds(&out, &["status=1"]);
         let nodes = s.line("nodes");
-        assert!(
-            nodes.contains("running") && nodes.contains("c1 11."),
-            "{nodes}"
-        );
+        assert_holds(&nodes, &["running", "c1 11."]);
     }
     assert_nothing_left("scr-lesson", &[]);
     assert_eq!(
@@ -116,10 +89,8 @@ fn a_lesson_like_script_drives_a_running_cluster() {
 
 #[test]
 fn default_scenario_comes_up_and_every_container_pings_every_other() {
-    let mut s = Session::new("scr-default");
-    let o =
-        s.0.run_source(knetsim::script::DEFAULT_SCENARIO_NAME, DEFAULT_SCENARIO);
-    assert_eq!(o, Outcome::Ok, "{:?}", s.0.last_error());
+    let mut s = Session::new("scr-default", false);
+    s.ran(knetsim::script::DEFAULT_SCENARIO_NAME, DEFAULT_SCENARIO);
     let want = [
         ("C0w1", "c1"),
         ("C0w2", "c2"),
@@ -140,16 +111,10 @@ fn default_scenario_comes_up_and_every_container_pings_every_other() {
     assert_eq!(s.line("C1w1.ip"), "10.0.0.8\n", "the original's numbering");
     let ping = s.line("pingall");
     // C0: 8 containers (c1..c4, the ingress's ic0..ic3), 56 pings; C1: 3 containers, 6 pings.
-    assert!(
-        ping.contains("*** Results: 0% dropped (62/62 received)"),
-        "{ping}"
-    );
-    assert!(
-        ping.contains("C0 c1  -> c2  ic0 ic2 c3  c4  ic1 ic3"),
-        "{ping}"
-    );
+    assert_holds(&ping, &["*** Results: 0% dropped (62/62 received)"]);
+    assert_holds(&ping, &["C0 c1  -> c2  ic0 ic2 c3  c4  ic1 ic3"]);
     // Delete a container and ping again: the matrix shrinks, still no loss.
     s.line("C0w3.delete_container(\"c4\")");
     let ping = s.line("pingall");
-    assert!(ping.contains("0% dropped (48/48 received)"), "{ping}");
+    assert_holds(&ping, &["0% dropped (48/48 received)"]);
 }

@@ -3,29 +3,16 @@
 
 mod common;
 
-use common::{assert_nothing_left, sim};
-use knetsim::script::{Outcome, ScriptSession};
+use common::session::Session;
+use knetsim::script::Outcome;
 use std::sync::Mutex;
 use std::time::Duration;
 
 static TURN: Mutex<()> = Mutex::new(());
 
-struct Session(ScriptSession, String);
-
-impl Session {
-    fn new(test: &str) -> Session {
-        let instance = format!("scr-{test}");
-        Session(ScriptSession::new(sim(&instance), false), instance)
-    }
-}
-
-impl Drop for Session {
-    fn drop(&mut self) {
-        self.0.sim().teardown().expect("teardown");
-        if !std::thread::panicking() {
-            assert_nothing_left(&self.1, &[]);
-        }
-    }
+/// A script session of its own per test.
+fn session(test: &str) -> Session {
+    Session::new(&format!("scr-{test}"), false)
 }
 
 /// Raises the flag (as the SIGINT handler does) after `ms` milliseconds.
@@ -36,21 +23,32 @@ fn ctrl_c_after(ms: u64) -> std::thread::JoinHandle<()> {
     })
 }
 
+/// This test's turn with the process-wide flag, which starts cleared.
+fn my_turn() -> std::sync::MutexGuard<'static, ()> {
+    let turn = TURN.lock().unwrap_or_else(|e| e.into_inner());
+    knetsim::interrupt::take();
+    turn
+}
+
+/// Runs `src` as script `name` in `s`, with a Ctrl-C after `ms` milliseconds.
+fn run_interrupted(s: &mut Session, ms: u64, name: &str, src: &str) -> Outcome {
+    let ctrl_c = ctrl_c_after(ms);
+    let o = s.run_source(name, src);
+    ctrl_c.join().unwrap();
+    o
+}
+
 #[test]
 fn ctrl_c_stops_a_busy_script_between_statements() {
-    let _t = TURN.lock().unwrap_or_else(|e| e.into_inner());
-    knetsim::interrupt::take();
-    let mut s = Session::new("intloop");
-    let h = ctrl_c_after(200);
-    let o =
-        s.0.run_source("loop.rhai", "let i = 0;\nloop { i += 1; }\n");
-    h.join().unwrap();
+    let _t = my_turn();
+    let mut s = session("intloop");
+    let o = run_interrupted(&mut s, 200, "loop.rhai", "let i = 0;\nloop { i += 1; }\n");
     assert_eq!(o, Outcome::Interrupted);
     assert_eq!(o.exit_code(), 130);
     assert!(
-        s.0.last_error().unwrap().contains("interrupted"),
+        s.last_error().unwrap().contains("interrupted"),
         "{:?}",
-        s.0.last_error()
+        s.last_error()
     );
     assert!(
         !knetsim::interrupt::is_set(),
@@ -58,51 +56,49 @@ fn ctrl_c_stops_a_busy_script_between_statements() {
     );
     // The session still works afterwards (the console goes on after a Ctrl-C).
     assert_eq!(
-        s.0.run_source("after.rhai", "expect(true, \"still alive\");"),
+        s.run_source("after.rhai", "expect(true, \"still alive\");"),
         Outcome::Ok
     );
 }
 
 #[test]
 fn ctrl_c_ends_sleep() {
-    let _t = TURN.lock().unwrap_or_else(|e| e.into_inner());
-    knetsim::interrupt::take();
-    let mut s = Session::new("intsleep");
-    let h = ctrl_c_after(200);
+    let _t = my_turn();
+    let mut s = session("intsleep");
     // Without the interrupt this would take a minute and then fail an expect.
-    let o = s.0.run_source(
+    let o = run_interrupted(
+        &mut s,
+        200,
         "sleep.rhai",
         "sleep(60.0);\nexpect(false, \"never reached\");\n",
     );
-    h.join().unwrap();
     assert_eq!(o, Outcome::Interrupted);
-    assert_eq!(s.0.expect_counts(), (0, 0));
+    assert_eq!(s.expect_counts(), (0, 0));
 }
 
 #[test]
 fn ctrl_c_ends_an_exec_and_stops_the_script() {
-    let _t = TURN.lock().unwrap_or_else(|e| e.into_inner());
-    knetsim::interrupt::take();
-    let mut s = Session::new("intexec");
-    let o = s.0.run_source(
+    let _t = my_turn();
+    let mut s = session("intexec");
+    let o = s.run_source(
         "up.rhai",
         "let C0 = cluster(\"0\", #{ workers: 1, etcd: 1 });\nstart();\nlet w1 = C0.get(\"w1\");\nset_exec_timeout(20);\n",
     );
-    assert_eq!(o, Outcome::Ok, "{:?}", s.0.last_error());
-    let h = ctrl_c_after(300);
+    assert_eq!(o, Outcome::Ok, "{:?}", s.last_error());
     // Without Ctrl-C: a timeout after 20 s, which is a script error, not an interrupt.
-    let o = s.0.run_source(
+    let o = run_interrupted(
+        &mut s,
+        300,
         "exec.rhai",
         "w1.exec(\"echo started; sleep 30\");\nexpect(false, \"never reached\");\n",
     );
-    h.join().unwrap();
-    assert_eq!(o, Outcome::Interrupted, "{:?}", s.0.last_error());
-    assert_eq!(s.0.expect_counts(), (0, 0));
+    assert_eq!(o, Outcome::Interrupted, "{:?}", s.last_error());
+    assert_eq!(s.expect_counts(), (0, 0));
     assert!(!knetsim::interrupt::is_set());
     // The worker still answers afterwards.
-    let o = s.0.run_source(
+    let o = s.run_source(
         "again.rhai",
         "expect(w1.exec(\"echo hi\") == \"hi\\n\", \"exec works after Ctrl-C\");",
     );
-    assert_eq!(o, Outcome::Ok, "{:?}", s.0.last_error());
+    assert_eq!(o, Outcome::Ok, "{:?}", s.last_error());
 }

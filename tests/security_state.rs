@@ -5,7 +5,9 @@
 
 mod common;
 
-use common::{assert_nothing_left, assert_only_logs, knetsim_exe, options, root_or_skip};
+use common::assert_holds;
+
+use common::{assert_nothing_left, assert_only_logs, knetsim_exe, options, root_or_skip, Run};
 use knetsim::netns::{self, process, record, state};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::os::unix::process::CommandExt;
@@ -19,6 +21,11 @@ const NOBODY: u32 = 65534;
 struct Undo(Vec<Box<dyn FnOnce()>>);
 
 impl Undo {
+    /// Nothing to undo yet, for a test that needs root: None, the skip said, without it.
+    fn as_root() -> Option<Undo> {
+        root_or_skip().then(Undo::default)
+    }
+
     fn add(&mut self, f: impl FnOnce() + 'static) {
         self.0.push(Box::new(f));
     }
@@ -43,48 +50,23 @@ impl Drop for Undo {
     }
 }
 
-/// Another user's process: `sleep` running as nobody, ended (by its pid) at the end.
-struct Foreign(Child);
+/// A `sleep` of this test, ended (by its pid) at the end.
+struct Sleeper(Child);
 
-impl Foreign {
-    fn start(uid: u32) -> Foreign {
+impl Sleeper {
+    /// Another user's process: `sleep` running as `uid`.
+    fn foreign(uid: u32) -> Sleeper {
         let child = Command::new("sleep")
             .arg("600")
             .uid(uid)
             .gid(uid)
             .spawn()
             .expect("starting sleep");
-        Foreign(child)
+        Sleeper(child)
     }
-    fn pid(&self) -> u32 {
-        self.0.id()
-    }
-    fn entry(&self, cmdline: Option<&str>) -> serde_json::Value {
-        let pid = self.pid();
-        serde_json::json!({
-            "pid": pid,
-            "start_time": process::start_time(pid).unwrap(),
-            "cmdline": cmdline.map(String::from).unwrap_or_else(|| process::cmdline(pid).unwrap()),
-            "what": "etcd C0e1",
-        })
-    }
-    fn alive(&mut self) -> bool {
-        self.0.try_wait().unwrap().is_none()
-    }
-}
 
-impl Drop for Foreign {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// `sleep` inside a named namespace (root's), ended by its pid at the end.
-struct InNamespace(Child);
-
-impl InNamespace {
-    fn start(ns: &str) -> InNamespace {
+    /// `sleep` inside a named namespace (root's).
+    fn in_namespace(ns: &str) -> Sleeper {
         let child = Command::new("ip")
             .args(["netns", "exec", ns, "sleep", "600"])
             .spawn()
@@ -95,14 +77,30 @@ impl InNamespace {
             assert!(t0.elapsed().as_secs() < 10, "sleep did not start in {ns}");
             std::thread::sleep(std::time::Duration::from_millis(10));
         }
-        InNamespace(child)
+        Sleeper(child)
     }
+
+    fn pid(&self) -> u32 {
+        self.0.id()
+    }
+
+    /// A record entry naming this process as etcd C0e1, with `cmdline` (or its own).
+    fn entry(&self, cmdline: Option<&str>) -> serde_json::Value {
+        let pid = self.pid();
+        serde_json::json!({
+            "pid": pid,
+            "start_time": process::start_time(pid).unwrap(),
+            "cmdline": cmdline.map(String::from).unwrap_or_else(|| process::cmdline(pid).unwrap()),
+            "what": "etcd C0e1",
+        })
+    }
+
     fn alive(&mut self) -> bool {
         self.0.try_wait().unwrap().is_none()
     }
 }
 
-impl Drop for InNamespace {
+impl Drop for Sleeper {
     fn drop(&mut self) {
         let _ = self.0.kill();
         let _ = self.0.wait();
@@ -150,31 +148,13 @@ impl Victim {
     }
 }
 
-struct Run {
-    code: i32,
-    text: String,
-}
-
 fn knetsim(args: &[&str], env: &[(&str, &str)]) -> Run {
     let mut cmd = Command::new(knetsim_exe());
     cmd.args(args).env_remove("KNETSIM_INSTANCE");
     for (k, v) in env {
         cmd.env(k, v);
     }
-    let out = cmd.output().unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        !text.contains("panicked"),
-        "a panic reached the user:\n{text}"
-    );
-    Run {
-        code: out.status.code().unwrap_or(-1),
-        text,
-    }
+    Run::of(cmd.output().unwrap())
 }
 
 fn write_record(path: &Path, instance: &str, body: serde_json::Value) {
@@ -201,10 +181,9 @@ fn run_base() -> &'static Path {
 
 #[test]
 fn bad_instance_names_exit_2_before_touching_anything() {
-    if !root_or_skip() {
+    let Some(mut undo) = Undo::as_root() else {
         return;
-    }
-    let mut undo = Undo::default();
+    };
     // `../NAME` from /run/knetsim is /run/NAME; an absolute name is itself.
     let up = Victim::new("/run", "up", &mut undo);
     let abs = Victim::new("/tmp", "abs", &mut undo);
@@ -257,19 +236,18 @@ fn bad_instance_names_exit_2_before_touching_anything() {
 fn exec_refuses_node_names_that_are_paths() {
     let r = knetsim(&["exec", "0", "/../../proc/1/ns/net", "--", "true"], &[]);
     assert_eq!(r.code, 2, "{}", r.text);
-    assert!(r.text.contains("is not a node name"), "{}", r.text);
+    assert_holds(&r.text, &["is not a node name"]);
     let r = knetsim(&["exec", "0", "w1", "../x", "--", "true"], &[]);
     assert_eq!(r.code, 2, "{}", r.text);
 }
 
 #[test]
 fn a_run_directory_planted_by_another_user_is_refused_and_left_alone() {
-    if !root_or_skip() {
+    let Some(mut undo) = Undo::as_root() else {
         return;
-    }
-    let mut undo = Undo::default();
+    };
     let victim = Victim::new("/tmp", "planted", &mut undo);
-    let mut sleeper = Foreign::start(NOBODY);
+    let mut sleeper = Sleeper::foreign(NOBODY);
     let hostile = serde_json::json!({
         "namespaces": ["../../proc/1/ns/net"],
         "processes": [sleeper.entry(None)],
@@ -307,7 +285,7 @@ fn a_run_directory_planted_by_another_user_is_refused_and_left_alone() {
     std::os::unix::fs::chown(dir.join("record.json"), Some(NOBODY), Some(NOBODY)).unwrap();
     let r = knetsim(&["cleanup", "--instance", "secb2"], &[]);
     assert_eq!(r.code, 3, "{}", r.text);
-    assert!(r.text.contains("will not obey it"), "{}", r.text);
+    assert_holds(&r.text, &["will not obey it"]);
     assert!(dir.join("record.json").exists());
 
     // 3. Root's directory and record, but anyone may write the directory.
@@ -318,7 +296,7 @@ fn a_run_directory_planted_by_another_user_is_refused_and_left_alone() {
     std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).unwrap();
     let r = knetsim(&["cleanup", "--instance", "secb3"], &[]);
     assert_eq!(r.code, 3, "{}", r.text);
-    assert!(r.text.contains("writable by other users"), "{}", r.text);
+    assert_holds(&r.text, &["writable by other users"]);
 
     // 4. A symlink in place of the run directory, pointing at nobody's directory, which
     //    holds a record (root's, even).
@@ -328,11 +306,7 @@ fn a_run_directory_planted_by_another_user_is_refused_and_left_alone() {
     write_record(&victim.dir.join("record.json"), "secb4", hostile.clone());
     let r = knetsim(&["cleanup", "--instance", "secb4"], &[]);
     assert_eq!(r.code, 3, "{}", r.text);
-    assert!(
-        r.text.contains("is a symbolic link") && r.text.contains("rm /run/knetsim/secb4"),
-        "{}",
-        r.text
-    );
+    assert_holds(&r.text, &["is a symbolic link", "rm /run/knetsim/secb4"]);
     assert!(std::fs::symlink_metadata(&link).unwrap().is_symlink());
     let err = knetsim::sim::Sim::new(options("secb4")).err().unwrap();
     assert!(format!("{err:#}").contains("symbolic link"), "{err:#}");
@@ -344,11 +318,7 @@ fn a_run_directory_planted_by_another_user_is_refused_and_left_alone() {
     std::os::unix::fs::symlink(victim.dir.join("record.json"), dir.join("record.json")).unwrap();
     let r = knetsim(&["cleanup", "--instance", "secb5"], &[]);
     assert_eq!(r.code, 3, "{}", r.text);
-    assert!(
-        r.text.contains("record.json is a symbolic link"),
-        "{}",
-        r.text
-    );
+    assert_holds(&r.text, &["record.json is a symbolic link"]);
 
     assert!(sleeper.alive(), "nobody's process was killed");
     victim.assert_intact("after the planted records");
@@ -357,14 +327,13 @@ fn a_run_directory_planted_by_another_user_is_refused_and_left_alone() {
 
 #[test]
 fn hostile_entries_in_roots_own_record_are_not_obeyed() {
-    if !root_or_skip() {
+    let Some(mut undo) = Undo::as_root() else {
         return;
-    }
-    let mut undo = Undo::default();
+    };
     let victim = Victim::new("/tmp", "entries", &mut undo);
-    let mut foreign = Foreign::start(NOBODY);
+    let mut foreign = Sleeper::foreign(NOBODY);
     // Ours, so cleanup must end it: root's process with the recorded command line.
-    let mut ours = Foreign::start(0);
+    let mut ours = Sleeper::foreign(0);
     let dir = state::ensure_instance_dir(run_base(), "secc").unwrap();
     undo.remove(&dir);
     for ns in ["secc-n1", "secx-other"] {
@@ -373,8 +342,8 @@ fn hostile_entries_in_roots_own_record_are_not_obeyed() {
         undo.add(move || netns::delete(ns).unwrap_or_default());
     }
     // Not in the record: ended only because it is inside one of the run's namespaces.
-    let mut inside_ours = InNamespace::start("secc-n1");
-    let mut inside_other = InNamespace::start("secx-other");
+    let mut inside_ours = Sleeper::in_namespace("secc-n1");
+    let mut inside_other = Sleeper::in_namespace("secx-other");
     // (pid 0 and 1 are covered by unit tests: a regression there would signal every
     // process on the machine, so no integration test puts them in a record.)
     let escape = format!(
@@ -494,7 +463,7 @@ fn a_symlink_for_etcds_data_is_refused_and_its_target_untouched() {
     // cleanup refuses them as well, and removes neither.
     let r = knetsim(&["cleanup", "--instance", "secd"], &[]);
     assert_eq!(r.code, 3, "{}", r.text);
-    assert!(r.text.contains("symbolic link"), "{}", r.text);
+    assert_holds(&r.text, &["symbolic link"]);
     assert!(std::fs::symlink_metadata(&link).unwrap().is_symlink());
     assert!(foreign_dir.is_dir());
     victim.assert_intact("after bring-up and cleanup");
@@ -502,10 +471,9 @@ fn a_symlink_for_etcds_data_is_refused_and_its_target_untouched() {
 
 #[test]
 fn private_directories_are_checked_before_use() {
-    if !root_or_skip() {
+    let Some(mut undo) = Undo::as_root() else {
         return;
-    }
-    let mut undo = Undo::default();
+    };
     let top = std::env::temp_dir().join(format!("knetsim-secdirs-{}", std::process::id()));
     std::fs::create_dir(&top).unwrap();
     undo.remove(&top);
@@ -526,32 +494,29 @@ fn private_directories_are_checked_before_use() {
     std::fs::create_dir(&open).unwrap();
     std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o1777)).unwrap();
     let e = state::ensure_private_dir(&open).unwrap_err().to_string();
-    assert!(
-        e.contains("writable by other users") && e.contains("rm -r"),
-        "{e}"
-    );
+    assert_holds(&e, &["writable by other users", "rm -r"]);
 
     let theirs = top.join("theirs");
     std::fs::create_dir(&theirs).unwrap();
     std::os::unix::fs::chown(&theirs, Some(NOBODY), Some(NOBODY)).unwrap();
     let e = state::ensure_private_dir(&theirs).unwrap_err().to_string();
-    assert!(e.contains("uid 65534"), "{e}");
+    assert_holds(&e, &["uid 65534"]);
     let mode = std::fs::symlink_metadata(&theirs).unwrap().mode() & 0o7777;
     assert_eq!(mode, 0o755, "a foreign directory is not changed");
 
     let link = top.join("link");
     std::os::unix::fs::symlink(&fresh, &link).unwrap();
     let e = state::ensure_private_dir(&link).unwrap_err().to_string();
-    assert!(e.contains("symbolic link"), "{e}");
+    assert_holds(&e, &["symbolic link"]);
 
     let file = top.join("file");
     std::fs::write(&file, "").unwrap();
     let e = state::ensure_private_dir(&file).unwrap_err().to_string();
-    assert!(e.contains("not a directory"), "{e}");
+    assert_holds(&e, &["not a directory"]);
 
     // Removal happens only inside knetsim's bases.
     let e = state::remove_private_dir(&fresh).unwrap_err().to_string();
-    assert!(e.contains("not inside knetsim's own directories"), "{e}");
+    assert_holds(&e, &["not inside knetsim's own directories"]);
     assert!(fresh.is_dir());
 }
 

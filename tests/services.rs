@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{assert_nothing_left, started};
+use common::{tear_down, two_workers};
 use knetsim::sim::{PortSpec, ServiceSpec};
 use std::collections::BTreeMap;
 
@@ -25,9 +25,7 @@ fn web_spec(port: i64) -> ServiceSpec {
 
 #[test]
 fn bad_service_input_is_refused_and_nothing_is_half_applied() {
-    let (sim, c) = started("svc1", 2, 1);
-    let w1 = c.worker("w1").unwrap();
-    let w2 = c.worker("w2").unwrap();
+    let (sim, c, w1, w2) = two_workers("svc1");
     w1.create_container("c1", BTreeMap::new()).unwrap();
     w2.create_container("c2", labels("web")).unwrap();
     c.kp_vip_add("100.64.10.1", &["c2".to_string()]).unwrap();
@@ -81,15 +79,12 @@ fn bad_service_input_is_refused_and_nothing_is_half_applied() {
         w1.exec("nft list ruleset").unwrap(),
         "a rejected change altered the ruleset"
     );
-    sim.teardown().unwrap();
-    assert_nothing_left("svc1", &[]);
+    tear_down(&sim, &[]);
 }
 
 #[test]
 fn endpoints_follow_pods_and_a_joining_worker_gets_existing_services() {
-    let (sim, c) = started("svc2", 2, 1);
-    let w1 = c.worker("w1").unwrap();
-    let w2 = c.worker("w2").unwrap();
+    let (sim, c, w1, w2) = two_workers("svc2");
     let ip = c.service("web", &web_spec(80)).unwrap();
     let rejecting = w1
         .exec("nft list map ip kube-proxy no-endpoint-services")
@@ -120,6 +115,5 @@ fn endpoints_follow_pods_and_a_joining_worker_gets_existing_services() {
         !table.contains(&pod.ip),
         "the deleted pod's endpoint chain is gone: {table}"
     );
-    sim.teardown().unwrap();
-    assert_nothing_left("svc2", &[]);
+    tear_down(&sim, &[]);
 }

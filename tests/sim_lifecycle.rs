@@ -3,7 +3,9 @@
 
 mod common;
 
-use common::{assert_nothing_left, sim, started, HostSnapshot};
+use common::assert_holds;
+
+use common::{assert_nothing_left, err_text, sim, tear_down, with_pod, HostSnapshot};
 use knetsim::sim::ClusterSpec;
 use std::collections::BTreeMap;
 
@@ -36,7 +38,7 @@ fn pods_on_different_workers_ping_over_the_overlay_and_nothing_is_left() {
             "cross-worker ping failed:\n{out}"
         );
         let links = w1.exec("ip -d link show flannel.100").unwrap();
-        assert!(links.contains("vxlan id 100"), "{links}");
+        assert_holds(&links, &["vxlan id 100"]);
         let leases = w1
             .exec("etcdctl get --prefix /coreos.com/network/subnets --keys-only")
             .unwrap();
@@ -64,23 +66,15 @@ fn a_second_run_of_a_live_instance_is_refused() {
         .err()
         .expect("must refuse");
     let msg = format!("{err:#}");
-    assert!(
-        msg.contains("already running") && msg.contains("--instance"),
-        "{msg}"
-    );
-    first.teardown().unwrap();
-    assert_nothing_left("lc2", &[]);
+    assert_holds(&msg, &["already running", "--instance"]);
+    tear_down(&first, &[]);
 }
 
 #[test]
 fn bad_names_give_clear_errors() {
     let sim = sim("lc3");
-    let err = sim
-        .cluster("x", ClusterSpec::default())
-        .err()
-        .unwrap()
-        .to_string();
-    assert!(err.contains("cluster id 'x'"), "{err}");
+    let err = err_text(sim.cluster("x", ClusterSpec::default()));
+    assert_holds(&err, &["cluster id 'x'"]);
     let c = sim
         .cluster(
             "0",
@@ -90,31 +84,18 @@ fn bad_names_give_clear_errors() {
             },
         )
         .unwrap();
-    let err = sim
-        .cluster("0", ClusterSpec::default())
-        .err()
-        .unwrap()
-        .to_string();
-    assert!(err.contains("already declared"), "{err}");
-    let err = c.get("w9").err().unwrap().to_string();
-    assert!(err.contains("no node 'w9'") && err.contains("w1"), "{err}");
-    let err = c
-        .worker("w1")
-        .unwrap()
-        .exec("true")
-        .err()
-        .unwrap()
-        .to_string();
-    assert!(err.contains("not running yet"), "{err}");
-    sim.teardown().unwrap();
-    assert_nothing_left("lc3", &[]);
+    let err = err_text(sim.cluster("0", ClusterSpec::default()));
+    assert_holds(&err, &["already declared"]);
+    let err = err_text(c.get("w9"));
+    assert_holds(&err, &["no node 'w9'", "w1"]);
+    let err = err_text(c.worker("w1").unwrap().exec("true"));
+    assert_holds(&err, &["not running yet"]);
+    tear_down(&sim, &[]);
 }
 
 #[test]
 fn a_worker_added_after_start_is_reachable() {
-    let (sim, c) = started("lc4", 2, 1);
-    let w1 = c.worker("w1").unwrap();
-    w1.create_container("c1", BTreeMap::new()).unwrap();
+    let (sim, c, w1) = with_pod("lc4", 2);
     let t0 = std::time::Instant::now();
     let w3 = c.add_worker().unwrap();
     assert_eq!(w3.name(), "C0w3");
@@ -136,8 +117,7 @@ fn a_worker_added_after_start_is_reachable() {
         2,
         "{routes}"
     );
-    sim.teardown().unwrap();
-    assert_nothing_left("lc4", &[]);
+    tear_down(&sim, &[]);
 }
 
 #[test]
@@ -171,17 +151,13 @@ fn two_instances_run_side_by_side() {
         assert!(out.contains(" 0% packet loss"), "{}: {out}", s.instance());
     }
     assert!(knetsim::netns::exists("lc5a-C0w1") && knetsim::netns::exists("lc5b-C0w1"));
-    a.teardown().unwrap();
-    b.teardown().unwrap();
-    assert_nothing_left("lc5a", &[]);
-    assert_nothing_left("lc5b", &[]);
+    tear_down(&a, &[]);
+    tear_down(&b, &[]);
 }
 
 #[test]
 fn exec_async_processes_end_with_their_pod() {
-    let (sim, c) = started("lc6", 1, 1);
-    let w1 = c.worker("w1").unwrap();
-    w1.create_container("c1", BTreeMap::new()).unwrap();
+    let (sim, _c, w1) = with_pod("lc6", 1);
     let pid = w1.exec_container_async("c1", "sleep 300").unwrap();
     let start = knetsim::netns::process::start_time(pid).expect("the async command runs");
     w1.delete_container("c1").unwrap();
@@ -190,8 +166,7 @@ fn exec_async_processes_end_with_their_pod() {
         !knetsim::netns::process::is_same_process(pid, start),
         "sleep survived its pod"
     );
-    sim.teardown().unwrap();
-    assert_nothing_left("lc6", &[]);
+    tear_down(&sim, &[]);
 }
 
 /// A namespace that exists before the run (another instance's, or one made by hand) under a

@@ -5,6 +5,8 @@
 
 mod common;
 
+use common::assert_holds;
+
 use common::{root_or_skip, Guard};
 
 use knetsim::components::skupper::{create_site_ca, create_token, issue_router_cert};
@@ -104,16 +106,13 @@ fn routers_in_namespaces_over_veth_with_tls() {
                 .unwrap(),
         );
     }
+    // A shell line in A's namespace.
+    let in_a =
+        |cmd: &str| netns::process::run_shell(Some(na), cmd, &[], Duration::from_secs(5), None);
     let t = Instant::now();
     let mut last = String::new();
     while t.elapsed() < Duration::from_secs(20) {
-        let out = netns::process::run_shell(
-            Some(na),
-            "curl -s --max-time 3 http://127.0.0.1:1028/www.txt",
-            &[],
-            Duration::from_secs(5),
-            None,
-        );
+        let out = in_a("curl -s --max-time 3 http://127.0.0.1:1028/www.txt");
         if let Ok(o) = out {
             if o.text.contains("hello from site B") {
                 last.clear();
@@ -130,20 +129,10 @@ fn routers_in_namespaces_over_veth_with_tls() {
         log_of(&dir, "B")
     );
     let la = log_of(&dir, "A");
-    assert!(
-        la.contains("link to router B up (inter-router, TLS)"),
-        "{la}"
-    );
+    assert_holds(&la, &["link to router B up (inter-router, TLS)"]);
     assert!(log_of(&dir, "B").contains("link to router A up (inter-router, TLS)"));
     // /healthz answers inside the namespace on the default port.
-    let h = netns::process::run_shell(
-        Some(na),
-        "curl -s -i --max-time 3 http://127.0.0.1:9090/healthz",
-        &[],
-        Duration::from_secs(5),
-        None,
-    )
-    .unwrap();
+    let h = in_a("curl -s -i --max-time 3 http://127.0.0.1:9090/healthz").unwrap();
     assert!(
         h.text.contains("200 OK") && h.text.ends_with("OK"),
         "{}",

@@ -4,11 +4,32 @@
 
 mod common;
 
-use common::{assert_nothing_left, root_or_skip, sim, HostSnapshot};
+use common::assert_holds;
+
+use common::{
+    alive, assert_nothing_left, knetsim_cleanup, knetsim_script, recorded_processes, root_or_skip,
+    sim, tear_down, tear_down_since, Guard, HostSnapshot,
+};
 use knetsim::netns::process;
-use knetsim::sim::{Cluster, ClusterSpec, LinkOptions, SiteOptions, Worker};
+use knetsim::sim::{Cluster, ClusterSpec, LinkOptions, Sim, SiteOptions, Worker};
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
+
+/// A running simulation for `instance` with clusters C0, C1, ... of `workers[i]` workers
+/// each, and the root namespace as it was before; None (the skip said) without root.
+fn running<const N: usize>(
+    instance: &str,
+    workers: [u32; N],
+) -> Option<(HostSnapshot, Sim, [Cluster; N])> {
+    if !root_or_skip() {
+        return None;
+    }
+    let before = HostSnapshot::take();
+    let sim = sim(instance);
+    let clusters = std::array::from_fn(|i| sim.cluster(&i.to_string(), spec(workers[i])).unwrap());
+    sim.start().unwrap();
+    Some((before, sim, clusters))
+}
 
 fn spec(workers: u32) -> ClusterSpec {
     ClusterSpec { workers, etcd: 1 }
@@ -50,25 +71,11 @@ fn config(c: &Cluster) -> String {
     std::fs::read_to_string(c.skupper_config_path()).unwrap_or_default()
 }
 
-fn alive(pid: u32) -> bool {
-    process::start_time(pid).is_some()
-        && !std::fs::read_to_string(format!("/proc/{pid}/stat"))
-            .unwrap_or_default()
-            .contains(") Z")
-}
-
 #[test]
 fn a_service_in_c0_is_reached_from_every_pod_of_c1_and_of_c2_through_c1() {
-    if !root_or_skip() {
+    let Some((before, sim, [c0, c1, c2])) = running("sksim-reach", [3, 3, 1]) else {
         return;
-    }
-    let instance = "sksim-reach";
-    let before = HostSnapshot::take();
-    let sim = sim(instance);
-    let c0 = sim.cluster("0", spec(3)).unwrap();
-    let c1 = sim.cluster("1", spec(3)).unwrap();
-    let c2 = sim.cluster("2", spec(1)).unwrap();
-    sim.start().unwrap();
+    };
     let c0w3 = c0.worker("w3").unwrap();
     serve(&c0w3, "c4", "hello from c4");
     serve(&c0w3, "c5", "hello from c5");
@@ -96,15 +103,12 @@ fn a_service_in_c0_is_reached_from_every_pod_of_c1_and_of_c2_through_c1() {
         "{:#}",
         c0.skupper_init(SiteOptions { tls: false }).unwrap_err()
     );
-    assert!(e.contains("skupper_delete()"), "{e}");
+    assert_holds(&e, &["skupper_delete()"]);
 
     let t = c0.skupper_token().unwrap();
     c1.skupper_link(&t, LinkOptions::default()).unwrap();
     let log1 = std::fs::read_to_string(c1.skupper_log_path()).unwrap();
-    assert!(
-        log1.contains("link to router C0 up (inter-router, TLS)"),
-        "{log1}"
-    );
+    assert_holds(&log1, &["link to router C0 up (inter-router, TLS)"]);
 
     let p1 = c0.skupper_expose("svc1", "c4", 80).unwrap();
     let p2 = c0.skupper_expose("svc2", "c5", 80).unwrap();
@@ -135,9 +139,9 @@ fn a_service_in_c0_is_reached_from_every_pod_of_c1_and_of_c2_through_c1() {
     let got = get(&c2w1, "c9", &format!("http://{}:{p1}/", c2w1.ip()));
     assert!(got.contains("hello from c4"), "c9 in C2: {got}");
     let log2 = std::fs::read_to_string(c2.skupper_log_path()).unwrap();
-    assert!(
-        log2.contains("address svc1: reachable at router C0, next hop C1, cost 2"),
-        "{log2}"
+    assert_holds(
+        &log2,
+        &["address svc1: reachable at router C0, next hop C1, cost 2"],
     );
     // C1 still serves its pods after the restarts the new link caused.
     let (w, c) = &clients[1];
@@ -159,12 +163,7 @@ fn a_service_in_c0_is_reached_from_every_pod_of_c1_and_of_c2_through_c1() {
         "one recorded router per site: {rec}"
     );
 
-    sim.teardown().unwrap();
-    for p in &pids {
-        assert!(!alive(*p), "router {p} survived teardown");
-    }
-    assert_nothing_left(instance, &[]);
-    assert_eq!(before, HostSnapshot::take(), "the root namespace changed");
+    tear_down_since(&sim, &pids, before);
 }
 
 fn err(r: anyhow::Result<impl std::fmt::Debug>) -> String {
@@ -175,14 +174,9 @@ fn err(r: anyhow::Result<impl std::fmt::Debug>) -> String {
 /// worker, so at another address) is reached through the same port.
 #[test]
 fn an_exposed_container_created_again_is_followed_to_its_new_address() {
-    if !root_or_skip() {
+    let Some((_, sim, [c0, c1])) = running("sksim-follow", [2, 1]) else {
         return;
-    }
-    let instance = "sksim-follow";
-    let sim = sim(instance);
-    let c0 = sim.cluster("0", spec(2)).unwrap();
-    let c1 = sim.cluster("1", spec(1)).unwrap();
-    sim.start().unwrap();
+    };
     let (c0w1, c0w2) = (c0.worker("w1").unwrap(), c0.worker("w2").unwrap());
     let c1w1 = c1.worker("w1").unwrap();
     serve(&c0w1, "web", "first web");
@@ -207,36 +201,26 @@ fn an_exposed_container_created_again_is_followed_to_its_new_address() {
     );
     assert_eq!(c0.skupper_services(), vec![("svc1".to_string(), port)]);
     let got = get(&c1w1, "cl", &url);
-    assert!(got.contains("second web"), "{got}");
-    sim.teardown().unwrap();
-    assert_nothing_left(instance, &[]);
+    assert_holds(&got, &["second web"]);
+    tear_down(&sim, &[]);
 }
 
 #[test]
 fn bad_skupper_input_is_refused_clearly_and_leaves_nothing() {
-    if !root_or_skip() {
+    let Some((before, sim, [c0, c1])) = running("sksim-bad", [1, 1]) else {
         return;
-    }
-    let instance = "sksim-bad";
-    let before = HostSnapshot::take();
-    let sim = sim(instance);
-    let c0 = sim.cluster("0", spec(1)).unwrap();
-    let c1 = sim.cluster("1", spec(1)).unwrap();
-    sim.start().unwrap();
+    };
     let c0w1 = c0.worker("w1").unwrap();
     let c1w1 = c1.worker("w1").unwrap();
     c0w1.create_container("c1", BTreeMap::new()).unwrap();
 
     // Before init.
     let e = err(c0.skupper_expose("svc1", "c1", 80));
-    assert!(
-        e.contains("C0 has no Skupper site yet") && e.contains("C0.skupper_init()"),
-        "{e}"
-    );
+    assert_holds(&e, &["C0 has no Skupper site yet", "C0.skupper_init()"]);
     let e = err(c0.skupper_token());
-    assert!(e.contains("C0.skupper_init()"), "{e}");
+    assert_holds(&e, &["C0.skupper_init()"]);
     let e = err(c1.skupper_link("/nonexistent/token.json", LinkOptions::default()));
-    assert!(e.contains("C1.skupper_init()"), "{e}");
+    assert_holds(&e, &["C1.skupper_init()"]);
 
     // A router that cannot start (its HTTP port is taken on C1w1): a clear message, and
     // no site, config or process left.
@@ -281,30 +265,27 @@ fn bad_skupper_input_is_refused_clearly_and_leaves_nothing() {
 
     // Exposing what is not there.
     let e = err(c0.skupper_expose("svc1", "nope", 80));
-    assert!(
-        e.contains("C0 has no container 'nope'") && e.contains("its containers: c1"),
-        "{e}"
-    );
+    assert_holds(&e, &["C0 has no container 'nope'", "its containers: c1"]);
     let e = err(c0.skupper_expose("svc1", "c1", 0));
-    assert!(e.contains("between 1 and 65535"), "{e}");
+    assert_holds(&e, &["between 1 and 65535"]);
     let e = err(c0.skupper_expose("1 bad", "c1", 80));
-    assert!(e.contains("not a valid service name"), "{e}");
+    assert_holds(&e, &["not a valid service name"]);
     unchanged("bad expose");
     assert!(c0.skupper_services().is_empty());
 
     // Garbage tokens.
     let e = err(c1.skupper_link("garbage", LinkOptions::default()));
-    assert!(
-        e.contains("\"garbage\" is not a Skupper token") && e.contains("skupper_token()"),
-        "{e}"
+    assert_holds(
+        &e,
+        &["\"garbage\" is not a Skupper token", "skupper_token()"],
     );
     let junk = sim.run_dir().join("junk.json");
     std::fs::write(&junk, "{\"hello\": 1}").unwrap();
     let e = err(c1.skupper_link(&junk.display().to_string(), LinkOptions::default()));
-    assert!(e.contains("is not a Skupper token"), "{e}");
+    assert_holds(&e, &["is not a Skupper token"]);
     let own = c1.skupper_token().unwrap();
     let e = err(c1.skupper_link(&own, LinkOptions::default()));
-    assert!(e.contains("C1 cannot link to itself"), "{e}");
+    assert_holds(&e, &["C1 cannot link to itself"]);
     unchanged("garbage token");
 
     // Tokens that look right but are not: another instance's, an unknown site's, one
@@ -323,24 +304,24 @@ fn bad_skupper_input_is_refused_clearly_and_leaves_nothing() {
         &forge(&|v| v["instance"] = "other".into()),
         LinkOptions::default(),
     ));
-    assert!(e.contains("issued by instance 'other'"), "{e}");
+    assert_holds(&e, &["issued by instance 'other'"]);
     let e = err(c1.skupper_link(&forge(&|v| v["site"] = "C7".into()), LinkOptions::default()));
-    assert!(e.contains("site C7") && e.contains("no cluster"), "{e}");
+    assert_holds(&e, &["site C7", "no cluster"]);
     let e = err(c1.skupper_link(
         &forge(&|v| v["certFile"] = "/nonexistent/tls.crt".into()),
         LinkOptions::default(),
     ));
-    assert!(e.contains("certificate files are missing"), "{e}");
+    assert_holds(&e, &["certificate files are missing"]);
     let e = err(c1.skupper_link(
         &forge(&|v| v["host"] = "router.example".into()),
         LinkOptions::default(),
     ));
-    assert!(e.contains("router.example:55671 is not valid"), "{e}");
+    assert_holds(&e, &["router.example:55671 is not valid"]);
     unchanged("forged token");
     let e = err(c0
         .skupper_expose("svc1", "c1", 80)
         .and_then(|_| c0.skupper_expose("svc1", "c1", 81)));
-    assert!(e.contains("service 'svc1' is already exposed by C0"), "{e}");
+    assert_holds(&e, &["service 'svc1' is already exposed by C0"]);
 
     // A token carrying certificates from another site's CA (C1's, relabelled as C0's):
     // the TLS handshake fails, the link is refused at once, C1's config is rolled back.
@@ -357,10 +338,7 @@ fn bad_skupper_input_is_refused_clearly_and_leaves_nothing() {
         "link with another CA's certificates refused after {:.2} s: {e}",
         started.elapsed().as_secs_f64()
     );
-    assert!(
-        e.contains("the link to C0 was refused") && e.contains("TLS handshake"),
-        "{e}"
-    );
+    assert_holds(&e, &["the link to C0 was refused", "TLS handshake"]);
     assert!(!e.contains("retrying"), "{e}");
     let log0 = std::fs::read_to_string(c0.skupper_log_path()).unwrap();
     assert!(
@@ -401,44 +379,30 @@ fn bad_skupper_input_is_refused_clearly_and_leaves_nothing() {
     assert!(c0.skupper_router_pid().is_none());
     assert!(!c0.skupper_config_path().exists());
     let e = err(c1.skupper_link(&t, LinkOptions::default()));
-    assert!(
-        e.contains("site of C0 that was deleted") && e.contains("C0.skupper_init()"),
-        "{e}"
-    );
+    assert_holds(&e, &["site of C0 that was deleted", "C0.skupper_init()"]);
     assert_eq!(config(&c1), cfg1, "C1's config changed");
 
     // After all that, a fresh site and a new token link fine.
     c0.skupper_init(SiteOptions { tls: false }).unwrap();
     let t2 = c0.skupper_token().unwrap();
     let e = err(c1.skupper_link(&t, LinkOptions::default()));
-    assert!(
-        e.contains("that was deleted") && e.contains("C0.skupper_token()"),
-        "{e}"
-    );
+    assert_holds(&e, &["that was deleted", "C0.skupper_token()"]);
     c1.skupper_link(&t2, LinkOptions { cost: 3 }).unwrap();
     let log = std::fs::read_to_string(c1.skupper_log_path()).unwrap();
-    assert!(
-        log.contains("link to router C0 up (inter-router, plain)"),
-        "{log}"
-    );
+    assert_holds(&log, &["link to router C0 up (inter-router, plain)"]);
     let e = err(c1.skupper_link(&t2, LinkOptions::default()));
-    assert!(e.contains("already linked"), "{e}");
+    assert_holds(&e, &["already linked"]);
     // The original's list form does not mix with a site made by skupper_init().
     let e = err(c0.create_conf(&[], &[]));
-    assert!(e.contains("do not mix"), "{e}");
+    assert_holds(&e, &["do not mix"]);
     let e = err(c0.start_skupper());
-    assert!(e.contains("started by skupper_init()"), "{e}");
+    assert_holds(&e, &["started by skupper_init()"]);
 
     let pids: Vec<u32> = [&c0, &c1]
         .iter()
         .filter_map(|c| c.skupper_router_pid())
         .collect();
-    sim.teardown().unwrap();
-    for p in pids {
-        assert!(!alive(p), "router {p} survived teardown");
-    }
-    assert_nothing_left(instance, &[]);
-    assert_eq!(before, HostSnapshot::take(), "the root namespace changed");
+    tear_down_since(&sim, &pids, before);
 }
 
 #[test]
@@ -482,23 +446,15 @@ fn script_options_are_checked_before_anything_starts() {
         assert!(e.contains(want), "{src}: {e}");
         assert!(e.contains("case.rhai:1:"), "{src}: no position in {e}");
     }
-    s.sim().teardown().unwrap();
-    assert_nothing_left(instance, &[]);
+    tear_down(s.sim(), &[]);
 }
 
 #[test]
 fn the_originals_list_form_create_conf_and_start_skupper() {
-    if !root_or_skip() {
-        return;
-    }
     use knetsim::script::{Outcome, ScriptSession};
-    let instance = "sksim-list";
-    let before = HostSnapshot::take();
-    let sim = sim(instance);
-    let c0 = sim.cluster("0", spec(3)).unwrap();
-    let c1 = sim.cluster("1", spec(2)).unwrap();
-    sim.cluster("2", spec(1)).unwrap();
-    sim.start().unwrap();
+    let Some((before, sim, [c0, c1, _])) = running("sksim-list", [3, 2, 1]) else {
+        return;
+    };
     serve(&c0.worker("w3").unwrap(), "c4", "hello from c4");
     c1.worker("w2")
         .unwrap()
@@ -579,9 +535,8 @@ expect(out.contains("hello from c4"), "c2 in C1 reaches svc1 through the routers
     let other = common::sim("sksim-list2");
     let foreign = other.cluster("0", spec(1)).unwrap();
     let e = format!("{:#}", c2.create_conf(&[foreign], &[]).unwrap_err());
-    assert!(e.contains("belongs to another simulation"), "{e}");
-    other.teardown().unwrap();
-    assert_nothing_left("sksim-list2", &[]);
+    assert_holds(&e, &["belongs to another simulation"]);
+    tear_down(&other, &[]);
     assert!(c2.skupper_router_pid().is_none());
     assert!(!c2.skupper_config_path().exists());
     assert_eq!(c1.skupper_router_pid(), Some(pid1));
@@ -591,10 +546,7 @@ expect(out.contains("hello from c4"), "c2 in C1 reaches svc1 through the routers
     assert!(!alive(pid1));
     let pid0 = c0.skupper_router_pid().unwrap();
     drop(s);
-    sim.teardown().unwrap();
-    assert!(!alive(pid0));
-    assert_nothing_left(instance, &[]);
-    assert_eq!(before, HostSnapshot::take(), "the root namespace changed");
+    tear_down_since(&sim, &[pid0], before);
 }
 
 /// After restarts (link, expose), the record names exactly the running routers, so
@@ -604,13 +556,12 @@ fn cleanup_after_a_crash_ends_the_routers() {
     if !root_or_skip() {
         return;
     }
-    use std::process::{Command, Stdio};
+    use std::process::Stdio;
     let instance = "sksim-crash";
-    let dir = std::env::temp_dir().join(format!("{instance}-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let script = dir.join("crash.rhai");
-    std::fs::write(
-        &script,
+    let mut g = Guard::default();
+    let script = g.file(
+        instance,
+        "crash.rhai",
         r#"
 let C0 = cluster("0", #{ workers: 1, etcd: 1 });
 let C1 = cluster("1", #{ workers: 1, etcd: 1 });
@@ -623,11 +574,8 @@ C0.skupper_expose("svc1", "c1", 80);
 C0.get("w1").exec(`touch ${C0.skupper_config}.ready`);
 sleep(120);
 "#,
-    )
-    .unwrap();
-    let mut child = Command::new(common::knetsim_exe())
-        .args(["--no-pause", "--instance", instance])
-        .arg(&script)
+    );
+    let mut child = knetsim_script(instance, &script)
         .env("NO_COLOR", "1")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -641,34 +589,20 @@ sleep(120);
     }
     let _ = child.kill(); // SIGKILL: no teardown runs
     let _ = child.wait();
-    let _ = std::fs::remove_dir_all(&dir);
     assert!(ready.exists(), "the script did not get to expose");
-    let record: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(run.join("record.json")).unwrap()).unwrap();
-    let routers: Vec<(u32, u64)> = record["processes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|p| p["what"].as_str().unwrap_or("").starts_with("skrouterd"))
-        .map(|p| {
-            (
-                p["pid"].as_u64().unwrap() as u32,
-                p["start_time"].as_u64().unwrap(),
-            )
-        })
-        .collect();
-    assert_eq!(routers.len(), 2, "one recorded router per site: {record}");
+    let routers = recorded_processes(instance, "skrouterd");
+    assert_eq!(
+        routers.len(),
+        2,
+        "one recorded router per site: {routers:?}"
+    );
     for (pid, start) in &routers {
         assert!(
             process::is_same_process(*pid, *start),
             "recorded router {pid} is not the running one"
         );
     }
-    let out = Command::new(common::knetsim_exe())
-        .args(["cleanup", "--instance", instance])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{out:?}");
+    knetsim_cleanup(instance);
     std::thread::sleep(Duration::from_millis(100));
     for (pid, start) in routers {
         assert!(
@@ -698,15 +632,10 @@ fn walk(
 
 #[test]
 fn site_keys_and_tokens_are_private_to_root() {
-    if !root_or_skip() {
-        return;
-    }
     use std::os::unix::fs::MetadataExt;
-    let instance = "sksim-keys";
-    let sim = sim(instance);
-    let c0 = sim.cluster("0", spec(1)).unwrap();
-    let c1 = sim.cluster("1", spec(1)).unwrap();
-    sim.start().unwrap();
+    let Some((_, sim, [c0, c1])) = running("sksim-keys", [1, 1]) else {
+        return;
+    };
     c0.skupper_init(SiteOptions { tls: true }).unwrap();
     let token = c0.skupper_token().unwrap();
     let second = c0.skupper_token().unwrap();
@@ -743,8 +672,7 @@ fn site_keys_and_tokens_are_private_to_root() {
     // Certificates stay readable files, but only through those 0700 directories.
     assert!(files.iter().any(|p| p.file_name().unwrap() == "tls.crt"));
     drop((c0, c1));
-    sim.teardown().unwrap();
-    assert_nothing_left(instance, &[]);
+    tear_down(&sim, &[]);
 }
 
 /// An echo server in `container` on `w`, port 80: writes back everything it reads.
@@ -778,15 +706,9 @@ fn serve_echo(w: &Worker, container: &str) {
 #[test]
 fn a_long_connection_through_svc1_survives_exposing_svc2() {
     use std::io::{Read, Write};
-    if !root_or_skip() {
+    let Some((before, sim, [c0, c1])) = running("sksim-reload", [1, 1]) else {
         return;
-    }
-    let instance = "sksim-reload";
-    let before = HostSnapshot::take();
-    let sim = sim(instance);
-    let c0 = sim.cluster("0", spec(1)).unwrap();
-    let c1 = sim.cluster("1", spec(1)).unwrap();
-    sim.start().unwrap();
+    };
     let c0w1 = c0.worker("w1").unwrap();
     let c1w1 = c1.worker("w1").unwrap();
     serve_echo(&c0w1, "c4");
@@ -828,7 +750,7 @@ fn a_long_connection_through_svc1_survives_exposing_svc2() {
         "no router restarted"
     );
     let log1 = std::fs::read_to_string(c1.skupper_log_path()).unwrap();
-    assert!(log1.contains("SIGHUP: configuration reloaded"), "{log1}");
+    assert_holds(&log1, &["SIGHUP: configuration reloaded"]);
     let got = get(&c1w1, "c1", &format!("http://{}:{p2}/", c1w1.ip()));
     assert!(got.contains("hello from c5"), "svc2 from C1: {got}");
     long.write_all(b"after exposing svc2").unwrap();
@@ -837,7 +759,5 @@ fn a_long_connection_through_svc1_survives_exposing_svc2() {
     assert_eq!(got, b"after exposing svc2", "the svc1 connection survived");
     drop(long);
 
-    sim.teardown().unwrap();
-    assert_nothing_left(instance, &[]);
-    assert_eq!(before, HostSnapshot::take(), "the root namespace changed");
+    tear_down_since(&sim, &[], before);
 }

@@ -6,7 +6,12 @@
 
 mod common;
 
-use common::{assert_nothing_left, knetsim_exe, root_or_skip, started, HostSnapshot};
+use common::assert_holds;
+
+use common::{
+    alive, assert_nothing_left, knetsim_exe, knetsim_script, root_or_skip, started,
+    started_as_root, tear_down, tear_down_since, Guard, HostSnapshot,
+};
 use knetsim::sim::{
     ClusterSpec, LinkOptions, PortSpec, ServiceSpec, Sim, SiteOptions, SupervisionOutcome, Worker,
 };
@@ -31,13 +36,6 @@ fn web_service() -> ServiceSpec {
 
 fn kill9(pid: u32) {
     common::signal(pid, nix::sys::signal::Signal::SIGKILL);
-}
-
-fn alive(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|s| s.rfind(')').map(|i| !s[i + 2..].starts_with('Z')))
-        .unwrap_or(false)
 }
 
 /// Waits (bounded) until `agent` on `w` runs with a pid other than `old`.
@@ -128,21 +126,14 @@ fn a_killed_kube_proxy_is_restarted_and_services_work() {
         w1.agent_pid("flanneld").unwrap().unwrap(),
         w2.agent_pid("kube-proxy").unwrap().unwrap(),
     ];
-    sim.teardown().unwrap();
-    for p in agents {
-        assert!(!alive(p), "agent {p} survived teardown");
-    }
-    assert_nothing_left(instance, &[]);
-    assert_eq!(before, HostSnapshot::take(), "the root namespace changed");
+    tear_down_since(&sim, &agents, before);
 }
 
 #[test]
 fn a_killed_flanneld_is_restarted_and_a_new_worker_is_reached() {
-    if !root_or_skip() {
+    let Some((sim, c)) = started_as_root("sup-fl", 2, 1) else {
         return;
-    }
-    let instance = "sup-fl";
-    let (sim, c) = started(instance, 2, 1);
+    };
     let w1 = c.worker("w1").unwrap();
     let subnet = std::fs::read_to_string(w1.subnet_file()).unwrap();
     let old = w1.agent_pid("flanneld").unwrap().expect("flanneld runs");
@@ -156,7 +147,7 @@ fn a_killed_flanneld_is_restarted_and_a_new_worker_is_reached() {
     let out = w1
         .exec_container("c1", &format!("ping -c 2 -W 2 {ip3}"))
         .unwrap();
-    assert!(out.contains(" 0% packet loss"), "{out}");
+    assert_holds(&out, &[" 0% packet loss"]);
 
     let new = restarted(&w1, "flanneld", old);
     assert_ne!(new, old);
@@ -167,17 +158,14 @@ fn a_killed_flanneld_is_restarted_and_a_new_worker_is_reached() {
         msgs,
         vec!["flanneld on C0w1 exited (signal 9); restarted".to_string()]
     );
-    sim.teardown().unwrap();
-    assert_nothing_left(instance, &[]);
+    tear_down(&sim, &[]);
 }
 
 #[test]
 fn a_crash_loop_stops_the_restarts_with_the_agents_log() {
-    if !root_or_skip() {
+    let Some((sim, c)) = started_as_root("sup-loop", 2, 1) else {
         return;
-    }
-    let instance = "sup-loop";
-    let (sim, c) = started(instance, 2, 1);
+    };
     let w1 = c.worker("w1").unwrap();
     let mut pid = w1.agent_pid("kube-proxy").unwrap().unwrap();
     for n in 1..=5 {
@@ -221,26 +209,23 @@ fn a_crash_loop_stops_the_restarts_with_the_agents_log() {
         "service() refused after {:.1} ms",
         t.elapsed().as_secs_f64() * 1e3
     );
-    assert!(e.contains("its 5th exit within 30 s"), "{e}");
+    assert_holds(&e, &["its 5th exit within 30 s"]);
     let e = format!("{:#}", c.add_worker().err().expect("add_worker failed"));
-    assert!(e.contains("its 5th exit within 30 s"), "{e}");
+    assert_holds(&e, &["its 5th exit within 30 s"]);
     assert_eq!(c.workers().len(), 2, "a worker was declared anyway");
 
     // Started again by hand (the fix), it works and the cluster with it.
     let pid = w1.start_agent("kube-proxy").unwrap();
     assert_eq!(w1.agent_pid("kube-proxy").unwrap(), Some(pid));
     c.service("web", &web_service()).unwrap();
-    sim.teardown().unwrap();
-    assert_nothing_left(instance, &[]);
+    tear_down(&sim, &[]);
 }
 
 #[test]
 fn an_agent_stopped_on_purpose_stays_stopped_until_started() {
-    if !root_or_skip() {
+    let Some((sim, c)) = started_as_root("sup-stop", 2, 1) else {
         return;
-    }
-    let instance = "sup-stop";
-    let (sim, c) = started(instance, 2, 1);
+    };
     let (w1, w2) = (c.worker("w1").unwrap(), c.worker("w2").unwrap());
     w1.create_container("c1", BTreeMap::new()).unwrap();
     w2.create_container("c2", web()).unwrap();
@@ -252,10 +237,7 @@ fn an_agent_stopped_on_purpose_stays_stopped_until_started() {
     assert_eq!(w1.agent_pid("kube-proxy").unwrap(), None);
     assert!(recorded_pids(&sim, "kube-proxy C0w1").is_empty());
     let e = format!("{:#}", w1.stop_agent("kube-proxy").unwrap_err());
-    assert!(
-        e.contains("already stopped") && e.contains("start_agent"),
-        "{e}"
-    );
+    assert_holds(&e, &["already stopped", "start_agent"]);
 
     // The Service is created; w2 programs it, w1 (its kube-proxy stopped) does not.
     let ip = c.service("web", &web_service()).unwrap().to_string();
@@ -278,12 +260,9 @@ fn an_agent_stopped_on_purpose_stays_stopped_until_started() {
     assert!(table(&w1).contains(&ip), "w1 did not catch up");
     assert_eq!(curl(&w1, "c1", &ip), "hello\n");
     let e = format!("{:#}", w1.start_agent("kube-proxy").unwrap_err());
-    assert!(e.contains("already running"), "{e}");
+    assert_holds(&e, &["already running"]);
     let e = format!("{:#}", w1.stop_agent("kubelet").unwrap_err());
-    assert!(
-        e.contains("C0w1 has no agent 'kubelet'") && e.contains("flanneld, kube-proxy"),
-        "{e}"
-    );
+    assert_holds(&e, &["C0w1 has no agent 'kubelet'", "flanneld, kube-proxy"]);
 
     // etcd is not an agent: its exit is reported, not restarted.
     let etcd = recorded_pids(&sim, "etcd C0e1");
@@ -303,8 +282,7 @@ fn an_agent_stopped_on_purpose_stays_stopped_until_started() {
         "{}",
         ev[0].message
     );
-    sim.teardown().unwrap();
-    assert_nothing_left(instance, &[]);
+    tear_down(&sim, &[]);
 }
 
 #[test]
@@ -313,11 +291,10 @@ fn a_script_sees_the_restart_on_stderr_and_stops_an_agent() {
         return;
     }
     let instance = "sup-script";
-    let dir = std::env::temp_dir().join(format!("knetsim-sup-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let script = dir.join("agents.rhai");
-    std::fs::write(
-        &script,
+    let mut g = Guard::default();
+    let script = g.file(
+        "sup-script",
+        "agents.rhai",
         r#"let C0 = cluster("0", #{ workers: 2, etcd: 1 });
 start();
 let w1 = C0.get("w1");
@@ -335,23 +312,19 @@ expect(w1.agent_pid("flanneld") == (), "flanneld stays stopped");
 let f = w1.start_agent("flanneld");
 expect(w1.agent_pid("flanneld") == f, "flanneld runs again");
 "#,
-    )
-    .unwrap();
-    let out = std::process::Command::new(knetsim_exe())
-        .args(["--no-pause", "--instance", instance])
-        .arg(&script)
+    );
+    let out = knetsim_script(instance, &script)
         .env("NO_COLOR", "1")
         .output()
         .unwrap();
-    let _ = std::fs::remove_dir_all(&dir);
     let (stdout, stderr) = (
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr),
     );
     assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
-    assert!(
-        stderr.contains("! kube-proxy on C0w1 exited (signal 9); restarted"),
-        "{stderr}"
+    assert_holds(
+        &stderr,
+        &["! kube-proxy on C0w1 exited (signal 9); restarted"],
     );
     assert!(!stderr.contains("flanneld on C0w1 exited"), "{stderr}");
     assert_nothing_left(instance, &[]);
@@ -403,9 +376,7 @@ fn a_killed_skupper_router_is_restarted_and_its_links_come_back() {
         messages(&sim),
         vec!["skrouterd on C0w1 exited (signal 9); restarted".to_string()]
     );
-    sim.teardown().unwrap();
-    assert!(!alive(new), "router {new} survived teardown");
-    assert_nothing_left(instance, &[]);
+    tear_down(&sim, &[new]);
 }
 
 /// A directory of this test's own, removed when dropped (also when the test fails).
@@ -476,6 +447,5 @@ fn an_agent_that_cannot_run_ends_waits_at_once_with_its_log() {
         "{msg}"
     );
     assert_eq!(w1.agent_pid("kube-proxy").unwrap(), None);
-    sim.teardown().unwrap();
-    assert_nothing_left(instance, &[]);
+    tear_down(&sim, &[]);
 }

@@ -114,13 +114,17 @@ fn kernel_checks() -> Vec<Check> {
             detail: res.err().unwrap_or_else(|| "ok".into()),
         });
     }
-    let nft = process::run_shell(
-        Some(&ns),
-        "nft 'add table ip t; add chain ip t c { type nat hook prerouting priority dstnat; }; add rule ip t c numgen random mod 2 vmap { 0 : accept, 1 : accept }'",
-        &[],
-        std::time::Duration::from_secs(5),
-        None,
-    );
+    // A feature is there when a command that needs it works in the throwaway namespace.
+    let try_in_ns = |script: &str| {
+        process::run_shell(
+            Some(&ns),
+            script,
+            &[],
+            std::time::Duration::from_secs(5),
+            None,
+        )
+    };
+    let nft = try_in_ns("nft 'add table ip t; add chain ip t c { type nat hook prerouting priority dstnat; }; add rule ip t c numgen random mod 2 vmap { 0 : accept, 1 : accept }'");
     let (ok, detail) = match nft {
         Ok(o) if o.success() => (true, "ok".to_string()),
         Ok(o) => (false, o.text.trim().to_string()),
@@ -132,13 +136,7 @@ fn kernel_checks() -> Vec<Check> {
         required: true,
         detail,
     });
-    let netem = process::run_shell(
-        Some(&ns),
-        "tc qdisc add dev lo root netem delay 1ms",
-        &[],
-        std::time::Duration::from_secs(5),
-        None,
-    );
+    let netem = try_in_ns("tc qdisc add dev lo root netem delay 1ms");
     let ok = netem.as_ref().is_ok_and(|o| o.success());
     out.push(Check {
         what: "netem (delay/loss)",

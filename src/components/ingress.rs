@@ -325,23 +325,21 @@ impl IngressConfig {
     /// Arguments for nginx: the prefix, the early error log and the config, in the
     /// foreground (`daemon off`) so the started pid is the master's.
     pub fn nginx_args(&self, conf: &Path) -> Vec<String> {
-        vec![
-            "-p".into(),
-            format!("{}/", self.dir.display()),
-            "-e".into(),
-            self.error_log().display().to_string(),
-            "-c".into(),
-            conf.display().to_string(),
-            "-g".into(),
-            "daemon off;".into(),
-        ]
+        let mut args = self.file_args(conf);
+        args.extend(["-g".into(), "daemon off;".into()]);
+        args
     }
 
     /// Arguments for `nginx -t` against `conf`.
     pub fn test_args(&self, conf: &Path) -> Vec<String> {
+        let mut args = vec!["-t".into(), "-q".into()];
+        args.extend(self.file_args(conf));
+        args
+    }
+
+    /// The prefix, the early error log and the config `conf`.
+    fn file_args(&self, conf: &Path) -> Vec<String> {
         vec![
-            "-t".into(),
-            "-q".into(),
             "-p".into(),
             format!("{}/", self.dir.display()),
             "-e".into(),

@@ -286,38 +286,23 @@ mod tests {
 
     #[test]
     fn mininet_lines_run_on_the_node() {
-        assert_eq!(
-            classify("C0w1 ifconfig", &nodes()),
-            Line::Node {
-                node: "C0w1".into(),
-                cmd: "ifconfig".into()
-            }
-        );
-        assert_eq!(
-            classify("C0w1   nft list ruleset  ", &nodes()),
-            Line::Node {
-                node: "C0w1".into(),
-                cmd: "nft list ruleset".into()
-            }
-        );
-        assert_eq!(
-            classify("C0e1 etcdctl member list", &nodes()),
-            Line::Node {
-                node: "C0e1".into(),
-                cmd: "etcdctl member list".into()
-            }
-        );
+        assert_runs_on("C0w1 ifconfig", "C0w1", "ifconfig");
+        assert_runs_on("C0w1   nft list ruleset  ", "C0w1", "nft list ruleset");
+        assert_runs_on("C0e1 etcdctl member list", "C0e1", "etcdctl member list");
+    }
+
+    /// `line` is the mininet-style line that runs `cmd` on `node`.
+    fn assert_runs_on(line: &str, node: &str, cmd: &str) {
+        let want = Line::Node {
+            node: node.into(),
+            cmd: cmd.into(),
+        };
+        assert_eq!(classify(line, &nodes()), want, "{line}");
     }
 
     #[test]
     fn short_names_work_only_when_unambiguous() {
-        assert_eq!(
-            classify("w2 ip route", &nodes()),
-            Line::Node {
-                node: "C0w2".into(),
-                cmd: "ip route".into()
-            }
-        );
+        assert_runs_on("w2 ip route", "C0w2", "ip route");
         assert_eq!(
             classify("w1 ifconfig", &nodes()),
             Line::Ambiguous {

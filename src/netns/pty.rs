@@ -127,12 +127,24 @@ fn read_fd(fd: RawFd, buf: &mut [u8]) -> std::io::Result<usize> {
     }
 }
 
-fn exit_of(status: std::process::ExitStatus) -> Ended {
-    use std::os::unix::process::ExitStatusExt;
-    match (status.code(), status.signal()) {
-        (Some(c), _) => Ended::Exited(c),
-        (None, Some(s)) => Ended::Signalled(s),
-        _ => Ended::Exited(-1),
+/// How the command ended, once it has, and when: its output is drained for [`DRAIN`]
+/// after that.
+#[derive(Default)]
+struct Ending {
+    status: Option<Ended>,
+    at: Option<Instant>,
+}
+
+impl Ending {
+    /// Notes the child's end if it has just ended; true once the drain time after it is over.
+    fn drained(&mut self, child: &mut Child) -> Result<bool> {
+        if self.status.is_none() {
+            if let Some(s) = child.try_wait().context("waiting for the command")? {
+                self.status = Some(Ended::from(s));
+                self.at = Some(Instant::now());
+            }
+        }
+        Ok(self.at.is_some_and(|t| t.elapsed() > DRAIN))
     }
 }
 
@@ -184,20 +196,13 @@ pub fn run_on_pty(
         libc::fcntl(mfd, libc::F_SETFL, libc::O_NONBLOCK);
     }
     let mut buf = vec![0u8; 16 << 10];
-    let mut status: Option<Ended> = None;
-    let mut ended_at: Option<Instant> = None;
+    let mut ending = Ending::default();
     let mut stdin_open = raw.is_some();
     loop {
-        if cancel.load(Ordering::SeqCst) && status.is_none() {
+        if cancel.load(Ordering::SeqCst) && ending.status.is_none() {
             kill_group(pgid);
         }
-        if status.is_none() {
-            if let Some(s) = child.try_wait().context("waiting for the command")? {
-                status = Some(exit_of(s));
-                ended_at = Some(Instant::now());
-            }
-        }
-        if ended_at.is_some_and(|t| t.elapsed() > DRAIN) {
+        if ending.drained(&mut child)? {
             kill_group(pgid);
             break;
         }
@@ -231,7 +236,7 @@ pub fn run_on_pty(
         if fds[0].revents & (libc::POLLIN | libc::POLLHUP | libc::POLLERR) != 0 {
             match read_fd(mfd, &mut buf) {
                 Ok(0) => {
-                    if status.is_some() {
+                    if ending.status.is_some() {
                         break;
                     }
                     // Every slave closed but the command still runs: wait for it.
@@ -246,7 +251,7 @@ pub fn run_on_pty(
             match read_fd(tty_in, &mut buf) {
                 Ok(0) => stdin_open = false,
                 Ok(k) => {
-                    if status.is_none() {
+                    if ending.status.is_none() {
                         let _ = write_all_fd(mfd, &buf[..k]);
                     }
                 }
@@ -254,9 +259,9 @@ pub fn run_on_pty(
             }
         }
     }
-    let ended = match status {
+    let ended = match ending.status {
         Some(s) => s,
-        None => exit_of(child.wait()?),
+        None => Ended::from(child.wait()?),
     };
     drop(raw);
     Ok(if cancel.load(Ordering::SeqCst) {
@@ -304,8 +309,7 @@ pub fn run_streaming(mut cmd: Command, out: &mut dyn Write, cancel: &AtomicBool)
             }
         }
     });
-    let mut status: Option<Ended> = None;
-    let mut ended_at: Option<Instant> = None;
+    let mut ending = Ending::default();
     let mut cancelled = false;
     loop {
         match rx.recv_timeout(Duration::from_millis(20)) {
@@ -314,7 +318,7 @@ pub fn run_streaming(mut cmd: Command, out: &mut dyn Write, cancel: &AtomicBool)
                 let _ = out.flush();
             }
             Err(RecvTimeoutError::Disconnected) => {
-                if status.is_some() {
+                if ending.status.is_some() {
                     break;
                 }
             }
@@ -324,13 +328,7 @@ pub fn run_streaming(mut cmd: Command, out: &mut dyn Write, cancel: &AtomicBool)
             kill_group(pgid);
             cancelled = true;
         }
-        if status.is_none() {
-            if let Some(s) = child.try_wait().context("waiting for the command")? {
-                status = Some(exit_of(s));
-                ended_at = Some(Instant::now());
-            }
-        }
-        if ended_at.is_some_and(|t| t.elapsed() > DRAIN) {
+        if ending.drained(&mut child)? {
             kill_group(pgid);
             while let Ok(chunk) = rx.recv_timeout(Duration::from_millis(50)) {
                 let _ = out.write_all(&chunk);
@@ -342,7 +340,7 @@ pub fn run_streaming(mut cmd: Command, out: &mut dyn Write, cancel: &AtomicBool)
     Ok(if cancelled {
         Ended::Cancelled
     } else {
-        status.unwrap_or(Ended::Exited(-1))
+        ending.status.unwrap_or(Ended::Exited(-1))
     })
 }
 

@@ -267,7 +267,7 @@ mod tests {
 
     #[test]
     fn incomplete_input_is_told_apart_from_errors() {
-        for src in [
+        let incomplete = [
             "if true {",
             "fn f(a) {\n  print(a);",
             "print(1,",
@@ -276,25 +276,18 @@ mod tests {
             "let s = `multi",
             "let x =",
             "1 +",
-        ] {
-            let err = parse(src).expect_err(src);
-            assert!(
-                is_incomplete(src, &err),
-                "{src:?} should be incomplete: {err:?}"
-            );
-        }
-        for src in [
+        ];
+        let wrong = [
             "print(1 2)",
             "let = 3;",
             "}",
             "let a = (1 +) ;",
             "if true { 1 } }",
-        ] {
+        ];
+        let cases = incomplete.map(|s| (s, true)).into_iter();
+        for (src, want) in cases.chain(wrong.map(|s| (s, false))) {
             let err = parse(src).expect_err(src);
-            assert!(
-                !is_incomplete(src, &err),
-                "{src:?} should be an error: {err:?}"
-            );
+            assert_eq!(is_incomplete(src, &err), want, "{src:?}: {err:?}");
         }
     }
 }

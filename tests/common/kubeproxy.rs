@@ -2,6 +2,7 @@
 //! backends) and TCP servers and clients on threads inside namespaces.
 
 use super::{sh, Guard};
+use knetsim::components::kubeproxy::Endpoints;
 use knetsim::netns;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -46,6 +47,40 @@ pub fn topology(g: &mut Guard, prefix: &str, backends: usize) -> Topo {
         client,
         node,
         backends: bs,
+    }
+}
+
+/// For a test that needs root (None, the skip said, without it): a guard and a
+/// [`topology`] with two backends, each answering "hello from bN" on port 8000, and their
+/// addresses.
+pub fn serving_topology(prefix: &str) -> Option<(Guard, Topo, [std::net::Ipv4Addr; 2])> {
+    if !super::root_or_skip() {
+        return None;
+    }
+    let mut g = Guard::default();
+    let t = topology(&mut g, prefix, 2);
+    for (k, (ns, _)) in t.backends.iter().enumerate() {
+        serve(&g, ns, 8000, &format!("hello from b{}", k + 1));
+    }
+    let ips = [t.backends[0].1, t.backends[1].1];
+    Some((g, t, ips))
+}
+
+/// Endpoints of Service `name` in namespace `default`: (address, pod) on node `node`.
+pub fn endpoints(name: &str, ips: &[(std::net::Ipv4Addr, &str)]) -> Endpoints {
+    Endpoints {
+        service: name.into(),
+        namespace: "default".into(),
+        addresses: ips
+            .iter()
+            .map(
+                |(ip, pod)| knetsim::components::kubeproxy::EndpointAddress {
+                    ip: *ip,
+                    pod: pod.to_string(),
+                    node: "node".into(),
+                },
+            )
+            .collect(),
     }
 }
 

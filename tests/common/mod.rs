@@ -6,6 +6,7 @@
 #![allow(dead_code)]
 
 pub mod kubeproxy;
+pub mod session;
 pub mod skupper;
 
 use knetsim::netns::{self, process};
@@ -110,6 +111,13 @@ impl Guard {
         self.namespaces.push(name.to_string());
         sh(name, "ip link set lo up");
         name.to_string()
+    }
+
+    /// File `name` holding `text` in a fresh private directory for `test`, removed on drop.
+    pub fn file(&mut self, test: &str, name: &str, text: &str) -> PathBuf {
+        let path = self.dir(test).join(name);
+        std::fs::write(&path, text).unwrap();
+        path
     }
 
     /// A fresh private directory for this test, removed on drop.
@@ -258,10 +266,169 @@ pub fn declare_c0(sim: &Sim, workers: u32, etcd: u32) -> anyhow::Result<knetsim:
 
 /// A simulation with one running cluster `C0` of `workers` workers and `etcd` members.
 pub fn started(instance: &str, workers: u32, etcd: u32) -> (Sim, knetsim::sim::Cluster) {
-    let sim = sim(instance);
-    let c = declare_c0(&sim, workers, etcd).expect("declaring C0");
-    sim.start().expect("bring-up");
-    (sim, c)
+    new_started(instance, workers, etcd).expect("bring-up")
+}
+
+/// [`started`] with two workers and one etcd member, and the two workers.
+pub fn two_workers(
+    instance: &str,
+) -> (
+    Sim,
+    knetsim::sim::Cluster,
+    knetsim::sim::Worker,
+    knetsim::sim::Worker,
+) {
+    let (sim, c) = started(instance, 2, 1);
+    let (w1, w2) = (c.worker("w1").unwrap(), c.worker("w2").unwrap());
+    (sim, c, w1, w2)
+}
+
+/// [`started`] with one etcd member, and its worker w1 with a pod c1 on it.
+pub fn with_pod(
+    instance: &str,
+    workers: u32,
+) -> (Sim, knetsim::sim::Cluster, knetsim::sim::Worker) {
+    let (sim, c) = started(instance, workers, 1);
+    let w1 = c.worker("w1").unwrap();
+    w1.create_container("c1", std::collections::BTreeMap::new())
+        .unwrap();
+    (sim, c, w1)
+}
+
+/// [`started`], with what went wrong as an error (for the benchmarks).
+pub fn new_started(
+    instance: &str,
+    workers: u32,
+    etcd: u32,
+) -> anyhow::Result<(Sim, knetsim::sim::Cluster)> {
+    let sim = new_sim(instance)?;
+    let c = declare_c0(&sim, workers, etcd)?;
+    sim.start()?;
+    Ok((sim, c))
+}
+
+/// The message of `result`, which must be an error.
+pub fn err_text<T, E: std::fmt::Display>(result: Result<T, E>) -> String {
+    match result {
+        Ok(_) => panic!("expected an error"),
+        Err(e) => e.to_string(),
+    }
+}
+
+/// Asserts that `text` holds every one of `parts`, showing the text when it does not.
+pub fn assert_holds(text: &str, parts: &[&str]) {
+    for p in parts {
+        assert!(text.contains(p), "{p:?} is missing from:\n{text}");
+    }
+}
+
+/// Asserts that `text` starts with `start`, showing the text when it does not.
+pub fn assert_starts(text: &str, start: &str) {
+    assert!(text.starts_with(start), "{start:?} does not start:\n{text}");
+}
+
+/// How a command ended: its exit status (-1 when a signal ended it) and what it printed,
+/// stdout then stderr.
+pub struct Run {
+    pub code: i32,
+    pub text: String,
+}
+
+impl Run {
+    /// A finished command's [`Run`]; no panic may have reached the user.
+    pub fn of(out: std::process::Output) -> Run {
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            !text.contains("panicked") && !text.contains("RUST_BACKTRACE"),
+            "a panic reached the user:\n{text}"
+        );
+        Run {
+            code: out.status.code().unwrap_or(-1),
+            text,
+        }
+    }
+}
+
+/// `knetsim --no-pause --instance INSTANCE SCRIPT`, as a learner runs a lesson.
+pub fn knetsim_script(instance: &str, script: &std::path::Path) -> Command {
+    let mut cmd = Command::new(knetsim_exe());
+    cmd.args(["--no-pause", "--instance", instance]).arg(script);
+    cmd
+}
+
+/// The processes that the record of `instance` holds, of those whose description starts
+/// with `what`: (pid, start time). None recorded (yet) when there is no record.
+pub fn recorded_processes(instance: &str, what: &str) -> Vec<(u32, u64)> {
+    let path = knetsim::netns::record::run_dir(instance).join("record.json");
+    let record: serde_json::Value = std::fs::read(path)
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or_default();
+    let Some(processes) = record["processes"].as_array() else {
+        return vec![];
+    };
+    processes
+        .iter()
+        .filter(|p| p["what"].as_str().unwrap_or("").starts_with(what))
+        .filter_map(|p| Some((p["pid"].as_u64()? as u32, p["start_time"].as_u64()?)))
+        .collect()
+}
+
+/// `knetsim cleanup --instance INSTANCE`, which must succeed.
+pub fn knetsim_cleanup(instance: &str) {
+    let out = Command::new(knetsim_exe())
+        .args(["cleanup", "--instance", instance])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+}
+
+/// [`started`], for a test that needs root: None, the skip said, without it.
+pub fn started_as_root(
+    instance: &str,
+    workers: u32,
+    etcd: u32,
+) -> Option<(Sim, knetsim::sim::Cluster)> {
+    root_or_skip().then(|| started(instance, workers, etcd))
+}
+
+/// A guard holding a fresh namespace `name`, for a test that needs root: None, the skip
+/// said, without it.
+pub fn guarded_ns(name: &str) -> Option<(Guard, String)> {
+    if !root_or_skip() {
+        return None;
+    }
+    let mut g = Guard::default();
+    let ns = g.ns(name);
+    Some((g, ns))
+}
+
+/// Whether `pid` names a live process (not a zombie).
+pub fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| s.rfind(')').map(|i| !s[i + 2..].starts_with('Z')))
+        .unwrap_or(false)
+}
+
+/// Tears `sim` down and asserts that nothing of it is left: no namespace, no state, and
+/// none of `pids` (processes it ran) alive.
+pub fn tear_down(sim: &Sim, pids: &[u32]) {
+    sim.teardown().expect("teardown");
+    for &p in pids {
+        assert!(!alive(p), "process {p} survived teardown");
+    }
+    assert_nothing_left(sim.instance(), &[]);
+}
+
+/// [`tear_down`], and the host's root namespace is as it was `before` the simulation.
+pub fn tear_down_since(sim: &Sim, pids: &[u32], before: HostSnapshot) {
+    tear_down(sim, pids);
+    assert_eq!(before, HostSnapshot::take(), "the root namespace changed");
 }
 
 /// What the simulator must never change in the host's root network namespace.
@@ -353,6 +520,18 @@ pub fn assert_only_logs(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
         }
     }
     others
+}
+
+/// [`piped_console`] after a setup script holding `setup`, in a directory of `instance`'s
+/// own (also HOME, so it holds the history file); the output, and the directory.
+pub fn console_after(instance: &str, setup: &str, input: &str) -> (std::process::Output, PathBuf) {
+    let base = option_env!("CARGO_TARGET_TMPDIR").map_or_else(std::env::temp_dir, PathBuf::from);
+    let dir = base.join(instance);
+    std::fs::create_dir_all(&dir).unwrap();
+    let script = dir.join("setup.rhai");
+    std::fs::write(&script, setup).unwrap();
+    let _ = std::fs::remove_file(dir.join(".knetsim_history"));
+    (piped_console(instance, &script, &dir, input), dir)
 }
 
 /// A learner typing into a piped console: `knetsim --instance INSTANCE --console SCRIPT` with

@@ -190,6 +190,36 @@ pub fn check_name(what: &str, name: &str) -> Result<()> {
 }
 
 impl Service {
+    /// A TCP Service `name` in namespace `default` at `cluster_ip` with one port, `port` to
+    /// `target_port` (named `port_name`), of type NodePort when `node_port` is given:
+    /// synthetic state for benchmarks and tests.
+    pub fn synthetic(
+        name: &str,
+        cluster_ip: Ipv4Addr,
+        port_name: Option<&str>,
+        port: u16,
+        target_port: u16,
+        node_port: Option<u16>,
+    ) -> Service {
+        Service {
+            name: name.to_string(),
+            namespace: "default".into(),
+            cluster_ip,
+            type_: if node_port.is_some() {
+                ServiceType::NodePort
+            } else {
+                ServiceType::ClusterIP
+            },
+            ports: vec![ServicePort {
+                name: port_name.map(str::to_string),
+                protocol: Protocol::Tcp,
+                port,
+                target_port,
+                node_port,
+            }],
+        }
+    }
+
     pub fn key(&self) -> String {
         format!("{}/{}", self.namespace, self.name)
     }
@@ -415,23 +445,20 @@ pub(crate) mod tests {
     use super::*;
 
     pub(crate) fn web() -> Service {
-        Service {
-            name: "web".into(),
-            namespace: "default".into(),
-            cluster_ip: "100.64.0.10".parse().unwrap(),
-            type_: ServiceType::ClusterIP,
-            ports: vec![ServicePort {
-                name: Some("http".into()),
-                protocol: Protocol::Tcp,
-                port: 80,
-                target_port: 8000,
-                node_port: None,
-            }],
-        }
+        let cluster_ip = "100.64.0.10".parse().unwrap();
+        Service::synthetic("web", cluster_ip, Some("http"), 80, 8000, None)
     }
 
     fn err(s: &State) -> String {
         format!("{:#}", s.validate().unwrap_err())
+    }
+
+    /// Why a state holding just `svc` is refused.
+    fn alone_err(svc: Service) -> String {
+        err(&State {
+            services: vec![svc],
+            ..Default::default()
+        })
     }
 
     #[test]
@@ -467,16 +494,10 @@ pub(crate) mod tests {
     fn cluster_ip_outside_range_and_broadcast() {
         let mut svc = web();
         svc.cluster_ip = "192.168.1.1".parse().unwrap();
-        let e = err(&State {
-            services: vec![svc.clone()],
-            ..Default::default()
-        });
+        let e = alone_err(svc.clone());
         assert!(e.contains("outside the service range"), "{e}");
         svc.cluster_ip = "100.64.255.255".parse().unwrap();
-        let e = err(&State {
-            services: vec![svc],
-            ..Default::default()
-        });
+        let e = alone_err(svc);
         assert!(e.contains("broadcast"), "{e}");
     }
 
@@ -518,44 +539,24 @@ pub(crate) mod tests {
         assert_eq!(valid_port("port", 80).unwrap(), 80);
         let mut svc = web();
         svc.ports[0].port = 0;
-        assert!(err(&State {
-            services: vec![svc],
-            ..Default::default()
-        })
-        .contains("invalid port 0"));
+        assert!(alone_err(svc).contains("invalid port 0"));
         let mut svc = web();
         svc.ports[0].target_port = 0;
-        assert!(err(&State {
-            services: vec![svc],
-            ..Default::default()
-        })
-        .contains("invalid target port 0"));
+        assert!(alone_err(svc).contains("invalid target port 0"));
         let mut svc = web();
         svc.ports.push(svc.ports[0].clone());
         svc.ports[1].name = None;
-        assert!(err(&State {
-            services: vec![svc],
-            ..Default::default()
-        })
-        .contains("lists tcp/80 twice"));
+        assert!(alone_err(svc).contains("lists tcp/80 twice"));
         let mut svc = web();
         svc.ports.clear();
-        assert!(err(&State {
-            services: vec![svc],
-            ..Default::default()
-        })
-        .contains("has no ports"));
+        assert!(alone_err(svc).contains("has no ports"));
     }
 
     #[test]
     fn node_ports() {
         let mut svc = web();
         svc.ports[0].node_port = Some(30080);
-        assert!(err(&State {
-            services: vec![svc.clone()],
-            ..Default::default()
-        })
-        .contains("use type NodePort"));
+        assert!(alone_err(svc.clone()).contains("use type NodePort"));
         svc.type_ = ServiceType::NodePort;
         State {
             services: vec![svc.clone()],
@@ -572,17 +573,9 @@ pub(crate) mod tests {
         })
         .contains("already used by Service"));
         svc.ports[0].node_port = Some(80);
-        assert!(err(&State {
-            services: vec![svc.clone()],
-            ..Default::default()
-        })
-        .contains("outside 30000-32767"));
+        assert!(alone_err(svc.clone()).contains("outside 30000-32767"));
         svc.ports[0].node_port = None;
-        assert!(err(&State {
-            services: vec![svc],
-            ..Default::default()
-        })
-        .contains("has no nodePort"));
+        assert!(alone_err(svc).contains("has no nodePort"));
     }
 
     #[test]
@@ -597,11 +590,7 @@ pub(crate) mod tests {
         );
         let mut svc = web();
         svc.name = "Web_1".into();
-        assert!(err(&State {
-            services: vec![svc],
-            ..Default::default()
-        })
-        .contains("invalid Service name 'Web_1'"));
+        assert!(alone_err(svc).contains("invalid Service name 'Web_1'"));
         // JSON as Kubernetes spells it, and a wrong protocol in JSON is refused.
         let j = serde_json::to_string(&web()).unwrap();
         assert!(

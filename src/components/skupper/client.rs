@@ -10,8 +10,8 @@
 //! A producer gets link credit only while its address has a consumer somewhere in the
 //! network; its credit is withdrawn when the last one goes.
 
-use super::certs;
 use super::config::Listener;
+use super::listen;
 use super::log;
 use super::router::{Kind, Msg, Router};
 use super::sasl;
@@ -96,26 +96,7 @@ fn decode(b: &[u8]) -> Result<Message<Body<Value>>> {
 
 /// Listens for AMQP clients.
 pub async fn run_listener(router: Arc<Router>, l: Listener) -> Result<()> {
-    let tls = match &l.ssl_profile {
-        Some(p) => {
-            let prof = router
-                .cfg()
-                .ssl_profile(p)
-                .cloned()
-                .ok_or_else(|| anyhow!("sslProfile {p} missing"))?;
-            Some(certs::server_config(&prof)?)
-        }
-        None => None,
-    };
-    let sock = tokio::net::TcpListener::bind((l.host.as_str(), l.port))
-        .await
-        .map_err(|e| {
-            anyhow!(
-                "listener {}:{} (normal) cannot listen: {e}; choose a free port",
-                l.host,
-                l.port
-            )
-        })?;
+    let (tls, sock) = listen::bind(&router, &l).await?;
     log!(
         "listening for AMQP clients on {}:{} ({})",
         l.host,
@@ -126,18 +107,8 @@ pub async fn run_listener(router: Arc<Router>, l: Listener) -> Result<()> {
             "plain, SASL ANONYMOUS"
         }
     );
-    tokio::spawn(async move {
-        loop {
-            match sock.accept().await {
-                Ok((s, from)) => {
-                    tokio::spawn(serve_client(router.clone(), tls.clone(), s, from));
-                }
-                Err(e) => {
-                    log!("listener {}: accept failed: {e}", l.port);
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-            }
-        }
+    listen::accept_each(sock, l.port, move |s, from| {
+        tokio::spawn(serve_client(router.clone(), tls.clone(), s, from));
     });
     Ok(())
 }

@@ -9,6 +9,7 @@
 
 use super::certs;
 use super::config::{Connector, Listener, Mode, Role};
+use super::listen;
 use super::log;
 use super::router::{Kind, Msg, Neighbor, Router};
 use super::sasl;
@@ -271,11 +272,7 @@ async fn connect_once(router: &Arc<Router>, c: &Connector) -> Result<String> {
     let role = c.role.as_str();
     let (conn, session, sender, receiver, peer, describe) = match &c.ssl_profile {
         Some(p) => {
-            let prof = router
-                .cfg()
-                .ssl_profile(p)
-                .cloned()
-                .ok_or_else(|| anyhow!("sslProfile {p} missing"))?;
+            let prof = router.ssl_profile(p)?;
             let tls = certs::client_config(&prof)?;
             let name = certs::server_name(&c.host, c.verify_hostname)?;
             let mut io = tokio_rustls::TlsConnector::from(tls)
@@ -483,27 +480,7 @@ async fn serve_one(
 
 /// Listens for inter-router (or edge) links.
 pub async fn run_listener(router: Arc<Router>, l: Listener) -> Result<()> {
-    let tls = match &l.ssl_profile {
-        Some(p) => {
-            let prof = router
-                .cfg()
-                .ssl_profile(p)
-                .cloned()
-                .ok_or_else(|| anyhow!("sslProfile {p} missing"))?;
-            Some(certs::server_config(&prof)?)
-        }
-        None => None,
-    };
-    let sock = tokio::net::TcpListener::bind((l.host.as_str(), l.port))
-        .await
-        .map_err(|e| {
-            anyhow!(
-                "listener {}:{} ({}) cannot listen: {e}; choose a free port",
-                l.host,
-                l.port,
-                l.role.as_str()
-            )
-        })?;
+    let (tls, sock) = listen::bind(&router, &l).await?;
     log!(
         "listening for {} links on {}:{} ({})",
         l.role.as_str(),
@@ -512,18 +489,8 @@ pub async fn run_listener(router: Arc<Router>, l: Listener) -> Result<()> {
         if tls.is_some() { "mutual TLS" } else { "plain" }
     );
     let l = Arc::new(l);
-    tokio::spawn(async move {
-        loop {
-            match sock.accept().await {
-                Ok((s, from)) => {
-                    tokio::spawn(serve_one(router.clone(), l.clone(), tls.clone(), s, from));
-                }
-                Err(e) => {
-                    log!("listener {}: accept failed: {e}", l.port);
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-            }
-        }
+    listen::accept_each(sock, l.port, move |s, from| {
+        tokio::spawn(serve_one(router.clone(), l.clone(), tls.clone(), s, from));
     });
     Ok(())
 }

@@ -40,6 +40,7 @@ pub mod client;
 pub mod config;
 pub mod http;
 pub mod link;
+mod listen;
 pub mod reload;
 pub mod router;
 pub mod sasl;

@@ -7,7 +7,7 @@
 //! The router's identity and its AMQP/HTTP listeners are bound once: a change there is
 //! refused with a message, and the old configuration stays in force.
 
-use super::config::{Connector, RouterConfig, TcpListener};
+use super::config::{Connector, RouterConfig, TcpConnector, TcpListener};
 use super::router::Router;
 use super::{link, log, tcp};
 use std::collections::BTreeMap;
@@ -40,6 +40,39 @@ pub fn needs_restart(old: &RouterConfig, new: &RouterConfig) -> Option<String> {
     None
 }
 
+/// Logs where tcpConnector `t` sends its address's connections, after `prefix`.
+fn announce(t: &TcpConnector, prefix: &str) {
+    log!(
+        "{prefix}tcpConnector {}: address {} -> {}:{}",
+        t.name,
+        t.address,
+        t.host,
+        t.port
+    );
+}
+
+/// Stops the task of every entry of `running` that `wanted` no longer holds as it is;
+/// returns those entries.
+async fn stop_unwanted<T: PartialEq>(
+    running: &mut BTreeMap<String, (T, JoinHandle<()>)>,
+    wanted: &[T],
+) -> Vec<T> {
+    let gone: Vec<String> = running
+        .iter()
+        .filter(|(_, (t, _))| !wanted.contains(t))
+        .map(|(n, _)| n.clone())
+        .collect();
+    let mut stopped = vec![];
+    for n in gone {
+        if let Some((t, h)) = running.remove(&n) {
+            h.abort();
+            let _ = h.await;
+            stopped.push(t);
+        }
+    }
+    stopped
+}
+
 impl Running {
     /// Starts the tcpListeners and connectors of `cfg`.
     pub async fn start(router: &Arc<Router>, cfg: &RouterConfig) -> anyhow::Result<Running> {
@@ -49,13 +82,7 @@ impl Running {
             r.tcp_listeners.insert(t.name.clone(), (t.clone(), h));
         }
         for t in &cfg.tcp_connectors {
-            log!(
-                "tcpConnector {}: address {} -> {}:{}",
-                t.name,
-                t.address,
-                t.host,
-                t.port
-            );
+            announce(t, "");
         }
         for c in &cfg.connectors {
             r.start_connector(router, c);
@@ -81,59 +108,37 @@ impl Running {
         let mut changes = 0;
         // Stop first, so a tcpListener moved to another port frees its old one, and one
         // keeping its port can bind it again.
-        let gone: Vec<String> = self
-            .tcp_listeners
+        for t in stop_unwanted(&mut self.tcp_listeners, &new.tcp_listeners).await {
+            log!(
+                "reload: tcpListener {} on port {} closed (its connections go on)",
+                t.name,
+                t.port
+            );
+            changes += 1;
+        }
+        for c in stop_unwanted(&mut self.connectors, &new.connectors).await {
+            log!("reload: connector {} removed", c.name);
+            changes += 1;
+        }
+        for t in old
+            .tcp_connectors
             .iter()
-            .filter(|(n, (t, _))| !new.tcp_listeners.iter().any(|x| &x.name == *n && x == t))
-            .map(|(n, _)| n.clone())
-            .collect();
-        for n in gone {
-            if let Some((t, h)) = self.tcp_listeners.remove(&n) {
-                h.abort();
-                let _ = h.await;
-                log!(
-                    "reload: tcpListener {} on port {} closed (its connections go on)",
-                    t.name,
-                    t.port
-                );
-                changes += 1;
-            }
+            .filter(|t| !new.tcp_connectors.contains(t))
+        {
+            log!(
+                "reload: tcpConnector {} (address {}) removed",
+                t.name,
+                t.address
+            );
+            changes += 1;
         }
-        let gone: Vec<String> = self
-            .connectors
+        for t in new
+            .tcp_connectors
             .iter()
-            .filter(|(n, (c, _))| !new.connectors.iter().any(|x| &x.name == *n && x == c))
-            .map(|(n, _)| n.clone())
-            .collect();
-        for n in gone {
-            if let Some((c, h)) = self.connectors.remove(&n) {
-                h.abort();
-                let _ = h.await;
-                log!("reload: connector {} removed", c.name);
-                changes += 1;
-            }
-        }
-        for t in &old.tcp_connectors {
-            if !new.tcp_connectors.contains(t) {
-                log!(
-                    "reload: tcpConnector {} (address {}) removed",
-                    t.name,
-                    t.address
-                );
-                changes += 1;
-            }
-        }
-        for t in &new.tcp_connectors {
-            if !old.tcp_connectors.contains(t) {
-                log!(
-                    "reload: tcpConnector {}: address {} -> {}:{}",
-                    t.name,
-                    t.address,
-                    t.host,
-                    t.port
-                );
-                changes += 1;
-            }
+            .filter(|t| !old.tcp_connectors.contains(t))
+        {
+            announce(t, "reload: ");
+            changes += 1;
         }
         if old.addresses != new.addresses || old.ssl_profiles != new.ssl_profiles {
             changes += 1;

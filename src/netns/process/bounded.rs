@@ -136,7 +136,7 @@ pub fn run_bounded(
         cut: printed > bytes.len() as u64,
         printed,
         text: into_text(bytes),
-        ended: stopped.unwrap_or_else(|| exit_of(status)),
+        ended: stopped.unwrap_or_else(|| Ended::from(status)),
     })
 }
 
@@ -179,12 +179,14 @@ fn into_text(bytes: Vec<u8>) -> String {
     }
 }
 
-fn exit_of(status: std::process::ExitStatus) -> Ended {
-    use std::os::unix::process::ExitStatusExt;
-    match (status.code(), status.signal()) {
-        (Some(c), _) => Ended::Exited(c),
-        (None, Some(s)) => Ended::Signalled(s),
-        _ => Ended::Exited(-1),
+impl From<std::process::ExitStatus> for Ended {
+    fn from(status: std::process::ExitStatus) -> Ended {
+        use std::os::unix::process::ExitStatusExt;
+        match (status.code(), status.signal()) {
+            (Some(c), _) => Ended::Exited(c),
+            (None, Some(s)) => Ended::Signalled(s),
+            _ => Ended::Exited(-1),
+        }
     }
 }
 

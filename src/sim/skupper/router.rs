@@ -66,13 +66,7 @@ pub(super) fn start_router(sim: &Sim, id: &str, s: &SiteState) -> Result<DaemonI
         ),
         READY_TIMEOUT,
     )
-    .hint(|| {
-        format!(
-            "its log ({}) ends with:\n{}",
-            log.display(),
-            log_tail(&log, 5)
-        )
-    })
+    .hint(|| log_end(&log))
     .until(|| {
         // Another pid means it exited (and the supervisor started it again).
         if sim.daemon_pid(spawned.id) != Some(spawned.pid) {
@@ -124,13 +118,7 @@ pub(super) fn reload_router(sim: &Sim, id: &str, s: &SiteState) -> Result<()> {
         format!("the Skupper router of {name} to apply its new configuration"),
         READY_TIMEOUT,
     )
-    .hint(|| {
-        format!(
-            "its log ({}) ends with:\n{}",
-            log.display(),
-            log_tail(&log, 5)
-        )
-    })
+    .hint(|| log_end(&log))
     .until(|| {
         let text = match http_get(&s.ns, "/metrics") {
             Ok(t) => t,
@@ -337,4 +325,13 @@ pub(super) fn wait_link(log: &Path, offset: u64, peer: &str) -> Result<()> {
 pub(super) fn is_certificate_refusal(line: &str) -> bool {
     let l = line.to_ascii_lowercase();
     l.contains("tls handshake") && (l.contains("certificate") || l.contains("alert"))
+}
+
+/// Where a router's log is and how it ends, for messages about a router that is not ready.
+fn log_end(log: &std::path::Path) -> String {
+    format!(
+        "its log ({}) ends with:\n{}",
+        log.display(),
+        log_tail(log, 5)
+    )
 }

@@ -11,19 +11,14 @@ fn ip(s: &str) -> Ipv4Addr {
 
 fn state() -> State {
     State {
-        services: vec![Service {
-            name: "web".into(),
-            namespace: "default".into(),
-            cluster_ip: ip("100.64.0.10"),
-            type_: ServiceType::NodePort,
-            ports: vec![ServicePort {
-                name: Some("http".into()),
-                protocol: Protocol::Tcp,
-                port: 80,
-                target_port: 8000,
-                node_port: Some(30080),
-            }],
-        }],
+        services: vec![Service::synthetic(
+            "web",
+            ip("100.64.0.10"),
+            Some("http"),
+            80,
+            8000,
+            Some(30080),
+        )],
         endpoints: vec![Endpoints {
             service: "web".into(),
             namespace: "default".into(),
@@ -68,31 +63,17 @@ fn full_transaction_shape() {
     ] {
         assert!(t.contains(want), "missing {want:?} in\n{t}");
     }
-    assert!(
-        t.contains(&format!(
-            "add element ip kube-proxy service-ips {{ 100.64.0.10 . tcp . 80 : goto {svc_chain} }}"
-        )),
-        "{t}"
-    );
-    assert!(
-        t.contains(&format!(
-            "add rule ip kube-proxy {ep} ip saddr 11.10.0.2 counter jump mark-for-masquerade"
-        )),
-        "{t}"
-    );
-    assert!(t.contains(&format!(
-        "add rule ip kube-proxy {ep} meta l4proto tcp counter dnat to 11.10.0.2:8000 comment \"default/web:http -> pod c2 on C0w2\""
-    )), "{t}");
-    assert!(t.contains(&format!("add rule ip kube-proxy {svc_chain} counter numgen random mod 2 vmap {{ 0 : goto endpoint-")), "{t}");
-    assert!(
-        t.contains("service-nodeports { tcp . 30080 : goto external-"),
-        "{t}"
-    );
-    assert!(t.contains("static-vips { 100.64.10.1 : goto vip-"), "{t}");
-    assert!(
-        t.contains("counter dnat to 11.11.0.2 comment \"VIP 100.64.10.1 -> 11.11.0.2\""),
-        "{t}"
-    );
+    for want in [
+        format!("add element ip kube-proxy service-ips {{ 100.64.0.10 . tcp . 80 : goto {svc_chain} }}"),
+        format!("add rule ip kube-proxy {ep} ip saddr 11.10.0.2 counter jump mark-for-masquerade"),
+        format!("add rule ip kube-proxy {ep} meta l4proto tcp counter dnat to 11.10.0.2:8000 comment \"default/web:http -> pod c2 on C0w2\""),
+        format!("add rule ip kube-proxy {svc_chain} counter numgen random mod 2 vmap {{ 0 : goto endpoint-"),
+        "service-nodeports { tcp . 30080 : goto external-".to_string(),
+        "static-vips { 100.64.10.1 : goto vip-".to_string(),
+        "counter dnat to 11.11.0.2 comment \"VIP 100.64.10.1 -> 11.11.0.2\"".to_string(),
+    ] {
+        assert!(t.contains(&want), "missing {want:?} in\n{t}");
+    }
     assert!(
         !t.contains("add element ip kube-proxy no-endpoint-services"),
         "a service with endpoints is not rejected:\n{t}"
@@ -206,24 +187,11 @@ fn big_state(n: usize, v: usize) -> State {
     let mut st = State::default();
     for i in 0..n {
         let name = format!("svc-{i}");
-        let np = i % 3 == 0;
-        st.services.push(Service {
-            name: name.clone(),
-            namespace: "default".into(),
-            cluster_ip: Ipv4Addr::new(100, 64, 1, i as u8 + 1),
-            type_: if np {
-                ServiceType::NodePort
-            } else {
-                ServiceType::ClusterIP
-            },
-            ports: vec![ServicePort {
-                name: None,
-                protocol: Protocol::Tcp,
-                port: 80,
-                target_port: 8000,
-                node_port: np.then_some(30000 + i as u16),
-            }],
-        });
+        let node_port = (i % 3 == 0).then_some(30000 + i as u16);
+        let cluster_ip = Ipv4Addr::new(100, 64, 1, i as u8 + 1);
+        st.services.push(Service::synthetic(
+            &name, cluster_ip, None, 80, 8000, node_port,
+        ));
         if i % 5 != 4 {
             st.endpoints.push(Endpoints {
                 service: name,

@@ -23,7 +23,7 @@
 //! the cheapest path, and a service address goes to the nearest router advertising it.
 
 use super::client::ClientDelivery;
-use super::config::{Mode, RouterConfig};
+use super::config::{Mode, RouterConfig, SslProfile};
 use super::log;
 use super::tcp::FlowEvent;
 use serde::{Deserialize, Serialize};
@@ -202,6 +202,14 @@ impl Router {
     /// The configuration in force (replaced on reload).
     pub fn cfg(&self) -> std::sync::RwLockReadGuard<'_, RouterConfig> {
         self.cfg.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// sslProfile `name` of the configuration in force.
+    pub fn ssl_profile(&self, name: &str) -> anyhow::Result<SslProfile> {
+        self.cfg()
+            .ssl_profile(name)
+            .cloned()
+            .ok_or_else(|| anyhow::anyhow!("sslProfile {name} missing"))
     }
 
     /// Replaces the configuration and advertises the addresses it serves.
