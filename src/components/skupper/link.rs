@@ -279,7 +279,7 @@ async fn connect_once(router: &Arc<Router>, c: &Connector) -> Result<String> {
                 .connect(name, read_buffered(tcp))
                 .await
                 .map_err(|e| anyhow!("TLS handshake with {}:{} failed: {e}", c.host, c.port))?;
-            room_for_a_frame(&mut io.get_mut().1);
+            room_for_a_frame(io.get_mut().1);
             let (a, b, s, r, h) = tokio::time::timeout(HANDSHAKE, async {
                 sasl::connect(&mut io, sasl::EXTERNAL).await?;
                 connector_side(router, io, c).await
@@ -431,7 +431,7 @@ async fn serve_one(
                     .accept(read_buffered(tcp))
                     .await
                     .map_err(|e| anyhow!("TLS handshake failed: {e} (the peer's certificate must be issued by this site's CA: link with a token from this site)"))?;
-                room_for_a_frame(&mut io.get_mut().1);
+                room_for_a_frame(io.get_mut().1);
                 let offer = sasl::Offer::External { identity: peer_identity(&io) };
                 let (c, s, snd, rcv, h, who) = tokio::time::timeout(HANDSHAKE, async {
                     let (io, who) = sasl::accept(io, &offer).await?;
