@@ -610,6 +610,19 @@ fn unreachable_etcd_and_unknown_iface_are_clear_errors() {
     );
     assert!(o.text.contains("--etcd-endpoints"), "{}", o.text);
 
+    // Each bad start: the agent exits 1 at once (no etcd wait) with `want` in its output.
+    let refused = |args: &str, want: &str| -> String {
+        let o = run(
+            Some(&ns),
+            &format!(
+                "{bin} flanneld --etcd-endpoints {args} --subnet-file {}",
+                sf.display()
+            ),
+        );
+        assert_eq!(o.ended, netns::process::Ended::Exited(1), "{}", o.text);
+        assert!(o.text.contains(want), "{}", o.text);
+        o.text
+    };
     // --iface naming an address or a link that is not there
     for (iface, want) in [
         (
@@ -618,12 +631,8 @@ fn unreachable_etcd_and_unknown_iface_are_clear_errors() {
         ),
         ("nope0", "--iface nope0: no such interface"),
     ] {
-        let o = run(Some(&ns),
-            &format!("{bin} flanneld --etcd-endpoints http://10.0.0.3:2379 --iface {iface} --subnet-file {}", sf.display()),
-        );
-        assert_eq!(o.ended, netns::process::Ended::Exited(1), "{}", o.text);
-        assert!(o.text.contains(want), "{}", o.text);
-        assert!(o.text.contains("eth0"), "lists the links there: {}", o.text);
+        let text = refused(&format!("http://10.0.0.3:2379 --iface {iface}"), want);
+        assert!(text.contains("eth0"), "lists the links there: {text}");
     }
     // endpoints that are not URLs fail at once (no waiting), empty ones too
     for (ep, want) in [
@@ -633,45 +642,18 @@ fn unreachable_etcd_and_unknown_iface_are_clear_errors() {
         ),
         (",", "--etcd-endpoints is empty"),
     ] {
-        let o = run(Some(&ns),
-            &format!(
-                "{bin} flanneld --etcd-endpoints '{ep}' --iface eth0 --subnet-file {}",
-                sf.display()
-            ),
-        );
-        assert_eq!(o.ended, netns::process::Ended::Exited(1), "{}", o.text);
-        assert!(o.text.contains(want), "{}", o.text);
-        assert!(!o.text.contains("waiting for etcd"), "{}", o.text);
+        let text = refused(&format!("'{ep}' --iface eth0"), want);
+        assert!(!text.contains("waiting for etcd"), "{text}");
     }
     // no --iface and no default route; an interface without an IPv4 address
-    let o = run(
-        Some(&ns),
-        &format!(
-            "{bin} flanneld --etcd-endpoints http://10.0.0.3:2379 --subnet-file {}",
-            sf.display()
-        ),
-    );
-    assert_eq!(o.ended, netns::process::Ended::Exited(1), "{}", o.text);
-    assert!(
-        o.text
-            .contains("no --iface given and there is no default route"),
-        "{}",
-        o.text
+    refused(
+        "http://10.0.0.3:2379",
+        "no --iface given and there is no default route",
     );
     sh(&ns, "ip link add eth9 type veth peer name eth10");
-    let o = run(
-        Some(&ns),
-        &format!(
-            "{bin} flanneld --etcd-endpoints http://10.0.0.3:2379 --iface eth9 --subnet-file {}",
-            sf.display()
-        ),
-    );
-    assert_eq!(o.ended, netns::process::Ended::Exited(1), "{}", o.text);
-    assert!(
-        o.text
-            .contains("--iface eth9: the interface has no IPv4 address"),
-        "{}",
-        o.text
+    refused(
+        "http://10.0.0.3:2379 --iface eth9",
+        "--iface eth9: the interface has no IPv4 address",
     );
     // with a default route, the agent picks that route's interface (then waits for etcd)
     sh(&ns, "ip route add default via 10.0.0.1 dev eth0");
@@ -688,25 +670,15 @@ fn unreachable_etcd_and_unknown_iface_are_clear_errors() {
         "{}",
         o.text
     );
-    let o = run(Some(&ns),
-        &format!("{bin} flanneld --etcd-endpoints http://10.0.0.3:2379 --iface eth0 --subnet-lease-ttl 0 --subnet-file {}", sf.display()),
-    );
-    assert_eq!(o.ended, netns::process::Ended::Exited(1), "{}", o.text);
-    assert!(
-        o.text.contains("invalid --subnet-lease-ttl 0"),
-        "{}",
-        o.text
+    refused(
+        "http://10.0.0.3:2379 --iface eth0 --subnet-lease-ttl 0",
+        "invalid --subnet-lease-ttl 0",
     );
 
     // flanneld's flag check
-    let o = run(Some(&ns),
-        &format!("{bin} flanneld --etcd-endpoints http://10.0.0.3:2379 --iface eth0 --subnet-lease-renew-margin 1440 --subnet-file {}", sf.display()),
-    );
-    assert_eq!(o.ended, netns::process::Ended::Exited(1), "{}", o.text);
-    assert!(
-        o.text.contains("invalid --subnet-lease-renew-margin 1440"),
-        "{}",
-        o.text
+    refused(
+        "http://10.0.0.3:2379 --iface eth0 --subnet-lease-renew-margin 1440",
+        "invalid --subnet-lease-renew-margin 1440",
     );
 
     // no device was created by the failed starts

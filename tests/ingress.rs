@@ -255,11 +255,8 @@ fn bad_ingress_input_is_refused_and_leaves_no_nginx() {
         ("no TCP port 81 (its ports: 8000)", "web:81"),
         ("'http' is not a port", "web:http"),
     ] {
-        let e = w1
-            .run_ingress("g", 8001, &[rule("/w", endpoint)])
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains(want), "{e}");
+        let e = err_text(w1.run_ingress("g", 8001, &[rule("/w", endpoint)]));
+        assert_holds(&e, &[want]);
     }
     let good: &[(&str, &str)] = &[("/svc1", "100.64.11.1:8000")];
     // What the message says, the group, the port, the rules as (path, endpoint).

@@ -237,6 +237,25 @@ pub fn remove_private_dir(path: &Path) -> Result<bool> {
 
 /// Removes the shared etcd-data base when it is empty: `rmdir` fails when another instance
 /// has a directory in it, so this cannot take anything from a running instance.
+/// Where a file written by rename goes first: its directory (`.` for a bare name) and a
+/// temporary name beside `path` in it, so the rename that replaces `path` stays within one
+/// file system and is atomic.
+pub fn temp_beside(path: &Path) -> Result<(PathBuf, PathBuf)> {
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let name = path
+        .file_name()
+        .ok_or_else(|| anyhow!("{} names no file", path.display()))?;
+    let tmp = dir.join(format!(
+        ".{}.{}.tmp",
+        name.to_string_lossy(),
+        std::process::id()
+    ));
+    Ok((dir.to_path_buf(), tmp))
+}
+
 pub fn remove_shm_base_if_empty() {
     let _ = std::fs::remove_dir(SHM_BASE);
 }

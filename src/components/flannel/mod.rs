@@ -110,20 +110,10 @@ pub fn run(args: FlanneldArgs) -> Result<()> {
 
 /// Writes `text` to `path` atomically (temporary file in the same directory, then rename).
 pub fn write_atomic(path: &Path, text: &str) -> Result<()> {
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir)
+    let (dir, tmp) = crate::netns::state::temp_beside(path)
+        .with_context(|| format!("--subnet-file {}", path.display()))?;
+    std::fs::create_dir_all(&dir)
         .with_context(|| format!("creating directory {}", dir.display()))?;
-    let name = path
-        .file_name()
-        .ok_or_else(|| anyhow!("--subnet-file {} has no file name", path.display()))?;
-    let tmp = dir.join(format!(
-        ".{}.{}.tmp",
-        name.to_string_lossy(),
-        std::process::id()
-    ));
     std::fs::write(&tmp, text).with_context(|| format!("writing {}", tmp.display()))?;
     std::fs::rename(&tmp, path)
         .with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))?;

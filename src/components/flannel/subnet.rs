@@ -399,26 +399,22 @@ mod tests {
 
     #[test]
     fn own_lease_outside_range_is_deleted() {
-        let leases = vec![lease("11.2.0.0/20", [10, 0, 0, 3])];
-        let c = choose(
-            &sim_range(),
-            &leases,
-            Ipv4Addr::new(10, 0, 0, 3),
-            None,
-            |_| 0,
-        )
-        .unwrap();
-        assert_eq!(c, Choice::DeleteIncompatible(net("11.2.0.0/20")));
-        let leases = vec![lease("11.12.0.0/24", [10, 0, 0, 3])];
-        let c = choose(
-            &sim_range(),
-            &leases,
-            Ipv4Addr::new(10, 0, 0, 3),
-            None,
-            |_| 0,
-        )
-        .unwrap();
-        assert_eq!(c, Choice::DeleteIncompatible(net("11.12.0.0/24")));
+        // Outside the network, and inside it with another subnet length.
+        for stale in ["11.2.0.0/20", "11.12.0.0/24"] {
+            let leases = vec![lease(stale, [10, 0, 0, 3])];
+            let c = choose(
+                &sim_range(),
+                &leases,
+                Ipv4Addr::new(10, 0, 0, 3),
+                None,
+                |_| 0,
+            );
+            assert_eq!(
+                c.unwrap(),
+                Choice::DeleteIncompatible(net(stale)),
+                "{stale}"
+            );
+        }
     }
 
     #[test]

@@ -75,19 +75,8 @@ pub fn create_private_dir(dir: &Path) -> Result<()> {
 /// moment exists at which another user could open it, and a symlink planted at `path` is
 /// replaced, never followed.
 pub fn write_private(path: &Path, text: &str) -> Result<()> {
-    let dir = path
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    state::verify_private_dir(dir)?;
-    let name = path
-        .file_name()
-        .ok_or_else(|| anyhow!("{} names no file", path.display()))?;
-    let tmp = dir.join(format!(
-        ".{}.{}.tmp",
-        name.to_string_lossy(),
-        std::process::id()
-    ));
+    let (dir, tmp) = state::temp_beside(path)?;
+    state::verify_private_dir(&dir)?;
     let written = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
