@@ -56,6 +56,11 @@ fn lesson_06_packet_walk() {
 }
 
 #[test]
+fn lesson_07_troubleshoot() {
+    run_lesson("07-troubleshoot.rhai", "tr-lesson07");
+}
+
+#[test]
 fn lesson_08_backends() {
     run_lesson("08-backends.rhai", "fl-lesson08");
 }

@@ -43,6 +43,7 @@ pub fn run(args: RunArgs) -> i32 {
     };
     let interactive = !args.no_pause && std::io::stdin().is_terminal();
     let mut session = ScriptSession::new(sim.clone(), interactive);
+    session.set_side_console(crate::console::side_line);
     let (outcome, open_console) = match &args.script {
         Some(path) => (session.run_file(path), args.console),
         None => (

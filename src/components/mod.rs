@@ -9,4 +9,5 @@ pub mod ingress;
 pub mod kubeproxy;
 pub mod nft;
 pub mod skupper;
+pub mod topology;
 pub mod trace;

@@ -22,7 +22,11 @@ pub const COMMANDS: &[(&str, &str)] = &[
     ),
     (
         "trace",
-        "trace NODE [POD] DEST[:PORT] [tcp|udp|icmp]: walk one probe hop by hop (e.g. trace C0w1 c1 100.64.0.1:80)",
+        "trace NODE [POD] DEST[:PORT][/PATH] [tcp|udp|icmp] [full]: walk one probe hop by hop (e.g. trace C0w1 c1 100.64.0.1:80)",
+    ),
+    (
+        "topo",
+        "topo [FILE.svg|FILE.html]: the running simulation as text; with a file, drawn there too",
     ),
     (
         "exit",

@@ -216,6 +216,36 @@ pub fn handle_with(
     Flow::Continue
 }
 
+/// The console words that need no script scope (`trace`, `nodes`, `net`, `dump`,
+/// `pingall`, `C0w1 CMD`), for the prompt of a lesson's `challenge`; false for any other
+/// line, which the challenge evaluates as Rhai.
+pub fn side_line(sim: &Sim, input: &str, out: &mut dyn Write) -> bool {
+    if let Some(r) = trace::console_line(sim, input) {
+        let _ = match r {
+            Ok(text) => write!(out, "{text}"),
+            Err(e) => writeln!(out, "{}", ui::red(&format!("error: {e}"))),
+        };
+        return true;
+    }
+    let text = match classify(input, &sim.node_names()) {
+        Line::Nodes => format!("{}\n", nodes_table(sim)),
+        Line::PingAll => pingall(sim),
+        Line::Net => net_text(sim),
+        Line::Dump => dump_text(sim),
+        Line::Node { node, cmd } => {
+            let Some(n) = sim.node(&node) else {
+                return false;
+            };
+            let terminal = pty::is_tty(0) && pty::is_tty(1);
+            live::run(&live::Target::Node(n), &cmd, out, terminal);
+            return true;
+        }
+        _ => return false,
+    };
+    let _ = write!(out, "{text}");
+    true
+}
+
 /// `help`: console commands, then the script API (from its registry).
 pub fn help_text() -> String {
     let mut s = String::new();

@@ -514,6 +514,23 @@ fn register_worker(reg: &mut Registry) {
             rt(w.create_container(c, labels)).map(container_map)
         })
         .method(
+            "container",
+            "container(pod) -> #{ name, worker, ip, ns, labels }",
+            "A pod of this worker as the simulator (the API server) knows it",
+            r#"print(C0w2.container("c2").labels);"#,
+            |w: &mut Worker, c: &str| -> RResult<Map> { rt(w.container(c)).map(container_map) },
+        )
+        .method(
+            "set_labels",
+            "set_labels(pod, labels)",
+            "Replaces a pod's labels (kubectl label --overwrite): Services select it or stop selecting it",
+            r#"C0w2.set_labels("c2", #{ app: "db" });"#,
+            |w: &mut Worker, c: &str, labels: Map| -> RResult<()> {
+                let labels = labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+                rt(w.set_labels(c, labels))
+            },
+        )
+        .method(
             "delete_container",
             "delete_container(pod)",
             "Deletes a pod: CNI DEL, then its namespace",

@@ -1,11 +1,13 @@
 //! The lesson helpers: `step` (a titled, numbered pause), `say` (narration), `expect`
-//! (a checked claim), `sleep` and `table`.
+//! (a checked claim), `challenge` (break, diagnose, repair), `sleep` and `table`.
 
 use super::registry::{Env, RResult, Registry};
+use crate::sim::Sim;
 use crate::ui;
-use rhai::{Array, Dynamic, EvalAltResult, NativeCallContext, Position};
+use rhai::{Array, Dynamic, EvalAltResult, FnPtr, NativeCallContext, Position};
 use std::io::{IsTerminal, Write};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 /// State the lesson helpers share with the session.
@@ -18,7 +20,13 @@ pub struct Lesson {
     pub interactive: AtomicBool,
     /// Set while the console evaluates a line: `step()` never waits there.
     pub in_console: AtomicBool,
+    /// Console words (`trace`, `topo`, `C0w1 ip route`, ...) for a challenge's prompt; the
+    /// CLI installs them, since the console sits above the script layer.
+    pub side_console: OnceLock<SideConsole>,
 }
+
+/// Runs one console line that needs no script scope; false when the line is not one.
+pub type SideConsole = fn(&Sim, &str, &mut dyn Write) -> bool;
 
 pub(crate) fn terminated(partial: impl Into<Dynamic>) -> Box<EvalAltResult> {
     EvalAltResult::ErrorTerminated(partial.into(), Position::NONE).into()
@@ -46,6 +54,11 @@ pub fn interruptible_sleep(d: Duration) -> RResult<()> {
 /// Waits for Enter on stdin; Ctrl-C stops the script. EOF stops waiting.
 fn wait_for_enter() -> RResult<()> {
     print!("{}", ui::dim("  (Enter to continue, Ctrl-C to stop) "));
+    read_line_interruptibly().map(|_| ())
+}
+
+/// One line from stdin (None at its end); Ctrl-C stops the script.
+fn read_line_interruptibly() -> RResult<Option<String>> {
     let _ = std::io::stdout().flush();
     loop {
         if crate::interrupt::is_set() {
@@ -61,8 +74,10 @@ fn wait_for_enter() -> RResult<()> {
         let n = unsafe { libc::poll(&mut fds, 1, 100) };
         if n > 0 {
             let mut line = String::new();
-            let _ = std::io::stdin().read_line(&mut line);
-            return Ok(());
+            return Ok(match std::io::stdin().read_line(&mut line) {
+                Ok(0) | Err(_) => None,
+                Ok(_) => Some(line),
+            });
         }
     }
 }
@@ -86,18 +101,122 @@ pub fn step_header(n: usize, title: &str) -> String {
     }
 }
 
+/// True when the lesson may wait for the learner: interactive, not inside a console
+/// line, and stdin is a terminal.
+fn may_pause(lesson: &super::api::Lesson) -> bool {
+    lesson.interactive.load(Ordering::SeqCst)
+        && !lesson.in_console.load(Ordering::SeqCst)
+        && std::io::stdin().is_terminal()
+}
+
 fn step(ctx: &NativeCallContext, title: &str) -> RResult<()> {
     let lesson = Env::of(ctx)?.lesson;
     let n = lesson.steps.fetch_add(1, Ordering::SeqCst) + 1;
     println!("\n{}", ui::bold(&step_header(n, title)));
     let _ = std::io::stdout().flush();
-    if lesson.interactive.load(Ordering::SeqCst)
-        && !lesson.in_console.load(Ordering::SeqCst)
-        && std::io::stdin().is_terminal()
-    {
+    if may_pause(&lesson) {
         wait_for_enter()?;
     }
     Ok(())
+}
+
+/// Runs a challenge's check: it must answer true (repaired) or false (still broken).
+fn run_check(ctx: &NativeCallContext, title: &str, check: &FnPtr) -> RResult<bool> {
+    let v: Dynamic = check.call_within_context(ctx, ())?;
+    v.as_bool().map_err(|t| {
+        format!("challenge(\"{title}\", ...): the check must return true (repaired) or false (broken), got {t}; end it with a comparison, e.g. || C0w1.exec_container(\"c1\", \"ping -c1 -W1 11.10.0.2\").contains(\" 0% packet loss\")").into()
+    })
+}
+
+/// How often, and how far apart, a check is retried after the reference repair: some
+/// repairs (an agent started again) take a moment to show.
+const REPAIR_CHECKS: usize = 10;
+const REPAIR_CHECK_GAP: Duration = Duration::from_millis(500);
+
+/// `challenge(title, hint, check, repair)`: the lesson has just broken something. The
+/// check must fail now (the fault shows). Interactively the learner gets the hint and a
+/// prompt for console words and Rhai until the check passes (`solution` applies the
+/// lesson's repair); otherwise the lesson's repair runs at once. Either way the check
+/// must pass afterwards. Both are counted as expectations, so a lesson run as a test
+/// proves every fault is detected and repaired.
+fn challenge(
+    ctx: &NativeCallContext,
+    title: &str,
+    hint: &str,
+    check: FnPtr,
+    repair: FnPtr,
+) -> RResult<bool> {
+    let lesson = Env::of(ctx)?.lesson;
+    let sim = Env::of(ctx)?.sim;
+    let n = lesson.steps.fetch_add(1, Ordering::SeqCst) + 1;
+    println!("\n{}", ui::bold(&format!("━━ Challenge {n}: {title} ━━")));
+    let broken = !run_check(ctx, title, &check)?;
+    expect(
+        ctx,
+        broken.into(),
+        &format!("the fault shows: the check fails before the repair ({title})"),
+    )?;
+    say(hint);
+    if may_pause(&lesson) {
+        say("Find it and repair it here: console words (`trace C0w1 c1 IP`, `C0w1 ip route`, `topo`) or Rhai. Enter runs the check again; `solution` applies the lesson's repair.");
+        loop {
+            print!("{}", ui::bold("challenge> "));
+            let Some(line) = read_line_interruptibly()? else {
+                break;
+            };
+            let line = line.trim();
+            if line.is_empty() || line == "check" {
+                if run_check(ctx, title, &check)? {
+                    break;
+                }
+                println!("{}", ui::yellow("  not yet: the check still fails"));
+            } else if line == "solution" {
+                let _: Dynamic = repair.call_within_context(ctx, ())?;
+                break;
+            } else {
+                side_line(ctx, &lesson, &sim, line);
+                // A Ctrl-C that ended the command (tcpdump, ping) ends only the command, as in
+                // the console; one at the prompt itself stops the lesson.
+                crate::interrupt::take();
+            }
+        }
+    } else {
+        println!(
+            "{}",
+            ui::dim("  (no pause: the lesson applies its own repair)")
+        );
+        let _: Dynamic = repair.call_within_context(ctx, ())?;
+    }
+    let mut fixed = false;
+    for i in 0..REPAIR_CHECKS {
+        if i > 0 {
+            interruptible_sleep(REPAIR_CHECK_GAP)?;
+        }
+        if run_check(ctx, title, &check)? {
+            fixed = true;
+            break;
+        }
+    }
+    expect(
+        ctx,
+        fixed.into(),
+        &format!("repaired: the check passes ({title})"),
+    )
+}
+
+/// One line at a challenge's prompt: a console word, else Rhai (node names are variables).
+fn side_line(ctx: &NativeCallContext, lesson: &super::api::Lesson, sim: &Sim, line: &str) {
+    let mut out = std::io::stdout();
+    if let Some(console) = lesson.side_console.get() {
+        if console(sim, line, &mut out) {
+            return;
+        }
+    }
+    match ctx.engine().eval::<Dynamic>(line) {
+        Ok(v) if v.is_unit() => {}
+        Ok(v) => println!("{}", super::show(&v).trim_end()),
+        Err(e) => println!("{}", ui::red(&format!("error: {e}"))),
+    }
 }
 
 /// Narration is indented under the step headers.
@@ -241,6 +360,15 @@ pub fn register(reg: &mut Registry) {
         "Checks a claim and prints ✓ or ✗ what; any ✗ makes the run exit 1",
         r#"expect(out.contains(" 0% packet loss"), "c1 reaches c2");"#,
         |ctx: NativeCallContext, cond: Dynamic, what: &str| expect(&ctx, cond, what),
+    )
+    .func(
+        "challenge",
+        "challenge(title, hint, check, repair) -> bool",
+        "A fault to find: check() must fail now; the learner repairs it at a prompt (with --no-pause, repair() runs); then check() must pass",
+        r#"challenge("c1 cannot reach c2", "Look at C0w1's routes", || C0w1.exec_container("c1", "ping -c1 -W1 11.10.16.2").contains(" 0% packet loss"), || C0w1.start_agent("flanneld"));"#,
+        |ctx: NativeCallContext, title: &str, hint: &str, check: FnPtr, repair: FnPtr| {
+            challenge(&ctx, title, hint, check, repair)
+        },
     )
     .func(
         "sleep",

@@ -138,6 +138,11 @@ impl ScriptSession {
         &self.sim
     }
 
+    /// Console words a lesson's `challenge` prompt understands besides Rhai.
+    pub fn set_side_console(&mut self, console: lesson_api::SideConsole) {
+        let _ = self.lesson.side_console.set(console);
+    }
+
     pub fn set_interactive(&mut self, on: bool) {
         self.lesson.interactive.store(on, Ordering::SeqCst);
     }

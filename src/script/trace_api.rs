@@ -1,11 +1,12 @@
 //! The packet walk in scripts: `w.trace(pod, dest)`, `w.trace(pod, dest, #{ proto, port })`,
 //! `w.trace(dest)` from the worker itself, and `e.trace(dest)` from an etcd member (a
 //! machine outside the pod network). Each prints the annotated walk and returns its hops
-//! as an array of `#{ node, dev, what, detail }`.
+//! as an array of `#{ node, dev, what, detail }`. `topology()` prints the running
+//! simulation; `topology("file.svg")` (or `.html`) also draws it into a file.
 
-use super::registry::{rt, RResult, Registry};
+use super::registry::{rt, Env, RResult, Registry};
 use crate::sim::{EtcdNode, TraceOptions, Walk, Worker};
-use rhai::{Array, Dynamic, Map};
+use rhai::{Array, Dynamic, Map, NativeCallContext};
 
 fn options(m: &Map) -> RResult<TraceOptions> {
     let mut o = TraceOptions::default();
@@ -17,9 +18,14 @@ fn options(m: &Map) -> RResult<TraceOptions> {
                     format!("trace(..., #{{ port: ... }}): the port is a whole number such as 80, got {t}")
                 })?)
             }
+            "full" => {
+                o.full = v.as_bool().map_err(|t| {
+                    format!("trace(..., #{{ full: ... }}): full is true or false, got {t}")
+                })?
+            }
             other => {
                 return Err(format!(
-                    "trace(..., #{{ {other}: ... }}): unknown option '{other}' (use proto: \"tcp\"|\"udp\"|\"icmp\", port: 80)"
+                    "trace(..., #{{ {other}: ... }}): unknown option '{other}' (use proto: \"tcp\"|\"udp\"|\"icmp\", port: 80, full: true)"
                 )
                 .into())
             }
@@ -46,6 +52,22 @@ fn shown(w: anyhow::Result<Walk>) -> RResult<Array> {
 }
 
 pub fn register(reg: &mut Registry) {
+    reg.func(
+        "topology",
+        "topology([file])",
+        "Prints the running simulation (underlay, workers, pods, subnets, VTEPs, Services, ingress, Skupper links); with a file ending in .svg or .html, draws it there too",
+        r#"topology("cluster.svg");"#,
+        |ctx: NativeCallContext| -> RResult<()> {
+            print!("{}", Env::of(&ctx)?.sim.topology().text());
+            Ok(())
+        },
+    )
+    .overload(|ctx: NativeCallContext, file: &str| -> RResult<()> {
+        let text = rt(Env::of(&ctx)?.sim.write_topology(file))?;
+        print!("{text}");
+        println!("(drawn in {file})");
+        Ok(())
+    });
     reg.on::<Worker>()
         .method(
             "trace",
@@ -76,4 +98,30 @@ pub fn register(reg: &mut Registry) {
         .overload(|e: &mut EtcdNode, dest: &str, o: Map| {
             shown(e.trace(dest, &options(&o)?))
         });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn trace_options_and_their_mistakes() {
+        let mut m = Map::new();
+        m.insert("proto".into(), "udp".into());
+        m.insert("port".into(), Dynamic::from(53_i64));
+        m.insert("full".into(), true.into());
+        let o = options(&m).unwrap();
+        assert_eq!(
+            (o.proto.as_deref(), o.port, o.full),
+            (Some("udp"), Some(53), true)
+        );
+        let bad = |k: &str, v: Dynamic| {
+            let mut m = Map::new();
+            m.insert(k.into(), v);
+            options(&m).unwrap_err().to_string()
+        };
+        assert!(bad("full", "yes".into()).contains("full is true or false"));
+        assert!(bad("port", "80".into()).contains("whole number"));
+        assert!(bad("verbose", true.into()).contains("unknown option 'verbose'"));
+    }
 }

@@ -15,6 +15,7 @@ mod node_exec;
 mod services;
 mod skupper;
 mod supervise;
+mod topology;
 mod trace;
 mod worker;
 

@@ -270,6 +270,20 @@ impl Worker {
         })
     }
 
+    /// Replaces a pod's labels, as `kubectl label --overwrite` would: the endpoints
+    /// controller takes it out of the Services its old labels matched and into those its
+    /// new labels match, and returns once every kube-proxy has converged.
+    pub fn set_labels(&self, name: &str, labels: BTreeMap<String, String>) -> Result<()> {
+        let old = self.container(name)?.labels;
+        self.with_mut(|w| {
+            if let Some(c) = w.containers.get_mut(name) {
+                c.labels = labels.clone();
+            }
+        });
+        self.cluster().pods_changed(&old)?;
+        self.cluster().pods_changed(&labels)
+    }
+
     /// Deletes a pod: CNI DEL with the config kept at ADD, then its namespace and anything
     /// still running in it.
     pub fn delete_container(&self, name: &str) -> Result<()> {

@@ -109,6 +109,34 @@ fn outer_match(p: &Probe, vx: &Vxlan) -> String {
 /// empty chains at input, forward and postrouting (after NAT) make every hook report it.
 /// It replaces a table left by an interrupted trace.
 pub fn table_text(p: &Probe, vxlan: Option<&Vxlan>) -> String {
+    table_with(p, vxlan, "")
+}
+
+/// The rule that makes a proxy's own upstream connection the probe: the first packet
+/// (SYN) of a connection from this namespace to `daddr:dport` gets the probe's DSCP and is
+/// traced, so every other namespace follows it as it follows the probe. Only for the
+/// namespace the proxy (nginx, a router) runs in, and only for the length of one trace.
+pub fn upstream_rule(daddr: std::net::Ipv4Addr, dport: u16) -> String {
+    format!(
+        "\t\tip daddr {daddr} tcp dport {dport} tcp flags & (syn | ack) == syn ip dscp set {PROBE_DSCP:#04x} meta nftrace set 1\n"
+    )
+}
+
+/// [`upstream_rule`] for each address a proxy may pick (nginx balancing over a
+/// Service's endpoints itself).
+pub fn upstream_rules(targets: &[std::net::SocketAddrV4]) -> String {
+    targets
+        .iter()
+        .map(|t| upstream_rule(*t.ip(), t.port()))
+        .collect()
+}
+
+/// [`table_text`] with `upstream` (see [`upstream_rule`]) first in the output chain.
+pub fn upstream_table_text(p: &Probe, vxlan: Option<&Vxlan>, upstream: &str) -> String {
+    table_with(p, vxlan, upstream)
+}
+
+fn table_with(p: &Probe, vxlan: Option<&Vxlan>, extra_out: &str) -> String {
     let mut marks = format!(
         "\t\t{} meta nftrace set 1\n\t\t{} meta nftrace set 1\n",
         inner_match(p),
@@ -122,7 +150,7 @@ pub fn table_text(p: &Probe, vxlan: Option<&Vxlan>) -> String {
          delete table ip {TABLE}\n\
          table ip {TABLE} {{\n\
          \tchain probe-pre {{\n\t\ttype filter hook prerouting priority -350; policy accept;\n{marks}\t}}\n\
-         \tchain probe-out {{\n\t\ttype filter hook output priority -350; policy accept;\n{marks}\t}}\n\
+         \tchain probe-out {{\n\t\ttype filter hook output priority -350; policy accept;\n{extra_out}{marks}\t}}\n\
          \tchain probe-in {{\n\t\ttype filter hook input priority 400; policy accept;\n\t}}\n\
          \tchain probe-fwd {{\n\t\ttype filter hook forward priority 400; policy accept;\n\t}}\n\
          \tchain probe-post {{\n\t\ttype filter hook postrouting priority 400; policy accept;\n\t}}\n\
@@ -167,6 +195,43 @@ mod tests {
         );
         assert!(icmp.contains("icmp type echo-request icmp id 77 meta nftrace set 1"));
         assert!(!icmp.contains("udp dport"), "no overlay, no outer match");
+    }
+
+    #[test]
+    fn an_upstream_rule_comes_first_in_the_output_chain() {
+        let p = Probe {
+            proto: Proto::Tcp,
+            tag: 61000,
+        };
+        let up = upstream_rule("100.64.11.1".parse().unwrap(), 8000);
+        assert_eq!(
+            up,
+            "\t\tip daddr 100.64.11.1 tcp dport 8000 tcp flags & (syn | ack) == syn ip dscp set 0x05 meta nftrace set 1\n"
+        );
+        let t = upstream_table_text(&p, None, &up);
+        let out = t.split("chain probe-out").nth(1).unwrap();
+        assert!(
+            out.find("ip dscp set").unwrap() < out.find("ip dscp 0x05").unwrap(),
+            "{t}"
+        );
+        let pre = t
+            .split("chain probe-pre")
+            .nth(1)
+            .unwrap()
+            .split("chain probe-out")
+            .next()
+            .unwrap();
+        assert!(
+            !pre.contains("dscp set"),
+            "only the output chain rewrites: {t}"
+        );
+        assert_eq!(table_text(&p, None), upstream_table_text(&p, None, ""));
+        let two = upstream_rules(&[
+            "11.10.0.2:8000".parse().unwrap(),
+            "11.11.0.2:8000".parse().unwrap(),
+        ]);
+        assert_eq!(two.lines().count(), 2, "{two}");
+        assert!(two.contains("ip daddr 11.11.0.2 tcp dport 8000"), "{two}");
     }
 
     #[test]

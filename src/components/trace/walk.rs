@@ -14,7 +14,8 @@ pub struct Hop {
     /// The device it concerns (`eth0`, `cni0`, `flannel.100`, a veth).
     pub dev: String,
     /// The kind of step: send, veth, bridge, receive, nft, dnat, snat, route, leave,
-    /// encapsulate, vxlan-in, decapsulate, deliver, answer, drop, lost.
+    /// encapsulate, vxlan-in, decapsulate, deliver, answer, drop, lost; through a proxy
+    /// also proxy and amqp-link.
     pub what: String,
     /// The step in words, with the packet's addresses.
     pub detail: String,
@@ -28,6 +29,12 @@ impl Hop {
             what: what.into(),
             detail: detail.into(),
         }
+    }
+
+    /// An nft rule that only passes the packet on (a jump into a chain, a return out of
+    /// one) without deciding anything: the summary view leaves these out.
+    pub fn is_plumbing(&self) -> bool {
+        self.what == "nft" && (self.detail.ends_with("→ return") || self.detail.contains("→ jump "))
     }
 }
 
@@ -524,5 +531,21 @@ trace id 5 ip kube-proxy reject-chain rule reject (verdict drop)
         assert_eq!(vni_from_header(&[8, 0, 0, 0, 0, 0, 100, 0]), Some(100));
         assert_eq!(vni_from_header(&[0, 0, 0, 0, 0, 0, 100, 0]), None);
         assert_eq!(vni_from_header(&[8, 0]), None);
+    }
+
+    #[test]
+    fn jumps_and_returns_are_plumbing_verdicts_are_not() {
+        let nft = |d: &str| Hop::new("C0w1", "cni0", "nft", d);
+        assert!(
+            nft("table kube-proxy, chain nat-prerouting: `jump services` → jump services")
+                .is_plumbing()
+        );
+        assert!(
+            nft("chain masquerading: `meta mark & 0x00004000 == 0x00000000 return` → return")
+                .is_plumbing()
+        );
+        assert!(!nft("chain services: `ip daddr . meta l4proto . th dport vmap @service-ips` → goto service-X").is_plumbing());
+        assert!(!nft("chain forward: `ip saddr 11.0.0.0/8 accept` → accept").is_plumbing());
+        assert!(!Hop::new("C0w1", "cni0", "dnat", "→ jump x").is_plumbing());
     }
 }

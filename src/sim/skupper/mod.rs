@@ -196,6 +196,20 @@ impl Cluster {
             .and_then(|id| self.sim.daemon_pid(id))
     }
 
+    /// The worker this cluster's Skupper router runs on, while it runs.
+    pub fn skupper_router_worker(&self) -> Option<String> {
+        self.skupper_router_pid()?;
+        self.site().map(|s| s.worker)
+    }
+
+    /// While its router runs: the worker it runs on, its underlay address, and the
+    /// configuration it was started with (for the packet walk through the routers).
+    pub(crate) fn skupper_running(&self) -> Option<(String, Ipv4Addr, RouterConfig)> {
+        self.skupper_router_pid()?;
+        let s = self.site()?;
+        Some((s.worker, s.host, s.running?))
+    }
+
     /// Services exposed by this site: name and the tcpListener port in the other sites.
     pub fn skupper_services(&self) -> Vec<(String, u16)> {
         self.site()

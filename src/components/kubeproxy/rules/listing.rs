@@ -1,6 +1,6 @@
 //! `nft -j list table ip kube-proxy` read into the typed values of [`super::table`].
 
-use super::skeleton::{fixed_chains, BASE_CHAINS};
+use super::skeleton::{fixed_chains, jumps, BASE_CHAINS};
 use super::table::{Counter, Key, MapName, Rule, Verdict, SET_CLUSTER_IPS, TABLE};
 use anyhow::{Context, Result};
 use serde_json::Value;
@@ -95,13 +95,29 @@ impl Listing {
         Ok(l)
     }
 
-    /// True when every fixed map, set and chain exists.
+    /// True when every fixed map, set and chain exists and holds its rules.
     pub fn has_skeleton(&self) -> bool {
         self.table
             && self.cluster_ips.is_some()
             && MapName::ALL.iter().all(|m| self.maps.contains_key(m))
             && BASE_CHAINS.iter().all(|b| self.chains.contains(b.name))
             && fixed_chains().iter().all(|(c, _)| self.chains.contains(*c))
+            && self.has_fixed_rules()
+    }
+
+    /// The base and fixed chains hold at least as many rules as the skeleton gives them:
+    /// `nft flush table` keeps every chain but empties it, and a kube-proxy started over
+    /// such a table must write the skeleton again (as upstream's first full sync does).
+    fn has_fixed_rules(&self) -> bool {
+        let mut want: BTreeMap<&str, usize> = BTreeMap::new();
+        for (chain, rules) in fixed_chains() {
+            *want.entry(chain).or_default() += rules.len();
+        }
+        for (chain, _) in jumps() {
+            *want.entry(chain).or_default() += 1;
+        }
+        want.iter()
+            .all(|(chain, n)| self.rules.iter().filter(|r| r.chain == *chain).count() >= *n)
     }
 }
 
@@ -146,5 +162,31 @@ mod tests {
         assert!(l.rules[0].rule.is_none());
         assert!(Listing::parse("not json").is_err());
         assert!(Listing::parse("{}").is_err());
+    }
+
+    #[test]
+    fn a_flushed_table_has_no_skeleton() {
+        let listed = |chain: &str, rule| ListedRule {
+            chain: chain.to_string(),
+            rule: Some(rule),
+            counter: None,
+        };
+        let mut l = Listing {
+            table: true,
+            cluster_ips: Some(BTreeSet::new()),
+            maps: MapName::ALL.iter().map(|m| (*m, BTreeMap::new())).collect(),
+            chains: BASE_CHAINS.iter().map(|b| b.name.to_string()).collect(),
+            ..Listing::default()
+        };
+        for (chain, rules) in fixed_chains() {
+            l.chains.insert(chain.to_string());
+            l.rules.extend(rules.into_iter().map(|r| listed(chain, r)));
+        }
+        l.rules
+            .extend(jumps().into_iter().map(|(c, r)| listed(c, r)));
+        assert!(l.has_skeleton());
+        // `nft flush table ip kube-proxy`: every chain is still there, empty.
+        l.rules.clear();
+        assert!(!l.has_skeleton());
     }
 }
