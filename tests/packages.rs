@@ -746,7 +746,10 @@ fn owners(tool: &str, found: &Path) -> BTreeSet<String> {
     let mut candidates: Vec<PathBuf> = vec![found.to_path_buf()];
     if !tool.contains('/') {
         candidates.extend(SYSTEM_DIRS.iter().map(|d| Path::new(d).join(&name)));
-    } else if let Ok(real) = std::fs::canonicalize(found) {
+    }
+    // A tool reached through Debian's alternatives (awk -> /etc/alternatives/awk -> mawk)
+    // belongs to the package of the program the links end at.
+    if let Ok(real) = std::fs::canonicalize(found) {
         candidates.push(real);
     }
     let mut pkgs = BTreeSet::new();

@@ -279,6 +279,7 @@ async fn connect_once(router: &Arc<Router>, c: &Connector) -> Result<String> {
                 .connect(name, read_buffered(tcp))
                 .await
                 .map_err(|e| anyhow!("TLS handshake with {}:{} failed: {e}", c.host, c.port))?;
+            room_for_a_frame(io.get_mut().1);
             let (a, b, s, r, h) = tokio::time::timeout(HANDSHAKE, async {
                 sasl::connect(&mut io, sasl::EXTERNAL).await?;
                 connector_side(router, io, c).await
@@ -426,10 +427,11 @@ async fn serve_one(
     let res = async {
         match tls {
             Some(cfg) => {
-                let io = tokio_rustls::TlsAcceptor::from(cfg)
+                let mut io = tokio_rustls::TlsAcceptor::from(cfg)
                     .accept(read_buffered(tcp))
                     .await
                     .map_err(|e| anyhow!("TLS handshake failed: {e} (the peer's certificate must be issued by this site's CA: link with a token from this site)"))?;
+                room_for_a_frame(io.get_mut().1);
                 let offer = sasl::Offer::External { identity: peer_identity(&io) };
                 let (c, s, snd, rcv, h, who) = tokio::time::timeout(HANDSHAKE, async {
                     let (io, who) = sasl::accept(io, &offer).await?;
@@ -513,6 +515,13 @@ pub fn peer_identity<Io>(io: &tokio_rustls::server::TlsStream<Io>) -> String {
 /// already gathered into one `writev` per batch of records.)
 fn read_buffered(tcp: TcpStream) -> tokio::io::BufReader<TcpStream> {
     tokio::io::BufReader::with_capacity(256 * 1024, tcp)
+}
+
+/// rustls holds at most 64 KiB of records waiting for the socket, so a 256 KiB data message
+/// left a TLS link in four `writev` calls, each a trip through the socket and the network
+/// stack; with room for two whole frames it leaves in one when the socket has room.
+fn room_for_a_frame<D>(tls: &mut rustls::ConnectionCommon<D>) {
+    tls.set_buffer_limit(Some(2 * MAX_FRAME as usize));
 }
 
 /// A plain link's socket with read and write buffers, so frames cost fewer system calls.

@@ -488,7 +488,14 @@ where
         tracing::trace!(channel = frame.channel, frame = ?frame.body);
         #[cfg(feature = "log")]
         log::trace!("SEND channel = {}, frame = {:?}", frame.channel, frame.body);
-        self.transport.send(frame).await?;
+        // knetsim patch: while more frames wait, buffer this one instead of flushing it,
+        // so small frames (flow, disposition, short messages) share a TLS record and a
+        // system call. The write buffer still flushes itself past its backpressure
+        // boundary, and the last queued frame flushes everything.
+        self.transport.feed(frame).await?;
+        if self.outgoing_session_frames.is_empty() {
+            self.transport.flush().await?;
+        }
         Ok(Running::Continue)
     }
 

@@ -447,12 +447,31 @@ where
         mut self: std::pin::Pin<&mut Self>,
         item: amqp::Frame,
     ) -> Result<(), Self::Error> {
+        use bytes::BufMut;
         use std::pin::Pin;
 
-        let mut bytesmut = BytesMut::new();
+        // knetsim patch: encode the frame straight into the write buffer behind a size
+        // field filled in afterwards, instead of into a fresh BytesMut that
+        // `LengthDelimitedCodec` then copies into the same buffer: each transfer's payload
+        // was copied once more than needed on its way to the socket (the buffer is reused,
+        // the fresh one was allocated per frame). AMQP's frame size counts the size field.
         let max_frame_size = self.framed_write.encoder().max_frame_length();
+        let buf = self.framed_write.write_buffer_mut();
+        let start = buf.len();
+        buf.put_u32(0);
         let mut encoder = amqp::FrameEncoder::new(max_frame_size);
-        encoder.encode(item, &mut bytesmut)?;
+        if let Err(e) = encoder.encode(item, buf) {
+            buf.truncate(start);
+            return Err(e.into());
+        }
+        let body = buf.len() - start - 4;
+        if body <= max_frame_size {
+            buf[start..start + 4].copy_from_slice(&(body as u32 + 4).to_be_bytes());
+            return Ok(());
+        }
+        // Larger than one frame (the encoder's defensive split): through the codec as before.
+        let mut bytesmut = buf.split_off(start + 4);
+        buf.truncate(start);
 
         while bytesmut.len() > max_frame_size {
             let partial = bytesmut.split_to(max_frame_size);
