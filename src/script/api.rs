@@ -46,41 +46,14 @@ pub fn resolve_name(sim: &Sim, name: &str) -> Option<Dynamic> {
     sim.get_cluster(name).ok().map(Dynamic::from)
 }
 
-/// `flannel: #{ network: ..., vni: ... }` or `flannel: "path.json"`, checked as a whole
-/// before anything starts.
-fn flannel_from_option(id: &str, v: &Dynamic) -> RResult<NetConfig> {
-    use crate::components::flannel::config::{self, OptValue};
-    let cfg = if let Some(path) = v.read_lock::<rhai::ImmutableString>() {
-        config::from_file(std::path::Path::new(path.as_str()))
-    } else if let Some(m) = v.read_lock::<Map>() {
-        let opts: Vec<(String, OptValue)> = m
-            .iter()
-            .map(|(k, v)| {
-                let value = match v.as_int() {
-                    Ok(n) => OptValue::Int(n),
-                    Err(_) => OptValue::Text(v.to_string()),
-                };
-                (k.to_string(), value)
-            })
-            .collect();
-        config::from_options(&opts)
-    } else {
-        return Err(format!(
-            "cluster(\"{id}\", ...): 'flannel' must be a map such as #{{ network: \"12.0.0.0/16\", backend: \"host-gw\" }} \
-             or the path of a flannel network config JSON file, got {}",
-            v.type_name()
-        )
-        .into());
-    };
-    cfg.map_err(|e| format!("cluster(\"{id}\", ...): {e:#}").into())
-}
-
+/// `cluster(id, #{ workers, etcd, flannel })` options as a spec and, when given, flannel's
+/// network config.
 fn spec_from_map(id: &str, m: &Map) -> RResult<(ClusterSpec, Option<NetConfig>)> {
     let mut spec = ClusterSpec::default();
     let mut flannel = None;
     for (k, v) in m {
         if k.as_str() == "flannel" {
-            flannel = Some(flannel_from_option(id, v)?);
+            flannel = Some(super::flannel_api::from_option(id, v)?);
             continue;
         }
         let n = v.as_int().map_err(|t| {
@@ -356,22 +329,6 @@ fn pingall_map(sim: &Sim) -> Map {
     m
 }
 
-fn flannel_map(cfg: &NetConfig, device: &str) -> Map {
-    let mut m = Map::new();
-    m.insert("network".into(), cfg.network.to_string().into());
-    m.insert("subnet_len".into(), i64::from(cfg.subnet_len).into());
-    m.insert("subnet_min".into(), cfg.subnet_min.to_string().into());
-    m.insert("subnet_max".into(), cfg.subnet_max.to_string().into());
-    m.insert("backend".into(), cfg.backend.kind().into());
-    if let Some(v) = cfg.vxlan() {
-        m.insert("vni".into(), i64::from(v.vni).into());
-        m.insert("port".into(), i64::from(v.port).into());
-    }
-    m.insert("device".into(), device.into());
-    m.insert("json".into(), cfg.to_json().into());
-    m
-}
-
 fn register_cluster(reg: &mut Registry) {
     reg.on::<Cluster>()
         .display(|c: &mut Cluster| format!("cluster {}", c.name()))
@@ -429,7 +386,7 @@ fn register_cluster(reg: &mut Registry) {
             "flannel -> #{ network, subnet_len, subnet_min, subnet_max, backend, vni, port, device, json }",
             "The cluster's flannel network config (vni and port only for vxlan), the device pod traffic to other workers leaves by (flannel.VNI or eth0), and the JSON its etcd holds",
             r#"print(`${C0.flannel.network} over ${C0.flannel.device}`);"#,
-            |c: &mut Cluster| flannel_map(&c.flannel(), &c.flannel_device()),
+            |c: &mut Cluster| super::flannel_api::to_map(&c.flannel(), &c.flannel_device()),
         )
         .method(
             "etcd_endpoints",

@@ -6,6 +6,7 @@
 
 pub mod api;
 pub mod errors;
+pub mod flannel_api;
 pub mod help;
 pub mod ingress_api;
 pub mod lesson_api;
