@@ -10,7 +10,7 @@ use std::fmt::Write;
 
 const MARGIN: f64 = 20.0;
 const COL_W: f64 = 470.0;
-const COL_GAP: f64 = 70.0;
+const COL_GAP: f64 = 170.0;
 const LINE: f64 = 16.0;
 const POD_H: f64 = 20.0;
 const BUS_INSET: f64 = 14.0;
@@ -242,7 +242,7 @@ pub fn svg(t: &Topology) -> String {
             cv.body,
             r#"<path class="link" d="M{x1:.0},{y1:.0} C{mid:.0},{y1:.0} {mid:.0},{y2:.0} {x2:.0},{y2:.0}"/>"#
         );
-        // Two short lines fit the gap between the columns; the addresses are in the text.
+        // Two short lines fit the gap between the columns (COL_GAP is wide enough for them).
         let y = (y1 + y2) / 2.0;
         let lines = [
             (-20.0, "skupper link".to_string()),
