@@ -8,6 +8,18 @@ use knetsim::components::trace::Hop;
 use knetsim::sim::{Cluster, IngressRule, PortSpec, ServiceSpec, Sim, TraceOptions, Walk};
 use std::collections::BTreeMap;
 
+/// The usual pair: pod c1 on w1 (the client) and pod `server` with `labels` on w2.
+fn client_and_server(
+    c: &Cluster,
+    server: &str,
+    labels: BTreeMap<String, String>,
+) -> (knetsim::sim::Worker, knetsim::sim::Worker) {
+    let (w1, w2) = (c.worker("w1").unwrap(), c.worker("w2").unwrap());
+    w1.create_container("c1", BTreeMap::new()).unwrap();
+    w2.create_container(server, labels).unwrap();
+    (w1, w2)
+}
+
 fn labels(app: &str) -> BTreeMap<String, String> {
     BTreeMap::from([("app".to_string(), app.to_string())])
 }
@@ -170,10 +182,7 @@ fn pod_to_pod_on_one_worker_is_bridged_without_nat() {
 #[test]
 fn pod_to_pod_across_workers_is_wrapped_in_vxlan() {
     let (sim, c) = started("tr-cross", 2, 1);
-    let w1 = c.worker("w1").unwrap();
-    let w2 = c.worker("w2").unwrap();
-    w1.create_container("c1", BTreeMap::new()).unwrap();
-    w2.create_container("c2", BTreeMap::new()).unwrap();
+    let (w1, w2) = client_and_server(&c, "c2", BTreeMap::new());
     let ip2 = w2.container_ip("c2").unwrap();
     let (dev, vni, port) = vxlan_settings(&c);
     let before = rulesets(&c);
@@ -492,10 +501,7 @@ fn challenge_checks_before_and_after_the_repair() {
 #[test]
 fn the_topology_picture_shows_every_node_and_pod() {
     let (sim, c) = started("tr-topo", 2, 1);
-    let w1 = c.worker("w1").unwrap();
-    let w2 = c.worker("w2").unwrap();
-    w1.create_container("c1", BTreeMap::new()).unwrap();
-    w2.create_container("c2", labels("web")).unwrap();
+    let (_, w2) = client_and_server(&c, "c2", labels("web"));
     c.service("web", &web(80, None)).unwrap();
     let dir = std::env::temp_dir().join(format!("tr-topo-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
@@ -557,10 +563,7 @@ fn the_topology_picture_shows_every_node_and_pod() {
 #[test]
 fn through_the_ingress_to_a_service_and_its_pod() {
     let (sim, c) = started("tr-ingress", 2, 1);
-    let w1 = c.worker("w1").unwrap();
-    let w2 = c.worker("w2").unwrap();
-    w1.create_container("c1", BTreeMap::new()).unwrap();
-    w2.create_container("ic0", labels("web")).unwrap();
+    let (w1, w2) = client_and_server(&c, "ic0", labels("web"));
     serve(&c, "ic0");
     let vip = c.service("web", &web(8000, None)).unwrap();
     let rules = [
@@ -819,10 +822,7 @@ fn a_challenge_on_a_terminal_takes_rhai_console_words_and_solution() {
 #[test]
 fn a_lost_probe_to_a_service_without_dnat_blames_the_missing_rules() {
     let (sim, c) = started("tr-nodnat", 2, 1);
-    let w1 = c.worker("w1").unwrap();
-    let w2 = c.worker("w2").unwrap();
-    w1.create_container("c1", BTreeMap::new()).unwrap();
-    w2.create_container("c2", labels("web")).unwrap();
+    let (w1, _) = client_and_server(&c, "c2", labels("web"));
     serve(&c, "c2");
     let vip = c.service("web", &web(80, None)).unwrap();
     w1.exec("nft flush table ip kube-proxy").unwrap();
