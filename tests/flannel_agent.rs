@@ -532,7 +532,7 @@ fn missing_config_key_is_a_clear_error() {
     let o = run_shell(
         Some(&ns),
         &format!(
-            "{bin} flanneld --etcd-endpoints http://{ETCD_IP}:2379 --iface eth0 --subnet-file {}",
+            "{bin} flanneld --etcd-endpoints http://{ETCD_IP}:2379 --iface eth0 --etcd-wait 2 --subnet-file {}",
             sf.display()
         ),
         &[],
@@ -541,6 +541,12 @@ fn missing_config_key_is_a_clear_error() {
     )
     .unwrap();
     assert_eq!(o.ended, netns::process::Ended::Exited(1), "{}", o.text);
+    // it waited for the key, as flanneld does, before giving up
+    assert!(
+        o.text.contains("could not fetch the network config"),
+        "{}",
+        o.text
+    );
     assert!(
         o.text.contains("/coreos.com/network/config is missing"),
         "{}",
@@ -576,6 +582,26 @@ fn missing_config_key_is_a_clear_error() {
     );
     assert_eq!(o.ended, netns::process::Ended::Exited(1), "{}", o.text);
     assert!(o.text.contains("not valid JSON"), "{}", o.text);
+
+    // An agent started before the key is written waits for it and goes on once it is.
+    w.etcd(&format!("del {PREFIX}/config"));
+    let _ = std::fs::remove_file(&sf);
+    w.start_agent("w1", "10.0.0.3", &[]);
+    wait_for(
+        "the agent to wait for the config key",
+        Duration::from_secs(60),
+        || {
+            w.log("w1")
+                .contains("could not fetch the network config")
+                .then_some(())
+        },
+    );
+    assert!(!sf.exists());
+    w.etcd(&format!("put {PREFIX}/config '{CONFIG}'"));
+    wait_for("subnet.env", Duration::from_secs(60), || {
+        sf.exists().then_some(())
+    });
+    assert!(w.log("w1").contains("connected to etcd"), "{}", w.log("w1"));
 }
 
 #[test]

@@ -121,28 +121,35 @@ fn wire_host(underlay: &str, node: &str, ns: &str, ip: Ipv4Addr) -> Result<()> {
 }
 
 /// Wires `hosts` (node, namespace, address) to the underlay concurrently, all recorded
-/// in one write before any exists. Entries of namespaces not made here are taken back,
-/// so teardown never deletes a namespace this run did not make.
-fn wire_hosts(
+/// in one write before any exists, and runs `then(i)` for each host `i` as soon as it is
+/// wired (its agents start there, while the others are still being wired). Entries of
+/// namespaces not made here are taken back, so teardown never deletes a namespace this
+/// run did not make.
+fn wire_hosts<T: Send>(
     sim: &Sim,
     underlay: &str,
     hosts: &[(String, String, Ipv4Addr)],
     pb: &ProgressBar,
-) -> Result<()> {
+    then: impl Fn(usize) -> Result<T> + Sync,
+) -> Result<Vec<T>> {
     let names: Vec<String> = hosts.iter().map(|h| h.1.clone()).collect();
     sim.inner.record.add_namespaces(&names)?;
-    let results =
-        crate::parallel::each(hosts, crate::parallel::default_limit(), |(node, ns, ip)| {
+    let indexed: Vec<(usize, &(String, String, Ipv4Addr))> = hosts.iter().enumerate().collect();
+    let results = crate::parallel::each(
+        &indexed,
+        crate::parallel::default_limit(),
+        |(i, (node, ns, ip))| {
             if crate::interrupt::is_set() {
                 return (
                     false,
                     Err(anyhow::anyhow!("interrupted before wiring {node}")),
                 );
             }
-            let r = create_host(underlay, node, ns, *ip);
+            let (made, wired) = create_host(underlay, node, ns, *ip);
             pb.inc(1);
-            r
-        });
+            (made, wired.and_then(|()| then(*i)))
+        },
+    );
     let unmade: Vec<String> = names
         .iter()
         .zip(&results)
@@ -150,7 +157,7 @@ fn wire_hosts(
         .map(|(n, _)| n.clone())
         .collect();
     sim.inner.record.forget_namespaces(&unmade)?;
-    results.into_iter().try_for_each(|(_, r)| r)
+    results.into_iter().map(|(_, r)| r).collect()
 }
 
 fn start_etcd_members(sim: &Sim, id: &str) -> Result<()> {
@@ -379,36 +386,48 @@ fn set_worker_started(sim: &Sim, id: &str, short: &str) {
     }
 }
 
+/// Starts a wired worker's agents: its flannel agent and its kube-proxy. Both wait for
+/// etcd (and flannel for its network config) themselves, so they are started as soon as
+/// the worker is wired, while etcd still elects. Returns the flannel agent.
+fn start_agents(sim: &Sim, id: &str, short: &str) -> Result<super::DaemonId> {
+    let agent = start_flannel(sim, id, short)?;
+    super::services::start_kube_proxy(sim, &super::Worker::handle(sim, id, short))?;
+    Ok(agent)
+}
+
 /// Brings up clusters `ids` together, as a pipeline: the etcd members are wired and
-/// started first so their election overlaps the wiring of the workers (concurrent); then
-/// every flannel agent, and each worker's kube-proxy as soon as its subnet is known.
+/// started first so their election overlaps the wiring of the workers (concurrent); each
+/// worker's agents start as soon as it is wired and wait for etcd and the network config
+/// themselves, so once the config is written only their leases and routes are left.
 pub(super) fn start_clusters(sim: &Sim, ids: &[String]) -> Result<()> {
     check_prerequisites()?;
     let t0 = Instant::now();
     let mut phases = Phases::start();
-    let (etcd_hosts, worker_hosts) = {
+    let (etcd_hosts, worker_hosts, workers) = {
         let st = sim.state();
         let mut etcd_hosts = Vec::new();
         let mut worker_hosts = Vec::new();
+        let mut workers = Vec::new();
         for c in st.clusters.iter().filter(|c| ids.contains(&c.id)) {
             etcd_hosts.extend(c.etcd.iter().map(|e| (e.name.clone(), e.ns.clone(), e.ip)));
-            worker_hosts.extend(
-                c.workers
-                    .iter()
-                    .map(|w| (w.name.clone(), w.ns.clone(), w.ip)),
-            );
+            for w in &c.workers {
+                worker_hosts.push((w.name.clone(), w.ns.clone(), w.ip));
+                workers.push((c.id.clone(), w.short.clone()));
+            }
         }
-        (etcd_hosts, worker_hosts)
+        (etcd_hosts, worker_hosts, workers)
     };
     let pb = progress(sim, (etcd_hosts.len() + worker_hosts.len()) as u64 + 3);
     pb.set_message("starting etcd");
     let underlay = ensure_underlay(sim)?;
-    wire_hosts(sim, &underlay, &etcd_hosts, &pb)?;
+    phases.done("underlay switch made");
+    wire_hosts(sim, &underlay, &etcd_hosts, &pb, |_| Ok(()))?;
+    phases.done("etcd hosts wired");
     for id in ids {
         start_etcd_members(sim, id)?;
     }
-    phases.done("etcd wired and started");
-    pb.set_message("wiring hosts to the underlay (etcd elects meanwhile)");
+    phases.done("etcd started");
+    pb.set_message("wiring hosts and starting their agents (etcd elects meanwhile)");
     // The election is awaited beside the wiring; a wiring error stops the wait too.
     let wiring_failed = std::sync::atomic::AtomicBool::new(false);
     let (wired, etcd_healthy) = std::thread::scope(|s| {
@@ -421,7 +440,10 @@ pub(super) fn start_clusters(sim: &Sim, ids: &[String]) -> Result<()> {
                 s.spawn(move || wait_etcd(id, &ns, &eps, stop).map(|()| t0.elapsed()))
             })
             .collect();
-        let wired = wire_hosts(sim, &underlay, &worker_hosts, &pb);
+        let wired = wire_hosts(sim, &underlay, &worker_hosts, &pb, |i| {
+            let (id, short) = &workers[i];
+            start_agents(sim, id, short)
+        });
         if wired.is_err() {
             wiring_failed.store(true, std::sync::atomic::Ordering::SeqCst);
         }
@@ -437,8 +459,8 @@ pub(super) fn start_clusters(sim: &Sim, ids: &[String]) -> Result<()> {
         }
         (wired, healthy)
     });
-    wired?;
-    phases.done("workers wired");
+    let agents = wired?;
+    phases.done("workers wired, their agents started");
     let etcd_healthy = etcd_healthy?;
     phases.done("etcd healthy");
     for id in ids {
@@ -452,34 +474,18 @@ pub(super) fn start_clusters(sim: &Sim, ids: &[String]) -> Result<()> {
     }
     pb.inc(1);
     phases.done("network config put");
-    pb.set_message("starting flannel agents");
-    let workers: Vec<(String, String)> = ids
-        .iter()
-        .flat_map(|id| {
-            super::Cluster::handle(sim, id)
-                .workers()
-                .into_iter()
-                .map(|w| (id.clone(), w.short().to_string()))
-        })
-        .collect();
-    let started =
-        crate::parallel::each(&workers, crate::parallel::default_limit(), |(id, short)| {
-            start_flannel(sim, id, short).map(|agent| (id.clone(), short.clone(), agent))
-        })
-        .into_iter()
-        .collect::<Result<Vec<_>>>()?;
-    phases.done("flannel agents spawned");
-    // Each worker's kube-proxy starts once its agent has written subnet.env; the waits
-    // run side by side, so one slow agent does not hold up the others.
-    let results = crate::parallel::each(&started, AGENT_WAITS, |(id, short, agent)| {
-        wait_subnet(sim, id, short, *agent)?;
+    pb.set_message("waiting for the flannel agents' subnets");
+    // The waits run side by side, so one slow agent does not hold up the others.
+    let started: Vec<(&(String, String), &super::DaemonId)> = workers.iter().zip(&agents).collect();
+    let results = crate::parallel::each(&started, AGENT_WAITS, |((id, short), agent)| {
+        wait_subnet(sim, id, short, **agent)?;
         set_worker_started(sim, id, short);
-        super::services::start_kube_proxy(sim, &super::Worker::handle(sim, id, short)).map(|_| ())
+        Ok(())
     });
     results.into_iter().collect::<Result<Vec<()>>>()?;
     pb.inc(1);
     let flannel_ready = t0.elapsed();
-    phases.done("subnets written, kube-proxies spawned");
+    phases.done("subnets written");
     pb.set_message("waiting for the overlay routes");
     for id in ids {
         wait_converged(sim, id)?;
@@ -519,16 +525,15 @@ pub(super) fn start_clusters(sim: &Sim, ids: &[String]) -> Result<()> {
 pub(super) fn join_worker(sim: &Sim, id: &str, short: &str) -> Result<()> {
     let underlay = ensure_underlay(sim)?;
     let w = super::Worker::handle(sim, id, short);
-    wire_hosts(
+    let agents = wire_hosts(
         sim,
         &underlay,
         &[(w.name(), w.ns(), w.ip())],
         &ProgressBar::hidden(),
+        |_| start_agents(sim, id, short),
     )?;
-    let agent = start_flannel(sim, id, short)?;
-    wait_subnet(sim, id, short, agent)?;
+    wait_subnet(sim, id, short, agents[0])?;
     set_worker_started(sim, id, short);
-    super::services::start_kube_proxy(sim, &w)?;
     wait_converged(sim, id)?;
     // The new worker programs the cluster's existing Services before it counts as joined.
     super::Cluster::handle(sim, id).wait_converged()

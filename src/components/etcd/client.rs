@@ -424,6 +424,57 @@ impl EtcdClient {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
+
+    /// [`EtcdClient::call`] for an agent started while its etcd may still be electing a
+    /// leader: each try is one round over the members, and the pause between tries grows
+    /// from 10 ms to 100 ms, so the agent goes on within milliseconds of the election
+    /// (the default budget's 100 ms rounds would make it up to 100 ms late). `on_retry`
+    /// hears of each failed try (to log it); after `wait` the call gives up.
+    pub async fn call_until<T, F, Fut>(
+        &mut self,
+        what: &str,
+        wait: Duration,
+        mut f: F,
+        mut on_retry: impl FnMut(&Retry),
+    ) -> std::result::Result<T, Retry>
+    where
+        F: FnMut(Client) -> Fut,
+        Fut: Future<Output = std::result::Result<T, etcd_client::Error>>,
+    {
+        let usual = self.timing;
+        self.timing.budget = Duration::ZERO;
+        let started = Instant::now();
+        let mut pause = Duration::from_millis(10);
+        let mut attempt = 0;
+        let res = loop {
+            attempt += 1;
+            let error = match self.call(what, &mut f).await {
+                Ok(v) => break Ok(v),
+                Err(e) => e,
+            };
+            let retry = Retry {
+                attempt,
+                waited: started.elapsed(),
+                error,
+            };
+            if retry.waited >= wait {
+                break Err(retry);
+            }
+            on_retry(&retry);
+            tokio::time::sleep(pause.min(wait - retry.waited)).await;
+            pause = (pause * 2).min(Duration::from_millis(100));
+        };
+        self.timing = usual;
+        res
+    }
+}
+
+/// A failed try of [`EtcdClient::call_until`]: which one, how long after the first, why.
+#[derive(Debug)]
+pub struct Retry {
+    pub attempt: u32,
+    pub waited: Duration,
+    pub error: anyhow::Error,
 }
 
 #[cfg(test)]

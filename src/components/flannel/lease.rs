@@ -42,71 +42,118 @@ impl Registry {
         self.etcd.current().describe()
     }
 
-    /// Connects and reads the network config, retrying while etcd does not answer until
-    /// `wait` has passed. Returns the registry and the config text.
+    /// Connects and reads the network config. While etcd does not answer (still electing
+    /// a leader, or not started yet) or the config key is missing, it waits as flanneld
+    /// does ("could not fetch the network config", then tries again) until `wait` has
+    /// passed: tries come quickly at first and a missing key is watched, so an agent
+    /// started beside etcd goes on within milliseconds of the config being written.
+    /// Returns the registry and the config text.
     pub async fn connect(
         endpoints: &[String],
         prefix: &str,
         wait: Duration,
     ) -> Result<(Self, String)> {
-        let members = Members::parse(&endpoints.join(","))
-            .map_err(|e| anyhow!("--etcd-endpoints {}: {e:#}", endpoints.join(",")))?;
+        let eps = endpoints.join(",");
+        let members = Members::parse(&eps).map_err(|e| anyhow!("--etcd-endpoints {eps}: {e:#}"))?;
         let mut etcd = EtcdClient::new(members);
         let prefix = prefix.trim_end_matches('/').to_string();
         let key = format!("{prefix}/config");
         let started = Instant::now();
-        let mut attempt = 0;
+        let mut logged: Option<Instant> = None;
+        let mut missing_logged = false;
         loop {
-            attempt += 1;
-            let res = etcd
-                .call(&format!("reading {key}"), |mut c| {
-                    let k = key.clone();
-                    async move { c.get(k, None).await }
-                })
+            let left = wait.saturating_sub(started.elapsed());
+            let read = etcd
+                .call_until(
+                    &format!("reading {key}"),
+                    left,
+                    |mut c| {
+                        let k = key.clone();
+                        async move { c.get(k, None).await }
+                    },
+                    |r| {
+                        // Tries come every few ms at first: log one a second.
+                        if logged.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
+                            log!(
+                                "waiting for etcd at {eps} (attempt {}, {}s of {}s): {:#}",
+                                r.attempt,
+                                r.waited.as_secs(),
+                                wait.as_secs(),
+                                r.error
+                            );
+                            logged = Some(Instant::now());
+                        }
+                    },
+                )
                 .await;
-            match res {
-                Ok(resp) => {
-                    let Some(kv) = resp.kvs().first() else {
-                        bail!(
-                            "etcd key {key} is missing: flannel reads its network configuration from it. \
-                             Set it first, e.g. `etcdctl put {key} '{{\"Network\":\"11.0.0.0/8\",\"SubnetLen\":20,\"Backend\":{{\"Type\":\"vxlan\",\"VNI\":100}}}}'` \
-                             (with ETCDCTL_API=3), or pass the right --etcd-prefix"
-                        )
-                    };
-                    let text = String::from_utf8_lossy(kv.value()).into_owned();
-                    log!(
-                        "connected to etcd at {} (answered by {})",
-                        endpoints.join(","),
-                        etcd.current().describe()
-                    );
-                    return Ok((
-                        Self {
-                            etcd,
-                            prefix,
-                            ttl: SUBNET_TTL,
-                        },
-                        text,
-                    ));
-                }
-                Err(e) => {
-                    let waited = started.elapsed();
-                    if waited >= wait {
-                        bail!(
-                            "etcd is unreachable at {} after {}s ({attempt} attempts): {e:#}. \
-                             Check that etcd is running and that --etcd-endpoints is right and reachable from this network namespace",
-                            endpoints.join(","),
-                            waited.as_secs()
-                        );
-                    }
-                    log!(
-                        "waiting for etcd at {} (attempt {attempt}, {}s of {}s): {e:#}",
-                        endpoints.join(","),
-                        waited.as_secs(),
-                        wait.as_secs()
-                    );
-                    let left = wait.saturating_sub(started.elapsed());
-                    tokio::time::sleep(left.min(Duration::from_secs(1))).await;
-                }
+            let resp = read.map_err(|r| {
+                anyhow!(
+                    "etcd is unreachable at {eps} after {}s ({} attempts): {:#}. \
+                     Check that etcd is running and that --etcd-endpoints is right and reachable from this network namespace",
+                    started.elapsed().as_secs(),
+                    r.attempt,
+                    r.error
+                )
+            })?;
+            if let Some(kv) = resp.kvs().first() {
+                let text = String::from_utf8_lossy(kv.value()).into_owned();
+                log!(
+                    "connected to etcd at {eps} (answered by {})",
+                    etcd.current().describe()
+                );
+                let registry = Self {
+                    etcd,
+                    prefix,
+                    ttl: SUBNET_TTL,
+                };
+                return Ok((registry, text));
+            }
+            let left = wait.saturating_sub(started.elapsed());
+            if !missing_logged {
+                log!(
+                    "could not fetch the network config: etcd key {key} is missing; waiting up to {}s for it to be written",
+                    left.as_secs()
+                );
+                missing_logged = true;
+            }
+            let from = resp.header().map_or(0, |h| h.revision()) + 1;
+            if !Self::key_written(&mut etcd, &key, from, left).await {
+                bail!(
+                    "etcd key {key} is missing: flannel reads its network configuration from it. \
+                     Set it first, e.g. `etcdctl put {key} '{{\"Network\":\"11.0.0.0/8\",\"SubnetLen\":20,\"Backend\":{{\"Type\":\"vxlan\",\"VNI\":100}}}}'` \
+                     (with ETCDCTL_API=3), or pass the right --etcd-prefix"
+                )
+            }
+        }
+    }
+
+    /// Watches `key` from revision `from` until it changes (true) or `left` has passed
+    /// (false). A broken watch counts as a change, so the caller simply reads again.
+    async fn key_written(etcd: &mut EtcdClient, key: &str, from: i64, left: Duration) -> bool {
+        let until = tokio::time::Instant::now() + left;
+        let opts = WatchOptions::new().with_start_revision(from);
+        let watch = etcd
+            .call(&format!("watching {key}"), |mut c| {
+                let (k, opts) = (key.to_string(), opts.clone());
+                async move { c.watch(k, Some(opts)).await }
+            })
+            .await;
+        let mut stream = match watch {
+            Ok(s) => s,
+            Err(e) => {
+                log!("could not watch {key} ({e:#}); reading it again shortly");
+                tokio::time::sleep_until(
+                    until.min(tokio::time::Instant::now() + Duration::from_millis(100)),
+                )
+                .await;
+                return tokio::time::Instant::now() < until;
+            }
+        };
+        loop {
+            match tokio::time::timeout_at(until, stream.message()).await {
+                Err(_) => return false,
+                Ok(Ok(Some(resp))) if resp.events().is_empty() && !resp.canceled() => continue,
+                Ok(_) => return true,
             }
         }
     }

@@ -11,9 +11,15 @@ use super::store::{self, Parsed};
 use super::{rules, KubeProxyArgs};
 use crate::components::etcd::EtcdClient;
 use anyhow::{bail, Result};
-use etcd_client::{EventType, WatchOptions};
+use etcd_client::{EventType, GetOptions, WatchOptions};
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
+
+/// How long the agent tries quickly to reach etcd when it starts.
+const FIRST_CONTACT: Duration = Duration::from_secs(30);
+/// How often a missing service route is tried again (its device comes with the flannel
+/// agent, which starts beside this one).
+const ROUTE_RETRY: Duration = Duration::from_millis(20);
 
 fn log(msg: &str) {
     let now = std::time::SystemTime::now()
@@ -124,6 +130,7 @@ pub async fn run(args: KubeProxyArgs) -> Result<()> {
         Err(e) => log(&format!("cannot read nftables yet: {e:#}")),
     }
     let mut route_pending = args.service_route_dev.clone();
+    reach_etcd(&mut client, &args.etcd_endpoints).await;
     let debounce = Duration::from_millis(args.debounce_ms);
     let mut seen = Seen::default();
     let mut backoff = Duration::from_millis(100);
@@ -160,6 +167,36 @@ pub async fn run(args: KubeProxyArgs) -> Result<()> {
             tokio::time::sleep(backoff).await;
             backoff = (backoff * 2).min(Duration::from_secs(2));
         }
+    }
+}
+
+/// The agent is started beside etcd's election (with its worker, not after the cluster
+/// is up): quick tries until etcd first answers, so the first sync follows the leader
+/// within milliseconds. Past [`FIRST_CONTACT`] the usual loop goes on trying.
+async fn reach_etcd(client: &mut EtcdClient, endpoints: &str) {
+    let probe = GetOptions::new().with_prefix().with_count_only();
+    let reached = client
+        .call_until(
+            "reading /registry/",
+            FIRST_CONTACT,
+            |mut c| {
+                let probe = probe.clone();
+                async move { c.get("/registry/", Some(probe)).await }
+            },
+            |r| {
+                if r.attempt == 1 {
+                    log(&format!("waiting for etcd at {endpoints}: {:#}", r.error))
+                }
+            },
+        )
+        .await;
+    if let Err(r) = reached {
+        log(&format!(
+            "etcd did not answer within {} s ({} attempts): {:#}; still trying",
+            r.waited.as_secs(),
+            r.attempt,
+            r.error
+        ));
     }
 }
 
@@ -230,13 +267,20 @@ async fn session(
         "watching /registry/ from revision {from} on {}",
         client.current().describe()
     ));
+    // When the last watch message came: a burst of changes is programmed once it has
+    // been quiet for `debounce`.
+    let mut last_message = Instant::now();
     loop {
-        let wait = match seen.dirty_since {
-            Some(_) => debounce,
+        let mut wait = match seen.dirty_since {
+            Some(_) => debounce.saturating_sub(last_message.elapsed()),
             None => Duration::from_secs(5),
         };
+        if route_pending.is_some() {
+            wait = wait.min(ROUTE_RETRY);
+        }
         match tokio::time::timeout(wait, stream.message()).await {
             Ok(msg) => {
+                last_message = Instant::now();
                 let resp = match msg {
                     Ok(Some(r)) => r,
                     Ok(None) => bail!("the watch on {} ended", client.current().describe()),
@@ -288,8 +332,10 @@ async fn session(
                 }
             }
             Err(_) => {
-                if seen.dirty_since.take().is_some() || syncer.current.is_none() {
+                let settled = seen.dirty_since.is_some() && last_message.elapsed() >= debounce;
+                if settled || syncer.current.is_none() {
                     syncer.sync(&seen.objs.state());
+                    seen.dirty_since = None;
                 }
                 if let Some(dev) = route_pending.clone() {
                     if super::ensure_service_route(None, &dev).is_ok() {
