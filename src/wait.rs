@@ -6,13 +6,14 @@
 //! [`SLICE`], so Ctrl-C or SIGTERM ends it within about that long; on timeout the error
 //! names what was awaited and what was seen last, so the learner knows where to look.
 //!
-//! Where the kernel announces a change (a file written: inotify), the wait sleeps on
-//! that instead ([`Wait::wake_on`]) and checks when it fires; `every` is then only the
+//! Where the kernel announces a change (a file written: inotify, [`FileWatch`]; a route
+//! added: netlink, [`crate::netns::route_watch::RouteWatch`]), the wait sleeps on that
+//! instead ([`Wait::wake_on`]) and checks when it fires; `every` is then only the
 //! fallback for what the event does not cover (an agent that died meanwhile).
 
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, BorrowedFd};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -61,7 +62,22 @@ pub struct Wait<'a> {
     hint: Option<Box<dyn FnOnce() -> String + 'a>>,
     cancel: Option<&'a AtomicBool>,
     stop: Option<&'a AtomicBool>,
-    wake: Option<&'a FileWatch>,
+    wake: Option<&'a dyn Wake>,
+}
+
+/// A kernel announcement a wait can sleep on instead of polling.
+pub trait Wake {
+    /// Sleeps until something happened (true) or `timeout` passed; forgets what happened
+    /// (the wait's check looks for itself).
+    fn sleep(&self, timeout: Duration) -> bool;
+}
+
+/// Sleeps until `fd` has input (true) or `timeout` passed: the common part of every
+/// [`Wake`] built on a file descriptor.
+pub fn readable(fd: BorrowedFd, timeout: Duration) -> bool {
+    let ms = u16::try_from(timeout.as_millis()).unwrap_or(u16::MAX);
+    let mut fds = [PollFd::new(fd, PollFlags::POLLIN)];
+    poll(&mut fds, PollTimeout::from(ms)).is_ok_and(|n| n > 0)
 }
 
 /// Files appearing or being written in one directory (inotify), as a wake-up for a wait.
@@ -85,13 +101,11 @@ impl FileWatch {
             .with_context(|| format!("watching {}", dir.display()))?;
         Ok(FileWatch { inotify })
     }
+}
 
-    /// Sleeps until something happened in the directory (true) or `timeout` passed;
-    /// forgets what happened (the wait's check looks for itself).
+impl Wake for FileWatch {
     fn sleep(&self, timeout: Duration) -> bool {
-        let ms = u16::try_from(timeout.as_millis()).unwrap_or(u16::MAX);
-        let mut fds = [PollFd::new(self.inotify.as_fd(), PollFlags::POLLIN)];
-        if !poll(&mut fds, PollTimeout::from(ms)).is_ok_and(|n| n > 0) {
+        if !readable(self.inotify.as_fd(), timeout) {
             return false;
         }
         while self.inotify.read_events().is_ok_and(|e| !e.is_empty()) {}
@@ -140,7 +154,7 @@ impl<'a> Wait<'a> {
     }
 
     /// Checks again as soon as `watch` sees a change, and at least every `every`.
-    pub fn wake_on(mut self, watch: &'a FileWatch) -> Self {
+    pub fn wake_on(mut self, watch: &'a dyn Wake) -> Self {
         self.wake = Some(watch);
         self
     }

@@ -10,6 +10,7 @@ pub mod netlink;
 pub mod process;
 pub mod pty;
 pub mod record;
+pub mod route_watch;
 pub mod state;
 
 use anyhow::{bail, Context, Result};

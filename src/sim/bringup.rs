@@ -4,6 +4,7 @@
 use super::addressing::{FLANNEL_PREFIX, UNDERLAY_PREFIX};
 use super::{BringUpTimes, DaemonKind, DaemonSpec, Sim};
 use crate::components::etcd;
+use crate::netns::route_watch::RouteWatch;
 use crate::netns::{self, netlink, process};
 use crate::wait::{FileWatch, Poll, Wait};
 use anyhow::{bail, Context, Result};
@@ -328,12 +329,17 @@ fn wait_converged(sim: &Sim, id: &str) -> Result<()> {
     };
     let want = workers.len().saturating_sub(1);
     let device = super::Cluster::handle(sim, id).flannel_device();
-    // Workers already seen complete are not asked again.
+    // Workers already seen complete are not asked again; the wait sleeps on the route
+    // announcements of the worker it looks at.
     let mut done = 0;
+    let routes = RouteWatch::new();
     Wait::new(
         format!("the overlay routes of C{id} (each worker to the other {want} workers' subnets)"),
         FLANNEL_TIMEOUT,
     )
+    // The announcements wake it; the interval only catches an agent that died meanwhile.
+    .every(Duration::from_millis(250))
+    .wake_on(&routes)
     .hint(|| "see the workers' flanneld.log".into())
     .until(|| {
         while let Some((ns, name)) = workers.get(done) {
@@ -343,6 +349,7 @@ fn wait_converged(sim: &Sim, id: &str) -> Result<()> {
                 done += 1;
                 continue;
             }
+            routes.listen(ns)?;
             let dev = device.clone();
             let n = netlink::with(ns, |nl| async move { nl.routes_via(&dev).await })?;
             if n < want {
