@@ -23,16 +23,16 @@ fn a_route_added_wakes_the_wait_before_its_fallback_interval() {
     let other = g.ns("routewatch-other");
     sh(
         &ns,
-        "ip link add a type veth peer name b && ip link set a up && ip link set b up",
+        "ip link add va type veth peer name vb && ip link set va up && ip link set vb up",
     );
     sh(
         &other,
-        "ip link add a type veth peer name b && ip link set a up && ip link set b up",
+        "ip link add va type veth peer name vb && ip link set va up && ip link set vb up",
     );
     let watch = RouteWatch::new();
     watch.listen(&ns).unwrap();
     // A route in another namespace is not announced here.
-    sh(&other, "ip route add 11.20.0.0/20 dev a");
+    sh(&other, "ip route add 11.20.0.0/20 dev va");
     assert!(
         !watch.sleep(Duration::from_millis(200)),
         "woken by another namespace's route"
@@ -43,7 +43,7 @@ fn a_route_added_wakes_the_wait_before_its_fallback_interval() {
     let (done, finished) = std::sync::mpsc::channel::<()>();
     let adder = std::thread::spawn(move || {
         std::thread::sleep(Duration::from_millis(100));
-        sh(&ns2, "ip route add 11.12.16.0/20 dev a");
+        sh(&ns2, "ip route add 11.12.16.0/20 dev va");
         // Without the announcement the wait would sleep for its hour: end it so the test
         // fails instead of hanging.
         if finished.recv_timeout(Duration::from_secs(20)).is_err() {

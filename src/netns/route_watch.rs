@@ -39,7 +39,10 @@ impl RouteWatch {
 
 /// A netlink socket of this thread's namespace subscribed to IPv4 route changes.
 fn subscribe() -> Result<Socket> {
-    let socket = Socket::new(NETLINK_ROUTE).context("opening a netlink socket")?;
+    let mut socket = Socket::new(NETLINK_ROUTE).context("opening a netlink socket")?;
+    // Unbound, it keeps port id 0, the kernel's own, and the kernel skips the sender's
+    // port when it announces: no announcement would arrive.
+    socket.bind_auto().context("binding the netlink socket")?;
     socket
         .add_membership(libc::RTNLGRP_IPV4_ROUTE)
         .context("subscribing to IPv4 route changes")?;
