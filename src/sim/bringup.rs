@@ -442,9 +442,16 @@ pub(super) fn start_clusters(sim: &Sim, ids: &[String]) -> Result<()> {
             .iter()
             .map(|id| {
                 let c = super::Cluster::handle(sim, id);
-                let (ns, eps) = (c.etcd_ns(), c.etcd_endpoints());
+                let (ns, eps, config) = (c.etcd_ns(), c.etcd_endpoints(), c.flannel().to_json());
                 let stop = &wiring_failed;
-                s.spawn(move || wait_etcd(id, &ns, &eps, stop).map(|()| t0.elapsed()))
+                // Each cluster's config goes in as soon as its own etcd has a leader: its
+                // agents are waiting on the key, whatever the other clusters do.
+                s.spawn(move || {
+                    wait_etcd(id, &ns, &eps, stop)?;
+                    let healthy = t0.elapsed();
+                    etcd::put(&ns, &eps, &format!("{FLANNEL_PREFIX}/config"), &config)?;
+                    Ok(healthy)
+                })
             })
             .collect();
         let wired = wire_hosts(sim, &underlay, &worker_hosts, &pb, |i| {
@@ -469,18 +476,8 @@ pub(super) fn start_clusters(sim: &Sim, ids: &[String]) -> Result<()> {
     let agents = wired?;
     phases.done("workers wired, their agents started");
     let etcd_healthy = etcd_healthy?;
-    phases.done("etcd healthy");
-    for id in ids {
-        let c = super::Cluster::handle(sim, id);
-        etcd::put(
-            &c.etcd_ns(),
-            &c.etcd_endpoints(),
-            &format!("{FLANNEL_PREFIX}/config"),
-            &c.flannel().to_json(),
-        )?;
-    }
     pb.inc(1);
-    phases.done("network config put");
+    phases.done("etcd healthy, network config put");
     pb.set_message("waiting for the flannel agents' subnets");
     // The waits run side by side, so one slow agent does not hold up the others.
     let started: Vec<(&(String, String), &super::DaemonId)> = workers.iter().zip(&agents).collect();
