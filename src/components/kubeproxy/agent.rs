@@ -126,7 +126,13 @@ pub async fn run(args: KubeProxyArgs) -> Result<()> {
             ));
             syncer.current = Some(c);
         }
-        Ok(_) => log("no table ip kube-proxy yet: the first sync creates it"),
+        Ok(_) => {
+            // A new node: its empty table is made now, while etcd may still be electing,
+            // so the first sync from etcd only adds Services (none, for a new cluster:
+            // no nft run then, when the agents of every node are busy at once).
+            log("no table ip kube-proxy yet: creating it empty now; the Services follow from etcd");
+            syncer.sync(&State::default());
+        }
         Err(e) => log(&format!("cannot read nftables yet: {e:#}")),
     }
     let mut route_pending = args.service_route_dev.clone();
