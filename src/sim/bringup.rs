@@ -491,11 +491,22 @@ pub(super) fn start_clusters(sim: &Sim, ids: &[String]) -> Result<()> {
     let flannel_ready = t0.elapsed();
     phases.done("subnets written");
     pb.set_message("waiting for the overlay routes");
+    // Every cluster's overlay routes and, beside them, every kube-proxy's table (a
+    // learner's first `nft list ruleset` shows it whole): all these waits at once.
+    let waits: Vec<(&String, bool)> = ids
+        .iter()
+        .flat_map(|id| [(id, true), (id, false)])
+        .collect();
+    crate::parallel::each(&waits, waits.len(), |(id, overlay)| {
+        if *overlay {
+            wait_converged(sim, id)
+        } else {
+            super::Cluster::handle(sim, id).wait_converged()
+        }
+    })
+    .into_iter()
+    .collect::<Result<Vec<()>>>()?;
     for id in ids {
-        wait_converged(sim, id)?;
-        // Every kube-proxy has programmed its table (a learner's first `nft list
-        // ruleset` shows it whole).
-        super::Cluster::handle(sim, id).wait_converged()?;
         let mut st = sim.state();
         st.clusters
             .iter_mut()
