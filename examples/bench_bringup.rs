@@ -25,7 +25,8 @@ fn main() -> anyhow::Result<()> {
     let runs: usize = std::env::args()
         .nth(1)
         .and_then(|s| s.parse().ok())
-        .unwrap_or(5);
+        .unwrap_or(5)
+        .max(1);
     let at = DEFAULT_SCENARIO.find(TOPOLOGY_END).ok_or_else(|| {
         anyhow::anyhow!(
             "{DEFAULT_SCENARIO_NAME} has no line {TOPOLOGY_END:?}: put it back after the pods"
@@ -35,7 +36,7 @@ fn main() -> anyhow::Result<()> {
     // The rest keeps its line numbers in error messages.
     let rest = "\n".repeat(topology.matches('\n').count()) + rest;
     let (mut totals, mut etcds, mut starts) = (Vec::new(), Vec::new(), Vec::new());
-    let (mut tops, mut ratios) = (Vec::new(), Vec::new());
+    let (mut tops, mut ratios, mut afters) = (Vec::new(), Vec::new(), Vec::new());
     for i in 0..runs {
         let sim = common::new_sim(&format!("bench{i}"))?;
         let mut session = ScriptSession::new(sim.clone(), false);
@@ -76,6 +77,7 @@ fn main() -> anyhow::Result<()> {
         etcds.push(b.etcd_healthy);
         starts.push(b.total);
         tops.push(top);
+        afters.push(top.saturating_sub(b.etcd_healthy));
         ratios.push(top.as_secs_f64() / b.etcd_healthy.as_secs_f64());
         drop(session);
         sim.teardown()?;
@@ -96,6 +98,10 @@ fn main() -> anyhow::Result<()> {
     println!(
         "| start() and the default topology's 7 pods | {:.3} |",
         top.as_secs_f64()
+    );
+    println!(
+        "| start() and pods, after the election (what the agents and pods add) | {:.3} |",
+        median(afters).as_secs_f64()
     );
     println!(
         "| etcd election (both clusters healthy), same runs | {:.3} |",
