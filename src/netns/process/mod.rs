@@ -1,6 +1,7 @@
 //! Processes inside a namespace: short commands whose output is returned (bounded by a
-//! timeout and a cancel flag), and daemons started in a session and process group of their
-//! own with their output in a log file. Processes are only ever ended by their own pid.
+//! timeout and a cancel flag), and daemons started in a process group of their own (a
+//! learner's background command also in a session of its own) with their output in a log
+//! file. Processes are only ever ended by their own pid.
 
 use anyhow::{bail, Context, Result};
 use nix::sys::signal::{kill, Signal};
@@ -194,13 +195,15 @@ pub fn kill_group(pgid: i32) {
     }
 }
 
-/// Starts a daemon in namespace `ns` in its own session, output appended to `log`.
+/// Starts a daemon in namespace `ns` in its own process group (see [`NetCommand`]), output
+/// appended to `log`.
 pub fn spawn_daemon(ns: Option<&str>, program: &str, args: &[String], log: &Path) -> Result<Child> {
     spawn_daemon_env(ns, program, args, &[], log, true)
 }
 
-/// [`spawn_daemon`] with extra environment variables; `net_only` as in [`Setup`] (a
-/// learner's own command keeps the private /sys that `ip netns exec` would give it).
+/// [`spawn_daemon`] with extra environment variables. With `net_only` it is a
+/// [`NetCommand`]; without, a learner's own command, it gets the session and private /sys
+/// that `ip netns exec` would give it (and is forked, to set those up).
 pub fn spawn_daemon_env(
     ns: Option<&str>,
     program: &str,
