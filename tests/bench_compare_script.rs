@@ -80,6 +80,8 @@ fn bad_arguments_exit_2_with_the_cause() {
     }
     assert_refused(&["HEAD", "3", "extra"], "too many arguments");
     assert_refused(&["--clean", "HEAD", "3"], "too many arguments");
+    assert_refused(&["--build", "HEAD", "3"], "too many arguments");
+    assert_refused(&["--clean", "--build"], "--clean and --build together");
     assert_refused(&["--fast"], "unknown option '--fast'");
     assert_refused(&["--table"], "--table needs the folder of a finished run");
     let empty = RunDir::new("empty");
@@ -93,11 +95,79 @@ fn bad_arguments_exit_2_with_the_cause() {
     );
 }
 
+fn git(args: &[&str]) -> String {
+    let out = Command::new("git")
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .args(args)
+        .output()
+        .expect("running git");
+    assert!(out.status.success(), "git {args:?}: {out:?}");
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// The path the script gives HEAD's worktree; removed when dropped if something is left
+/// there (a failed assertion), the way the script would remove it.
+struct HeadWorktree(PathBuf);
+
+impl Drop for HeadWorktree {
+    fn drop(&mut self) {
+        if self.0.exists() {
+            let path = self.0.to_str().unwrap();
+            let listed = git(&["worktree", "list", "--porcelain"]);
+            if listed.lines().any(|l| l == format!("worktree {path}")) {
+                let _ = git(&["worktree", "remove", "--force", path]);
+            } else {
+                let _ = std::fs::remove_dir_all(&self.0);
+            }
+        }
+    }
+}
+
+/// `--clean` removes the worktree it would have made, with the build output inside it;
+/// a plain folder in its place is not a worktree it made, and is left alone (exit 3).
 #[test]
-fn clean_of_a_revision_never_built_removes_nothing() {
+fn clean_removes_only_a_worktree_it_made() {
+    let sha = git(&["rev-parse", "HEAD"]);
+    let dir = HeadWorktree(
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("target/bench-compare")
+            .join(&sha[..12]),
+    );
+    assert!(
+        !dir.0.exists(),
+        "{} exists before the test",
+        dir.0.display()
+    );
     let (code, text) = run(&["--clean", "HEAD"]);
     assert_eq!(code, 0, "{text}");
     assert!(text.contains("nothing to remove"), "{text}");
+
+    git(&["worktree", "add", "--detach", dir.0.to_str().unwrap(), &sha]);
+    std::fs::create_dir_all(dir.0.join("target/release")).unwrap();
+    std::fs::write(dir.0.join("target/release/knetsim"), "built").unwrap();
+    let (code, text) = run(&["--clean", "HEAD"]);
+    assert_eq!(code, 0, "{text}");
+    assert!(text.contains("removed the worktree"), "{text}");
+    assert!(!dir.0.exists(), "--clean left {}", dir.0.display());
+    let listed = git(&["worktree", "list", "--porcelain"]);
+    let entry = format!("worktree {}", dir.0.display());
+    assert!(
+        !listed.lines().any(|l| l == entry),
+        "still listed: {listed}"
+    );
+
+    std::fs::create_dir_all(&dir.0).unwrap();
+    std::fs::write(dir.0.join("mine"), "not the script's").unwrap();
+    let (code, text) = run(&["--clean", "HEAD"]);
+    assert_eq!(code, 3, "{text}");
+    assert!(
+        text.contains("is not a git worktree of this repository; not removing it"),
+        "{text}"
+    );
+    assert!(
+        dir.0.join("mine").exists(),
+        "--clean removed a folder it did not make"
+    );
 }
 
 const EXEC: &str = "| measure (median of 200, interleaved) | ms |
@@ -171,49 +241,42 @@ fn table_gives_medians_ratios_and_flags_from_both_output_shapes() {
         "{table}"
     );
 
-    let exec = row(
-        &table,
-        "bench_exec",
-        "exec_container(\"c1\", \"true\") (ms)",
-    );
-    assert!(
-        exec.contains("| 1.10 | 1.30 | 1.18 | **slower by 18%** |"),
-        "{exec}"
-    );
-    let ip = row(
-        &table,
-        "bench_exec",
-        "ip netns exec POD true (baseline) (ms)",
-    );
-    assert!(ip.contains("| 1.20 | baseline moved +20% |"), "{ip}");
-    let ratio = row(&table, "bench_exec", "ratio (x)");
-    assert!(ratio.contains("| 0.670 | 0.670 | 1.00 |  |"), "{ratio}");
-
-    let prog = row(
-        &table,
-        "bench_services",
-        "kube-proxy layout, 10,000 services, netlink bulk (median of 3) (ms)",
-    );
-    assert!(
-        prog.contains("| 9500 | 7000 | 0.74 |  (runs: 2 old, 1 new) |"),
-        "{prog}"
-    );
-    let latency = row(
-        &table,
-        "bench_services",
-        "kube-proxy layout, 10 services (us)",
-    );
-    assert!(latency.contains("| 62.00 | 62.00 | 1.00 |"), "{latency}");
-    let kp = row(
-        &table,
-        "bench_services",
-        "connect latency 10,000/10, kube-proxy layout (x)",
-    );
-    assert!(kp.contains("| 1.10 | 1.16 | 1.05 |  (runs"), "{kp}");
-    let lin = row(
-        &table,
-        "bench_services",
-        "connect latency 10,000/10, linear layout (x)",
-    );
-    assert!(lin.contains("| 4.03 | 4.03 | 1.00 |"), "{lin}");
+    // (benchmark, figure, what its row must say from the old median on)
+    let expected = [
+        (
+            "bench_exec",
+            "exec_container(\"c1\", \"true\") (ms)",
+            "| 1.10 | 1.30 | 1.18 | **slower by 18%** |",
+        ),
+        (
+            "bench_exec",
+            "ip netns exec POD true (baseline) (ms)",
+            "| 1.00 | 1.20 | 1.20 | baseline moved +20% |",
+        ),
+        ("bench_exec", "ratio (x)", "| 0.670 | 0.670 | 1.00 |  |"),
+        (
+            "bench_services",
+            "kube-proxy layout, 10,000 services, netlink bulk (median of 3) (ms)",
+            "| 9500 | 7000 | 0.74 |  (runs: 2 old, 1 new) |",
+        ),
+        (
+            "bench_services",
+            "kube-proxy layout, 10 services (us)",
+            "| 62.00 | 62.00 | 1.00 |",
+        ),
+        (
+            "bench_services",
+            "connect latency 10,000/10, kube-proxy layout (x)",
+            "| 1.10 | 1.16 | 1.05 |  (runs",
+        ),
+        (
+            "bench_services",
+            "connect latency 10,000/10, linear layout (x)",
+            "| 4.03 | 4.03 | 1.00 |",
+        ),
+    ];
+    for (bench, figure, says) in expected {
+        let line = row(&table, bench, figure);
+        assert!(line.contains(says), "{line} should say {says}");
+    }
 }
