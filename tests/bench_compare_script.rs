@@ -1,6 +1,7 @@
 //! `scripts/bench-compare`: bad arguments are refused with a clear message and exit 2
 //! before anything is built, and its table (`--table`) reads both output shapes of the
-//! benchmarks, takes medians, and flags a figure more than 10% slower. Nothing here builds
+//! benchmarks, takes medians and their spread, and flags a figure more than 10% slower.
+//! `--clean` removes only the worktree it made. Nothing here builds
 //! or runs a simulation.
 
 use std::path::{Path, PathBuf};
@@ -246,33 +247,37 @@ fn table_gives_medians_ratios_and_flags_from_both_output_shapes() {
         (
             "bench_exec",
             "exec_container(\"c1\", \"true\") (ms)",
-            "| 1.10 | 1.30 | 1.18 | **slower by 18%** |",
+            "| 1.10 ±9% | 1.30 ±8% | 1.18 | **slower by 18%** |",
         ),
         (
             "bench_exec",
             "ip netns exec POD true (baseline) (ms)",
-            "| 1.00 | 1.20 | 1.20 | baseline moved +20% |",
+            "| 1.00 ±0% | 1.20 ±0% | 1.20 | baseline moved +20% |",
         ),
-        ("bench_exec", "ratio (x)", "| 0.670 | 0.670 | 1.00 |  |"),
+        (
+            "bench_exec",
+            "ratio (x)",
+            "| 0.670 ±0% | 0.670 ±0% | 1.00 |  |",
+        ),
         (
             "bench_services",
             "kube-proxy layout, 10,000 services, netlink bulk (median of 3) (ms)",
-            "| 9500 | 7000 | 0.74 |  (runs: 2 old, 1 new) |",
+            "| 9500 ±1% | 7000 | 0.74 |  (runs: 2 old, 1 new) |",
         ),
         (
             "bench_services",
             "kube-proxy layout, 10 services (us)",
-            "| 62.00 | 62.00 | 1.00 |",
+            "| 62.00 ±0% | 62.00 | 1.00 |",
         ),
         (
             "bench_services",
             "connect latency 10,000/10, kube-proxy layout (x)",
-            "| 1.10 | 1.16 | 1.05 |  (runs",
+            "| 1.10 ±0% | 1.16 | 1.05 |  (runs",
         ),
         (
             "bench_services",
             "connect latency 10,000/10, linear layout (x)",
-            "| 4.03 | 4.03 | 1.00 |",
+            "| 4.03 ±0% | 4.03 | 1.00 |",
         ),
     ];
     for (bench, figure, says) in expected {
