@@ -157,6 +157,17 @@ fn clean_removes_only_a_worktree_it_made() {
         "still listed: {listed}"
     );
 
+    // A worktree whose folder is gone (target/ cleaned): git's note of it goes too.
+    git(&["worktree", "add", "--detach", dir.0.to_str().unwrap(), &sha]);
+    std::fs::remove_dir_all(&dir.0).unwrap();
+    let (code, text) = run(&["--clean", "HEAD"]);
+    assert_eq!(code, 0, "{text}");
+    let listed = git(&["worktree", "list", "--porcelain"]);
+    assert!(
+        !listed.lines().any(|l| l == entry),
+        "still listed: {listed}"
+    );
+
     std::fs::create_dir_all(&dir.0).unwrap();
     std::fs::write(dir.0.join("mine"), "not the script's").unwrap();
     let (code, text) = run(&["--clean", "HEAD"]);
