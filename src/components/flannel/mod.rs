@@ -18,10 +18,12 @@ pub mod backend;
 pub mod config;
 pub mod hostgw;
 pub mod lease;
+mod logbuf;
 pub mod masq;
 pub mod subnet;
 pub mod vxlan;
 
+use crate::netns::netlink::Netlink;
 use anyhow::{anyhow, Context, Result};
 use backend::{Dataplane, Remote};
 use clap::Args;
@@ -31,29 +33,14 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 use subnet::{Ipv4Net, LeaseAttrs};
 
-/// Prints one timestamped log line (UTC wall clock) to stdout.
+/// Logs one timestamped line to stdout ([`logbuf`]).
 macro_rules! log {
     ($($arg:tt)*) => {
         $crate::components::flannel::log_line(&format!($($arg)*))
     };
 }
 pub(crate) use log;
-
-#[doc(hidden)]
-pub fn log_line(msg: &str) {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
-    let s = now.as_secs();
-    println!(
-        "{:02}:{:02}:{:02}.{:03} flanneld[{}]: {msg}",
-        (s / 3600) % 24,
-        (s / 60) % 60,
-        s % 60,
-        now.subsec_millis(),
-        std::process::id()
-    );
-}
+pub use logbuf::{log_line, LogBatch};
 
 /// Flags named like flanneld's own.
 #[derive(Debug, Clone, Args)]
@@ -167,8 +154,7 @@ async fn agent(args: &FlanneldArgs) -> Result<()> {
             "--etcd-endpoints is empty: give at least one URL such as http://10.1.0.1:2379"
         ));
     }
-    let (conn, nl, _) = rtnetlink::new_connection().context("opening netlink")?;
-    tokio::spawn(conn);
+    let nl = Netlink::connect().await?;
 
     let ext = vxlan::find_iface(&nl, args.iface.as_deref()).await?;
     log!(
@@ -255,110 +241,195 @@ async fn agent(args: &FlanneldArgs) -> Result<()> {
     watch_loop(&mut reg, &nl, &dp, &mut own, &attrs, margin).await
 }
 
-/// Programs a remote lease (replacing an older different one for the same subnet).
-async fn program(
-    nl: &rtnetlink::Handle,
-    dp: &Dataplane,
-    known: &mut HashMap<Ipv4Net, Remote>,
-    l: &subnet::Lease,
-) {
-    let r = match dp.remote(l) {
-        Ok(r) => r,
+/// How many remote subnets one batch of work programs at once: their netlink requests
+/// then share the session's socket instead of each waiting for the one before.
+const IN_FLIGHT: usize = 64;
+
+/// Why a remote's entries are removed (what is logged before and on failure).
+#[derive(Clone, Copy)]
+enum Removal {
+    /// Its lease changed: the new entries follow.
+    Replaced,
+    /// Its lease is gone.
+    Gone,
+    /// Left on the device by a lease that vanished while the agent was not running.
+    Stale,
+}
+
+/// What a lease asks this node to program, or None (logged) when it cannot.
+fn wanted(dp: &Dataplane, l: &subnet::Lease) -> Option<Remote> {
+    match dp.remote(l) {
+        Ok(r) => Some(r),
         Err(e) => {
             log!(
                 "ignoring subnet {} (PublicIP {}): {e:#}",
                 l.subnet,
                 l.attrs.public_ip
             );
-            return;
+            None
         }
-    };
-    if let Some(old) = known.get(&l.subnet).copied() {
-        if old == r {
-            return;
-        }
-        log!(
-            "lease {} changed (was {}), replacing its entries",
-            l.subnet,
-            old.describe()
-        );
-        if let Err(e) = dp.del(nl, &old).await {
-            log!("error: {e:#}");
-        }
-    }
-    log!("adding subnet: {} {}", l.subnet, r.describe());
-    match dp.add(nl, &r).await {
-        Ok(()) => {
-            known.insert(l.subnet, r);
-        }
-        Err(e) => log!("error programming {}: {e:#}", l.subnet),
     }
 }
 
-async fn unprogram(
-    nl: &rtnetlink::Handle,
+/// Brings the entries of each subnet in `want` to what it says (None: removed) and removes
+/// `stale` ones. Every removal goes before every addition, so a node that came back with a
+/// new subnet keeps the FDB entry of its VtepMAC; within each phase the subnets are
+/// programmed concurrently, each one's steps in order.
+async fn apply(
+    nl: &Netlink,
     dp: &Dataplane,
     known: &mut HashMap<Ipv4Net, Remote>,
-    sn: &Ipv4Net,
+    stale: Vec<Remote>,
+    want: Vec<(Ipv4Net, Option<Remote>)>,
 ) {
-    if let Some(r) = known.remove(sn) {
-        log!("removing subnet: {sn} {}", r.describe());
-        if let Err(e) = dp.del(nl, &r).await {
-            log!("error removing {sn}: {e:#}");
+    use futures::StreamExt;
+    let mut removals: Vec<(Remote, Removal)> = Vec::new();
+    for r in stale {
+        log!(
+            "removing stale subnet: {} {} (its lease is gone from etcd)",
+            r.subnet(),
+            r.describe()
+        );
+        removals.push((r, Removal::Stale));
+    }
+    let mut additions = Vec::new();
+    for (sn, new) in want {
+        match (known.get(&sn).copied(), new) {
+            (Some(old), Some(r)) if old == r => {}
+            (Some(old), Some(r)) => {
+                log!(
+                    "lease {sn} changed (was {}), replacing its entries",
+                    old.describe()
+                );
+                removals.push((old, Removal::Replaced));
+                additions.push(r);
+            }
+            (None, Some(r)) => additions.push(r),
+            (Some(old), None) => {
+                known.remove(&sn);
+                log!("removing subnet: {sn} {}", old.describe());
+                removals.push((old, Removal::Gone));
+            }
+            (None, None) => {}
         }
     }
-}
-
-/// Removes entries for subnets whose leases vanished while this agent was not running.
-async fn remove_stale(
-    nl: &rtnetlink::Handle,
-    dp: &Dataplane,
-    own: &Ipv4Net,
-    leases: &[subnet::Lease],
-) {
-    let mut keep: Vec<Ipv4Net> = leases.iter().map(|l| l.subnet).collect();
-    keep.push(*own);
-    match dp.stale(nl, &keep).await {
-        Ok(stale) => {
-            for r in stale {
-                log!(
-                    "removing stale subnet: {} {} (its lease is gone from etcd)",
-                    r.subnet(),
-                    r.describe()
-                );
-                if let Err(e) = dp.del(nl, &r).await {
-                    log!("error removing {}: {e:#}", r.subnet());
+    futures::stream::iter(removals)
+        .for_each_concurrent(IN_FLIGHT, |(r, why)| async move {
+            if let Err(e) = dp.del(nl, &r).await {
+                match why {
+                    Removal::Replaced => log!("error: {e:#}"),
+                    Removal::Gone | Removal::Stale => {
+                        log!("error removing {}: {e:#}", r.subnet())
+                    }
                 }
             }
-        }
-        Err(e) => log!("error looking for stale entries: {e:#}"),
+        })
+        .await;
+    let added: Vec<Remote> = futures::stream::iter(additions)
+        .map(|r| async move {
+            log!("adding subnet: {} {}", r.subnet(), r.describe());
+            match dp.add(nl, &r).await {
+                Ok(()) => Some(r),
+                Err(e) => {
+                    log!("error programming {}: {e:#}", r.subnet());
+                    None
+                }
+            }
+        })
+        .buffer_unordered(IN_FLIGHT)
+        .filter_map(std::future::ready)
+        .collect()
+        .await;
+    for r in added {
+        known.insert(r.subnet(), r);
     }
 }
 
-/// Brings the programmed entries in line with a full list of leases.
-async fn sync(
-    nl: &rtnetlink::Handle,
+/// Entries for subnets without a lease, left while this agent was not running.
+async fn find_stale(
+    nl: &Netlink,
     dp: &Dataplane,
     own: &Ipv4Net,
-    known: &mut HashMap<Ipv4Net, Remote>,
     leases: &[subnet::Lease],
-) {
-    let gone: Vec<Ipv4Net> = known
+) -> Vec<Remote> {
+    let mut keep: Vec<Ipv4Net> = leases.iter().map(|l| l.subnet).collect();
+    keep.push(*own);
+    dp.stale(nl, &keep).await.unwrap_or_else(|e| {
+        log!("error looking for stale entries: {e:#}");
+        Vec::new()
+    })
+}
+
+/// What a full list of leases asks for: every other node's subnet, and none for the known
+/// subnets that no longer have a lease.
+fn wanted_by_list(
+    dp: &Dataplane,
+    own: &Ipv4Net,
+    known: &HashMap<Ipv4Net, Remote>,
+    leases: &[subnet::Lease],
+) -> Vec<(Ipv4Net, Option<Remote>)> {
+    let listed: std::collections::HashSet<Ipv4Net> = leases.iter().map(|l| l.subnet).collect();
+    let mut want: Vec<(Ipv4Net, Option<Remote>)> = known
         .keys()
-        .filter(|k| !leases.iter().any(|l| l.subnet == **k))
-        .copied()
+        .filter(|k| !listed.contains(k))
+        .map(|k| (*k, None))
         .collect();
-    for sn in gone {
-        unprogram(nl, dp, known, &sn).await;
-    }
     for l in leases.iter().filter(|l| l.subnet != *own) {
-        program(nl, dp, known, l).await;
+        if let Some(r) = wanted(dp, l) {
+            want.push((l.subnet, Some(r)));
+        }
     }
+    want
+}
+
+/// What the events of one watch response ask for, the last event of a subnet winning, and
+/// the error that ends the agent when one of them deletes its own lease (the events before
+/// it still count).
+fn wanted_by_events(
+    reg: &lease::Registry,
+    dp: &Dataplane,
+    own: &Ipv4Net,
+    next_rev: &mut i64,
+    events: &[etcd_client::Event],
+) -> (Vec<(Ipv4Net, Option<Remote>)>, Option<anyhow::Error>) {
+    let mut want: Vec<(Ipv4Net, Option<Remote>)> = Vec::new();
+    fn set(want: &mut Vec<(Ipv4Net, Option<Remote>)>, sn: Ipv4Net, r: Option<Remote>) {
+        match want.iter_mut().find(|w| w.0 == sn) {
+            Some(w) => w.1 = r,
+            None => want.push((sn, r)),
+        }
+    }
+    for ev in events {
+        let Some(kv) = ev.kv() else { continue };
+        *next_rev = (*next_rev).max(kv.mod_revision() + 1);
+        let key = String::from_utf8_lossy(kv.key()).into_owned();
+        let Some(sn) = subnet::parse_lease_key(&reg.prefix, &key) else {
+            continue;
+        };
+        match ev.event_type() {
+            EventType::Put if sn == *own => {}
+            EventType::Put => match LeaseAttrs::from_json(kv.value()) {
+                Ok(attrs) => {
+                    if let Some(r) = wanted(dp, &subnet::Lease { subnet: sn, attrs }) {
+                        set(&mut want, sn, Some(r));
+                    }
+                }
+                Err(e) => log!("ignoring bad subnet lease {key}: {e:#}"),
+            },
+            EventType::Delete if sn == *own => {
+                return (want, Some(anyhow!(
+                    "our lease {sn} has been revoked (etcd key {key} was deleted or expired); shutting down as flanneld does. Start flanneld again to acquire a new lease"
+                )));
+            }
+            EventType::Delete => set(&mut want, sn, None),
+        }
+    }
+    (want, None)
 }
 
 async fn watch_loop(
     reg: &mut lease::Registry,
-    nl: &rtnetlink::Handle,
+    nl: &Netlink,
     dp: &Dataplane,
     own: &mut lease::OwnLease,
     attrs: &LeaseAttrs,
@@ -375,12 +446,16 @@ async fn watch_loop(
         if resync {
             match reg.leases().await {
                 Ok((leases, rev)) => {
+                    let _batch = LogBatch::begin();
                     log!("{} subnet lease(s) in etcd at revision {rev}", leases.len());
-                    if first_sync {
-                        remove_stale(nl, dp, &own.subnet, &leases).await;
+                    let stale = if first_sync {
                         first_sync = false;
-                    }
-                    sync(nl, dp, &own.subnet, &mut known, &leases).await;
+                        find_stale(nl, dp, &own.subnet, &leases).await
+                    } else {
+                        Vec::new()
+                    };
+                    let want = wanted_by_list(dp, &own.subnet, &known, &leases);
+                    apply(nl, dp, &mut known, stale, want).await;
                     next_rev = rev + 1;
                     resync = false;
                 }
@@ -412,6 +487,7 @@ async fn watch_loop(
         loop {
             tokio::select! {
                 msg = stream.message() => {
+                    let _batch = LogBatch::begin();
                     let resp = match msg {
                         Ok(Some(r)) => r,
                         Ok(None) => { log!("etcd watch on {} closed, resuming from revision {next_rev}", reg.member()); break; }
@@ -427,30 +503,10 @@ async fn watch_loop(
                         }
                         break;
                     }
-                    for ev in resp.events() {
-                        let Some(kv) = ev.kv() else { continue };
-                        next_rev = next_rev.max(kv.mod_revision() + 1);
-                        let key = String::from_utf8_lossy(kv.key()).into_owned();
-                        let Some(sn) = subnet::parse_lease_key(&reg.prefix, &key) else { continue };
-                        match ev.event_type() {
-                            EventType::Put => {
-                                if sn == own.subnet {
-                                    continue;
-                                }
-                                match LeaseAttrs::from_json(kv.value()) {
-                                    Ok(a) => program(nl, dp, &mut known, &subnet::Lease { subnet: sn, attrs: a }).await,
-                                    Err(e) => log!("ignoring bad subnet lease {key}: {e:#}"),
-                                }
-                            }
-                            EventType::Delete => {
-                                if sn == own.subnet {
-                                    return Err(anyhow!(
-                                        "our lease {sn} has been revoked (etcd key {key} was deleted or expired); shutting down as flanneld does. Start flanneld again to acquire a new lease"
-                                    ));
-                                }
-                                unprogram(nl, dp, &mut known, &sn).await;
-                            }
-                        }
+                    let (want, revoked) = wanted_by_events(reg, dp, &own.subnet, &mut next_rev, resp.events());
+                    apply(nl, dp, &mut known, Vec::new(), want).await;
+                    if let Some(e) = revoked {
+                        return Err(e);
                     }
                 }
                 _ = tokio::time::sleep_until(next_renew.into()) => {

@@ -14,7 +14,10 @@ use std::pin::Pin;
 use std::sync::{Mutex, OnceLock};
 use tokio::sync::mpsc::{unbounded_channel, UnboundedSender};
 
+pub mod overlay;
+
 /// A netlink session inside one namespace, with the few operations the simulator needs.
+#[derive(Clone)]
 pub struct Netlink {
     pub handle: Handle,
 }
