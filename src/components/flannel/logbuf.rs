@@ -5,7 +5,7 @@
 //! soon as it is done, and when it is dropped early (SIGTERM, an error) nothing is lost.
 
 use std::io::Write;
-use std::sync::Mutex;
+use std::sync::{Mutex, OnceLock};
 
 /// Past this many buffered bytes a batch writes what it holds (a huge first sync must not
 /// grow without bound).
@@ -32,28 +32,30 @@ fn write_out(text: &str) {
     let _ = out.flush();
 }
 
+/// This process's id, read once (a line used to ask the kernel for it each time).
+fn pid() -> u32 {
+    static PID: OnceLock<u32> = OnceLock::new();
+    *PID.get_or_init(std::process::id)
+}
+
 /// Logs one timestamped line (UTC wall clock): at once, or at the end of the current batch.
-pub fn log_line(msg: &str) {
+pub fn log_line(msg: std::fmt::Arguments) {
+    use std::fmt::Write as _;
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default();
     let s = now.as_secs();
-    let line = format!(
-        "{:02}:{:02}:{:02}.{:03} flanneld[{}]: {msg}\n",
+    let mut h = held();
+    let _ = writeln!(
+        h.text,
+        "{:02}:{:02}:{:02}.{:03} flanneld[{}]: {msg}",
         (s / 3600) % 24,
         (s / 60) % 60,
         s % 60,
         now.subsec_millis(),
-        std::process::id()
+        pid()
     );
-    let mut h = held();
-    if h.batches == 0 {
-        drop(h);
-        write_out(&line);
-        return;
-    }
-    h.text.push_str(&line);
-    if h.text.len() >= MAX_HELD {
+    if h.batches == 0 || h.text.len() >= MAX_HELD {
         let text = std::mem::take(&mut h.text);
         drop(h);
         write_out(&text);
@@ -91,8 +93,8 @@ mod tests {
     fn a_batch_holds_lines_until_its_end() {
         let outer = LogBatch::begin();
         let inner = LogBatch::begin();
-        log_line("one");
-        log_line("two");
+        log_line(format_args!("one"));
+        log_line(format_args!("two"));
         drop(inner);
         assert!(
             held().text.contains("flanneld[") && held().text.ends_with(": two\n"),

@@ -36,7 +36,7 @@ use subnet::{Ipv4Net, LeaseAttrs};
 /// Logs one timestamped line to stdout ([`logbuf`]).
 macro_rules! log {
     ($($arg:tt)*) => {
-        $crate::components::flannel::log_line(&format!($($arg)*))
+        $crate::components::flannel::log_line(format_args!($($arg)*))
     };
 }
 pub(crate) use log;
