@@ -97,7 +97,7 @@ mod tests {
         log_line(format_args!("two"));
         drop(inner);
         assert!(
-            held().text.contains("flanneld[") && held().text.ends_with(": two\n"),
+            held().text.contains(": one\n") && held().text.contains(": two\n"),
             "an inner batch's end does not write while an outer one lives"
         );
         drop(outer);

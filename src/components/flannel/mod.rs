@@ -20,6 +20,7 @@ pub mod hostgw;
 pub mod lease;
 mod logbuf;
 pub mod masq;
+mod remotes;
 pub mod subnet;
 pub mod vxlan;
 
@@ -241,192 +242,6 @@ async fn agent(args: &FlanneldArgs) -> Result<()> {
     watch_loop(&mut reg, &nl, &dp, &mut own, &attrs, margin).await
 }
 
-/// How many remote subnets one batch of work programs at once: their netlink requests
-/// then share the session's socket instead of each waiting for the one before.
-const IN_FLIGHT: usize = 64;
-
-/// Why a remote's entries are removed (what is logged before and on failure).
-#[derive(Clone, Copy)]
-enum Removal {
-    /// Its lease changed: the new entries follow.
-    Replaced,
-    /// Its lease is gone.
-    Gone,
-    /// Left on the device by a lease that vanished while the agent was not running.
-    Stale,
-}
-
-/// What a lease asks this node to program, or None (logged) when it cannot.
-fn wanted(dp: &Dataplane, l: &subnet::Lease) -> Option<Remote> {
-    match dp.remote(l) {
-        Ok(r) => Some(r),
-        Err(e) => {
-            log!(
-                "ignoring subnet {} (PublicIP {}): {e:#}",
-                l.subnet,
-                l.attrs.public_ip
-            );
-            None
-        }
-    }
-}
-
-/// Brings the entries of each subnet in `want` to what it says (None: removed) and removes
-/// `stale` ones. Every removal goes before every addition, so a node that came back with a
-/// new subnet keeps the FDB entry of its VtepMAC; within each phase the subnets are
-/// programmed concurrently, each one's steps in order.
-async fn apply(
-    nl: &Netlink,
-    dp: &Dataplane,
-    known: &mut HashMap<Ipv4Net, Remote>,
-    stale: Vec<Remote>,
-    want: Vec<(Ipv4Net, Option<Remote>)>,
-) {
-    use futures::StreamExt;
-    let mut removals: Vec<(Remote, Removal)> = Vec::new();
-    for r in stale {
-        log!(
-            "removing stale subnet: {} {} (its lease is gone from etcd)",
-            r.subnet(),
-            r.describe()
-        );
-        removals.push((r, Removal::Stale));
-    }
-    let mut additions = Vec::new();
-    for (sn, new) in want {
-        match (known.get(&sn).copied(), new) {
-            (Some(old), Some(r)) if old == r => {}
-            (Some(old), Some(r)) => {
-                log!(
-                    "lease {sn} changed (was {}), replacing its entries",
-                    old.describe()
-                );
-                removals.push((old, Removal::Replaced));
-                additions.push(r);
-            }
-            (None, Some(r)) => additions.push(r),
-            (Some(old), None) => {
-                known.remove(&sn);
-                log!("removing subnet: {sn} {}", old.describe());
-                removals.push((old, Removal::Gone));
-            }
-            (None, None) => {}
-        }
-    }
-    futures::stream::iter(removals)
-        .for_each_concurrent(IN_FLIGHT, |(r, why)| async move {
-            if let Err(e) = dp.del(nl, &r).await {
-                match why {
-                    Removal::Replaced => log!("error: {e:#}"),
-                    Removal::Gone | Removal::Stale => {
-                        log!("error removing {}: {e:#}", r.subnet())
-                    }
-                }
-            }
-        })
-        .await;
-    let added: Vec<Remote> = futures::stream::iter(additions)
-        .map(|r| async move {
-            log!("adding subnet: {} {}", r.subnet(), r.describe());
-            match dp.add(nl, &r).await {
-                Ok(()) => Some(r),
-                Err(e) => {
-                    log!("error programming {}: {e:#}", r.subnet());
-                    None
-                }
-            }
-        })
-        .buffer_unordered(IN_FLIGHT)
-        .filter_map(std::future::ready)
-        .collect()
-        .await;
-    for r in added {
-        known.insert(r.subnet(), r);
-    }
-}
-
-/// Entries for subnets without a lease, left while this agent was not running.
-async fn find_stale(
-    nl: &Netlink,
-    dp: &Dataplane,
-    own: &Ipv4Net,
-    leases: &[subnet::Lease],
-) -> Vec<Remote> {
-    let mut keep: Vec<Ipv4Net> = leases.iter().map(|l| l.subnet).collect();
-    keep.push(*own);
-    dp.stale(nl, &keep).await.unwrap_or_else(|e| {
-        log!("error looking for stale entries: {e:#}");
-        Vec::new()
-    })
-}
-
-/// What a full list of leases asks for: every other node's subnet, and none for the known
-/// subnets that no longer have a lease.
-fn wanted_by_list(
-    dp: &Dataplane,
-    own: &Ipv4Net,
-    known: &HashMap<Ipv4Net, Remote>,
-    leases: &[subnet::Lease],
-) -> Vec<(Ipv4Net, Option<Remote>)> {
-    let listed: std::collections::HashSet<Ipv4Net> = leases.iter().map(|l| l.subnet).collect();
-    let mut want: Vec<(Ipv4Net, Option<Remote>)> = known
-        .keys()
-        .filter(|k| !listed.contains(k))
-        .map(|k| (*k, None))
-        .collect();
-    for l in leases.iter().filter(|l| l.subnet != *own) {
-        if let Some(r) = wanted(dp, l) {
-            want.push((l.subnet, Some(r)));
-        }
-    }
-    want
-}
-
-/// What the events of one watch response ask for, the last event of a subnet winning, and
-/// the error that ends the agent when one of them deletes its own lease (the events before
-/// it still count).
-fn wanted_by_events(
-    reg: &lease::Registry,
-    dp: &Dataplane,
-    own: &Ipv4Net,
-    next_rev: &mut i64,
-    events: &[etcd_client::Event],
-) -> (Vec<(Ipv4Net, Option<Remote>)>, Option<anyhow::Error>) {
-    let mut want: Vec<(Ipv4Net, Option<Remote>)> = Vec::new();
-    fn set(want: &mut Vec<(Ipv4Net, Option<Remote>)>, sn: Ipv4Net, r: Option<Remote>) {
-        match want.iter_mut().find(|w| w.0 == sn) {
-            Some(w) => w.1 = r,
-            None => want.push((sn, r)),
-        }
-    }
-    for ev in events {
-        let Some(kv) = ev.kv() else { continue };
-        *next_rev = (*next_rev).max(kv.mod_revision() + 1);
-        let key = String::from_utf8_lossy(kv.key()).into_owned();
-        let Some(sn) = subnet::parse_lease_key(&reg.prefix, &key) else {
-            continue;
-        };
-        match ev.event_type() {
-            EventType::Put if sn == *own => {}
-            EventType::Put => match LeaseAttrs::from_json(kv.value()) {
-                Ok(attrs) => {
-                    if let Some(r) = wanted(dp, &subnet::Lease { subnet: sn, attrs }) {
-                        set(&mut want, sn, Some(r));
-                    }
-                }
-                Err(e) => log!("ignoring bad subnet lease {key}: {e:#}"),
-            },
-            EventType::Delete if sn == *own => {
-                return (want, Some(anyhow!(
-                    "our lease {sn} has been revoked (etcd key {key} was deleted or expired); shutting down as flanneld does. Start flanneld again to acquire a new lease"
-                )));
-            }
-            EventType::Delete => set(&mut want, sn, None),
-        }
-    }
-    (want, None)
-}
-
 async fn watch_loop(
     reg: &mut lease::Registry,
     nl: &Netlink,
@@ -450,12 +265,12 @@ async fn watch_loop(
                     log!("{} subnet lease(s) in etcd at revision {rev}", leases.len());
                     let stale = if first_sync {
                         first_sync = false;
-                        find_stale(nl, dp, &own.subnet, &leases).await
+                        remotes::find_stale(nl, dp, &own.subnet, &leases).await
                     } else {
                         Vec::new()
                     };
-                    let want = wanted_by_list(dp, &own.subnet, &known, &leases);
-                    apply(nl, dp, &mut known, stale, want).await;
+                    let want = remotes::wanted_by_list(dp, &own.subnet, &known, &leases);
+                    remotes::apply(nl, dp, &mut known, stale, want).await;
                     next_rev = rev + 1;
                     resync = false;
                 }
@@ -503,8 +318,19 @@ async fn watch_loop(
                         }
                         break;
                     }
-                    let (want, revoked) = wanted_by_events(reg, dp, &own.subnet, &mut next_rev, resp.events());
-                    apply(nl, dp, &mut known, Vec::new(), want).await;
+                    let mut changes = Vec::new();
+                    for ev in resp.events() {
+                        let Some(kv) = ev.kv() else { continue };
+                        next_rev = next_rev.max(kv.mod_revision() + 1);
+                        let key = String::from_utf8_lossy(kv.key()).into_owned();
+                        let Some(sn) = subnet::parse_lease_key(&reg.prefix, &key) else { continue };
+                        changes.push(match ev.event_type() {
+                            EventType::Put => remotes::Change::Put(sn, key, kv.value()),
+                            EventType::Delete => remotes::Change::Delete(sn, key),
+                        });
+                    }
+                    let (want, revoked) = remotes::wanted_by_events(dp, &own.subnet, &changes);
+                    remotes::apply(nl, dp, &mut known, Vec::new(), want).await;
                     if let Some(e) = revoked {
                         return Err(e);
                     }
