@@ -402,6 +402,12 @@ fn agents_lease_program_overlay_and_survive_restarts() {
     // 5. SIGTERM leaves device, routes and lease; a restart keeps subnet and MAC
     let code = w.stop("w1", Signal::SIGTERM);
     assert_eq!(code, Some(0), "{}", w.log("w1"));
+    // lines are held per batch of work: none is lost on SIGTERM, and the batches came first
+    let log = w.log("w1");
+    let programmed = log.find("added route ").expect("w1 logged its routes");
+    let term = log.find("received SIGTERM, exiting").expect("SIGTERM logged");
+    assert!(programmed < term, "{log}");
+    assert!(log.trim_end().ends_with("the lease stay in place for the next start"), "{log}");
     let (key_before, _) = lease_of(&w, "10.0.0.3").expect("the lease stays after SIGTERM");
     assert!(
         sh(&w.ns("w1"), "ip route show dev flannel.100").contains(&format!("{}/20", subnets[1].0))
