@@ -114,6 +114,24 @@ impl Dataplane {
         self.program(nl, r, true).await
     }
 
+    /// Programs the entries of every remote in `rs` and returns each one's result: for
+    /// vxlan sent to the kernel together, for host-gw one route at a time.
+    pub async fn add_all(&self, nl: &Netlink, rs: &[Remote]) -> Vec<Result<()>> {
+        if let Dataplane::Vxlan(dev) = self {
+            let vx: Vec<vxlan::Remote> = rs
+                .iter()
+                .filter_map(|r| match r {
+                    Remote::Vxlan(v) => Some(*v),
+                    Remote::HostGw(_) => None,
+                })
+                .collect();
+            if vx.len() == rs.len() {
+                return vxlan::add_remotes(nl, dev, &vx).await;
+            }
+        }
+        futures::future::join_all(rs.iter().map(|r| self.add(nl, r))).await
+    }
+
     /// Removes the entries of remote `r` (those already gone are fine).
     pub async fn del(&self, nl: &Netlink, r: &Remote) -> Result<()> {
         self.program(nl, r, false).await

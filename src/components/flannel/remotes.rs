@@ -1,6 +1,6 @@
 //! The agent's policy for the other nodes' subnets: what a list of leases or a watch
 //! response asks for, and bringing the kernel's entries there (removals first, then
-//! additions, each phase concurrently on the one netlink session).
+//! additions, many requests at a time on the agent's netlink session).
 
 use super::backend::{Dataplane, Remote};
 use super::log;
@@ -9,8 +9,8 @@ use crate::netns::netlink::Netlink;
 use anyhow::anyhow;
 use std::collections::HashMap;
 
-/// How many remote subnets one batch of work programs at once: their netlink requests
-/// then share the session's socket instead of each waiting for the one before.
+/// How many remote subnets one batch of work removes at once: their netlink requests then
+/// share the session's socket instead of each waiting for the one before.
 const IN_FLIGHT: usize = 64;
 
 /// Why a remote's entries are removed (what is logged before and on failure).
@@ -82,8 +82,8 @@ fn plan(
 
 /// Brings the entries of each subnet in `want` to what it says (None: removed) and removes
 /// `stale` ones. Every removal goes before every addition, so a node that came back with a
-/// new subnet keeps the FDB entry of its VtepMAC; within each phase the subnets are
-/// programmed concurrently, each one's steps in order.
+/// new subnet keeps the FDB entry of its VtepMAC. Removals run concurrently; additions go to
+/// the kernel together ([`Dataplane::add_all`]), each subnet's steps in order.
 pub async fn apply(
     nl: &Netlink,
     dp: &Dataplane,
@@ -105,21 +105,17 @@ pub async fn apply(
             }
         })
         .await;
-    let added: Vec<Remote> = futures::stream::iter(additions)
-        .map(|r| async move {
-            log!("adding subnet: {} {}", r.subnet(), r.describe());
-            match dp.add(nl, &r).await {
-                Ok(()) => Some(r),
-                Err(e) => {
-                    log!("error programming {}: {e:#}", r.subnet());
-                    None
-                }
-            }
-        })
-        .buffer_unordered(IN_FLIGHT)
-        .filter_map(std::future::ready)
-        .collect()
-        .await;
+    for r in &additions {
+        log!("adding subnet: {} {}", r.subnet(), r.describe());
+    }
+    let results = dp.add_all(nl, &additions).await;
+    let mut added = Vec::with_capacity(additions.len());
+    for (r, res) in additions.into_iter().zip(results) {
+        match res {
+            Ok(()) => added.push(r),
+            Err(e) => log!("error programming {}: {e:#}", r.subnet()),
+        }
+    }
     for r in added {
         known.insert(r.subnet(), r);
     }

@@ -12,7 +12,7 @@
 use super::config::VxlanConfig;
 use super::log;
 use super::subnet::{format_mac, Ipv4Net};
-use crate::netns::netlink::overlay::{GatewayRoute, Link, NewVxlan, Route4};
+use crate::netns::netlink::overlay::{Entry, GatewayRoute, Link, NewVxlan, Route4};
 use crate::netns::netlink::Netlink;
 use anyhow::{anyhow, bail, Context, Result};
 use std::net::Ipv4Addr;
@@ -239,41 +239,107 @@ pub struct Remote {
 /// neighbour, then FDB, then route (all "replace"). When a later step fails the earlier
 /// entries are removed again, as flannel does.
 pub async fn add_remote(nl: &Netlink, dev: &Device, r: &Remote) -> Result<()> {
+    add_remotes(nl, dev, std::slice::from_ref(r))
+        .await
+        .pop()
+        .unwrap_or(Ok(()))
+}
+
+/// [`add_remote`] for many remotes, their entries sent to the kernel together (in order:
+/// each remote's neighbour, FDB entry and route). A remote with a failed step has every
+/// entry of its own that was made removed again, and its result names the first step that
+/// failed.
+pub async fn add_remotes(nl: &Netlink, dev: &Device, remotes: &[Remote]) -> Vec<Result<()>> {
+    let entries: Vec<Entry> = remotes
+        .iter()
+        .flat_map(|r| {
+            [
+                Entry::Neigh {
+                    ifindex: dev.index,
+                    ip: r.subnet.ip,
+                    mac: r.mac,
+                },
+                Entry::Fdb {
+                    ifindex: dev.index,
+                    mac: r.mac,
+                    dst: r.public_ip,
+                },
+                Entry::Route(route(dev, r)),
+            ]
+        })
+        .collect();
+    let mut results = nl.replace_all(&entries).await.into_iter();
+    let mut out = Vec::with_capacity(remotes.len());
+    for r in remotes {
+        let mut step = || {
+            results
+                .next()
+                .unwrap_or_else(|| Err(anyhow!("no answer from the kernel")))
+        };
+        let (neigh, fdb, route) = (step(), step(), step());
+        out.push(settle(nl, dev, r, neigh, fdb, route).await);
+    }
+    out
+}
+
+/// Logs what was added for `r` up to its first failed step; on a failure removes what was
+/// made and returns the error of that step.
+async fn settle(
+    nl: &Netlink,
+    dev: &Device,
+    r: &Remote,
+    neigh: Result<()>,
+    fdb: Result<()>,
+    route: Result<()>,
+) -> Result<()> {
     let gw = r.subnet.ip;
     let mac = format_mac(&r.mac);
-    nl.neigh_replace(dev.index, gw, &r.mac)
-        .await
-        .map_err(|e| anyhow!("adding neighbour {gw} lladdr {mac} dev {}: {e}", dev.name))?;
-    log!(
-        "added neighbour {gw} lladdr {mac} dev {} nud permanent",
-        dev.name
-    );
-
-    if let Err(e) = nl.fdb_replace(dev.index, &r.mac, r.public_ip).await {
-        let _ = del_neigh(nl, dev, r).await;
-        bail!(
-            "adding fdb entry {mac} dev {} dst {}: {e}",
-            dev.name,
-            r.public_ip
-        );
+    let failed = match (&neigh, &fdb, &route) {
+        (Err(e), _, _) => anyhow!("adding neighbour {gw} lladdr {mac} dev {}: {e}", dev.name),
+        (Ok(()), Err(e), _) => {
+            log!(
+                "added neighbour {gw} lladdr {mac} dev {} nud permanent",
+                dev.name
+            );
+            anyhow!(
+                "adding fdb entry {mac} dev {} dst {}: {e}",
+                dev.name,
+                r.public_ip
+            )
+        }
+        (Ok(()), Ok(()), route) => {
+            log!(
+                "added neighbour {gw} lladdr {mac} dev {} nud permanent",
+                dev.name
+            );
+            log!(
+                "added fdb entry {mac} dev {} dst {} self permanent",
+                dev.name,
+                r.public_ip
+            );
+            match route {
+                Ok(()) => {
+                    log!("added route {} via {gw} dev {} onlink", r.subnet, dev.name);
+                    return Ok(());
+                }
+                Err(e) => anyhow!(
+                    "adding route {} via {gw} dev {} onlink: {e}",
+                    r.subnet,
+                    dev.name
+                ),
+            }
+        }
+    };
+    if route.is_ok() {
+        let _ = del_route(nl, dev, r).await;
     }
-    log!(
-        "added fdb entry {mac} dev {} dst {} self permanent",
-        dev.name,
-        r.public_ip
-    );
-
-    if let Err(e) = nl.route_replace(&route(dev, r)).await {
+    if neigh.is_ok() {
         let _ = del_neigh(nl, dev, r).await;
+    }
+    if fdb.is_ok() {
         let _ = del_fdb(nl, dev, r).await;
-        bail!(
-            "adding route {} via {gw} dev {} onlink: {e}",
-            r.subnet,
-            dev.name
-        );
     }
-    log!("added route {} via {gw} dev {} onlink", r.subnet, dev.name);
-    Ok(())
+    Err(failed)
 }
 
 fn route(dev: &Device, r: &Remote) -> GatewayRoute {

@@ -20,6 +20,9 @@ pub mod overlay;
 #[derive(Clone)]
 pub struct Netlink {
     pub handle: Handle,
+    /// A second socket of an agent's session for many requests in one system call
+    /// ([`overlay::Entry`]); None in the simulator's sessions, which send them one by one.
+    batch: Option<overlay::Batch>,
 }
 
 type Job = Box<dyn FnOnce(Handle) -> Pin<Box<dyn Future<Output = ()>>> + Send>;
@@ -152,7 +155,13 @@ where
     let (tx, rx) = std::sync::mpsc::channel();
     let job: Job = Box::new(move |handle| {
         Box::pin(async move {
-            let _ = tx.send(f(Netlink { handle }).await);
+            let _ = tx.send(
+                f(Netlink {
+                    handle,
+                    batch: None,
+                })
+                .await,
+            );
         })
     });
     jobs.send(job)

@@ -21,9 +21,14 @@ use netlink_packet_route::link::{
 use netlink_packet_route::neighbour::{
     NeighbourAddress, NeighbourAttribute, NeighbourFlags, NeighbourMessage, NeighbourState,
 };
+use netlink_packet_route::route::RouteType;
 use netlink_packet_route::route::{RouteAddress, RouteAttribute, RouteMessage, RouteProtocol};
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
-use rtnetlink::packet_core::{NetlinkMessage, NetlinkPayload, NLM_F_DUMP, NLM_F_REQUEST};
+use rtnetlink::packet_core::{
+    NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_REPLACE,
+    NLM_F_REQUEST,
+};
+use rtnetlink::proto::ConnectionHandle;
 use rtnetlink::{LinkUnspec, LinkVxlan, RouteMessageBuilder};
 use std::net::{IpAddr, Ipv4Addr};
 
@@ -229,7 +234,10 @@ impl Netlink {
     pub async fn connect() -> Result<Netlink> {
         let (conn, handle, _) = rtnetlink::new_connection().context("opening netlink")?;
         tokio::spawn(conn);
-        Ok(Netlink { handle })
+        Ok(Netlink {
+            handle,
+            batch: Some(Batch::open()?),
+        })
     }
 
     /// Every link of the namespace.
@@ -463,5 +471,137 @@ impl Netlink {
             }
         }
         Ok(out)
+    }
+}
+
+/// An entry of a remote node to add, or to replace when it exists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Entry {
+    /// `ip neigh replace IP lladdr MAC dev #IFINDEX nud permanent`
+    Neigh {
+        ifindex: u32,
+        ip: Ipv4Addr,
+        mac: [u8; 6],
+    },
+    /// `bridge fdb replace MAC dev #IFINDEX dst DST self permanent`
+    Fdb {
+        ifindex: u32,
+        mac: [u8; 6],
+        dst: Ipv4Addr,
+    },
+    /// `ip route replace DST/LEN via GW dev OIF [onlink]`
+    Route(GatewayRoute),
+}
+
+impl Entry {
+    fn message(&self) -> NetlinkMessage<RouteNetlinkMessage> {
+        let inner = match self {
+            Entry::Neigh { ifindex, ip, mac } => {
+                let mut m = NeighbourMessage::default();
+                m.header.family = AddressFamily::Inet;
+                m.header.ifindex = *ifindex;
+                m.header.state = NeighbourState::Permanent;
+                m.header.kind = RouteType::Unspec;
+                m.attributes
+                    .push(NeighbourAttribute::Destination(NeighbourAddress::Inet(*ip)));
+                m.attributes
+                    .push(NeighbourAttribute::LinkLayerAddress(mac.to_vec()));
+                RouteNetlinkMessage::NewNeighbour(m)
+            }
+            Entry::Fdb { ifindex, mac, dst } => {
+                RouteNetlinkMessage::NewNeighbour(fdb_msg(*ifindex, mac, *dst))
+            }
+            Entry::Route(r) => RouteNetlinkMessage::NewRoute(gateway_route_msg(r)),
+        };
+        let mut msg = NetlinkMessage::from(inner);
+        msg.header.flags = NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_REPLACE;
+        msg
+    }
+}
+
+/// How many entries go into one system call. The kernel answers each with an
+/// acknowledgement queued on the socket before any is read: this many fit in its receive
+/// buffer with room to spare.
+const ENTRIES_PER_SEND: usize = 96;
+
+/// A netlink socket whose requests are sent many to a datagram, every answer (also the
+/// acknowledgements) returned in order.
+#[derive(Clone)]
+pub(super) struct Batch(ConnectionHandle<RouteNetlinkMessage>);
+
+impl Batch {
+    fn open() -> Result<Batch> {
+        use rtnetlink::proto::sys::{protocols::NETLINK_ROUTE, TokioSocket};
+        let (mut conn, handle, _) = rtnetlink::proto::new_connection_with_socket::<
+            RouteNetlinkMessage,
+            TokioSocket,
+        >(NETLINK_ROUTE)
+        .context("opening netlink")?;
+        conn.set_forward_ack(true);
+        tokio::spawn(conn);
+        Ok(Batch(handle))
+    }
+
+    /// Sends `entries` in one datagram and returns each one's result.
+    async fn send(&self, entries: &[Entry]) -> Vec<Result<()>> {
+        use futures::StreamExt;
+        let sent = self.0.request_batch(
+            entries.iter().map(Entry::message),
+            rtnetlink::proto::sys::SocketAddr::new(0, 0),
+        );
+        let replies: Vec<_> = match sent {
+            Ok(stream) => stream.collect().await,
+            Err(e) => {
+                return entries
+                    .iter()
+                    .map(|_| Err(anyhow::anyhow!("{e}")))
+                    .collect()
+            }
+        };
+        let mut out: Vec<Result<()>> = replies
+            .into_iter()
+            .map(|reply| match reply.payload {
+                NetlinkPayload::Error(e) if e.code.is_some() => {
+                    Err(rtnetlink::Error::NetlinkError(e).into())
+                }
+                NetlinkPayload::Error(_) => Ok(()),
+                other => Err(anyhow::anyhow!("unexpected netlink answer {other:?}")),
+            })
+            .collect();
+        // The kernel answers every message of a datagram in turn; fewer answers would mean
+        // the socket lost some.
+        out.resize_with(entries.len(), || {
+            Err(anyhow::anyhow!(
+                "no answer from the kernel (netlink messages lost)"
+            ))
+        });
+        out
+    }
+}
+
+impl Netlink {
+    /// Adds (or replaces) every entry, in order, and returns each one's result. An agent's
+    /// session sends them many to a system call; the simulator's sends them one by one.
+    pub async fn replace_all(&self, entries: &[Entry]) -> Vec<Result<()>> {
+        let Some(batch) = &self.batch else {
+            let mut out = Vec::with_capacity(entries.len());
+            for e in entries {
+                out.push(self.replace(e).await);
+            }
+            return out;
+        };
+        let mut out = Vec::with_capacity(entries.len());
+        for chunk in entries.chunks(ENTRIES_PER_SEND) {
+            out.extend(batch.send(chunk).await);
+        }
+        out
+    }
+
+    async fn replace(&self, e: &Entry) -> Result<()> {
+        match e {
+            Entry::Neigh { ifindex, ip, mac } => self.neigh_replace(*ifindex, *ip, mac).await,
+            Entry::Fdb { ifindex, mac, dst } => self.fdb_replace(*ifindex, mac, *dst).await,
+            Entry::Route(r) => self.route_replace(r).await,
+        }
     }
 }
