@@ -6,8 +6,9 @@ use super::hostgw;
 use super::log;
 use super::subnet::{format_mac, Ipv4Net, Lease, LeaseAttrs};
 use super::vxlan::{self, Device, ExtIface};
+use crate::netns::netlink::overlay::GatewayRoute;
 use crate::netns::netlink::Netlink;
-use anyhow::{bail, Result};
+use anyhow::{anyhow, bail, Result};
 use std::net::Ipv4Addr;
 
 /// A backend set up on this node.
@@ -166,4 +167,22 @@ impl Dataplane {
                 .collect(),
         })
     }
+}
+
+/// Deletes `route` (whoever added it) and logs it as `ip route` shows it; one already gone
+/// is what was wanted.
+pub(super) async fn del_route(nl: &Netlink, route: &GatewayRoute, dev: &str) -> Result<()> {
+    let subnet = Ipv4Net::new(route.dst, route.len);
+    let removed = nl
+        .route_del(route)
+        .await
+        .map_err(|e| anyhow!("deleting route {subnet}: {e}"))?;
+    if removed {
+        let onlink = if route.onlink { " onlink" } else { "" };
+        log!(
+            "deleted route {subnet} via {} dev {dev}{onlink}",
+            route.gateway
+        );
+    }
+    Ok(())
 }

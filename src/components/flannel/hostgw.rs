@@ -54,21 +54,9 @@ pub async fn add_route(nl: &Netlink, ext: &ExtIface, r: &Route) -> Result<()> {
 }
 
 /// Deletes the route whoever added it: a stale one may have been written by someone else
-/// (proto boot). One already gone is what was wanted.
+/// (proto boot).
 pub async fn del_route(nl: &Netlink, ext: &ExtIface, r: &Route) -> Result<()> {
-    if nl
-        .route_del(&gateway_route(ext, r))
-        .await
-        .map_err(|e| anyhow!("deleting route {}: {e}", r.subnet))?
-    {
-        log!(
-            "deleted route {} via {} dev {}",
-            r.subnet,
-            r.public_ip,
-            ext.name
-        );
-    }
-    Ok(())
+    super::backend::del_route(nl, &gateway_route(ext, r), &ext.name).await
 }
 
 /// Routes via the external interface to subnets of `network` not in `keep`: left over

@@ -353,19 +353,7 @@ fn route(dev: &Device, r: &Remote) -> GatewayRoute {
 }
 
 async fn del_route(nl: &Netlink, dev: &Device, r: &Remote) -> Result<()> {
-    if nl
-        .route_del(&route(dev, r))
-        .await
-        .map_err(|e| anyhow!("deleting route {}: {e}", r.subnet))?
-    {
-        log!(
-            "deleted route {} via {} dev {} onlink",
-            r.subnet,
-            r.subnet.ip,
-            dev.name
-        );
-    }
-    Ok(())
+    super::backend::del_route(nl, &route(dev, r), &dev.name).await
 }
 
 async fn del_fdb(nl: &Netlink, dev: &Device, r: &Remote) -> Result<()> {

@@ -428,29 +428,28 @@ impl Netlink {
     /// (NDA_IFINDEX) but still walks the neighbours of every namespace to do it, so callers
     /// ask only when they must.
     pub async fn neighbours_of(&self, ifindex: u32) -> Result<Vec<Neigh>> {
-        let mut msg = NeighbourMessage::default();
-        msg.header.family = AddressFamily::Inet;
-        msg.attributes.push(NeighbourAttribute::IfIndex(ifindex));
-        let got = self
-            .dump_neighbours(msg)
+        self.entries_of(AddressFamily::Inet, ifindex)
             .await
-            .context("listing neighbours")?;
-        Ok(got
-            .iter()
-            .filter(|m| m.header.ifindex == ifindex)
-            .map(neigh_of)
-            .collect())
+            .context("listing neighbours")
     }
 
     /// The bridge FDB entries of one device (`bridge fdb show dev`).
     pub async fn fdb_of(&self, ifindex: u32) -> Result<Vec<Neigh>> {
-        let mut msg = NeighbourMessage::default();
-        msg.header.family = AddressFamily::Bridge;
-        let got = self
-            .dump_neighbours(msg)
+        self.entries_of(AddressFamily::Bridge, ifindex)
             .await
-            .context("listing fdb entries")?;
-        Ok(got
+            .context("listing fdb entries")
+    }
+
+    async fn entries_of(&self, family: AddressFamily, ifindex: u32) -> Result<Vec<Neigh>> {
+        let mut msg = NeighbourMessage::default();
+        msg.header.family = family;
+        if family == AddressFamily::Inet {
+            // a bridge (FDB) dump reads its filters from another header layout
+            msg.attributes.push(NeighbourAttribute::IfIndex(ifindex));
+        }
+        Ok(self
+            .dump_neighbours(msg)
+            .await?
             .iter()
             .filter(|m| m.header.ifindex == ifindex)
             .map(neigh_of)
