@@ -303,25 +303,37 @@ async fn watch_loop(
             tokio::select! {
                 msg = stream.message() => {
                     let _batch = LogBatch::begin();
-                    let resp = match msg {
-                        Ok(Some(r)) => r,
-                        Ok(None) => { log!("etcd watch on {} closed, resuming from revision {next_rev}", reg.member()); break; }
-                        Err(e) => { log!("etcd watch on {} broke ({e}), resuming from revision {next_rev}", reg.member()); break; }
-                    };
-                    backoff = Duration::from_millis(100);
-                    if resp.canceled() {
-                        if resp.compact_revision() > 0 {
-                            log!("watch fell behind etcd compaction (revision {}), re-listing", resp.compact_revision());
-                            resync = true;
-                        } else {
-                            log!("etcd canceled the watch ({}), reconnecting", resp.cancel_reason());
+                    // Responses that have already arrived join this one: one batch of work
+                    // (one datagram of netlink requests, one write of the log) for them all.
+                    let mut resps = Vec::new();
+                    let mut ended = false;
+                    let mut next = Some(msg);
+                    while let Some(msg) = next.take() {
+                        let resp = match msg {
+                            Ok(Some(r)) => r,
+                            Ok(None) => { log!("etcd watch on {} closed, resuming from revision {next_rev}", reg.member()); ended = true; break; }
+                            Err(e) => { log!("etcd watch on {} broke ({e}), resuming from revision {next_rev}", reg.member()); ended = true; break; }
+                        };
+                        backoff = Duration::from_millis(100);
+                        if resp.canceled() {
+                            if resp.compact_revision() > 0 {
+                                log!("watch fell behind etcd compaction (revision {}), re-listing", resp.compact_revision());
+                                resync = true;
+                            } else {
+                                log!("etcd canceled the watch ({}), reconnecting", resp.cancel_reason());
+                            }
+                            ended = true;
+                            break;
                         }
-                        break;
+                        for kv in resp.events().iter().filter_map(|ev| ev.kv()) {
+                            next_rev = next_rev.max(kv.mod_revision() + 1);
+                        }
+                        resps.push(resp);
+                        next = futures::FutureExt::now_or_never(stream.message());
                     }
                     let mut changes = Vec::new();
-                    for ev in resp.events() {
+                    for ev in resps.iter().flat_map(|r| r.events()) {
                         let Some(kv) = ev.kv() else { continue };
-                        next_rev = next_rev.max(kv.mod_revision() + 1);
                         let key = String::from_utf8_lossy(kv.key()).into_owned();
                         let Some(sn) = subnet::parse_lease_key(&reg.prefix, &key) else { continue };
                         changes.push(match ev.event_type() {
@@ -333,6 +345,9 @@ async fn watch_loop(
                     remotes::apply(nl, dp, &mut known, Vec::new(), want).await;
                     if let Some(e) = revoked {
                         return Err(e);
+                    }
+                    if ended {
+                        break;
                     }
                 }
                 _ = tokio::time::sleep_until(next_renew.into()) => {
