@@ -463,13 +463,15 @@ fn agents_lease_program_overlay_and_survive_restarts() {
                 .then_some(())
         },
     );
-    assert!(
-        w.log("w2").contains(&format!(
-            "removing stale subnet: {}/20 PublicIP: 10.0.0.3 VtepMAC: {}",
-            subnets[0].0, subnets[0].1
-        )),
-        "{}",
-        w.log("w2")
+    // the log is written at the end of each batch of work, just after the entries went
+    let stale_line = format!(
+        "removing stale subnet: {}/20 PublicIP: 10.0.0.3 VtepMAC: {}",
+        subnets[0].0, subnets[0].1
+    );
+    wait_for(
+        "w2 to log the stale subnet",
+        Duration::from_secs(10),
+        || w.log("w2").contains(&stale_line).then_some(()),
     );
     w.start_agent("w1", "10.0.0.3", &["--ip-masq"]);
     let (k1, _) = wait_for("w1 lease again", Duration::from_secs(60), || {
@@ -895,10 +897,14 @@ fn watch_survives_an_etcd_restart_and_reads_real_flannel_leases() {
             .then_some(())
     });
     assert!(!sh(&ns, "ip route show dev flannel.100").contains("11.51.0.0"));
-    assert!(
-        w.log("w1").contains("ignoring subnet 11.51.0.0/20"),
-        "{}",
-        w.log("w1")
+    wait_for(
+        "w1 to log the ignored lease",
+        Duration::from_secs(10),
+        || {
+            w.log("w1")
+                .contains("ignoring subnet 11.51.0.0/20")
+                .then_some(())
+        },
     );
     // a lease whose FDB entry the kernel refuses (a multicast VtepMAC): its neighbour and
     // route, sent in the same batch, are removed again
