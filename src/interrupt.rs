@@ -53,15 +53,15 @@ extern "C" fn on_signal(sig: libc::c_int) {
 }
 
 pub fn install() {
-    // SAFETY: the handler only stores to atomics (async-signal-safe), and `sa` is fully
-    // initialised (zeroed, then its handler, flags and empty mask set) before use.
-    unsafe {
-        let mut sa: libc::sigaction = std::mem::zeroed();
-        sa.sa_sigaction = on_signal as *const () as usize;
-        sa.sa_flags = libc::SA_RESTART;
-        libc::sigemptyset(&mut sa.sa_mask);
-        libc::sigaction(libc::SIGINT, &sa, std::ptr::null_mut());
-        libc::sigaction(libc::SIGTERM, &sa, std::ptr::null_mut());
+    use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet};
+    let on = SigAction::new(
+        SigHandler::Handler(on_signal),
+        SaFlags::SA_RESTART,
+        SigSet::empty(),
+    );
+    for sig in [nix::sys::signal::SIGINT, nix::sys::signal::SIGTERM] {
+        // SAFETY: the handler only stores to atomics, which is async-signal-safe.
+        let _ = unsafe { sigaction(sig, &on) };
     }
 }
 

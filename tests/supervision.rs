@@ -34,6 +34,25 @@ fn web_service() -> ServiceSpec {
     }
 }
 
+/// A node agent runs in its worker's network namespace, in a process group of its own
+/// (so the terminal's Ctrl-C, sent to the foreground group, never reaches it), with
+/// stdin from /dev/null.
+fn assert_placed_like_a_daemon(w: &Worker, agent: &str) {
+    use nix::unistd::{getpgid, Pid};
+    let pid = w.agent_pid(agent).unwrap().expect("the agent runs");
+    let pgid = getpgid(Some(Pid::from_raw(pid as i32))).unwrap();
+    assert_eq!(pgid.as_raw(), pid as i32, "{agent} leads its own group");
+    assert_ne!(pgid, getpgid(None).unwrap(), "{agent} is not in our group");
+    assert_eq!(
+        knetsim::netns::process::netns_inode(pid),
+        knetsim::netns::inode(&w.ns()),
+        "{agent} runs in {}'s namespace",
+        w.name()
+    );
+    let stdin = std::fs::read_link(format!("/proc/{pid}/fd/0")).unwrap();
+    assert_eq!(stdin, std::path::Path::new("/dev/null"));
+}
+
 fn kill9(pid: u32) {
     common::signal(pid, nix::sys::signal::Signal::SIGKILL);
 }
@@ -103,6 +122,8 @@ fn a_killed_kube_proxy_is_restarted_and_services_work() {
         .unwrap()
         .expect("kube-proxy runs");
     assert_eq!(recorded_pids(&sim, "kube-proxy C0w1"), vec![old as u64]);
+    assert_placed_like_a_daemon(&w1, "kube-proxy");
+    assert_placed_like_a_daemon(&w2, "flanneld");
     kill9(old);
     // No waiting for the restart: the Service call must simply work.
     let ip = c.service("web", &web_service()).unwrap();
@@ -120,6 +141,7 @@ fn a_killed_kube_proxy_is_restarted_and_services_work() {
     assert_eq!(events.len(), 1, "{events:?}");
     // The record follows the restart: the new pid is in it, the old one is not.
     assert_eq!(recorded_pids(&sim, "kube-proxy C0w1"), vec![new as u64]);
+    assert_placed_like_a_daemon(&w1, "kube-proxy");
 
     let agents = [
         w1.agent_pid("kube-proxy").unwrap().unwrap(),

@@ -133,7 +133,8 @@ fn exec_plugin(
     }
     let mut cmd =
         crate::netns::process::command_net_only(Some(worker_ns), &bin.display().to_string())?;
-    cmd.env_clear()
+    cmd.command()
+        .env_clear()
         .env("CNI_COMMAND", command)
         .env("CNI_CONTAINERID", container_id)
         .env("CNI_NETNS", netns_path)

@@ -18,7 +18,8 @@ pub fn run(
     input: Option<&str>,
 ) -> Result<std::result::Result<String, Refused>> {
     let mut cmd = crate::netns::process::command_net_only(ns, "nft")?;
-    cmd.args(args)
+    cmd.command()
+        .args(args)
         .stdin(if input.is_some() {
             Stdio::piped()
         } else {

@@ -5,6 +5,7 @@
 
 use super::process::{kill_group, Ended};
 use anyhow::{Context, Result};
+use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
 use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::process::CommandExt;
@@ -64,28 +65,25 @@ impl Drop for RawMode {
 }
 
 /// The old SIGWINCH disposition, put back when dropped.
-struct WinchHandler(libc::sigaction);
+struct WinchHandler(Option<SigAction>);
 
 impl WinchHandler {
     fn install() -> WinchHandler {
-        // SAFETY: a zeroed sigaction with only a handler set is valid; the handler only stores
-        // to an atomic (async-signal-safe), and `old` receives the previous disposition.
-        unsafe {
-            let mut sa: libc::sigaction = std::mem::zeroed();
-            sa.sa_sigaction = on_winch as *const () as usize;
-            libc::sigemptyset(&mut sa.sa_mask);
-            let mut old: libc::sigaction = std::mem::zeroed();
-            libc::sigaction(libc::SIGWINCH, &sa, &mut old);
-            WinchHandler(old)
-        }
+        let on = SigAction::new(
+            SigHandler::Handler(on_winch),
+            SaFlags::empty(),
+            SigSet::empty(),
+        );
+        // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
+        WinchHandler(unsafe { sigaction(Signal::SIGWINCH, &on) }.ok())
     }
 }
 
 impl Drop for WinchHandler {
     fn drop(&mut self) {
-        // SAFETY: puts back the disposition sigaction returned in `install`.
-        unsafe {
-            libc::sigaction(libc::SIGWINCH, &self.0, std::ptr::null_mut());
+        if let Some(old) = &self.0 {
+            // SAFETY: puts back the disposition that was in place before `install`.
+            let _ = unsafe { sigaction(Signal::SIGWINCH, old) };
         }
     }
 }

@@ -1,6 +1,7 @@
 //! Processes inside a namespace: short commands whose output is returned (bounded by a
-//! timeout and a cancel flag), and daemons started in a session and process group of their
-//! own with their output in a log file. Processes are only ever ended by their own pid.
+//! timeout and a cancel flag), and daemons started in a process group of their own (a
+//! learner's background command also in a session of its own) with their output in a log
+//! file. Processes are only ever ended by their own pid.
 
 use anyhow::{bail, Context, Result};
 use nix::sys::signal::{kill, Signal};
@@ -41,16 +42,55 @@ pub struct Setup<'a> {
     pub net_only: bool,
 }
 
-/// [`command_in`] without a private mount namespace (see [`Setup::net_only`]).
-pub fn command_net_only(ns: Option<&str>, program: &str) -> Result<Command> {
-    command_with(
-        ns,
-        program,
-        &Setup {
-            net_only: true,
-            ..Setup::default()
-        },
-    )
+/// A command that needs only a network namespace (daemons, CNI plugins, nft): started in
+/// a process group of its own (so Ctrl-C at the terminal never reaches it and
+/// [`kill_group`] ends it whole) by a thread that has entered the namespace, since a child
+/// inherits its creating thread's namespaces. With nothing left to do between fork and
+/// exec, std starts it with posix_spawn (a vfork-style clone that shares the memory map)
+/// instead of forking the whole multi-threaded simulator: the fork copied every page
+/// table, held the memory-map lock meanwhile and threw the copy away at exec, which
+/// serialized hundreds of agents started side by side.
+pub struct NetCommand {
+    cmd: Command,
+    /// The namespace to start it in; None for the current one.
+    ns: Option<std::fs::File>,
+}
+
+/// [`NetCommand`] for `program` in namespace `ns` (None: the current one). The namespace
+/// is opened now, so a missing one is reported before anything runs.
+pub fn command_net_only(ns: Option<&str>, program: &str) -> Result<NetCommand> {
+    let ns = ns.map(super::open).transpose()?;
+    let mut cmd = Command::new(program);
+    cmd.process_group(0);
+    Ok(NetCommand { cmd, ns })
+}
+
+impl NetCommand {
+    /// The command, to give arguments, environment and standard streams.
+    pub fn command(&mut self) -> &mut Command {
+        &mut self.cmd
+    }
+
+    /// Starts it inside its namespace.
+    pub fn spawn(&mut self) -> std::io::Result<Child> {
+        let Some(ns) = &self.ns else {
+            return self.cmd.spawn();
+        };
+        let cmd = &mut self.cmd;
+        std::thread::scope(|s| {
+            std::thread::Builder::new()
+                .name("knetsim spawn".into())
+                .stack_size(256 * 1024)
+                .spawn_scoped(s, move || {
+                    // Only this short-lived thread enters the namespace; it ends right
+                    // after the spawn, so no other work ever runs in the wrong namespace.
+                    nix::sched::setns(ns, nix::sched::CloneFlags::CLONE_NEWNET)?;
+                    cmd.spawn()
+                })?
+                .join()
+                .unwrap_or_else(|_| Err(std::io::Error::other("the spawning thread panicked")))
+        })
+    }
 }
 
 /// Builds a `Command` that will run inside namespace `ns` (or the current one for `None`)
@@ -155,13 +195,15 @@ pub fn kill_group(pgid: i32) {
     }
 }
 
-/// Starts a daemon in namespace `ns` in its own session, output appended to `log`.
+/// Starts a daemon in namespace `ns` in its own process group (see [`NetCommand`]), output
+/// appended to `log`.
 pub fn spawn_daemon(ns: Option<&str>, program: &str, args: &[String], log: &Path) -> Result<Child> {
     spawn_daemon_env(ns, program, args, &[], log, true)
 }
 
-/// [`spawn_daemon`] with extra environment variables; `net_only` as in [`Setup`] (a
-/// learner's own command keeps the private /sys that `ip netns exec` would give it).
+/// [`spawn_daemon`] with extra environment variables. With `net_only` it is a
+/// [`NetCommand`]; without, a learner's own command, it gets the session and private /sys
+/// that `ip netns exec` would give it (and is forked, to set those up).
 pub fn spawn_daemon_env(
     ns: Option<&str>,
     program: &str,
@@ -175,18 +217,45 @@ pub fn spawn_daemon_env(
         .append(true)
         .open(log)
         .with_context(|| format!("opening log file {}", log.display()))?;
-    let setup = Setup {
-        net_only,
-        ..Setup::default()
+    let configure = |cmd: &mut Command| -> Result<()> {
+        cmd.args(args)
+            .envs(env.iter().copied())
+            .stdin(Stdio::null())
+            .stdout(logf.try_clone()?)
+            .stderr(logf.try_clone()?);
+        Ok(())
     };
-    let mut cmd = command_with(ns, program, &setup)?;
-    cmd.args(args)
-        .envs(env.iter().copied())
-        .stdin(Stdio::null())
-        .stdout(logf.try_clone()?)
-        .stderr(logf);
-    let child = cmd.spawn().with_context(|| format!("starting {program}"))?;
-    Ok(child)
+    let child = if net_only {
+        // std takes the posix_spawn path only for a program given as a path when the
+        // environment sets PATH; argv[0] stays the name, so `ps` and the record read the same.
+        let path = env.iter().find(|(k, _)| *k == "PATH").map(|(_, v)| *v);
+        let resolved = resolve_program(program, path);
+        let mut net = command_net_only(ns, &resolved)?;
+        net.command().arg0(program);
+        configure(net.command())?;
+        net.spawn()
+    } else {
+        let mut cmd = command_with(ns, program, &Setup::default())?;
+        configure(&mut cmd)?;
+        cmd.spawn()
+    };
+    child.with_context(|| format!("starting {program}"))
+}
+
+/// `program` as a path: itself when it names one, else the first match on `path` (or this
+/// process's PATH); unchanged when there is none, so the spawn reports it missing.
+fn resolve_program(program: &str, path: Option<&str>) -> String {
+    if program.contains('/') {
+        return program.to_string();
+    }
+    let path = path
+        .map(std::ffi::OsString::from)
+        .or_else(|| std::env::var_os("PATH"))
+        .unwrap_or_default();
+    std::env::split_paths(&path)
+        .map(|d| d.join(program))
+        .find(|p| p.is_file())
+        .map_or_else(|| program.to_string(), |p| p.display().to_string())
 }
 
 /// Checks that an executable exists, for clear messages before anything starts.
@@ -207,4 +276,43 @@ pub fn which(name: &str) -> Option<std::path::PathBuf> {
     std::env::split_paths(&path)
         .map(|d| d.join(name))
         .find(|p| p.is_file())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn programs_are_found_on_the_given_path_first() {
+        assert_eq!(resolve_program("/usr/bin/env", None), "/usr/bin/env");
+        assert_eq!(resolve_program("sh", Some("/nonexistent:/bin")), "/bin/sh");
+        // Not found: left as given, so the spawn names it in its error.
+        assert_eq!(
+            resolve_program("no-such-program-here", Some("/bin")),
+            "no-such-program-here"
+        );
+    }
+
+    #[test]
+    fn a_command_in_the_current_namespace_leads_its_own_process_group() {
+        let mut cmd = command_net_only(None, "/bin/sh").unwrap();
+        cmd.command()
+            .args(["-c", "cut -d' ' -f5 /proc/$$/stat"])
+            .stdout(Stdio::piped());
+        let child = cmd.spawn().unwrap();
+        let pid = child.id();
+        let out = child.wait_with_output().unwrap();
+        let pgid: u32 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
+        assert_eq!(pgid, pid);
+    }
+
+    #[test]
+    fn a_missing_namespace_is_named_before_anything_runs() {
+        let err = command_net_only(Some("knetsim-no-such-ns"), "/bin/true")
+            .err()
+            .expect("refused");
+        assert!(err
+            .to_string()
+            .contains("'knetsim-no-such-ns' does not exist"));
+    }
 }
