@@ -1,7 +1,8 @@
 //! Netlink inside a named namespace: one rtnetlink session per namespace within a process,
 //! opened once on a thread that has entered the namespace (so every request lands there
 //! and never in the host's root namespace) and reused by every later call; requests from
-//! many callers share its socket concurrently.
+//! many callers share its socket concurrently. An agent running inside its node's namespace
+//! opens its own session on its runtime instead ([`Netlink::connect`], [`overlay`]).
 
 use anyhow::{anyhow, Context, Result};
 use futures::TryStreamExt;
