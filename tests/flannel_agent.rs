@@ -402,6 +402,18 @@ fn agents_lease_program_overlay_and_survive_restarts() {
     // 5. SIGTERM leaves device, routes and lease; a restart keeps subnet and MAC
     let code = w.stop("w1", Signal::SIGTERM);
     assert_eq!(code, Some(0), "{}", w.log("w1"));
+    // lines are held per batch of work: none is lost on SIGTERM, and the batches came first
+    let log = w.log("w1");
+    let programmed = log.find("added route ").expect("w1 logged its routes");
+    let term = log
+        .find("received SIGTERM, exiting")
+        .expect("SIGTERM logged");
+    assert!(programmed < term, "{log}");
+    assert!(
+        log.trim_end()
+            .ends_with("the lease stay in place for the next start"),
+        "{log}"
+    );
     let (key_before, _) = lease_of(&w, "10.0.0.3").expect("the lease stays after SIGTERM");
     assert!(
         sh(&w.ns("w1"), "ip route show dev flannel.100").contains(&format!("{}/20", subnets[1].0))
@@ -451,13 +463,15 @@ fn agents_lease_program_overlay_and_survive_restarts() {
                 .then_some(())
         },
     );
-    assert!(
-        w.log("w2").contains(&format!(
-            "removing stale subnet: {}/20 PublicIP: 10.0.0.3 VtepMAC: {}",
-            subnets[0].0, subnets[0].1
-        )),
-        "{}",
-        w.log("w2")
+    // the log is written at the end of each batch of work, just after the entries went
+    let stale_line = format!(
+        "removing stale subnet: {}/20 PublicIP: 10.0.0.3 VtepMAC: {}",
+        subnets[0].0, subnets[0].1
+    );
+    wait_for(
+        "w2 to log the stale subnet",
+        Duration::from_secs(10),
+        || w.log("w2").contains(&stale_line).then_some(()),
     );
     w.start_agent("w1", "10.0.0.3", &["--ip-masq"]);
     let (k1, _) = wait_for("w1 lease again", Duration::from_secs(60), || {
@@ -909,8 +923,28 @@ fn watch_survives_an_etcd_restart_and_reads_real_flannel_leases() {
             .then_some(())
     });
     assert!(!sh(&ns, "ip route show dev flannel.100").contains("11.51.0.0"));
-    assert!(
-        w.log("w1").contains("ignoring subnet 11.51.0.0/20"),
+    wait_for(
+        "w1 to log the ignored lease",
+        Duration::from_secs(10),
+        || {
+            w.log("w1")
+                .contains("ignoring subnet 11.51.0.0/20")
+                .then_some(())
+        },
+    );
+    // a lease whose FDB entry the kernel refuses (a multicast VtepMAC): its neighbour and
+    // route, sent in the same batch, are removed again
+    w.etcd(&format!(
+        r#"put {PREFIX}/subnets/11.52.0.0-20 '{{"PublicIP":"10.0.0.79","BackendType":"vxlan","BackendData":{{"VtepMAC":"01:00:5e:00:00:01","VNI":100}}}}'"#
+    ));
+    wait_for("the refused lease logged", Duration::from_secs(60), || {
+        w.log("w1")
+            .contains("error programming 11.52.0.0/20: adding fdb entry 01:00:5e:00:00:01")
+            .then_some(())
+    });
+    assert_eq!(
+        entries_for(&ns, "11.52.0.0", 20, "01:00:5e:00:00:01", "10.0.0.79"),
+        (false, false, false),
         "{}",
         w.log("w1")
     );

@@ -1,7 +1,8 @@
 //! Netlink inside a named namespace: one rtnetlink session per namespace within a process,
 //! opened once on a thread that has entered the namespace (so every request lands there
 //! and never in the host's root namespace) and reused by every later call; requests from
-//! many callers share its socket concurrently.
+//! many callers share its socket concurrently. An agent running inside its node's namespace
+//! opens its own session on its runtime instead ([`Netlink::connect`], [`overlay`]).
 
 use anyhow::{anyhow, Context, Result};
 use futures::TryStreamExt;
@@ -14,9 +15,15 @@ use std::pin::Pin;
 use std::sync::{Mutex, OnceLock};
 use tokio::sync::mpsc::{unbounded_channel, UnboundedSender};
 
+pub mod overlay;
+
 /// A netlink session inside one namespace, with the few operations the simulator needs.
+#[derive(Clone)]
 pub struct Netlink {
     pub handle: Handle,
+    /// A second socket of an agent's session for many requests in one system call
+    /// ([`overlay::Entry`]); None in the simulator's sessions, which send them one by one.
+    batch: Option<overlay::Batch>,
 }
 
 type Job = Box<dyn FnOnce(Handle) -> Pin<Box<dyn Future<Output = ()>>> + Send>;
@@ -149,7 +156,13 @@ where
     let (tx, rx) = std::sync::mpsc::channel();
     let job: Job = Box::new(move |handle| {
         Box::pin(async move {
-            let _ = tx.send(f(Netlink { handle }).await);
+            let _ = tx.send(
+                f(Netlink {
+                    handle,
+                    batch: None,
+                })
+                .await,
+            );
         })
     });
     jobs.send(job)

@@ -6,8 +6,9 @@ use super::hostgw;
 use super::log;
 use super::subnet::{format_mac, Ipv4Net, Lease, LeaseAttrs};
 use super::vxlan::{self, Device, ExtIface};
-use anyhow::{bail, Result};
-use rtnetlink::Handle;
+use crate::netns::netlink::overlay::GatewayRoute;
+use crate::netns::netlink::Netlink;
+use anyhow::{anyhow, bail, Result};
 use std::net::Ipv4Addr;
 
 /// A backend set up on this node.
@@ -52,7 +53,11 @@ impl Remote {
 impl Dataplane {
     /// Sets the backend up (the vxlan device; nothing for host-gw) and returns it with this
     /// node's lease attributes.
-    pub async fn setup(nl: &Handle, cfg: &NetConfig, ext: &ExtIface) -> Result<(Self, LeaseAttrs)> {
+    pub async fn setup(
+        nl: &Netlink,
+        cfg: &NetConfig,
+        ext: &ExtIface,
+    ) -> Result<(Self, LeaseAttrs)> {
         Ok(match &cfg.backend {
             Backend::Vxlan(v) => {
                 let dev = vxlan::ensure_device(nl, v, ext).await?;
@@ -73,7 +78,7 @@ impl Dataplane {
     }
 
     /// After the lease: the vxlan device gets `<subnet>.0/32` and is set up.
-    pub async fn configure(&self, nl: &Handle, own: &Ipv4Net, network: &Ipv4Net) -> Result<()> {
+    pub async fn configure(&self, nl: &Netlink, own: &Ipv4Net, network: &Ipv4Net) -> Result<()> {
         match self {
             Dataplane::Vxlan(dev) => vxlan::configure(nl, dev, own, network).await,
             Dataplane::HostGw { .. } => Ok(()),
@@ -106,16 +111,34 @@ impl Dataplane {
     }
 
     /// Programs the entries of remote `r`.
-    pub async fn add(&self, nl: &Handle, r: &Remote) -> Result<()> {
+    pub async fn add(&self, nl: &Netlink, r: &Remote) -> Result<()> {
         self.program(nl, r, true).await
     }
 
+    /// Programs the entries of every remote in `rs` and returns each one's result: for
+    /// vxlan sent to the kernel together, for host-gw one route at a time.
+    pub async fn add_all(&self, nl: &Netlink, rs: &[Remote]) -> Vec<Result<()>> {
+        if let Dataplane::Vxlan(dev) = self {
+            let vx: Vec<vxlan::Remote> = rs
+                .iter()
+                .filter_map(|r| match r {
+                    Remote::Vxlan(v) => Some(*v),
+                    Remote::HostGw(_) => None,
+                })
+                .collect();
+            if vx.len() == rs.len() {
+                return vxlan::add_remotes(nl, dev, &vx).await;
+            }
+        }
+        futures::future::join_all(rs.iter().map(|r| self.add(nl, r))).await
+    }
+
     /// Removes the entries of remote `r` (those already gone are fine).
-    pub async fn del(&self, nl: &Handle, r: &Remote) -> Result<()> {
+    pub async fn del(&self, nl: &Netlink, r: &Remote) -> Result<()> {
         self.program(nl, r, false).await
     }
 
-    async fn program(&self, nl: &Handle, r: &Remote, add: bool) -> Result<()> {
+    async fn program(&self, nl: &Netlink, r: &Remote, add: bool) -> Result<()> {
         match (self, r) {
             (Dataplane::Vxlan(dev), Remote::Vxlan(r)) if add => vxlan::add_remote(nl, dev, r).await,
             (Dataplane::Vxlan(dev), Remote::Vxlan(r)) => vxlan::del_remote(nl, dev, r).await,
@@ -130,7 +153,7 @@ impl Dataplane {
     }
 
     /// Entries for subnets not in `keep`, left by leases that vanished meanwhile.
-    pub async fn stale(&self, nl: &Handle, keep: &[Ipv4Net]) -> Result<Vec<Remote>> {
+    pub async fn stale(&self, nl: &Netlink, keep: &[Ipv4Net]) -> Result<Vec<Remote>> {
         Ok(match self {
             Dataplane::Vxlan(dev) => vxlan::stale_remotes(nl, dev, keep)
                 .await?
@@ -144,4 +167,22 @@ impl Dataplane {
                 .collect(),
         })
     }
+}
+
+/// Deletes `route` (whoever added it) and logs it as `ip route` shows it; one already gone
+/// is what was wanted.
+pub(super) async fn del_route(nl: &Netlink, route: &GatewayRoute, dev: &str) -> Result<()> {
+    let subnet = Ipv4Net::new(route.dst, route.len);
+    let removed = nl
+        .route_del(route)
+        .await
+        .map_err(|e| anyhow!("deleting route {subnet}: {e}"))?;
+    if removed {
+        let onlink = if route.onlink { " onlink" } else { "" };
+        log!(
+            "deleted route {subnet} via {} dev {dev}{onlink}",
+            route.gateway
+        );
+    }
+    Ok(())
 }

@@ -11,9 +11,9 @@
 use super::log;
 use super::subnet::Ipv4Net;
 use super::vxlan::ExtIface;
+use crate::netns::netlink::overlay::GatewayRoute;
+use crate::netns::netlink::Netlink;
 use anyhow::{anyhow, Result};
-use netlink_packet_route::route::{RouteAddress, RouteAttribute, RouteMessage, RouteProtocol};
-use rtnetlink::{Handle, RouteMessageBuilder};
 use std::net::Ipv4Addr;
 
 /// What is programmed for one remote lease: one route.
@@ -23,19 +23,18 @@ pub struct Route {
     pub public_ip: Ipv4Addr,
 }
 
-fn route_msg(ext: &ExtIface, r: &Route) -> RouteMessage {
-    RouteMessageBuilder::<Ipv4Addr>::new()
-        .destination_prefix(r.subnet.ip, r.subnet.prefix_len)
-        .gateway(r.public_ip)
-        .output_interface(ext.index)
-        .build()
+fn gateway_route(ext: &ExtIface, r: &Route) -> GatewayRoute {
+    GatewayRoute {
+        dst: r.subnet.ip,
+        len: r.subnet.prefix_len,
+        gateway: r.public_ip,
+        oif: ext.index,
+        onlink: false,
+    }
 }
 
-pub async fn add_route(h: &Handle, ext: &ExtIface, r: &Route) -> Result<()> {
-    h.route()
-        .add(route_msg(ext, r))
-        .replace()
-        .execute()
+pub async fn add_route(nl: &Netlink, ext: &ExtIface, r: &Route) -> Result<()> {
+    nl.route_replace(&gateway_route(ext, r))
         .await
         .map_err(|e| {
             anyhow!(
@@ -54,61 +53,29 @@ pub async fn add_route(h: &Handle, ext: &ExtIface, r: &Route) -> Result<()> {
     Ok(())
 }
 
-pub async fn del_route(h: &Handle, ext: &ExtIface, r: &Route) -> Result<()> {
-    // Any protocol: a stale route may have been written by someone else (proto boot).
-    let mut msg = route_msg(ext, r);
-    msg.header.protocol = RouteProtocol::Unspec;
-    match h.route().del(msg).execute().await {
-        Ok(()) => {
-            log!(
-                "deleted route {} via {} dev {}",
-                r.subnet,
-                r.public_ip,
-                ext.name
-            );
-            Ok(())
-        }
-        // ESRCH: already gone, which is what was wanted
-        Err(rtnetlink::Error::NetlinkError(m)) if m.raw_code().abs() == 3 => Ok(()),
-        Err(e) => Err(anyhow!("deleting route {}: {e}", r.subnet)),
-    }
+/// Deletes the route whoever added it: a stale one may have been written by someone else
+/// (proto boot).
+pub async fn del_route(nl: &Netlink, ext: &ExtIface, r: &Route) -> Result<()> {
+    super::backend::del_route(nl, &gateway_route(ext, r), &ext.name).await
 }
 
 /// Routes via the external interface to subnets of `network` not in `keep`: left over
 /// from leases that vanished while the agent was not running.
 pub async fn stale_routes(
-    h: &Handle,
+    nl: &Netlink,
     ext: &ExtIface,
     network: &Ipv4Net,
     keep: &[Ipv4Net],
 ) -> Result<Vec<Route>> {
-    let routes = super::vxlan::ipv4_routes(h).await?;
-    let mut out = Vec::new();
-    for r in &routes {
-        let attr =
-            |want: fn(&RouteAttribute) -> Option<Ipv4Addr>| r.attributes.iter().find_map(want);
-        let gw = attr(|a| match a {
-            RouteAttribute::Gateway(RouteAddress::Inet(ip)) => Some(*ip),
-            _ => None,
-        });
-        let dst = attr(|a| match a {
-            RouteAttribute::Destination(RouteAddress::Inet(ip)) => Some(*ip),
-            _ => None,
-        });
-        let oif = r.attributes.iter().find_map(|a| match a {
-            RouteAttribute::Oif(i) => Some(*i),
-            _ => None,
-        });
-        let (Some(gw), Some(dst), Some(oif)) = (gw, dst, oif) else {
-            continue;
-        };
-        let subnet = Ipv4Net::new(dst, r.header.destination_prefix_length);
-        if oif == ext.index && network.contains(dst) && !keep.contains(&subnet) {
-            out.push(Route {
-                subnet,
-                public_ip: gw,
-            });
-        }
-    }
-    Ok(out)
+    Ok(nl
+        .ipv4_routes()
+        .await?
+        .into_iter()
+        .filter(|r| r.oif == Some(ext.index) && network.contains(r.dst))
+        .filter_map(|r| {
+            let subnet = Ipv4Net::new(r.dst, r.len);
+            let public_ip = r.gateway?;
+            (!keep.contains(&subnet)).then_some(Route { subnet, public_ip })
+        })
+        .collect())
 }

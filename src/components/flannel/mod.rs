@@ -18,10 +18,13 @@ pub mod backend;
 pub mod config;
 pub mod hostgw;
 pub mod lease;
+mod logbuf;
 pub mod masq;
+mod remotes;
 pub mod subnet;
 pub mod vxlan;
 
+use crate::netns::netlink::Netlink;
 use anyhow::{anyhow, Context, Result};
 use backend::{Dataplane, Remote};
 use clap::Args;
@@ -31,29 +34,14 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 use subnet::{Ipv4Net, LeaseAttrs};
 
-/// Prints one timestamped log line (UTC wall clock) to stdout.
+/// Logs one timestamped line to stdout ([`logbuf`]).
 macro_rules! log {
     ($($arg:tt)*) => {
-        $crate::components::flannel::log_line(&format!($($arg)*))
+        $crate::components::flannel::log_line(format_args!($($arg)*))
     };
 }
 pub(crate) use log;
-
-#[doc(hidden)]
-pub fn log_line(msg: &str) {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
-    let s = now.as_secs();
-    println!(
-        "{:02}:{:02}:{:02}.{:03} flanneld[{}]: {msg}",
-        (s / 3600) % 24,
-        (s / 60) % 60,
-        s % 60,
-        now.subsec_millis(),
-        std::process::id()
-    );
-}
+pub use logbuf::{log_line, LogBatch};
 
 /// Flags named like flanneld's own.
 #[derive(Debug, Clone, Args)]
@@ -167,8 +155,7 @@ async fn agent(args: &FlanneldArgs) -> Result<()> {
             "--etcd-endpoints is empty: give at least one URL such as http://10.1.0.1:2379"
         ));
     }
-    let (conn, nl, _) = rtnetlink::new_connection().context("opening netlink")?;
-    tokio::spawn(conn);
+    let nl = Netlink::connect().await?;
 
     let ext = vxlan::find_iface(&nl, args.iface.as_deref()).await?;
     log!(
@@ -255,110 +242,9 @@ async fn agent(args: &FlanneldArgs) -> Result<()> {
     watch_loop(&mut reg, &nl, &dp, &mut own, &attrs, margin).await
 }
 
-/// Programs a remote lease (replacing an older different one for the same subnet).
-async fn program(
-    nl: &rtnetlink::Handle,
-    dp: &Dataplane,
-    known: &mut HashMap<Ipv4Net, Remote>,
-    l: &subnet::Lease,
-) {
-    let r = match dp.remote(l) {
-        Ok(r) => r,
-        Err(e) => {
-            log!(
-                "ignoring subnet {} (PublicIP {}): {e:#}",
-                l.subnet,
-                l.attrs.public_ip
-            );
-            return;
-        }
-    };
-    if let Some(old) = known.get(&l.subnet).copied() {
-        if old == r {
-            return;
-        }
-        log!(
-            "lease {} changed (was {}), replacing its entries",
-            l.subnet,
-            old.describe()
-        );
-        if let Err(e) = dp.del(nl, &old).await {
-            log!("error: {e:#}");
-        }
-    }
-    log!("adding subnet: {} {}", l.subnet, r.describe());
-    match dp.add(nl, &r).await {
-        Ok(()) => {
-            known.insert(l.subnet, r);
-        }
-        Err(e) => log!("error programming {}: {e:#}", l.subnet),
-    }
-}
-
-async fn unprogram(
-    nl: &rtnetlink::Handle,
-    dp: &Dataplane,
-    known: &mut HashMap<Ipv4Net, Remote>,
-    sn: &Ipv4Net,
-) {
-    if let Some(r) = known.remove(sn) {
-        log!("removing subnet: {sn} {}", r.describe());
-        if let Err(e) = dp.del(nl, &r).await {
-            log!("error removing {sn}: {e:#}");
-        }
-    }
-}
-
-/// Removes entries for subnets whose leases vanished while this agent was not running.
-async fn remove_stale(
-    nl: &rtnetlink::Handle,
-    dp: &Dataplane,
-    own: &Ipv4Net,
-    leases: &[subnet::Lease],
-) {
-    let mut keep: Vec<Ipv4Net> = leases.iter().map(|l| l.subnet).collect();
-    keep.push(*own);
-    match dp.stale(nl, &keep).await {
-        Ok(stale) => {
-            for r in stale {
-                log!(
-                    "removing stale subnet: {} {} (its lease is gone from etcd)",
-                    r.subnet(),
-                    r.describe()
-                );
-                if let Err(e) = dp.del(nl, &r).await {
-                    log!("error removing {}: {e:#}", r.subnet());
-                }
-            }
-        }
-        Err(e) => log!("error looking for stale entries: {e:#}"),
-    }
-}
-
-/// Brings the programmed entries in line with a full list of leases.
-async fn sync(
-    nl: &rtnetlink::Handle,
-    dp: &Dataplane,
-    own: &Ipv4Net,
-    known: &mut HashMap<Ipv4Net, Remote>,
-    leases: &[subnet::Lease],
-) {
-    let gone: Vec<Ipv4Net> = known
-        .keys()
-        .filter(|k| !leases.iter().any(|l| l.subnet == **k))
-        .copied()
-        .collect();
-    for sn in gone {
-        unprogram(nl, dp, known, &sn).await;
-    }
-    for l in leases.iter().filter(|l| l.subnet != *own) {
-        program(nl, dp, known, l).await;
-    }
-}
-
 async fn watch_loop(
     reg: &mut lease::Registry,
-    nl: &rtnetlink::Handle,
+    nl: &Netlink,
     dp: &Dataplane,
     own: &mut lease::OwnLease,
     attrs: &LeaseAttrs,
@@ -375,12 +261,16 @@ async fn watch_loop(
         if resync {
             match reg.leases().await {
                 Ok((leases, rev)) => {
+                    let _batch = LogBatch::begin();
                     log!("{} subnet lease(s) in etcd at revision {rev}", leases.len());
-                    if first_sync {
-                        remove_stale(nl, dp, &own.subnet, &leases).await;
+                    let stale = if first_sync {
                         first_sync = false;
-                    }
-                    sync(nl, dp, &own.subnet, &mut known, &leases).await;
+                        remotes::find_stale(nl, dp, &own.subnet, &leases).await
+                    } else {
+                        Vec::new()
+                    };
+                    let want = remotes::wanted_by_list(dp, &own.subnet, &known, &leases);
+                    remotes::apply(nl, dp, &mut known, stale, want).await;
                     next_rev = rev + 1;
                     resync = false;
                 }
@@ -412,45 +302,52 @@ async fn watch_loop(
         loop {
             tokio::select! {
                 msg = stream.message() => {
-                    let resp = match msg {
-                        Ok(Some(r)) => r,
-                        Ok(None) => { log!("etcd watch on {} closed, resuming from revision {next_rev}", reg.member()); break; }
-                        Err(e) => { log!("etcd watch on {} broke ({e}), resuming from revision {next_rev}", reg.member()); break; }
-                    };
-                    backoff = Duration::from_millis(100);
-                    if resp.canceled() {
-                        if resp.compact_revision() > 0 {
-                            log!("watch fell behind etcd compaction (revision {}), re-listing", resp.compact_revision());
-                            resync = true;
-                        } else {
-                            log!("etcd canceled the watch ({}), reconnecting", resp.cancel_reason());
+                    let _batch = LogBatch::begin();
+                    // Responses that have already arrived join this one: one batch of work
+                    // (one datagram of netlink requests, one write of the log) for them all.
+                    let mut resps = Vec::new();
+                    let mut ended = false;
+                    let mut next = Some(msg);
+                    while let Some(msg) = next.take() {
+                        let resp = match msg {
+                            Ok(Some(r)) => r,
+                            Ok(None) => { log!("etcd watch on {} closed, resuming from revision {next_rev}", reg.member()); ended = true; break; }
+                            Err(e) => { log!("etcd watch on {} broke ({e}), resuming from revision {next_rev}", reg.member()); ended = true; break; }
+                        };
+                        backoff = Duration::from_millis(100);
+                        if resp.canceled() {
+                            if resp.compact_revision() > 0 {
+                                log!("watch fell behind etcd compaction (revision {}), re-listing", resp.compact_revision());
+                                resync = true;
+                            } else {
+                                log!("etcd canceled the watch ({}), reconnecting", resp.cancel_reason());
+                            }
+                            ended = true;
+                            break;
                         }
-                        break;
+                        for kv in resp.events().iter().filter_map(|ev| ev.kv()) {
+                            next_rev = next_rev.max(kv.mod_revision() + 1);
+                        }
+                        resps.push(resp);
+                        next = futures::FutureExt::now_or_never(stream.message());
                     }
-                    for ev in resp.events() {
+                    let mut changes = Vec::new();
+                    for ev in resps.iter().flat_map(|r| r.events()) {
                         let Some(kv) = ev.kv() else { continue };
-                        next_rev = next_rev.max(kv.mod_revision() + 1);
                         let key = String::from_utf8_lossy(kv.key()).into_owned();
                         let Some(sn) = subnet::parse_lease_key(&reg.prefix, &key) else { continue };
-                        match ev.event_type() {
-                            EventType::Put => {
-                                if sn == own.subnet {
-                                    continue;
-                                }
-                                match LeaseAttrs::from_json(kv.value()) {
-                                    Ok(a) => program(nl, dp, &mut known, &subnet::Lease { subnet: sn, attrs: a }).await,
-                                    Err(e) => log!("ignoring bad subnet lease {key}: {e:#}"),
-                                }
-                            }
-                            EventType::Delete => {
-                                if sn == own.subnet {
-                                    return Err(anyhow!(
-                                        "our lease {sn} has been revoked (etcd key {key} was deleted or expired); shutting down as flanneld does. Start flanneld again to acquire a new lease"
-                                    ));
-                                }
-                                unprogram(nl, dp, &mut known, &sn).await;
-                            }
-                        }
+                        changes.push(match ev.event_type() {
+                            EventType::Put => remotes::Change::Put(sn, key, kv.value()),
+                            EventType::Delete => remotes::Change::Delete(sn, key),
+                        });
+                    }
+                    let (want, revoked) = remotes::wanted_by_events(dp, &own.subnet, &changes);
+                    remotes::apply(nl, dp, &mut known, Vec::new(), want).await;
+                    if let Some(e) = revoked {
+                        return Err(e);
+                    }
+                    if ended {
+                        break;
                     }
                 }
                 _ = tokio::time::sleep_until(next_renew.into()) => {

@@ -1,6 +1,6 @@
-//! The vxlan backend's kernel side, through rtnetlink in the agent's own namespace:
-//! the external interface, the `flannel.<VNI>` device, and for every remote lease a
-//! neighbour (ARP) entry, a bridge FDB entry and an onlink route.
+//! The vxlan backend, on the netns netlink layer ([`crate::netns::netlink::overlay`]) in the
+//! agent's own namespace: the external interface, the `flannel.<VNI>` device, and for every
+//! remote lease a neighbour (ARP) entry, a bridge FDB entry and an onlink route.
 //!
 //! Equivalent commands, for a remote lease 11.13.0.0/20 of host 10.0.0.4:
 //! ```text
@@ -12,31 +12,10 @@
 use super::config::VxlanConfig;
 use super::log;
 use super::subnet::{format_mac, Ipv4Net};
+use crate::netns::netlink::overlay::{Entry, GatewayRoute, Link, NewVxlan, Route4};
+use crate::netns::netlink::Netlink;
 use anyhow::{anyhow, bail, Context, Result};
-use futures::TryStreamExt;
-use netlink_packet_route::address::AddressAttribute;
-use netlink_packet_route::link::{
-    InfoData, InfoKind, InfoVxlan, LinkAttribute, LinkInfo, LinkMessage,
-};
-use netlink_packet_route::neighbour::{
-    NeighbourAddress, NeighbourAttribute, NeighbourFlags, NeighbourMessage, NeighbourState,
-};
-use netlink_packet_route::route::RouteMessage;
-use netlink_packet_route::AddressFamily;
-use rtnetlink::{Handle, LinkUnspec, LinkVxlan, RouteMessageBuilder};
-use std::net::{IpAddr, Ipv4Addr};
-
-const ENOENT: i32 = 2;
-const ESRCH: i32 = 3;
-const EEXIST: i32 = 17;
-const EADDRNOTAVAIL: i32 = 99;
-
-fn errno(e: &rtnetlink::Error) -> Option<i32> {
-    match e {
-        rtnetlink::Error::NetlinkError(m) => Some(m.raw_code().abs()),
-        _ => None,
-    }
-}
+use std::net::Ipv4Addr;
 
 /// The interface used for inter-host traffic (`--iface`).
 #[derive(Debug, Clone)]
@@ -54,93 +33,20 @@ pub struct Device {
     pub index: u32,
     pub mac: [u8; 6],
     pub mtu: u32,
-}
-
-fn link_name(l: &LinkMessage) -> Option<String> {
-    l.attributes.iter().find_map(|a| match a {
-        LinkAttribute::IfName(n) => Some(n.clone()),
-        _ => None,
-    })
-}
-
-fn link_mtu(l: &LinkMessage) -> Option<u32> {
-    l.attributes.iter().find_map(|a| match a {
-        LinkAttribute::Mtu(m) => Some(*m),
-        _ => None,
-    })
-}
-
-fn link_mac(l: &LinkMessage) -> Option<[u8; 6]> {
-    l.attributes.iter().find_map(|a| match a {
-        LinkAttribute::Address(m) if m.len() == 6 => {
-            let mut mac = [0u8; 6];
-            mac.copy_from_slice(m);
-            Some(mac)
-        }
-        _ => None,
-    })
-}
-
-async fn links(h: &Handle) -> Result<Vec<LinkMessage>> {
-    h.link()
-        .get()
-        .execute()
-        .try_collect()
-        .await
-        .context("listing links")
-}
-
-async fn link_by_name(h: &Handle, name: &str) -> Result<Option<LinkMessage>> {
-    Ok(links(h)
-        .await?
-        .into_iter()
-        .find(|l| link_name(l).as_deref() == Some(name)))
-}
-
-async fn ipv4_addrs(h: &Handle, index: Option<u32>) -> Result<Vec<(u32, Ipv4Addr, u8)>> {
-    let mut req = h.address().get();
-    if let Some(i) = index {
-        req = req.set_link_index_filter(i);
-    }
-    let msgs: Vec<_> = req
-        .execute()
-        .try_collect()
-        .await
-        .context("listing addresses")?;
-    let mut out = Vec::new();
-    for m in msgs {
-        for a in &m.attributes {
-            if let AddressAttribute::Address(IpAddr::V4(ip)) = a {
-                if index.is_none_or(|i| i == m.header.index) {
-                    out.push((m.header.index, *ip, m.header.prefix_len));
-                }
-            }
-        }
-    }
-    Ok(out)
-}
-
-/// Every IPv4 route of the main table (the backends look for their own among them).
-pub(super) async fn ipv4_routes(h: &Handle) -> Result<Vec<RouteMessage>> {
-    let msg = RouteMessageBuilder::<Ipv4Addr>::new().build();
-    h.route()
-        .get(msg)
-        .execute()
-        .try_collect()
-        .await
-        .context("listing routes")
+    /// This agent created it just now: it holds no entries left from an earlier run.
+    pub created: bool,
 }
 
 /// Finds the external interface: `spec` is an IPv4 address on some link or a link name;
 /// without it, the link of the default route (as flanneld does).
-pub async fn find_iface(h: &Handle, spec: Option<&str>) -> Result<ExtIface> {
-    let all = links(h).await?;
-    let names: Vec<String> = all.iter().filter_map(link_name).collect();
-    let by_index = |i: u32| all.iter().find(|l| l.header.index == i);
+pub async fn find_iface(nl: &Netlink, spec: Option<&str>) -> Result<ExtIface> {
+    let all = nl.links().await?;
+    let names: Vec<&str> = all.iter().map(|l| l.name.as_str()).collect();
+    let by_index = |i: u32| all.iter().find(|l| l.index == i);
     let (link, ip) = match spec {
         Some(s) => {
             if let Ok(ip) = s.parse::<Ipv4Addr>() {
-                let addrs = ipv4_addrs(h, None).await?;
+                let addrs = nl.ipv4_addrs(None).await?;
                 let (idx, _, _) = addrs.iter().find(|(_, a, _)| *a == ip).ok_or_else(|| {
                     anyhow!("--iface {s}: no interface in this network namespace has address {ip} (links here: {})", names.join(", "))
                 })?;
@@ -151,11 +57,12 @@ pub async fn find_iface(h: &Handle, spec: Option<&str>) -> Result<ExtIface> {
             } else {
                 let l = all
                     .iter()
-                    .find(|l| link_name(l).as_deref() == Some(s))
+                    .find(|l| l.name == s)
                     .ok_or_else(|| {
                         anyhow!("--iface {s}: no such interface in this network namespace (links here: {}); give an interface name or one of its IPv4 addresses", names.join(", "))
                     })?;
-                let ip = ipv4_addrs(h, Some(l.header.index))
+                let ip = nl
+                    .ipv4_addrs(Some(l.index))
                     .await?
                     .first()
                     .map(|a| a.1)
@@ -164,20 +71,15 @@ pub async fn find_iface(h: &Handle, spec: Option<&str>) -> Result<ExtIface> {
             }
         }
         None => {
-            let routes = ipv4_routes(h).await?;
-            use netlink_packet_route::route::RouteAttribute;
+            let routes = nl.ipv4_routes().await?;
             let oif = routes
                 .iter()
-                .filter(|r| r.header.destination_prefix_length == 0)
-                .find_map(|r| {
-                    r.attributes.iter().find_map(|a| match a {
-                        RouteAttribute::Oif(i) => Some(*i),
-                        _ => None,
-                    })
-                })
+                .filter(|r| r.len == 0)
+                .find_map(|r| r.oif)
                 .ok_or_else(|| anyhow!("no --iface given and there is no default route to pick an interface from: pass --iface <address or name>"))?;
             let l = by_index(oif).ok_or_else(|| anyhow!("link {oif} vanished"))?;
-            let ip = ipv4_addrs(h, Some(oif))
+            let ip = nl
+                .ipv4_addrs(Some(oif))
                 .await?
                 .first()
                 .map(|a| a.1)
@@ -188,56 +90,33 @@ pub async fn find_iface(h: &Handle, spec: Option<&str>) -> Result<ExtIface> {
         }
     };
     Ok(ExtIface {
-        name: link_name(link).unwrap_or_default(),
-        index: link.header.index,
+        name: link.name.clone(),
+        index: link.index,
         ip,
-        mtu: link_mtu(link).unwrap_or(1500),
+        mtu: link.mtu.unwrap_or(1500),
     })
 }
 
-/// The VXLAN settings of an existing link, or None when it is not a VXLAN link.
-fn vxlan_info(l: &LinkMessage) -> Option<Vec<InfoVxlan>> {
-    let infos = l.attributes.iter().find_map(|a| match a {
-        LinkAttribute::LinkInfo(i) => Some(i),
-        _ => None,
-    })?;
-    if !infos
-        .iter()
-        .any(|i| matches!(i, LinkInfo::Kind(InfoKind::Vxlan)))
-    {
-        return None;
-    }
-    Some(
-        infos
-            .iter()
-            .find_map(|i| match i {
-                LinkInfo::Data(InfoData::Vxlan(v)) => Some(v.clone()),
-                _ => None,
-            })
-            .unwrap_or_default(),
-    )
-}
-
-/// Why an existing device cannot be reused (flannel's vxlanLinksIncompat), or None.
-fn incompatibility(l: &LinkMessage, cfg: &VxlanConfig, ext: &ExtIface) -> Option<String> {
-    let Some(info) = vxlan_info(l) else {
+/// Why an existing device cannot be reused (flannel's vxlanLinksIncompat), or None. The
+/// checks go in the order the kernel reports the settings.
+fn incompatibility(l: &Link, cfg: &VxlanConfig, ext: &ExtIface) -> Option<String> {
+    let Some(v) = &l.vxlan else {
         return Some("it is not a vxlan device".into());
     };
-    for i in &info {
-        match i {
-            InfoVxlan::Id(v) if *v != cfg.vni => return Some(format!("vni {v} vs {}", cfg.vni)),
-            InfoVxlan::Link(v) if *v > 0 && *v != ext.index => {
-                return Some(format!("vtep interface index {v} vs {}", ext.index))
-            }
-            InfoVxlan::Local(v) if !v.is_unspecified() && *v != ext.ip => {
-                return Some(format!("vtep IP {v} vs {}", ext.ip))
-            }
-            InfoVxlan::Port(v) if *v > 0 && *v != cfg.port => {
-                return Some(format!("port {v} vs {}", cfg.port))
-            }
-            InfoVxlan::L2Miss(true) => return Some("l2miss is on".into()),
-            _ => {}
-        }
+    if let Some(vni) = v.vni.filter(|n| *n != cfg.vni) {
+        return Some(format!("vni {vni} vs {}", cfg.vni));
+    }
+    if let Some(i) = v.link.filter(|i| *i > 0 && *i != ext.index) {
+        return Some(format!("vtep interface index {i} vs {}", ext.index));
+    }
+    if let Some(ip) = v.local.filter(|ip| !ip.is_unspecified() && *ip != ext.ip) {
+        return Some(format!("vtep IP {ip} vs {}", ext.ip));
+    }
+    if v.l2miss {
+        return Some("l2miss is on".into());
+    }
+    if let Some(port) = v.port.filter(|p| *p > 0 && *p != cfg.port) {
+        return Some(format!("port {port} vs {}", cfg.port));
     }
     None
 }
@@ -245,16 +124,19 @@ fn incompatibility(l: &LinkMessage, cfg: &VxlanConfig, ext: &ExtIface) -> Option
 /// Creates `flannel.<VNI>` (nolearning, dstport, local = iface IP, dev = iface, MTU =
 /// iface MTU - 50, a random locally administered MAC), or reuses it when it already exists
 /// with compatible settings, so the VtepMAC stays the same across restarts.
-pub async fn ensure_device(h: &Handle, cfg: &VxlanConfig, ext: &ExtIface) -> Result<Device> {
+pub async fn ensure_device(nl: &Netlink, cfg: &VxlanConfig, ext: &ExtIface) -> Result<Device> {
     let name = cfg.device_name();
-    if let Some(existing) = link_by_name(h, &name).await? {
+    if let Some(existing) = nl.link(&name).await? {
         match incompatibility(&existing, cfg, ext) {
             None => {
                 let dev = Device {
                     name: name.clone(),
-                    index: existing.header.index,
-                    mac: link_mac(&existing).ok_or_else(|| anyhow!("{name} has no MAC address"))?,
-                    mtu: link_mtu(&existing).unwrap_or(ext.mtu - 50),
+                    index: existing.index,
+                    mac: existing
+                        .mac
+                        .ok_or_else(|| anyhow!("{name} has no MAC address"))?,
+                    mtu: existing.mtu.unwrap_or(ext.mtu - 50),
+                    created: false,
                 };
                 log!(
                     "reusing existing VXLAN device {name} (VtepMAC {}, MTU {})",
@@ -267,9 +149,7 @@ pub async fn ensure_device(h: &Handle, cfg: &VxlanConfig, ext: &ExtIface) -> Res
                 log!(
                     "{name} already exists with incompatible configuration ({why}); recreating it"
                 );
-                h.link()
-                    .del(existing.header.index)
-                    .execute()
+                nl.link_del(existing.index)
                     .await
                     .with_context(|| format!("deleting the old {name}"))?;
             }
@@ -277,31 +157,32 @@ pub async fn ensure_device(h: &Handle, cfg: &VxlanConfig, ext: &ExtIface) -> Res
     }
     let mac = super::subnet::random_mac();
     let mtu = ext.mtu.saturating_sub(50);
-    let mut b = LinkVxlan::new(&name, cfg.vni)
-        .dev(ext.index)
-        .local(ext.ip)
-        .port(cfg.port)
-        .learning(cfg.learning)
-        .mtu(mtu)
-        .address(mac.to_vec());
-    if cfg.gbp {
-        b = b.gbp();
-    }
-    match h.link().add(b.build()).execute().await {
-        Ok(()) => {}
-        Err(e) if errno(&e) == Some(EEXIST) => {
-            bail!("{name} appeared while it was being created; restart flanneld")
-        }
+    let spec = NewVxlan {
+        name: &name,
+        vni: cfg.vni,
+        dev: ext.index,
+        local: ext.ip,
+        port: cfg.port,
+        learning: cfg.learning,
+        gbp: cfg.gbp,
+        mtu,
+        mac,
+    };
+    match nl.add_vxlan(&spec).await {
+        Ok(true) => {}
+        Ok(false) => bail!("{name} appeared while it was being created; restart flanneld"),
         Err(e) => return Err(anyhow!("creating VXLAN device {name}: {e}")),
     }
-    let created = link_by_name(h, &name)
+    let created = nl
+        .link(&name)
         .await?
         .ok_or_else(|| anyhow!("{name} was created but cannot be found"))?;
     let dev = Device {
         name: name.clone(),
-        index: created.header.index,
-        mac: link_mac(&created).unwrap_or(mac),
-        mtu: link_mtu(&created).unwrap_or(mtu),
+        index: created.index,
+        mac: created.mac.unwrap_or(mac),
+        mtu: created.mtu.unwrap_or(mtu),
+        created: true,
     };
     log!(
         "created VXLAN device {name}: vni {} dstport {} local {} dev {} nolearning={} mtu {} (VtepMAC {})",
@@ -319,42 +200,28 @@ pub async fn ensure_device(h: &Handle, cfg: &VxlanConfig, ext: &ExtIface) -> Res
 /// Gives the device `<subnet>.0/32` (removing other addresses of the flannel network it
 /// still carries from an older lease) and sets it up.
 pub async fn configure(
-    h: &Handle,
+    nl: &Netlink,
     dev: &Device,
     subnet: &Ipv4Net,
     network: &Ipv4Net,
 ) -> Result<()> {
     let want = subnet.ip;
     let mut have = false;
-    for (_, ip, len) in ipv4_addrs(h, Some(dev.index)).await? {
+    for (_, ip, len) in nl.ipv4_addrs(Some(dev.index)).await? {
         if ip == want && len == 32 {
             have = true;
         } else if network.contains(ip) {
-            let msgs: Vec<_> = h
-                .address()
-                .get()
-                .set_link_index_filter(dev.index)
-                .set_address_filter(IpAddr::V4(ip))
-                .execute()
-                .try_collect()
-                .await?;
-            for m in msgs {
-                h.address().del(m).execute().await.ok();
-            }
+            nl.addr_del(dev.index, ip).await.ok();
             log!("removed stale address {ip}/{len} from {}", dev.name);
         }
     }
     if !have {
-        h.address()
-            .add(dev.index, IpAddr::V4(want), 32)
-            .execute()
+        nl.addr_add(dev.index, want, 32)
             .await
             .with_context(|| format!("adding {want}/32 to {}", dev.name))?;
         log!("added address {want}/32 to {}", dev.name);
     }
-    h.link()
-        .set(LinkUnspec::new_with_index(dev.index).up().build())
-        .execute()
+    nl.link_up(dev.index)
         .await
         .with_context(|| format!("setting {} up", dev.name))?;
     log!("{} is up", dev.name);
@@ -371,106 +238,129 @@ pub struct Remote {
 
 /// neighbour, then FDB, then route (all "replace"). When a later step fails the earlier
 /// entries are removed again, as flannel does.
-pub async fn add_remote(h: &Handle, dev: &Device, r: &Remote) -> Result<()> {
+pub async fn add_remote(nl: &Netlink, dev: &Device, r: &Remote) -> Result<()> {
+    add_remotes(nl, dev, std::slice::from_ref(r))
+        .await
+        .pop()
+        .unwrap_or(Ok(()))
+}
+
+/// [`add_remote`] for many remotes, their entries sent to the kernel together (in order:
+/// each remote's neighbour, FDB entry and route). A remote with a failed step has every
+/// entry of its own that was made removed again, and its result names the first step that
+/// failed.
+pub async fn add_remotes(nl: &Netlink, dev: &Device, remotes: &[Remote]) -> Vec<Result<()>> {
+    let entries: Vec<Entry> = remotes
+        .iter()
+        .flat_map(|r| {
+            [
+                Entry::Neigh {
+                    ifindex: dev.index,
+                    ip: r.subnet.ip,
+                    mac: r.mac,
+                },
+                Entry::Fdb {
+                    ifindex: dev.index,
+                    mac: r.mac,
+                    dst: r.public_ip,
+                },
+                Entry::Route(route(dev, r)),
+            ]
+        })
+        .collect();
+    let mut results = nl.replace_all(&entries).await.into_iter();
+    let mut out = Vec::with_capacity(remotes.len());
+    for r in remotes {
+        let mut step = || {
+            results
+                .next()
+                .unwrap_or_else(|| Err(anyhow!("no answer from the kernel")))
+        };
+        let (neigh, fdb, route) = (step(), step(), step());
+        out.push(settle(nl, dev, r, neigh, fdb, route).await);
+    }
+    out
+}
+
+/// Logs what was added for `r` up to its first failed step; on a failure removes what was
+/// made and returns the error of that step.
+async fn settle(
+    nl: &Netlink,
+    dev: &Device,
+    r: &Remote,
+    neigh: Result<()>,
+    fdb: Result<()>,
+    route: Result<()>,
+) -> Result<()> {
     let gw = r.subnet.ip;
     let mac = format_mac(&r.mac);
-    h.neighbours()
-        .add(dev.index, IpAddr::V4(gw))
-        .link_layer_address(&r.mac)
-        .state(NeighbourState::Permanent)
-        .replace()
-        .execute()
-        .await
-        .map_err(|e| anyhow!("adding neighbour {gw} lladdr {mac} dev {}: {e}", dev.name))?;
-    log!(
-        "added neighbour {gw} lladdr {mac} dev {} nud permanent",
-        dev.name
-    );
-
-    let fdb = h
-        .neighbours()
-        .add_bridge(dev.index, &r.mac)
-        .destination(IpAddr::V4(r.public_ip))
-        .flags(NeighbourFlags::Own)
-        .state(NeighbourState::Permanent)
-        .replace()
-        .execute()
-        .await;
-    if let Err(e) = fdb {
-        let _ = del_neigh(h, dev, r).await;
-        bail!(
-            "adding fdb entry {mac} dev {} dst {}: {e}",
-            dev.name,
-            r.public_ip
-        );
-    }
-    log!(
-        "added fdb entry {mac} dev {} dst {} self permanent",
-        dev.name,
-        r.public_ip
-    );
-
-    let route = h.route().add(route_msg(dev, r)).replace().execute().await;
-    if let Err(e) = route {
-        let _ = del_neigh(h, dev, r).await;
-        let _ = del_fdb(h, dev, r).await;
-        bail!(
-            "adding route {} via {gw} dev {} onlink: {e}",
-            r.subnet,
-            dev.name
-        );
-    }
-    log!("added route {} via {gw} dev {} onlink", r.subnet, dev.name);
-    Ok(())
-}
-
-fn route_msg(dev: &Device, r: &Remote) -> RouteMessage {
-    RouteMessageBuilder::<Ipv4Addr>::new()
-        .destination_prefix(r.subnet.ip, r.subnet.prefix_len)
-        .gateway(r.subnet.ip)
-        .output_interface(dev.index)
-        .onlink()
-        .build()
-}
-
-fn ignore_missing(res: Result<(), rtnetlink::Error>) -> Result<bool, rtnetlink::Error> {
-    match res {
-        Ok(()) => Ok(true),
-        Err(e) if matches!(errno(&e), Some(ENOENT) | Some(ESRCH) | Some(EADDRNOTAVAIL)) => {
-            Ok(false)
+    let failed = match (&neigh, &fdb, &route) {
+        (Err(e), _, _) => anyhow!("adding neighbour {gw} lladdr {mac} dev {}: {e}", dev.name),
+        (Ok(()), Err(e), _) => {
+            log!(
+                "added neighbour {gw} lladdr {mac} dev {} nud permanent",
+                dev.name
+            );
+            anyhow!(
+                "adding fdb entry {mac} dev {} dst {}: {e}",
+                dev.name,
+                r.public_ip
+            )
         }
-        Err(e) => Err(e),
+        (Ok(()), Ok(()), route) => {
+            log!(
+                "added neighbour {gw} lladdr {mac} dev {} nud permanent",
+                dev.name
+            );
+            log!(
+                "added fdb entry {mac} dev {} dst {} self permanent",
+                dev.name,
+                r.public_ip
+            );
+            match route {
+                Ok(()) => {
+                    log!("added route {} via {gw} dev {} onlink", r.subnet, dev.name);
+                    return Ok(());
+                }
+                Err(e) => anyhow!(
+                    "adding route {} via {gw} dev {} onlink: {e}",
+                    r.subnet,
+                    dev.name
+                ),
+            }
+        }
+    };
+    if route.is_ok() {
+        let _ = del_route(nl, dev, r).await;
+    }
+    if neigh.is_ok() {
+        let _ = del_neigh(nl, dev, r).await;
+    }
+    if fdb.is_ok() {
+        let _ = del_fdb(nl, dev, r).await;
+    }
+    Err(failed)
+}
+
+fn route(dev: &Device, r: &Remote) -> GatewayRoute {
+    GatewayRoute {
+        dst: r.subnet.ip,
+        len: r.subnet.prefix_len,
+        gateway: r.subnet.ip,
+        oif: dev.index,
+        onlink: true,
     }
 }
 
-async fn del_route(h: &Handle, dev: &Device, r: &Remote) -> Result<()> {
-    if ignore_missing(h.route().del(route_msg(dev, r)).execute().await)
-        .map_err(|e| anyhow!("deleting route {}: {e}", r.subnet))?
-    {
-        log!(
-            "deleted route {} via {} dev {} onlink",
-            r.subnet,
-            r.subnet.ip,
-            dev.name
-        );
-    }
-    Ok(())
+async fn del_route(nl: &Netlink, dev: &Device, r: &Remote) -> Result<()> {
+    super::backend::del_route(nl, &route(dev, r), &dev.name).await
 }
 
-async fn del_fdb(h: &Handle, dev: &Device, r: &Remote) -> Result<()> {
+async fn del_fdb(nl: &Netlink, dev: &Device, r: &Remote) -> Result<()> {
     let mac = format_mac(&r.mac);
-    let mut fdb = NeighbourMessage::default();
-    fdb.header.family = AddressFamily::Bridge;
-    fdb.header.ifindex = dev.index;
-    fdb.header.flags = NeighbourFlags::Own;
-    fdb.header.state = NeighbourState::Permanent;
-    fdb.attributes
-        .push(NeighbourAttribute::LinkLayerAddress(r.mac.to_vec()));
-    fdb.attributes
-        .push(NeighbourAttribute::Destination(NeighbourAddress::Inet(
-            r.public_ip,
-        )));
-    if ignore_missing(h.neighbours().del(fdb).execute().await)
+    if nl
+        .fdb_del(dev.index, &r.mac, r.public_ip)
+        .await
         .map_err(|e| anyhow!("deleting fdb entry {mac}: {e}"))?
     {
         log!(
@@ -482,14 +372,11 @@ async fn del_fdb(h: &Handle, dev: &Device, r: &Remote) -> Result<()> {
     Ok(())
 }
 
-async fn del_neigh(h: &Handle, dev: &Device, r: &Remote) -> Result<()> {
+async fn del_neigh(nl: &Netlink, dev: &Device, r: &Remote) -> Result<()> {
     let gw = r.subnet.ip;
-    let mut arp = NeighbourMessage::default();
-    arp.header.family = AddressFamily::Inet;
-    arp.header.ifindex = dev.index;
-    arp.attributes
-        .push(NeighbourAttribute::Destination(NeighbourAddress::Inet(gw)));
-    if ignore_missing(h.neighbours().del(arp).execute().await)
+    if nl
+        .neigh_del(dev.index, gw)
+        .await
         .map_err(|e| anyhow!("deleting neighbour {gw}: {e}"))?
     {
         log!(
@@ -503,85 +390,51 @@ async fn del_neigh(h: &Handle, dev: &Device, r: &Remote) -> Result<()> {
 
 /// route, then FDB, then neighbour (the reverse of [`add_remote`]); entries already gone
 /// are fine, and a failing step does not stop the others.
-pub async fn del_remote(h: &Handle, dev: &Device, r: &Remote) -> Result<()> {
-    let a = del_route(h, dev, r).await;
-    let b = del_fdb(h, dev, r).await;
-    let c = del_neigh(h, dev, r).await;
+pub async fn del_remote(nl: &Netlink, dev: &Device, r: &Remote) -> Result<()> {
+    let a = del_route(nl, dev, r).await;
+    let b = del_fdb(nl, dev, r).await;
+    let c = del_neigh(nl, dev, r).await;
     a.and(b).and(c)
+}
+
+/// Routes on the device for subnets not in `keep`.
+fn stale_routes(routes: &[Route4], dev: &Device, keep: &[Ipv4Net]) -> Vec<Ipv4Net> {
+    routes
+        .iter()
+        .filter(|r| r.oif == Some(dev.index) && r.gateway == Some(r.dst))
+        .map(|r| Ipv4Net::new(r.dst, r.len))
+        .filter(|sn| !keep.contains(sn))
+        .collect()
 }
 
 /// Entries on the device for subnets not in `keep`: left over from leases that vanished
 /// while the agent was not running (a restart would otherwise keep routing into a dead
 /// VTEP). Each is returned with the MAC and public IP its neighbour and FDB entries carry.
-pub async fn stale_remotes(h: &Handle, dev: &Device, keep: &[Ipv4Net]) -> Result<Vec<Remote>> {
-    use netlink_packet_route::route::{RouteAddress, RouteAttribute};
-    let routes = ipv4_routes(h).await?;
-    let neighs: Vec<NeighbourMessage> = h
-        .neighbours()
-        .get()
-        .set_address_family(AddressFamily::Inet)
-        .execute()
-        .try_collect()
-        .await
-        .context("listing neighbours")?;
-    let fdb: Vec<NeighbourMessage> = h
-        .neighbours()
-        .get()
-        .set_address_family(AddressFamily::Bridge)
-        .execute()
-        .try_collect()
-        .await
-        .context("listing fdb entries")?;
-    let lladdr = |m: &NeighbourMessage| {
-        m.attributes.iter().find_map(|a| match a {
-            NeighbourAttribute::LinkLayerAddress(l) if l.len() == 6 => {
-                let mut mac = [0u8; 6];
-                mac.copy_from_slice(l);
-                Some(mac)
-            }
-            _ => None,
-        })
-    };
-    let dst = |m: &NeighbourMessage| {
-        m.attributes.iter().find_map(|a| match a {
-            NeighbourAttribute::Destination(NeighbourAddress::Inet(ip)) => Some(*ip),
-            // bridge (FDB) entries carry the address undecoded
-            NeighbourAttribute::Destination(NeighbourAddress::Other(b)) if b.len() == 4 => {
-                Some(Ipv4Addr::new(b[0], b[1], b[2], b[3]))
-            }
-            _ => None,
-        })
-    };
+/// A device this agent just created holds none, and the neighbour table is read only when
+/// some route is stale (the kernel walks every namespace's neighbours to list one device's).
+pub async fn stale_remotes(nl: &Netlink, dev: &Device, keep: &[Ipv4Net]) -> Result<Vec<Remote>> {
+    if dev.created {
+        return Ok(Vec::new());
+    }
+    let stale = stale_routes(&nl.ipv4_routes().await?, dev, keep);
+    if stale.is_empty() {
+        return Ok(Vec::new());
+    }
+    let neighs = nl.neighbours_of(dev.index).await?;
+    let fdb = nl.fdb_of(dev.index).await?;
     let mut out = Vec::new();
-    for r in &routes {
-        let oif = r.attributes.iter().find_map(|a| match a {
-            RouteAttribute::Oif(i) => Some(*i),
-            _ => None,
-        });
-        let gw = r.attributes.iter().find_map(|a| match a {
-            RouteAttribute::Gateway(RouteAddress::Inet(ip)) => Some(*ip),
-            _ => None,
-        });
-        let dst_ip = r.attributes.iter().find_map(|a| match a {
-            RouteAttribute::Destination(RouteAddress::Inet(ip)) => Some(*ip),
-            _ => None,
-        });
-        let (Some(oif), Some(gw), Some(dst_ip)) = (oif, gw, dst_ip) else {
+    for sn in stale {
+        let Some(mac) = neighs
+            .iter()
+            .filter(|n| n.ip == Some(sn.ip))
+            .find_map(|n| n.mac)
+        else {
             continue;
         };
-        let sn = Ipv4Net::new(dst_ip, r.header.destination_prefix_length);
-        if oif != dev.index || gw != dst_ip || keep.contains(&sn) {
-            continue;
-        }
-        let mac = neighs
-            .iter()
-            .filter(|n| n.header.ifindex == dev.index && dst(n) == Some(gw))
-            .find_map(lladdr);
-        let Some(mac) = mac else { continue };
         let public_ip = fdb
             .iter()
-            .filter(|n| n.header.ifindex == dev.index && lladdr(n) == Some(mac))
-            .find_map(dst)
+            .filter(|n| n.mac == Some(mac))
+            .find_map(|n| n.ip)
             .unwrap_or(Ipv4Addr::UNSPECIFIED);
         out.push(Remote {
             subnet: sn,
@@ -590,4 +443,43 @@ pub async fn stale_remotes(h: &Handle, dev: &Device, keep: &[Ipv4Net]) -> Result
         });
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dev() -> Device {
+        Device {
+            name: "flannel.100".into(),
+            index: 7,
+            mac: [2, 0, 0, 0, 0, 1],
+            mtu: 1450,
+            created: false,
+        }
+    }
+
+    #[test]
+    fn stale_routes_are_this_devices_onlink_routes_outside_keep() {
+        let sn = |a: u8| Ipv4Net::new(Ipv4Addr::new(11, a, 0, 0), 20);
+        let onlink = |a: u8, oif: u32| Route4 {
+            dst: sn(a).ip,
+            len: 20,
+            gateway: Some(sn(a).ip),
+            oif: Some(oif),
+        };
+        let routes = [
+            onlink(12, 7),
+            onlink(13, 7),
+            onlink(14, 9), // another device
+            Route4 {
+                dst: Ipv4Addr::UNSPECIFIED,
+                len: 0,
+                gateway: Some(Ipv4Addr::new(10, 0, 0, 1)),
+                oif: Some(7),
+            },
+        ];
+        assert_eq!(stale_routes(&routes, &dev(), &[sn(13)]), vec![sn(12)]);
+        assert!(stale_routes(&routes, &dev(), &[sn(12), sn(13)]).is_empty());
+    }
 }

@@ -1,0 +1,606 @@
+//! The kernel side of an overlay agent (the flannel agent's vxlan and host-gw backends):
+//! links, addresses and routes read back as plain values, the VXLAN device, and per remote
+//! node its neighbour (ARP), bridge FDB and route entries. The agent keeps the policy (what
+//! to program, when, what to log); this keeps the how. Every call is one request on the
+//! session's socket, so an agent awaiting many of them at once pipelines them.
+//!
+//! Equivalent commands, for a remote lease 11.13.0.0/20 of host 10.0.0.4:
+//! ```text
+//! ip neigh replace 11.13.0.0 lladdr <VtepMAC> dev flannel.100 nud permanent
+//! bridge fdb replace <VtepMAC> dev flannel.100 dst 10.0.0.4 self permanent
+//! ip route replace 11.13.0.0/20 via 11.13.0.0 dev flannel.100 onlink
+//! ```
+
+use super::Netlink;
+use anyhow::{Context, Result};
+use futures::TryStreamExt;
+use netlink_packet_route::address::AddressAttribute;
+use netlink_packet_route::link::{
+    InfoData, InfoKind, InfoVxlan, LinkAttribute, LinkInfo, LinkMessage,
+};
+use netlink_packet_route::neighbour::{
+    NeighbourAddress, NeighbourAttribute, NeighbourFlags, NeighbourMessage, NeighbourState,
+};
+use netlink_packet_route::route::RouteType;
+use netlink_packet_route::route::{RouteAddress, RouteAttribute, RouteMessage, RouteProtocol};
+use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
+use rtnetlink::packet_core::{
+    NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_REPLACE,
+    NLM_F_REQUEST,
+};
+use rtnetlink::proto::ConnectionHandle;
+use rtnetlink::{LinkUnspec, LinkVxlan, RouteMessageBuilder};
+use std::net::{IpAddr, Ipv4Addr};
+
+const ENOENT: i32 = 2;
+const ESRCH: i32 = 3;
+const EEXIST: i32 = 17;
+const EADDRNOTAVAIL: i32 = 99;
+
+fn errno(e: &rtnetlink::Error) -> Option<i32> {
+    match e {
+        rtnetlink::Error::NetlinkError(m) => Some(m.raw_code().abs()),
+        _ => None,
+    }
+}
+
+/// Ok(true) when the entry was removed, Ok(false) when it was already gone.
+fn removed(res: Result<(), rtnetlink::Error>) -> Result<bool> {
+    match res {
+        Ok(()) => Ok(true),
+        Err(e) if matches!(errno(&e), Some(ENOENT | ESRCH | EADDRNOTAVAIL)) => Ok(false),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// A link as the agent needs to see it.
+#[derive(Debug, Clone)]
+pub struct Link {
+    pub name: String,
+    pub index: u32,
+    pub mtu: Option<u32>,
+    pub mac: Option<[u8; 6]>,
+    /// Its VXLAN settings; None when it is not a VXLAN link.
+    pub vxlan: Option<VxlanSettings>,
+}
+
+/// The settings of an existing VXLAN link that decide whether it can be reused.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct VxlanSettings {
+    pub vni: Option<u32>,
+    /// Index of the underlay link (0 or None: any).
+    pub link: Option<u32>,
+    pub local: Option<Ipv4Addr>,
+    pub port: Option<u16>,
+    pub l2miss: bool,
+}
+
+/// A VXLAN device to create (`ip link add NAME type vxlan id VNI dev DEV local LOCAL
+/// dstport PORT [nolearning] [gbp] mtu MTU address MAC`).
+#[derive(Debug, Clone)]
+pub struct NewVxlan<'a> {
+    pub name: &'a str,
+    pub vni: u32,
+    pub dev: u32,
+    pub local: Ipv4Addr,
+    pub port: u16,
+    pub learning: bool,
+    pub gbp: bool,
+    pub mtu: u32,
+    pub mac: [u8; 6],
+}
+
+/// An IPv4 route of the main table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Route4 {
+    pub dst: Ipv4Addr,
+    pub len: u8,
+    pub gateway: Option<Ipv4Addr>,
+    pub oif: Option<u32>,
+}
+
+/// `DST/LEN via GATEWAY dev OIF [onlink]`, as it is added or deleted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GatewayRoute {
+    pub dst: Ipv4Addr,
+    pub len: u8,
+    pub gateway: Ipv4Addr,
+    pub oif: u32,
+    pub onlink: bool,
+}
+
+/// A neighbour (ARP) or FDB entry on one device: its IPv4 address (FDB: the remote VTEP)
+/// and link-layer address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Neigh {
+    pub ip: Option<Ipv4Addr>,
+    pub mac: Option<[u8; 6]>,
+}
+
+fn link_of(l: LinkMessage) -> Link {
+    let mut link = Link {
+        name: String::new(),
+        index: l.header.index,
+        mtu: None,
+        mac: None,
+        vxlan: None,
+    };
+    for a in l.attributes {
+        match a {
+            LinkAttribute::IfName(n) => link.name = n,
+            LinkAttribute::Mtu(m) => link.mtu = Some(m),
+            LinkAttribute::Address(m) if m.len() == 6 => {
+                link.mac = Some(<[u8; 6]>::try_from(&m[..]).expect("six bytes"))
+            }
+            LinkAttribute::LinkInfo(infos) => link.vxlan = vxlan_settings(&infos),
+            _ => {}
+        }
+    }
+    link
+}
+
+fn vxlan_settings(infos: &[LinkInfo]) -> Option<VxlanSettings> {
+    if !infos
+        .iter()
+        .any(|i| matches!(i, LinkInfo::Kind(InfoKind::Vxlan)))
+    {
+        return None;
+    }
+    let mut s = VxlanSettings::default();
+    let data = infos.iter().find_map(|i| match i {
+        LinkInfo::Data(InfoData::Vxlan(v)) => Some(v),
+        _ => None,
+    });
+    for i in data.into_iter().flatten() {
+        match i {
+            InfoVxlan::Id(v) => s.vni = Some(*v),
+            InfoVxlan::Link(v) => s.link = Some(*v),
+            InfoVxlan::Local(v) => s.local = Some(*v),
+            InfoVxlan::Port(v) => s.port = Some(*v),
+            InfoVxlan::L2Miss(v) => s.l2miss = *v,
+            _ => {}
+        }
+    }
+    Some(s)
+}
+
+fn route_of(r: &RouteMessage) -> Route4 {
+    let mut out = Route4 {
+        dst: Ipv4Addr::UNSPECIFIED,
+        len: r.header.destination_prefix_length,
+        gateway: None,
+        oif: None,
+    };
+    for a in &r.attributes {
+        match a {
+            RouteAttribute::Destination(RouteAddress::Inet(ip)) => out.dst = *ip,
+            RouteAttribute::Gateway(RouteAddress::Inet(ip)) => out.gateway = Some(*ip),
+            RouteAttribute::Oif(i) => out.oif = Some(*i),
+            _ => {}
+        }
+    }
+    out
+}
+
+fn neigh_of(m: &NeighbourMessage) -> Neigh {
+    let mut n = Neigh {
+        ip: None,
+        mac: None,
+    };
+    for a in &m.attributes {
+        match a {
+            NeighbourAttribute::LinkLayerAddress(l) if l.len() == 6 => {
+                n.mac = Some(<[u8; 6]>::try_from(&l[..]).expect("six bytes"))
+            }
+            NeighbourAttribute::Destination(NeighbourAddress::Inet(ip)) => n.ip = Some(*ip),
+            // bridge (FDB) entries carry the address undecoded
+            NeighbourAttribute::Destination(NeighbourAddress::Other(b)) if b.len() == 4 => {
+                n.ip = Some(Ipv4Addr::new(b[0], b[1], b[2], b[3]))
+            }
+            _ => {}
+        }
+    }
+    n
+}
+
+fn gateway_route_msg(r: &GatewayRoute) -> RouteMessage {
+    let b = RouteMessageBuilder::<Ipv4Addr>::new()
+        .destination_prefix(r.dst, r.len)
+        .gateway(r.gateway)
+        .output_interface(r.oif);
+    if r.onlink {
+        b.onlink().build()
+    } else {
+        b.build()
+    }
+}
+
+fn fdb_msg(ifindex: u32, mac: &[u8; 6], dst: Ipv4Addr) -> NeighbourMessage {
+    let mut fdb = NeighbourMessage::default();
+    fdb.header.family = AddressFamily::Bridge;
+    fdb.header.ifindex = ifindex;
+    fdb.header.flags = NeighbourFlags::Own;
+    fdb.header.state = NeighbourState::Permanent;
+    fdb.attributes
+        .push(NeighbourAttribute::LinkLayerAddress(mac.to_vec()));
+    fdb.attributes
+        .push(NeighbourAttribute::Destination(NeighbourAddress::Inet(dst)));
+    fdb
+}
+
+impl Netlink {
+    /// A session in this process's own namespace, served by a task of the caller's tokio
+    /// runtime (an agent already runs inside its node's namespace: no thread of its own).
+    pub async fn connect() -> Result<Netlink> {
+        let (conn, handle, _) = rtnetlink::new_connection().context("opening netlink")?;
+        tokio::spawn(conn);
+        Ok(Netlink {
+            handle,
+            batch: Some(Batch::open()?),
+        })
+    }
+
+    /// Every link of the namespace.
+    pub async fn links(&self) -> Result<Vec<Link>> {
+        let msgs: Vec<LinkMessage> = self
+            .handle
+            .link()
+            .get()
+            .execute()
+            .try_collect()
+            .await
+            .context("listing links")?;
+        Ok(msgs.into_iter().map(link_of).collect())
+    }
+
+    /// The link named `name`, or None.
+    pub async fn link(&self, name: &str) -> Result<Option<Link>> {
+        Ok(self.links().await?.into_iter().find(|l| l.name == name))
+    }
+
+    /// IPv4 addresses as (link index, address, prefix length), of one link or of all.
+    pub async fn ipv4_addrs(&self, index: Option<u32>) -> Result<Vec<(u32, Ipv4Addr, u8)>> {
+        let mut req = self.handle.address().get();
+        if let Some(i) = index {
+            req = req.set_link_index_filter(i);
+        }
+        let msgs: Vec<_> = req
+            .execute()
+            .try_collect()
+            .await
+            .context("listing addresses")?;
+        let mut out = Vec::new();
+        for m in msgs {
+            for a in &m.attributes {
+                if let AddressAttribute::Address(IpAddr::V4(ip)) = a {
+                    if index.is_none_or(|i| i == m.header.index) {
+                        out.push((m.header.index, *ip, m.header.prefix_len));
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// `ip addr add IP/LEN dev #INDEX`.
+    pub async fn addr_add(&self, index: u32, ip: Ipv4Addr, len: u8) -> Result<()> {
+        Ok(self
+            .handle
+            .address()
+            .add(index, IpAddr::V4(ip), len)
+            .execute()
+            .await?)
+    }
+
+    /// `ip addr del IP dev #INDEX` (every prefix length it carries).
+    pub async fn addr_del(&self, index: u32, ip: Ipv4Addr) -> Result<()> {
+        let msgs: Vec<_> = self
+            .handle
+            .address()
+            .get()
+            .set_link_index_filter(index)
+            .set_address_filter(IpAddr::V4(ip))
+            .execute()
+            .try_collect()
+            .await?;
+        for m in msgs {
+            self.handle.address().del(m).execute().await?;
+        }
+        Ok(())
+    }
+
+    /// `ip link set #INDEX up`.
+    pub async fn link_up(&self, index: u32) -> Result<()> {
+        Ok(self
+            .handle
+            .link()
+            .set(LinkUnspec::new_with_index(index).up().build())
+            .execute()
+            .await?)
+    }
+
+    /// `ip link del #INDEX`.
+    pub async fn link_del(&self, index: u32) -> Result<()> {
+        Ok(self.handle.link().del(index).execute().await?)
+    }
+
+    /// Creates a VXLAN device; Ok(false) when a link of that name already exists.
+    pub async fn add_vxlan(&self, v: &NewVxlan<'_>) -> Result<bool> {
+        let mut b = LinkVxlan::new(v.name, v.vni)
+            .dev(v.dev)
+            .local(v.local)
+            .port(v.port)
+            .learning(v.learning)
+            .mtu(v.mtu)
+            .address(v.mac.to_vec());
+        if v.gbp {
+            b = b.gbp();
+        }
+        match self.handle.link().add(b.build()).execute().await {
+            Ok(()) => Ok(true),
+            Err(e) if errno(&e) == Some(EEXIST) => Ok(false),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Every IPv4 route of the main table.
+    pub async fn ipv4_routes(&self) -> Result<Vec<Route4>> {
+        let msg = RouteMessageBuilder::<Ipv4Addr>::new().build();
+        let msgs: Vec<RouteMessage> = self
+            .handle
+            .route()
+            .get(msg)
+            .execute()
+            .try_collect()
+            .await
+            .context("listing routes")?;
+        Ok(msgs.iter().map(route_of).collect())
+    }
+
+    /// `ip route replace DST/LEN via GW dev OIF [onlink]`.
+    pub async fn route_replace(&self, r: &GatewayRoute) -> Result<()> {
+        Ok(self
+            .handle
+            .route()
+            .add(gateway_route_msg(r))
+            .replace()
+            .execute()
+            .await?)
+    }
+
+    /// `ip route del DST/LEN via GW dev OIF`, whoever added it (any protocol); Ok(false)
+    /// when it was already gone.
+    pub async fn route_del(&self, r: &GatewayRoute) -> Result<bool> {
+        let mut msg = gateway_route_msg(r);
+        msg.header.protocol = RouteProtocol::Unspec;
+        removed(self.handle.route().del(msg).execute().await)
+    }
+
+    /// `ip neigh replace IP lladdr MAC dev #IFINDEX nud permanent`.
+    pub async fn neigh_replace(&self, ifindex: u32, ip: Ipv4Addr, mac: &[u8; 6]) -> Result<()> {
+        Ok(self
+            .handle
+            .neighbours()
+            .add(ifindex, IpAddr::V4(ip))
+            .link_layer_address(mac)
+            .state(NeighbourState::Permanent)
+            .replace()
+            .execute()
+            .await?)
+    }
+
+    /// `ip neigh del IP dev #IFINDEX`; Ok(false) when it was already gone.
+    pub async fn neigh_del(&self, ifindex: u32, ip: Ipv4Addr) -> Result<bool> {
+        let mut arp = NeighbourMessage::default();
+        arp.header.family = AddressFamily::Inet;
+        arp.header.ifindex = ifindex;
+        arp.attributes
+            .push(NeighbourAttribute::Destination(NeighbourAddress::Inet(ip)));
+        removed(self.handle.neighbours().del(arp).execute().await)
+    }
+
+    /// `bridge fdb replace MAC dev #IFINDEX dst DST self permanent`.
+    pub async fn fdb_replace(&self, ifindex: u32, mac: &[u8; 6], dst: Ipv4Addr) -> Result<()> {
+        Ok(self
+            .handle
+            .neighbours()
+            .add_bridge(ifindex, mac)
+            .destination(IpAddr::V4(dst))
+            .flags(NeighbourFlags::Own)
+            .state(NeighbourState::Permanent)
+            .replace()
+            .execute()
+            .await?)
+    }
+
+    /// `bridge fdb del MAC dev #IFINDEX dst DST self`; Ok(false) when it was already gone.
+    pub async fn fdb_del(&self, ifindex: u32, mac: &[u8; 6], dst: Ipv4Addr) -> Result<bool> {
+        removed(
+            self.handle
+                .neighbours()
+                .del(fdb_msg(ifindex, mac, dst))
+                .execute()
+                .await,
+        )
+    }
+
+    /// The IPv4 neighbour entries of one device. The kernel filters the dump by device
+    /// (NDA_IFINDEX) but still walks the neighbours of every namespace to do it, so callers
+    /// ask only when they must.
+    pub async fn neighbours_of(&self, ifindex: u32) -> Result<Vec<Neigh>> {
+        self.entries_of(AddressFamily::Inet, ifindex)
+            .await
+            .context("listing neighbours")
+    }
+
+    /// The bridge FDB entries of one device (`bridge fdb show dev`).
+    pub async fn fdb_of(&self, ifindex: u32) -> Result<Vec<Neigh>> {
+        self.entries_of(AddressFamily::Bridge, ifindex)
+            .await
+            .context("listing fdb entries")
+    }
+
+    async fn entries_of(&self, family: AddressFamily, ifindex: u32) -> Result<Vec<Neigh>> {
+        let mut msg = NeighbourMessage::default();
+        msg.header.family = family;
+        if family == AddressFamily::Inet {
+            // a bridge (FDB) dump reads its filters from another header layout
+            msg.attributes.push(NeighbourAttribute::IfIndex(ifindex));
+        }
+        Ok(self
+            .dump_neighbours(msg)
+            .await?
+            .iter()
+            .filter(|m| m.header.ifindex == ifindex)
+            .map(neigh_of)
+            .collect())
+    }
+
+    /// A neighbour dump of `msg` (rtnetlink's request cannot carry attributes).
+    async fn dump_neighbours(&self, msg: NeighbourMessage) -> Result<Vec<NeighbourMessage>> {
+        let mut req = NetlinkMessage::from(RouteNetlinkMessage::GetNeighbour(msg));
+        req.header.flags = NLM_F_REQUEST | NLM_F_DUMP;
+        let mut replies = self.handle.clone().request(req)?;
+        let mut out = Vec::new();
+        while let Some(reply) = futures::StreamExt::next(&mut replies).await {
+            match reply.payload {
+                NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewNeighbour(m)) => out.push(m),
+                NetlinkPayload::Error(e) => return Err(rtnetlink::Error::NetlinkError(e).into()),
+                _ => {}
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// An entry of a remote node to add, or to replace when it exists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Entry {
+    /// `ip neigh replace IP lladdr MAC dev #IFINDEX nud permanent`
+    Neigh {
+        ifindex: u32,
+        ip: Ipv4Addr,
+        mac: [u8; 6],
+    },
+    /// `bridge fdb replace MAC dev #IFINDEX dst DST self permanent`
+    Fdb {
+        ifindex: u32,
+        mac: [u8; 6],
+        dst: Ipv4Addr,
+    },
+    /// `ip route replace DST/LEN via GW dev OIF [onlink]`
+    Route(GatewayRoute),
+}
+
+impl Entry {
+    fn message(&self) -> NetlinkMessage<RouteNetlinkMessage> {
+        let inner = match self {
+            Entry::Neigh { ifindex, ip, mac } => {
+                let mut m = NeighbourMessage::default();
+                m.header.family = AddressFamily::Inet;
+                m.header.ifindex = *ifindex;
+                m.header.state = NeighbourState::Permanent;
+                m.header.kind = RouteType::Unspec;
+                m.attributes
+                    .push(NeighbourAttribute::Destination(NeighbourAddress::Inet(*ip)));
+                m.attributes
+                    .push(NeighbourAttribute::LinkLayerAddress(mac.to_vec()));
+                RouteNetlinkMessage::NewNeighbour(m)
+            }
+            Entry::Fdb { ifindex, mac, dst } => {
+                RouteNetlinkMessage::NewNeighbour(fdb_msg(*ifindex, mac, *dst))
+            }
+            Entry::Route(r) => RouteNetlinkMessage::NewRoute(gateway_route_msg(r)),
+        };
+        let mut msg = NetlinkMessage::from(inner);
+        msg.header.flags = NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_REPLACE;
+        msg
+    }
+}
+
+/// How many entries go into one system call. The kernel answers each with an
+/// acknowledgement queued on the socket before any is read: this many fit in its receive
+/// buffer with room to spare.
+const ENTRIES_PER_SEND: usize = 96;
+
+/// A netlink socket whose requests are sent many to a datagram, every answer (also the
+/// acknowledgements) returned in order.
+#[derive(Clone)]
+pub(super) struct Batch(ConnectionHandle<RouteNetlinkMessage>);
+
+impl Batch {
+    fn open() -> Result<Batch> {
+        use rtnetlink::proto::sys::{protocols::NETLINK_ROUTE, TokioSocket};
+        let (mut conn, handle, _) = rtnetlink::proto::new_connection_with_socket::<
+            RouteNetlinkMessage,
+            TokioSocket,
+        >(NETLINK_ROUTE)
+        .context("opening netlink")?;
+        conn.set_forward_ack(true);
+        tokio::spawn(conn);
+        Ok(Batch(handle))
+    }
+
+    /// Sends `entries` in one datagram and returns each one's result.
+    async fn send(&self, entries: &[Entry]) -> Vec<Result<()>> {
+        use futures::StreamExt;
+        let sent = self.0.request_batch(
+            entries.iter().map(Entry::message),
+            rtnetlink::proto::sys::SocketAddr::new(0, 0),
+        );
+        let replies: Vec<_> = match sent {
+            Ok(stream) => stream.collect().await,
+            Err(e) => {
+                return entries
+                    .iter()
+                    .map(|_| Err(anyhow::anyhow!("{e}")))
+                    .collect()
+            }
+        };
+        let mut out: Vec<Result<()>> = replies
+            .into_iter()
+            .map(|reply| match reply.payload {
+                NetlinkPayload::Error(e) if e.code.is_some() => {
+                    Err(rtnetlink::Error::NetlinkError(e).into())
+                }
+                NetlinkPayload::Error(_) => Ok(()),
+                other => Err(anyhow::anyhow!("unexpected netlink answer {other:?}")),
+            })
+            .collect();
+        // The kernel answers every message of a datagram in turn; fewer answers would mean
+        // the socket lost some.
+        out.resize_with(entries.len(), || {
+            Err(anyhow::anyhow!(
+                "no answer from the kernel (netlink messages lost)"
+            ))
+        });
+        out
+    }
+}
+
+impl Netlink {
+    /// Adds (or replaces) every entry, in order, and returns each one's result. An agent's
+    /// session sends them many to a system call; the simulator's sends them one by one.
+    pub async fn replace_all(&self, entries: &[Entry]) -> Vec<Result<()>> {
+        let Some(batch) = &self.batch else {
+            let mut out = Vec::with_capacity(entries.len());
+            for e in entries {
+                out.push(self.replace(e).await);
+            }
+            return out;
+        };
+        let mut out = Vec::with_capacity(entries.len());
+        for chunk in entries.chunks(ENTRIES_PER_SEND) {
+            out.extend(batch.send(chunk).await);
+        }
+        out
+    }
+
+    async fn replace(&self, e: &Entry) -> Result<()> {
+        match e {
+            Entry::Neigh { ifindex, ip, mac } => self.neigh_replace(*ifindex, *ip, mac).await,
+            Entry::Fdb { ifindex, mac, dst } => self.fdb_replace(*ifindex, mac, *dst).await,
+            Entry::Route(r) => self.route_replace(r).await,
+        }
+    }
+}
