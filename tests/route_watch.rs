@@ -1,11 +1,11 @@
-//! Readiness from the kernel's route announcements: a wait sleeping on a RouteWatch
+//! Readiness from the kernel's route announcements: a wait sleeping on a Announcements
 //! checks again as soon as a route is added in the namespace it listens to, long before
 //! its fallback interval, and not for a route added in another namespace.
 
 mod common;
 
 use common::{guarded_ns, sh};
-use knetsim::netns::route_watch::RouteWatch;
+use knetsim::netns::route_watch::Announcements;
 use knetsim::wait::{Poll, Wait, Wake};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -29,7 +29,7 @@ fn a_route_added_wakes_the_wait_before_its_fallback_interval() {
         &other,
         "ip link add va type veth peer name vb && ip link set va up && ip link set vb up",
     );
-    let watch = RouteWatch::new();
+    let watch = Announcements::routes();
     watch.listen(&ns).unwrap();
     // A route in another namespace is not announced here.
     sh(&other, "ip route add 11.20.0.0/20 dev va");
@@ -67,4 +67,29 @@ fn a_route_added_wakes_the_wait_before_its_fallback_interval() {
     adder.join().unwrap();
     res.expect("the route announcement ended the wait");
     assert!(checks >= 2, "checked {checks} times");
+}
+
+#[test]
+fn an_nftables_change_wakes_the_wait_and_another_namespaces_does_not() {
+    let Some((mut g, ns)) = guarded_ns("nftwatch-wake") else {
+        return;
+    };
+    let other = g.ns("nftwatch-other");
+    let watch = Announcements::nftables();
+    watch.listen(&ns).unwrap();
+    sh(&other, "nft add table ip elsewhere");
+    assert!(
+        !watch.sleep(Duration::from_millis(200)),
+        "woken by another namespace's nftables change"
+    );
+    let ns2 = ns.clone();
+    let adder = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(100));
+        sh(&ns2, "nft add table ip kube-proxy");
+    });
+    // Woken well before the hour, by the table's announcement.
+    let woke = watch.sleep(Duration::from_secs(3600));
+    adder.join().unwrap();
+    assert!(woke, "the new table was not announced");
+    assert!(sh(&ns, "nft list tables").contains("kube-proxy"));
 }
