@@ -7,7 +7,7 @@
 //! names what was awaited and what was seen last, so the learner knows where to look.
 //!
 //! Where the kernel announces a change (a file written: inotify, [`FileWatch`]; a route
-//! added: netlink, [`crate::netns::route_watch::RouteWatch`]), the wait sleeps on that
+//! added: netlink, [`crate::netns::route_watch::Announcements`]), the wait sleeps on that
 //! instead ([`Wait::wake_on`]) and checks when it fires; `every` is then only the
 //! fallback for what the event does not cover (an agent that died meanwhile).
 

@@ -1,52 +1,92 @@
-//! IPv4 route changes inside a named namespace, from the kernel's own announcements: a
-//! netlink socket opened inside the namespace and subscribed to RTNLGRP_IPV4_ROUTE (what
-//! `ip monitor route` listens to). A readiness wait sleeps on it ([`crate::wait::Wake`])
-//! instead of dumping the routes every few milliseconds; the wait's check still reads
-//! the routes itself, so an announcement is only ever a reason to look again.
+//! Changes inside a named namespace, from the kernel's own announcements: a netlink
+//! socket opened inside the namespace and subscribed to one multicast group, IPv4 routes
+//! (RTNLGRP_IPV4_ROUTE, what `ip monitor route` listens to) or nf_tables (NFNLGRP_NFTABLES,
+//! what `nft monitor` listens to). A readiness wait sleeps on it ([`crate::wait::Wake`])
+//! instead of reading the routes or the ruleset every few milliseconds; the wait's check
+//! still reads them itself, so an announcement is only ever a reason to look again.
 
 use anyhow::{Context, Result};
-use rtnetlink::sys::{protocols::NETLINK_ROUTE, Socket};
+use rtnetlink::sys::{
+    protocols::{NETLINK_NETFILTER, NETLINK_ROUTE},
+    Socket,
+};
 use std::cell::RefCell;
 use std::os::fd::AsFd;
 use std::time::Duration;
 
-/// Route announcements of one namespace at a time: [`RouteWatch::listen`] moves it to the
+/// What a watch hears about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Topic {
+    /// IPv4 routes added, replaced or removed (the overlay's readiness).
+    Ipv4Routes,
+    /// Any nf_tables change: tables, chains, rules, sets, elements (kube-proxy's).
+    Nftables,
+}
+
+impl Topic {
+    fn describe(self) -> &'static str {
+        match self {
+            Topic::Ipv4Routes => "the routes",
+            Topic::Nftables => "the nftables ruleset",
+        }
+    }
+}
+
+/// Announcements of one namespace at a time: [`Announcements::listen`] moves it to the
 /// namespace a wait looks at now (the others' announcements would only wake it for
 /// nothing).
-#[derive(Default)]
-pub struct RouteWatch {
+pub struct Announcements {
+    topic: Topic,
     socket: RefCell<Option<(String, Socket)>>,
 }
 
-impl RouteWatch {
-    pub fn new() -> RouteWatch {
-        RouteWatch::default()
+impl Announcements {
+    /// IPv4 route changes.
+    pub fn routes() -> Announcements {
+        Announcements::on(Topic::Ipv4Routes)
     }
 
-    /// From now on, wakes on route changes in namespace `ns`. Call it before reading
-    /// the routes, so that no change made after the read goes unannounced.
+    /// nf_tables changes (any table of the namespace).
+    pub fn nftables() -> Announcements {
+        Announcements::on(Topic::Nftables)
+    }
+
+    fn on(topic: Topic) -> Announcements {
+        Announcements {
+            topic,
+            socket: RefCell::new(None),
+        }
+    }
+
+    /// From now on, wakes on changes in namespace `ns`. Call it before reading what the
+    /// wait checks, so that no change made after the read goes unannounced.
     pub fn listen(&self, ns: &str) -> Result<()> {
         let mut current = self.socket.borrow_mut();
         if current.as_ref().is_some_and(|(n, _)| n == ns) {
             return Ok(());
         }
-        let socket = super::run_in(ns, subscribe)
-            .with_context(|| format!("watching the routes of namespace '{ns}'"))?;
+        let topic = self.topic;
+        let socket = super::run_in(ns, move || subscribe(topic))
+            .with_context(|| format!("watching {} of namespace '{ns}'", topic.describe()))?;
         *current = Some((ns.to_string(), socket));
         Ok(())
     }
 }
 
-/// A netlink socket of this thread's namespace subscribed to IPv4 route changes.
-fn subscribe() -> Result<Socket> {
-    let mut socket = Socket::new(NETLINK_ROUTE).context("opening a netlink socket")?;
+/// A netlink socket of this thread's namespace subscribed to `topic`'s announcements.
+fn subscribe(topic: Topic) -> Result<Socket> {
+    let (protocol, group) = match topic {
+        Topic::Ipv4Routes => (NETLINK_ROUTE, libc::RTNLGRP_IPV4_ROUTE),
+        Topic::Nftables => (NETLINK_NETFILTER, libc::NFNLGRP_NFTABLES as u32),
+    };
+    let mut socket = Socket::new(protocol).context("opening a netlink socket")?;
     // Unbound, it keeps port id 0, the kernel's own, and the kernel skips the sender's
     // port when it announces: no announcement would arrive.
     socket.bind_auto().context("binding the netlink socket")?;
     socket
-        .add_membership(libc::RTNLGRP_IPV4_ROUTE)
-        .context("subscribing to IPv4 route changes")?;
-    // An overrun only means "something changed": the check reads the routes anyway.
+        .add_membership(group)
+        .with_context(|| format!("subscribing to changes of {}", topic.describe()))?;
+    // An overrun only means "something changed": the check reads for itself anyway.
     socket
         .set_no_enobufs(true)
         .context("setting NETLINK_NO_ENOBUFS")?;
@@ -56,7 +96,7 @@ fn subscribe() -> Result<Socket> {
     Ok(socket)
 }
 
-impl crate::wait::Wake for RouteWatch {
+impl crate::wait::Wake for Announcements {
     fn sleep(&self, timeout: Duration) -> bool {
         let current = self.socket.borrow();
         let Some((_, socket)) = current.as_ref() else {
@@ -83,13 +123,15 @@ mod tests {
 
     #[test]
     fn a_missing_namespace_is_named() {
-        let e = RouteWatch::new().listen("knetsim-no-such-ns").unwrap_err();
+        let e = Announcements::routes()
+            .listen("knetsim-no-such-ns")
+            .unwrap_err();
         assert!(format!("{e:#}").contains("knetsim-no-such-ns"), "{e:#}");
     }
 
     #[test]
     fn without_a_namespace_it_sleeps_the_whole_timeout() {
-        let w = RouteWatch::new();
+        let w = Announcements::routes();
         assert!(!w.sleep(Duration::from_millis(1)));
     }
 }

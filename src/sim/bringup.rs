@@ -4,7 +4,7 @@
 use super::addressing::{FLANNEL_PREFIX, UNDERLAY_PREFIX};
 use super::{BringUpTimes, DaemonKind, DaemonSpec, Sim};
 use crate::components::etcd;
-use crate::netns::route_watch::RouteWatch;
+use crate::netns::route_watch::Announcements;
 use crate::netns::{self, netlink, process};
 use crate::wait::{FileWatch, Poll, Wait};
 use anyhow::{bail, Context, Result};
@@ -332,7 +332,7 @@ fn wait_converged(sim: &Sim, id: &str) -> Result<()> {
     // Workers already seen complete are not asked again; the wait sleeps on the route
     // announcements of the worker it looks at.
     let mut done = 0;
-    let routes = RouteWatch::new();
+    let routes = Announcements::routes();
     Wait::new(
         format!("the overlay routes of C{id} (each worker to the other {want} workers' subnets)"),
         FLANNEL_TIMEOUT,

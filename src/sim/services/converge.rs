@@ -3,6 +3,7 @@
 
 use super::super::{Cluster, DaemonKind, DaemonSpec, Sim, Spawned, Worker};
 use crate::components::kubeproxy::{self, rules};
+use crate::netns::route_watch::Announcements;
 use crate::wait::{Poll, Wait};
 use anyhow::Result;
 use std::time::Duration;
@@ -60,6 +61,11 @@ impl Cluster {
             return Ok(());
         }
         let log = w.dir().join("kube-proxy.log");
+        // Each check runs `nft -j list`, a process of its own: at hundreds of workers,
+        // checking every few milliseconds took CPU from the agents being waited for. The
+        // kernel announces every nf_tables commit, so the wait checks once per change.
+        let changes = Announcements::nftables();
+        changes.listen(&w.ns())?;
         Wait::new(
             format!(
                 "kube-proxy on {} to program the cluster's Services",
@@ -67,7 +73,9 @@ impl Cluster {
             ),
             CONVERGE_TIMEOUT,
         )
-        .every(Duration::from_millis(10))
+        // The fallback interval only catches a kube-proxy that died meanwhile.
+        .every(Duration::from_millis(250))
+        .wake_on(&changes)
         .hint(|| format!("see {}", log.display()))
         .until(|| {
             // One in a crash loop ends the wait with its error.
