@@ -50,6 +50,15 @@ fn ip_loop(n: usize) -> anyhow::Result<(Duration, Duration)> {
     Ok((up, down))
 }
 
+/// The kernel frees a deleted namespace later, in a work queue; until it has, creating new
+/// ones is slower (the first `unshare` after a large teardown was seen to block 150 ms).
+/// Each measurement starts after this pause, so none pays for the one before it.
+const SETTLE: Duration = Duration::from_secs(3);
+
+fn settle() {
+    std::thread::sleep(SETTLE);
+}
+
 /// Mininet's bare hosts on a Linux bridge, when `mn` is installed: the whole run
 /// (start, no test, stop), as its own timer prints it.
 fn mininet(n: usize) -> Option<Duration> {
@@ -122,7 +131,9 @@ fn main() -> anyhow::Result<()> {
     for &n in &sizes {
         // Each baseline runs on a clean slate, before the simulation of its size or after
         // its teardown, so it never pays for the simulator's namespaces.
+        settle();
         let (base_up, base_down) = ip_loop(n as usize)?;
+        settle();
         let instance = format!("bscale{n}");
         let sim = common::new_sim(&instance)?;
         let c = common::declare_c0(&sim, n, 1)?;
@@ -199,6 +210,7 @@ fn main() -> anyhow::Result<()> {
         };
         let (base_n, base_down) = match pods {
             Some((total, pods_up)) => {
+                settle();
                 let (pods_base_up, pods_base_down) = ip_loop(total)?;
                 rows.push(Row {
                     what: format!("{total} pods ({per} per worker)"),
