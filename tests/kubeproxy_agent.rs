@@ -278,3 +278,22 @@ fn agent_programs_from_etcd_and_survives_restart() {
     assert_eq!(ruleset(&t.node), before);
     assert!(connect(&t.client, &web).is_ok());
 }
+
+/// The table check a new node's kube-proxy makes at start, through one nf_tables netlink
+/// request: no table, then the table, and the same answer `read_current` gives.
+#[test]
+fn table_exists_asks_nf_tables_in_the_right_namespace() {
+    use knetsim::components::kubeproxy::{nfnl, read_current, rules};
+    let Some((mut g, ns)) = guarded_ns("kp-table-exists") else {
+        return;
+    };
+    let other = g.ns("kp-table-elsewhere");
+    sh(&other, "nft add table ip kube-proxy");
+    let ask = |ns: &str| netns::run_in(ns, || nfnl::table_exists(rules::TABLE)).unwrap();
+    assert!(!ask(&ns), "another namespace's table was seen");
+    assert!(!read_current(Some(&ns)).unwrap().table);
+    sh(&ns, "nft add table ip kube-proxy");
+    assert!(ask(&ns), "the new table was not seen");
+    assert!(read_current(Some(&ns)).unwrap().table);
+    assert!(ask(&other));
+}

@@ -69,6 +69,15 @@ pub fn list_table_json(ns: Option<&str>) -> Result<Option<String>> {
 
 /// The kernel's current kube-proxy table in `ns`, in the form [`rules::plan`] compares.
 pub fn read_current(ns: Option<&str>) -> Result<rules::Current> {
+    // A new node has no table yet: one netlink question instead of an nft run that fails
+    // (nft answers whatever the question could not, e.g. without nf_tables netlink).
+    let exists = match ns {
+        None => nfnl::table_exists(rules::TABLE),
+        Some(ns) => crate::netns::run_in(ns, || nfnl::table_exists(rules::TABLE)),
+    };
+    if let Ok(false) = exists {
+        return Ok(rules::Current::empty());
+    }
     match list_table_json(ns)? {
         Some(json) => rules::Current::from_nft_json(&json),
         None => Ok(rules::Current::empty()),

@@ -28,6 +28,9 @@ const NETLINK_NETFILTER: libc::c_int = 12;
 const NFNL_SUBSYS_NFTABLES: u16 = 10;
 const NFNL_MSG_BATCH_BEGIN: u16 = 16;
 const NFNL_MSG_BATCH_END: u16 = 17;
+const NFT_MSG_NEWTABLE: u16 = 0;
+const NFT_MSG_GETTABLE: u16 = 1;
+const NFTA_TABLE_NAME: u16 = 1;
 const NFT_MSG_NEWRULE: u16 = 6;
 const NFT_MSG_NEWSET: u16 = 9;
 const NFT_MSG_NEWSETELEM: u16 = 12;
@@ -305,6 +308,49 @@ pub fn encode(table: &str, rules: &[BalancerRule], first_set: u32) -> Result<Vec
 fn last_acked_seq(rules: usize) -> u32 {
     // batch begin (0), then 3 messages per rule; the last NEWRULE is 3 * rules.
     (3 * rules) as u32
+}
+
+/// Whether table `ip NAME` exists in this thread's network namespace: one nf_tables
+/// GETTABLE request answered inside the kernel, where `nft -j list table` would be a
+/// process of its own (at bring-up every new node's kube-proxy asks this at once).
+pub fn table_exists(table: &str) -> Result<bool> {
+    use rtnetlink::sys::{protocols::NETLINK_NETFILTER as PROTOCOL, Socket, SocketAddr};
+    let mut w = Writer::new();
+    w.begin(
+        (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_GETTABLE,
+        NLM_F_REQUEST | NLM_F_ACK,
+        NFPROTO_IPV4,
+        0,
+    );
+    w.str(NFTA_TABLE_NAME, table);
+    w.end();
+    let mut socket = Socket::new(PROTOCOL)
+        .context("opening an nf_tables netlink socket (is nf_tables available?)")?;
+    socket.bind_auto().context("binding the netlink socket")?;
+    socket
+        .send_to(&w.buf, &SocketAddr::new(0, 0), 0)
+        .context("asking nf_tables for a table")?;
+    let mut answer = Vec::with_capacity(8192);
+    socket
+        .recv(&mut answer, 0)
+        .context("reading nf_tables' answer")?;
+    // The first message says it: the table itself, or an error (ENOENT: there is none).
+    if answer.len() < 16 {
+        bail!("a short answer from nf_tables ({} bytes)", answer.len());
+    }
+    let ty = u16::from_ne_bytes([answer[4], answer[5]]);
+    if ty == (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_NEWTABLE {
+        return Ok(true);
+    }
+    if ty == NLMSG_ERROR && answer.len() >= 20 {
+        let code = i32::from_ne_bytes([answer[16], answer[17], answer[18], answer[19]]);
+        if code == -libc::ENOENT {
+            return Ok(false);
+        }
+        return Err(std::io::Error::from_raw_os_error(-code))
+            .with_context(|| format!("asking nf_tables for table ip {table}"));
+    }
+    bail!("an unexpected answer from nf_tables (message type {ty:#x})")
 }
 
 struct Fd(libc::c_int);
