@@ -30,6 +30,21 @@ fn worker(g: &mut Guard, test: &str, subnet: &str, bin_dir: PathBuf) -> WorkerCn
     }
 }
 
+/// As root: a guard and a worker `<test>-w` whose plugins are the real ones, except
+/// `broken` (see [`bin_dir_with_broken`]); otherwise None, the skip said.
+fn setup(test: &str, subnet: &str, broken: Option<&str>) -> Option<(Guard, WorkerCni)> {
+    if !root_or_skip() {
+        return None;
+    }
+    let mut g = Guard::default();
+    let bin = match broken {
+        Some(plugin) => bin_dir_with_broken(&mut g, test, plugin),
+        None => PathBuf::from(cni_path()),
+    };
+    let cni = worker(&mut g, test, subnet, bin);
+    Some((g, cni))
+}
+
 /// Pods `<test>-<name>`, their namespaces not made yet (the guard removes them).
 fn pods(g: &mut Guard, test: &str, names: &[&str]) -> Vec<Pod> {
     names
@@ -101,12 +116,10 @@ fn ip(r: &anyhow::Result<Attachment>) -> &str {
 
 #[test]
 fn addresses_follow_the_order_given_and_both_plugins_take_effect() {
-    if !root_or_skip() {
-        return;
-    }
-    let mut g = Guard::default();
     let test = "cniorder";
-    let cni = worker(&mut g, test, "11.12.16.1/20", PathBuf::from(cni_path()));
+    let Some((mut g, cni)) = setup(test, "11.12.16.1/20", None) else {
+        return;
+    };
     // Not in name order, one that cannot be prepared, and a stop before the last.
     let pods = pods(&mut g, test, &["z", "bad", "a", "late"]);
     let results = cni.add_all(&pods, |i| match i {
@@ -142,13 +155,10 @@ fn addresses_follow_the_order_given_and_both_plugins_take_effect() {
 
 #[test]
 fn a_failing_loopback_rolls_its_pod_back() {
-    if !root_or_skip() {
-        return;
-    }
-    let mut g = Guard::default();
     let test = "cnilofail";
-    let bin = bin_dir_with_broken(&mut g, test, "loopback");
-    let cni = worker(&mut g, test, "11.12.16.1/20", bin);
+    let Some((mut g, cni)) = setup(test, "11.12.16.1/20", Some("loopback")) else {
+        return;
+    };
     let pods = pods(&mut g, test, &["p1", "p2"]);
     let results = cni.add_all(&pods, |i| make_ns(&pods[i]));
     for r in &results {
@@ -176,14 +186,12 @@ fn a_failing_loopback_rolls_its_pod_back() {
 
 #[test]
 fn a_failing_bridge_add_rolls_its_pod_back() {
-    if !root_or_skip() {
-        return;
-    }
-    let mut g = Guard::default();
     let test = "cnibrfail";
     // A /30 has one address for a pod beside the gateway: the second bridge ADD fails
     // in host-local, after the bridge plugin made the pod's veth.
-    let cni = worker(&mut g, test, "11.12.16.1/30", PathBuf::from(cni_path()));
+    let Some((mut g, cni)) = setup(test, "11.12.16.1/30", None) else {
+        return;
+    };
     let pods = pods(&mut g, test, &["p1", "p2"]);
     let results = cni.add_all(&pods, |i| make_ns(&pods[i]));
     assert_eq!(ip(&results[0]), "11.12.16.2");
