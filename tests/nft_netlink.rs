@@ -36,6 +36,17 @@ fn net(s: &str) -> Ipv4Net {
     s.parse().unwrap()
 }
 
+/// Fresh namespaces of these names, removed when the guard drops; None (the test is
+/// skipped, saying why) without root.
+fn namespaces<const N: usize>(names: [&str; N]) -> Option<(Guard, [String; N])> {
+    if !root_or_skip() {
+        return None;
+    }
+    let mut g = Guard::default();
+    let made = names.map(|n| g.ns(n));
+    Some((g, made))
+}
+
 fn assert_same(text_ns: &str, batch_ns: &str, table: &str, case: &str) {
     let (want_json, want_text) = listings(text_ns, table);
     let (got_json, got_text) = listings(batch_ns, table);
@@ -45,12 +56,9 @@ fn assert_same(text_ns: &str, batch_ns: &str, table: &str, case: &str) {
 
 #[test]
 fn flannel_table_lists_exactly_as_nft_writes_it() {
-    if !root_or_skip() {
+    let Some((_g, [text_ns, batch_ns])) = namespaces(["nftnl-fl-text", "nftnl-fl-batch"]) else {
         return;
-    }
-    let mut g = Guard::default();
-    let text_ns = g.ns("nftnl-flannel-text");
-    let batch_ns = g.ns("nftnl-flannel-batch");
+    };
     // Byte-aligned and other prefixes, with and without --ip-masq and fully-random; each
     // case is applied over the one before, as a restarted agent does.
     let cases = [
@@ -97,12 +105,9 @@ fn flannel_table_lists_exactly_as_nft_writes_it() {
 
 #[test]
 fn kube_proxy_empty_table_lists_exactly_as_nft_writes_it() {
-    if !root_or_skip() {
+    let Some((_g, [text_ns, batch_ns])) = namespaces(["nftnl-kp-text", "nftnl-kp-batch"]) else {
         return;
-    }
-    let mut g = Guard::default();
-    let text_ns = g.ns("nftnl-kp-text");
-    let batch_ns = g.ns("nftnl-kp-batch");
+    };
     kubeproxy::apply_transaction(Some(&text_ns), &skeleton::skeleton_text()).unwrap();
     kubeproxy::create_empty_table(Some(&batch_ns)).unwrap();
     assert_same(
@@ -124,14 +129,12 @@ fn kube_proxy_empty_table_lists_exactly_as_nft_writes_it() {
 
 #[test]
 fn a_refused_batch_names_its_message_and_changes_nothing() {
-    if !root_or_skip() {
+    let Some((_g, [ns])) = namespaces(["nftnl-refused"]) else {
         return;
-    }
-    let mut g = Guard::default();
-    let ns = g.ns("nftnl-refused");
+    };
     let mut b = batch::Batch::new();
     b.add_table("nftnl-first", 0, None);
-    b.add_rule("nftnl-first", "no-such-chain", &[], None);
+    b.add_rule("nftnl-first", "no-such-chain", &[], None, None);
     let e = format!(
         "{:#}",
         batch::apply(Some(&ns), b.finish().unwrap()).unwrap_err()
@@ -149,11 +152,9 @@ fn a_refused_batch_names_its_message_and_changes_nothing() {
 
 #[test]
 fn a_table_another_program_owns_ends_ip_masq_with_the_reason() {
-    if !root_or_skip() {
+    let Some((_g, [ns])) = namespaces(["nftnl-owned"]) else {
         return;
-    }
-    let mut g = Guard::default();
-    let ns = g.ns("nftnl-owned");
+    };
     // A table with flag owner (NFT_TABLE_F_OWNER) lives as long as its socket; nobody
     // else may change or delete it.
     let owner = netns::run_in(&ns, || {

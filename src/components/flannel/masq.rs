@@ -10,7 +10,7 @@
 
 use super::log;
 use super::subnet::Ipv4Net;
-use crate::components::nft::batch::{self, BaseChain, Batch, Encoded, Hook, NftError};
+use crate::components::nft::batch::{self, BaseChain, Batch, Encoded, NftError};
 use crate::components::nft::expr::{self, CmpOp, Expr, IpField, Verdict};
 use anyhow::Result;
 
@@ -87,7 +87,7 @@ pub fn batch(
     b.add_table(TABLE, 0, Some(TABLE_COMMENT));
     let forward = BaseChain {
         kind: "filter",
-        hook: Hook::Forward,
+        hook: "forward",
         priority: batch::PRIORITY_FILTER,
         policy_accept: false,
     };
@@ -97,12 +97,12 @@ pub fn batch(
     for field in [IpField::Saddr, IpField::Daddr] {
         let mut r = ip(field, CmpOp::Eq, network);
         r.push(accept.clone());
-        b.add_rule(TABLE, FORWARD_CHAIN, &r, None);
+        b.add_rule(TABLE, FORWARD_CHAIN, &r, None, None);
     }
     if ip_masq {
         let postrouting = BaseChain {
             kind: "nat",
-            hook: Hook::Postrouting,
+            hook: "postrouting",
             priority: batch::PRIORITY_SRCNAT,
             policy_accept: false,
         };
@@ -134,7 +134,7 @@ pub fn batch(
             [ip(s, ne, network), ip(d, eq, network), vec![masq]].concat(),
         ];
         for r in rules {
-            b.add_rule(TABLE, POSTRTG_CHAIN, &r, None);
+            b.add_rule(TABLE, POSTRTG_CHAIN, &r, None, None);
         }
     }
     b.finish()

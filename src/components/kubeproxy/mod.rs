@@ -6,7 +6,9 @@
 //! - [`rules`]: the table as typed data and the pure state -> `nft -f -` transaction
 //!   function (incremental).
 //! - [`nfnl`]: the bulk path of a large first sync, balancer rules as nf_tables netlink
-//!   batches. Every other change goes through `nft -f -`: one readable, atomic
+//!   batches (on the shared writer, [`crate::components::nft::batch`], which also writes a
+//!   new node's empty table: [`create_empty_table`]). Every other change goes through
+//!   `nft -f -`: one readable, atomic
 //!   transaction a learner can print, and cheap when it adds a few anonymous sets; only
 //!   thousands of them in one table make the kernel's per-set work add up.
 //! - [`agent`]: the daemon (list + watch etcd, debounce, one atomic transaction per sync).

@@ -22,20 +22,15 @@
 //! had written it (tests/kubeproxy_firstsync.rs compares the two listings).
 
 use super::rules::table::Balancer;
-use crate::components::nft::batch::{
-    Batch, Encoded, NFT_MSG_NEWRULE, NFT_MSG_NEWSET, NFT_MSG_NEWSETELEM, NLM_F_APPEND,
-    NLM_F_CREATE, NLM_F_EXCL,
-};
-use crate::components::nft::expr::{Expr, Verdict, REG_1, REG_VERDICT};
+use crate::components::nft::batch::{flags, Batch, Encoded, Msg, Set};
+use crate::components::nft::expr::{Expr, Verdict};
 use anyhow::{bail, Result};
 
 const NFT_SET_ANONYMOUS: u32 = 0x1;
 const NFT_SET_CONSTANT: u32 = 0x2;
 const NFT_SET_MAP: u32 = 0x8;
-const NFT_DATA_VERDICT: u32 = 0xffff_ff00;
 /// nft's datatype number for `integer`, the type of a numgen result.
 const TYPE_INTEGER: u32 = 4;
-const NFT_NG_RANDOM: u32 = 1;
 
 /// The set user data nft writes for `numgen ... vmap { }`: key in host byte order, data
 /// typeof verdict, no interval data (identical for every such set).
@@ -94,26 +89,21 @@ pub fn encode(table: &str, rules: &[BalancerRule], first_set: u32) -> Result<Enc
         let targets = &b.balancer.targets;
         let n = targets.len() as u32;
         let rule = format!("balancer rule {} of {count} (chain {})", i + 1, b.chain);
+        let anonymous = Set {
+            name: &set,
+            flags: NFT_SET_ANONYMOUS | NFT_SET_CONSTANT | NFT_SET_MAP,
+            key_type: TYPE_INTEGER,
+            key_len: 4,
+            verdict_map: true,
+            id: set_id,
+            size: Some(n),
+            udata: &SET_UDATA,
+        };
+        let what = format!("creating the anonymous set of {rule}");
+        batch.add_set(table, &anonymous, true, what);
         batch.message(
-            NFT_MSG_NEWSET,
-            NLM_F_CREATE | NLM_F_EXCL,
-            format!("creating the anonymous set of {rule}"),
-            |w| {
-                w.str(1, table); // NFTA_SET_TABLE
-                w.str(2, &set); // NFTA_SET_NAME
-                w.be32(3, NFT_SET_ANONYMOUS | NFT_SET_CONSTANT | NFT_SET_MAP); // NFTA_SET_FLAGS
-                w.be32(4, TYPE_INTEGER); // NFTA_SET_KEY_TYPE
-                w.be32(5, 4); // NFTA_SET_KEY_LEN
-                w.be32(6, NFT_DATA_VERDICT); // NFTA_SET_DATA_TYPE
-                w.be32(7, 0); // NFTA_SET_DATA_LEN
-                w.be32(10, set_id); // NFTA_SET_ID
-                w.nested(9, |w| w.be32(1, n)); // NFTA_SET_DESC { NFTA_SET_DESC_SIZE }
-                w.attr(13, &SET_UDATA); // NFTA_SET_USERDATA
-            },
-        );
-        batch.message(
-            NFT_MSG_NEWSETELEM,
-            NLM_F_CREATE,
+            Msg::NewSetElem,
+            flags::CREATE,
             format!("adding the elements of {rule}"),
             |w| {
                 w.str(1, table); // NFTA_SET_ELEM_LIST_TABLE
@@ -133,35 +123,16 @@ pub fn encode(table: &str, rules: &[BalancerRule], first_set: u32) -> Result<Enc
                 });
             },
         );
-        batch.message(
-            NFT_MSG_NEWRULE,
-            NLM_F_CREATE | NLM_F_APPEND,
-            format!("adding {rule}"),
-            |w| {
-                w.str(1, table); // NFTA_RULE_TABLE
-                w.str(2, &b.chain); // NFTA_RULE_CHAIN
-                w.nested(4, |w| {
-                    // NFTA_RULE_EXPRESSIONS
-                    Expr::Counter.write(w);
-                    w.expr("numgen", |w| {
-                        w.be32(1, REG_1); // NFTA_NG_DREG
-                        w.be32(2, n); // NFTA_NG_MODULUS
-                        w.be32(3, NFT_NG_RANDOM); // NFTA_NG_TYPE
-                        w.be32(4, 0); // NFTA_NG_OFFSET
-                    });
-                    w.expr("lookup", |w| {
-                        w.be32(2, REG_1); // NFTA_LOOKUP_SREG
-                        w.be32(3, REG_VERDICT); // NFTA_LOOKUP_DREG
-                        w.str(1, &set); // NFTA_LOOKUP_SET
-                        w.be32(4, set_id); // NFTA_LOOKUP_SET_ID
-                    });
-                });
-                if let Some(c) = &b.comment {
-                    // NFTA_RULE_USERDATA
-                    w.attr(7, &crate::components::nft::wire::comment_udata(c));
-                }
+        let exprs = [
+            Expr::Counter,
+            Expr::NumgenRandom { modulus: n },
+            Expr::Lookup {
+                set,
+                vmap: true,
+                id: Some(set_id),
             },
-        );
+        ];
+        batch.add_rule(table, &b.chain, &exprs, b.comment.as_deref(), Some(rule));
     }
     match batch.finish() {
         Ok(e) => Ok(e),

@@ -14,45 +14,55 @@ use super::wire::{comment_udata, Writer};
 use std::fmt;
 
 const NFNL_SUBSYS_NFTABLES: u16 = 10;
-const NFNL_MSG_BATCH_BEGIN: u16 = 16;
-const NFNL_MSG_BATCH_END: u16 = 17;
-const NFT_MSG_NEWTABLE: u16 = 0;
-const NFT_MSG_GETTABLE: u16 = 1;
-const NFT_MSG_DELTABLE: u16 = 2;
-const NFT_MSG_NEWCHAIN: u16 = 3;
-pub(crate) const NFT_MSG_NEWRULE: u16 = 6;
-const NFT_MSG_DELRULE: u16 = 8;
-pub(crate) const NFT_MSG_NEWSET: u16 = 9;
-pub(crate) const NFT_MSG_NEWSETELEM: u16 = 12;
-
-pub(crate) const NLM_F_REQUEST: u16 = 0x1;
-const NLM_F_ACK: u16 = 0x4;
-pub(crate) const NLM_F_EXCL: u16 = 0x200;
-pub(crate) const NLM_F_CREATE: u16 = 0x400;
-pub(crate) const NLM_F_APPEND: u16 = 0x800;
+/// NFNL_MSG_BATCH_BEGIN and NFNL_MSG_BATCH_END.
+const BATCH: [u16; 2] = [16, 17];
 const NLMSG_ERROR: u16 = 2;
 const NFPROTO_IPV4: u8 = 2;
 const NETLINK_NETFILTER: libc::c_int = 12;
 
+/// The nf_tables message types used here (NFT_MSG_*).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Msg {
+    NewTable = 0,
+    GetTable = 1,
+    DelTable = 2,
+    NewChain = 3,
+    NewRule = 6,
+    DelRule = 8,
+    NewSet = 9,
+    NewSetElem = 12,
+}
+
+impl Msg {
+    fn netlink_type(self) -> u16 {
+        (NFNL_SUBSYS_NFTABLES << 8) | self as u16
+    }
+}
+
+const REQUEST: u16 = 0x1;
+const ACK: u16 = 0x4;
+
+/// Netlink message flags (NLM_F_*) of a [`Batch::message`].
+pub mod flags {
+    pub const EXCL: u16 = 0x200;
+    pub const CREATE: u16 = 0x400;
+    pub const APPEND: u16 = 0x800;
+}
+use flags::{APPEND, CREATE};
+
 /// nftnl's limit for a comment (NFTNL_UDATA_COMMENT_MAXLEN); nft refuses longer ones.
 const MAX_COMMENT: usize = 128;
 
-/// The netfilter hook a base chain is attached to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Hook {
-    Prerouting = 0,
-    Input = 1,
-    Forward = 2,
-    Output = 3,
-    Postrouting = 4,
-}
+/// The netfilter hooks of family ip, by nft's names, in their kernel order (NF_INET_*).
+const HOOKS: [&str; 5] = ["prerouting", "input", "forward", "output", "postrouting"];
 
 /// A base chain's type, hook and priority (`type nat hook postrouting priority srcnat`),
 /// and whether `policy accept` was written (nft sends the policy only then).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BaseChain {
     pub kind: &'static str,
-    pub hook: Hook,
+    /// One of nft's hook names: prerouting, input, forward, output, postrouting.
+    pub hook: &'static str,
     pub priority: i32,
     pub policy_accept: bool,
 }
@@ -146,7 +156,7 @@ impl Default for Batch {
 impl Batch {
     pub fn new() -> Batch {
         let mut w = Writer::new();
-        w.begin(NFNL_MSG_BATCH_BEGIN, NLM_F_REQUEST, 0, NFNL_SUBSYS_NFTABLES);
+        w.begin(BATCH[0], REQUEST, 0, NFNL_SUBSYS_NFTABLES);
         w.end();
         Batch {
             w,
@@ -164,24 +174,47 @@ impl Batch {
         self.len() == 0
     }
 
-    /// One nf_tables message of type `msg` (NFT_MSG_*), described by `what` in errors;
-    /// `body` writes its attributes.
+    /// One nf_tables message, described by `what` in errors; `body` writes its attributes.
     pub fn message(
         &mut self,
-        msg: u16,
+        msg: Msg,
         flags: u16,
         what: impl Into<String>,
         body: impl FnOnce(&mut Writer),
     ) {
-        self.w.begin(
-            (NFNL_SUBSYS_NFTABLES << 8) | msg,
-            NLM_F_REQUEST | flags,
-            NFPROTO_IPV4,
-            0,
-        );
+        self.w
+            .begin(msg.netlink_type(), REQUEST | flags, NFPROTO_IPV4, 0);
         body(&mut self.w);
         self.w.end();
         self.what.push(what.into());
+    }
+
+    /// A message that names `table` (attribute 1) and a `(kind, attribute, name)` in it, with
+    /// an optional comment as user data in `(attribute, text)`; both checked first.
+    fn named(
+        &mut self,
+        (msg, flags): (Msg, u16),
+        what: String,
+        table: &str,
+        name: Option<(&str, u16, &str)>,
+        comment: Option<(u16, &str)>,
+        body: impl FnOnce(&mut Writer),
+    ) {
+        self.check_name("table", table);
+        if let Some((kind, _, n)) = name {
+            self.check_name(kind, n);
+        }
+        self.check_comment(comment.map(|c| c.1));
+        self.message(msg, flags, what, |w| {
+            w.str(1, table);
+            if let Some((_, ty, n)) = name {
+                w.str(ty, n);
+            }
+            body(w);
+            if let Some((ty, c)) = comment {
+                w.attr(ty, &comment_udata(c));
+            }
+        });
     }
 
     /// Checks a name (table, chain, set) as the kernel would, remembering the first bad one.
@@ -210,31 +243,18 @@ impl Batch {
 
     /// `add table ip NAME [{ flags ...; comment "..." ; }]` (`flags`: NFT_TABLE_F_*).
     pub fn add_table(&mut self, table: &str, flags: u32, comment: Option<&str>) {
-        self.check_name("table", table);
-        self.check_comment(comment);
-        self.message(
-            NFT_MSG_NEWTABLE,
-            NLM_F_CREATE,
-            format!("adding table ip {table}"),
-            |w| {
-                w.str(1, table); // NFTA_TABLE_NAME
-                w.be32(2, flags); // NFTA_TABLE_FLAGS
-                if let Some(c) = comment {
-                    w.attr(6, &comment_udata(c)); // NFTA_TABLE_USERDATA
-                }
-            },
-        );
+        let what = format!("adding table ip {table}");
+        // NFTA_TABLE_FLAGS; the comment is NFTA_TABLE_USERDATA
+        let c = comment.map(|c| (6, c));
+        self.named((Msg::NewTable, CREATE), what, table, None, c, |w| {
+            w.be32(2, flags)
+        });
     }
 
     /// `delete table ip NAME`.
     pub fn delete_table(&mut self, table: &str) {
-        self.check_name("table", table);
-        self.message(
-            NFT_MSG_DELTABLE,
-            0,
-            format!("deleting table ip {table}"),
-            |w| w.str(1, table),
-        );
+        let what = format!("deleting table ip {table}");
+        self.named((Msg::DelTable, 0), what, table, None, None, |_| {});
     }
 
     /// `add chain ip TABLE NAME [{ type .. hook .. priority .. ; [policy accept ;] [comment ..] }]`.
@@ -245,67 +265,85 @@ impl Batch {
         base: Option<BaseChain>,
         comment: Option<&str>,
     ) {
-        self.check_name("chain", chain);
-        self.check_comment(comment);
-        self.message(
-            NFT_MSG_NEWCHAIN,
-            NLM_F_CREATE,
-            format!("adding chain {chain} to table ip {table}"),
-            |w| {
-                w.str(1, table); // NFTA_CHAIN_TABLE
-                w.str(3, chain); // NFTA_CHAIN_NAME
-                if let Some(b) = base {
-                    w.str(7, b.kind); // NFTA_CHAIN_TYPE
-                    w.nested(4, |w| {
-                        // NFTA_CHAIN_HOOK
-                        w.be32(1, b.hook as u32); // NFTA_HOOK_HOOKNUM
-                        w.be32(2, b.priority as u32); // NFTA_HOOK_PRIORITY
-                    });
-                    if b.policy_accept {
-                        w.be32(5, 1); // NFTA_CHAIN_POLICY: NF_ACCEPT
-                    }
-                }
-                if let Some(c) = comment {
-                    w.attr(12, &comment_udata(c)); // NFTA_CHAIN_USERDATA
-                }
-            },
-        );
+        let what = format!("adding chain {chain} to table ip {table}");
+        // NFTA_CHAIN_NAME; the comment is NFTA_CHAIN_USERDATA
+        let (name, c) = (Some(("chain", 3, chain)), comment.map(|c| (12, c)));
+        let hook = base.map(|b| HOOKS.iter().position(|h| *h == b.hook));
+        if let (Some(None), Some(b)) = (hook, base) {
+            self.invalid.get_or_insert(NftError::Invalid {
+                what: format!("hook {:?} of chain {chain}", b.hook),
+                cause: format!("family ip has the hooks {}", HOOKS.join(", ")),
+            });
+        }
+        self.named((Msg::NewChain, CREATE), what, table, name, c, |w| {
+            let (Some(b), Some(Some(hook))) = (base, hook) else {
+                return;
+            };
+            w.str(7, b.kind); // NFTA_CHAIN_TYPE
+            w.nested(4, |w| {
+                // NFTA_CHAIN_HOOK
+                w.be32(1, hook as u32); // NFTA_HOOK_HOOKNUM
+                w.be32(2, b.priority as u32); // NFTA_HOOK_PRIORITY
+            });
+            if b.policy_accept {
+                w.be32(5, 1); // NFTA_CHAIN_POLICY: NF_ACCEPT
+            }
+        });
     }
 
     /// `flush chain ip TABLE NAME`: deletes its rules.
     pub fn flush_chain(&mut self, table: &str, chain: &str) {
-        self.message(
-            NFT_MSG_DELRULE,
-            0,
-            format!("flushing chain {chain} of table ip {table}"),
-            |w| {
-                w.str(1, table); // NFTA_RULE_TABLE
-                w.str(2, chain); // NFTA_RULE_CHAIN
-            },
+        let what = format!("flushing chain {chain} of table ip {table}");
+        // NFTA_RULE_CHAIN
+        self.named(
+            (Msg::DelRule, 0),
+            what,
+            table,
+            Some(("chain", 2, chain)),
+            None,
+            |_| {},
         );
     }
 
-    /// `add rule ip TABLE CHAIN EXPRESSIONS [comment "..."]`, appended.
-    pub fn add_rule(&mut self, table: &str, chain: &str, exprs: &[Expr], comment: Option<&str>) {
-        self.check_comment(comment);
-        self.message(
-            NFT_MSG_NEWRULE,
-            NLM_F_CREATE | NLM_F_APPEND,
-            format!("adding a rule to chain {chain} of table ip {table}"),
-            |w| {
-                w.str(1, table); // NFTA_RULE_TABLE
-                w.str(2, chain); // NFTA_RULE_CHAIN
-                w.nested(4, |w| {
-                    // NFTA_RULE_EXPRESSIONS
-                    for e in exprs {
-                        e.write(w);
-                    }
-                });
-                if let Some(c) = comment {
-                    w.attr(7, &comment_udata(c)); // NFTA_RULE_USERDATA
-                }
-            },
-        );
+    /// `add rule ip TABLE CHAIN EXPRESSIONS [comment "..."]`, appended; `what` names it in
+    /// errors (None: "a rule to chain ...").
+    pub fn add_rule(
+        &mut self,
+        table: &str,
+        chain: &str,
+        exprs: &[Expr],
+        comment: Option<&str>,
+        what: Option<String>,
+    ) {
+        let what = what.unwrap_or_else(|| format!("a rule to chain {chain} of table ip {table}"));
+        // NFTA_RULE_CHAIN; the comment is NFTA_RULE_USERDATA
+        let (name, c) = (Some(("chain", 2, chain)), comment.map(|c| (7, c)));
+        let op = (Msg::NewRule, CREATE | APPEND);
+        self.named(op, format!("adding {what}"), table, name, c, |w| {
+            // NFTA_RULE_EXPRESSIONS
+            w.nested(4, |w| exprs.iter().for_each(|e| e.write(w)));
+        });
+    }
+
+    /// `add set|map ip TABLE NAME { ... }` as nft describes it ([`Set`]); `exclusive`: fail
+    /// when it exists (nft's anonymous sets), else keep an existing one (`add`).
+    pub fn add_set(&mut self, table: &str, set: &Set, exclusive: bool, what: String) {
+        let flags = CREATE | if exclusive { flags::EXCL } else { 0 };
+        let name = Some(("set", 2, set.name)); // NFTA_SET_NAME
+        self.named((Msg::NewSet, flags), what, table, name, None, |w| {
+            w.be32(3, set.flags); // NFTA_SET_FLAGS
+            w.be32(4, set.key_type); // NFTA_SET_KEY_TYPE
+            w.be32(5, set.key_len); // NFTA_SET_KEY_LEN
+            if set.verdict_map {
+                w.be32(6, 0xffff_ff00); // NFTA_SET_DATA_TYPE: NFT_DATA_VERDICT
+                w.be32(7, 0); // NFTA_SET_DATA_LEN
+            }
+            w.be32(10, set.id); // NFTA_SET_ID
+            if let Some(n) = set.size {
+                w.nested(9, |w| w.be32(1, n)); // NFTA_SET_DESC { NFTA_SET_DESC_SIZE }
+            }
+            w.attr(13, set.udata); // NFTA_SET_USERDATA
+        });
     }
 
     /// Ends the batch; the last message asks for the ack [`Session::apply`] waits for.
@@ -321,16 +359,34 @@ impl Batch {
         }
         let last = (self.what.len() - 1) as u32;
         if last > 0 {
-            self.w.add_flags(NLM_F_ACK);
+            self.w.add_flags(ACK);
         }
-        self.w
-            .begin(NFNL_MSG_BATCH_END, NLM_F_REQUEST, 0, NFNL_SUBSYS_NFTABLES);
+        self.w.begin(BATCH[1], REQUEST, 0, NFNL_SUBSYS_NFTABLES);
         self.w.end();
         Ok(Encoded {
             buf: self.w.buf,
             what: self.what,
         })
     }
+}
+
+/// A set or map as nft describes it to the kernel.
+#[derive(Debug, Clone, Copy)]
+pub struct Set<'a> {
+    pub name: &'a str,
+    /// NFT_SET_* flags: anonymous 0x1, constant 0x2, map 0x8.
+    pub flags: u32,
+    /// nft's datatype number of the key (a concatenation: its parts' numbers 6 bits apart).
+    pub key_type: u32,
+    pub key_len: u32,
+    /// A verdict map: its data are verdicts.
+    pub verdict_map: bool,
+    /// Its id in the batch: elements and lookups of the same batch may name it by id.
+    pub id: u32,
+    /// The number of elements, when nft gives it (anonymous sets).
+    pub size: Option<u32>,
+    /// nft's user data: key and data byte order, key description, comment.
+    pub udata: &'a [u8],
 }
 
 /// A finished batch, ready to send.
@@ -422,6 +478,7 @@ impl Session {
     }
 
     fn send(&self, buf: &[u8]) -> Result<(), NftError> {
+        // SAFETY: sockaddr_nl is plain data; all zeros is the kernel's address.
         let mut addr: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
         addr.nl_family = libc::AF_NETLINK as libc::sa_family_t;
         // SAFETY: the buffer and address outlive the call.
@@ -507,12 +564,7 @@ impl Session {
     /// Whether table `ip NAME` exists: one GETTABLE request answered inside the kernel.
     pub fn table_exists(&self, table: &str) -> Result<bool, NftError> {
         let mut w = Writer::new();
-        w.begin(
-            (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_GETTABLE,
-            NLM_F_REQUEST | NLM_F_ACK,
-            NFPROTO_IPV4,
-            0,
-        );
+        w.begin(Msg::GetTable.netlink_type(), REQUEST | ACK, NFPROTO_IPV4, 0);
         w.str(1, table); // NFTA_TABLE_NAME
         w.end();
         self.send(&w.buf)?;
@@ -521,7 +573,7 @@ impl Session {
         // The first message says it: the table itself, or an error (ENOENT: there is none).
         let first = answers(&rbuf[..n]).next();
         match first {
-            Some((ty, _, _)) if ty == (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_NEWTABLE => Ok(true),
+            Some((ty, _, _)) if ty == Msg::NewTable.netlink_type() => Ok(true),
             Some((NLMSG_ERROR, _, code)) if code == -libc::ENOENT => Ok(false),
             Some((NLMSG_ERROR, _, code)) => Err(NftError::Refused {
                 what: format!("asking for table ip {table}"),
@@ -604,11 +656,7 @@ mod tests {
         let h = headers(e.bytes());
         let types: Vec<u16> = h.iter().map(|x| x.0).collect();
         assert_eq!(types, vec![16, 0x0a00, 0x0a02, 0x0a03, 17]);
-        let acks: Vec<u32> = h
-            .iter()
-            .filter(|x| x.1 & NLM_F_ACK != 0)
-            .map(|x| x.2)
-            .collect();
+        let acks: Vec<u32> = h.iter().filter(|x| x.1 & ACK != 0).map(|x| x.2).collect();
         assert_eq!(acks, vec![3]);
         assert_eq!(e.messages(), 3);
     }
@@ -627,6 +675,37 @@ mod tests {
         let e = b.finish().unwrap_err().to_string();
         assert!(
             e.contains("at most 128 bytes") && e.contains("nothing was sent"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn an_unknown_hook_is_refused_before_sending() {
+        let mut b = Batch::new();
+        let base = BaseChain {
+            kind: "filter",
+            hook: "ingress",
+            priority: PRIORITY_FILTER,
+            policy_accept: false,
+        };
+        b.add_chain("t", "c", Some(base), None);
+        let e = b.finish().unwrap_err().to_string();
+        assert!(
+            e.contains("hook \"ingress\" of chain c") && e.contains("prerouting, input"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_socket_error_says_what_the_batch_needs() {
+        let e = NftError::Socket {
+            what: "opening an nf_tables netlink socket",
+            cause: std::io::Error::from_raw_os_error(libc::EPROTONOSUPPORT),
+        }
+        .to_string();
+        assert!(
+            e.starts_with("opening an nf_tables netlink socket: ")
+                && e.contains("needs root and a kernel with nf_tables"),
             "{e}"
         );
     }

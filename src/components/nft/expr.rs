@@ -86,8 +86,15 @@ pub enum Expr {
     CtState,
     /// `fib daddr type => reg 1`
     FibDaddrType,
-    /// `lookup reg 1 set NAME [dreg 0]`: a set match, or a verdict map when `vmap`.
-    Lookup { set: String, vmap: bool },
+    /// `lookup reg 1 set NAME [dreg 0]`: a set match, or a verdict map when `vmap`;
+    /// `id`: the set's id when the same batch creates it.
+    Lookup {
+        set: String,
+        vmap: bool,
+        id: Option<u32>,
+    },
+    /// `numgen reg 1 = random mod N`
+    NumgenRandom { modulus: u32 },
     /// `immediate reg 0 VERDICT`
     Immediate(Verdict),
     /// `masq [flags 0x10]`
@@ -145,12 +152,21 @@ impl Expr {
                 w.be32(2, 3); // NFTA_FIB_RESULT: NFT_FIB_RESULT_ADDRTYPE
                 w.be32(3, 2); // NFTA_FIB_FLAGS: NFTA_FIB_F_DADDR
             }),
-            Expr::Lookup { set, vmap } => w.expr("lookup", |w| {
+            Expr::Lookup { set, vmap, id } => w.expr("lookup", |w| {
                 w.be32(2, REG_1); // NFTA_LOOKUP_SREG
                 if *vmap {
                     w.be32(3, REG_VERDICT); // NFTA_LOOKUP_DREG
                 }
                 w.str(1, set); // NFTA_LOOKUP_SET
+                if let Some(id) = id {
+                    w.be32(4, *id); // NFTA_LOOKUP_SET_ID
+                }
+            }),
+            Expr::NumgenRandom { modulus } => w.expr("numgen", |w| {
+                w.be32(1, REG_1); // NFTA_NG_DREG
+                w.be32(2, *modulus); // NFTA_NG_MODULUS
+                w.be32(3, 1); // NFTA_NG_TYPE: NFT_NG_RANDOM
+                w.be32(4, 0); // NFTA_NG_OFFSET
             }),
             Expr::Immediate(v) => w.expr("immediate", |w| {
                 w.be32(1, REG_VERDICT); // NFTA_IMMEDIATE_DREG
@@ -202,7 +218,7 @@ pub fn ip_prefix(field: IpField, op: CmpOp, addr: Ipv4Addr, len: u8) -> Vec<Expr
     if len == 0 && op == CmpOp::Eq {
         return Vec::new();
     }
-    if len > 0 && len % 8 == 0 {
+    if len > 0 && len.is_multiple_of(8) {
         let n = (len / 8) as usize;
         return vec![
             load(n as u32),
@@ -245,35 +261,26 @@ pub fn meta_mark_eq(value: u32) -> Vec<Expr> {
 mod tests {
     use super::*;
 
-    fn a(s: &str) -> Ipv4Addr {
-        s.parse().unwrap()
-    }
-
     #[test]
     fn a_byte_aligned_prefix_compares_only_its_bytes() {
-        let e = ip_prefix(IpField::Saddr, CmpOp::Neq, a("11.0.0.0"), 8);
-        assert_eq!(
-            e,
-            vec![
-                Expr::Payload {
-                    base: PayloadBase::Network,
-                    offset: 12,
-                    len: 1,
-                    dreg: REG_1
-                },
-                Expr::Cmp {
-                    op: CmpOp::Neq,
-                    data: vec![11]
-                }
-            ]
-        );
+        let e = ip_prefix(IpField::Saddr, CmpOp::Neq, Ipv4Addr::new(11, 0, 0, 0), 8);
+        let one_byte_of_saddr = PayloadBase::Network as u32 + 12 + 1;
+        match e.as_slice() {
+            [Expr::Payload {
+                base, offset, len, ..
+            }, Expr::Cmp { op, data }] => {
+                assert_eq!(*base as u32 + offset + len, one_byte_of_saddr);
+                assert_eq!((*op, data.as_slice()), (CmpOp::Neq, &[11u8][..]));
+            }
+            other => panic!("not a load and a compare: {other:?}"),
+        }
     }
 
     #[test]
     fn other_prefixes_load_the_address_and_mask_it() {
         // nft --debug=netlink: bitwise reg 1 = ( reg 1 & 0x00f0ffff ) ^ 0x00000000,
         // cmp eq reg 1 0x00100c0b (little-endian registers print the bytes reversed)
-        let e = ip_prefix(IpField::Daddr, CmpOp::Eq, a("11.12.16.0"), 20);
+        let e = ip_prefix(IpField::Daddr, CmpOp::Eq, Ipv4Addr::new(11, 12, 16, 0), 20);
         assert_eq!(
             e[1],
             Expr::Bitwise {
@@ -288,8 +295,8 @@ mod tests {
                 data: vec![11, 12, 16, 0]
             }
         );
-        let multicast = ip_prefix(IpField::Daddr, CmpOp::Neq, a("224.0.0.0"), 4);
+        let multicast = ip_prefix(IpField::Daddr, CmpOp::Neq, Ipv4Addr::new(224, 0, 0, 0), 4);
         assert_eq!(multicast.len(), 3);
-        assert!(ip_prefix(IpField::Saddr, CmpOp::Eq, a("0.0.0.0"), 0).is_empty());
+        assert!(ip_prefix(IpField::Saddr, CmpOp::Eq, Ipv4Addr::UNSPECIFIED, 0).is_empty());
     }
 }

@@ -2,7 +2,7 @@
 //! jumps from them, and the fixed chains with their rules.
 
 use super::table::{MapName, Match, Rule, Statement, Verdict, MASQ_MARK, SET_CLUSTER_IPS, TABLE};
-use crate::components::nft::batch::{self, Batch, Encoded, Hook, NftError, NLM_F_CREATE};
+use crate::components::nft::batch::{self, Batch, Encoded, NftError};
 use crate::components::nft::expr::{self, CmpOp, Expr, IpField, MetaKey, PayloadBase};
 use crate::components::nft::wire::comment_udata;
 use std::fmt;
@@ -166,7 +166,7 @@ pub fn skeleton_batch() -> Result<Encoded, NftError> {
             what: format!("rule `{r}` of chain {chain}"),
             cause: "the netlink form of the fixed chains has no such match or statement".into(),
         })?;
-        b.add_rule(t, chain, &exprs, r.comment.as_deref());
+        b.add_rule(t, chain, &exprs, r.comment.as_deref(), None);
         Ok(())
     };
     for (name, rules) in fixed_chains() {
@@ -184,13 +184,6 @@ pub fn skeleton_batch() -> Result<Encoded, NftError> {
 
 impl BaseChain {
     fn hooked(&self) -> Result<batch::BaseChain, NftError> {
-        let hook = match self.hook {
-            "prerouting" => Hook::Prerouting,
-            "input" => Hook::Input,
-            "forward" => Hook::Forward,
-            "output" => Hook::Output,
-            _ => Hook::Postrouting,
-        };
         let priority = match self.priority {
             "dstnat" => batch::PRIORITY_DSTNAT,
             "srcnat" => batch::PRIORITY_SRCNAT,
@@ -202,7 +195,7 @@ impl BaseChain {
         };
         Ok(batch::BaseChain {
             kind: self.kind,
-            hook,
+            hook: self.hook,
             priority,
             policy_accept: true,
         })
@@ -246,24 +239,21 @@ fn add_set(b: &mut Batch, name: &str, map: Option<MapName>, id: u32, comment: &s
         _ => (7, 4),
     };
     let kind = if map.is_some() { "map" } else { "set" };
-    b.check_name(kind, name);
-    b.message(
-        batch::NFT_MSG_NEWSET,
-        NLM_F_CREATE,
+    let set = batch::Set {
+        name,
+        flags: if map.is_some() { 0x8 } else { 0 }, // NFT_SET_MAP
+        key_type,
+        key_len,
+        verdict_map: map.is_some(),
+        id,
+        size: None,
+        udata: &set_udata(map, comment),
+    };
+    b.add_set(
+        TABLE,
+        &set,
+        false,
         format!("adding {kind} {name} to table ip {TABLE}"),
-        |w| {
-            w.str(1, TABLE); // NFTA_SET_TABLE
-            w.str(2, name); // NFTA_SET_NAME
-            w.be32(3, if map.is_some() { 0x8 } else { 0 }); // NFTA_SET_FLAGS: NFT_SET_MAP
-            w.be32(4, key_type); // NFTA_SET_KEY_TYPE
-            w.be32(5, key_len); // NFTA_SET_KEY_LEN
-            if map.is_some() {
-                w.be32(6, 0xffff_ff00); // NFTA_SET_DATA_TYPE: verdict
-                w.be32(7, 0); // NFTA_SET_DATA_LEN
-            }
-            w.be32(10, id); // NFTA_SET_ID
-            w.attr(13, &set_udata(map, comment)); // NFTA_SET_USERDATA
-        },
     );
 }
 
@@ -309,6 +299,7 @@ fn rule_exprs(r: &Rule) -> Option<Vec<Expr>> {
                 Expr::Lookup {
                     set: SET_CLUSTER_IPS.into(),
                     vmap: false,
+                    id: None,
                 },
             ]),
             // RTN_LOCAL is 2
@@ -329,6 +320,7 @@ fn rule_exprs(r: &Rule) -> Option<Vec<Expr>> {
     let set = |m: &MapName| Expr::Lookup {
         set: m.name().into(),
         vmap: true,
+        id: None,
     };
     match &r.statement {
         Statement::Verdict(Verdict::Return) => out.push(Expr::Immediate(expr::Verdict::Return)),
