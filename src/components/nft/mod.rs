@@ -9,6 +9,7 @@
 
 pub mod batch;
 pub mod expr;
+pub mod session;
 pub mod wire;
 
 use anyhow::{anyhow, bail, Context, Result};
