@@ -151,16 +151,17 @@ fn a_refused_batch_names_its_message_and_changes_nothing() {
 }
 
 #[test]
-fn a_table_another_program_owns_ends_ip_masq_with_the_reason() {
+fn tables_another_program_owns_are_refused_with_the_reason() {
     let Some((_g, [ns])) = namespaces(["nftnl-owned"]) else {
         return;
     };
-    // A table with flag owner (NFT_TABLE_F_OWNER) lives as long as its socket; nobody
-    // else may change or delete it.
+    // Tables with flag owner (NFT_TABLE_F_OWNER) live as long as their socket; nobody
+    // else may change or delete them.
     let owner = netns::run_in(&ns, || {
         let s = batch::Session::open()?;
         let mut b = batch::Batch::new();
         b.add_table(masq::TABLE, 0x2, None);
+        b.add_table(rules::TABLE, 0x2, None);
         s.apply(&b.finish()?)?;
         Ok(s)
     })
@@ -176,9 +177,23 @@ fn a_table_another_program_owns_ends_ip_masq_with_the_reason() {
     );
     // Without --ip-masq the same refusal is only a warning: the agent goes on.
     netns::run_in(&ns, move || masq::program(&n, &s, false)).unwrap();
+    // kube-proxy's empty table: the agent logs this and leaves the table to its first sync.
+    let e = format!(
+        "{:#}",
+        kubeproxy::create_empty_table(Some(&ns)).unwrap_err()
+    );
+    assert!(
+        e.starts_with(
+            "creating the empty table ip kube-proxy: the kernel refused adding table ip kube-proxy"
+        ) && e.contains("another program owns the table"),
+        "{e}"
+    );
     drop(owner);
     let (ok, out) = sh_any(&ns, "nft list tables");
-    assert!(ok && !out.contains(masq::TABLE), "{out}");
+    assert!(
+        ok && !out.contains(masq::TABLE) && !out.contains(rules::TABLE),
+        "{out}"
+    );
 }
 
 /// nft's path is looked up once per process: a child of this test binary, started with a
