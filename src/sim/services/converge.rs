@@ -6,6 +6,7 @@ use crate::components::kubeproxy::{self, rules};
 use crate::netns::route_watch::Announcements;
 use crate::wait::{Poll, Wait};
 use anyhow::Result;
+use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 const CONVERGE_TIMEOUT: Duration = Duration::from_secs(15);
@@ -49,13 +50,27 @@ impl Cluster {
             .collect();
         // The workers side by side: each check is an `nft` run that mostly waits.
         crate::parallel::each(&workers, crate::parallel::default_limit(), |w| {
-            self.wait_worker_converged(w, &want)
+            self.wait_worker_converged(w, &want, None)
         })
         .into_iter()
         .collect()
     }
 
-    fn wait_worker_converged(&self, w: &Worker, want: &rules::Desired) -> Result<()> {
+    /// Waits until worker `w`'s kube-proxy has programmed the cluster's Services, whether
+    /// or not the worker counts as started yet: bring-up waits for each kube-proxy as soon
+    /// as it is started, beside etcd's election. `stop` ends the wait early (the work
+    /// beside it failed).
+    pub(in crate::sim) fn wait_kube_proxy(&self, w: &Worker, stop: &AtomicBool) -> Result<()> {
+        let want = rules::desired(&self.service_state());
+        self.wait_worker_converged(w, &want, Some(stop))
+    }
+
+    fn wait_worker_converged(
+        &self,
+        w: &Worker,
+        want: &rules::Desired,
+        stop: Option<&AtomicBool>,
+    ) -> Result<()> {
         // A kube-proxy stopped on purpose catches up once started again.
         if !self.sim.agent_wait(&w.name(), DaemonKind::KubeProxy)? {
             return Ok(());
@@ -63,10 +78,11 @@ impl Cluster {
         let log = w.dir().join("kube-proxy.log");
         // Each check runs `nft -j list`, a process of its own: at hundreds of workers,
         // checking every few milliseconds took CPU from the agents being waited for. The
-        // kernel announces every nf_tables commit, so the wait checks once per change.
-        let changes = Announcements::nftables();
+        // kernel announces every nf_tables commit, so the wait checks once per change to
+        // kube-proxy's own table (flanneld's masquerade commits beside it do not count).
+        let changes = Announcements::nftables_table(rules::TABLE);
         changes.listen(&w.ns())?;
-        Wait::new(
+        let mut wait = Wait::new(
             format!(
                 "kube-proxy on {} to program the cluster's Services",
                 w.name()
@@ -76,8 +92,11 @@ impl Cluster {
         // The fallback interval only catches a kube-proxy that died meanwhile.
         .every(Duration::from_millis(250))
         .wake_on(&changes)
-        .hint(|| format!("see {}", log.display()))
-        .until(|| {
+        .hint(|| format!("see {}", log.display()));
+        if let Some(stop) = stop {
+            wait = wait.also_stop_on(stop);
+        }
+        wait.until(|| {
             // One in a crash loop ends the wait with its error.
             self.sim.agent_wait(&w.name(), DaemonKind::KubeProxy)?;
             let cur = kubeproxy::read_current(Some(&w.ns()))?;
