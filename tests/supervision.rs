@@ -502,7 +502,7 @@ fn a_kube_proxy_that_cannot_run_ends_start_with_its_log() {
     })
     .unwrap();
     common::declare_c0(&sim, 2, 1).unwrap();
-    let e = format!("{:#}", sim.start().err().expect("start failed"));
+    let e = format!("{:#}", sim.start().expect_err("start failed"));
     for want in ["kube-proxy on C0w", "broken agent: kube-proxy"] {
         assert!(e.contains(want), "'{want}' missing from: {e}");
     }

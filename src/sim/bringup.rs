@@ -121,6 +121,9 @@ fn wire_host(underlay: &str, node: &str, ns: &str, ip: Ipv4Addr) -> Result<()> {
     })
 }
 
+/// A host to wire: its node name, namespace and underlay address.
+type Host = (String, String, Ipv4Addr);
+
 /// Wires `hosts` (node, namespace, address) to the underlay concurrently, all recorded
 /// in one write before any exists, and runs `then(i)` for each host `i` as soon as it is
 /// wired (its agents start there, while the others are still being wired). Entries of
@@ -411,7 +414,7 @@ fn wire_workers(
     sim: &Sim,
     ids: &[String],
     underlay: &str,
-    (hosts, workers): (&[(String, String, Ipv4Addr)], &[(String, String)]),
+    (hosts, workers): (&[Host], &[(String, String)]),
     pb: &ProgressBar,
     (t0, failed): (Instant, &AtomicBool),
     kube_proxies: std::sync::mpsc::Sender<usize>,
