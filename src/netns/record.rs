@@ -120,17 +120,11 @@ fn owner_alive(d: &RecordData) -> bool {
 fn read(dir: &Path) -> Result<Option<RecordData>> {
     // A writer rewrites the file that was the record before its last write (see
     // `swap_in`), under an exclusive lock: the read holds a shared one, and reads again
-    // when the file stopped being the record before it got the lock.
-    let mut tries = 0;
+    // when the file stopped being the record before it got the lock (a write finished in
+    // between: writes are few, each far longer than a read).
     loop {
-        tries += 1;
-        match read_file(dir)? {
-            Read::Swapped if tries < 100 => continue,
-            Read::Swapped => bail!(
-                "{} kept changing while it was read",
-                record_path(dir).display()
-            ),
-            Read::Done(data) => return data,
+        if let Read::Done(data) = read_file(dir)? {
+            return data;
         }
     }
 }
