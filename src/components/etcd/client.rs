@@ -191,6 +191,9 @@ impl Default for Timing {
     }
 }
 
+/// [`Timing::connect`] while an agent waits for etcd to come up ([`EtcdClient::call_until`]).
+const EARLY_CONNECT: Duration = Duration::from_millis(100);
+
 /// The member that last answered, per member list, so that a new client (the simulator
 /// makes one per call) does not start with a member known to be down.
 static LAST_GOOD: Mutex<Vec<(String, usize)>> = Mutex::new(Vec::new());
@@ -443,6 +446,10 @@ impl EtcdClient {
     {
         let usual = self.timing;
         self.timing.budget = Duration::ZERO;
+        // A member still starting can leave a connection attempt unanswered (seen: agents
+        // started beside the election waited the whole 500 ms for one member, then took
+        // the next): here an attempt is cheap to repeat, so it is cut short.
+        self.timing.connect = self.timing.connect.min(EARLY_CONNECT);
         let started = Instant::now();
         let mut pause = Duration::from_millis(10);
         let mut attempt = 0;
