@@ -581,6 +581,42 @@ fn after_start() -> Vec<Case> {
             code: 2,
             says: &["create_containers(...): unknown option 'label'"],
         },
+        Case {
+            name: "planpods",
+            input: Input::Script {
+                src: "let C0 = cluster(\"0\", #{ workers: 1, etcd: 1, pods: [\"a\"] });\n",
+                at: Some(1),
+            },
+            code: 2,
+            says: &["'pods' must map workers to pod names", "#{ w1: [\"c1\"]"],
+        },
+        Case {
+            name: "planworker",
+            input: Input::Script {
+                src: "let C0 = cluster(\"0\", #{ workers: 1, etcd: 1, pods: #{ w2: [\"a\"] } });\n",
+                at: Some(1),
+            },
+            code: 2,
+            says: &["C0's pods: C0 has no node 'w2'"],
+        },
+        Case {
+            name: "planname",
+            input: Input::Script {
+                src: "let C0 = cluster(\"0\", #{ workers: 1, etcd: 1, pods: #{ w1: [\"no good\"] } });\n",
+                at: Some(1),
+            },
+            code: 2,
+            says: &["'no good' is not a valid container name"],
+        },
+        Case {
+            name: "plantwice",
+            input: Input::Script {
+                src: "let C0 = cluster(\"0\", #{ workers: 2, etcd: 1, pods: #{ w1: [\"a\"], w2: [\"a\"] } });\n",
+                at: Some(1),
+            },
+            code: 2,
+            says: &["pod 'a' is named twice"],
+        },
     ]
 }
 

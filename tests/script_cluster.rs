@@ -118,3 +118,40 @@ fn default_scenario_comes_up_and_every_container_pings_every_other() {
     let ping = s.line("pingall");
     assert_holds(&ping, &["0% dropped (48/48 received)"]);
 }
+
+/// Pods declared with their cluster are made by start(), each worker's in the order given
+/// (addresses ascending: b before a although a sorts first), and the option is refused
+/// for a cluster already running.
+#[test]
+fn pods_declared_with_the_cluster_are_made_by_start_in_order() {
+    let mut s = Session::new("scr-planned", false);
+    s.ran(
+        "planned.rhai",
+        r#"
+let C0 = cluster("0", #{ workers: 2, etcd: 1, pods: #{ w1: ["b", "a"], w2: ["c"] } });
+start();
+"#,
+    );
+    assert_eq!(s.line("C0w1.containers()"), "[\"a\", \"b\"]\n");
+    assert_eq!(s.line("C0w2.containers()"), "[\"c\"]\n");
+    let last_octet = |s: &mut Session, pod: &str| -> u32 {
+        let ip = s.line(&format!("C0w1.container_ip(\"{pod}\")"));
+        ip.trim().rsplit('.').next().unwrap().parse().unwrap()
+    };
+    let (a, b) = (last_octet(&mut s, "a"), last_octet(&mut s, "b"));
+    assert!(
+        b < a,
+        "b was listed first, so it has the lower address: b .{b}, a .{a}"
+    );
+    let ping = s.line("C0w1.exec_container(\"b\", `ping -c 1 -W 2 ${C0w2.container_ip(\"c\")}`)");
+    assert_holds(&ping, &[" 0% packet loss"]);
+    let c0 = s.sim().get_cluster("0").unwrap();
+    let plan = std::collections::BTreeMap::from([("w1".to_string(), vec!["d".to_string()])]);
+    let e = c0.plan_pods(&plan).unwrap_err().to_string();
+    assert!(e.contains("C0.create_containers"), "{e}");
+    assert_eq!(
+        s.line("C0w1.containers()"),
+        "[\"a\", \"b\"]\n",
+        "nothing planned later"
+    );
+}

@@ -46,15 +46,32 @@ pub fn resolve_name(sim: &Sim, name: &str) -> Option<Dynamic> {
     sim.get_cluster(name).ok().map(Dynamic::from)
 }
 
-/// `cluster(id, #{ workers, etcd, flannel })` options as a spec and, when given, flannel's
-/// network config.
-fn spec_from_map(id: &str, m: &Map) -> RResult<(ClusterSpec, Option<NetConfig>)> {
+/// `cluster(id, #{ workers, etcd, flannel, pods })` options: the spec, flannel's network
+/// config when given, and the pods declared for start() to make.
+type PodPlan = BTreeMap<String, Vec<String>>;
+
+fn spec_from_map(id: &str, m: &Map) -> RResult<(ClusterSpec, Option<NetConfig>, PodPlan)> {
     let mut spec = ClusterSpec::default();
     let mut flannel = None;
+    let mut pods = PodPlan::new();
     for (k, v) in m {
-        if k.as_str() == "flannel" {
-            flannel = Some(super::flannel_api::from_option(id, v)?);
-            continue;
+        match k.as_str() {
+            "flannel" => {
+                flannel = Some(super::flannel_api::from_option(id, v)?);
+                continue;
+            }
+            "pods" => {
+                let what = format!("cluster(\"{id}\", #{{ pods: ... }})");
+                let plan = v.read_lock::<Map>().map(|m| m.clone()).ok_or_else(|| {
+                    format!(
+                        "{what}: 'pods' must map workers to pod names, such as #{{ w1: [\"c1\"], w2: [\"c2\", \"c3\"] }}, got {}",
+                        v.type_name()
+                    )
+                })?;
+                pods = pod_plan(&what, plan)?;
+                continue;
+            }
+            _ => {}
         }
         let n = v.as_int().map_err(|t| {
             format!("cluster(\"{id}\", ...): '{k}' must be a whole number, got {t} (e.g. #{{ workers: 3, etcd: 2 }})")
@@ -65,7 +82,23 @@ fn spec_from_map(id: &str, m: &Map) -> RResult<(ClusterSpec, Option<NetConfig>)>
             _ => spec.etcd = n,
         }
     }
-    Ok((spec, flannel))
+    Ok((spec, flannel, pods))
+}
+
+/// A map of worker to pod names (`#{ w1: ["a", "b"] }`), for `what` (named in errors).
+fn pod_plan(what: &str, plan: Map) -> RResult<PodPlan> {
+    let mut pods = PodPlan::new();
+    for (worker, v) in plan {
+        let names = v.read_lock::<Array>().map(|a| a.clone()).ok_or_else(|| {
+            format!(
+                "{what}: '{worker}' must map to a list of pod names such as [\"a\", \"b\"], got {}",
+                v.type_name()
+            )
+        })?;
+        let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+        pods.insert(worker.to_string(), names);
+    }
+    Ok(pods)
 }
 
 /// The labels in `opts` of `call` (what error messages name: `create_container("c1", ...)`).
@@ -98,17 +131,7 @@ fn labels_from_opts(call: &str, opts: &Map) -> RResult<BTreeMap<String, String>>
 /// `C0.create_containers(#{ w1: ["a", "b"] }, opts?)`: the plan read from its map.
 fn bulk_pods(c: &mut Cluster, plan: Map, opts: Map) -> RResult<Array> {
     let labels = labels_from_opts("create_containers(...)", &opts)?;
-    let mut pods = BTreeMap::new();
-    for (worker, v) in plan {
-        let names = v.read_lock::<Array>().map(|a| a.clone()).ok_or_else(|| {
-            format!(
-                "create_containers: '{worker}' must map to a list of pod names such as [\"a\", \"b\"], got {}",
-                v.type_name()
-            )
-        })?;
-        let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
-        pods.insert(worker.to_string(), names);
-    }
+    let pods = pod_plan("create_containers", plan)?;
     let made = rt(c.create_containers(&pods, &labels))?;
     Ok(made
         .into_iter()
@@ -140,14 +163,16 @@ fn sim(ctx: &NativeCallContext) -> RResult<Sim> {
 }
 
 fn declare(ctx: &NativeCallContext, id: &str, opts: Option<&Map>) -> RResult<Cluster> {
-    let (spec, flannel) = match opts {
+    let (spec, flannel, pods) = match opts {
         Some(m) => spec_from_map(id, m)?,
-        None => (ClusterSpec::default(), None),
+        None => (ClusterSpec::default(), None, PodPlan::new()),
     };
-    match flannel {
-        Some(f) => rt(sim(ctx)?.cluster_with_flannel(id, spec, f)),
-        None => rt(sim(ctx)?.cluster(id, spec)),
-    }
+    let c = match flannel {
+        Some(f) => rt(sim(ctx)?.cluster_with_flannel(id, spec, f))?,
+        None => rt(sim(ctx)?.cluster(id, spec))?,
+    };
+    rt(c.plan_pods(&pods))?;
+    Ok(c)
 }
 
 fn node(ctx: &NativeCallContext, name: &str) -> RResult<Dynamic> {
@@ -198,6 +223,7 @@ fn register_globals(reg: &mut Registry) {
         "cluster",
         "cluster(id, opts?) -> Cluster",
         "Declares the cluster named C + id (cluster(\"0\") is C0); opts #{ workers: 1-200, etcd: 1-5 } (default 3 and 2), \
+         pods: #{ w1: [\"c1\"], w3: [\"c3\", \"c4\"] } (made by start() as soon as each worker has its subnet, a worker's in the order given), \
          flannel: #{ network, subnet_len, subnet_min, subnet_max, backend: \"vxlan\" or \"host-gw\", vni, port } (flannel's fields; \
          left out: 11.0.0.0/8, 20, 11.10.0.0, 11.99.0.0, vxlan, 100, 8472) or flannel: \"file.json\" in flannel's own format; start() brings it up",
         r#"let C0 = cluster("0", #{ workers: 3, etcd: 2 });"#,
@@ -641,7 +667,7 @@ mod tests {
         let mut m = Map::new();
         m.insert("workers".into(), Dynamic::from(2_i64));
         m.insert("etcd".into(), Dynamic::from(1_i64));
-        let (s, _) = spec_from_map("0", &m).unwrap();
+        let (s, _, _) = spec_from_map("0", &m).unwrap();
         assert_eq!((s.workers, s.etcd), (2, 1));
         m.insert("etcd".into(), Dynamic::from(-1_i64));
         let e = spec_from_map("0", &m).unwrap_err().to_string();

@@ -572,12 +572,14 @@ pub(super) fn start_clusters(sim: &Sim, ids: &[String]) -> Result<()> {
             let results = crate::parallel::each(&started, AGENT_WAITS, |((id, short), agent)| {
                 wait_subnet(sim, id, short, **agent)?;
                 set_worker_started(sim, id, short);
-                Ok(())
+                // Pods declared with the cluster need only their own worker's subnet: they
+                // are made here, beside the other workers' agents and the overlay.
+                super::Cluster::handle(sim, id).make_planned_pods(short)
             });
             results.into_iter().collect::<Result<Vec<()>>>()?;
             pb.inc(1);
             let flannel_ready = t0.elapsed();
-            phases.done("subnets written");
+            phases.done("subnets written, declared pods made");
             pb.set_message("waiting for the overlay routes");
             crate::parallel::each(ids, ids.len(), |id| wait_converged(sim, id))
                 .into_iter()

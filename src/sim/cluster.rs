@@ -40,7 +40,7 @@ pub fn check_count(id: &str, key: &str, n: i64) -> Result<u32> {
         "workers" => (MAX_WORKERS, "#{ workers: 3, etcd: 2 }"),
         "etcd" => (MAX_ETCD, "#{ workers: 3, etcd: 3 }"),
         other => bail!(
-            "cluster(\"{id}\", ...): unknown option '{other}'; the options are 'workers', 'etcd' and 'flannel', e.g. #{{ workers: 3, etcd: 2 }}"
+            "cluster(\"{id}\", ...): unknown option '{other}'; the options are 'workers', 'etcd', 'flannel' and 'pods', e.g. #{{ workers: 3, etcd: 2 }}"
         ),
     };
     if !(1..=max as i64).contains(&n) {
@@ -115,6 +115,7 @@ pub(super) fn declare(
             ip: host_ip(n),
             started: false,
             containers: BTreeMap::new(),
+            planned: Vec::new(),
         });
     }
     st.clusters.push(ClusterState {
@@ -289,6 +290,78 @@ impl Cluster {
         })
     }
 
+    /// Declares pods for start() to make: `plan` maps a worker (short or full name) to its
+    /// pods, as [`Cluster::create_containers`] takes it. start() makes a worker's pods as
+    /// soon as that worker has its subnet, beside the other workers' bring-up, one after
+    /// another in the order given (so their addresses are the same every run). Every name
+    /// is checked now; only before the cluster is started.
+    pub fn plan_pods(&self, plan: &BTreeMap<String, Vec<String>>) -> Result<()> {
+        if self.with(|c| c.started) {
+            bail!(
+                "{}'s pods option is for a cluster not started yet; make pods of a running cluster with {}.create_containers(...)",
+                self.name(),
+                self.name()
+            );
+        }
+        let mut planned: Vec<(String, Vec<String>)> = Vec::new();
+        let mut seen: std::collections::BTreeSet<String> = self
+            .workers()
+            .iter()
+            .flat_map(|w| w.with(|s| s.planned.clone()))
+            .collect();
+        for (worker, pods) in plan {
+            let w = self
+                .worker(worker)
+                .map_err(|e| anyhow::anyhow!("{}'s pods: {e:#}", self.name()))?;
+            for pod in pods {
+                w.check_new_container(pod)?;
+                if !seen.insert(pod.clone()) {
+                    bail!(
+                        "{}'s pods: pod '{pod}' is named twice; every pod of {} needs its own name",
+                        self.name(),
+                        self.name()
+                    );
+                }
+            }
+            planned.push((w.short().to_string(), pods.clone()));
+        }
+        let mut st = self.sim.state();
+        let c = st
+            .clusters
+            .iter_mut()
+            .find(|c| c.id == self.id)
+            .expect("cluster handle");
+        for (short, pods) in planned {
+            if let Some(w) = c.workers.iter_mut().find(|w| w.short == short) {
+                w.planned.extend(pods);
+            }
+        }
+        Ok(())
+    }
+
+    /// Makes the pods declared for worker `short` with [`Cluster::plan_pods`] (start() calls
+    /// it once the worker has its subnet). They leave the plan whether or not they are made.
+    pub(crate) fn make_planned_pods(&self, short: &str) -> Result<()> {
+        let pods = {
+            let mut st = self.sim.state();
+            let c = st
+                .clusters
+                .iter_mut()
+                .find(|c| c.id == self.id)
+                .expect("cluster handle");
+            match c.workers.iter_mut().find(|w| w.short == short) {
+                Some(w) => std::mem::take(&mut w.planned),
+                None => Vec::new(),
+            }
+        };
+        if pods.is_empty() {
+            return Ok(());
+        }
+        let plan = BTreeMap::from([(short.to_string(), pods)]);
+        self.create_containers(&plan, &BTreeMap::new())?;
+        Ok(())
+    }
+
     /// Creates many pods at once: `plan` maps a worker (short or full name) to the pods to
     /// create on it, all with `labels`. Every name is checked before anything is made and
     /// every namespace recorded in one write; then workers are wired concurrently (on each
@@ -395,6 +468,7 @@ impl Cluster {
                 ip: host_ip(n),
                 started: false,
                 containers: BTreeMap::new(),
+                planned: Vec::new(),
             });
             (short, c.started)
         };

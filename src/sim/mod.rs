@@ -183,6 +183,9 @@ pub(crate) struct WorkerState {
     pub ip: Ipv4Addr,
     pub started: bool,
     pub containers: BTreeMap<String, ContainerState>,
+    /// Pods declared with the cluster (`cluster(id, #{ pods: ... })`), made by start() as
+    /// soon as this worker has its subnet, in this order.
+    pub planned: Vec<String>,
 }
 
 #[derive(Clone)]
