@@ -303,7 +303,7 @@ impl Cluster {
                 self.name()
             );
         }
-        let mut planned: Vec<(String, Vec<String>)> = Vec::new();
+        let mut planned: Vec<(Worker, Vec<String>)> = Vec::new();
         let mut seen: std::collections::BTreeSet<String> = self
             .workers()
             .iter()
@@ -323,18 +323,10 @@ impl Cluster {
                     );
                 }
             }
-            planned.push((w.short().to_string(), pods.clone()));
+            planned.push((w, pods.clone()));
         }
-        let mut st = self.sim.state();
-        let c = st
-            .clusters
-            .iter_mut()
-            .find(|c| c.id == self.id)
-            .expect("cluster handle");
-        for (short, pods) in planned {
-            if let Some(w) = c.workers.iter_mut().find(|w| w.short == short) {
-                w.planned.extend(pods);
-            }
+        for (w, pods) in planned {
+            w.with_mut(|s| s.planned.extend(pods));
         }
         Ok(())
     }
@@ -342,18 +334,9 @@ impl Cluster {
     /// Makes the pods declared for worker `short` with [`Cluster::plan_pods`] (start() calls
     /// it once the worker has its subnet). They leave the plan whether or not they are made.
     pub(crate) fn make_planned_pods(&self, short: &str) -> Result<()> {
-        let pods = {
-            let mut st = self.sim.state();
-            let c = st
-                .clusters
-                .iter_mut()
-                .find(|c| c.id == self.id)
-                .expect("cluster handle");
-            match c.workers.iter_mut().find(|w| w.short == short) {
-                Some(w) => std::mem::take(&mut w.planned),
-                None => Vec::new(),
-            }
-        };
+        let pods = self
+            .worker(short)?
+            .with_mut(|s| std::mem::take(&mut s.planned));
         if pods.is_empty() {
             return Ok(());
         }

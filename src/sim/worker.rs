@@ -101,7 +101,7 @@ impl Worker {
             .expect("a handle names a declared worker"))
     }
 
-    fn with_mut<R>(&self, f: impl FnOnce(&mut WorkerState) -> R) -> R {
+    pub(crate) fn with_mut<R>(&self, f: impl FnOnce(&mut WorkerState) -> R) -> R {
         let mut st = self.sim.state();
         let c = st.cluster_mut(&self.cluster);
         f(c.workers
