@@ -195,7 +195,7 @@ async fn agent(args: &FlanneldArgs) -> Result<()> {
     if let Some(p) = previous {
         log!("previous subnet from {}: {p}", subnet_file.display());
     }
-    let mut own = reg.acquire(&cfg, &attrs, previous).await?;
+    let (mut own, listing) = reg.acquire(&cfg, &attrs, previous).await?;
     log!("lease value: {}", attrs.to_json());
 
     dp.configure(&nl, &own.subnet, &cfg.network).await?;
@@ -239,7 +239,7 @@ async fn agent(args: &FlanneldArgs) -> Result<()> {
         Duration::from_secs(args.subnet_lease_renew_margin * 60),
         reg.ttl,
     );
-    watch_loop(&mut reg, &nl, &dp, &mut own, &attrs, margin).await
+    watch_loop(&mut reg, &nl, &dp, &mut own, &attrs, margin, Some(listing)).await
 }
 
 async fn watch_loop(
@@ -249,6 +249,7 @@ async fn watch_loop(
     own: &mut lease::OwnLease,
     attrs: &LeaseAttrs,
     margin: Duration,
+    mut listed: Option<lease::Listing>,
 ) -> Result<()> {
     let mut known: HashMap<Ipv4Net, Remote> = HashMap::new();
     let renew_at = |exp: Instant| exp.checked_sub(margin).unwrap_or_else(Instant::now);
@@ -259,7 +260,11 @@ async fn watch_loop(
     let mut backoff = Duration::from_millis(100);
     loop {
         if resync {
-            match reg.leases().await {
+            let listing = match listed.take() {
+                Some(l) => Ok((l.leases, l.revision)),
+                None => reg.leases().await,
+            };
+            match listing {
                 Ok((leases, rev)) => {
                     let _batch = LogBatch::begin();
                     log!("{} subnet lease(s) in etcd at revision {rev}", leases.len());
