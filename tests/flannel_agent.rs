@@ -573,14 +573,27 @@ fn missing_config_key_is_a_clear_error() {
     );
     assert!(!sf.exists());
 
-    // --ip-masq without nft: a clear error after the lease (the lease stays, as on any exit)
+    // --ip-masq refused by the kernel (another program owns a table of flannel's name, as
+    // a table with flag owner lives as long as its socket): a clear error after the lease
+    // (the lease stays, as on any exit)
     w.etcd(&format!("put {PREFIX}/config '{CONFIG}'"));
+    let owner = netns::run_in(&ns, || {
+        use knetsim::components::nft::batch::{Batch, Session};
+        let s = Session::open()?;
+        let mut b = Batch::new();
+        b.add_table("flannel-ipv4", 0x2, None); // NFT_TABLE_F_OWNER
+        s.apply(&b.finish()?)?;
+        Ok(s)
+    })
+    .unwrap();
     let o = run(Some(&ns),
-        &format!("PATH=/nonexistent {bin} flanneld --etcd-endpoints http://{ETCD_IP}:2379 --iface eth0 --ip-masq --subnet-file {}", sf.display()),
+        &format!("{bin} flanneld --etcd-endpoints http://{ETCD_IP}:2379 --iface eth0 --ip-masq --subnet-file {}", sf.display()),
     );
+    drop(owner);
     assert_eq!(o.ended, netns::process::Ended::Exited(1), "{}", o.text);
     assert!(
-        o.text.contains("setting up --ip-masq") && o.text.contains("apt-get install nftables"),
+        o.text.contains("setting up --ip-masq (first try:")
+            && o.text.contains("another program owns the table"),
         "{}",
         o.text
     );

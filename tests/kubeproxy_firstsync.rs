@@ -180,8 +180,8 @@ fn refused_netlink_batch_names_the_transaction() {
     let e = format!("{:#}", apply_plans(Some(&ns), &plans).unwrap_err());
     assert!(
         e.contains(&format!("first sync, transaction 3 of {}", plans.len()))
-            && e.contains("the kernel refused the nf_tables batch (nothing of it was applied)")
-            && e.contains("rule 4 of 10"),
+            && e.contains("the kernel refused adding the elements of balancer rule 4 of 10")
+            && e.contains("nothing of it was applied"),
         "{e}"
     );
     // The first netlink batch stayed; nothing of the second one did.

@@ -3,10 +3,15 @@
 //! `--ip-masq`, a `postrtg` nat chain that masquerades pod traffic leaving the flannel
 //! network but never pod-to-pod traffic.
 //!
-//! The whole table is replaced in one `nft -f -` transaction (add + delete + add makes it
-//! idempotent: a restart without `--ip-masq` removes an old `postrtg` chain).
+//! The whole table is replaced in one nf_tables transaction (add + delete + add makes it
+//! idempotent: a restart without `--ip-masq` removes an old `postrtg` chain), sent as one
+//! netlink batch ([`batch`]) rather than run through `nft -f` ([`ruleset`] is the same
+//! transaction as text; tests/nft_netlink.rs checks that both list the same).
 
+use super::log;
 use super::subnet::Ipv4Net;
+use crate::components::nft::batch::{self, BaseChain, Batch, Encoded, NftError};
+use crate::components::nft::expr::{self, CmpOp, Expr, IpField, Verdict};
 use anyhow::Result;
 
 pub const TABLE: &str = "flannel-ipv4";
@@ -65,9 +70,100 @@ pub fn ruleset(network: &Ipv4Net, subnet: &Ipv4Net, ip_masq: bool, fully_random:
     s
 }
 
-/// Applies `text` with `nft -f -` in the current network namespace.
-pub fn apply(text: &str) -> Result<()> {
-    crate::components::nft::apply(None, text, "the flannel rules")
+const TABLE_COMMENT: &str = "rules for flannel-ipv4";
+const FORWARD_COMMENT: &str = "chain to accept flannel traffic";
+const POSTRTG_COMMENT: &str = "chain to manage traffic masquerading by flannel";
+
+/// The transaction of [`ruleset`] as one nf_tables netlink batch.
+pub fn batch(
+    network: &Ipv4Net,
+    subnet: &Ipv4Net,
+    ip_masq: bool,
+    fully_random: bool,
+) -> Result<Encoded, NftError> {
+    let mut b = Batch::new();
+    b.add_table(TABLE, 0, None);
+    b.delete_table(TABLE);
+    b.add_table(TABLE, 0, Some(TABLE_COMMENT));
+    let forward = BaseChain {
+        kind: "filter",
+        hook: "forward",
+        priority: batch::PRIORITY_FILTER,
+        policy_accept: false,
+    };
+    b.add_chain(TABLE, FORWARD_CHAIN, Some(forward), Some(FORWARD_COMMENT));
+    let ip = |field, op, net: &Ipv4Net| expr::ip_prefix(field, op, net.ip, net.prefix_len);
+    let accept = Expr::Immediate(Verdict::Accept);
+    for field in [IpField::Saddr, IpField::Daddr] {
+        let mut r = ip(field, CmpOp::Eq, network);
+        r.push(accept.clone());
+        b.add_rule(TABLE, FORWARD_CHAIN, &r, None, None);
+    }
+    if ip_masq {
+        let postrouting = BaseChain {
+            kind: "nat",
+            hook: "postrouting",
+            priority: batch::PRIORITY_SRCNAT,
+            policy_accept: false,
+        };
+        b.add_chain(
+            TABLE,
+            POSTRTG_CHAIN,
+            Some(postrouting),
+            Some(POSTRTG_COMMENT),
+        );
+        let ret = Expr::Immediate(Verdict::Return);
+        let masq = Expr::Masq { fully_random };
+        let (eq, ne) = (CmpOp::Eq, CmpOp::Neq);
+        let (s, d) = (IpField::Saddr, IpField::Daddr);
+        let multicast: Ipv4Net = MULTICAST.parse().expect("a valid constant");
+        let mark = u32::from_str_radix(KUBE_PROXY_MASQ_MARK.trim_start_matches("0x"), 16)
+            .expect("a valid constant");
+        // The six rules of [`ruleset`], in its order and with its reasons.
+        let rules = [
+            [expr::meta_mark_eq(mark), vec![ret.clone()]].concat(),
+            [ip(s, eq, subnet), ip(d, eq, network), vec![ret.clone()]].concat(),
+            [ip(s, eq, network), ip(d, eq, subnet), vec![ret.clone()]].concat(),
+            [ip(s, ne, subnet), ip(d, eq, network), vec![ret]].concat(),
+            [
+                ip(s, eq, network),
+                ip(d, ne, &multicast),
+                vec![masq.clone()],
+            ]
+            .concat(),
+            [ip(s, ne, network), ip(d, eq, network), vec![masq]].concat(),
+        ];
+        for r in rules {
+            b.add_rule(TABLE, POSTRTG_CHAIN, &r, None, None);
+        }
+    }
+    b.finish()
+}
+
+/// Sends [`batch`] in the current network namespace.
+fn apply(network: &Ipv4Net, subnet: &Ipv4Net, ip_masq: bool, fully_random: bool) -> Result<()> {
+    let b = batch(network, subnet, ip_masq, fully_random)?;
+    Ok(batch::Session::open()?.apply(&b)?)
+}
+
+/// Programs the table in the current network namespace and logs what it did, falling back
+/// to plain masquerade where the kernel lacks fully-random. An error only when `--ip-masq`
+/// was asked for (the forward rules alone only warn), as flanneld does.
+pub fn program(network: &Ipv4Net, subnet: &Ipv4Net, ip_masq: bool) -> Result<()> {
+    match apply(network, subnet, ip_masq, true) {
+        Ok(()) if ip_masq => log!(
+            "programmed nftables table ip {TABLE}: forward accept for {network} and masquerade for pod traffic leaving it"
+        ),
+        Ok(()) => log!("programmed nftables table ip {TABLE}: forward accept for {network}"),
+        Err(e) => match apply(network, subnet, ip_masq, false) {
+            Ok(()) => log!("programmed nftables table ip {TABLE} (masquerade without fully-random)"),
+            Err(e2) if ip_masq => {
+                return Err(e2.context(format!("setting up --ip-masq (first try: {e:#})")));
+            }
+            Err(e2) => log!("warning: could not program the forward accept rules: {e2:#}"),
+        },
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -228,32 +228,22 @@ async fn agent(args: &FlanneldArgs) -> Result<()> {
         mtu
     );
 
-    let rules = masq::ruleset(&cfg.network, &own.subnet, args.ip_masq, true);
-    match masq::apply(&rules) {
-        Ok(()) if args.ip_masq => log!(
-            "programmed nftables table ip {}: forward accept for {} and masquerade for pod traffic leaving it",
-            masq::TABLE,
-            cfg.network
-        ),
-        Ok(()) => log!("programmed nftables table ip {}: forward accept for {}", masq::TABLE, cfg.network),
-        Err(e) => {
-            // Older kernels lack fully-random: fall back to plain masquerade.
-            let plain = masq::ruleset(&cfg.network, &own.subnet, args.ip_masq, false);
-            match masq::apply(&plain) {
-                Ok(()) => log!("programmed nftables table ip {} (masquerade without fully-random)", masq::TABLE),
-                Err(e2) if args.ip_masq => {
-                    return Err(e2.context(format!("setting up --ip-masq (first try: {e:#})")));
-                }
-                Err(e2) => log!("warning: could not program the forward accept rules: {e2:#}"),
-            }
-        }
-    }
+    // As flanneld sets up its masquerade rules in a goroutine beside the backend: the
+    // table is programmed while the first lease listing and its routes go on.
+    let (network, subnet, ip_masq) = (cfg.network, own.subnet, args.ip_masq);
+    let masq = tokio::task::spawn_blocking(move || masq::program(&network, &subnet, ip_masq));
 
     let margin = renew_margin(
         Duration::from_secs(args.subnet_lease_renew_margin * 60),
         reg.ttl,
     );
-    watch_loop(&mut reg, &nl, &dp, &mut own, &attrs, margin, Some(listing)).await
+    let watch = watch_loop(&mut reg, &nl, &dp, &mut own, &attrs, margin, Some(listing));
+    tokio::pin!(watch);
+    tokio::select! {
+        r = &mut watch => return r,
+        m = masq => m.context("the nftables task of the agent")??,
+    }
+    watch.await
 }
 
 async fn watch_loop(

@@ -63,6 +63,31 @@ struct Syncer {
 }
 
 impl Syncer {
+    /// A new node's empty table, as one netlink batch (no nft process). When that fails,
+    /// the first sync writes it with the Services.
+    fn create_empty(&mut self) {
+        let start = Instant::now();
+        match super::create_empty_table(None) {
+            Ok(()) => {
+                let want = rules::desired(&State::default());
+                self.current = Some(rules::Current::from_desired(&want));
+                let report = super::ApplyReport {
+                    stats: rules::PlanStats {
+                        setup: true,
+                        transactions: 1,
+                        ..Default::default()
+                    },
+                    services: 0,
+                    endpoints: 0,
+                    vips: 0,
+                    elapsed: start.elapsed(),
+                };
+                log(&report.summary());
+            }
+            Err(e) => log(&format!("{e:#}; the first sync writes it instead")),
+        }
+    }
+
     fn sync(&mut self, st: &State) {
         let start = Instant::now();
         if let Err(e) = st.validate() {
@@ -131,7 +156,7 @@ pub async fn run(args: KubeProxyArgs) -> Result<()> {
             // so the first sync from etcd only adds Services (none, for a new cluster:
             // no nft run then, when the agents of every node are busy at once).
             log("no table ip kube-proxy yet: creating it empty now; the Services follow from etcd");
-            syncer.sync(&State::default());
+            syncer.create_empty();
         }
         Err(e) => log(&format!("cannot read nftables yet: {e:#}")),
     }

@@ -6,7 +6,9 @@
 //! - [`rules`]: the table as typed data and the pure state -> `nft -f -` transaction
 //!   function (incremental).
 //! - [`nfnl`]: the bulk path of a large first sync, balancer rules as nf_tables netlink
-//!   batches. Every other change goes through `nft -f -`: one readable, atomic
+//!   batches (on the shared writer, [`crate::components::nft::batch`], which also writes a
+//!   new node's empty table: [`create_empty_table`]). Every other change goes through
+//!   `nft -f -`: one readable, atomic
 //!   transaction a learner can print, and cheap when it adds a few anonymous sets; only
 //!   thousands of them in one table make the kernel's per-set work add up.
 //! - [`agent`]: the daemon (list + watch etcd, debounce, one atomic transaction per sync).
@@ -84,6 +86,14 @@ pub fn read_current(ns: Option<&str>) -> Result<rules::Current> {
     }
 }
 
+/// Creates a new node's empty table (the fixed part: maps, set, base and fixed chains) in
+/// `ns` as one nf_tables netlink batch, the same table the first sync's `nft -f` would
+/// write, without an nft process (every new node does this at once at bring-up).
+pub fn create_empty_table(ns: Option<&str>) -> Result<()> {
+    nft::batch::apply(ns, rules::skeleton::skeleton_batch()?)
+        .context("creating the empty table ip kube-proxy")
+}
+
 /// Applies one transaction atomically (`nft -f -`). Nothing changes when it fails.
 pub fn apply_transaction(ns: Option<&str>, text: &str) -> Result<()> {
     nft::apply(ns, text, "the kube-proxy transaction")
@@ -116,12 +126,7 @@ pub fn apply_plans(ns: Option<&str>, plans: &[rules::Plan]) -> Result<()> {
 
 /// Sends one netlink batch of balancer rules in `ns` (None: the current namespace).
 fn apply_netlink(ns: Option<&str>, b: &rules::NetlinkBatch) -> Result<()> {
-    let buf = nfnl::encode(rules::TABLE, &b.rules, b.first_set)?;
-    let n = b.rules.len();
-    match ns {
-        None => nfnl::send(&buf, n),
-        Some(ns) => crate::netns::run_in(ns, move || nfnl::send(&buf, n)),
-    }
+    nft::batch::apply(ns, nfnl::encode(rules::TABLE, &b.rules, b.first_set)?)
 }
 
 /// What one [`apply_local`] did.

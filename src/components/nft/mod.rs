@@ -1,10 +1,38 @@
-//! The one way components run `nft`: in a namespace (or the current one), a transaction on
-//! stdin or a listing on stdout, and nft's own message when it refuses. Shared by
-//! kube-proxy's table and flannel's masquerade table.
+//! nftables for the components, two ways:
+//!
+//! - [`batch`] (with [`expr`]): transactions written as nf_tables netlink messages and sent
+//!   in one `sendmsg`, no process. flannel's table, kube-proxy's empty table at start-up
+//!   and its bulk balancer rules go this way.
+//! - [`run`] / [`apply`] / [`list_table_json`]: the `nft` program, in a namespace (or the
+//!   current one), a transaction on stdin or a listing on stdout, and nft's own message
+//!   when it refuses: kube-proxy's readable service transactions and every listing.
 
-use anyhow::{bail, Context, Result};
+pub mod batch;
+pub mod expr;
+pub mod session;
+pub mod wire;
+
+use anyhow::{anyhow, bail, Context, Result};
 use std::io::Write;
+use std::os::unix::process::CommandExt;
 use std::process::Stdio;
+use std::sync::OnceLock;
+
+/// What to say when nft is not installed (the package that has it).
+const INSTALL_NFT: &str = "install it with `apt-get install nftables`";
+
+/// The absolute path of `nft` on this process's PATH, looked up once: spawning by bare
+/// name walks PATH on every run (seven failed execs per run on these machines).
+fn nft_program() -> Result<&'static str> {
+    static NFT: OnceLock<Option<String>> = OnceLock::new();
+    NFT.get_or_init(|| {
+        crate::netns::process::which("nft")
+            .filter(|p| p.is_absolute())
+            .and_then(|p| p.to_str().map(str::to_string))
+    })
+    .as_deref()
+    .ok_or_else(|| anyhow!("starting nft: not found on PATH ({INSTALL_NFT})"))
+}
 
 /// What nft printed on stderr when it exited with an error.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -17,8 +45,9 @@ pub fn run(
     args: &[&str],
     input: Option<&str>,
 ) -> Result<std::result::Result<String, Refused>> {
-    let mut cmd = crate::netns::process::command_net_only(ns, "nft")?;
+    let mut cmd = crate::netns::process::command_net_only(ns, nft_program()?)?;
     cmd.command()
+        .arg0("nft")
         .args(args)
         .stdin(if input.is_some() {
             Stdio::piped()
@@ -29,7 +58,7 @@ pub fn run(
         .stderr(Stdio::piped());
     let mut child = cmd
         .spawn()
-        .context("starting nft (install it with `apt-get install nftables`)")?;
+        .with_context(|| format!("starting nft ({INSTALL_NFT})"))?;
     let writer = match (input, child.stdin.take()) {
         (Some(text), Some(mut stdin)) => {
             // Write from a thread so a large transaction cannot deadlock against nft's output.
