@@ -32,15 +32,6 @@ pub struct OwnLease {
     pub expires: Instant,
 }
 
-/// The leases listed while acquiring our own, at the revision of that listing: the first
-/// sync starts from them, and the watch from the next revision (our own lease, written
-/// after, arrives on it), instead of listing every lease again.
-#[derive(Debug, Clone)]
-pub struct Listing {
-    pub leases: Vec<Lease>,
-    pub revision: i64,
-}
-
 impl Registry {
     pub fn config_key(&self) -> String {
         format!("{}/config", self.prefix)
@@ -293,17 +284,16 @@ impl Registry {
             .await
     }
 
-    /// flannel's AcquireLease: up to 10 tries of (list, choose, create). Returns the
-    /// lease and the last listing.
+    /// flannel's AcquireLease: up to 10 tries of (list, choose, create).
     pub async fn acquire(
         &mut self,
         cfg: &NetConfig,
         attrs: &LeaseAttrs,
         previous: Option<Ipv4Net>,
-    ) -> Result<(OwnLease, Listing)> {
+    ) -> Result<OwnLease> {
         let range = Range::from_config(cfg);
         for _ in 0..RACE_RETRIES {
-            let (leases, revision) = self.leases().await?;
+            let (leases, _) = self.leases().await?;
             let choice = subnet::choose(&range, &leases, attrs.public_ip, previous, |n| {
                 rand::random_range(0..n)
             })?;
@@ -314,11 +304,10 @@ impl Registry {
                         attrs.public_ip
                     );
                     let expires = self.update(&sn, attrs).await?;
-                    let own = OwnLease {
+                    return Ok(OwnLease {
                         subnet: sn,
                         expires,
-                    };
-                    return Ok((own, Listing { leases, revision }));
+                    });
                 }
                 Choice::DeleteIncompatible(sn) => {
                     log!(
@@ -344,11 +333,10 @@ impl Registry {
                                 attrs.public_ip,
                                 subnet::lease_key(&self.prefix, &sn)
                             );
-                            let own = OwnLease {
+                            return Ok(OwnLease {
                                 subnet: sn,
                                 expires,
-                            };
-                            return Ok((own, Listing { leases, revision }));
+                            });
                         }
                         None => {
                             log!("subnet {sn} was taken by another node meanwhile, trying again");

@@ -209,7 +209,7 @@ async fn agent(args: &FlanneldArgs) -> Result<()> {
     if let Some(p) = previous {
         log!("previous subnet from {}: {p}", subnet_file.display());
     }
-    let (mut own, listing) = reg.acquire(&cfg, &attrs, previous).await?;
+    let mut own = reg.acquire(&cfg, &attrs, previous).await?;
     log!("lease value: {}", attrs.to_json());
 
     dp.configure(&nl, &own.subnet, &cfg.network).await?;
@@ -237,7 +237,7 @@ async fn agent(args: &FlanneldArgs) -> Result<()> {
         Duration::from_secs(args.subnet_lease_renew_margin * 60),
         reg.ttl,
     );
-    let watch = watch_loop(&mut reg, &nl, &dp, &mut own, &attrs, margin, Some(listing));
+    let watch = watch_loop(&mut reg, &nl, &dp, &mut own, &attrs, margin);
     tokio::pin!(watch);
     tokio::select! {
         r = &mut watch => return r,
@@ -253,7 +253,6 @@ async fn watch_loop(
     own: &mut lease::OwnLease,
     attrs: &LeaseAttrs,
     margin: Duration,
-    mut listed: Option<lease::Listing>,
 ) -> Result<()> {
     let mut known: HashMap<Ipv4Net, Remote> = HashMap::new();
     let renew_at = |exp: Instant| exp.checked_sub(margin).unwrap_or_else(Instant::now);
@@ -264,11 +263,10 @@ async fn watch_loop(
     let mut backoff = Duration::from_millis(100);
     loop {
         if resync {
-            let listing = match listed.take() {
-                Some(l) => Ok((l.leases, l.revision)),
-                None => reg.leases().await,
-            };
-            match listing {
+            // Listed again rather than reusing the listing made while acquiring: a watch
+            // from that older revision would start behind etcd's head, and etcd catches up
+            // such a watcher only every 100 ms.
+            match reg.leases().await {
                 Ok((leases, rev)) => {
                     let _batch = LogBatch::begin();
                     log!("{} subnet lease(s) in etcd at revision {rev}", leases.len());
