@@ -4,8 +4,8 @@
 
 mod common;
 
-use common::{guarded_ns, sh};
-use knetsim::netns::route_watch::Announcements;
+use common::{guarded_ns, sh, wait_until};
+use knetsim::netns::{self, route_watch::Announcements};
 use knetsim::wait::Wake;
 use std::time::Duration;
 
@@ -70,4 +70,76 @@ fn an_nftables_change_wakes_the_watch_and_one_elsewhere_does_not() {
         (&other, "nft add table ip elsewhere"),
     );
     assert!(sh(&ns, "nft list tables").contains("kube-proxy"));
+}
+
+#[test]
+fn a_table_watch_wakes_for_its_own_table_not_for_others_in_the_namespace() {
+    let Some((_g, ns)) = guarded_ns("nfttable-wake") else {
+        return;
+    };
+    // flanneld's masquerade commits and an IPv6 table of the same name, in the same
+    // namespace: not kube-proxy's table.
+    wakes_here_not_elsewhere(
+        &Announcements::nftables_table("kube-proxy"),
+        // One transaction: one wake.
+        (
+            &ns,
+            "nft 'add table ip kube-proxy; add chain ip kube-proxy services'",
+        ),
+        (
+            &ns,
+            "nft add table ip flannel && nft add chain ip flannel masq && nft add table ip6 kube-proxy",
+        ),
+    );
+    assert!(sh(&ns, "nft list chains").contains("services"));
+}
+
+/// kube-proxy's service route waits for its device on the link announcements: with the
+/// fallback retry set to an hour, only the announcement of the device coming up can bring
+/// the route. Before it, the agent says why it has none yet.
+#[test]
+fn the_service_route_follows_its_device_appearing_later() {
+    let Some((mut g, ns)) = guarded_ns("kp-linkwake") else {
+        return;
+    };
+    let log = g.dir("kp-linkwake").join("kube-proxy.log");
+    let args: Vec<String> = [
+        "kube-proxy",
+        // Nothing answers there: the route does not wait for etcd.
+        "--etcd-endpoints",
+        "http://127.0.0.1:9",
+        "--service-route-dev",
+        "flannel.7",
+        "--service-route-retry-ms",
+        "3600000",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let child = netns::process::spawn_daemon(Some(&ns), env!("CARGO_BIN_EXE_knetsim"), &args, &log)
+        .unwrap();
+    g.children.push(child);
+    let read_log = || std::fs::read_to_string(&log).unwrap_or_default();
+    wait_until(
+        "kube-proxy to say it has no device yet",
+        Duration::from_secs(20),
+        || {
+            let text = read_log();
+            text.contains("(does 'flannel.7' exist yet?)") && text.contains("will retry")
+        },
+    );
+    assert!(!has_route(&ns, "100.64.0.0/16"));
+    sh(
+        &ns,
+        "ip link add flannel.7 type bridge && ip link set flannel.7 up",
+    );
+    wait_until("the service route", Duration::from_secs(20), || {
+        has_route(&ns, "100.64.0.0/16 dev flannel.7")
+    });
+    let text = read_log();
+    assert!(
+        text.contains("route 100.64.0.0/16 dev flannel.7 added"),
+        "{text}"
+    );
+    assert_eq!(text.matches("will retry").count(), 1, "{text}");
 }

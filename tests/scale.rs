@@ -160,6 +160,14 @@ fn pods_created_in_bulk_are_wired_where_asked() {
     assert!(made.iter().all(|p| p.labels == labels));
     let w1 = c.worker("w1").unwrap();
     assert_eq!(w1.containers(), ["a", "b"]);
+    // A worker's bridge ADDs run in the order given: a gets the first address of w1's
+    // subnet after the gateway, b the next, on every run.
+    let (a_ip, b_ip) = (w1.container_ip("a").unwrap(), w1.container_ip("b").unwrap());
+    assert!(a_ip.ends_with(".2"), "a: {a_ip}");
+    let next = |ip: &str| {
+        std::net::Ipv4Addr::from(u32::from(ip.parse::<std::net::Ipv4Addr>().unwrap()) + 1)
+    };
+    assert_eq!(b_ip, next(&a_ip).to_string(), "b follows a");
     let c_ip = c.worker("w3").unwrap().container_ip("c").unwrap();
     let out = w1
         .exec_container("a", &format!("ping -c 1 -W 2 {c_ip}"))
@@ -201,6 +209,35 @@ fn pods_created_in_bulk_are_wired_where_asked() {
         ["scale-bulk-C0-a", "scale-bulk-C0-b", "scale-bulk-C0-c"],
         "the record holds exactly the pods made"
     );
+
+    // A namespace already there under a pod's name is not the run's: that pod fails,
+    // the namespace stays, and the worker's other pod is made.
+    let mut foreign = common::Guard::default();
+    let taken = foreign.ns("scale-bulk-C0-x");
+    plan.clear();
+    plan.insert("w2".to_string(), vec!["x".to_string(), "y".to_string()]);
+    let e = format!("{:#}", c.create_containers(&plan, &labels).unwrap_err());
+    assert!(
+        e.contains("created 1 of 2 pods; these failed: x on C0w2"),
+        "{e}"
+    );
+    assert!(e.contains("already exists"), "{e}");
+    assert!(
+        knetsim::netns::exists(&taken),
+        "the foreign namespace was removed"
+    );
+    assert!(c.find_container("x").is_none());
+    assert!(c
+        .worker("w2")
+        .unwrap()
+        .container_ip("y")
+        .unwrap()
+        .ends_with(".2"));
     sim.teardown().unwrap();
+    assert!(
+        knetsim::netns::exists(&taken),
+        "teardown removed the foreign namespace"
+    );
+    drop(foreign);
     assert_nothing_left("scale-bulk", &[]);
 }

@@ -102,3 +102,40 @@ fn ctrl_c_ends_an_exec_and_stops_the_script() {
     );
     assert_eq!(o, Outcome::Ok, "{:?}", s.last_error());
 }
+
+#[test]
+fn ctrl_c_before_a_pod_is_wired_makes_none() {
+    if !common::root_or_skip() {
+        return;
+    }
+    let _t = my_turn();
+    let instance = "scr-intpod";
+    let (sim, c) = common::started(instance, 1, 1);
+    let w1 = c.worker("w1").unwrap();
+    knetsim::interrupt::raise();
+    let one = common::err_text(w1.create_container("p", Default::default()));
+    let plan = std::collections::BTreeMap::from([("w1".to_string(), vec!["q".to_string()])]);
+    let bulk = common::err_text(c.create_containers(&plan, &Default::default()));
+    knetsim::interrupt::take();
+    assert!(
+        one.contains("interrupted before container 'p' was made"),
+        "{one}"
+    );
+    assert!(
+        bulk.contains("interrupted while creating pods: 0 of 1 made"),
+        "{bulk}"
+    );
+    assert!(w1.containers().is_empty());
+    let pods: Vec<String> = common::namespaces_of(instance)
+        .into_iter()
+        .filter(|n| n.contains("-C0-"))
+        .collect();
+    assert!(pods.is_empty(), "namespaces made after Ctrl-C: {pods:?}");
+    let record = std::fs::read_to_string(sim.run_dir().join("record.json")).unwrap();
+    assert!(
+        !record.contains("-C0-"),
+        "the record keeps no pod: {record}"
+    );
+    sim.teardown().unwrap();
+    common::assert_nothing_left(instance, &[]);
+}

@@ -204,3 +204,26 @@ fn a_namespace_that_already_exists_is_never_taken_over() {
     drop(foreign);
     assert_nothing_left("lcclash", &[]);
 }
+
+/// start()'s contract, read straight from the kernel the moment it returns: every worker
+/// holds a route to each other worker's subnet over the overlay, and its kube-proxy's
+/// table with its fixed chains (awaited beside etcd's election, not after the overlay).
+#[test]
+fn start_returns_with_every_overlay_route_and_kube_proxy_table() {
+    if !common::root_or_skip() {
+        return;
+    }
+    let (sim, c) = common::started("life-ready", 3, 1);
+    for w in c.workers() {
+        let routes = common::sh(&w.ns(), "ip -4 route show dev flannel.100");
+        assert_eq!(
+            routes.matches("onlink").count(),
+            2,
+            "{}: {routes}",
+            w.name()
+        );
+        let table = common::sh(&w.ns(), "nft list table ip kube-proxy");
+        assert_holds(&table, &["chain services", "chain nat-prerouting"]);
+    }
+    tear_down(&sim, &[]);
+}

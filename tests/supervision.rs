@@ -471,3 +471,40 @@ fn an_agent_that_cannot_run_ends_waits_at_once_with_its_log() {
     assert_eq!(w1.agent_pid("kube-proxy").unwrap(), None);
     tear_down(&sim, &[]);
 }
+
+/// Bring-up waits for each kube-proxy's table as soon as the agent is started, beside
+/// etcd's election: one that cannot run ends start() with what it printed, and the failed
+/// bring-up leaves nothing behind.
+#[test]
+fn a_kube_proxy_that_cannot_run_ends_start_with_its_log() {
+    if !root_or_skip() {
+        return;
+    }
+    use std::os::unix::fs::PermissionsExt;
+    let instance = "sup-kpbroken";
+    let dir =
+        TempDir(std::env::temp_dir().join(format!("knetsim-kpbroken-{}", std::process::id())));
+    std::fs::create_dir_all(&dir.0).unwrap();
+    // flanneld runs; kube-proxy fails at once, every time it is started.
+    let exe = dir.0.join("knetsim");
+    std::fs::write(
+        &exe,
+        format!(
+            "#!/bin/sh\nif [ \"$1\" = kube-proxy ]; then echo \"broken agent: $1\" >&2; exit 1; fi\nexec '{}' \"$@\"\n",
+            knetsim_exe().display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let sim = Sim::new(knetsim::sim::Options {
+        knetsim_exe: exe.clone(),
+        ..common::options(instance)
+    })
+    .unwrap();
+    common::declare_c0(&sim, 2, 1).unwrap();
+    let e = format!("{:#}", sim.start().expect_err("start failed"));
+    for want in ["kube-proxy on C0w", "broken agent: kube-proxy"] {
+        assert!(e.contains(want), "'{want}' missing from: {e}");
+    }
+    tear_down(&sim, &[]);
+}

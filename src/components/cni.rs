@@ -6,6 +6,7 @@
 use anyhow::{anyhow, bail, Context, Result};
 use serde_json::{json, Value};
 use std::io::Write;
+use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
@@ -113,66 +114,55 @@ pub struct Attachment {
     pub ip: String,
 }
 
-/// Runs one plugin binary inside namespace `worker_ns`, the way a runtime does.
-fn exec_plugin(
-    worker_ns: &str,
-    plugin: &str,
-    command: &str,
-    container_id: &str,
-    netns_path: &Path,
-    ifname: &str,
-    config: &Value,
-) -> Result<Value> {
-    let dir = cni_path();
-    let bin = Path::new(&dir).join(plugin);
-    if !bin.exists() {
-        bail!(
-            "CNI plugin {} is missing: install it with `apt-get install containernetworking-plugins`",
-            bin.display()
-        );
+/// A container to attach: its ID (what CNI_CONTAINERID carries) and its namespace's path.
+#[derive(Debug, Clone)]
+pub struct Pod {
+    pub id: String,
+    pub netns: PathBuf,
+}
+
+/// A plugin run that has its config on stdin and has not been waited for yet.
+struct Running {
+    plugin: &'static str,
+    command: &'static str,
+    child: std::process::Child,
+}
+
+impl Running {
+    /// Waits for the plugin and reads its result (CNI errors come as JSON on stdout).
+    fn finish(self) -> Result<Value> {
+        let (plugin, command) = (self.plugin, self.command);
+        let out = self.child.wait_with_output()?;
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        if !out.status.success() {
+            let msg = serde_json::from_str::<Value>(&stdout)
+                .ok()
+                .and_then(|v| {
+                    v["msg"]
+                        .as_str()
+                        .map(|m| format!("{m} {}", v["details"].as_str().unwrap_or("")))
+                })
+                .unwrap_or_else(|| format!("{stdout}{}", String::from_utf8_lossy(&out.stderr)));
+            bail!(
+                "CNI {command} with plugin '{plugin}' failed: {}",
+                msg.trim()
+            );
+        }
+        if stdout.trim().is_empty() {
+            return Ok(Value::Null);
+        }
+        serde_json::from_str(&stdout)
+            .with_context(|| format!("parsing the {plugin} plugin's result"))
     }
-    let mut cmd =
-        crate::netns::process::command_net_only(Some(worker_ns), &bin.display().to_string())?;
-    cmd.command()
-        .env_clear()
-        .env("CNI_COMMAND", command)
-        .env("CNI_CONTAINERID", container_id)
-        .env("CNI_NETNS", netns_path)
-        .env("CNI_IFNAME", ifname)
-        .env("CNI_PATH", &dir)
-        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = cmd
-        .spawn()
-        .with_context(|| format!("running {}", bin.display()))?;
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(serde_json::to_string(config)?.as_bytes())?;
-    let out = child.wait_with_output()?;
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    if !out.status.success() {
-        // CNI errors come as JSON {code, msg, details} on stdout.
-        let msg = serde_json::from_str::<Value>(&stdout)
-            .ok()
-            .and_then(|v| {
-                v["msg"]
-                    .as_str()
-                    .map(|m| format!("{m} {}", v["details"].as_str().unwrap_or("")))
-            })
-            .unwrap_or_else(|| format!("{stdout}{}", String::from_utf8_lossy(&out.stderr)));
-        bail!(
-            "CNI {command} with plugin '{plugin}' failed: {}",
-            msg.trim()
-        );
-    }
-    if stdout.trim().is_empty() {
-        return Ok(Value::Null);
-    }
-    serde_json::from_str(&stdout).with_context(|| format!("parsing the {plugin} plugin's result"))
+}
+
+/// What one pod of [`WorkerCni::add_all`] has got to.
+enum Progress {
+    Failed(anyhow::Error),
+    Started {
+        loopback: Result<Running>,
+        bridge: Option<Result<Value>>,
+    },
 }
 
 /// Paths the flannel plugin logic keeps per worker.
@@ -183,6 +173,9 @@ pub struct WorkerCni {
     pub data_dir: PathBuf,
     /// host-local's per-worker allocation directory.
     pub ipam_dir: PathBuf,
+    /// The plugins' directory (CNI_PATH), absolute, so each plugin is started by its path
+    /// without a walk of PATH.
+    pub bin_dir: PathBuf,
 }
 
 impl WorkerCni {
@@ -190,63 +183,176 @@ impl WorkerCni {
         flannel_conf(&self.subnet_file, &self.data_dir)
     }
 
-    /// CNI ADD: loopback for `lo`, then the flannel-delegated bridge for `eth0`.
-    pub fn add(&self, container_id: &str, netns_path: &Path) -> Result<Attachment> {
-        let env = read_subnet_env(&self.subnet_file)?;
-        let delegate = render_delegate(&self.conf(), &env, &self.ipam_dir);
-        std::fs::create_dir_all(&self.data_dir)?;
-        // Kept before ADD, as the flannel plugin does, so a failed ADD can still be DELeted.
-        std::fs::write(
-            self.data_dir.join(container_id),
-            serde_json::to_vec_pretty(&delegate)?,
+    /// Starts one plugin binary inside the worker's namespace, the way a runtime does, and
+    /// hands it its config.
+    fn start(
+        &self,
+        plugin: &'static str,
+        command: &'static str,
+        pod: &Pod,
+        ifname: &str,
+        config: &Value,
+    ) -> Result<Running> {
+        let bin = self.bin_dir.join(plugin);
+        if !bin.exists() {
+            bail!(
+                "CNI plugin {} is missing: install it with `apt-get install containernetworking-plugins`",
+                bin.display()
+            );
+        }
+        let mut cmd = crate::netns::process::command_net_only(
+            Some(&self.worker_ns),
+            &bin.display().to_string(),
         )?;
+        cmd.command()
+            .env_clear()
+            .env("CNI_COMMAND", command)
+            .env("CNI_CONTAINERID", &pod.id)
+            .env("CNI_NETNS", &pod.netns)
+            .env("CNI_IFNAME", ifname)
+            .env("CNI_PATH", &self.bin_dir)
+            .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = cmd
+            .spawn()
+            .with_context(|| format!("running {}", bin.display()))?;
+        // A config is far smaller than a pipe's buffer: this never waits on the plugin.
+        let written = child
+            .stdin
+            .take()
+            .expect("stdin is piped")
+            .write_all(serde_json::to_string(config)?.as_bytes());
+        let running = Running {
+            plugin,
+            command,
+            child,
+        };
+        if let Err(e) = written {
+            let _ = running.finish();
+            return Err(e).with_context(|| format!("giving {} its config", bin.display()));
+        }
+        Ok(running)
+    }
+
+    /// CNI ADD of one container: see [`WorkerCni::add_all`].
+    pub fn add(&self, pod: &Pod) -> Result<Attachment> {
+        self.add_all(std::slice::from_ref(pod), |_| ControlFlow::Continue(Ok(())))
+            .pop()
+            .expect("one pod, one result")
+    }
+
+    /// CNI ADD of containers on this worker: loopback for `lo`, the flannel-delegated
+    /// bridge for `eth0`. A pod's two plugins run side by side, as containerd attaches a
+    /// pod's networks (they touch different interfaces), and while one pod's bridge ADD
+    /// runs the next pod's namespace is made (by `prepare(i)`, which may also say stop)
+    /// and its loopback started. The bridge ADDs run one after another in the order
+    /// given, so host-local hands out addresses in that order, the same on every run.
+    /// A pod whose loopback or bridge ADD failed is DELeted again, so the worker keeps
+    /// nothing of it (its namespace is the caller's). One result per pod prepared, in order.
+    pub fn add_all(
+        &self,
+        pods: &[Pod],
+        mut prepare: impl FnMut(usize) -> ControlFlow<(), Result<()>>,
+    ) -> Vec<Result<Attachment>> {
+        let delegate = match self.delegate() {
+            Ok(d) => d,
+            Err(e) => {
+                let msg = format!("{e:#}");
+                return pods.iter().map(|_| Err(anyhow!("{msg}"))).collect();
+            }
+        };
         let lo = json!({"cniVersion": CNI_VERSION, "name": "lo", "type": "loopback"});
-        exec_plugin(
-            &self.worker_ns,
-            "loopback",
-            "ADD",
-            container_id,
-            netns_path,
-            "lo",
-            &lo,
-        )?;
-        let result = exec_plugin(
-            &self.worker_ns,
-            "bridge",
-            "ADD",
-            container_id,
-            netns_path,
-            "eth0",
-            &delegate,
-        )?;
-        let addr = result["ips"][0]["address"]
-            .as_str()
-            .ok_or_else(|| anyhow!("the bridge plugin returned no IP address: {result}"))?;
-        let (ip, _prefix) = addr
-            .split_once('/')
-            .ok_or_else(|| anyhow!("unexpected address '{addr}' from the bridge plugin"))?;
-        Ok(Attachment { ip: ip.to_string() })
+        let mut progress: Vec<Progress> = Vec::new();
+        let mut bridge_running: Option<(usize, Result<Running>)> = None;
+        for (i, pod) in pods.iter().enumerate() {
+            let ready = match prepare(i) {
+                ControlFlow::Break(()) => break,
+                ControlFlow::Continue(r) => r.and_then(|()| self.keep(pod, &delegate)),
+            };
+            if let Err(e) = ready {
+                progress.push(Progress::Failed(e));
+                continue;
+            }
+            let loopback = self.start("loopback", "ADD", pod, "lo", &lo);
+            // The previous bridge ADD ends before this one starts: addresses stay in order.
+            if let Some((j, run)) = bridge_running.take() {
+                set_bridge(&mut progress[j], run.and_then(Running::finish));
+            }
+            bridge_running = Some((i, self.start("bridge", "ADD", pod, "eth0", &delegate)));
+            progress.push(Progress::Started {
+                loopback,
+                bridge: None,
+            });
+        }
+        if let Some((j, run)) = bridge_running.take() {
+            set_bridge(&mut progress[j], run.and_then(Running::finish));
+        }
+        progress
+            .into_iter()
+            .zip(pods)
+            .map(|(p, pod)| {
+                let (loopback, bridge) = match p {
+                    Progress::Failed(e) => return Err(e),
+                    Progress::Started { loopback, bridge } => (loopback, bridge),
+                };
+                let attached = loopback
+                    .and_then(Running::finish)
+                    .and(bridge.expect("every started bridge ADD was waited for"))
+                    .and_then(|result| attachment(&result));
+                if attached.is_err() {
+                    let _ = self.del(pod);
+                }
+                attached
+            })
+            .collect()
+    }
+
+    /// The bridge config for this worker's pods, from its current subnet.env.
+    fn delegate(&self) -> Result<Value> {
+        let env = read_subnet_env(&self.subnet_file)?;
+        std::fs::create_dir_all(&self.data_dir)?;
+        Ok(render_delegate(&self.conf(), &env, &self.ipam_dir))
+    }
+
+    /// Keeps a container's config before its ADD, as the flannel plugin does, so a failed
+    /// ADD can still be DELeted.
+    fn keep(&self, pod: &Pod, delegate: &Value) -> Result<()> {
+        let kept = self.data_dir.join(&pod.id);
+        std::fs::write(&kept, serde_json::to_vec_pretty(delegate)?)
+            .with_context(|| format!("writing {}", kept.display()))
     }
 
     /// CNI DEL with the config kept at ADD time.
-    pub fn del(&self, container_id: &str, netns_path: &Path) -> Result<()> {
-        let kept = self.data_dir.join(container_id);
+    pub fn del(&self, pod: &Pod) -> Result<()> {
+        let kept = self.data_dir.join(&pod.id);
         let delegate: Value = match std::fs::read(&kept) {
             Ok(b) => serde_json::from_slice(&b)?,
             Err(_) => return Ok(()),
         };
-        exec_plugin(
-            &self.worker_ns,
-            "bridge",
-            "DEL",
-            container_id,
-            netns_path,
-            "eth0",
-            &delegate,
-        )?;
+        self.start("bridge", "DEL", pod, "eth0", &delegate)?
+            .finish()?;
         let _ = std::fs::remove_file(kept);
         Ok(())
     }
+}
+
+fn set_bridge(p: &mut Progress, result: Result<Value>) {
+    if let Progress::Started { bridge, .. } = p {
+        *bridge = Some(result);
+    }
+}
+
+/// The pod's address from the bridge plugin's result.
+fn attachment(result: &Value) -> Result<Attachment> {
+    let addr = result["ips"][0]["address"]
+        .as_str()
+        .ok_or_else(|| anyhow!("the bridge plugin returned no IP address: {result}"))?;
+    let (ip, _prefix) = addr
+        .split_once('/')
+        .ok_or_else(|| anyhow!("unexpected address '{addr}' from the bridge plugin"))?;
+    Ok(Attachment { ip: ip.to_string() })
 }
 
 #[cfg(test)]

@@ -10,6 +10,7 @@
 
 use super::state::{self, RUN_BASE, SHM_BASE};
 use anyhow::{bail, Context, Result};
+use nix::fcntl::{Flock, FlockArg};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use serde::{Deserialize, Serialize};
@@ -117,6 +118,24 @@ fn owner_alive(d: &RecordData) -> bool {
 /// Reads the record in `dir` (a directory already verified private) without following a
 /// symlink; refuses one that is not a plain file of root's that only root can write.
 fn read(dir: &Path) -> Result<Option<RecordData>> {
+    // A writer rewrites the file that was the record before its last write (see
+    // `swap_in`), under an exclusive lock: the read holds a shared one, and reads again
+    // when the file stopped being the record before it got the lock (a write finished in
+    // between: writes are few, each far longer than a read).
+    loop {
+        if let Read::Done(data) = read_file(dir)? {
+            return data;
+        }
+    }
+}
+
+enum Read {
+    Done(Result<Option<RecordData>>),
+    Swapped,
+}
+
+/// One read: Err when the record may not be trusted at all.
+fn read_file(dir: &Path) -> Result<Read> {
     let path = record_path(dir);
     let p = path.display();
     let file = match std::fs::OpenOptions::new()
@@ -125,7 +144,7 @@ fn read(dir: &Path) -> Result<Option<RecordData>> {
         .open(&path)
     {
         Ok(f) => f,
-        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
+        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(Read::Done(Ok(None))),
         Err(e) if e.raw_os_error() == Some(libc::ELOOP) => bail!(
             "{p} is a symbolic link: knetsim obeys only a record that is a plain file of \
              root's. Check who made it, then remove it as root: rm {p}"
@@ -143,13 +162,19 @@ fn read(dir: &Path) -> Result<Option<RecordData>> {
             dir.display()
         );
     }
-    let data = serde_json::from_reader(std::io::BufReader::new(file)).with_context(|| {
+    let file = Flock::lock(file, FlockArg::LockShared)
+        .map_err(|(_, e)| e)
+        .with_context(|| format!("locking {p}"))?;
+    if std::fs::symlink_metadata(&path).map(|n| n.ino()).ok() != Some(m.ino()) {
+        return Ok(Read::Swapped);
+    }
+    let data = serde_json::from_reader(std::io::BufReader::new(&*file)).with_context(|| {
         format!(
             "{p} is not a knetsim record; check it, then remove the directory as root: rm -r {}",
             dir.display()
         )
-    })?;
-    Ok(Some(data))
+    });
+    Ok(Read::Done(data.map(Some)))
 }
 
 /// The entries of a record read from disk that may be obeyed, and a warning for each one
@@ -318,19 +343,25 @@ impl Record {
             (serde_json::to_vec_pretty(&d.data)?, d.version)
         };
         let tmp = self.dir.join("record.json.tmp");
-        let mut f = std::fs::OpenOptions::new()
+        // Rewritten in place (the previous version it holds is no longer needed), so no
+        // write allocates an inode: on ext4 without a journal each new inode scans past
+        // the recently deleted ones, and a rename over the record deleted one per write.
+        let f = std::fs::OpenOptions::new()
             .write(true)
             .create(true)
-            .truncate(true)
+            .truncate(false)
             .mode(0o600)
             .custom_flags(libc::O_NOFOLLOW)
             .open(&tmp)
             .with_context(|| format!("writing {}", tmp.display()))?;
+        // A reader that opened it while it was the record may still be reading it.
+        let mut f = Flock::lock(f, FlockArg::LockExclusive)
+            .map_err(|(_, e)| e)
+            .with_context(|| format!("locking {}", tmp.display()))?;
         f.write_all(&bytes)
+            .and_then(|()| f.set_len(bytes.len() as u64))
             .with_context(|| format!("writing {}", tmp.display()))?;
-        // The rename makes the new record replace the old one whole, even after a crash.
-        std::fs::rename(&tmp, record_path(&self.dir))
-            .with_context(|| format!("replacing {}", record_path(&self.dir).display()))?;
+        swap_in(&tmp, &record_path(&self.dir))?;
         Ok(version)
     }
 
@@ -456,6 +487,21 @@ fn keep_only_logs(dir: &Path) -> Result<bool> {
         Ok(kept)
     }
     prune(dir).with_context(|| format!("keeping the logs in {}", dir.display()))
+}
+
+/// Makes `new` the record at `path` whole, even after a crash: the two files are swapped
+/// in one step, so `new` then holds the previous version, overwritten by the next write.
+/// The first write (no record yet), or a filesystem that cannot swap, renames instead.
+fn swap_in(new: &Path, path: &Path) -> Result<()> {
+    use nix::errno::Errno;
+    use nix::fcntl::{renameat2, RenameFlags, AT_FDCWD};
+    match renameat2(AT_FDCWD, new, AT_FDCWD, path, RenameFlags::RENAME_EXCHANGE) {
+        Ok(()) => Ok(()),
+        Err(Errno::ENOENT | Errno::EINVAL) => {
+            std::fs::rename(new, path).with_context(|| format!("replacing {}", path.display()))
+        }
+        Err(e) => Err(e).with_context(|| format!("replacing {}", path.display())),
+    }
 }
 
 /// Whether a recorded pid may be signalled at all (it and its process group), whatever
@@ -706,15 +752,35 @@ mod tests {
         assert_eq!(disk, want);
         t.0.forget_namespaces(&names[..10]).unwrap();
         assert_eq!(t.on_disk().namespaces.len(), 54);
-        assert!(!t.0.dir().join("record.json.tmp").exists());
+    }
+
+    #[test]
+    fn writes_reuse_two_files_the_record_always_the_newest_whole() {
+        use std::os::unix::fs::MetadataExt;
+        let t = TempRecord::new("inodes");
+        let inode = |name: &str| std::fs::metadata(t.0.dir().join(name)).unwrap().ino();
+        t.0.add_namespace("first-with-a-long-name").unwrap();
+        t.0.add_namespace("second").unwrap();
+        let both = [inode("record.json"), inode("record.json.tmp")];
+        // Shorter than the version the spare file held: no tail of it is left.
+        t.0.forget_namespaces(&["first-with-a-long-name".to_string()])
+            .unwrap();
+        t.0.add_namespace("third").unwrap();
+        let mut now = [inode("record.json"), inode("record.json.tmp")];
+        let mut before = both;
+        now.sort();
+        before.sort();
+        assert_eq!(now, before, "a write allocated a new file");
+        assert_eq!(t.on_disk().namespaces, ["second", "third"]);
     }
 
     #[test]
     fn a_failed_write_is_reported_and_the_next_one_writes_everything() {
         let t = TempRecord::new("fail");
         t.0.add_namespace("before").unwrap();
-        // A directory where the temporary file goes makes the write fail.
+        // A directory where the spare file goes makes the write fail.
         let tmp = t.0.dir().join("record.json.tmp");
+        std::fs::remove_file(&tmp).unwrap();
         std::fs::create_dir(&tmp).unwrap();
         let err = t.0.add_namespace("lost").unwrap_err();
         assert!(

@@ -415,7 +415,7 @@ fn register_cluster(reg: &mut Registry) {
         .method(
             "create_containers",
             "create_containers(#{ worker: [pod, ...] }, opts?) -> [#{ name, worker, ip, ns, labels }]",
-            "Creates many pods at once, CNI ADDs on different workers running concurrently; opts #{ labels: #{ app: \"web\" } }",
+            "Creates many pods at once, CNI ADDs on different workers running concurrently; each worker's pods get their addresses in the order listed; opts #{ labels: #{ app: \"web\" } }",
             r#"C0.create_containers(#{ w1: ["a", "b"], w2: ["c"] });"#,
             |c: &mut Cluster, plan: Map| bulk_pods(c, plan, Map::new()),
         )

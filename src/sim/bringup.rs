@@ -121,6 +121,9 @@ fn wire_host(underlay: &str, node: &str, ns: &str, ip: Ipv4Addr) -> Result<()> {
     })
 }
 
+/// A host to wire: its node name, namespace and underlay address.
+type Host = (String, String, Ipv4Addr);
+
 /// Wires `hosts` (node, namespace, address) to the underlay concurrently, all recorded
 /// in one write before any exists, and runs `then(i)` for each host `i` as soon as it is
 /// wired (its agents start there, while the others are still being wired). Entries of
@@ -363,9 +366,20 @@ fn wait_converged(sim: &Sim, id: &str) -> Result<()> {
     })
 }
 
-/// Waits until cluster `id`'s etcd answers a linearizable read (so it has a leader).
+/// Puts cluster `id`'s flannel network `config` as soon as its etcd has a leader: the put
+/// itself is the test (it waits out an election under way; a member not listening yet
+/// refuses at once and is tried again), so the agents waiting on the key get it one round
+/// trip after the election instead of after a health read and a second connection.
 /// `stop` ends the wait early (the wiring beside it failed).
-fn wait_etcd(id: &str, ns: &str, endpoints: &str, stop: &AtomicBool) -> Result<()> {
+fn put_config_once_elected(
+    id: &str,
+    ns: &str,
+    endpoints: &str,
+    config: &str,
+    stop: &AtomicBool,
+) -> Result<()> {
+    let members = etcd::Members::parse(endpoints)?;
+    let key = format!("{FLANNEL_PREFIX}/config");
     Wait::new(
         format!("etcd of C{id} ({endpoints}) to elect a leader"),
         ETCD_TIMEOUT,
@@ -373,8 +387,21 @@ fn wait_etcd(id: &str, ns: &str, endpoints: &str, stop: &AtomicBool) -> Result<(
     .hint(|| "see the etcd.log of its members in the run directory".into())
     .also_stop_on(stop)
     .until(|| {
-        Ok(match etcd::health_read(ns, endpoints) {
-            Ok(()) => Poll::Ready(()),
+        let (k, v) = (key.clone(), config.to_string());
+        let put = etcd::with_client(ns, &members, move |c| async move {
+            // One round over the members: the wait is the retry.
+            let mut c = c.with_timing(etcd::Timing {
+                budget: Duration::ZERO,
+                ..etcd::Timing::default()
+            });
+            c.call(&format!("writing {k}"), |mut c| {
+                let (k, v) = (k.clone(), v.clone());
+                async move { c.put(k, v, None).await }
+            })
+            .await
+        });
+        Ok(match put {
+            Ok(_) => Poll::Ready(()),
             Err(e) => Poll::Pending(format!("{e:#}")),
         })
     })
@@ -400,6 +427,85 @@ fn start_agents(sim: &Sim, id: &str, short: &str) -> Result<super::DaemonId> {
     let agent = start_flannel(sim, id, short)?;
     super::services::start_kube_proxy(sim, &super::Worker::handle(sim, id, short))?;
     Ok(agent)
+}
+
+/// Wires the workers and starts their agents, announcing each worker whose kube-proxy
+/// started on `kube_proxies`, while each cluster's etcd election is awaited beside it
+/// (its flannel config put as soon as it has a leader). Returns the flannel agents and
+/// when the last etcd became healthy (since `t0`). `failed` is set when the wiring fails
+/// and stops the election waits.
+fn wire_workers(
+    sim: &Sim,
+    ids: &[String],
+    underlay: &str,
+    (hosts, workers): (&[Host], &[(String, String)]),
+    pb: &ProgressBar,
+    (t0, failed): (Instant, &AtomicBool),
+    kube_proxies: std::sync::mpsc::Sender<usize>,
+) -> (Result<Vec<super::DaemonId>>, Result<Duration>) {
+    std::thread::scope(|s| {
+        let waits: Vec<_> = ids
+            .iter()
+            .map(|id| {
+                let c = super::Cluster::handle(sim, id);
+                let (ns, eps, config) = (c.etcd_ns(), c.etcd_endpoints(), c.flannel().to_json());
+                // Each cluster's config goes in as soon as its own etcd has a leader: its
+                // agents are waiting on the key, whatever the other clusters do.
+                s.spawn(move || {
+                    put_config_once_elected(id, &ns, &eps, &config, failed)?;
+                    Ok(t0.elapsed())
+                })
+            })
+            .collect();
+        let wired = wire_hosts(sim, underlay, hosts, pb, |i| {
+            let (id, short) = &workers[i];
+            let agent = start_agents(sim, id, short)?;
+            // The receivers are gone only when their waits failed, which ends bring-up.
+            let _ = kube_proxies.send(i);
+            Ok(agent)
+        });
+        drop(kube_proxies);
+        if wired.is_err() {
+            failed.store(true, std::sync::atomic::Ordering::SeqCst);
+        }
+        let mut healthy = Ok(Duration::ZERO);
+        for w in waits {
+            let r = w
+                .join()
+                .unwrap_or_else(|_| Err(anyhow::anyhow!("etcd wait panicked")));
+            healthy = match (healthy, r) {
+                (Ok(a), Ok(b)) => Ok(a.max(b)),
+                (Err(e), _) | (_, Err(e)) => Err(e),
+            };
+        }
+        (wired, healthy)
+    })
+}
+
+/// Waits for the kube-proxy tables of the workers whose index comes on `started` (a
+/// pool of these share it), until it closes. The first error ends this one's waits and
+/// sets `failed`; `failed` set elsewhere stops them too.
+fn wait_kube_proxies(
+    sim: &Sim,
+    workers: &[(String, String)],
+    started: &std::sync::Mutex<std::sync::mpsc::Receiver<usize>>,
+    failed: &AtomicBool,
+) -> Result<()> {
+    loop {
+        let next = started
+            .lock()
+            .map_err(|_| anyhow::anyhow!("kube-proxy waits poisoned"))?
+            .recv();
+        let Ok(i) = next else {
+            return Ok(());
+        };
+        let (id, short) = &workers[i];
+        let w = super::Worker::handle(sim, id, short);
+        if let Err(e) = super::Cluster::handle(sim, id).wait_kube_proxy(&w, failed) {
+            failed.store(true, std::sync::atomic::Ordering::SeqCst);
+            return Err(e);
+        }
+    }
 }
 
 /// Brings up clusters `ids` together, as a pipeline: the etcd members are wired and
@@ -435,77 +541,64 @@ pub(super) fn start_clusters(sim: &Sim, ids: &[String]) -> Result<()> {
     }
     phases.done("etcd started");
     pb.set_message("wiring hosts and starting their agents (etcd elects meanwhile)");
-    // The election is awaited beside the wiring; a wiring error stops the wait too.
-    let wiring_failed = std::sync::atomic::AtomicBool::new(false);
-    let (wired, etcd_healthy) = std::thread::scope(|s| {
-        let waits: Vec<_> = ids
-            .iter()
-            .map(|id| {
-                let c = super::Cluster::handle(sim, id);
-                let (ns, eps, config) = (c.etcd_ns(), c.etcd_endpoints(), c.flannel().to_json());
-                let stop = &wiring_failed;
-                // Each cluster's config goes in as soon as its own etcd has a leader: its
-                // agents are waiting on the key, whatever the other clusters do.
-                s.spawn(move || {
-                    wait_etcd(id, &ns, &eps, stop)?;
-                    let healthy = t0.elapsed();
-                    etcd::put(&ns, &eps, &format!("{FLANNEL_PREFIX}/config"), &config)?;
-                    Ok(healthy)
-                })
+    // The election is awaited beside the wiring, and each kube-proxy's table as soon as it
+    // is started (it makes its table while etcd elects); a failure stops the others.
+    let failed = AtomicBool::new(false);
+    let (kube_proxies, kube_proxy_started) = std::sync::mpsc::channel::<usize>();
+    let kube_proxy_started = std::sync::Mutex::new(kube_proxy_started);
+    let (rest, tables) = std::thread::scope(|s| {
+        let tables: Vec<_> = (0..AGENT_WAITS.min(workers.len()))
+            .map(|_| s.spawn(|| wait_kube_proxies(sim, &workers, &kube_proxy_started, &failed)))
+            .collect();
+        let rest = (|| -> Result<(Duration, Duration)> {
+            let (wired, etcd_healthy) = wire_workers(
+                sim,
+                ids,
+                &underlay,
+                (&worker_hosts, &workers),
+                &pb,
+                (t0, &failed),
+                kube_proxies,
+            );
+            let agents = wired?;
+            phases.done("workers wired, their agents started");
+            let etcd_healthy = etcd_healthy?;
+            pb.inc(1);
+            phases.done("etcd healthy, network config put");
+            pb.set_message("waiting for the flannel agents' subnets");
+            // The waits run side by side, so one slow agent does not hold up the others.
+            let started: Vec<(&(String, String), &super::DaemonId)> =
+                workers.iter().zip(&agents).collect();
+            let results = crate::parallel::each(&started, AGENT_WAITS, |((id, short), agent)| {
+                wait_subnet(sim, id, short, **agent)?;
+                set_worker_started(sim, id, short);
+                Ok(())
+            });
+            results.into_iter().collect::<Result<Vec<()>>>()?;
+            pb.inc(1);
+            let flannel_ready = t0.elapsed();
+            phases.done("subnets written");
+            pb.set_message("waiting for the overlay routes");
+            crate::parallel::each(ids, ids.len(), |id| wait_converged(sim, id))
+                .into_iter()
+                .collect::<Result<Vec<()>>>()?;
+            phases.done("overlay converged");
+            Ok((etcd_healthy, flannel_ready))
+        })();
+        if rest.is_err() {
+            failed.store(true, std::sync::atomic::Ordering::SeqCst);
+        }
+        let tables: Result<Vec<()>> = tables
+            .into_iter()
+            .map(|t| {
+                t.join()
+                    .unwrap_or_else(|_| Err(anyhow::anyhow!("kube-proxy wait panicked")))
             })
             .collect();
-        let wired = wire_hosts(sim, &underlay, &worker_hosts, &pb, |i| {
-            let (id, short) = &workers[i];
-            start_agents(sim, id, short)
-        });
-        if wired.is_err() {
-            wiring_failed.store(true, std::sync::atomic::Ordering::SeqCst);
-        }
-        let mut healthy = Ok(Duration::ZERO);
-        for w in waits {
-            let r = w
-                .join()
-                .unwrap_or_else(|_| Err(anyhow::anyhow!("etcd wait panicked")));
-            healthy = match (healthy, r) {
-                (Ok(a), Ok(b)) => Ok(a.max(b)),
-                (Err(e), _) | (_, Err(e)) => Err(e),
-            };
-        }
-        (wired, healthy)
+        (rest, tables)
     });
-    let agents = wired?;
-    phases.done("workers wired, their agents started");
-    let etcd_healthy = etcd_healthy?;
-    pb.inc(1);
-    phases.done("etcd healthy, network config put");
-    pb.set_message("waiting for the flannel agents' subnets");
-    // The waits run side by side, so one slow agent does not hold up the others.
-    let started: Vec<(&(String, String), &super::DaemonId)> = workers.iter().zip(&agents).collect();
-    let results = crate::parallel::each(&started, AGENT_WAITS, |((id, short), agent)| {
-        wait_subnet(sim, id, short, **agent)?;
-        set_worker_started(sim, id, short);
-        Ok(())
-    });
-    results.into_iter().collect::<Result<Vec<()>>>()?;
-    pb.inc(1);
-    let flannel_ready = t0.elapsed();
-    phases.done("subnets written");
-    pb.set_message("waiting for the overlay routes");
-    // Every cluster's overlay routes and, beside them, every kube-proxy's table (a
-    // learner's first `nft list ruleset` shows it whole): all these waits at once.
-    let waits: Vec<(&String, bool)> = ids
-        .iter()
-        .flat_map(|id| [(id, true), (id, false)])
-        .collect();
-    crate::parallel::each(&waits, waits.len(), |(id, overlay)| {
-        if *overlay {
-            wait_converged(sim, id)
-        } else {
-            super::Cluster::handle(sim, id).wait_converged()
-        }
-    })
-    .into_iter()
-    .collect::<Result<Vec<()>>>()?;
+    let (etcd_healthy, flannel_ready) = rest?;
+    tables?;
     for id in ids {
         let mut st = sim.state();
         st.clusters
@@ -514,7 +607,7 @@ pub(super) fn start_clusters(sim: &Sim, ids: &[String]) -> Result<()> {
             .unwrap()
             .started = true;
     }
-    phases.done("overlay converged, kube-proxy tables programmed");
+    phases.done("kube-proxy tables programmed");
     pb.inc(1);
     pb.finish_and_clear();
     let times = BringUpTimes {

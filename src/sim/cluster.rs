@@ -291,9 +291,10 @@ impl Cluster {
 
     /// Creates many pods at once: `plan` maps a worker (short or full name) to the pods to
     /// create on it, all with `labels`. Every name is checked before anything is made and
-    /// every namespace recorded in one write; then workers are wired concurrently (each
-    /// worker's pods one after another, as its kubelet would) and Services and Skupper are
-    /// told once. Pods that were made stay when others fail; the error names the failures.
+    /// every namespace recorded in one write; then workers are wired concurrently (on each
+    /// worker the bridge ADDs one after another, in the order given, so the addresses are
+    /// the same on every run; see [`Worker::wire_containers`]) and Services and Skupper
+    /// are told once. Pods that were made stay when others fail; the error names the failures.
     pub fn create_containers(
         &self,
         plan: &BTreeMap<String, Vec<String>>,
@@ -323,14 +324,10 @@ impl Cluster {
             .collect();
         self.sim.inner.record.add_namespaces(&all_ns)?;
         let wired = crate::parallel::each(&jobs, crate::parallel::default_limit(), |(w, pods)| {
-            let mut out = Vec::new();
-            for (pod, ns) in pods {
-                if crate::interrupt::is_set() {
-                    break;
-                }
-                out.push((pod.clone(), ns.clone(), w.wire_container(pod, ns)));
-            }
-            out
+            pods.iter()
+                .zip(w.wire_containers(pods))
+                .map(|((pod, ns), res)| (pod.clone(), ns.clone(), res))
+                .collect::<Vec<_>>()
         });
         let (mut made, mut failed, mut unmade) = (Vec::new(), Vec::new(), Vec::new());
         for ((w, _), results) in jobs.iter().zip(wired) {

@@ -3,13 +3,14 @@
 
 use super::addressing::{container_node, node_name, valid_name};
 use super::{ContainerState, Sim, WorkerState};
-use crate::components::cni::WorkerCni;
+use crate::components::cni::{self, WorkerCni};
 use crate::netns::{self, process};
 use anyhow::{bail, Result};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
+use std::ops::ControlFlow;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -158,6 +159,7 @@ impl Worker {
             subnet_file: self.subnet_file(),
             data_dir: dir.join("cni").join("flannel"),
             ipam_dir: dir.join("cni").join("networks"),
+            bin_dir: PathBuf::from(cni::cni_path()),
         }
     }
 
@@ -270,16 +272,47 @@ impl Worker {
     /// The kernel side of a new pod: namespace `ns` (already in the record) created and
     /// wired by CNI ADD. Returns the pod's address; on failure nothing of it is left.
     pub(crate) fn wire_container(&self, name: &str, ns: &str) -> Result<String> {
-        netns::create(ns)?;
-        let node = container_node(&self.cluster, name);
-        match self.cni().add(&node, &netns::path(ns)) {
-            Ok(a) => Ok(a.ip),
-            Err(e) => {
-                let _ = self.cni().del(&node, &netns::path(ns));
-                let _ = netns::delete(ns);
-                Err(e.context(format!("wiring container '{name}' on {}", self.name())))
+        self.wire_containers(&[(name.to_string(), ns.to_string())])
+            .pop()
+            .unwrap_or_else(|| bail!("interrupted before container '{name}' was made"))
+    }
+
+    /// [`Worker::wire_container`] for several pods `(name, namespace)` of this worker: each
+    /// namespace is made just before its pod's plugins start (see [`WorkerCni::add_all`]
+    /// for what overlaps), and the addresses follow the order given. Stops at Ctrl-C: one
+    /// result per pod begun, in order.
+    pub(crate) fn wire_containers(&self, pods: &[(String, String)]) -> Vec<Result<String>> {
+        let cni_pods: Vec<cni::Pod> = pods
+            .iter()
+            .map(|(name, ns)| cni::Pod {
+                id: container_node(&self.cluster, name),
+                netns: netns::path(ns),
+            })
+            .collect();
+        // Only a namespace made here is removed on failure: one that was there already
+        // (netns::create refuses it) is not ours.
+        let mut made = vec![false; pods.len()];
+        let results = self.cni().add_all(&cni_pods, |i| {
+            if crate::interrupt::is_set() {
+                return ControlFlow::Break(());
             }
-        }
+            let created = netns::create(&pods[i].1);
+            made[i] = created.is_ok();
+            ControlFlow::Continue(created)
+        });
+        results
+            .into_iter()
+            .zip(pods.iter().zip(made))
+            .map(|(res, ((name, ns), made))| match res {
+                Ok(a) => Ok(a.ip),
+                Err(e) => {
+                    if made {
+                        let _ = netns::delete(ns);
+                    }
+                    Err(e.context(format!("wiring container '{name}' on {}", self.name())))
+                }
+            })
+            .collect()
     }
 
     /// Makes a wired pod part of the model (Services and Skupper are told by the caller).
@@ -323,8 +356,10 @@ impl Worker {
     /// still running in it.
     pub fn delete_container(&self, name: &str) -> Result<()> {
         let info = self.container(name)?;
-        let node = container_node(&self.cluster, name);
-        let del = self.cni().del(&node, &netns::path(&info.ns));
+        let del = self.cni().del(&cni::Pod {
+            id: container_node(&self.cluster, name),
+            netns: netns::path(&info.ns),
+        });
         self.sim.inner.daemons.expect_exit_in(&info.ns);
         if let Some(ino) = netns::inode(&info.ns) {
             for pid in process::pids_in_namespaces(&[ino]) {

@@ -10,6 +10,8 @@ use super::model::State;
 use super::store::{self, Parsed};
 use super::{rules, KubeProxyArgs};
 use crate::components::etcd::EtcdClient;
+use crate::netns::route_watch::Announcements;
+use crate::wait::Wake;
 use anyhow::{bail, Result};
 use etcd_client::{EventType, GetOptions, WatchOptions};
 use std::collections::BTreeMap;
@@ -17,9 +19,6 @@ use std::time::{Duration, Instant};
 
 /// How long the agent tries quickly to reach etcd when it starts.
 const FIRST_CONTACT: Duration = Duration::from_secs(30);
-/// How often a missing service route is tried again (its device comes with the flannel
-/// agent, which starts beside this one).
-const ROUTE_RETRY: Duration = Duration::from_millis(20);
 
 fn log(msg: &str) {
     let now = std::time::SystemTime::now()
@@ -160,31 +159,17 @@ pub async fn run(args: KubeProxyArgs) -> Result<()> {
         }
         Err(e) => log(&format!("cannot read nftables yet: {e:#}")),
     }
-    let mut route_pending = args.service_route_dev.clone();
+    if let Some(dev) = args.service_route_dev.clone() {
+        let fallback = Duration::from_millis(args.service_route_retry_ms.max(1));
+        tokio::spawn(add_service_route(dev, fallback));
+    }
     reach_etcd(&mut client, &args.etcd_endpoints).await;
     let debounce = Duration::from_millis(args.debounce_ms);
     let mut seen = Seen::default();
     let mut backoff = Duration::from_millis(100);
     loop {
-        if let Some(dev) = &route_pending {
-            match super::ensure_service_route(None, dev) {
-                Ok(()) => {
-                    log(&format!("route 100.64.0.0/16 dev {dev} added: this worker reaches Service addresses"));
-                    route_pending = None;
-                }
-                Err(e) => log(&format!("{e:#}; will retry")),
-            }
-        }
         let watched_before = seen.watched;
-        if let Err(e) = session(
-            &mut client,
-            &mut seen,
-            &mut syncer,
-            debounce,
-            &mut route_pending,
-        )
-        .await
-        {
+        if let Err(e) = session(&mut client, &mut seen, &mut syncer, debounce).await {
             // A watch that ran for a while broke (its member died, say): resume at once on
             // the next member; a session that failed to start waits longer each time.
             if seen.watched > watched_before {
@@ -198,6 +183,64 @@ pub async fn run(args: KubeProxyArgs) -> Result<()> {
             tokio::time::sleep(backoff).await;
             backoff = (backoff * 2).min(Duration::from_secs(2));
         }
+    }
+}
+
+/// Adds the service route once its device exists. The device comes with the flannel
+/// agent, started beside this one: each link announcement of the namespace (the device
+/// created, brought up) brings the next try at once; `fallback` only covers a missed
+/// announcement or a namespace whose announcements could not be subscribed to.
+async fn add_service_route(dev: String, fallback: Duration) {
+    // Subscribed before the first try, so a device made just after it still wakes the next.
+    let links = Announcements::links();
+    if let Err(e) = links.listen_here() {
+        // Unsubscribed, the watch's sleep lasts its whole timeout: the fallback alone.
+        log(&format!(
+            "{e:#}: the service route is tried every {} ms instead",
+            fallback.as_millis()
+        ));
+    }
+    let route = dev.clone();
+    let add = move || super::ensure_service_route(None, &route);
+    if until_done(add, links, fallback, log).await {
+        log(&format!(
+            "route 100.64.0.0/16 dev {dev} added: this worker reaches Service addresses"
+        ));
+    }
+}
+
+/// Tries `attempt` until it succeeds (true), again as soon as `watch` hears something and
+/// after `fallback` at the latest; its first failure is said once, with "; will retry".
+/// False when the watch itself broke.
+async fn until_done<W: Wake + Send + 'static>(
+    mut attempt: impl FnMut() -> Result<()>,
+    mut watch: W,
+    fallback: Duration,
+    say: fn(&str),
+) -> bool {
+    let mut told = false;
+    loop {
+        match attempt() {
+            Ok(()) => return true,
+            Err(e) if !told => {
+                say(&format!("{e:#}; will retry"));
+                told = true;
+            }
+            Err(_) => {}
+        }
+        // The sleep blocks: on the blocking pool, so etcd's watch goes on meanwhile.
+        watch = match tokio::task::spawn_blocking(move || {
+            watch.sleep(fallback);
+            watch
+        })
+        .await
+        {
+            Ok(w) => w,
+            Err(e) => {
+                say(&format!("the watch for retries failed: {e}; not retrying"));
+                return false;
+            }
+        };
     }
 }
 
@@ -278,7 +321,6 @@ async fn session(
     seen: &mut Seen,
     syncer: &mut Syncer,
     debounce: Duration,
-    route_pending: &mut Option<String>,
 ) -> Result<()> {
     if seen.rev == 0 {
         let (objs, rev) = list(client).await?;
@@ -302,13 +344,10 @@ async fn session(
     // been quiet for `debounce`.
     let mut last_message = Instant::now();
     loop {
-        let mut wait = match seen.dirty_since {
+        let wait = match seen.dirty_since {
             Some(_) => debounce.saturating_sub(last_message.elapsed()),
             None => Duration::from_secs(5),
         };
-        if route_pending.is_some() {
-            wait = wait.min(ROUTE_RETRY);
-        }
         match tokio::time::timeout(wait, stream.message()).await {
             Ok(msg) => {
                 last_message = Instant::now();
@@ -368,13 +407,47 @@ async fn session(
                     syncer.sync(&seen.objs.state());
                     seen.dirty_since = None;
                 }
-                if let Some(dev) = route_pending.clone() {
-                    if super::ensure_service_route(None, &dev).is_ok() {
-                        log(&format!("route 100.64.0.0/16 dev {dev} added: this worker reaches Service addresses"));
-                        *route_pending = None;
-                    }
-                }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Mutex;
+
+    static SAID: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
+    fn say(m: &str) {
+        SAID.lock().unwrap().push(m.to_string());
+    }
+
+    #[test]
+    fn without_announcements_the_fallback_timer_retries_and_the_failure_is_said_once() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let mut tries = 0;
+        // Never listening, the watch hears nothing: only the fallback brings the next try.
+        let done = rt.block_on(until_done(
+            || {
+                tries += 1;
+                if tries < 4 {
+                    anyhow::bail!("adding route 100.64.0.0/16 dev flannel.100 (does 'flannel.100' exist yet?)")
+                }
+                Ok(())
+            },
+            Announcements::links(),
+            Duration::from_millis(1),
+            say,
+        ));
+        assert!(done);
+        assert_eq!(tries, 4);
+        assert_eq!(
+            *SAID.lock().unwrap(),
+            ["adding route 100.64.0.0/16 dev flannel.100 (does 'flannel.100' exist yet?); will retry"]
+        );
     }
 }

@@ -48,9 +48,13 @@ pub struct KubeProxyArgs {
     #[arg(long = "hostname-override")]
     pub hostname_override: Option<String>,
     /// Add `100.64.0.0/16 dev DEV` in this namespace so the worker itself reaches VIPs
-    /// (e.g. flannel.100 or cni0). Retried until the device exists.
+    /// (e.g. flannel.100 or cni0). Tried again whenever a link appears until it succeeds.
     #[arg(long = "service-route-dev")]
     pub service_route_dev: Option<String>,
+    /// Without a link announcement, try the service route again this often (milliseconds):
+    /// a fallback, the device's own announcement wakes the next try at once.
+    #[arg(long = "service-route-retry-ms", default_value_t = 1000, hide = true)]
+    pub service_route_retry_ms: u64,
     /// Wait this long for more changes before programming (milliseconds).
     #[arg(long = "debounce-ms", default_value_t = 30)]
     pub debounce_ms: u64,

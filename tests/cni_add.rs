@@ -1,0 +1,204 @@
+//! CNI ADD of several pods of one worker with the real plugins, no simulator around them:
+//! the addresses follow the order the pods were given in (while loopbacks and namespaces
+//! overlap the bridge ADDs), and a pod whose loopback or bridge ADD fails is DELeted again,
+//! so the worker keeps no veth and no address of it.
+
+mod common;
+
+use common::{root_or_skip, sh, sh_any, Guard};
+use knetsim::components::cni::{cni_path, Attachment, Pod, WorkerCni};
+use knetsim::netns;
+use std::ops::ControlFlow;
+use std::path::{Path, PathBuf};
+
+fn subnet_env(subnet: &str) -> String {
+    format!("FLANNEL_NETWORK=11.0.0.0/8\nFLANNEL_SUBNET={subnet}\nFLANNEL_MTU=1450\nFLANNEL_IPMASQ=false\n")
+}
+
+/// A worker namespace `<test>-w` with its subnet.env and CNI directories, its plugins
+/// taken from `bin_dir`.
+fn worker(g: &mut Guard, test: &str, subnet: &str, bin_dir: PathBuf) -> WorkerCni {
+    let dir = g.dir(test);
+    let subnet_file = dir.join("subnet.env");
+    std::fs::write(&subnet_file, subnet_env(subnet)).unwrap();
+    WorkerCni {
+        worker_ns: g.ns(&format!("{test}-w")),
+        subnet_file,
+        data_dir: dir.join("flannel"),
+        ipam_dir: dir.join("networks"),
+        bin_dir,
+    }
+}
+
+/// As root: a guard and a worker `<test>-w` whose plugins are the real ones, except
+/// `broken` (see [`bin_dir_with_broken`]); otherwise None, the skip said.
+fn setup(test: &str, subnet: &str, broken: Option<&str>) -> Option<(Guard, WorkerCni)> {
+    if !root_or_skip() {
+        return None;
+    }
+    let mut g = Guard::default();
+    let bin = match broken {
+        Some(plugin) => bin_dir_with_broken(&mut g, test, plugin),
+        None => PathBuf::from(cni_path()),
+    };
+    let cni = worker(&mut g, test, subnet, bin);
+    Some((g, cni))
+}
+
+/// Pods `<test>-<name>`, their namespaces not made yet (the guard removes them).
+fn pods(g: &mut Guard, test: &str, names: &[&str]) -> Vec<Pod> {
+    names
+        .iter()
+        .map(|n| {
+            let ns = format!("{test}-{n}");
+            let _ = netns::delete(&ns);
+            g.namespaces.push(ns.clone());
+            Pod {
+                id: ns.clone(),
+                netns: netns::path(&ns),
+            }
+        })
+        .collect()
+}
+
+fn ns_of(pod: &Pod) -> &str {
+    pod.netns.file_name().unwrap().to_str().unwrap()
+}
+
+/// What the simulator's `prepare` does: the pod's namespace made just before its plugins.
+fn make_ns(pod: &Pod) -> ControlFlow<(), anyhow::Result<()>> {
+    ControlFlow::Continue(netns::create(ns_of(pod)))
+}
+
+/// A plugin directory with the real bridge and host-local and `broken` replaced by a
+/// script that fails the way a plugin does (a CNI error on stdout, exit 1).
+fn bin_dir_with_broken(g: &mut Guard, test: &str, broken: &str) -> PathBuf {
+    let bin = g.dir(&format!("{test}-bin"));
+    for p in ["bridge", "host-local", "loopback"] {
+        if p != broken {
+            std::os::unix::fs::symlink(Path::new(&cni_path()).join(p), bin.join(p)).unwrap();
+        }
+    }
+    let script = format!(
+        "#!/bin/sh\ncat >/dev/null\necho '{{\"cniVersion\":\"0.3.1\",\"code\":100,\"msg\":\"{broken} broken on purpose\"}}'\nexit 1\n"
+    );
+    std::fs::write(bin.join(broken), script).unwrap();
+    std::fs::set_permissions(
+        bin.join(broken),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    bin
+}
+
+/// Addresses host-local holds for the worker's network, sorted.
+fn held_addresses(cni: &WorkerCni) -> Vec<String> {
+    let mut held: Vec<String> = std::fs::read_dir(cni.ipam_dir.join("cbr0"))
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.parse::<std::net::Ipv4Addr>().is_ok())
+                .collect()
+        })
+        .unwrap_or_default();
+    held.sort();
+    held
+}
+
+/// Ports of the worker's cni0 bridge (one veth per attached pod).
+fn bridge_ports(cni: &WorkerCni) -> String {
+    sh(&cni.worker_ns, "ip -o link show master cni0")
+}
+
+fn ip(r: &anyhow::Result<Attachment>) -> &str {
+    &r.as_ref().expect("attached").ip
+}
+
+#[test]
+fn addresses_follow_the_order_given_and_both_plugins_take_effect() {
+    let test = "cniorder";
+    let Some((mut g, cni)) = setup(test, "11.12.16.1/20", None) else {
+        return;
+    };
+    // Not in name order, one that cannot be prepared, and a stop before the last.
+    let pods = pods(&mut g, test, &["z", "bad", "a", "late"]);
+    let results = cni.add_all(&pods, |i| match i {
+        1 => ControlFlow::Continue(Err(anyhow::anyhow!("no namespace for this one"))),
+        3 => ControlFlow::Break(()),
+        _ => make_ns(&pods[i]),
+    });
+    assert_eq!(results.len(), 3, "the stop ends the batch");
+    assert_eq!(ip(&results[0]), "11.12.16.2");
+    assert_eq!(ip(&results[2]), "11.12.16.3");
+    let bad = format!("{:#}", results[1].as_ref().unwrap_err());
+    assert!(bad.contains("no namespace for this one"), "{bad}");
+    assert!(!netns::exists(ns_of(&pods[3])), "the pod after the stop");
+    for (pod, addr) in [(&pods[0], "11.12.16.2/20"), (&pods[2], "11.12.16.3/20")] {
+        let addrs = sh(ns_of(pod), "ip -br addr");
+        assert!(addrs.contains(addr), "eth0 in {}: {addrs}", ns_of(pod));
+        let lo = sh(ns_of(pod), "ip -br link show lo");
+        assert!(
+            lo.contains("UNKNOWN") || lo.contains(" UP"),
+            "lo is up: {lo}"
+        );
+    }
+    assert_eq!(held_addresses(&cni), ["11.12.16.2", "11.12.16.3"]);
+    assert_eq!(bridge_ports(&cni).lines().count(), 2);
+
+    // A single ADD after them takes the next address; its DEL gives it back.
+    let one = &pods[3];
+    netns::create(ns_of(one)).unwrap();
+    assert_eq!(cni.add(one).unwrap().ip, "11.12.16.4");
+    cni.del(one).unwrap();
+    assert_eq!(held_addresses(&cni), ["11.12.16.2", "11.12.16.3"]);
+}
+
+#[test]
+fn a_failing_loopback_rolls_its_pod_back() {
+    let test = "cnilofail";
+    let Some((mut g, cni)) = setup(test, "11.12.16.1/20", Some("loopback")) else {
+        return;
+    };
+    let pods = pods(&mut g, test, &["p1", "p2"]);
+    let results = cni.add_all(&pods, |i| make_ns(&pods[i]));
+    for r in &results {
+        let e = format!("{:#}", r.as_ref().unwrap_err());
+        assert!(
+            e.contains("CNI ADD with plugin 'loopback' failed: loopback broken on purpose"),
+            "{e}"
+        );
+    }
+    // The bridge ADDs ran beside the loopbacks (cni0 exists) and were DELeted again.
+    assert!(
+        sh_any(&cni.worker_ns, "ip link show cni0").0,
+        "cni0 was made"
+    );
+    assert_eq!(bridge_ports(&cni), "", "no veth is left on cni0");
+    assert!(held_addresses(&cni).is_empty(), "no address is held");
+    for pod in &pods {
+        assert!(!sh_any(ns_of(pod), "ip link show eth0").0, "eth0 is gone");
+        assert!(
+            !cni.data_dir.join(&pod.id).exists(),
+            "the kept config is gone"
+        );
+    }
+}
+
+#[test]
+fn a_failing_bridge_add_rolls_its_pod_back() {
+    let test = "cnibrfail";
+    // A /30 has one address for a pod beside the gateway: the second bridge ADD fails
+    // in host-local, after the bridge plugin made the pod's veth.
+    let Some((mut g, cni)) = setup(test, "11.12.16.1/30", None) else {
+        return;
+    };
+    let pods = pods(&mut g, test, &["p1", "p2"]);
+    let results = cni.add_all(&pods, |i| make_ns(&pods[i]));
+    assert_eq!(ip(&results[0]), "11.12.16.2");
+    let e = format!("{:#}", results[1].as_ref().unwrap_err());
+    assert!(e.contains("CNI ADD with plugin 'bridge' failed"), "{e}");
+    assert_eq!(held_addresses(&cni), ["11.12.16.2"]);
+    assert_eq!(bridge_ports(&cni).lines().count(), 1, "only p1's veth");
+    assert!(!sh_any(ns_of(&pods[1]), "ip link show eth0").0);
+    assert!(!cni.data_dir.join(&pods[1].id).exists());
+}
