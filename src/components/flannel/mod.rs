@@ -83,10 +83,24 @@ pub fn run(args: FlanneldArgs) -> Result<()> {
         use tokio::signal::unix::{signal, SignalKind};
         let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
         let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
-        let res = tokio::select! {
-            r = agent(&args) => r,
-            _ = term.recv() => { log!("received SIGTERM, exiting"); Ok(()) }
-            _ = int.recv() => { log!("received SIGINT, exiting"); Ok(()) }
+        // The agent is a task of its own rather than this future: a watch response wakes it
+        // from the etcd connection's task in the same turn of the runtime, with no extra
+        // look at the sockets in between (one system call fewer per watch response).
+        let mut agent = tokio::spawn(async move { agent(&args).await });
+        let signal = tokio::select! {
+            r = &mut agent => Err(r.unwrap_or_else(|e| Err(anyhow!("the agent task failed: {e}")))),
+            _ = term.recv() => Ok("SIGTERM"),
+            _ = int.recv() => Ok("SIGINT"),
+        };
+        let res = match signal {
+            Err(ended) => ended,
+            Ok(name) => {
+                // Ended first, so that the lines of a batch it was in are written before these.
+                agent.abort();
+                let _ = agent.await;
+                log!("received {name}, exiting");
+                Ok(())
+            }
         };
         // An error is printed by the caller (on stderr, into the same log file).
         if res.is_ok() {
@@ -249,6 +263,9 @@ async fn watch_loop(
     let mut backoff = Duration::from_millis(100);
     loop {
         if resync {
+            // Listed again rather than reusing the listing made while acquiring: a watch
+            // from that older revision would start behind etcd's head, and etcd catches up
+            // such a watcher only every 100 ms.
             match reg.leases().await {
                 Ok((leases, rev)) => {
                     let _batch = LogBatch::begin();

@@ -28,7 +28,6 @@ use rtnetlink::packet_core::{
     NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_REPLACE,
     NLM_F_REQUEST,
 };
-use rtnetlink::proto::ConnectionHandle;
 use rtnetlink::{LinkUnspec, LinkVxlan, RouteMessageBuilder};
 use std::net::{IpAddr, Ipv4Addr};
 
@@ -518,64 +517,149 @@ impl Entry {
     }
 }
 
-/// How many entries go into one system call. The kernel answers each with an
-/// acknowledgement queued on the socket before any is read: this many fit in its receive
-/// buffer with room to spare.
+/// How many entries go into one system call. Only the last asks for an acknowledgement;
+/// the others are answered only when they fail, and every answer is queued on the socket
+/// before any is read: this many fit in its receive buffer with room to spare.
 const ENTRIES_PER_SEND: usize = 96;
 
-/// A netlink socket whose requests are sent many to a datagram, every answer (also the
-/// acknowledgements) returned in order.
+/// The largest answer read at once: a refusal carries only the request's header back
+/// (NETLINK_CAP_ACK), so this holds the answers to a whole datagram many times over.
+const ANSWERS_BUFFER: usize = 64 * 1024;
+
+/// A netlink socket of an agent's own for many requests in one datagram, used without the
+/// runtime: the kernel handles route netlink requests while the sending call runs, so when
+/// it returns every answer is already queued and is read at once, with no wait for the
+/// socket and no task between. Per datagram that is one send and, when nothing fails, one
+/// receive.
 #[derive(Clone)]
-pub(super) struct Batch(ConnectionHandle<RouteNetlinkMessage>);
+pub(super) struct Batch(std::sync::Arc<std::sync::Mutex<BatchSocket>>);
+
+struct BatchSocket {
+    socket: rtnetlink::sys::Socket,
+    /// The sequence number of the last request sent.
+    seq: u32,
+    answers: Vec<u8>,
+}
 
 impl Batch {
     fn open() -> Result<Batch> {
-        use rtnetlink::proto::sys::{protocols::NETLINK_ROUTE, TokioSocket};
-        let (mut conn, handle, _) = rtnetlink::proto::new_connection_with_socket::<
-            RouteNetlinkMessage,
-            TokioSocket,
-        >(NETLINK_ROUTE)
-        .context("opening netlink")?;
-        conn.set_forward_ack(true);
-        tokio::spawn(conn);
-        Ok(Batch(handle))
+        use rtnetlink::sys::{protocols::NETLINK_ROUTE, Socket};
+        let mut socket = Socket::new(NETLINK_ROUTE).context("opening netlink")?;
+        socket.bind_auto().context("binding a netlink socket")?;
+        // Without it an answer to a refused request copies the whole request back.
+        socket
+            .set_cap_ack(true)
+            .context("setting NETLINK_CAP_ACK")?;
+        Ok(Batch(std::sync::Arc::new(std::sync::Mutex::new(
+            BatchSocket {
+                socket,
+                seq: 0,
+                answers: Vec::with_capacity(ANSWERS_BUFFER),
+            },
+        ))))
     }
 
     /// Sends `entries` in one datagram and returns each one's result.
-    async fn send(&self, entries: &[Entry]) -> Vec<Result<()>> {
-        use futures::StreamExt;
-        let sent = self.0.request_batch(
-            entries.iter().map(Entry::message),
-            rtnetlink::proto::sys::SocketAddr::new(0, 0),
-        );
-        let replies: Vec<_> = match sent {
-            Ok(stream) => stream.collect().await,
-            Err(e) => {
-                return entries
-                    .iter()
-                    .map(|_| Err(anyhow::anyhow!("{e}")))
-                    .collect()
-            }
-        };
-        let mut out: Vec<Result<()>> = replies
-            .into_iter()
-            .map(|reply| match reply.payload {
-                NetlinkPayload::Error(e) if e.code.is_some() => {
-                    Err(rtnetlink::Error::NetlinkError(e).into())
-                }
-                NetlinkPayload::Error(_) => Ok(()),
-                other => Err(anyhow::anyhow!("unexpected netlink answer {other:?}")),
-            })
-            .collect();
-        // The kernel answers every message of a datagram in turn; fewer answers would mean
-        // the socket lost some.
-        out.resize_with(entries.len(), || {
-            Err(anyhow::anyhow!(
-                "no answer from the kernel (netlink messages lost)"
-            ))
-        });
-        out
+    fn send(&self, entries: &[Entry]) -> Vec<Result<()>> {
+        let mut guard = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        guard.send(entries)
     }
+}
+
+impl BatchSocket {
+    fn send(&mut self, entries: &[Entry]) -> Vec<Result<()>> {
+        if entries.is_empty() {
+            return Vec::new();
+        }
+        let first = self.seq.wrapping_add(1);
+        self.seq = self.seq.wrapping_add(entries.len() as u32);
+        let mut datagram = Vec::with_capacity(entries.len() * 64);
+        for (i, e) in entries.iter().enumerate() {
+            let mut msg = e.message();
+            msg.header.sequence_number = first.wrapping_add(i as u32);
+            if i + 1 < entries.len() {
+                msg.header.flags &= !NLM_F_ACK;
+            }
+            msg.finalize();
+            let at = datagram.len();
+            // every message starts on a four-byte boundary
+            datagram.resize(at + msg.buffer_len().next_multiple_of(4), 0);
+            msg.serialize(&mut datagram[at..]);
+        }
+        if let Err(e) = self.socket.send(&datagram, 0) {
+            return entries
+                .iter()
+                .map(|_| Err(anyhow::anyhow!("sending to netlink: {e}")))
+                .collect();
+        }
+        // The last request's answer comes after every other one: until it is read the
+        // results are not known.
+        let last = first.wrapping_add(entries.len() as u32 - 1);
+        let mut got = Vec::new();
+        while !got.iter().any(|(seq, _)| *seq == last) {
+            self.answers.clear();
+            if self
+                .socket
+                .recv(&mut self.answers, libc::MSG_DONTWAIT)
+                .is_err()
+            {
+                break;
+            }
+            got.extend(answers(&self.answers));
+        }
+        results(entries.len(), first, got)
+    }
+}
+
+/// Each request's result from the answers read: a refusal is that request's error, and
+/// when the last request's answer is missing, none of those not refused is known to have
+/// worked.
+fn results(
+    n: usize,
+    first: u32,
+    got: Vec<(u32, Option<rtnetlink::packet_core::ErrorMessage>)>,
+) -> Vec<Result<()>> {
+    let mut out: Vec<Result<()>> = (0..n).map(|_| Ok(())).collect();
+    let mut last_answered = false;
+    for (seq, err) in got {
+        let i = seq.wrapping_sub(first) as usize;
+        if i >= n {
+            continue;
+        }
+        if let Some(e) = err {
+            out[i] = Err(rtnetlink::Error::NetlinkError(e).into());
+        }
+        last_answered |= i + 1 == n;
+    }
+    if !last_answered {
+        for r in out.iter_mut().filter(|r| r.is_ok()) {
+            *r = Err(anyhow::anyhow!(
+                "no answer from the kernel (netlink messages lost)"
+            ));
+        }
+    }
+    out
+}
+
+/// The answers in one datagram read from a netlink socket: each one's sequence number and,
+/// for a refusal, the kernel's error.
+fn answers(datagram: &[u8]) -> Vec<(u32, Option<rtnetlink::packet_core::ErrorMessage>)> {
+    let mut out = Vec::new();
+    let mut at = 0;
+    while datagram.len() >= at + 16 {
+        let len = u32::from_ne_bytes(datagram[at..at + 4].try_into().expect("four bytes")) as usize;
+        if len < 16 || at + len > datagram.len() {
+            break;
+        }
+        if let Ok(m) = NetlinkMessage::<RouteNetlinkMessage>::deserialize(&datagram[at..at + len]) {
+            if let NetlinkPayload::Error(e) = m.payload {
+                let seq = m.header.sequence_number;
+                out.push((seq, e.code.is_some().then_some(e)));
+            }
+        }
+        at += len.next_multiple_of(4);
+    }
+    out
 }
 
 impl Netlink {
@@ -591,7 +675,7 @@ impl Netlink {
         };
         let mut out = Vec::with_capacity(entries.len());
         for chunk in entries.chunks(ENTRIES_PER_SEND) {
-            out.extend(batch.send(chunk).await);
+            out.extend(batch.send(chunk));
         }
         out
     }
@@ -602,5 +686,69 @@ impl Netlink {
             Entry::Fdb { ifindex, mac, dst } => self.fdb_replace(*ifindex, mac, *dst).await,
             Entry::Route(r) => self.route_replace(r).await,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rtnetlink::packet_core::{ErrorMessage, NetlinkHeader};
+
+    fn answer(seq: u32, code: i32) -> Vec<u8> {
+        let mut e = ErrorMessage::default();
+        e.code = std::num::NonZeroI32::new(code);
+        e.header = vec![0; 16];
+        let mut h = NetlinkHeader::default();
+        h.sequence_number = seq;
+        let mut m = NetlinkMessage::<RouteNetlinkMessage>::new(h, NetlinkPayload::Error(e));
+        m.finalize();
+        let mut buf = vec![0; m.buffer_len()];
+        m.serialize(&mut buf);
+        buf
+    }
+
+    #[test]
+    fn answers_are_read_in_order_with_the_kernels_errors() {
+        let mut datagram = answer(7, -17);
+        datagram.extend(answer(9, 0));
+        let got: Vec<(u32, Option<i32>)> = answers(&datagram)
+            .into_iter()
+            .map(|(seq, e)| (seq, e.map(|e| e.raw_code())))
+            .collect();
+        assert_eq!(got, vec![(7, Some(-17)), (9, None)]);
+        // a cut-off answer ends the reading without inventing one
+        assert_eq!(answers(&datagram[..datagram.len() - 4]).len(), 1);
+        assert!(answers(&[]).is_empty());
+    }
+
+    #[test]
+    fn results_name_refusals_and_without_the_last_answer_nothing_is_known() {
+        let refused = |seq| {
+            let mut e = ErrorMessage::default();
+            e.code = std::num::NonZeroI32::new(-17);
+            (seq, Some(e))
+        };
+        let text = |r: &[Result<()>]| -> Vec<String> {
+            r.iter()
+                .map(|r| match r {
+                    Ok(()) => "ok".to_string(),
+                    Err(e) => format!("{e:#}"),
+                })
+                .collect()
+        };
+        // sequence numbers wrap around
+        let first = u32::MAX;
+        let all = text(&results(3, first, vec![refused(0), (1, None)]));
+        assert_eq!(all[0], "ok");
+        assert!(all[1].contains("File exists"), "{all:?}");
+        assert_eq!(all[2], "ok");
+        // the last answer lost: the refusal stays, the others are not known to have worked
+        let lost = text(&results(3, first, vec![refused(0)]));
+        assert!(lost[1].contains("File exists"), "{lost:?}");
+        for i in [0, 2] {
+            assert!(lost[i].contains("no answer from the kernel"), "{lost:?}");
+        }
+        // answers to other requests are not ours
+        assert_eq!(text(&results(1, 5, vec![(4, None), (5, None)])), ["ok"]);
     }
 }
