@@ -402,8 +402,10 @@ mod tests {
             "the scenario defines no functions"
         );
         for want in [
-            "cluster(\"0\", #{ workers: 3, etcd: 2 })",
-            "cluster(\"1\", #{ workers: 3, etcd: 2 })",
+            "cluster(\"0\", #{ workers: 3, etcd: 2,",
+            "pods: #{ w1: [\"c1\"], w2: [\"c2\"], w3: [\"c3\", \"c4\"] } });",
+            "cluster(\"1\", #{ workers: 3, etcd: 2,",
+            "pods: #{ w1: [\"c1\"], w2: [\"c2\"], w3: [\"c3\"] } });",
         ] {
             assert!(DEFAULT_SCENARIO.contains(want), "{want}");
         }
