@@ -6,7 +6,14 @@ mod common;
 use common::{assert_nothing_left, knetsim_script, HostSnapshot, Run};
 use std::path::Path;
 
+/// Lessons run one at a time, as a learner runs them: each brings up whole clusters and
+/// reads timing-sensitive output (tcpdump captures, tshark, load-balanced requests), and
+/// two at once on a 2-core machine starved them into timeouts that say nothing about the
+/// lesson.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 fn run_lesson(file: &str, instance: &str) {
+    let _alone = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let before = HostSnapshot::take();
     let lesson = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("lessons")
