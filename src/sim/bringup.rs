@@ -502,7 +502,11 @@ fn wait_kube_proxies(
         let (id, short) = &workers[i];
         let w = super::Worker::handle(sim, id, short);
         if let Err(e) = super::Cluster::handle(sim, id).wait_kube_proxy(&w, failed) {
-            failed.store(true, std::sync::atomic::Ordering::SeqCst);
+            // A wait stopped because something else failed first says only "interrupted":
+            // the first failure is the one start() reports.
+            if failed.swap(true, std::sync::atomic::Ordering::SeqCst) {
+                return Ok(());
+            }
             return Err(e);
         }
     }
