@@ -491,7 +491,85 @@ pub enum Entry {
     Route(GatewayRoute),
 }
 
+/// Message types and header values of the three entries, as `ip` and `bridge` send them.
+const NLMSG_ERROR: u16 = 2;
+const RTM_NEWNEIGH: u16 = 28;
+const RTM_NEWROUTE: u16 = 24;
+const AF_INET: u8 = 2;
+const AF_BRIDGE: u8 = 7;
+const NUD_PERMANENT: u16 = 0x80;
+const NTF_SELF: u8 = 0x02;
+const NDA_DST: u16 = 1;
+const NDA_LLADDR: u16 = 2;
+const RT_TABLE_MAIN: u8 = 254;
+const RTPROT_STATIC: u8 = 4;
+const RT_SCOPE_UNIVERSE: u8 = 0;
+const RTN_UNICAST: u8 = 1;
+const RTNH_F_ONLINK: u32 = 4;
+const RTA_DST: u16 = 1;
+const RTA_OIF: u16 = 4;
+const RTA_GATEWAY: u16 = 5;
+
+/// One route netlink attribute, padded to four bytes.
+fn put_attr(out: &mut Vec<u8>, kind: u16, value: &[u8]) {
+    out.extend_from_slice(&(4 + value.len() as u16).to_ne_bytes());
+    out.extend_from_slice(&kind.to_ne_bytes());
+    out.extend_from_slice(value);
+    out.resize(out.len().next_multiple_of(4), 0);
+}
+
+/// An ndmsg header: family, padding, ifindex, state, flags, type.
+fn put_ndmsg(out: &mut Vec<u8>, family: u8, ifindex: u32, flags: u8) {
+    out.extend_from_slice(&[family, 0, 0, 0]);
+    out.extend_from_slice(&ifindex.to_ne_bytes());
+    out.extend_from_slice(&NUD_PERMANENT.to_ne_bytes());
+    out.extend_from_slice(&[flags, 0]);
+}
+
 impl Entry {
+    /// Appends this entry's request to `out`, written straight into the datagram (an
+    /// agent sends hundreds of them per batch: no message objects built and dropped). The
+    /// bytes are those netlink_packet_route writes for the same request (tested).
+    fn encode(&self, out: &mut Vec<u8>, seq: u32, ack: bool) {
+        let start = out.len();
+        let kind = match self {
+            Entry::Route(_) => RTM_NEWROUTE,
+            Entry::Neigh { .. } | Entry::Fdb { .. } => RTM_NEWNEIGH,
+        };
+        let flags = NLM_F_REQUEST | NLM_F_CREATE | NLM_F_REPLACE | if ack { NLM_F_ACK } else { 0 };
+        out.extend_from_slice(&0u32.to_ne_bytes()); // the length, known at the end
+        out.extend_from_slice(&kind.to_ne_bytes());
+        out.extend_from_slice(&flags.to_ne_bytes());
+        out.extend_from_slice(&seq.to_ne_bytes());
+        out.extend_from_slice(&0u32.to_ne_bytes()); // port id: the kernel's
+        match self {
+            Entry::Neigh { ifindex, ip, mac } => {
+                put_ndmsg(out, AF_INET, *ifindex, 0);
+                put_attr(out, NDA_DST, &ip.octets());
+                put_attr(out, NDA_LLADDR, mac);
+            }
+            Entry::Fdb { ifindex, mac, dst } => {
+                put_ndmsg(out, AF_BRIDGE, *ifindex, NTF_SELF);
+                put_attr(out, NDA_LLADDR, mac);
+                put_attr(out, NDA_DST, &dst.octets());
+            }
+            Entry::Route(r) => {
+                out.extend_from_slice(&[AF_INET, r.len, 0, 0, RT_TABLE_MAIN]);
+                out.extend_from_slice(&[RTPROT_STATIC, RT_SCOPE_UNIVERSE, RTN_UNICAST]);
+                let rt_flags = if r.onlink { RTNH_F_ONLINK } else { 0 };
+                out.extend_from_slice(&rt_flags.to_ne_bytes());
+                put_attr(out, RTA_DST, &r.dst.octets());
+                put_attr(out, RTA_GATEWAY, &r.gateway.octets());
+                put_attr(out, RTA_OIF, &r.oif.to_ne_bytes());
+            }
+        }
+        let len = (out.len() - start) as u32;
+        out[start..start + 4].copy_from_slice(&len.to_ne_bytes());
+    }
+
+    /// The same request as netlink_packet_route's objects: what [`Entry::encode`] is
+    /// checked against.
+    #[cfg(test)]
     fn message(&self) -> NetlinkMessage<RouteNetlinkMessage> {
         let inner = match self {
             Entry::Neigh { ifindex, ip, mac } => {
@@ -538,6 +616,8 @@ struct BatchSocket {
     socket: rtnetlink::sys::Socket,
     /// The sequence number of the last request sent.
     seq: u32,
+    /// The requests of one send, reused from one batch to the next.
+    datagram: Vec<u8>,
     answers: Vec<u8>,
 }
 
@@ -554,6 +634,7 @@ impl Batch {
             BatchSocket {
                 socket,
                 seq: 0,
+                datagram: Vec::with_capacity(ENTRIES_PER_SEND * 64),
                 answers: Vec::with_capacity(ANSWERS_BUFFER),
             },
         ))))
@@ -573,20 +654,15 @@ impl BatchSocket {
         }
         let first = self.seq.wrapping_add(1);
         self.seq = self.seq.wrapping_add(entries.len() as u32);
-        let mut datagram = Vec::with_capacity(entries.len() * 64);
+        self.datagram.clear();
         for (i, e) in entries.iter().enumerate() {
-            let mut msg = e.message();
-            msg.header.sequence_number = first.wrapping_add(i as u32);
-            if i + 1 < entries.len() {
-                msg.header.flags &= !NLM_F_ACK;
-            }
-            msg.finalize();
-            let at = datagram.len();
-            // every message starts on a four-byte boundary
-            datagram.resize(at + msg.buffer_len().next_multiple_of(4), 0);
-            msg.serialize(&mut datagram[at..]);
+            e.encode(
+                &mut self.datagram,
+                first.wrapping_add(i as u32),
+                i + 1 == entries.len(),
+            );
         }
-        if let Err(e) = self.socket.send(&datagram, 0) {
+        if let Err(e) = self.socket.send(&self.datagram, 0) {
             return entries
                 .iter()
                 .map(|_| Err(anyhow::anyhow!("sending to netlink: {e}")))
@@ -651,10 +727,19 @@ fn answers(datagram: &[u8]) -> Vec<(u32, Option<rtnetlink::packet_core::ErrorMes
         if len < 16 || at + len > datagram.len() {
             break;
         }
-        if let Ok(m) = NetlinkMessage::<RouteNetlinkMessage>::deserialize(&datagram[at..at + len]) {
-            if let NetlinkPayload::Error(e) = m.payload {
-                let seq = m.header.sequence_number;
-                out.push((seq, e.code.is_some().then_some(e)));
+        let field = |from: usize| {
+            let bytes = datagram.get(at + from..at + from + 4)?;
+            Some(u32::from_ne_bytes(bytes.try_into().expect("four bytes")))
+        };
+        let is_error = field(4).is_some_and(|t| t as u16 == NLMSG_ERROR);
+        match (is_error, field(8), field(16)) {
+            // an acknowledgement (error code 0) needs no parsing
+            (true, Some(seq), Some(0)) => out.push((seq, None)),
+            _ => {
+                let m = NetlinkMessage::<RouteNetlinkMessage>::deserialize(&datagram[at..at + len]);
+                if let Ok(NetlinkPayload::Error(e)) = m.map(|m| m.payload) {
+                    out.push((field(8).unwrap_or(0), e.code.is_some().then_some(e)));
+                }
             }
         }
         at += len.next_multiple_of(4);
@@ -705,6 +790,53 @@ mod tests {
         let mut buf = vec![0; m.buffer_len()];
         m.serialize(&mut buf);
         buf
+    }
+
+    #[test]
+    fn entries_are_written_as_netlink_packet_route_writes_them() {
+        let (gw, host, mac) = (
+            Ipv4Addr::new(11, 13, 0, 0),
+            Ipv4Addr::new(10, 0, 0, 4),
+            [0xaa, 1, 2, 3, 4, 5],
+        );
+        let route = |gateway, onlink| GatewayRoute {
+            dst: gw,
+            len: 20,
+            gateway,
+            oif: 7,
+            onlink,
+        };
+        let entries = [
+            Entry::Neigh {
+                ifindex: 7,
+                ip: gw,
+                mac,
+            },
+            Entry::Fdb {
+                ifindex: 7,
+                mac,
+                dst: host,
+            },
+            Entry::Route(route(gw, true)),
+            Entry::Route(route(host, false)),
+        ];
+        for (i, e) in entries.iter().enumerate() {
+            for ack in [false, true] {
+                let seq = (u32::MAX - 1).wrapping_add(i as u32);
+                let mut want = e.message();
+                want.header.sequence_number = seq;
+                if !ack {
+                    want.header.flags &= !NLM_F_ACK;
+                }
+                want.finalize();
+                let mut bytes = vec![0; want.buffer_len()];
+                want.serialize(&mut bytes);
+                // written after another message, as in a datagram
+                let mut got = vec![9; 8];
+                e.encode(&mut got, seq, ack);
+                assert_eq!(got[8..], bytes[..], "{e:?} ack {ack}");
+            }
+        }
     }
 
     #[test]
