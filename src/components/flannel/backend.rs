@@ -4,7 +4,7 @@
 use super::config::{Backend, NetConfig};
 use super::hostgw;
 use super::log;
-use super::subnet::{format_mac, Ipv4Net, Lease, LeaseAttrs};
+use super::subnet::{Ip, Ipv4Net, Lease, LeaseAttrs, Mac};
 use super::vxlan::{self, Device, ExtIface};
 use crate::netns::netlink::overlay::GatewayRoute;
 use crate::netns::netlink::Netlink;
@@ -39,13 +39,21 @@ impl Remote {
         }
     }
 
-    /// `PublicIP: 10.0.0.4 VtepMAC: ...` as flanneld logs a subnet.
-    pub fn describe(&self) -> String {
-        match self {
-            Remote::Vxlan(r) => {
-                format!("PublicIP: {} VtepMAC: {}", r.public_ip, format_mac(&r.mac))
-            }
-            Remote::HostGw(r) => format!("PublicIP: {}", r.public_ip),
+    /// `PublicIP: 10.0.0.4 VtepMAC: ...` as flanneld logs a subnet (displayed into the
+    /// log line, no text of its own).
+    pub fn describe(&self) -> Described {
+        Described(*self)
+    }
+}
+
+/// [`Remote::describe`].
+pub struct Described(Remote);
+
+impl std::fmt::Display for Described {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Remote::Vxlan(r) => write!(f, "PublicIP: {} VtepMAC: {}", Ip(r.public_ip), Mac(r.mac)),
+            Remote::HostGw(r) => write!(f, "PublicIP: {}", Ip(r.public_ip)),
         }
     }
 }

@@ -14,11 +14,17 @@ const MAX_HELD: usize = 64 * 1024;
 struct Held {
     batches: usize,
     text: String,
+    /// `HH:MM:SS.mmm flanneld[PID]: `, made for the first line of a batch and used for
+    /// all of its lines (a batch is one turn of work: its lines are written together).
+    prefix: String,
+    prefix_valid: bool,
 }
 
 static HELD: Mutex<Held> = Mutex::new(Held {
     batches: 0,
     text: String::new(),
+    prefix: String::new(),
+    prefix_valid: false,
 });
 
 fn held() -> std::sync::MutexGuard<'static, Held> {
@@ -38,27 +44,52 @@ fn pid() -> u32 {
     *PID.get_or_init(std::process::id)
 }
 
-/// Logs one timestamped line (UTC wall clock): at once, or at the end of the current batch.
-pub fn log_line(msg: std::fmt::Arguments) {
+/// Writes the timestamp and name that start a line (UTC wall clock) into `prefix`.
+fn make_prefix(prefix: &mut String) {
     use std::fmt::Write as _;
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default();
     let s = now.as_secs();
-    let mut h = held();
-    let _ = writeln!(
-        h.text,
-        "{:02}:{:02}:{:02}.{:03} flanneld[{}]: {msg}",
+    prefix.clear();
+    let _ = write!(
+        prefix,
+        "{:02}:{:02}:{:02}.{:03} flanneld[{}]: ",
         (s / 3600) % 24,
         (s / 60) % 60,
         s % 60,
         now.subsec_millis(),
         pid()
     );
-    if h.batches == 0 || h.text.len() >= MAX_HELD {
-        let text = std::mem::take(&mut h.text);
+}
+
+/// Logs one timestamped line: at once, or at the end of the current batch.
+pub fn log_line(msg: std::fmt::Arguments) {
+    use std::fmt::Write as _;
+    let mut h = held();
+    let Held {
+        batches,
+        text,
+        prefix,
+        prefix_valid,
+    } = &mut *h;
+    if !*prefix_valid {
+        make_prefix(prefix);
+        *prefix_valid = *batches > 0;
+    }
+    text.push_str(prefix);
+    // A message of literal text only needs no formatting.
+    match msg.as_str() {
+        Some(literal) => text.push_str(literal),
+        None => {
+            let _ = text.write_fmt(msg);
+        }
+    }
+    text.push('\n');
+    if *batches == 0 || text.len() >= MAX_HELD {
+        let out = std::mem::take(text);
         drop(h);
-        write_out(&text);
+        write_out(&out);
     }
 }
 
@@ -77,6 +108,9 @@ impl Drop for LogBatch {
     fn drop(&mut self) {
         let mut h = held();
         h.batches -= 1;
+        if h.batches == 0 {
+            h.prefix_valid = false;
+        }
         if h.batches == 0 && !h.text.is_empty() {
             let text = std::mem::take(&mut h.text);
             drop(h);
@@ -100,7 +134,18 @@ mod tests {
             held().text.contains(": one\n") && held().text.contains(": two\n"),
             "an inner batch's end does not write while an outer one lives"
         );
+        let text = held().text.clone();
+        let stamp = |line: &str| line.split(' ').next().unwrap_or_default().to_string();
+        let stamps: Vec<String> = text.lines().map(stamp).collect();
+        assert_eq!(stamps.len(), 2, "{text}");
+        assert_eq!(
+            stamps[0], stamps[1],
+            "one timestamp for a batch's lines: {text}"
+        );
+        let pid = format!(" flanneld[{}]: ", std::process::id());
+        assert!(text.lines().all(|l| l.contains(&pid)), "{text}");
         drop(outer);
         assert!(held().text.is_empty(), "the last batch's end writes them");
+        assert!(!held().prefix_valid, "the next batch takes its own time");
     }
 }

@@ -56,7 +56,85 @@ impl Ipv4Net {
 
 impl fmt::Display for Ipv4Net {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.ip, self.prefix_len)
+        let mut text = Text::<19>::default();
+        text.ip(self.ip);
+        text.push(b'/');
+        text.decimal(self.prefix_len);
+        f.pad(text.as_str())
+    }
+}
+
+/// Short text built on the stack: the agent logs four lines of addresses per remote node,
+/// and std's formatting of each octet cost more than the rest of the line.
+struct Text<const N: usize> {
+    bytes: [u8; N],
+    len: usize,
+}
+
+impl<const N: usize> Default for Text<N> {
+    fn default() -> Self {
+        Text {
+            bytes: [0; N],
+            len: 0,
+        }
+    }
+}
+
+impl<const N: usize> Text<N> {
+    fn push(&mut self, b: u8) {
+        self.bytes[self.len] = b;
+        self.len += 1;
+    }
+    fn decimal(&mut self, n: u8) {
+        if n >= 100 {
+            self.push(b'0' + n / 100);
+        }
+        if n >= 10 {
+            self.push(b'0' + n / 10 % 10);
+        }
+        self.push(b'0' + n % 10);
+    }
+    fn ip(&mut self, ip: Ipv4Addr) {
+        for (i, o) in ip.octets().into_iter().enumerate() {
+            if i > 0 {
+                self.push(b'.');
+            }
+            self.decimal(o);
+        }
+    }
+    fn as_str(&self) -> &str {
+        std::str::from_utf8(&self.bytes[..self.len]).unwrap_or_default()
+    }
+}
+
+/// An IPv4 address displayed as std displays it, without its per-octet formatting.
+#[derive(Debug, Clone, Copy)]
+pub struct Ip(pub Ipv4Addr);
+
+impl fmt::Display for Ip {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut text = Text::<15>::default();
+        text.ip(self.0);
+        f.pad(text.as_str())
+    }
+}
+
+/// A MAC address as `aa:bb:cc:dd:ee:ff`, displayed without allocating.
+#[derive(Debug, Clone, Copy)]
+pub struct Mac(pub [u8; 6]);
+
+impl fmt::Display for Mac {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let mut text = Text::<17>::default();
+        for (i, b) in self.0.into_iter().enumerate() {
+            if i > 0 {
+                text.push(b':');
+            }
+            text.push(HEX[usize::from(b >> 4)]);
+            text.push(HEX[usize::from(b & 15)]);
+        }
+        f.pad(text.as_str())
     }
 }
 
@@ -175,10 +253,7 @@ pub struct Lease {
 }
 
 pub fn format_mac(mac: &[u8; 6]) -> String {
-    mac.iter()
-        .map(|b| format!("{b:02x}"))
-        .collect::<Vec<_>>()
-        .join(":")
+    Mac(*mac).to_string()
 }
 
 pub fn parse_mac(s: &str) -> Result<[u8; 6]> {
@@ -309,6 +384,33 @@ pub fn previous_subnet(env_text: &str) -> Option<Ipv4Net> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn addresses_display_as_std_displays_them() {
+        for ip in [
+            "0.0.0.0",
+            "9.10.99.100",
+            "255.255.255.255",
+            "10.0.0.4",
+            "11.13.0.0",
+        ] {
+            let ip: Ipv4Addr = ip.parse().unwrap();
+            assert_eq!(Ip(ip).to_string(), ip.to_string());
+            assert_eq!(format!("[{:>17}]", Ip(ip)), format!("[{ip:>17}]"));
+            for len in [0, 8, 20, 32] {
+                let n = Ipv4Net::new(ip, len);
+                assert_eq!(n.to_string(), format!("{ip}/{len}"));
+            }
+        }
+        assert_eq!(
+            Ipv4Net::new(Ipv4Addr::BROADCAST, 255).to_string(),
+            "255.255.255.255/255"
+        );
+        let mac = [0x0a, 0xbc, 0, 0xff, 0x10, 0x01];
+        let want: Vec<String> = mac.iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(format_mac(&mac), want.join(":"));
+        assert_eq!(Mac(mac).to_string(), "0a:bc:00:ff:10:01");
+    }
 
     fn net(s: &str) -> Ipv4Net {
         s.parse().unwrap()

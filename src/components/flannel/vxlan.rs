@@ -11,7 +11,7 @@
 
 use super::config::VxlanConfig;
 use super::log;
-use super::subnet::{format_mac, Ipv4Net};
+use super::subnet::{format_mac, Ip, Ipv4Net, Mac};
 use crate::netns::netlink::overlay::{Entry, GatewayRoute, Link, NewVxlan, Route4};
 use crate::netns::netlink::Netlink;
 use anyhow::{anyhow, bail, Context, Result};
@@ -292,8 +292,7 @@ async fn settle(
     fdb: Result<()>,
     route: Result<()>,
 ) -> Result<()> {
-    let gw = r.subnet.ip;
-    let mac = format_mac(&r.mac);
+    let (gw, mac, public_ip) = (Ip(r.subnet.ip), Mac(r.mac), Ip(r.public_ip));
     let failed = match (&neigh, &fdb, &route) {
         (Err(e), _, _) => anyhow!("adding neighbour {gw} lladdr {mac} dev {}: {e}", dev.name),
         (Ok(()), Err(e), _) => {
@@ -302,9 +301,8 @@ async fn settle(
                 dev.name
             );
             anyhow!(
-                "adding fdb entry {mac} dev {} dst {}: {e}",
-                dev.name,
-                r.public_ip
+                "adding fdb entry {mac} dev {} dst {public_ip}: {e}",
+                dev.name
             )
         }
         (Ok(()), Ok(()), route) => {
@@ -313,9 +311,8 @@ async fn settle(
                 dev.name
             );
             log!(
-                "added fdb entry {mac} dev {} dst {} self permanent",
-                dev.name,
-                r.public_ip
+                "added fdb entry {mac} dev {} dst {public_ip} self permanent",
+                dev.name
             );
             match route {
                 Ok(()) => {
