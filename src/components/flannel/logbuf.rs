@@ -4,7 +4,6 @@
 //! batch's lines are written together when it ends, so `tail -f` still shows each batch as
 //! soon as it is done, and when it is dropped early (SIGTERM, an error) nothing is lost.
 
-use std::io::Write;
 use std::sync::{Mutex, OnceLock};
 
 /// Past this many buffered bytes a batch writes what it holds (a huge first sync must not
@@ -32,10 +31,18 @@ fn held() -> std::sync::MutexGuard<'static, Held> {
 }
 
 fn write_out(text: &str) {
-    // A log that cannot be written (stdout closed) must not stop the agent.
-    let mut out = std::io::stdout().lock();
-    let _ = out.write_all(text.as_bytes());
-    let _ = out.flush();
+    // Straight to the file: std's stdout would first look for the last line end in the
+    // batch (it buffers by lines), and nothing else of the agent's goes to stdout.
+    let out = std::io::stdout();
+    let mut rest = text.as_bytes();
+    while !rest.is_empty() {
+        match nix::unistd::write(&out, rest) {
+            Ok(n) if n > 0 => rest = &rest[n..],
+            Err(nix::errno::Errno::EINTR) => {}
+            // A log that cannot be written (stdout closed) must not stop the agent.
+            _ => return,
+        }
+    }
 }
 
 /// This process's id, read once (a line used to ask the kernel for it each time).

@@ -306,6 +306,10 @@ async fn watch_loop(
             subnet::subnets_prefix(&reg.prefix),
             reg.member()
         );
+        // One timer for the whole watch, moved when the lease is renewed: one made anew in
+        // each turn of the loop was registered and removed again for every watch response.
+        let renew = tokio::time::sleep_until(next_renew.into());
+        tokio::pin!(renew);
         loop {
             tokio::select! {
                 msg = stream.message() => {
@@ -357,7 +361,7 @@ async fn watch_loop(
                         break;
                     }
                 }
-                _ = tokio::time::sleep_until(next_renew.into()) => {
+                _ = &mut renew => {
                     match reg.update(&own.subnet, attrs).await {
                         Ok(exp) => {
                             own.expires = exp;
@@ -369,6 +373,7 @@ async fn watch_loop(
                             next_renew = Instant::now() + Duration::from_secs(60);
                         }
                     }
+                    renew.as_mut().reset(next_renew.into());
                 }
             }
         }

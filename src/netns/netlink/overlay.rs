@@ -21,7 +21,6 @@ use netlink_packet_route::link::{
 use netlink_packet_route::neighbour::{
     NeighbourAddress, NeighbourAttribute, NeighbourFlags, NeighbourMessage, NeighbourState,
 };
-use netlink_packet_route::route::RouteType;
 use netlink_packet_route::route::{RouteAddress, RouteAttribute, RouteMessage, RouteProtocol};
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 use rtnetlink::packet_core::{
@@ -577,7 +576,7 @@ impl Entry {
                 m.header.family = AddressFamily::Inet;
                 m.header.ifindex = *ifindex;
                 m.header.state = NeighbourState::Permanent;
-                m.header.kind = RouteType::Unspec;
+                m.header.kind = netlink_packet_route::route::RouteType::Unspec;
                 m.attributes
                     .push(NeighbourAttribute::Destination(NeighbourAddress::Inet(*ip)));
                 m.attributes
