@@ -13,12 +13,15 @@ use crate::components::etcd::EtcdClient;
 use crate::netns::route_watch::Announcements;
 use crate::wait::Wake;
 use anyhow::{bail, Result};
-use etcd_client::{EventType, GetOptions, WatchOptions};
+use etcd_client::{EventType, GetOptions, GetResponse, WatchOptions};
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 /// How long the agent tries quickly to reach etcd when it starts.
 const FIRST_CONTACT: Duration = Duration::from_secs(30);
+
+/// Everything the agent reads lives under this prefix: probed, listed, then watched.
+const REGISTRY: &str = "/registry/";
 
 fn log(msg: &str) {
     let now = std::time::SystemTime::now()
@@ -163,9 +166,12 @@ pub async fn run(args: KubeProxyArgs) -> Result<()> {
         let fallback = Duration::from_millis(args.service_route_retry_ms.max(1));
         tokio::spawn(add_service_route(dev, fallback));
     }
-    reach_etcd(&mut client, &args.etcd_endpoints).await;
+    let first = reach_etcd(&mut client, &args.etcd_endpoints).await;
     let debounce = Duration::from_millis(args.debounce_ms);
     let mut seen = Seen::default();
+    if let Some(resp) = first {
+        seen.listed(&resp, &mut syncer);
+    }
     let mut backoff = Duration::from_millis(100);
     loop {
         let watched_before = seen.watched;
@@ -246,16 +252,17 @@ async fn until_done<W: Wake + Send + 'static>(
 
 /// The agent is started beside etcd's election (with its worker, not after the cluster
 /// is up): quick tries until etcd first answers, so the first sync follows the leader
-/// within milliseconds. Past [`FIRST_CONTACT`] the usual loop goes on trying.
-async fn reach_etcd(client: &mut EtcdClient, endpoints: &str) {
-    let probe = GetOptions::new().with_prefix().with_count_only();
+/// within milliseconds. Past [`FIRST_CONTACT`] the usual loop goes on trying. The
+/// answer is the first listing (one request where a probe and a listing were two).
+async fn reach_etcd(client: &mut EtcdClient, endpoints: &str) -> Option<GetResponse> {
+    let probe = GetOptions::new().with_prefix();
     let reached = client
         .call_until(
-            "reading /registry/",
+            &format!("reading {REGISTRY}"),
             FIRST_CONTACT,
             |mut c| {
                 let probe = probe.clone();
-                async move { c.get("/registry/", Some(probe)).await }
+                async move { c.get(REGISTRY, Some(probe)).await }
             },
             |r| {
                 if r.attempt == 1 {
@@ -264,13 +271,17 @@ async fn reach_etcd(client: &mut EtcdClient, endpoints: &str) {
             },
         )
         .await;
-    if let Err(r) = reached {
-        log(&format!(
-            "etcd did not answer within {} s ({} attempts): {:#}; still trying",
-            r.waited.as_secs(),
-            r.attempt,
-            r.error
-        ));
+    match reached {
+        Ok(resp) => Some(resp),
+        Err(r) => {
+            log(&format!(
+                "etcd did not answer within {} s ({} attempts): {:#}; still trying",
+                r.waited.as_secs(),
+                r.attempt,
+                r.error
+            ));
+            None
+        }
     }
 }
 
@@ -287,31 +298,27 @@ struct Seen {
     dirty_since: Option<Instant>,
 }
 
-/// Lists the three prefixes at one revision, keeping the parsed objects by key so watch
-/// events can replace them one by one.
-async fn list(client: &mut EtcdClient) -> Result<(Objects, i64)> {
-    let mut objs = Objects::default();
-    let mut rev = 0;
-    for prefix in [
-        store::SERVICES_PREFIX,
-        store::ENDPOINTS_PREFIX,
-        store::VIPS_PREFIX,
-    ] {
-        let resp = store::get_prefix(client, prefix, rev).await?;
-        if rev == 0 {
-            rev = resp.header().map(|h| h.revision()).unwrap_or(0);
-        }
+impl Seen {
+    /// Takes a listing of Services, Endpoints and VIPs (one request: one revision for all
+    /// three; a new node's agent asked four times before, hundreds of agents at once) as
+    /// what is known, keeping the parsed objects by key so watch events can replace them
+    /// one by one, and programs it.
+    fn listed(&mut self, resp: &GetResponse, syncer: &mut Syncer) {
+        let mut objs = Objects::default();
         for kv in resp.kvs() {
             let key = String::from_utf8_lossy(kv.key()).into_owned();
-            let p = store::parse(&key, kv.value());
-            if let Parsed::Invalid(m) = &p {
-                log(&format!("ignoring {m}"));
-                continue;
+            match store::parse(&key, kv.value()) {
+                Parsed::Other => {}
+                Parsed::Invalid(m) => log(&format!("ignoring {m}")),
+                p => {
+                    objs.by_key.insert(key, p);
+                }
             }
-            objs.by_key.insert(key, p);
         }
+        self.objs = objs;
+        self.rev = resp.header().map(|h| h.revision()).unwrap_or(0);
+        syncer.sync(&self.objs.state());
     }
-    Ok((objs, rev))
 }
 
 /// One watch: list first when nothing was listed yet (or the watch fell behind
@@ -323,21 +330,19 @@ async fn session(
     debounce: Duration,
 ) -> Result<()> {
     if seen.rev == 0 {
-        let (objs, rev) = list(client).await?;
-        seen.objs = objs;
-        seen.rev = rev;
-        syncer.sync(&seen.objs.state());
+        let resp = store::get_prefix(client, REGISTRY, 0).await?;
+        seen.listed(&resp, syncer);
     }
     let from = seen.rev + 1;
     let opts = WatchOptions::new().with_prefix().with_start_revision(from);
     let mut stream = client
-        .call("watching /registry/", |mut c| {
+        .call(&format!("watching {REGISTRY}"), |mut c| {
             let opts = opts.clone();
-            async move { c.watch("/registry/", Some(opts)).await }
+            async move { c.watch(REGISTRY, Some(opts)).await }
         })
         .await?;
     log(&format!(
-        "watching /registry/ from revision {from} on {}",
+        "watching {REGISTRY} from revision {from} on {}",
         client.current().describe()
     ));
     // When the last watch message came: a burst of changes is programmed once it has
