@@ -140,7 +140,16 @@ fn parse(argv: Vec<std::ffi::OsString>) -> Result<Command, Result<Cli, clap::Err
 
 pub fn main() -> i32 {
     let command = match parse(std::env::args_os().collect()) {
-        Ok(agent) => agent,
+        Ok(agent) => {
+            // An agent prints its errors as text, never their backtraces, yet with
+            // RUST_BACKTRACE set in the simulator's environment each error (every refused
+            // try while etcd elects, a device not there yet) walked the stack to capture
+            // one. Panics keep theirs; an explicit RUST_LIB_BACKTRACE is left as given.
+            if std::env::var_os("RUST_LIB_BACKTRACE").is_none() {
+                std::env::set_var("RUST_LIB_BACKTRACE", "0");
+            }
+            agent
+        }
         Err(Ok(Cli { command: None, run })) => return run::run(run),
         Err(Ok(Cli {
             command: Some(c), ..
