@@ -86,7 +86,18 @@ fn ensure_underlay(sim: &Sim) -> Result<String> {
     netlink::with(&ns, |nl| async move {
         nl.set_up("lo").await?;
         nl.add_bridge(UNDERLAY_BRIDGE).await?;
-        nl.set_up(UNDERLAY_BRIDGE).await
+        nl.set_up(UNDERLAY_BRIDGE).await?;
+        // The underlay is a plain switch: with br_netfilter loaded, every frame it forwarded
+        // (etcd's traffic, the VXLAN between workers) went through the IP hooks of a
+        // namespace without rules. Only this namespace's own setting changes (the session's
+        // thread is inside it); without the module there is nothing to turn off.
+        for table in ["iptables", "ip6tables", "arptables"] {
+            let knob = format!("/proc/sys/net/bridge/bridge-nf-call-{table}");
+            if std::path::Path::new(&knob).exists() {
+                std::fs::write(&knob, "0").with_context(|| format!("writing 0 to {knob}"))?;
+            }
+        }
+        Ok(())
     })?;
     sim.state().underlay_ready = true;
     Ok(ns)
@@ -197,16 +208,12 @@ fn start_etcd_members(sim: &Sim, id: &str) -> Result<()> {
 }
 
 /// etcd fsyncs its WAL on every write; on a busy disk that stalls elections for seconds.
-/// The data is throwaway, so it lives in memory (/dev/shm/knetsim/<instance>, a private
+/// The data is throwaway, so it lives in memory: in /dev/shm/knetsim/<instance> (a private
 /// directory of root's, checked like the run directory) when there is room for the WAL's
-/// 64 MB preallocation, else in the run directory.
+/// 64 MB preallocation, else in the run directory (itself in /dev/shm where /run is on disk).
 fn etcd_data_dir(sim: &Sim, member: &str) -> Result<std::path::PathBuf> {
     use crate::netns::{record, state};
-    let roomy = nix::sys::statvfs::statvfs("/dev/shm")
-        .map(|s| s.blocks_available() * s.fragment_size() > 1 << 30)
-        .unwrap_or(false);
-    if roomy {
-        let shm_base = std::path::Path::new(state::SHM_BASE);
+    if let Some(shm_base) = state::etcd_data_base() {
         let base = record::shm_dir(sim.instance());
         // A planted directory or link is refused before it is recorded, so teardown never
         // touches it; ours is recorded before it exists, so a crash leaves nothing unrecorded.
