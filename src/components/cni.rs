@@ -156,6 +156,42 @@ impl Running {
     }
 }
 
+/// A plugin started and waiting for its config on stdin. Dropped without one, its stdin
+/// closes: it reads an empty config, fails at once without touching anything, and is reaped.
+struct Spawned(Option<Running>);
+
+impl Spawned {
+    /// Hands the plugin its config and closes its stdin.
+    fn give(mut self, config: &Value) -> Result<Running> {
+        let mut running = self
+            .0
+            .take()
+            .expect("a spawned plugin is given its config once");
+        // A config is far smaller than a pipe's buffer: this never waits on the plugin.
+        let written = running
+            .child
+            .stdin
+            .take()
+            .expect("stdin is piped")
+            .write_all(serde_json::to_string(config)?.as_bytes());
+        if let Err(e) = written {
+            let plugin = running.plugin;
+            let _ = running.finish();
+            return Err(e).with_context(|| format!("giving the {plugin} plugin its config"));
+        }
+        Ok(running)
+    }
+}
+
+impl Drop for Spawned {
+    fn drop(&mut self) {
+        if let Some(mut running) = self.0.take() {
+            drop(running.child.stdin.take());
+            let _ = running.child.wait();
+        }
+    }
+}
+
 /// What one pod of [`WorkerCni::add_all`] has got to.
 enum Progress {
     Failed(anyhow::Error),
@@ -193,6 +229,19 @@ impl WorkerCni {
         ifname: &str,
         config: &Value,
     ) -> Result<Running> {
+        self.spawn(plugin, command, pod, ifname)?.give(config)
+    }
+
+    /// Starts one plugin binary inside the worker's namespace with its environment; it
+    /// waits for its config on stdin (CNI's skeleton reads all of stdin before anything
+    /// else), so its start-up can overlap other work until [`Spawned::give`].
+    fn spawn(
+        &self,
+        plugin: &'static str,
+        command: &'static str,
+        pod: &Pod,
+        ifname: &str,
+    ) -> Result<Spawned> {
         let bin = self.bin_dir.join(plugin);
         if !bin.exists() {
             bail!(
@@ -215,25 +264,14 @@ impl WorkerCni {
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
-        let mut child = cmd
+        let child = cmd
             .spawn()
             .with_context(|| format!("running {}", bin.display()))?;
-        // A config is far smaller than a pipe's buffer: this never waits on the plugin.
-        let written = child
-            .stdin
-            .take()
-            .expect("stdin is piped")
-            .write_all(serde_json::to_string(config)?.as_bytes());
-        let running = Running {
+        Ok(Spawned(Some(Running {
             plugin,
             command,
             child,
-        };
-        if let Err(e) = written {
-            let _ = running.finish();
-            return Err(e).with_context(|| format!("giving {} its config", bin.display()));
-        }
-        Ok(running)
+        })))
     }
 
     /// CNI ADD of one container: see [`WorkerCni::add_all`].
@@ -276,11 +314,13 @@ impl WorkerCni {
                 continue;
             }
             let loopback = self.start("loopback", "ADD", pod, "lo", &lo);
-            // The previous bridge ADD ends before this one starts: addresses stay in order.
+            // This pod's bridge plugin starts up while the previous one works, but gets its
+            // config only once that one has ended: host-local hands out addresses in order.
+            let bridge = self.spawn("bridge", "ADD", pod, "eth0");
             if let Some((j, run)) = bridge_running.take() {
                 set_bridge(&mut progress[j], run.and_then(Running::finish));
             }
-            bridge_running = Some((i, self.start("bridge", "ADD", pod, "eth0", &delegate)));
+            bridge_running = Some((i, bridge.and_then(|b| b.give(&delegate))));
             progress.push(Progress::Started {
                 loopback,
                 bridge: None,
