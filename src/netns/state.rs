@@ -37,12 +37,11 @@ pub fn run_base() -> &'static Path {
     static BASE: std::sync::OnceLock<&'static Path> = std::sync::OnceLock::new();
     BASE.get_or_init(|| {
         let tmpfs = |path: &str| {
-            nix::sys::statfs::statfs(path)
-                .is_ok_and(|s| s.filesystem_type().0 as i64 == TMPFS_MAGIC)
+            nix::sys::statfs::statfs(path).is_ok_and(|s| s.filesystem_type().0 == TMPFS_MAGIC)
         };
         let roomy_shm = || {
             nix::sys::statvfs::statvfs("/dev/shm")
-                .is_ok_and(|s| s.blocks() as u64 * s.fragment_size() as u64 >= 1 << 30)
+                .is_ok_and(|s| s.blocks() * s.fragment_size() >= 1 << 30)
         };
         if !tmpfs("/run") && tmpfs("/dev/shm") && roomy_shm() {
             Path::new(RUN_BASE_SHM)
@@ -60,7 +59,7 @@ pub fn etcd_data_base() -> Option<&'static Path> {
         return None;
     }
     let roomy = nix::sys::statvfs::statvfs("/dev/shm")
-        .is_ok_and(|s| s.blocks_available() as u64 * s.fragment_size() as u64 > 1 << 30);
+        .is_ok_and(|s| s.blocks_available() * s.fragment_size() > 1 << 30);
     roomy.then_some(Path::new(SHM_BASE))
 }
 
