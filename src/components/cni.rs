@@ -276,51 +276,70 @@ impl WorkerCni {
 
     /// CNI ADD of one container: see [`WorkerCni::add_all`].
     pub fn add(&self, pod: &Pod) -> Result<Attachment> {
-        self.add_all(std::slice::from_ref(pod), |_| ControlFlow::Continue(Ok(())))
-            .pop()
-            .expect("one pod, one result")
+        self.add_all(
+            std::slice::from_ref(pod),
+            |_| ControlFlow::Continue(Ok(())),
+            || Ok(()),
+        )
+        .pop()
+        .expect("one pod, one result")
     }
 
     /// CNI ADD of containers on this worker: loopback for `lo`, the flannel-delegated
     /// bridge for `eth0`. A pod's two plugins run side by side, as containerd attaches a
     /// pod's networks (they touch different interfaces), and while one pod's bridge ADD
-    /// runs the next pod's namespace is made (by `prepare(i)`, which may also say stop)
-    /// and its loopback started. The bridge ADDs run one after another in the order
-    /// given, so host-local hands out addresses in that order, the same on every run.
+    /// runs the next pod's namespace is made (by `prepare(i)`, which may also say stop),
+    /// its loopback run and its bridge plugin started. The bridge ADDs get their config
+    /// one after another in the order given, so host-local hands out addresses in that
+    /// order, the same on every run. The config comes from the worker's subnet.env, read
+    /// after `ready()` returns: the first pod's namespace, loopback and bridge plugin start
+    /// up before that (at bring-up, while the worker's agent still waits for its lease).
     /// A pod whose loopback or bridge ADD failed is DELeted again, so the worker keeps
-    /// nothing of it (its namespace is the caller's). One result per pod prepared, in order.
+    /// nothing of it (its namespace is the caller's). One result per pod begun, in order.
     pub fn add_all(
         &self,
         pods: &[Pod],
         mut prepare: impl FnMut(usize) -> ControlFlow<(), Result<()>>,
+        ready: impl FnOnce() -> Result<()>,
     ) -> Vec<Result<Attachment>> {
-        let delegate = match self.delegate() {
-            Ok(d) => d,
-            Err(e) => {
-                let msg = format!("{e:#}");
-                return pods.iter().map(|_| Err(anyhow!("{msg}"))).collect();
-            }
-        };
         let lo = json!({"cniVersion": CNI_VERSION, "name": "lo", "type": "loopback"});
+        let mut ready = Some(ready);
+        let mut delegate: Option<Result<Value>> = None;
         let mut progress: Vec<Progress> = Vec::new();
         let mut bridge_running: Option<(usize, Result<Running>)> = None;
         for (i, pod) in pods.iter().enumerate() {
-            let ready = match prepare(i) {
-                ControlFlow::Break(()) => break,
-                ControlFlow::Continue(r) => r.and_then(|()| self.keep(pod, &delegate)),
-            };
-            if let Err(e) = ready {
-                progress.push(Progress::Failed(e));
+            // Without a config no later pod can be attached: none is begun.
+            if let Some(Err(e)) = &delegate {
+                progress.push(Progress::Failed(anyhow!("{e:#}")));
                 continue;
             }
+            match prepare(i) {
+                ControlFlow::Break(()) => break,
+                ControlFlow::Continue(Err(e)) => {
+                    progress.push(Progress::Failed(e));
+                    continue;
+                }
+                ControlFlow::Continue(Ok(())) => {}
+            }
             let loopback = self.start("loopback", "ADD", pod, "lo", &lo);
-            // This pod's bridge plugin starts up while the previous one works, but gets its
-            // config only once that one has ended: host-local hands out addresses in order.
             let bridge = self.spawn("bridge", "ADD", pod, "eth0");
+            let config = delegate.get_or_insert_with(|| {
+                let ready = ready.take().expect("ready is waited for once");
+                ready().and_then(|()| self.delegate())
+            });
+            let bridge = match config {
+                Ok(config) => self
+                    .keep(pod, config)
+                    .and(bridge)
+                    .map(|b| (b, config.clone())),
+                Err(e) => Err(anyhow!("{e:#}")),
+            };
+            // The previous bridge ADD ends before this one gets its config: addresses stay
+            // in order.
             if let Some((j, run)) = bridge_running.take() {
                 set_bridge(&mut progress[j], run.and_then(Running::finish));
             }
-            bridge_running = Some((i, bridge.and_then(|b| b.give(&delegate))));
+            bridge_running = Some((i, bridge.and_then(|(b, config)| b.give(&config))));
             progress.push(Progress::Started {
                 loopback,
                 bridge: None,
