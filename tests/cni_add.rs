@@ -122,11 +122,27 @@ fn addresses_follow_the_order_given_and_both_plugins_take_effect() {
     };
     // Not in name order, one that cannot be prepared, and a stop before the last.
     let pods = pods(&mut g, test, &["z", "bad", "a", "late"]);
-    let results = cni.add_all(&pods, |i| match i {
-        1 => ControlFlow::Continue(Err(anyhow::anyhow!("no namespace for this one"))),
-        3 => ControlFlow::Break(()),
-        _ => make_ns(&pods[i]),
-    });
+    // The subnet is written only once the first pod's namespace is made: its config is
+    // read after `ready`, as at bring-up, where the agent is still getting its lease.
+    let subnet = std::fs::read_to_string(&cni.subnet_file).unwrap();
+    std::fs::remove_file(&cni.subnet_file).unwrap();
+    let results = cni.add_all(
+        &pods,
+        |i| match i {
+            1 => ControlFlow::Continue(Err(anyhow::anyhow!("no namespace for this one"))),
+            3 => ControlFlow::Break(()),
+            _ => make_ns(&pods[i]),
+        },
+        || {
+            assert!(
+                netns::exists(ns_of(&pods[0])),
+                "the first pod is begun first"
+            );
+            assert!(!netns::exists(ns_of(&pods[2])), "later pods wait");
+            std::fs::write(&cni.subnet_file, &subnet)?;
+            Ok(())
+        },
+    );
     assert_eq!(results.len(), 3, "the stop ends the batch");
     assert_eq!(ip(&results[0]), "11.12.16.2");
     assert_eq!(ip(&results[2]), "11.12.16.3");
@@ -160,7 +176,7 @@ fn a_failing_loopback_rolls_its_pod_back() {
         return;
     };
     let pods = pods(&mut g, test, &["p1", "p2"]);
-    let results = cni.add_all(&pods, |i| make_ns(&pods[i]));
+    let results = cni.add_all(&pods, |i| make_ns(&pods[i]), || Ok(()));
     for r in &results {
         let e = format!("{:#}", r.as_ref().unwrap_err());
         assert!(
@@ -193,7 +209,7 @@ fn a_failing_bridge_add_rolls_its_pod_back() {
         return;
     };
     let pods = pods(&mut g, test, &["p1", "p2"]);
-    let results = cni.add_all(&pods, |i| make_ns(&pods[i]));
+    let results = cni.add_all(&pods, |i| make_ns(&pods[i]), || Ok(()));
     assert_eq!(ip(&results[0]), "11.12.16.2");
     let e = format!("{:#}", results[1].as_ref().unwrap_err());
     assert!(e.contains("CNI ADD with plugin 'bridge' failed"), "{e}");
@@ -201,4 +217,31 @@ fn a_failing_bridge_add_rolls_its_pod_back() {
     assert_eq!(bridge_ports(&cni).lines().count(), 1, "only p1's veth");
     assert!(!sh_any(ns_of(&pods[1]), "ip link show eth0").0);
     assert!(!cni.data_dir.join(&pods[1].id).exists());
+}
+
+#[test]
+fn a_worker_that_never_gets_ready_attaches_nothing() {
+    let test = "cninoready";
+    let Some((mut g, cni)) = setup(test, "11.12.16.1/20", None) else {
+        return;
+    };
+    let pods = pods(&mut g, test, &["p1", "p2"]);
+    let results = cni.add_all(
+        &pods,
+        |i| make_ns(&pods[i]),
+        || anyhow::bail!("the flannel agent on the worker wrote no subnet.env"),
+    );
+    assert_eq!(results.len(), 2, "every pod gets its answer");
+    for r in &results {
+        let e = format!("{:#}", r.as_ref().unwrap_err());
+        assert!(e.contains("wrote no subnet.env"), "{e}");
+    }
+    // The first pod was begun (its namespace is the caller's to remove), the second never.
+    assert!(netns::exists(ns_of(&pods[0])));
+    assert!(!netns::exists(ns_of(&pods[1])));
+    assert!(!sh_any(ns_of(&pods[0]), "ip link show eth0").0, "no eth0");
+    assert!(held_addresses(&cni).is_empty(), "no address is held");
+    for pod in &pods {
+        assert!(!cni.data_dir.join(&pod.id).exists(), "no kept config");
+    }
 }

@@ -472,6 +472,23 @@ fn an_agent_that_cannot_run_ends_waits_at_once_with_its_log() {
     tear_down(&sim, &[]);
 }
 
+/// A knetsim executable in `dir` that runs the real one, except the agent subcommand
+/// `agent`, which fails at once every time, saying so.
+fn exe_with_broken_agent(dir: &std::path::Path, agent: &str) -> std::path::PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let exe = dir.join("knetsim");
+    std::fs::write(
+        &exe,
+        format!(
+            "#!/bin/sh\nif [ \"$1\" = {agent} ]; then echo \"broken agent: $1\" >&2; exit 1; fi\nexec '{}' \"$@\"\n",
+            knetsim_exe().display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o755)).unwrap();
+    exe
+}
+
 /// Bring-up waits for each kube-proxy's table as soon as the agent is started, beside
 /// etcd's election: one that cannot run ends start() with what it printed, and the failed
 /// bring-up leaves nothing behind.
@@ -480,24 +497,12 @@ fn a_kube_proxy_that_cannot_run_ends_start_with_its_log() {
     if !root_or_skip() {
         return;
     }
-    use std::os::unix::fs::PermissionsExt;
     let instance = "sup-kpbroken";
     let dir =
         TempDir(std::env::temp_dir().join(format!("knetsim-kpbroken-{}", std::process::id())));
     std::fs::create_dir_all(&dir.0).unwrap();
-    // flanneld runs; kube-proxy fails at once, every time it is started.
-    let exe = dir.0.join("knetsim");
-    std::fs::write(
-        &exe,
-        format!(
-            "#!/bin/sh\nif [ \"$1\" = kube-proxy ]; then echo \"broken agent: $1\" >&2; exit 1; fi\nexec '{}' \"$@\"\n",
-            knetsim_exe().display()
-        ),
-    )
-    .unwrap();
-    std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o755)).unwrap();
     let sim = Sim::new(knetsim::sim::Options {
-        knetsim_exe: exe.clone(),
+        knetsim_exe: exe_with_broken_agent(&dir.0, "kube-proxy"),
         ..common::options(instance)
     })
     .unwrap();
@@ -506,5 +511,45 @@ fn a_kube_proxy_that_cannot_run_ends_start_with_its_log() {
     for want in ["kube-proxy on C0w", "broken agent: kube-proxy"] {
         assert!(e.contains(want), "'{want}' missing from: {e}");
     }
+    tear_down(&sim, &[]);
+}
+
+/// Pods declared with the cluster begin (namespace, loopback, bridge plugin) while their
+/// worker's agent still waits for its lease: a flannel agent that never writes its subnet
+/// ends start() with its log, and the failed start takes those pods back itself.
+#[test]
+fn declared_pods_of_a_worker_whose_agent_cannot_run_are_taken_back() {
+    if !root_or_skip() {
+        return;
+    }
+    let instance = "sup-flbroken";
+    let dir =
+        TempDir(std::env::temp_dir().join(format!("knetsim-flbroken-{}", std::process::id())));
+    std::fs::create_dir_all(&dir.0).unwrap();
+    let sim = Sim::new(knetsim::sim::Options {
+        knetsim_exe: exe_with_broken_agent(&dir.0, "flanneld"),
+        ..common::options(instance)
+    })
+    .unwrap();
+    let c = common::declare_c0(&sim, 2, 1).unwrap();
+    let plan = BTreeMap::from([
+        ("w1".to_string(), vec!["p1".to_string(), "p2".to_string()]),
+        ("w2".to_string(), vec!["p3".to_string()]),
+    ]);
+    c.plan_pods(&plan).unwrap();
+    let e = format!("{:#}", sim.start().expect_err("start failed"));
+    for want in [
+        "the flannel agent on C0w",
+        "broken agent: flanneld",
+        "wiring container",
+    ] {
+        assert!(e.contains(want), "'{want}' missing from: {e}");
+    }
+    let pods_left: Vec<String> = common::namespaces_of(instance)
+        .into_iter()
+        .filter(|n| n.contains("C0-p"))
+        .collect();
+    assert!(pods_left.is_empty(), "pod namespaces left: {pods_left:?}");
+    assert!(c.containers().is_empty(), "{:?}", c.containers());
     tear_down(&sim, &[]);
 }

@@ -52,8 +52,8 @@ pub struct RunArgs {
     /// Never wait for Enter at step() (also implied when stdin is not a terminal).
     #[arg(long)]
     pub no_pause: bool,
-    /// Instance name: lets two simulations run side by side (run dir /run/knetsim/NAME);
-    /// 1 to 32 letters, digits, '-' or '_'.
+    /// Instance name: lets two simulations run side by side (run dir /run/knetsim/NAME,
+    /// or /dev/shm/knetsim-run/NAME where /run is on disk); 1 to 32 letters, digits, '-' or '_'.
     #[arg(long, env = "KNETSIM_INSTANCE", default_value = DEFAULT_INSTANCE, value_parser = parse_instance)]
     pub instance: String,
     /// Default time limit, in seconds, for exec/exec_container.
@@ -104,7 +104,8 @@ pub struct CleanupArgs {
     /// The instance to clean (see `knetsim --help`).
     #[arg(long, env = "KNETSIM_INSTANCE", default_value = DEFAULT_INSTANCE, value_parser = parse_instance)]
     pub instance: String,
-    /// Clean every instance under /run/knetsim (and its etcd data under /dev/shm/knetsim).
+    /// Clean every instance under /run/knetsim or /dev/shm/knetsim-run (and its etcd data
+    /// under /dev/shm/knetsim).
     #[arg(long)]
     pub all: bool,
 }

@@ -156,6 +156,42 @@ impl Running {
     }
 }
 
+/// A plugin started and waiting for its config on stdin. Dropped without one, its stdin
+/// closes: it reads an empty config, fails at once without touching anything, and is reaped.
+struct Spawned(Option<Running>);
+
+impl Spawned {
+    /// Hands the plugin its config and closes its stdin.
+    fn give(mut self, config: &Value) -> Result<Running> {
+        let mut running = self
+            .0
+            .take()
+            .expect("a spawned plugin is given its config once");
+        // A config is far smaller than a pipe's buffer: this never waits on the plugin.
+        let written = running
+            .child
+            .stdin
+            .take()
+            .expect("stdin is piped")
+            .write_all(serde_json::to_string(config)?.as_bytes());
+        if let Err(e) = written {
+            let plugin = running.plugin;
+            let _ = running.finish();
+            return Err(e).with_context(|| format!("giving the {plugin} plugin its config"));
+        }
+        Ok(running)
+    }
+}
+
+impl Drop for Spawned {
+    fn drop(&mut self) {
+        if let Some(mut running) = self.0.take() {
+            drop(running.child.stdin.take());
+            let _ = running.child.wait();
+        }
+    }
+}
+
 /// What one pod of [`WorkerCni::add_all`] has got to.
 enum Progress {
     Failed(anyhow::Error),
@@ -193,6 +229,19 @@ impl WorkerCni {
         ifname: &str,
         config: &Value,
     ) -> Result<Running> {
+        self.spawn(plugin, command, pod, ifname)?.give(config)
+    }
+
+    /// Starts one plugin binary inside the worker's namespace with its environment; it
+    /// waits for its config on stdin (CNI's skeleton reads all of stdin before anything
+    /// else), so its start-up can overlap other work until [`Spawned::give`].
+    fn spawn(
+        &self,
+        plugin: &'static str,
+        command: &'static str,
+        pod: &Pod,
+        ifname: &str,
+    ) -> Result<Spawned> {
         let bin = self.bin_dir.join(plugin);
         if !bin.exists() {
             bail!(
@@ -215,72 +264,82 @@ impl WorkerCni {
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
-        let mut child = cmd
+        let child = cmd
             .spawn()
             .with_context(|| format!("running {}", bin.display()))?;
-        // A config is far smaller than a pipe's buffer: this never waits on the plugin.
-        let written = child
-            .stdin
-            .take()
-            .expect("stdin is piped")
-            .write_all(serde_json::to_string(config)?.as_bytes());
-        let running = Running {
+        Ok(Spawned(Some(Running {
             plugin,
             command,
             child,
-        };
-        if let Err(e) = written {
-            let _ = running.finish();
-            return Err(e).with_context(|| format!("giving {} its config", bin.display()));
-        }
-        Ok(running)
+        })))
     }
 
     /// CNI ADD of one container: see [`WorkerCni::add_all`].
     pub fn add(&self, pod: &Pod) -> Result<Attachment> {
-        self.add_all(std::slice::from_ref(pod), |_| ControlFlow::Continue(Ok(())))
-            .pop()
-            .expect("one pod, one result")
+        self.add_all(
+            std::slice::from_ref(pod),
+            |_| ControlFlow::Continue(Ok(())),
+            || Ok(()),
+        )
+        .pop()
+        .expect("one pod, one result")
     }
 
     /// CNI ADD of containers on this worker: loopback for `lo`, the flannel-delegated
     /// bridge for `eth0`. A pod's two plugins run side by side, as containerd attaches a
     /// pod's networks (they touch different interfaces), and while one pod's bridge ADD
-    /// runs the next pod's namespace is made (by `prepare(i)`, which may also say stop)
-    /// and its loopback started. The bridge ADDs run one after another in the order
-    /// given, so host-local hands out addresses in that order, the same on every run.
+    /// runs the next pod's namespace is made (by `prepare(i)`, which may also say stop),
+    /// its loopback run and its bridge plugin started. The bridge ADDs get their config
+    /// one after another in the order given, so host-local hands out addresses in that
+    /// order, the same on every run. The config comes from the worker's subnet.env, read
+    /// after `ready()` returns: the first pod's namespace, loopback and bridge plugin start
+    /// up before that (at bring-up, while the worker's agent still waits for its lease).
     /// A pod whose loopback or bridge ADD failed is DELeted again, so the worker keeps
-    /// nothing of it (its namespace is the caller's). One result per pod prepared, in order.
+    /// nothing of it (its namespace is the caller's). One result per pod begun, in order.
     pub fn add_all(
         &self,
         pods: &[Pod],
         mut prepare: impl FnMut(usize) -> ControlFlow<(), Result<()>>,
+        ready: impl FnOnce() -> Result<()>,
     ) -> Vec<Result<Attachment>> {
-        let delegate = match self.delegate() {
-            Ok(d) => d,
-            Err(e) => {
-                let msg = format!("{e:#}");
-                return pods.iter().map(|_| Err(anyhow!("{msg}"))).collect();
-            }
-        };
         let lo = json!({"cniVersion": CNI_VERSION, "name": "lo", "type": "loopback"});
+        let mut ready = Some(ready);
+        let mut delegate: Option<Result<Value>> = None;
         let mut progress: Vec<Progress> = Vec::new();
         let mut bridge_running: Option<(usize, Result<Running>)> = None;
         for (i, pod) in pods.iter().enumerate() {
-            let ready = match prepare(i) {
-                ControlFlow::Break(()) => break,
-                ControlFlow::Continue(r) => r.and_then(|()| self.keep(pod, &delegate)),
-            };
-            if let Err(e) = ready {
-                progress.push(Progress::Failed(e));
+            // Without a config no later pod can be attached: none is begun.
+            if let Some(Err(e)) = &delegate {
+                progress.push(Progress::Failed(anyhow!("{e:#}")));
                 continue;
             }
+            match prepare(i) {
+                ControlFlow::Break(()) => break,
+                ControlFlow::Continue(Err(e)) => {
+                    progress.push(Progress::Failed(e));
+                    continue;
+                }
+                ControlFlow::Continue(Ok(())) => {}
+            }
             let loopback = self.start("loopback", "ADD", pod, "lo", &lo);
-            // The previous bridge ADD ends before this one starts: addresses stay in order.
+            let bridge = self.spawn("bridge", "ADD", pod, "eth0");
+            let config = delegate.get_or_insert_with(|| {
+                let ready = ready.take().expect("ready is waited for once");
+                ready().and_then(|()| self.delegate())
+            });
+            let bridge = match config {
+                Ok(config) => self
+                    .keep(pod, config)
+                    .and(bridge)
+                    .map(|b| (b, config.clone())),
+                Err(e) => Err(anyhow!("{e:#}")),
+            };
+            // The previous bridge ADD ends before this one gets its config: addresses stay
+            // in order.
             if let Some((j, run)) = bridge_running.take() {
                 set_bridge(&mut progress[j], run.and_then(Running::finish));
             }
-            bridge_running = Some((i, self.start("bridge", "ADD", pod, "eth0", &delegate)));
+            bridge_running = Some((i, bridge.and_then(|(b, config)| b.give(&config))));
             progress.push(Progress::Started {
                 loopback,
                 bridge: None,

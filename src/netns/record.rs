@@ -8,7 +8,7 @@
 //! rules, paths only inside knetsim's own bases, pids only while pid, start time and
 //! command line still match. Anything else is named in a warning and left alone.
 
-use super::state::{self, RUN_BASE, SHM_BASE};
+use super::state::{self, SHM_BASE};
 use anyhow::{bail, Context, Result};
 use nix::fcntl::{Flock, FlockArg};
 use nix::sys::signal::{kill, Signal};
@@ -19,9 +19,6 @@ use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Duration;
-
-/// The base of run directories (kept under this name for callers of the old constant).
-pub const RUN_ROOT: &str = RUN_BASE;
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct RecordedProcess {
@@ -78,7 +75,7 @@ struct OnDisk {
 }
 
 pub fn run_dir(instance: &str) -> PathBuf {
-    Path::new(RUN_BASE).join(instance)
+    state::run_base().join(instance)
 }
 
 /// Where an instance's etcd data lives when memory allows (see `sim::bringup`).
@@ -102,7 +99,7 @@ pub enum Existing {
 pub fn inspect(instance: &str) -> Result<Existing> {
     state::check_instance(instance)?;
     let dir = run_dir(instance);
-    if !state::existing_private_dir(Path::new(RUN_BASE))? || !state::existing_private_dir(&dir)? {
+    if !state::existing_private_dir(state::run_base())? || !state::existing_private_dir(&dir)? {
         return Ok(Existing::None);
     }
     Ok(match read(&dir)? {
@@ -258,7 +255,7 @@ impl Record {
             }
             Existing::None => {}
         }
-        let dir = state::ensure_instance_dir(Path::new(RUN_BASE), instance)?;
+        let dir = state::ensure_instance_dir(state::run_base(), instance)?;
         let me = std::process::id();
         let data = RecordData {
             instance: instance.to_string(),
@@ -571,7 +568,7 @@ pub fn cleanup(instance: &str) -> Result<String> {
     let dir = run_dir(instance);
     let shm = shm_dir(instance);
     let have_dir =
-        state::existing_private_dir(Path::new(RUN_BASE))? && state::existing_private_dir(&dir)?;
+        state::existing_private_dir(state::run_base())? && state::existing_private_dir(&dir)?;
     if !have_dir {
         // etcd data whose run directory is gone (only knetsim can write in its base).
         if state::remove_private_dir(&shm)? {
@@ -625,8 +622,7 @@ pub fn cleanup(instance: &str) -> Result<String> {
 pub fn instances() -> Result<(Vec<String>, Vec<PathBuf>)> {
     let mut names = Vec::new();
     let mut strangers = Vec::new();
-    for base in [RUN_BASE, SHM_BASE] {
-        let base = Path::new(base);
+    for base in state::all_bases() {
         if !state::existing_private_dir(base)? {
             continue;
         }

@@ -1,7 +1,7 @@
 //! Where knetsim keeps its state, and the checks that make keeping it there safe for a
 //! root tool on a machine other people use.
 //!
-//! Two bases: [`RUN_BASE`] (run directories: logs, configs, the teardown record) and
+//! Two bases: [`run_base`] (run directories: logs, configs, the teardown record) and
 //! [`SHM_BASE`] (etcd's throwaway data, in memory). Each is a directory of root's with
 //! mode 0700 that knetsim creates, and checks before every use, without following a
 //! symlink. No other user can create anything inside such a directory, so once a base and
@@ -15,11 +15,62 @@ use std::io::ErrorKind;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
 
-/// Run directories: `/run` is where a root tool keeps runtime state on Linux.
+/// Run directories: `/run` is where a root tool keeps runtime state on Linux, in memory.
 pub const RUN_BASE: &str = "/run/knetsim";
+/// Run directories on a machine whose `/run` is on disk (some VMs and containers): a run
+/// makes and removes a handful of files per worker, and on a disk file system without a
+/// journal (ext4 here) every new inode is searched past each one deleted in the last
+/// minutes, which made those files a third of the simulator's CPU at 200 workers.
+pub const RUN_BASE_SHM: &str = "/dev/shm/knetsim-run";
 /// etcd's data: /run is a small tmpfs on most machines, and 64 MB of WAL per member does
 /// not belong there.
 pub const SHM_BASE: &str = "/dev/shm/knetsim";
+
+const TMPFS_MAGIC: i64 = 0x0102_1994;
+
+/// Where run directories live on this machine: [`RUN_BASE`] when `/run` is a tmpfs (every
+/// systemd machine), else [`RUN_BASE_SHM`] when `/dev/shm` is a tmpfs of at least 1 GiB,
+/// else [`RUN_BASE`] on disk. It depends only on how the two are mounted (not on free
+/// space), so every knetsim process on the machine (the simulator, `exec`, `cleanup`)
+/// finds the same directories.
+pub fn run_base() -> &'static Path {
+    static BASE: std::sync::OnceLock<&'static Path> = std::sync::OnceLock::new();
+    BASE.get_or_init(|| {
+        let tmpfs = |path: &str| {
+            nix::sys::statfs::statfs(path).is_ok_and(|s| s.filesystem_type().0 == TMPFS_MAGIC)
+        };
+        let roomy_shm = || {
+            nix::sys::statvfs::statvfs("/dev/shm")
+                .is_ok_and(|s| s.blocks() * s.fragment_size() >= 1 << 30)
+        };
+        if !tmpfs("/run") && tmpfs("/dev/shm") && roomy_shm() {
+            Path::new(RUN_BASE_SHM)
+        } else {
+            Path::new(RUN_BASE)
+        }
+    })
+}
+
+/// Where etcd's data goes: [`SHM_BASE`] when the run directory is not in `/dev/shm` already
+/// and `/dev/shm` has room for the WAL's 64 MB preallocation per member (1 GiB free); None
+/// for the run directory (beside the member's log).
+pub fn etcd_data_base() -> Option<&'static Path> {
+    if run_base() == Path::new(RUN_BASE_SHM) {
+        return None;
+    }
+    let roomy = nix::sys::statvfs::statvfs("/dev/shm")
+        .is_ok_and(|s| s.blocks_available() * s.fragment_size() > 1 << 30);
+    roomy.then_some(Path::new(SHM_BASE))
+}
+
+/// Every base knetsim may have made, for `cleanup --all` and for the paths a record may name.
+pub fn all_bases() -> [&'static Path; 3] {
+    [
+        Path::new(RUN_BASE),
+        Path::new(RUN_BASE_SHM),
+        Path::new(SHM_BASE),
+    ]
+}
 
 /// Instance names become directory names and namespace-name prefixes (a namespace name
 /// must stay a short plain word), so they are short plain words themselves.
@@ -190,8 +241,7 @@ pub fn inside_base(path: &Path) -> Option<(&'static Path, Vec<String>)> {
     {
         return None;
     }
-    for base in [RUN_BASE, SHM_BASE] {
-        let base = Path::new(base);
+    for base in all_bases() {
         let Ok(rest) = path.strip_prefix(base) else {
             continue;
         };
@@ -217,8 +267,9 @@ pub fn inside_base(path: &Path) -> Option<(&'static Path, Vec<String>)> {
 pub fn remove_private_dir(path: &Path) -> Result<bool> {
     let Some((base, names)) = inside_base(path) else {
         bail!(
-            "{} is not inside knetsim's own directories ({RUN_BASE}, {SHM_BASE}); not removing it",
-            path.display()
+            "{} is not inside knetsim's own directories ({}, {SHM_BASE}); not removing it",
+            path.display(),
+            run_base().display()
         );
     };
     let mut at = base.to_path_buf();
@@ -300,13 +351,28 @@ mod tests {
     }
 
     #[test]
+    fn the_run_base_is_one_of_the_bases_and_the_same_every_time() {
+        let base = run_base();
+        assert!(base == Path::new(RUN_BASE) || base == Path::new(RUN_BASE_SHM));
+        assert!(all_bases().contains(&base));
+        assert_eq!(run_base(), base);
+    }
+
+    #[test]
     fn only_plain_paths_inside_a_base_count() {
         let (b, n) = inside_base(Path::new("/dev/shm/knetsim/lab")).unwrap();
         assert_eq!((b, n), (Path::new(SHM_BASE), vec!["lab".to_string()]));
         let (b, n) = inside_base(Path::new("/run/knetsim/lab/C0e1/data")).unwrap();
         assert_eq!(b, Path::new(RUN_BASE));
         assert_eq!(n, ["lab", "C0e1", "data"]);
+        let (b, n) = inside_base(Path::new("/dev/shm/knetsim-run/lab/C0w1")).unwrap();
+        assert_eq!(
+            (b, n),
+            (Path::new(RUN_BASE_SHM), vec!["lab".into(), "C0w1".into()])
+        );
         for bad in [
+            "/dev/shm/knetsim-run",
+            "/dev/shm/knetsim-runx/lab",
             "/run/knetsim",
             "/dev/shm/knetsim/",
             "/dev/shm/knetsim/../../../tmp/victim",

@@ -11,6 +11,8 @@ use anyhow::{bail, Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 use std::net::Ipv4Addr;
 use std::sync::atomic::AtomicBool;
+use std::sync::mpsc::{channel, Receiver, Sender};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 pub const UNDERLAY_NODE: &str = "underlay";
@@ -86,7 +88,18 @@ fn ensure_underlay(sim: &Sim) -> Result<String> {
     netlink::with(&ns, |nl| async move {
         nl.set_up("lo").await?;
         nl.add_bridge(UNDERLAY_BRIDGE).await?;
-        nl.set_up(UNDERLAY_BRIDGE).await
+        nl.set_up(UNDERLAY_BRIDGE).await?;
+        // The underlay is a plain switch: with br_netfilter loaded, every frame it forwarded
+        // (etcd's traffic, the VXLAN between workers) went through the IP hooks of a
+        // namespace without rules. Only this namespace's own setting changes (the session's
+        // thread is inside it); without the module there is nothing to turn off.
+        for table in ["iptables", "ip6tables", "arptables"] {
+            let knob = format!("/proc/sys/net/bridge/bridge-nf-call-{table}");
+            if std::path::Path::new(&knob).exists() {
+                std::fs::write(&knob, "0").with_context(|| format!("writing 0 to {knob}"))?;
+            }
+        }
+        Ok(())
     })?;
     sim.state().underlay_ready = true;
     Ok(ns)
@@ -197,16 +210,12 @@ fn start_etcd_members(sim: &Sim, id: &str) -> Result<()> {
 }
 
 /// etcd fsyncs its WAL on every write; on a busy disk that stalls elections for seconds.
-/// The data is throwaway, so it lives in memory (/dev/shm/knetsim/<instance>, a private
+/// The data is throwaway, so it lives in memory: in /dev/shm/knetsim/<instance> (a private
 /// directory of root's, checked like the run directory) when there is room for the WAL's
-/// 64 MB preallocation, else in the run directory.
+/// 64 MB preallocation, else in the run directory (itself in /dev/shm where /run is on disk).
 fn etcd_data_dir(sim: &Sim, member: &str) -> Result<std::path::PathBuf> {
     use crate::netns::{record, state};
-    let roomy = nix::sys::statvfs::statvfs("/dev/shm")
-        .map(|s| s.blocks_available() * s.fragment_size() > 1 << 30)
-        .unwrap_or(false);
-    if roomy {
-        let shm_base = std::path::Path::new(state::SHM_BASE);
+    if let Some(shm_base) = state::etcd_data_base() {
         let base = record::shm_dir(sim.instance());
         // A planted directory or link is refused before it is recorded, so teardown never
         // touches it; ours is recorded before it exists, so a crash leaves nothing unrecorded.
@@ -270,7 +279,14 @@ fn start_flannel(sim: &Sim, id: &str, short: &str) -> Result<super::DaemonId> {
 
 /// Waits until the worker's agent has written subnet.env. The supervisor restarts an
 /// agent that exits meanwhile; a crash loop ends the wait at once with its error.
-fn wait_subnet(sim: &Sim, id: &str, short: &str, agent: super::DaemonId) -> Result<()> {
+/// `stop` ends the wait early (something beside it failed).
+fn wait_subnet(
+    sim: &Sim,
+    id: &str,
+    short: &str,
+    agent: super::DaemonId,
+    stop: &AtomicBool,
+) -> Result<()> {
     let w = super::Worker::handle(sim, id, short);
     let file = w.subnet_file();
     let log = w.dir().join("flanneld.log");
@@ -286,6 +302,7 @@ fn wait_subnet(sim: &Sim, id: &str, short: &str, agent: super::DaemonId) -> Resu
     // The file event wakes it; the interval only catches an agent that died meanwhile.
     .every(Duration::from_millis(250))
     .wake_on(&watch)
+    .also_stop_on(stop)
     .hint(|| {
         format!(
             "its log ({}) ends with:\n{}",
@@ -441,7 +458,7 @@ fn wire_workers(
     (hosts, workers): (&[Host], &[(String, String)]),
     pb: &ProgressBar,
     (t0, failed): (Instant, &AtomicBool),
-    kube_proxies: std::sync::mpsc::Sender<usize>,
+    (kube_proxies, agents): (Sender<usize>, Sender<(usize, super::DaemonId)>),
 ) -> (Result<Vec<super::DaemonId>>, Result<Duration>) {
     std::thread::scope(|s| {
         let waits: Vec<_> = ids
@@ -462,9 +479,11 @@ fn wire_workers(
             let agent = start_agents(sim, id, short)?;
             // The receivers are gone only when their waits failed, which ends bring-up.
             let _ = kube_proxies.send(i);
+            let _ = agents.send((i, agent));
             Ok(agent)
         });
         drop(kube_proxies);
+        drop(agents);
         if wired.is_err() {
             failed.store(true, std::sync::atomic::Ordering::SeqCst);
         }
@@ -482,34 +501,57 @@ fn wire_workers(
     })
 }
 
-/// Waits for the kube-proxy tables of the workers whose index comes on `started` (a
-/// pool of these share it), until it closes. The first error ends this one's waits and
-/// sets `failed`; `failed` set elsewhere stops them too.
-fn wait_kube_proxies(
-    sim: &Sim,
-    workers: &[(String, String)],
-    started: &std::sync::Mutex<std::sync::mpsc::Receiver<usize>>,
+/// Runs `wait` for each item that comes on `started` (a pool of these share it), until it
+/// closes. The first error ends this one's waits and sets `failed`; `failed` set elsewhere
+/// stops them too, and a wait stopped that way returns quietly: the first failure is the
+/// one start() reports.
+fn serve_waits<T>(
+    started: &Mutex<Receiver<T>>,
     failed: &AtomicBool,
+    wait: impl Fn(T) -> Result<()>,
 ) -> Result<()> {
     loop {
         let next = started
             .lock()
-            .map_err(|_| anyhow::anyhow!("kube-proxy waits poisoned"))?
+            .map_err(|_| anyhow::anyhow!("bring-up waits poisoned"))?
             .recv();
-        let Ok(i) = next else {
+        let Ok(item) = next else {
             return Ok(());
         };
-        let (id, short) = &workers[i];
-        let w = super::Worker::handle(sim, id, short);
-        if let Err(e) = super::Cluster::handle(sim, id).wait_kube_proxy(&w, failed) {
-            // A wait stopped because something else failed first says only "interrupted":
-            // the first failure is the one start() reports.
+        if let Err(e) = wait(item) {
             if failed.swap(true, std::sync::atomic::Ordering::SeqCst) {
                 return Ok(());
             }
             return Err(e);
         }
     }
+}
+
+/// A pool of `n` threads running [`serve_waits`] on `started`.
+fn wait_pool<'s, T: Send + 's>(
+    s: &'s std::thread::Scope<'s, '_>,
+    n: usize,
+    started: &'s Mutex<Receiver<T>>,
+    failed: &'s AtomicBool,
+    wait: impl Fn(T) -> Result<()> + Send + Sync + 's,
+) -> Vec<std::thread::ScopedJoinHandle<'s, Result<()>>> {
+    let wait = std::sync::Arc::new(wait);
+    (0..n)
+        .map(|_| {
+            let wait = wait.clone();
+            s.spawn(move || serve_waits(started, failed, |item| wait(item)))
+        })
+        .collect()
+}
+
+fn join_pool(pool: Vec<std::thread::ScopedJoinHandle<'_, Result<()>>>, what: &str) -> Result<()> {
+    pool.into_iter()
+        .map(|t| {
+            t.join()
+                .unwrap_or_else(|_| Err(anyhow::anyhow!("{what} wait panicked")))
+        })
+        .collect::<Result<Vec<()>>>()
+        .map(|_| ())
 }
 
 /// Brings up clusters `ids` together, as a pipeline: the etcd members are wired and
@@ -548,12 +590,29 @@ pub(super) fn start_clusters(sim: &Sim, ids: &[String]) -> Result<()> {
     // The election is awaited beside the wiring, and each kube-proxy's table as soon as it
     // is started (it makes its table while etcd elects); a failure stops the others.
     let failed = AtomicBool::new(false);
-    let (kube_proxies, kube_proxy_started) = std::sync::mpsc::channel::<usize>();
-    let kube_proxy_started = std::sync::Mutex::new(kube_proxy_started);
+    let (kube_proxies, kube_proxy_started) = channel::<usize>();
+    let kube_proxy_started = Mutex::new(kube_proxy_started);
+    let (agents, agent_started) = channel::<(usize, super::DaemonId)>();
+    let agent_started = Mutex::new(agent_started);
+    let pool = AGENT_WAITS.min(workers.len());
     let (rest, tables) = std::thread::scope(|s| {
-        let tables: Vec<_> = (0..AGENT_WAITS.min(workers.len()))
-            .map(|_| s.spawn(|| wait_kube_proxies(sim, &workers, &kube_proxy_started, &failed)))
-            .collect();
+        let tables = wait_pool(s, pool, &kube_proxy_started, &failed, |i: usize| {
+            let (id, short) = &workers[i];
+            let w = super::Worker::handle(sim, id, short);
+            super::Cluster::handle(sim, id).wait_kube_proxy(&w, &failed)
+        });
+        // Each worker's subnet is awaited as soon as its agent starts, side by side, so one
+        // slow agent does not hold up the others. Pods declared with the cluster need only
+        // their own worker's subnet: their namespaces and plugins start up while the
+        // election runs, and they are attached beside the other workers' agents.
+        let subnets = wait_pool(s, pool, &agent_started, &failed, |(i, agent)| {
+            let (id, short) = &workers[i];
+            super::Cluster::handle(sim, id).make_planned_pods(short, &|| {
+                wait_subnet(sim, id, short, agent, &failed)?;
+                set_worker_started(sim, id, short);
+                Ok(())
+            })
+        });
         let rest = (|| -> Result<(Duration, Duration)> {
             let (wired, etcd_healthy) = wire_workers(
                 sim,
@@ -562,25 +621,15 @@ pub(super) fn start_clusters(sim: &Sim, ids: &[String]) -> Result<()> {
                 (&worker_hosts, &workers),
                 &pb,
                 (t0, &failed),
-                kube_proxies,
+                (kube_proxies, agents),
             );
-            let agents = wired?;
+            wired?;
             phases.done("workers wired, their agents started");
             let etcd_healthy = etcd_healthy?;
             pb.inc(1);
             phases.done("etcd healthy, network config put");
             pb.set_message("waiting for the flannel agents' subnets");
-            // The waits run side by side, so one slow agent does not hold up the others.
-            let started: Vec<(&(String, String), &super::DaemonId)> =
-                workers.iter().zip(&agents).collect();
-            let results = crate::parallel::each(&started, AGENT_WAITS, |((id, short), agent)| {
-                wait_subnet(sim, id, short, **agent)?;
-                set_worker_started(sim, id, short);
-                // Pods declared with the cluster need only their own worker's subnet: they
-                // are made here, beside the other workers' agents and the overlay.
-                super::Cluster::handle(sim, id).make_planned_pods(short)
-            });
-            results.into_iter().collect::<Result<Vec<()>>>()?;
+            join_pool(subnets, "subnet")?;
             pb.inc(1);
             let flannel_ready = t0.elapsed();
             phases.done("subnets written, declared pods made");
@@ -594,14 +643,7 @@ pub(super) fn start_clusters(sim: &Sim, ids: &[String]) -> Result<()> {
         if rest.is_err() {
             failed.store(true, std::sync::atomic::Ordering::SeqCst);
         }
-        let tables: Result<Vec<()>> = tables
-            .into_iter()
-            .map(|t| {
-                t.join()
-                    .unwrap_or_else(|_| Err(anyhow::anyhow!("kube-proxy wait panicked")))
-            })
-            .collect();
-        (rest, tables)
+        (rest, join_pool(tables, "kube-proxy"))
     });
     let (etcd_healthy, flannel_ready) = rest?;
     tables?;
@@ -646,7 +688,7 @@ pub(super) fn join_worker(sim: &Sim, id: &str, short: &str) -> Result<()> {
         &ProgressBar::hidden(),
         |_| start_agents(sim, id, short),
     )?;
-    wait_subnet(sim, id, short, agents[0])?;
+    wait_subnet(sim, id, short, agents[0], &AtomicBool::new(false))?;
     set_worker_started(sim, id, short);
     wait_converged(sim, id)?;
     // The new worker programs the cluster's existing Services before it counts as joined.

@@ -331,17 +331,23 @@ impl Cluster {
         Ok(())
     }
 
-    /// Makes the pods declared for worker `short` with [`Cluster::plan_pods`] (start() calls
-    /// it once the worker has its subnet). They leave the plan whether or not they are made.
-    pub(crate) fn make_planned_pods(&self, short: &str) -> Result<()> {
+    /// Makes the pods declared for worker `short` with [`Cluster::plan_pods`]. start() calls
+    /// it as soon as the worker is wired, with `ready` waiting for the worker's subnet: the
+    /// pods' namespaces and plugins start up meanwhile. They leave the plan whether or not
+    /// they are made; without any, it only waits for `ready`.
+    pub(crate) fn make_planned_pods(
+        &self,
+        short: &str,
+        ready: &(dyn Fn() -> Result<()> + Sync),
+    ) -> Result<()> {
         let pods = self
             .worker(short)?
             .with_mut(|s| std::mem::take(&mut s.planned));
         if pods.is_empty() {
-            return Ok(());
+            return ready();
         }
         let plan = BTreeMap::from([(short.to_string(), pods)]);
-        self.create_containers(&plan, &BTreeMap::new())?;
+        self.make_pods(&plan, &BTreeMap::new(), Some(ready))?;
         Ok(())
     }
 
@@ -356,11 +362,25 @@ impl Cluster {
         plan: &BTreeMap<String, Vec<String>>,
         labels: &BTreeMap<String, String>,
     ) -> Result<Vec<ContainerInfo>> {
+        self.make_pods(plan, labels, None)
+    }
+
+    /// [`Cluster::create_containers`]; with `ready`, the pods of a worker still coming up
+    /// (its pods' namespaces and plugins start before `ready()` returns, their network
+    /// config is read after).
+    fn make_pods(
+        &self,
+        plan: &BTreeMap<String, Vec<String>>,
+        labels: &BTreeMap<String, String>,
+        ready: Option<&(dyn Fn() -> Result<()> + Sync)>,
+    ) -> Result<Vec<ContainerInfo>> {
         let mut jobs: Vec<(Worker, Vec<(String, String)>)> = Vec::new();
         let mut seen = std::collections::BTreeSet::new();
         for (worker, pods) in plan {
             let w = self.worker(worker)?;
-            w.require_started()?;
+            if ready.is_none() {
+                w.require_started()?;
+            }
             let mut mine = Vec::new();
             for pod in pods {
                 w.check_new_container(pod)?;
@@ -381,7 +401,7 @@ impl Cluster {
         self.sim.inner.record.add_namespaces(&all_ns)?;
         let wired = crate::parallel::each(&jobs, crate::parallel::default_limit(), |(w, pods)| {
             pods.iter()
-                .zip(w.wire_containers(pods))
+                .zip(w.wire_containers(pods, ready.unwrap_or(&|| Ok(()))))
                 .map(|((pod, ns), res)| (pod.clone(), ns.clone(), res))
                 .collect::<Vec<_>>()
         });

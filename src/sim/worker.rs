@@ -272,16 +272,21 @@ impl Worker {
     /// The kernel side of a new pod: namespace `ns` (already in the record) created and
     /// wired by CNI ADD. Returns the pod's address; on failure nothing of it is left.
     pub(crate) fn wire_container(&self, name: &str, ns: &str) -> Result<String> {
-        self.wire_containers(&[(name.to_string(), ns.to_string())])
+        self.wire_containers(&[(name.to_string(), ns.to_string())], &|| Ok(()))
             .pop()
             .unwrap_or_else(|| bail!("interrupted before container '{name}' was made"))
     }
 
     /// [`Worker::wire_container`] for several pods `(name, namespace)` of this worker: each
     /// namespace is made just before its pod's plugins start (see [`WorkerCni::add_all`]
-    /// for what overlaps), and the addresses follow the order given. Stops at Ctrl-C: one
-    /// result per pod begun, in order.
-    pub(crate) fn wire_containers(&self, pods: &[(String, String)]) -> Vec<Result<String>> {
+    /// for what overlaps), and the addresses follow the order given. The pods' network
+    /// config is read once `ready()` returns (at bring-up: once the worker has its subnet).
+    /// Stops at Ctrl-C: one result per pod begun, in order.
+    pub(crate) fn wire_containers(
+        &self,
+        pods: &[(String, String)],
+        ready: &(dyn Fn() -> Result<()> + Sync),
+    ) -> Vec<Result<String>> {
         let cni_pods: Vec<cni::Pod> = pods
             .iter()
             .map(|(name, ns)| cni::Pod {
@@ -292,14 +297,18 @@ impl Worker {
         // Only a namespace made here is removed on failure: one that was there already
         // (netns::create refuses it) is not ours.
         let mut made = vec![false; pods.len()];
-        let results = self.cni().add_all(&cni_pods, |i| {
-            if crate::interrupt::is_set() {
-                return ControlFlow::Break(());
-            }
-            let created = netns::create(&pods[i].1);
-            made[i] = created.is_ok();
-            ControlFlow::Continue(created)
-        });
+        let results = self.cni().add_all(
+            &cni_pods,
+            |i| {
+                if crate::interrupt::is_set() {
+                    return ControlFlow::Break(());
+                }
+                let created = netns::create(&pods[i].1);
+                made[i] = created.is_ok();
+                ControlFlow::Continue(created)
+            },
+            ready,
+        );
         results
             .into_iter()
             .zip(pods.iter().zip(made))
