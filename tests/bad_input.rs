@@ -609,6 +609,17 @@ fn after_start() -> Vec<Case> {
             says: &["'no good' is not a valid container name"],
         },
         Case {
+            // A refused `pods` option declares nothing: the same cluster can be declared
+            // again (the console's habit of retrying a line), and only a third try clashes.
+            name: "planretry",
+            input: Input::Script {
+                src: "try { cluster(\"0\", #{ workers: 1, etcd: 1, pods: #{ w2: [\"a\"] } }); } catch (e) { }\nlet C0 = cluster(\"0\", #{ workers: 1, etcd: 1 });\ncluster(\"0\");\n",
+                at: Some(3),
+            },
+            code: 2,
+            says: &["already declared"],
+        },
+        Case {
             name: "plantwice",
             input: Input::Script {
                 src: "let C0 = cluster(\"0\", #{ workers: 2, etcd: 1, pods: #{ w1: [\"a\"], w2: [\"a\"] } });\n",

@@ -171,7 +171,11 @@ fn declare(ctx: &NativeCallContext, id: &str, opts: Option<&Map>) -> RResult<Clu
         Some(f) => rt(sim(ctx)?.cluster_with_flannel(id, spec, f))?,
         None => rt(sim(ctx)?.cluster(id, spec))?,
     };
-    rt(c.plan_pods(&pods))?;
+    if let Err(e) = c.plan_pods(&pods) {
+        // The declaration and its options are one call: refused, it declares nothing.
+        c.undeclare();
+        return rt(Err(e));
+    }
     Ok(c)
 }
 

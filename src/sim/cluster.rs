@@ -64,6 +64,17 @@ fn next_host(st: &mut super::State, node: &str) -> Result<u32> {
     Ok(st.host_counter)
 }
 
+/// Takes back cluster `id` when it is the one declared last and has not started, with its
+/// host numbers: a declaration whose options are refused after it (a script's `pods`)
+/// leaves nothing, so the same cluster can be declared again.
+pub(super) fn undeclare_last(sim: &Sim, id: &str) {
+    let mut st = sim.state();
+    if st.clusters.last().is_some_and(|c| c.id == id && !c.started) {
+        let c = st.clusters.pop().expect("checked above");
+        st.host_counter -= (c.workers.len() + c.etcd.len()) as u32;
+    }
+}
+
 /// The simulator's flannel config: the original's conf/flannel-network-config.json.
 pub(super) fn default_flannel() -> NetConfig {
     flannel_config::parse(flannel_config::SIM_DEFAULT_JSON, "the default config")
@@ -295,6 +306,12 @@ impl Cluster {
     /// soon as that worker has its subnet, beside the other workers' bring-up, one after
     /// another in the order given (so their addresses are the same every run). Every name
     /// is checked now; only before the cluster is started.
+    /// Takes this cluster back when it was declared last and has not started (see
+    /// [`Cluster::plan_pods`]'s use in the script's `cluster(id, #{ pods })`).
+    pub fn undeclare(&self) {
+        undeclare_last(&self.sim, &self.id);
+    }
+
     pub fn plan_pods(&self, plan: &BTreeMap<String, Vec<String>>) -> Result<()> {
         if self.with(|c| c.started) {
             bail!(

@@ -23,7 +23,7 @@ const INSTALL_NFT: &str = "install it with `apt-get install nftables`";
 
 /// The absolute path of `nft` on this process's PATH, looked up once: spawning by bare
 /// name walks PATH on every run (seven failed execs per run on these machines).
-fn nft_program() -> Result<&'static str> {
+pub(crate) fn nft_program() -> Result<&'static str> {
     static NFT: OnceLock<Option<String>> = OnceLock::new();
     NFT.get_or_init(|| {
         crate::netns::process::which("nft")

@@ -26,7 +26,7 @@ impl Monitor {
         let mut cmd = process::command_in(Some(ns), "stdbuf")?;
         let (reader, writer) = std::io::pipe().context("creating a pipe")?;
         let writer2 = writer.try_clone()?;
-        cmd.args(["-oL", "nft", "monitor", "trace"])
+        cmd.args(["-oL", nftcmd::nft_program()?, "monitor", "trace"])
             .stdin(Stdio::null())
             .stdout(writer)
             .stderr(writer2);
