@@ -124,24 +124,30 @@ enum Agent {
     KubeProxy(crate::components::kubeproxy::KubeProxyArgs),
 }
 
+/// A command line parsed: an agent's, or any other.
+#[derive(Debug)]
+enum Line {
+    Agent(Command),
+    Whole(Cli),
+}
+
 /// The command line, through [`Agent`] when it starts an agent.
-fn parse(argv: Vec<std::ffi::OsString>) -> Result<Command, Result<Cli, clap::Error>> {
+fn parse(argv: Vec<std::ffi::OsString>) -> Result<Line, clap::Error> {
     let agent = argv
         .get(1)
         .is_some_and(|a| a == "flanneld" || a == "kube-proxy");
     if !agent {
-        return Err(Cli::try_parse_from(argv));
+        return Cli::try_parse_from(argv).map(Line::Whole);
     }
-    match Agent::try_parse_from(argv) {
-        Ok(Agent::Flanneld(a)) => Ok(Command::Flanneld(a)),
-        Ok(Agent::KubeProxy(a)) => Ok(Command::KubeProxy(a)),
-        Err(e) => Err(Err(e)),
-    }
+    Ok(Line::Agent(match Agent::try_parse_from(argv)? {
+        Agent::Flanneld(a) => Command::Flanneld(a),
+        Agent::KubeProxy(a) => Command::KubeProxy(a),
+    }))
 }
 
 pub fn main() -> i32 {
     let command = match parse(std::env::args_os().collect()) {
-        Ok(agent) => {
+        Ok(Line::Agent(agent)) => {
             // An agent prints its errors as text, never their backtraces, yet with
             // RUST_BACKTRACE set in the simulator's environment each error (every refused
             // try while etcd elects, a device not there yet) walked the stack to capture
@@ -151,11 +157,11 @@ pub fn main() -> i32 {
             }
             agent
         }
-        Err(Ok(Cli { command: None, run })) => return run::run(run),
-        Err(Ok(Cli {
+        Ok(Line::Whole(Cli { command: None, run })) => return run::run(run),
+        Ok(Line::Whole(Cli {
             command: Some(c), ..
         })) => c,
-        Err(Err(e)) => {
+        Err(e) => {
             let code = if e.use_stderr() {
                 exit::USAGE
             } else {
@@ -351,9 +357,9 @@ mod tests {
                 .map(Into::into)
                 .collect();
             let fast = match parse(argv.clone()) {
-                Ok(c) => Ok(c),
-                Err(Err(e)) => Err(rendered(e)),
-                Err(Ok(_)) => panic!("{line:?} did not take the agents' parser"),
+                Ok(Line::Agent(c)) => Ok(c),
+                Err(e) => Err(rendered(e)),
+                Ok(Line::Whole(_)) => panic!("{line:?} did not take the agents' parser"),
             };
             let whole = Cli::try_parse_from(argv)
                 .map_err(rendered)
@@ -363,8 +369,8 @@ mod tests {
         // anything else goes through the whole parser
         assert!(matches!(
             parse(vec!["knetsim".into(), "doctor".into()]),
-            Err(Ok(_))
+            Ok(Line::Whole(_))
         ));
-        assert!(matches!(parse(vec!["knetsim".into()]), Err(Ok(_))));
+        assert!(matches!(parse(vec!["knetsim".into()]), Ok(Line::Whole(_))));
     }
 }
