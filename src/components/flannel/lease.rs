@@ -149,13 +149,34 @@ impl Registry {
                 return tokio::time::Instant::now() < until;
             }
         };
+        // Once etcd confirms the watch, the key is read once more: written between the
+        // first read and the watch's creation, it would reach a watch that starts behind
+        // etcd's head only with etcd's catch-up of such watchers, up to 100 ms later.
+        let mut confirmed = false;
         loop {
             match tokio::time::timeout_at(until, stream.message()).await {
                 Err(_) => return false,
-                Ok(Ok(Some(resp))) if resp.events().is_empty() && !resp.canceled() => continue,
+                Ok(Ok(Some(resp))) if resp.events().is_empty() && !resp.canceled() => {
+                    if resp.created() && !confirmed {
+                        confirmed = true;
+                        if Self::key_present(etcd, key).await {
+                            return true;
+                        }
+                    }
+                }
                 Ok(_) => return true,
             }
         }
+    }
+
+    /// True when `key` exists now (a failed read says no: the watch goes on).
+    async fn key_present(etcd: &mut EtcdClient, key: &str) -> bool {
+        etcd.call(&format!("reading {key}"), |mut c| {
+            let k = key.to_string();
+            async move { c.get(k, Some(GetOptions::new().with_count_only())).await }
+        })
+        .await
+        .is_ok_and(|r| r.count() > 0)
     }
 
     /// Every lease under `<prefix>/subnets/` and the revision of that snapshot.
