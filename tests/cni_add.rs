@@ -171,12 +171,11 @@ fn addresses_follow_the_order_given_and_both_plugins_take_effect() {
 
 #[test]
 fn a_failing_loopback_rolls_its_pod_back() {
-    let test = "cnilofail";
-    let Some((mut g, cni)) = setup(test, "11.12.16.1/20", Some("loopback")) else {
+    let Some((_g, cni, pods, results)) =
+        add_two("cnilofail", "11.12.16.1/20", Some("loopback"), || Ok(()))
+    else {
         return;
     };
-    let pods = pods(&mut g, test, &["p1", "p2"]);
-    let results = cni.add_all(&pods, |i| make_ns(&pods[i]), || Ok(()));
     for r in &results {
         let e = format!("{:#}", r.as_ref().unwrap_err());
         assert!(
@@ -200,16 +199,31 @@ fn a_failing_loopback_rolls_its_pod_back() {
     }
 }
 
+/// What [`add_two`] leaves: the guard, the worker, its two pods and their results.
+type Added = (Guard, WorkerCni, Vec<Pod>, Vec<anyhow::Result<Attachment>>);
+
+/// [`setup`] and pods `p1`, `p2` attached with `add_all`, their namespaces made just
+/// before their plugins and `ready` waited for before the config is read.
+fn add_two(
+    test: &str,
+    subnet: &str,
+    broken: Option<&str>,
+    ready: impl FnOnce() -> anyhow::Result<()>,
+) -> Option<Added> {
+    let (mut g, cni) = setup(test, subnet, broken)?;
+    let pods = pods(&mut g, test, &["p1", "p2"]);
+    let results = cni.add_all(&pods, |i| make_ns(&pods[i]), ready);
+    Some((g, cni, pods, results))
+}
+
 #[test]
 fn a_failing_bridge_add_rolls_its_pod_back() {
-    let test = "cnibrfail";
     // A /30 has one address for a pod beside the gateway: the second bridge ADD fails
     // in host-local, after the bridge plugin made the pod's veth.
-    let Some((mut g, cni)) = setup(test, "11.12.16.1/30", None) else {
+    let Some((_g, cni, pods, results)) = add_two("cnibrfail", "11.12.16.1/30", None, || Ok(()))
+    else {
         return;
     };
-    let pods = pods(&mut g, test, &["p1", "p2"]);
-    let results = cni.add_all(&pods, |i| make_ns(&pods[i]), || Ok(()));
     assert_eq!(ip(&results[0]), "11.12.16.2");
     let e = format!("{:#}", results[1].as_ref().unwrap_err());
     assert!(e.contains("CNI ADD with plugin 'bridge' failed"), "{e}");
@@ -221,16 +235,11 @@ fn a_failing_bridge_add_rolls_its_pod_back() {
 
 #[test]
 fn a_worker_that_never_gets_ready_attaches_nothing() {
-    let test = "cninoready";
-    let Some((mut g, cni)) = setup(test, "11.12.16.1/20", None) else {
+    let Some((_g, cni, pods, results)) = add_two("cninoready", "11.12.16.1/20", None, || {
+        anyhow::bail!("the flannel agent on the worker wrote no subnet.env")
+    }) else {
         return;
     };
-    let pods = pods(&mut g, test, &["p1", "p2"]);
-    let results = cni.add_all(
-        &pods,
-        |i| make_ns(&pods[i]),
-        || anyhow::bail!("the flannel agent on the worker wrote no subnet.env"),
-    );
     assert_eq!(results.len(), 2, "every pod gets its answer");
     for r in &results {
         let e = format!("{:#}", r.as_ref().unwrap_err());

@@ -489,6 +489,20 @@ fn exe_with_broken_agent(dir: &std::path::Path, agent: &str) -> std::path::PathB
     exe
 }
 
+/// A simulator of `instance` whose agents start from a knetsim in a directory of its own
+/// (removed when the returned guard drops) that fails the agent subcommand `agent`.
+fn sim_with_broken_agent(instance: &str, agent: &str) -> (TempDir, Sim) {
+    let dir =
+        TempDir(std::env::temp_dir().join(format!("knetsim-{instance}-{}", std::process::id())));
+    std::fs::create_dir_all(&dir.0).unwrap();
+    let sim = Sim::new(knetsim::sim::Options {
+        knetsim_exe: exe_with_broken_agent(&dir.0, agent),
+        ..common::options(instance)
+    })
+    .unwrap();
+    (dir, sim)
+}
+
 /// Bring-up waits for each kube-proxy's table as soon as the agent is started, beside
 /// etcd's election: one that cannot run ends start() with what it printed, and the failed
 /// bring-up leaves nothing behind.
@@ -497,15 +511,7 @@ fn a_kube_proxy_that_cannot_run_ends_start_with_its_log() {
     if !root_or_skip() {
         return;
     }
-    let instance = "sup-kpbroken";
-    let dir =
-        TempDir(std::env::temp_dir().join(format!("knetsim-kpbroken-{}", std::process::id())));
-    std::fs::create_dir_all(&dir.0).unwrap();
-    let sim = Sim::new(knetsim::sim::Options {
-        knetsim_exe: exe_with_broken_agent(&dir.0, "kube-proxy"),
-        ..common::options(instance)
-    })
-    .unwrap();
+    let (_dir, sim) = sim_with_broken_agent("sup-kpbroken", "kube-proxy");
     common::declare_c0(&sim, 2, 1).unwrap();
     let e = format!("{:#}", sim.start().expect_err("start failed"));
     for want in ["kube-proxy on C0w", "broken agent: kube-proxy"] {
@@ -523,14 +529,7 @@ fn declared_pods_of_a_worker_whose_agent_cannot_run_are_taken_back() {
         return;
     }
     let instance = "sup-flbroken";
-    let dir =
-        TempDir(std::env::temp_dir().join(format!("knetsim-flbroken-{}", std::process::id())));
-    std::fs::create_dir_all(&dir.0).unwrap();
-    let sim = Sim::new(knetsim::sim::Options {
-        knetsim_exe: exe_with_broken_agent(&dir.0, "flanneld"),
-        ..common::options(instance)
-    })
-    .unwrap();
+    let (_dir, sim) = sim_with_broken_agent(instance, "flanneld");
     let c = common::declare_c0(&sim, 2, 1).unwrap();
     let plan = BTreeMap::from([
         ("w1".to_string(), vec!["p1".to_string(), "p2".to_string()]),
