@@ -301,17 +301,17 @@ impl Cluster {
         })
     }
 
-    /// Declares pods for start() to make: `plan` maps a worker (short or full name) to its
-    /// pods, as [`Cluster::create_containers`] takes it. start() makes a worker's pods as
-    /// soon as that worker has its subnet, beside the other workers' bring-up, one after
-    /// another in the order given (so their addresses are the same every run). Every name
-    /// is checked now; only before the cluster is started.
     /// Takes this cluster back when it was declared last and has not started (see
     /// [`Cluster::plan_pods`]'s use in the script's `cluster(id, #{ pods })`).
     pub fn undeclare(&self) {
         undeclare_last(&self.sim, &self.id);
     }
 
+    /// Declares pods for start() to make: `plan` maps a worker (short or full name) to its
+    /// pods, as [`Cluster::create_containers`] takes it. start() begins a worker's pods as
+    /// soon as that worker is wired and attaches them once it has its subnet, beside the
+    /// other workers' bring-up, one after another in the order given (so their addresses
+    /// are the same every run). Every name is checked now; only before the cluster is started.
     pub fn plan_pods(&self, plan: &BTreeMap<String, Vec<String>>) -> Result<()> {
         if self.with(|c| c.started) {
             bail!(
