@@ -26,8 +26,6 @@ pub const RUN_BASE_SHM: &str = "/dev/shm/knetsim-run";
 /// not belong there.
 pub const SHM_BASE: &str = "/dev/shm/knetsim";
 
-const TMPFS_MAGIC: i64 = 0x0102_1994;
-
 /// Where run directories live on this machine: [`RUN_BASE`] when `/run` is a tmpfs (every
 /// systemd machine), else [`RUN_BASE_SHM`] when `/dev/shm` is a tmpfs of at least 1 GiB,
 /// else [`RUN_BASE`] on disk. It depends only on how the two are mounted (not on free
@@ -37,7 +35,8 @@ pub fn run_base() -> &'static Path {
     static BASE: std::sync::OnceLock<&'static Path> = std::sync::OnceLock::new();
     BASE.get_or_init(|| {
         let tmpfs = |path: &str| {
-            nix::sys::statfs::statfs(path).is_ok_and(|s| s.filesystem_type().0 == TMPFS_MAGIC)
+            nix::sys::statfs::statfs(path)
+                .is_ok_and(|s| s.filesystem_type() == nix::sys::statfs::TMPFS_MAGIC)
         };
         let roomy_shm = || {
             nix::sys::statvfs::statvfs("/dev/shm")
