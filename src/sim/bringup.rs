@@ -123,6 +123,7 @@ fn wire_host(underlay: &str, node: &str, ns: &str, ip: Ipv4Addr) -> Result<()> {
         nl.set_up("lo").await?;
         nl.add_veth_into("eth0", &peer2, &underlay2).await?;
         nl.add_addr("eth0", ip, UNDERLAY_PREFIX).await?;
+        disable_ipv6("eth0")?;
         nl.set_up("eth0").await?;
         // A worker routes between cni0 and flannel.N; the session's thread is inside
         // the namespace, so /proc/sys/net is this namespace's.
@@ -132,6 +133,21 @@ fn wire_host(underlay: &str, node: &str, ns: &str, ip: Ipv4Addr) -> Result<()> {
     netlink::with(underlay, move |nl| async move {
         nl.set_master(&peer, UNDERLAY_BRIDGE).await
     })
+}
+
+/// Turns IPv6 off on `dev` of the calling thread's namespace, before the link comes up.
+/// The underlay is IPv4 only, and an IPv6 link announces itself when it comes up
+/// (duplicate-address probe, listener reports, router solicitations: five multicast
+/// frames per host). The switch floods each to every port, so at 200 hosts that was
+/// about 200,000 frame copies through the kernel's per-CPU receive backlog (1,000
+/// frames), which then dropped etcd's own traffic and stalled agents for TCP's 1 s
+/// retransmission timeout. A kernel without IPv6 has nothing to turn off.
+fn disable_ipv6(dev: &str) -> Result<()> {
+    let knob = format!("/proc/sys/net/ipv6/conf/{dev}/disable_ipv6");
+    match std::fs::write(&knob, "1") {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        r => r.with_context(|| format!("turning IPv6 off on {dev} ({knob})")),
+    }
 }
 
 /// A host to wire: its node name, namespace and underlay address.
