@@ -57,10 +57,19 @@ impl Phases {
     fn done(&mut self, what: &str) {
         let now = Instant::now();
         if self.on {
+            // The wall clock as the agents' logs print it (UTC), to line phases up with them.
+            let wall = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default();
+            let s = wall.as_secs();
             eprintln!(
-                "phase {what}: +{:.3} s (at {:.3} s)",
+                "phase {what}: +{:.3} s (at {:.3} s, {:02}:{:02}:{:02}.{:03} UTC)",
                 (now - self.last).as_secs_f64(),
-                (now - self.t0).as_secs_f64()
+                (now - self.t0).as_secs_f64(),
+                (s / 3600) % 24,
+                (s / 60) % 60,
+                s % 60,
+                wall.subsec_millis()
             );
         }
         self.last = now;
