@@ -101,6 +101,17 @@ impl FileWatch {
             .with_context(|| format!("watching {}", dir.display()))?;
         Ok(FileWatch { inotify })
     }
+
+    /// Watches file `path` for appends (a daemon's log, which it keeps open).
+    pub fn appends(path: &Path) -> anyhow::Result<FileWatch> {
+        use anyhow::Context;
+        let inotify = Inotify::init(InitFlags::IN_NONBLOCK | InitFlags::IN_CLOEXEC)
+            .context("starting inotify")?;
+        inotify
+            .add_watch(path, AddWatchFlags::IN_MODIFY)
+            .with_context(|| format!("watching {}", path.display()))?;
+        Ok(FileWatch { inotify })
+    }
 }
 
 impl Wake for FileWatch {

@@ -235,3 +235,34 @@ fn start_returns_with_every_overlay_route_and_kube_proxy_table() {
     }
     tear_down(&sim, &[]);
 }
+
+/// etcd members start in turn: a member is started only once the one before has logged
+/// that it is past its bootstrap check (started together, each could wait 1 s on the
+/// other's half-open peer port).
+#[test]
+fn etcd_members_start_one_after_another() {
+    if !common::root_or_skip() {
+        return;
+    }
+    let (sim, _c) = common::started("life-etcd", 1, 3);
+    // capnslog lines start "2026-11-30 05:49:23.413716 I | ..."
+    let stamp = |line: &str| line.get(..26).unwrap_or_default().to_string();
+    let log = |m: &str| std::fs::read_to_string(sim.run_dir().join(m).join("etcd.log")).unwrap();
+    for (before, after) in [("C0e1", "C0e2"), ("C0e2", "C0e3")] {
+        let checked = log(before)
+            .lines()
+            .find(|l| l.contains("etcdserver: starting member"))
+            .map(stamp)
+            .unwrap_or_else(|| panic!("{before} never logged its start"));
+        let began = log(after)
+            .lines()
+            .find(|l| l.contains("etcdmain: etcd Version"))
+            .map(stamp)
+            .unwrap_or_else(|| panic!("{after} never logged its version"));
+        assert!(
+            began >= checked,
+            "{after} began at {began}, before {before} was past its bootstrap check at {checked}"
+        );
+    }
+    tear_down(&sim, &[]);
+}
