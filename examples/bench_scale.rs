@@ -2,7 +2,9 @@
 //! etcd member), then 200 pods (4 per worker on the 50-worker cluster) and 1,000 pods
 //! (5 per worker on the 200-worker cluster), each beside a plain shell loop of `ip`
 //! commands wiring the same number of bare namespaces to a bridge, run in the same
-//! session (and Mininet's bare hosts on a Linux bridge when `mn` is installed).
+//! session (and Mininet's bare hosts on a Linux bridge when `mn` is installed). Each loop
+//! runs twice: as the issue wrote it, and with its links up without IPv6, as the
+//! simulator's hosts come up (see `ip_loop`).
 //!
 //!   sudo cargo build --release --bins --examples
 //!   sudo target/release/examples/bench_scale [SIZES...]     (default: 50 100 200)
@@ -24,8 +26,15 @@ const BASE_PREFIX: &str = "bscale";
 /// namespace, a veth with one end moved into it, the other end on the bridge, an address,
 /// and the link up (five `ip` calls, as the issue's baseline). Returns the wiring time and
 /// the time `ip netns del` takes to remove them all.
-fn ip_loop(n: usize) -> anyhow::Result<(Duration, Duration)> {
+///
+/// With `quiet`, the last call also sets `addrgenmode none` (no extra process): the link
+/// comes up without IPv6 announcements, as the simulator's hosts do. Without it, each
+/// host's five or so multicast frames are flooded to every port of the one bridge: at
+/// 1,000 namespaces that is millions of frame copies, about a million dropped from the
+/// kernel's receive backlog, and seconds of the loop's time spent on them.
+fn ip_loop(n: usize, quiet: bool) -> anyhow::Result<(Duration, Duration)> {
     let sw = format!("{BASE_PREFIX}-sw");
+    let up = if quiet { "addrgenmode none up" } else { "up" };
     let script = format!(
         "set -e\nip netns add {sw}\nip -n {sw} link add s0 type bridge\nip -n {sw} link set s0 up\n\
          i=1\nwhile [ $i -le {n} ]; do\n\
@@ -34,7 +43,7 @@ fn ip_loop(n: usize) -> anyhow::Result<(Duration, Duration)> {
          ip -n $h link add eth0 type veth peer name h$i-eth0 netns {sw}\n\
          ip -n {sw} link set h$i-eth0 master s0 up\n\
          ip -n $h addr add 10.$((i / 250)).$((i % 250)).1/8 dev eth0\n\
-         ip -n $h link set eth0 up\n\
+         ip -n $h link set eth0 {up}\n\
          i=$((i + 1))\ndone\n"
     );
     let t = Instant::now();
@@ -132,7 +141,9 @@ fn main() -> anyhow::Result<()> {
         // Each baseline runs on a clean slate, before the simulation of its size or after
         // its teardown, so it never pays for the simulator's namespaces.
         settle();
-        let (base_up, base_down) = ip_loop(n as usize)?;
+        let (base_up, base_down) = ip_loop(n as usize, false)?;
+        settle();
+        let (quiet_up, _) = ip_loop(n as usize, true)?;
         settle();
         let instance = format!("bscale{n}");
         let sim = common::new_sim(&instance)?;
@@ -163,6 +174,12 @@ fn main() -> anyhow::Result<()> {
             ours: up,
             base: base_up,
             base_what: format!("ip loop, {n} namespaces"),
+        });
+        rows.push(Row {
+            what: format!("{n} workers, 1 etcd: start()"),
+            ours: up,
+            base: quiet_up,
+            base_what: format!("ip loop, {n} namespaces, without IPv6"),
         });
         if have_mn {
             if let Some(m) = mininet(n as usize) {
@@ -211,13 +228,17 @@ fn main() -> anyhow::Result<()> {
         let (base_n, base_down) = match pods {
             Some((total, pods_up)) => {
                 settle();
-                let (pods_base_up, pods_base_down) = ip_loop(total)?;
-                rows.push(Row {
-                    what: format!("{total} pods ({per} per worker)"),
-                    ours: pods_up,
-                    base: pods_base_up,
-                    base_what: format!("ip loop, {total} namespaces"),
-                });
+                let (pods_base_up, pods_base_down) = ip_loop(total, false)?;
+                settle();
+                let (pods_quiet_up, _) = ip_loop(total, true)?;
+                for (base, how) in [(pods_base_up, ""), (pods_quiet_up, ", without IPv6")] {
+                    rows.push(Row {
+                        what: format!("{total} pods ({per} per worker)"),
+                        ours: pods_up,
+                        base,
+                        base_what: format!("ip loop, {total} namespaces{how}"),
+                    });
+                }
                 (n as usize + total, base_down + pods_base_down)
             }
             None => (n as usize, base_down),
