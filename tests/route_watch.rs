@@ -143,3 +143,29 @@ fn the_service_route_follows_its_device_appearing_later() {
     );
     assert_eq!(text.matches("will retry").count(), 1, "{text}");
 }
+
+/// `is_oper_up` (what bring-up waits on before a host's agents start): false for a link
+/// that is down or whose peer is down, true once both ends are up and the kernel's link
+/// watch has taken them into service, and an error for a link that is not there.
+#[test]
+fn a_link_is_operationally_up_only_once_both_ends_are() {
+    let Some((_g, ns)) = guarded_ns("operup") else {
+        return;
+    };
+    let up = |dev: &'static str| {
+        knetsim::netns::netlink::with(&ns, move |nl| async move { nl.is_oper_up(dev).await })
+    };
+    sh(&ns, "ip link add va type veth peer name vb");
+    assert!(!up("va").unwrap(), "va is down");
+    sh(&ns, "ip link set va up");
+    std::thread::sleep(Duration::from_millis(50));
+    assert!(!up("va").unwrap(), "va's peer is down: no carrier");
+    sh(&ns, "ip link set vb up");
+    wait_until(
+        "both ends of a veth pair operationally up",
+        Duration::from_secs(5),
+        || up("va").unwrap() && up("vb").unwrap(),
+    );
+    let missing = up("nosuch").unwrap_err().to_string();
+    assert!(missing.contains("link 'nosuch'"), "{missing}");
+}

@@ -186,6 +186,27 @@ impl Netlink {
         }
     }
 
+    /// Whether link `name` is operationally up: the kernel's link watch has seen its
+    /// carrier, given it its queueing discipline (until then it drops what is sent), and
+    /// told a bridge it is a port of to forward for it.
+    pub async fn is_oper_up(&self, name: &str) -> Result<bool> {
+        use netlink_packet_route::link::{LinkAttribute, State};
+        let mut links = self
+            .handle
+            .link()
+            .get()
+            .match_name(name.to_string())
+            .execute();
+        match links.try_next().await {
+            Ok(Some(link)) => Ok(link
+                .attributes
+                .iter()
+                .any(|a| matches!(a, LinkAttribute::OperState(State::Up)))),
+            Ok(None) => Err(anyhow!("no link named '{name}'")),
+            Err(e) => Err(anyhow!("looking up link '{name}': {e}")),
+        }
+    }
+
     pub async fn set_up(&self, name: &str) -> Result<()> {
         let idx = self.index(name).await?;
         self.handle

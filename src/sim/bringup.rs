@@ -139,10 +139,44 @@ fn wire_host(underlay: &str, node: &str, ns: &str, ip: Ipv4Addr) -> Result<()> {
         std::fs::write("/proc/sys/net/ipv4/ip_forward", "1").context("enabling ip_forward")
     })
     .with_context(|| format!("wiring {node} to the underlay"))?;
+    let port = peer.clone();
     netlink::with(underlay, move |nl| async move {
-        nl.set_master(&peer, UNDERLAY_BRIDGE).await
+        nl.set_master(&port, UNDERLAY_BRIDGE).await
+    })?;
+    await_link_up(underlay, node, ns, &peer)
+}
+
+/// Waits until a host's `eth0` and its switch port are both operationally up. The kernel
+/// brings a link into service in a work queue after its carrier comes (its queueing
+/// discipline, the bridge port's forwarding); on a busy machine that can lag, and an
+/// agent started meanwhile lost its first ARP request for etcd and waited out the 1 s
+/// before the kernel asks again (a few of 200 workers, most runs).
+fn await_link_up(underlay: &str, node: &str, ns: &str, port: &str) -> Result<()> {
+    let links = Announcements::links();
+    links.listen(ns)?;
+    let up = |ns: &str, dev: &str| {
+        let dev = dev.to_string();
+        netlink::with(ns, move |nl| async move { nl.is_oper_up(&dev).await })
+    };
+    Wait::new(
+        format!("{node}'s eth0 and switch port to come up"),
+        LINK_UP_TIMEOUT,
+    )
+    .wake_on(&links)
+    // The switch port's own change is announced in the underlay: checked this often.
+    .every(Duration::from_millis(2))
+    .until(|| {
+        Ok(if up(ns, "eth0")? && up(underlay, port)? {
+            Poll::Ready(())
+        } else {
+            Poll::Pending("not operationally up yet".into())
+        })
     })
 }
+
+/// How long a new link may take to come up (the kernel's link watch runs at least once a
+/// second).
+const LINK_UP_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Turns IPv6 off on `dev` of the calling thread's namespace, before the link comes up.
 /// The underlay is IPv4 only, and an IPv6 link announces itself when it comes up
