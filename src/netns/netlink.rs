@@ -172,7 +172,8 @@ where
 }
 
 impl Netlink {
-    pub async fn index(&self, name: &str) -> Result<u32> {
+    /// Link `name` as the kernel describes it.
+    async fn link_named(&self, name: &str) -> Result<netlink_packet_route::link::LinkMessage> {
         let mut links = self
             .handle
             .link()
@@ -180,10 +181,14 @@ impl Netlink {
             .match_name(name.to_string())
             .execute();
         match links.try_next().await {
-            Ok(Some(link)) => Ok(link.header.index),
+            Ok(Some(link)) => Ok(link),
             Ok(None) => Err(anyhow!("no link named '{name}'")),
             Err(e) => Err(anyhow!("looking up link '{name}': {e}")),
         }
+    }
+
+    pub async fn index(&self, name: &str) -> Result<u32> {
+        Ok(self.link_named(name).await?.header.index)
     }
 
     /// Whether link `name` is operationally up: the kernel's link watch has seen its
@@ -191,20 +196,12 @@ impl Netlink {
     /// told a bridge it is a port of to forward for it.
     pub async fn is_oper_up(&self, name: &str) -> Result<bool> {
         use netlink_packet_route::link::{LinkAttribute, State};
-        let mut links = self
-            .handle
-            .link()
-            .get()
-            .match_name(name.to_string())
-            .execute();
-        match links.try_next().await {
-            Ok(Some(link)) => Ok(link
-                .attributes
-                .iter()
-                .any(|a| matches!(a, LinkAttribute::OperState(State::Up)))),
-            Ok(None) => Err(anyhow!("no link named '{name}'")),
-            Err(e) => Err(anyhow!("looking up link '{name}': {e}")),
-        }
+        Ok(self
+            .link_named(name)
+            .await?
+            .attributes
+            .iter()
+            .any(|a| matches!(a, LinkAttribute::OperState(State::Up))))
     }
 
     pub async fn set_up(&self, name: &str) -> Result<()> {
