@@ -80,7 +80,8 @@ pub fn readable(fd: BorrowedFd, timeout: Duration) -> bool {
     poll(&mut fds, PollTimeout::from(ms)).is_ok_and(|n| n > 0)
 }
 
-/// Files appearing or being written in one directory (inotify), as a wake-up for a wait.
+/// Files appearing or being written in one directory, or appends to one file (inotify), as
+/// a wake-up for a wait.
 pub struct FileWatch {
     inotify: Inotify,
 }
@@ -88,27 +89,23 @@ pub struct FileWatch {
 impl FileWatch {
     /// Watches directory `dir` for files created, moved in or closed after writing.
     pub fn dir(dir: &Path) -> anyhow::Result<FileWatch> {
-        use anyhow::Context;
-        let inotify = Inotify::init(InitFlags::IN_NONBLOCK | InitFlags::IN_CLOEXEC)
-            .context("starting inotify")?;
-        inotify
-            .add_watch(
-                dir,
-                AddWatchFlags::IN_CREATE
-                    | AddWatchFlags::IN_MOVED_TO
-                    | AddWatchFlags::IN_CLOSE_WRITE,
-            )
-            .with_context(|| format!("watching {}", dir.display()))?;
-        Ok(FileWatch { inotify })
+        FileWatch::on(
+            dir,
+            AddWatchFlags::IN_CREATE | AddWatchFlags::IN_MOVED_TO | AddWatchFlags::IN_CLOSE_WRITE,
+        )
     }
 
     /// Watches file `path` for appends (a daemon's log, which it keeps open).
     pub fn appends(path: &Path) -> anyhow::Result<FileWatch> {
+        FileWatch::on(path, AddWatchFlags::IN_MODIFY)
+    }
+
+    fn on(path: &Path, events: AddWatchFlags) -> anyhow::Result<FileWatch> {
         use anyhow::Context;
         let inotify = Inotify::init(InitFlags::IN_NONBLOCK | InitFlags::IN_CLOEXEC)
             .context("starting inotify")?;
         inotify
-            .add_watch(path, AddWatchFlags::IN_MODIFY)
+            .add_watch(path, events)
             .with_context(|| format!("watching {}", path.display()))?;
         Ok(FileWatch { inotify })
     }
