@@ -7,7 +7,7 @@
 
 pub mod client;
 
-pub use client::{EtcdClient, MemberHealth, Members, Timing};
+pub use client::{confirmed_watch, EtcdClient, MemberHealth, Members, Timing};
 
 use anyhow::{Context, Result};
 use std::future::Future;

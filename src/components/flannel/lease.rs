@@ -9,7 +9,7 @@ use super::subnet::{self, Choice, Ipv4Net, Lease, LeaseAttrs, Range};
 use crate::components::etcd::{EtcdClient, Members};
 use anyhow::{anyhow, bail, Context, Result};
 use etcd_client::{
-    Compare, CompareOp, GetOptions, PutOptions, Txn, TxnOp, WatchOptions, WatchStream,
+    Compare, CompareOp, GetOptions, GetResponse, PutOptions, Txn, TxnOp, WatchOptions, WatchStream,
 };
 use std::time::{Duration, Instant};
 
@@ -116,8 +116,7 @@ impl Registry {
                 );
                 missing_logged = true;
             }
-            let from = resp.header().map_or(0, |h| h.revision()) + 1;
-            if !Self::key_written(&mut etcd, &key, from, left).await {
+            if !Self::key_written(&mut etcd, &key, left).await {
                 bail!(
                     "etcd key {key} is missing: flannel reads its network configuration from it. \
                      Set it first, e.g. `etcdctl put {key} '{{\"Network\":\"11.0.0.0/8\",\"SubnetLen\":20,\"Backend\":{{\"Type\":\"vxlan\",\"VNI\":100}}}}'` \
@@ -127,11 +126,14 @@ impl Registry {
         }
     }
 
-    /// Watches `key` from revision `from` until it changes (true) or `left` has passed
-    /// (false). A broken watch counts as a change, so the caller simply reads again.
-    async fn key_written(etcd: &mut EtcdClient, key: &str, from: i64, left: Duration) -> bool {
+    /// Watches `key` until it changes (true) or `left` has passed (false). A broken watch
+    /// counts as a change, so the caller simply reads again.
+    async fn key_written(etcd: &mut EtcdClient, key: &str, left: Duration) -> bool {
         let until = tokio::time::Instant::now() + left;
-        let opts = WatchOptions::new().with_start_revision(from);
+        // From etcd's head: a watch from the revision after the caller's read would start
+        // behind the head whenever anything was written in between, and etcd would keep it
+        // in its 100 ms catch-up loop.
+        let opts = WatchOptions::new();
         let watch = etcd
             .call(&format!("watching {key}"), |mut c| {
                 let (k, opts) = (key.to_string(), opts.clone());
@@ -149,9 +151,8 @@ impl Registry {
                 return tokio::time::Instant::now() < until;
             }
         };
-        // Once etcd confirms the watch, the key is read once more: written between the
-        // first read and the watch's creation, it would reach a watch that starts behind
-        // etcd's head only with etcd's catch-up of such watchers, up to 100 ms later.
+        // Once etcd confirms the watch, the key is read once more: one written between the
+        // caller's read and the watch's creation comes on no watch from the head.
         let mut confirmed = false;
         loop {
             match tokio::time::timeout_at(until, stream.message()).await {
@@ -189,6 +190,20 @@ impl Registry {
                 async move { c.get(p, Some(GetOptions::new().with_prefix())).await }
             })
             .await?;
+        Ok(self.parse_leases(&resp))
+    }
+
+    /// [`Registry::leases`] with a watch for every change after them (see
+    /// [`EtcdClient::watch_and_list`]; events at or below the listing's revision may come
+    /// on it as well).
+    pub async fn watch_leases(&mut self) -> Result<(Vec<Lease>, i64, WatchStream)> {
+        let p = subnet::subnets_prefix(&self.prefix);
+        let (resp, stream) = self.etcd.watch_and_list(&p).await?;
+        let (leases, rev) = self.parse_leases(&resp);
+        Ok((leases, rev, stream))
+    }
+
+    fn parse_leases(&self, resp: &GetResponse) -> (Vec<Lease>, i64) {
         let rev = resp.header().map(|h| h.revision()).unwrap_or(0);
         let mut out = Vec::new();
         for kv in resp.kvs() {
@@ -202,7 +217,7 @@ impl Registry {
                 Err(e) => log!("ignoring bad subnet lease {key}: {e:#}"),
             }
         }
-        Ok((out, rev))
+        (out, rev)
     }
 
     /// An etcd lease of `self.ttl`: its id and granted TTL in seconds.

@@ -258,12 +258,19 @@ async fn watch_loop(
     let mut next_rev = 0i64;
     let mut backoff = Duration::from_millis(100);
     loop {
-        if resync {
-            // Listed again rather than reusing the listing made while acquiring: a watch
-            // from that older revision would start behind etcd's head, and etcd catches up
-            // such a watcher only every 100 ms.
-            match reg.leases().await {
-                Ok((leases, rev)) => {
+        // The first time (and after falling behind compaction) the leases are listed
+        // again, with a watch opened just before the listing: reusing the listing made
+        // while acquiring would start the watch behind etcd's head.
+        let opened = if resync {
+            reg.watch_leases()
+                .await
+                .map(|(l, rev, s)| (Some((l, rev)), s))
+        } else {
+            reg.watch(next_rev).await.map(|s| (None, s))
+        };
+        let mut stream = match opened {
+            Ok((listing, stream)) => {
+                if let Some((leases, rev)) = listing {
                     let _batch = LogBatch::begin();
                     log!("{} subnet lease(s) in etcd at revision {rev}", leases.len());
                     let stale = if first_sync {
@@ -277,21 +284,17 @@ async fn watch_loop(
                     next_rev = rev + 1;
                     resync = false;
                 }
-                Err(e) => {
-                    log!("error listing subnet leases (retrying): {e:#}");
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
-                    continue;
-                }
+                stream
             }
-        }
-        let mut stream = match reg.watch(next_rev).await {
-            Ok(s) => s,
             Err(e) => {
-                log!(
-                    "error starting the watch on {} (retrying): {e:#}",
-                    subnet::subnets_prefix(&reg.prefix)
-                );
+                if resync {
+                    log!("error listing subnet leases (retrying): {e:#}");
+                } else {
+                    log!(
+                        "error starting the watch on {} (retrying): {e:#}",
+                        subnet::subnets_prefix(&reg.prefix)
+                    );
+                }
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(Duration::from_secs(5));
                 continue;
@@ -332,15 +335,18 @@ async fn watch_loop(
                             ended = true;
                             break;
                         }
+                        // Changes the listing holds already (a watch opened before it) are
+                        // skipped; all of one revision come in one response.
+                        let seen = next_rev;
                         for kv in resp.events().iter().filter_map(|ev| ev.kv()) {
                             next_rev = next_rev.max(kv.mod_revision() + 1);
                         }
-                        resps.push(resp);
+                        resps.push((seen, resp));
                         next = futures::FutureExt::now_or_never(stream.message());
                     }
                     let mut changes = Vec::new();
-                    for ev in resps.iter().flat_map(|r| r.events()) {
-                        let Some(kv) = ev.kv() else { continue };
+                    for (seen, ev) in resps.iter().flat_map(|(seen, r)| r.events().iter().map(move |ev| (*seen, ev))) {
+                        let Some(kv) = ev.kv().filter(|kv| kv.mod_revision() >= seen) else { continue };
                         let key = String::from_utf8_lossy(kv.key()).into_owned();
                         let Some(sn) = subnet::parse_lease_key(&reg.prefix, &key) else { continue };
                         changes.push(match ev.event_type() {

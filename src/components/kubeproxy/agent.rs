@@ -9,11 +9,11 @@
 use super::model::State;
 use super::store::{self, Parsed};
 use super::{rules, KubeProxyArgs};
-use crate::components::etcd::EtcdClient;
+use crate::components::etcd::{self, EtcdClient};
 use crate::netns::route_watch::Announcements;
 use crate::wait::Wake;
-use anyhow::{bail, Result};
-use etcd_client::{EventType, GetOptions, GetResponse, WatchOptions};
+use anyhow::{bail, Context, Result};
+use etcd_client::{EventType, GetResponse, WatchOptions, WatchStream};
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
@@ -169,13 +169,15 @@ pub async fn run(args: KubeProxyArgs) -> Result<()> {
     let first = reach_etcd(&mut client, &args.etcd_endpoints).await;
     let debounce = Duration::from_millis(args.debounce_ms);
     let mut seen = Seen::default();
-    if let Some(resp) = first {
+    let mut watch = first.map(|(resp, stream)| {
         seen.listed(&resp, &mut syncer);
-    }
+        stream
+    });
     let mut backoff = Duration::from_millis(100);
     loop {
         let watched_before = seen.watched;
-        if let Err(e) = session(&mut client, &mut seen, &mut syncer, debounce).await {
+        let opened = watch.take();
+        if let Err(e) = session(&mut client, &mut seen, &mut syncer, debounce, opened).await {
             // A watch that ran for a while broke (its member died, say): resume at once on
             // the next member; a session that failed to start waits longer each time.
             if seen.watched > watched_before {
@@ -252,18 +254,18 @@ async fn until_done<W: Wake + Send + 'static>(
 
 /// The agent is started beside etcd's election (with its worker, not after the cluster
 /// is up): quick tries until etcd first answers, so the first sync follows the leader
-/// within milliseconds. Past [`FIRST_CONTACT`] the usual loop goes on trying. The
-/// answer is the first listing (one request where a probe and a listing were two).
-async fn reach_etcd(client: &mut EtcdClient, endpoints: &str) -> Option<GetResponse> {
-    let probe = GetOptions::new().with_prefix();
+/// within milliseconds. Past [`FIRST_CONTACT`] the usual loop goes on trying. The first
+/// answer is the watch the agent keeps, and the first listing follows it (see
+/// [`EtcdClient::watch_and_list`]).
+async fn reach_etcd(
+    client: &mut EtcdClient,
+    endpoints: &str,
+) -> Option<(GetResponse, WatchStream)> {
     let reached = client
         .call_until(
-            &format!("reading {REGISTRY}"),
+            &format!("watching {REGISTRY}"),
             FIRST_CONTACT,
-            |mut c| {
-                let probe = probe.clone();
-                async move { c.get(REGISTRY, Some(probe)).await }
-            },
+            |c| etcd::confirmed_watch(c, REGISTRY.to_string()),
             |r| {
                 if r.attempt == 1 {
                     log(&format!("waiting for etcd at {endpoints}: {:#}", r.error))
@@ -271,14 +273,23 @@ async fn reach_etcd(client: &mut EtcdClient, endpoints: &str) -> Option<GetRespo
             },
         )
         .await;
-    match reached {
-        Ok(resp) => Some(resp),
+    let stream = match reached {
+        Ok(stream) => stream,
         Err(r) => {
             log(&format!(
                 "etcd did not answer within {} s ({} attempts): {:#}; still trying",
                 r.waited.as_secs(),
                 r.attempt,
                 r.error
+            ));
+            return None;
+        }
+    };
+    match client.list(REGISTRY).await {
+        Ok(resp) => Some((resp, stream)),
+        Err(e) => {
+            log(&format!(
+                "etcd answered, then listing {REGISTRY} failed: {e:#}; still trying"
             ));
             None
         }
@@ -321,26 +332,37 @@ impl Seen {
     }
 }
 
-/// One watch: list first when nothing was listed yet (or the watch fell behind
-/// compaction), then watch from the revision after the last one seen, until it breaks.
+/// One watch: `opened` when the first contact opened it; else list first when nothing
+/// was listed yet (or the watch fell behind compaction), with the watch opened just before
+/// the listing; else watch from the revision after the last one seen, until it breaks.
 async fn session(
     client: &mut EtcdClient,
     seen: &mut Seen,
     syncer: &mut Syncer,
     debounce: Duration,
+    opened: Option<WatchStream>,
 ) -> Result<()> {
-    if seen.rev == 0 {
-        let resp = store::get_prefix(client, REGISTRY, 0).await?;
+    let mut stream = if let Some(stream) = opened {
+        stream
+    } else if seen.rev == 0 {
+        let (resp, stream) = client
+            .watch_and_list(REGISTRY)
+            .await
+            .with_context(|| format!("listing and watching {REGISTRY} in etcd"))?;
         seen.listed(&resp, syncer);
-    }
+        stream
+    } else {
+        let opts = WatchOptions::new()
+            .with_prefix()
+            .with_start_revision(seen.rev + 1);
+        client
+            .call(&format!("watching {REGISTRY}"), |mut c| {
+                let opts = opts.clone();
+                async move { c.watch(REGISTRY, Some(opts)).await }
+            })
+            .await?
+    };
     let from = seen.rev + 1;
-    let opts = WatchOptions::new().with_prefix().with_start_revision(from);
-    let mut stream = client
-        .call(&format!("watching {REGISTRY}"), |mut c| {
-            let opts = opts.clone();
-            async move { c.watch(REGISTRY, Some(opts)).await }
-        })
-        .await?;
     log(&format!(
         "watching {REGISTRY} from revision {from} on {}",
         client.current().describe()
@@ -373,8 +395,13 @@ async fn session(
                     }
                     bail!("the watch was cancelled ({})", resp.cancel_reason());
                 }
+                // Changes the listing holds already (a watch opened before it) are skipped;
+                // all of one revision come in one response.
+                let listed_up_to = seen.rev;
                 for ev in resp.events() {
-                    let Some(kv) = ev.kv() else { continue };
+                    let Some(kv) = ev.kv().filter(|kv| kv.mod_revision() > listed_up_to) else {
+                        continue;
+                    };
                     seen.rev = seen.rev.max(kv.mod_revision());
                     let key = String::from_utf8_lossy(kv.key()).into_owned();
                     let objs = &mut seen.objs;
