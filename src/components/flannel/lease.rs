@@ -9,7 +9,8 @@ use super::subnet::{self, Choice, Ipv4Net, Lease, LeaseAttrs, Range};
 use crate::components::etcd::{EtcdClient, Members};
 use anyhow::{anyhow, bail, Context, Result};
 use etcd_client::{
-    Compare, CompareOp, GetOptions, GetResponse, PutOptions, Txn, TxnOp, WatchOptions, WatchStream,
+    Compare, CompareOp, EventType, GetOptions, GetResponse, PutOptions, Txn, TxnOp, WatchOptions,
+    WatchStream,
 };
 use std::time::{Duration, Instant};
 
@@ -23,6 +24,15 @@ pub struct Registry {
     pub prefix: String,
     /// TTL of the etcd lease behind each subnet lease (flannel: 24 h).
     pub ttl: Duration,
+}
+
+/// How a wait for a missing key ended.
+enum Written {
+    /// It was written: its value.
+    Value(String),
+    /// Something else happened to it (deleted again, the watch broke): read it again.
+    Changed,
+    TimedOut,
 }
 
 /// A lease we hold.
@@ -95,8 +105,30 @@ impl Registry {
                     r.error
                 )
             })?;
-            if let Some(kv) = resp.kvs().first() {
-                let text = String::from_utf8_lossy(kv.value()).into_owned();
+            let mut text = resp
+                .kvs()
+                .first()
+                .map(|kv| String::from_utf8_lossy(kv.value()).into_owned());
+            if text.is_none() {
+                let left = wait.saturating_sub(started.elapsed());
+                if !missing_logged {
+                    log!(
+                        "could not fetch the network config: etcd key {key} is missing; waiting up to {}s for it to be written",
+                        left.as_secs()
+                    );
+                    missing_logged = true;
+                }
+                match Self::key_written(&mut etcd, &key, left).await {
+                    Written::Value(v) => text = Some(v),
+                    Written::Changed => continue,
+                    Written::TimedOut => bail!(
+                        "etcd key {key} is missing: flannel reads its network configuration from it. \
+                         Set it first, e.g. `etcdctl put {key} '{{\"Network\":\"11.0.0.0/8\",\"SubnetLen\":20,\"Backend\":{{\"Type\":\"vxlan\",\"VNI\":100}}}}'` \
+                         (with ETCDCTL_API=3), or pass the right --etcd-prefix"
+                    ),
+                }
+            }
+            if let Some(text) = text {
                 log!(
                     "connected to etcd at {eps} (answered by {})",
                     etcd.current().describe()
@@ -108,27 +140,13 @@ impl Registry {
                 };
                 return Ok((registry, text));
             }
-            let left = wait.saturating_sub(started.elapsed());
-            if !missing_logged {
-                log!(
-                    "could not fetch the network config: etcd key {key} is missing; waiting up to {}s for it to be written",
-                    left.as_secs()
-                );
-                missing_logged = true;
-            }
-            if !Self::key_written(&mut etcd, &key, left).await {
-                bail!(
-                    "etcd key {key} is missing: flannel reads its network configuration from it. \
-                     Set it first, e.g. `etcdctl put {key} '{{\"Network\":\"11.0.0.0/8\",\"SubnetLen\":20,\"Backend\":{{\"Type\":\"vxlan\",\"VNI\":100}}}}'` \
-                     (with ETCDCTL_API=3), or pass the right --etcd-prefix"
-                )
-            }
         }
     }
 
-    /// Watches `key` until it changes (true) or `left` has passed (false). A broken watch
-    /// counts as a change, so the caller simply reads again.
-    async fn key_written(etcd: &mut EtcdClient, key: &str, left: Duration) -> bool {
+    /// Watches `key` until it is written (its value, from the watch itself: no second
+    /// read), changes otherwise, or `left` has passed. A broken watch counts as a change,
+    /// so the caller simply reads again.
+    async fn key_written(etcd: &mut EtcdClient, key: &str, left: Duration) -> Written {
         let until = tokio::time::Instant::now() + left;
         // From etcd's head: a watch from the revision after the caller's read would start
         // behind the head whenever anything was written in between, and etcd would keep it
@@ -148,7 +166,11 @@ impl Registry {
                     until.min(tokio::time::Instant::now() + Duration::from_millis(100)),
                 )
                 .await;
-                return tokio::time::Instant::now() < until;
+                return if tokio::time::Instant::now() < until {
+                    Written::Changed
+                } else {
+                    Written::TimedOut
+                };
             }
         };
         // Once etcd confirms the watch, the key is read once more: one written between the
@@ -156,28 +178,41 @@ impl Registry {
         let mut confirmed = false;
         loop {
             match tokio::time::timeout_at(until, stream.message()).await {
-                Err(_) => return false,
+                Err(_) => return Written::TimedOut,
                 Ok(Ok(Some(resp))) if resp.events().is_empty() && !resp.canceled() => {
                     if resp.created() && !confirmed {
                         confirmed = true;
-                        if Self::key_present(etcd, key).await {
-                            return true;
+                        if let Some(v) = Self::read_key(etcd, key).await {
+                            return Written::Value(v);
                         }
                     }
                 }
-                Ok(_) => return true,
+                Ok(Ok(Some(resp))) => {
+                    let put = resp.events().iter().rev().find_map(|ev| {
+                        (ev.event_type() == EventType::Put)
+                            .then(|| ev.kv())
+                            .flatten()
+                            .map(|kv| String::from_utf8_lossy(kv.value()).into_owned())
+                    });
+                    return put.map_or(Written::Changed, Written::Value);
+                }
+                Ok(_) => return Written::Changed,
             }
         }
     }
 
-    /// True when `key` exists now (a failed read says no: the watch goes on).
-    async fn key_present(etcd: &mut EtcdClient, key: &str) -> bool {
-        etcd.call(&format!("reading {key}"), |mut c| {
-            let k = key.to_string();
-            async move { c.get(k, Some(GetOptions::new().with_count_only())).await }
-        })
-        .await
-        .is_ok_and(|r| r.count() > 0)
+    /// `key`'s value now (a failed read says none: the watch goes on).
+    async fn read_key(etcd: &mut EtcdClient, key: &str) -> Option<String> {
+        let resp = etcd
+            .call(&format!("reading {key}"), |mut c| {
+                let k = key.to_string();
+                async move { c.get(k, None).await }
+            })
+            .await
+            .ok()?;
+        resp.kvs()
+            .first()
+            .map(|kv| String::from_utf8_lossy(kv.value()).into_owned())
     }
 
     /// Every lease under `<prefix>/subnets/` and the revision of that snapshot.
