@@ -11,6 +11,7 @@ use common::assert_holds;
 use common::{assert_nothing_left, knetsim_exe, tear_down, HostSnapshot};
 use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -31,6 +32,12 @@ struct Tty {
 
 impl Tty {
     fn spawn(instance: &str) -> Tty {
+        // rustyline reads plain lines on a dumb terminal; the console still has a tty.
+        Tty::spawn_on(instance, "dumb")
+    }
+
+    /// [`Tty::spawn`] with `TERM` set to `term` (rustyline drives a real one in raw mode).
+    fn spawn_on(instance: &str, term: &str) -> Tty {
         let host = HostSnapshot::take();
         let ws = nix::pty::Winsize {
             ws_row: 40,
@@ -51,8 +58,7 @@ impl Tty {
         cmd.args(["--instance", instance])
             .env("HOME", &home)
             .env("NO_COLOR", "1")
-            // rustyline reads plain lines on a dumb terminal; the console still has a tty.
-            .env("TERM", "dumb")
+            .env("TERM", term)
             .stdin(Stdio::from(slave.try_clone().unwrap()))
             .stdout(Stdio::from(slave.try_clone().unwrap()))
             .stderr(Stdio::from(slave));
@@ -166,6 +172,34 @@ impl Tty {
 
     fn exit(mut self) -> i32 {
         self.type_bytes(b"exit\r");
+        self.wait_exit()
+    }
+
+    /// The mode of knetsim's side of the terminal (as `stty` there would show it).
+    fn terminal_mode(&self) -> nix::sys::termios::Termios {
+        let mut name = [0u8; 128];
+        // SAFETY: ptsname_r writes at most `name.len()` bytes into `name`.
+        let r = unsafe {
+            libc::ptsname_r(
+                self.master.as_raw_fd(),
+                name.as_mut_ptr().cast(),
+                name.len(),
+            )
+        };
+        assert_eq!(r, 0, "ptsname_r");
+        let end = name.iter().position(|b| *b == 0).unwrap_or(name.len());
+        let path = std::str::from_utf8(&name[..end]).unwrap().to_string();
+        // O_NOCTTY: opening it must not make it this test's controlling terminal.
+        let slave = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOCTTY)
+            .open(&path)
+            .unwrap_or_else(|e| panic!("opening {path}: {e}"));
+        nix::sys::termios::tcgetattr(&slave).expect("the terminal's mode")
+    }
+
+    /// Waits until knetsim has exited on its own; returns its exit status.
+    fn wait_exit(&mut self) -> i32 {
         let t = Instant::now();
         loop {
             if let Some(s) = self.child.try_wait().unwrap() {
@@ -357,4 +391,53 @@ fn knetsim_exec_passes_its_arguments_as_given_and_names_resolve() {
         host,
         "the host's root namespace changed"
     );
+}
+
+/// SIGTERM (a `kill`, a container runtime stopping the run) at a console waiting for a line
+/// ends the run at once, with nothing typed: teardown, status 143, and the terminal back in
+/// the mode it had (rustyline drives a real terminal in raw mode), for both kinds of
+/// terminal rustyline knows.
+#[test]
+fn sigterm_at_the_waiting_prompt_tears_down_without_a_key() {
+    for (instance, term) in [("con-term", "xterm"), ("con-termd", "dumb")] {
+        let mut t = Tty::spawn_on(instance, term);
+        let before = t.terminal_mode();
+        t.wait_for(PROMPT, SCENARIO_UP);
+        // Give rustyline time to be waiting in its read, where the signal used to be lost.
+        std::thread::sleep(Duration::from_millis(300));
+        let waiting = t.terminal_mode();
+        if term != "dumb" {
+            assert_ne!(
+                before.local_flags, waiting.local_flags,
+                "rustyline should hold a real terminal in raw mode while it waits"
+            );
+        }
+        // SAFETY: kill takes two integers; the pid is our own unreaped child.
+        unsafe {
+            libc::kill(t.child.id() as i32, libc::SIGTERM);
+        }
+        let code = t.wait_exit();
+        let screen = t.text_since(0);
+        assert_eq!(
+            code, 143,
+            "TERM={term}: exit status after SIGTERM:\n{screen}"
+        );
+        assert!(
+            screen.contains("leaving the console"),
+            "TERM={term}: the console said nothing on leaving:\n{screen}"
+        );
+        let after = t.terminal_mode();
+        assert_eq!(
+            (before.local_flags, before.input_flags),
+            (after.local_flags, after.input_flags),
+            "TERM={term}: the terminal's mode was not put back"
+        );
+        let host = t.host.take();
+        assert_nothing_left(instance, &[]);
+        assert_eq!(
+            host,
+            Some(HostSnapshot::take()),
+            "the host's root namespace changed"
+        );
+    }
 }

@@ -5,6 +5,7 @@
 pub mod complete;
 pub mod line;
 pub mod live;
+mod reader;
 mod trace;
 
 use crate::netns::pty;
@@ -13,6 +14,7 @@ use crate::sim::Sim;
 use crate::ui;
 use complete::{needs_more, ConsoleHelper};
 use line::{classify, Line, COMMANDS};
+use reader::Read;
 use rustyline::error::ReadlineError;
 use rustyline::history::DefaultHistory;
 use rustyline::Editor;
@@ -48,6 +50,7 @@ pub fn run(session: &mut ScriptSession) -> anyhow::Result<()> {
     if let Some(h) = &hist {
         let _ = ed.load_history(h);
     }
+    let reader = reader::LineReader::new(ed)?;
     println!(
         "{}",
         ui::dim("knetsim console: `help` lists commands and the API; `exit` or Ctrl-D leaves and tears down.")
@@ -58,28 +61,30 @@ pub fn run(session: &mut ScriptSession) -> anyhow::Result<()> {
     'outer: loop {
         session.refresh_node_variables();
         let nodes = session.sim().node_names();
-        if let Some(h) = ed.helper_mut() {
+        if let Some(h) = reader.editor().helper_mut() {
             h.nodes = nodes.clone();
             h.vars = session.variable_names();
         }
-        let mut input = match ed.readline(PROMPT) {
-            Ok(l) => l,
-            Err(ReadlineError::Interrupted) => continue,
-            Err(ReadlineError::Eof) => break,
-            Err(e) => return Err(e.into()),
+        let mut input = match reader.read(PROMPT) {
+            Read::Line(Ok(l)) => l,
+            Read::Line(Err(ReadlineError::Interrupted)) => continue,
+            Read::Line(Err(ReadlineError::Eof)) | Read::Terminated => break,
+            Read::Line(Err(e)) => return Err(e.into()),
         };
         while needs_more(&input, &nodes, &parser) {
-            match ed.readline(MORE) {
-                Ok(l) => {
+            match reader.read(MORE) {
+                Read::Line(Ok(l)) => {
                     input.push('\n');
                     input.push_str(&l);
                 }
-                Err(ReadlineError::Interrupted) => continue 'outer,
-                Err(ReadlineError::Eof) => break,
-                Err(e) => return Err(e.into()),
+                Read::Line(Err(ReadlineError::Interrupted)) => continue 'outer,
+                Read::Line(Err(ReadlineError::Eof)) => break,
+                Read::Terminated => break 'outer,
+                Read::Line(Err(e)) => return Err(e.into()),
             }
         }
         if !input.trim().is_empty() {
+            let mut ed = reader.editor();
             let _ = ed.add_history_entry(input.as_str());
             if let Some(h) = &hist {
                 let _ = ed.save_history(h);
