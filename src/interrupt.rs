@@ -3,7 +3,10 @@
 //! the simulator then tears down as usual. Nothing is ever killed from inside the handler.
 //!
 //! Ctrl-C stops what runs now (the console goes on afterwards); SIGTERM asks the whole
-//! run to end, so it stays set once it arrived and everything after it stops too.
+//! run to end, so it stays set once it arrived and everything after it stops too. SIGHUP
+//! (the terminal closed: a window shut, an SSH connection lost) ends the run as SIGTERM
+//! does; left to its default it killed knetsim and left every namespace and daemon of
+//! the run behind.
 
 use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 
@@ -11,8 +14,10 @@ use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 static INTERRUPTED: AtomicBool = AtomicBool::new(false);
 /// Which signal that is: SIGINT or SIGTERM.
 static PENDING: AtomicI32 = AtomicI32::new(0);
-/// A SIGTERM arrived: the run ends (never cleared).
+/// A SIGTERM (or SIGHUP) arrived: the run ends (never cleared).
 static TERMINATED: AtomicBool = AtomicBool::new(false);
+/// The terminal hung up (SIGHUP).
+static HUNG_UP: AtomicBool = AtomicBool::new(false);
 
 /// Which signal stopped something.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,7 +47,24 @@ impl Signal {
 }
 
 extern "C" fn on_signal(sig: libc::c_int) {
-    if sig == libc::SIGTERM {
+    if sig == libc::SIGHUP {
+        // The terminal is gone and writing to it fails, which would make the teardown's
+        // messages panic: from now on they go nowhere. open and dup2 are async-signal-safe.
+        // SAFETY: a constant C string, and descriptors this call opens or replaces.
+        unsafe {
+            let null = libc::open(c"/dev/null".as_ptr(), libc::O_RDWR | libc::O_CLOEXEC);
+            if null >= 0 {
+                for fd in 0..=2 {
+                    libc::dup2(null, fd);
+                }
+                if null > 2 {
+                    libc::close(null);
+                }
+            }
+        }
+        HUNG_UP.store(true, Ordering::SeqCst);
+    }
+    if sig == libc::SIGTERM || sig == libc::SIGHUP {
         TERMINATED.store(true, Ordering::SeqCst);
         PENDING.store(sig, Ordering::SeqCst);
     } else {
@@ -54,13 +76,15 @@ extern "C" fn on_signal(sig: libc::c_int) {
 
 pub fn install() {
     use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet};
+    use nix::sys::signal::{SIGHUP, SIGINT, SIGTERM};
     let on = SigAction::new(
         SigHandler::Handler(on_signal),
         SaFlags::SA_RESTART,
         SigSet::empty(),
     );
-    for sig in [nix::sys::signal::SIGINT, nix::sys::signal::SIGTERM] {
-        // SAFETY: the handler only stores to atomics, which is async-signal-safe.
+    for sig in [SIGINT, SIGTERM, SIGHUP] {
+        // SAFETY: the handler stores to atomics and, for SIGHUP, opens /dev/null and dup2s
+        // it; all of it is async-signal-safe.
         let _ = unsafe { sigaction(sig, &on) };
     }
 }
@@ -75,9 +99,14 @@ pub fn is_set() -> bool {
     INTERRUPTED.load(Ordering::SeqCst)
 }
 
-/// True once SIGTERM arrived: the run is ending.
+/// True once SIGTERM (or SIGHUP) arrived: the run is ending.
 pub fn terminated() -> bool {
     TERMINATED.load(Ordering::SeqCst)
+}
+
+/// True once the terminal hung up (SIGHUP).
+pub fn hung_up() -> bool {
+    HUNG_UP.load(Ordering::SeqCst)
 }
 
 /// Reads and clears the pending signal (a SIGTERM stays in force, see [`terminated`]).

@@ -175,8 +175,9 @@ impl Tty {
         self.wait_exit()
     }
 
-    /// The mode of knetsim's side of the terminal (as `stty` there would show it).
-    fn terminal_mode(&self) -> nix::sys::termios::Termios {
+    /// knetsim's side of the terminal, opened once more (without becoming this test's
+    /// controlling terminal).
+    fn open_slave(&self) -> std::fs::File {
         let mut name = [0u8; 128];
         // SAFETY: ptsname_r writes at most `name.len()` bytes into `name`.
         let r = unsafe {
@@ -189,13 +190,16 @@ impl Tty {
         assert_eq!(r, 0, "ptsname_r");
         let end = name.iter().position(|b| *b == 0).unwrap_or(name.len());
         let path = std::str::from_utf8(&name[..end]).unwrap().to_string();
-        // O_NOCTTY: opening it must not make it this test's controlling terminal.
-        let slave = std::fs::OpenOptions::new()
+        std::fs::OpenOptions::new()
             .read(true)
             .custom_flags(libc::O_NOCTTY)
             .open(&path)
-            .unwrap_or_else(|e| panic!("opening {path}: {e}"));
-        nix::sys::termios::tcgetattr(&slave).expect("the terminal's mode")
+            .unwrap_or_else(|e| panic!("opening {path}: {e}"))
+    }
+
+    /// The mode of knetsim's side of the terminal (as `stty` there would show it).
+    fn terminal_mode(&self) -> nix::sys::termios::Termios {
+        nix::sys::termios::tcgetattr(self.open_slave()).expect("the terminal's mode")
     }
 
     /// Waits until knetsim has exited on its own; returns its exit status.
@@ -440,4 +444,35 @@ fn sigterm_at_the_waiting_prompt_tears_down_without_a_key() {
             "the host's root namespace changed"
         );
     }
+}
+
+/// The terminal hanging up (a window closed, an SSH connection lost) ends the run as
+/// SIGTERM does: teardown, status 129, nothing left. Before, SIGHUP's default killed knetsim
+/// and left every namespace and daemon of the run behind.
+#[test]
+fn a_terminal_that_hangs_up_ends_the_run_and_leaves_nothing() {
+    let instance = "con-hup";
+    let mut t = Tty::spawn(instance);
+    t.wait_for(PROMPT, SCENARIO_UP);
+    // The kernel's hang-up of the terminal, as when its last window or connection closes:
+    // SIGHUP to knetsim, the terminal's controlling process, and reads and writes there fail.
+    let slave = t.open_slave();
+    // SAFETY: an ioctl without argument on a descriptor this test holds.
+    let r = unsafe { libc::ioctl(slave.as_raw_fd(), libc::TIOCVHANGUP) };
+    assert_eq!(r, 0, "TIOCVHANGUP: {}", std::io::Error::last_os_error());
+    drop(slave);
+    let code = t.wait_exit();
+    assert_eq!(
+        code,
+        129,
+        "exit status after the hang-up:\n{}",
+        t.text_since(0)
+    );
+    let host = t.host.take();
+    assert_nothing_left(instance, &[]);
+    assert_eq!(
+        host,
+        Some(HostSnapshot::take()),
+        "the host's root namespace changed"
+    );
 }

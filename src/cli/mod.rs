@@ -23,6 +23,8 @@ pub mod exit {
     pub const INTERRUPTED: i32 = 130;
     /// SIGTERM stopped the run.
     pub const TERMINATED: i32 = 143;
+    /// The terminal hung up (SIGHUP) and the run ended.
+    pub const HUNG_UP: i32 = 129;
 }
 
 #[derive(Debug, Parser)]

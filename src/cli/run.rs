@@ -57,13 +57,19 @@ pub fn run(args: RunArgs) -> i32 {
             eprintln!("{} console: {e:#}", crate::ui::red("error:"));
         }
     }
-    if crate::interrupt::terminated() {
+    if crate::interrupt::hung_up() {
+        // The terminal closed; the shell reads 129 as "hung up".
+        code = exit::HUNG_UP;
+    } else if crate::interrupt::terminated() {
         // SIGTERM ends the run however far it got; the shell reads 143 as "terminated".
         code = exit::TERMINATED;
     }
     drop(session);
     // A failed run keeps its logs (an error may point at one); a stopped one does not.
-    let keep_logs = !matches!(code, exit::OK | exit::INTERRUPTED | exit::TERMINATED);
+    let keep_logs = !matches!(
+        code,
+        exit::OK | exit::INTERRUPTED | exit::TERMINATED | exit::HUNG_UP
+    );
     match sim.teardown_keeping_logs(keep_logs) {
         Ok(Some(dir)) => eprintln!(
             "{} the logs of this run are kept in {} (root only); `knetsim cleanup --instance {}` removes them",
