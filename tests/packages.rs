@@ -611,8 +611,10 @@ fn commands_of_shell_line(line: &str) -> Vec<String> {
     }
     let mut out = Vec::new();
     for seg in segments {
+        // `exec cmd` runs cmd in the shell's place: cmd is the program.
         let first = seg
             .split_whitespace()
+            .skip_while(|w| *w == "exec")
             .find(|w| w.find('=').is_none_or(|i| i == 0) && !w.starts_with('-'));
         if let Some(w) = first {
             if w.contains('$')
@@ -936,6 +938,11 @@ fn commands_are_split_as_the_shell_would() {
     assert_eq!(
         commands_of_shell_line("mkdir -p ${www} && echo ${c} > ${www}/index.html"),
         ["mkdir", "echo"]
+    );
+    assert_eq!(
+        commands_of_shell_line("exec timeout 10 tcpdump -i eth0; exec nc -l 80"),
+        ["timeout", "nc"],
+        "exec runs its command in the shell's place"
     );
     assert_eq!(
         string_literal(r#" "a \"b\"" rest"#).as_deref(),
