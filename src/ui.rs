@@ -29,3 +29,28 @@ pub fn yellow(s: &str) -> String {
 pub fn dim(s: &str) -> String {
     paint("2", s)
 }
+
+/// Prints a line that is not the answer to anything the user did (the supervisor's
+/// "! flanneld on C0w1 exited ..."): above the console's prompt while it waits for a line,
+/// else to stderr.
+pub fn notice(line: &str) {
+    use std::io::Write;
+    let mut printer = NOTICES.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(print) = printer.as_mut() {
+        if print(line) {
+            return;
+        }
+    }
+    // Not eprintln!: a closed stderr must not take the caller down with it.
+    let _ = writeln!(std::io::stderr().lock(), "{line}");
+}
+
+/// A printer for [`notice`]: takes a line, returns whether it printed it.
+pub type NoticePrinter = Box<dyn FnMut(&str) -> bool + Send>;
+
+static NOTICES: std::sync::Mutex<Option<NoticePrinter>> = std::sync::Mutex::new(None);
+
+/// Sends [`notice`]s to `printer` (the console, while it runs), or back to stderr (None).
+pub fn set_notice_printer(printer: Option<NoticePrinter>) {
+    *NOTICES.lock().unwrap_or_else(|p| p.into_inner()) = printer;
+}

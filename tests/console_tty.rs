@@ -476,3 +476,41 @@ fn a_terminal_that_hangs_up_ends_the_run_and_leaves_nothing() {
         "the host's root namespace changed"
     );
 }
+
+/// A notice from the supervisor while the console waits for a line (here: a flannel agent
+/// killed behind its back, and restarted) prints on lines of its own above the prompt,
+/// and rustyline draws the prompt again with what was typed so far, instead of the notice
+/// running into the prompt's line.
+#[test]
+fn a_notice_while_the_console_waits_prints_above_the_prompt() {
+    let instance = "con-note";
+    let mut t = Tty::spawn_on(instance, "xterm");
+    t.wait_for(PROMPT, SCENARIO_UP);
+    t.type_bytes(b"1 + ");
+    t.wait_for("1 + ", CMD);
+    // The agent's own log names its pid: the test ends only a process of its own run.
+    let log = format!("/dev/shm/knetsim-run/{instance}/C0w1/flanneld.log");
+    let text = std::fs::read_to_string(&log).unwrap_or_else(|e| panic!("{log}: {e}"));
+    let pid: i32 = text
+        .split("flanneld[")
+        .nth(1)
+        .and_then(|r| r.split(']').next())
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("no pid in {log}:\n{text}"));
+    // SAFETY: kill takes two integers; the pid is of the agent this run started.
+    unsafe {
+        libc::kill(pid, libc::SIGKILL);
+    }
+    let note = t.wait_for("restarted", CMD);
+    assert!(note.contains("! flanneld"), "{note}");
+    // The prompt comes back after the notice, with the half-typed line.
+    let after = t.wait_for("1 + ", CMD);
+    assert!(
+        after.contains(PROMPT),
+        "no prompt after the notice:\n{after}"
+    );
+    t.type_bytes(b"1\r");
+    t.wait_for("2", CMD);
+    t.wait_for(PROMPT, CMD);
+    t.exit_cleanly();
+}

@@ -50,6 +50,16 @@ pub fn run(session: &mut ScriptSession) -> anyhow::Result<()> {
     if let Some(h) = &hist {
         let _ = ed.load_history(h);
     }
+    // The supervisor's notices print above the prompt instead of across it (rustyline
+    // redraws the line being typed); without a terminal rustyline drives, they stay on
+    // stderr.
+    let _notices = NoticesBack;
+    if let Ok(mut printer) = ed.create_external_printer() {
+        use rustyline::ExternalPrinter;
+        ui::set_notice_printer(Some(Box::new(move |line: &str| {
+            printer.print(format!("{line}\n")).is_ok()
+        })));
+    }
     let reader = reader::LineReader::new(ed)?;
     println!(
         "{}",
@@ -104,6 +114,15 @@ pub fn run(session: &mut ScriptSession) -> anyhow::Result<()> {
         ui::dim("leaving the console; tearing the simulation down")
     );
     Ok(())
+}
+
+/// Puts the supervisor's notices back on stderr when the console ends, however it ends.
+struct NoticesBack;
+
+impl Drop for NoticesBack {
+    fn drop(&mut self) {
+        ui::set_notice_printer(None);
+    }
 }
 
 /// Runs one console input, writing what it shows to `out`; node commands stream their

@@ -28,7 +28,6 @@ use nix::sys::eventfd::{EfdFlags, EventFd};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use std::collections::{BTreeMap, VecDeque};
-use std::io::Write;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
@@ -394,10 +393,8 @@ impl Supervisor {
                 }
             }
             self.changed.notify_all();
-            // Not eprintln!: a closed stderr must not take the supervisor down with it.
-            let mut err = std::io::stderr().lock();
             for l in lines {
-                let _ = writeln!(err, "{} {l}", crate::ui::yellow("!"));
+                crate::ui::notice(&format!("{} {l}", crate::ui::yellow("!")));
             }
         }
     }
