@@ -54,3 +54,45 @@ static NOTICES: std::sync::Mutex<Option<NoticePrinter>> = std::sync::Mutex::new(
 pub fn set_notice_printer(printer: Option<NoticePrinter>) {
     *NOTICES.lock().unwrap_or_else(|p| p.into_inner()) = printer;
 }
+
+/// The UTC wall clock as the agents' log lines begin (`14:03:07.412`): [`wall_clock`].
+pub struct WallClock(std::time::Duration);
+
+/// Now, to print as the agents' logs and `KNETSIM_PHASES` do (one format, so their lines
+/// can be lined up).
+pub fn wall_clock() -> WallClock {
+    WallClock(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default(),
+    )
+}
+
+impl std::fmt::Display for WallClock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let s = self.0.as_secs() % 86400;
+        write!(
+            f,
+            "{:02}:{:02}:{:02}.{:03}",
+            s / 3600,
+            (s / 60) % 60,
+            s % 60,
+            self.0.subsec_millis()
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_wall_clock_prints_hours_minutes_seconds_and_milliseconds() {
+        let t = super::WallClock(std::time::Duration::from_millis(
+            3 * 86_400_000 + 14 * 3_600_000 + 3 * 60_000 + 7_412,
+        ));
+        assert_eq!(t.to_string(), "14:03:07.412");
+        assert_eq!(
+            super::WallClock(std::time::Duration::ZERO).to_string(),
+            "00:00:00.000"
+        );
+    }
+}

@@ -58,18 +58,11 @@ impl Phases {
         let now = Instant::now();
         if self.on {
             // The wall clock as the agents' logs print it (UTC), to line phases up with them.
-            let wall = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap_or_default();
-            let s = wall.as_secs();
             eprintln!(
-                "phase {what}: +{:.3} s (at {:.3} s, {:02}:{:02}:{:02}.{:03} UTC)",
+                "phase {what}: +{:.3} s (at {:.3} s, {} UTC)",
                 (now - self.last).as_secs_f64(),
                 (now - self.t0).as_secs_f64(),
-                (s / 3600) % 24,
-                (s / 60) % 60,
-                s % 60,
-                wall.subsec_millis()
+                crate::ui::wall_clock()
             );
         }
         self.last = now;

@@ -54,20 +54,8 @@ fn pid() -> u32 {
 /// Writes the timestamp and name that start a line (UTC wall clock) into `prefix`.
 fn make_prefix(prefix: &mut String) {
     use std::fmt::Write as _;
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
-    let s = now.as_secs();
     prefix.clear();
-    let _ = write!(
-        prefix,
-        "{:02}:{:02}:{:02}.{:03} flanneld[{}]: ",
-        (s / 3600) % 24,
-        (s / 60) % 60,
-        s % 60,
-        now.subsec_millis(),
-        pid()
-    );
+    let _ = write!(prefix, "{} flanneld[{}]: ", crate::ui::wall_clock(), pid());
 }
 
 /// Logs one timestamped line: at once, or at the end of the current batch.

@@ -24,17 +24,7 @@ const FIRST_CONTACT: Duration = Duration::from_secs(30);
 const REGISTRY: &str = "/registry/";
 
 fn log(msg: &str) {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
-    let secs = now.as_secs() % 86400;
-    println!(
-        "{:02}:{:02}:{:02}.{:03} kube-proxy: {msg}",
-        secs / 3600,
-        (secs / 60) % 60,
-        secs % 60,
-        now.subsec_millis()
-    );
+    println!("{} kube-proxy: {msg}", crate::ui::wall_clock());
 }
 
 /// The objects seen in etcd, by key.

@@ -61,18 +61,8 @@ static ROUTER_ID: std::sync::OnceLock<String> = std::sync::OnceLock::new();
 
 #[doc(hidden)]
 pub fn log_line(s: &str) {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
-    let secs = now.as_secs() % 86400;
     let id = ROUTER_ID.get().map(String::as_str).unwrap_or("-");
-    eprintln!(
-        "{:02}:{:02}:{:02}.{:03} skrouterd {id}: {s}",
-        secs / 3600,
-        secs / 60 % 60,
-        secs % 60,
-        now.subsec_millis()
-    );
+    eprintln!("{} skrouterd {id}: {s}", crate::ui::wall_clock());
 }
 
 #[derive(Debug, Clone, Args)]
