@@ -34,7 +34,11 @@ fn a_watch_opened_before_its_listing_is_current_at_once() {
         };
         let mut stream = client
             .call("watching /t/", |c| {
-                etcd::confirmed_watch(c, "/t/".to_string())
+                etcd::confirmed_watch(
+                    c,
+                    "/t/".to_string(),
+                    etcd_client::WatchOptions::new().with_prefix(),
+                )
             })
             .await?;
         client.call("writing /t/between", put("/t/between")).await?;

@@ -439,7 +439,7 @@ impl EtcdClient {
     pub async fn watch_and_list(&mut self, prefix: &str) -> Result<(GetResponse, WatchStream)> {
         let stream = self
             .call(&format!("watching {prefix}"), |c| {
-                confirmed_watch(c, prefix.to_string())
+                confirmed_watch(c, prefix.to_string(), WatchOptions::new().with_prefix())
             })
             .await?;
         Ok((self.list(prefix).await?, stream))
@@ -502,16 +502,16 @@ impl EtcdClient {
     }
 }
 
-/// Opens a watch on `prefix` from etcd's head and waits until etcd has confirmed it (see
+/// Opens a watch on `key` (with `options`: a prefix, say) from etcd's head and waits until
+/// etcd has confirmed it (see
 /// [`EtcdClient::watch_and_list`]); made to be given to [`EtcdClient::call`] or
 /// [`EtcdClient::call_until`].
 pub async fn confirmed_watch(
     mut c: Client,
-    prefix: String,
+    key: String,
+    options: WatchOptions,
 ) -> std::result::Result<WatchStream, etcd_client::Error> {
-    let mut s = c
-        .watch(prefix, Some(WatchOptions::new().with_prefix()))
-        .await?;
+    let mut s = c.watch(key, Some(options)).await?;
     // etcd answers a new watch with its confirmation (or a refusal) first.
     match s.message().await? {
         Some(r) if r.created() && !r.canceled() => Ok(s),

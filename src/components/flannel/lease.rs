@@ -6,7 +6,7 @@
 use super::config::NetConfig;
 use super::log;
 use super::subnet::{self, Choice, Ipv4Net, Lease, LeaseAttrs, Range};
-use crate::components::etcd::{EtcdClient, Members};
+use crate::components::etcd::{self, EtcdClient, Members};
 use anyhow::{anyhow, bail, Context, Result};
 use etcd_client::{
     Compare, CompareOp, EventType, GetOptions, GetResponse, PutOptions, Txn, TxnOp, WatchOptions,
@@ -55,9 +55,10 @@ impl Registry {
     /// Connects and reads the network config. While etcd does not answer (still electing
     /// a leader, or not started yet) or the config key is missing, it waits as flanneld
     /// does ("could not fetch the network config", then tries again) until `wait` has
-    /// passed: tries come quickly at first and a missing key is watched, so an agent
-    /// started beside etcd goes on within milliseconds of the config being written.
-    /// Returns the registry and the config text.
+    /// passed: tries come quickly at first, and the first answer is a watch on the key,
+    /// opened before the key is read (see [`EtcdClient::watch_and_list`]), so an agent
+    /// started beside etcd gets a config written after its read from that watch, within
+    /// milliseconds. Returns the registry and the config text.
     pub async fn connect(
         endpoints: &[String],
         prefix: &str,
@@ -73,14 +74,11 @@ impl Registry {
         let mut missing_logged = false;
         loop {
             let left = wait.saturating_sub(started.elapsed());
-            let read = etcd
+            let watch = etcd
                 .call_until(
-                    &format!("reading {key}"),
+                    &format!("watching {key}"),
                     left,
-                    |mut c| {
-                        let k = key.clone();
-                        async move { c.get(k, None).await }
-                    },
+                    |c| etcd::confirmed_watch(c, key.clone(), WatchOptions::new()),
                     |r| {
                         // Tries come every few ms at first: log one a second.
                         if logged.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
@@ -96,7 +94,7 @@ impl Registry {
                     },
                 )
                 .await;
-            let resp = read.map_err(|r| {
+            let mut stream = watch.map_err(|r| {
                 anyhow!(
                     "etcd is unreachable at {eps} after {}s ({} attempts): {:#}. \
                      Check that etcd is running and that --etcd-endpoints is right and reachable from this network namespace",
@@ -105,88 +103,54 @@ impl Registry {
                     r.error
                 )
             })?;
-            let mut text = resp
-                .kvs()
-                .first()
-                .map(|kv| String::from_utf8_lossy(kv.value()).into_owned());
-            if text.is_none() {
-                let left = wait.saturating_sub(started.elapsed());
-                if !missing_logged {
+            let written = match Self::read_key(&mut etcd, &key).await {
+                Ok(Some(text)) => Written::Value(text),
+                // The watch goes on; a failed read is tried again with a new one.
+                Err(_) => Written::Changed,
+                Ok(None) => {
+                    let left = wait.saturating_sub(started.elapsed());
+                    if !missing_logged {
+                        log!(
+                            "could not fetch the network config: etcd key {key} is missing; waiting up to {}s for it to be written",
+                            left.as_secs()
+                        );
+                        missing_logged = true;
+                    }
+                    Self::key_written(&mut stream, left).await
+                }
+            };
+            match written {
+                Written::Value(text) => {
                     log!(
-                        "could not fetch the network config: etcd key {key} is missing; waiting up to {}s for it to be written",
-                        left.as_secs()
+                        "connected to etcd at {eps} (answered by {})",
+                        etcd.current().describe()
                     );
-                    missing_logged = true;
+                    let registry = Self {
+                        etcd,
+                        prefix,
+                        ttl: SUBNET_TTL,
+                    };
+                    return Ok((registry, text));
                 }
-                match Self::key_written(&mut etcd, &key, left).await {
-                    Written::Value(v) => text = Some(v),
-                    Written::Changed => continue,
-                    Written::TimedOut => bail!(
-                        "etcd key {key} is missing: flannel reads its network configuration from it. \
-                         Set it first, e.g. `etcdctl put {key} '{{\"Network\":\"11.0.0.0/8\",\"SubnetLen\":20,\"Backend\":{{\"Type\":\"vxlan\",\"VNI\":100}}}}'` \
-                         (with ETCDCTL_API=3), or pass the right --etcd-prefix"
-                    ),
-                }
-            }
-            if let Some(text) = text {
-                log!(
-                    "connected to etcd at {eps} (answered by {})",
-                    etcd.current().describe()
-                );
-                let registry = Self {
-                    etcd,
-                    prefix,
-                    ttl: SUBNET_TTL,
-                };
-                return Ok((registry, text));
+                Written::Changed => {}
+                Written::TimedOut => bail!(
+                    "etcd key {key} is missing: flannel reads its network configuration from it. \
+                     Set it first, e.g. `etcdctl put {key} '{{\"Network\":\"11.0.0.0/8\",\"SubnetLen\":20,\"Backend\":{{\"Type\":\"vxlan\",\"VNI\":100}}}}'` \
+                     (with ETCDCTL_API=3), or pass the right --etcd-prefix"
+                ),
             }
         }
     }
 
-    /// Watches `key` until it is written (its value, from the watch itself: no second
-    /// read), changes otherwise, or `left` has passed. A broken watch counts as a change,
-    /// so the caller simply reads again.
-    async fn key_written(etcd: &mut EtcdClient, key: &str, left: Duration) -> Written {
+    /// Waits on a watch of the config key until the key is written (its value, from the
+    /// watch: no second read), changes otherwise (deleted, the watch broke: read again),
+    /// or `left` has passed.
+    async fn key_written(stream: &mut WatchStream, left: Duration) -> Written {
         let until = tokio::time::Instant::now() + left;
-        // From etcd's head: a watch from the revision after the caller's read would start
-        // behind the head whenever anything was written in between, and etcd would keep it
-        // in its 100 ms catch-up loop.
-        let opts = WatchOptions::new();
-        let watch = etcd
-            .call(&format!("watching {key}"), |mut c| {
-                let (k, opts) = (key.to_string(), opts.clone());
-                async move { c.watch(k, Some(opts)).await }
-            })
-            .await;
-        let mut stream = match watch {
-            Ok(s) => s,
-            Err(e) => {
-                log!("could not watch {key} ({e:#}); reading it again shortly");
-                tokio::time::sleep_until(
-                    until.min(tokio::time::Instant::now() + Duration::from_millis(100)),
-                )
-                .await;
-                return if tokio::time::Instant::now() < until {
-                    Written::Changed
-                } else {
-                    Written::TimedOut
-                };
-            }
-        };
-        // Once etcd confirms the watch, the key is read once more: one written between the
-        // caller's read and the watch's creation comes on no watch from the head.
-        let mut confirmed = false;
         loop {
             match tokio::time::timeout_at(until, stream.message()).await {
                 Err(_) => return Written::TimedOut,
-                Ok(Ok(Some(resp))) if resp.events().is_empty() && !resp.canceled() => {
-                    if resp.created() && !confirmed {
-                        confirmed = true;
-                        if let Some(v) = Self::read_key(etcd, key).await {
-                            return Written::Value(v);
-                        }
-                    }
-                }
+                Ok(Ok(Some(resp))) if resp.events().is_empty() && !resp.canceled() => {}
                 Ok(Ok(Some(resp))) => {
                     let put = resp.events().iter().rev().find_map(|ev| {
                         (ev.event_type() == EventType::Put)
@@ -201,18 +165,18 @@ impl Registry {
         }
     }
 
-    /// `key`'s value now (a failed read says none: the watch goes on).
-    async fn read_key(etcd: &mut EtcdClient, key: &str) -> Option<String> {
+    /// `key`'s value now, or none when it is missing.
+    async fn read_key(etcd: &mut EtcdClient, key: &str) -> Result<Option<String>> {
         let resp = etcd
             .call(&format!("reading {key}"), |mut c| {
                 let k = key.to_string();
                 async move { c.get(k, None).await }
             })
-            .await
-            .ok()?;
-        resp.kvs()
+            .await?;
+        Ok(resp
+            .kvs()
             .first()
-            .map(|kv| String::from_utf8_lossy(kv.value()).into_owned())
+            .map(|kv| String::from_utf8_lossy(kv.value()).into_owned()))
     }
 
     /// Every lease under `<prefix>/subnets/` and the revision of that snapshot.

@@ -255,7 +255,7 @@ async fn reach_etcd(
         .call_until(
             &format!("watching {REGISTRY}"),
             FIRST_CONTACT,
-            |c| etcd::confirmed_watch(c, REGISTRY.to_string()),
+            |c| etcd::confirmed_watch(c, REGISTRY.to_string(), WatchOptions::new().with_prefix()),
             |r| {
                 if r.attempt == 1 {
                     log(&format!("waiting for etcd at {endpoints}: {:#}", r.error))
