@@ -160,9 +160,14 @@ impl Tty {
     /// Types `exit`: knetsim ends with status 0 and leaves nothing behind, in its run or in
     /// the root namespace.
     fn exit_cleanly(mut self) {
-        let (instance, host) = (self.instance.clone(), self.host.take());
-        assert_eq!(self.exit(), 0);
-        assert_nothing_left(&instance, &[]);
+        assert_eq!(self.wait_exit_after(b"exit\r"), 0);
+        self.assert_nothing_left();
+    }
+
+    /// After knetsim exited: nothing of its run is left, in the run or in the root namespace.
+    fn assert_nothing_left(&mut self) {
+        let host = self.host.take();
+        assert_nothing_left(&self.instance, &[]);
         assert_eq!(
             host,
             Some(HostSnapshot::take()),
@@ -170,8 +175,9 @@ impl Tty {
         );
     }
 
-    fn exit(mut self) -> i32 {
-        self.type_bytes(b"exit\r");
+    /// Types `keys` and waits until knetsim has exited; returns its exit status.
+    fn wait_exit_after(&mut self, keys: &[u8]) -> i32 {
+        self.type_bytes(keys);
         self.wait_exit()
     }
 
@@ -436,13 +442,7 @@ fn sigterm_at_the_waiting_prompt_tears_down_without_a_key() {
             (after.local_flags, after.input_flags),
             "TERM={term}: the terminal's mode was not put back"
         );
-        let host = t.host.take();
-        assert_nothing_left(instance, &[]);
-        assert_eq!(
-            host,
-            Some(HostSnapshot::take()),
-            "the host's root namespace changed"
-        );
+        t.assert_nothing_left();
     }
 }
 
@@ -468,13 +468,7 @@ fn a_terminal_that_hangs_up_ends_the_run_and_leaves_nothing() {
         "exit status after the hang-up:\n{}",
         t.text_since(0)
     );
-    let host = t.host.take();
-    assert_nothing_left(instance, &[]);
-    assert_eq!(
-        host,
-        Some(HostSnapshot::take()),
-        "the host's root namespace changed"
-    );
+    t.assert_nothing_left();
 }
 
 /// A notice from the supervisor while the console waits for a line (here: a flannel agent
