@@ -508,6 +508,37 @@ fn after_start() -> Vec<Case> {
             ],
         },
         Case {
+            name: "waitlog",
+            input: Input::Script {
+                src: leak(format!("{UP}w1.wait_log(\"never printed\", 1, 1);\n")),
+                at: Some(4),
+            },
+            code: 2,
+            says: &[
+                "timed out",
+                "C0w1's async.log to hold 1 line(s) with \"never printed\"",
+                "commands started with exec_async write there",
+            ],
+        },
+        Case {
+            name: "waitlogcount",
+            input: Input::Script {
+                src: leak(format!("{UP}w1.wait_log(\"x\", 0);\n")),
+                at: Some(4),
+            },
+            code: 2,
+            says: &["wait_log: count 0", "give 1 or more"],
+        },
+        Case {
+            name: "waitlogsecs",
+            input: Input::Script {
+                src: leak(format!("{UP}w1.wait_log(\"x\", 1, 0);\n")),
+                at: Some(4),
+            },
+            code: 2,
+            says: &["wait_log: 0 s is no time limit", "1 to 3600 seconds"],
+        },
+        Case {
             name: "runaway",
             input: Input::Script {
                 src: leak(format!("{UP}let s = \"x\";\nloop {{ s += s; }}\n")),

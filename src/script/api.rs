@@ -17,6 +17,30 @@ pub const INTERRUPTED_MARK: &str = "^C (interrupted)\n";
 
 /// An exec whose command was ended by Ctrl-C stops the script (or console line) too;
 /// its output travels with the stop so the runner can show it.
+/// How long `wait_log` waits when not told.
+const WAIT_LOG_DEFAULT: Duration = Duration::from_secs(30);
+
+/// `wait_log`'s count: at least 1.
+fn log_count(count: i64) -> RResult<usize> {
+    if count < 1 {
+        return Err(format!(
+            "wait_log: count {count} is not a number of lines; give 1 or more (how many lines with the text to wait for)"
+        )
+        .into());
+    }
+    Ok(count as usize)
+}
+
+/// `wait_log`'s limit: 1 to 3600 seconds.
+fn log_seconds(seconds: i64) -> RResult<Duration> {
+    if !(1..=3600).contains(&seconds) {
+        return Err(
+            format!("wait_log: {seconds} s is no time limit; give 1 to 3600 seconds").into(),
+        );
+    }
+    Ok(Duration::from_secs(seconds as u64))
+}
+
 pub(super) fn exec_result(r: anyhow::Result<String>) -> RResult<String> {
     r.map_err(
         |e| match e.downcast::<crate::netns::process::Interrupted>() {
@@ -517,6 +541,19 @@ fn register_worker(reg: &mut Registry) {
                 rt(w.exec_async(cmd)).map(|pid| pid as i64)
             },
         )
+        .method(
+            "wait_log",
+            "wait_log(text, count?, seconds?)",
+            "Waits until the output of the worker's exec_async commands (async.log) holds `count` (1) lines containing text, at most `seconds` (30): a capture's \"listening on\", its \"packets captured\"",
+            r#"C0w1.exec_async("tcpdump -i eth0 -c 4 udp port 8472"); C0w1.wait_log("listening on");"#,
+            |w: &mut Worker, text: &str| rt(w.wait_log(text, 1, WAIT_LOG_DEFAULT)),
+        )
+        .overload(|w: &mut Worker, text: &str, count: i64| {
+            rt(w.wait_log(text, log_count(count)?, WAIT_LOG_DEFAULT))
+        })
+        .overload(|w: &mut Worker, text: &str, count: i64, seconds: i64| {
+            rt(w.wait_log(text, log_count(count)?, log_seconds(seconds)?))
+        })
         .method(
             "create_container",
             "create_container(pod, opts?) -> #{ name, worker, ip, ns, labels }",

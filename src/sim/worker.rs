@@ -425,6 +425,49 @@ impl Worker {
         self.spawn_shell(&self.ns(), cmd, log, format!("{}: {cmd}", self.name()))
     }
 
+    /// Waits until the worker's async.log (what [`Worker::exec_async`] commands print)
+    /// holds `count` lines containing `text`, at most `timeout`: "listening on" once a
+    /// capture has started, "packets captured" once it has ended. Wakes on the file's
+    /// appends; Ctrl-C ends the wait.
+    pub fn wait_log(&self, text: &str, count: usize, timeout: Duration) -> Result<()> {
+        let log = self.dir().join("async.log");
+        // Before the first exec_async there is no log to watch: its directory then.
+        let watch = match log.exists() {
+            true => crate::wait::FileWatch::appends(&log)?,
+            false => crate::wait::FileWatch::dir(&self.dir())?,
+        };
+        let seen = || {
+            std::fs::read_to_string(&log)
+                .unwrap_or_default()
+                .lines()
+                .filter(|l| l.contains(text))
+                .count()
+        };
+        crate::wait::Wait::new(
+            format!(
+                "{}'s async.log to hold {count} line(s) with {text:?}",
+                self.name()
+            ),
+            timeout,
+        )
+        .wake_on(&watch)
+        .every(Duration::from_millis(250))
+        .hint(|| {
+            format!(
+                "the commands started with exec_async write there ({})",
+                log.display()
+            )
+        })
+        .until(|| {
+            let n = seen();
+            Ok(if n >= count {
+                crate::wait::Poll::Ready(())
+            } else {
+                crate::wait::Poll::Pending(format!("{n} such line(s)"))
+            })
+        })
+    }
+
     /// `sh -c cmd` in namespace `ns` as a daemon of this worker's, logging to `log`.
     fn spawn_shell(&self, ns: &str, cmd: &str, log: PathBuf, what: String) -> Result<u32> {
         let spec = super::DaemonSpec::new(
