@@ -9,8 +9,7 @@ use super::subnet::{self, Choice, Ipv4Net, Lease, LeaseAttrs, Range};
 use crate::components::etcd::{self, EtcdClient, Members};
 use anyhow::{anyhow, bail, Context, Result};
 use etcd_client::{
-    Compare, CompareOp, EventType, GetOptions, GetResponse, PutOptions, Txn, TxnOp, WatchOptions,
-    WatchStream,
+    Compare, CompareOp, EventType, GetResponse, PutOptions, Txn, TxnOp, WatchOptions, WatchStream,
 };
 use std::time::{Duration, Instant};
 
@@ -181,13 +180,9 @@ impl Registry {
 
     /// Every lease under `<prefix>/subnets/` and the revision of that snapshot.
     pub async fn leases(&mut self) -> Result<(Vec<Lease>, i64)> {
-        let p = subnet::subnets_prefix(&self.prefix);
         let resp = self
             .etcd
-            .call(&format!("listing {p}"), |mut c| {
-                let p = p.clone();
-                async move { c.get(p, Some(GetOptions::new().with_prefix())).await }
-            })
+            .list(&subnet::subnets_prefix(&self.prefix))
             .await?;
         Ok(self.parse_leases(&resp))
     }
