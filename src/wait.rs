@@ -83,7 +83,8 @@ pub fn readable(fd: BorrowedFd, timeout: Duration) -> bool {
 /// Files appearing or being written in one directory, or appends to one file (inotify), as
 /// a wake-up for a wait.
 pub struct FileWatch {
-    inotify: Inotify,
+    /// Always `Some` until dropped (see the `Drop` impl).
+    inotify: Option<Inotify>,
 }
 
 impl FileWatch {
@@ -107,18 +108,61 @@ impl FileWatch {
         inotify
             .add_watch(path, events)
             .with_context(|| format!("watching {}", path.display()))?;
-        Ok(FileWatch { inotify })
+        Ok(FileWatch {
+            inotify: Some(inotify),
+        })
+    }
+
+    fn inotify(&self) -> &Inotify {
+        self.inotify
+            .as_ref()
+            .expect("a FileWatch keeps its inotify until dropped")
     }
 }
 
 impl Wake for FileWatch {
     fn sleep(&self, timeout: Duration) -> bool {
-        if !readable(self.inotify.as_fd(), timeout) {
+        let inotify = self.inotify();
+        if !readable(inotify.as_fd(), timeout) {
             return false;
         }
-        while self.inotify.read_events().is_ok_and(|e| !e.is_empty()) {}
+        while inotify.read_events().is_ok_and(|e| !e.is_empty()) {}
         true
     }
+}
+
+/// Closing an inotify descriptor waits for the kernel's fsnotify to finish an SRCU grace
+/// period (`fsnotify_destroy_group` flushes the mark reaper, whoever's marks it holds):
+/// 5-16 ms on these machines when idle, more under load. A wait that has just seen its
+/// file must not pay that before its caller goes on (at bring-up it held every pod of a
+/// worker back by about 12 ms), so the descriptors are closed on a thread of their own.
+impl Drop for FileWatch {
+    fn drop(&mut self) {
+        if let Some(inotify) = self.inotify.take() {
+            close_later(inotify.into());
+        }
+    }
+}
+
+/// Closes `fd` on the closer thread (started on first use); where that thread cannot be
+/// had, here.
+fn close_later(fd: std::os::fd::OwnedFd) {
+    use std::sync::mpsc::{channel, Sender};
+    use std::sync::{Mutex, OnceLock};
+    static CLOSER: OnceLock<Option<Mutex<Sender<std::os::fd::OwnedFd>>>> = OnceLock::new();
+    let closer = CLOSER.get_or_init(|| {
+        let (tx, rx) = channel::<std::os::fd::OwnedFd>();
+        std::thread::Builder::new()
+            .name("inotify-closer".into())
+            .spawn(move || rx.into_iter().for_each(drop))
+            .ok()
+            .map(|_| Mutex::new(tx))
+    });
+    let unsent = match closer.as_ref().map(|tx| tx.lock()) {
+        Some(Ok(tx)) => tx.send(fd).err().map(|e| e.0),
+        _ => Some(fd),
+    };
+    drop(unsent);
 }
 
 impl<'a> Wait<'a> {
@@ -234,6 +278,20 @@ pub fn sleep_until(until: Instant, cancelled: &dyn Fn() -> bool) {
 mod tests {
     use super::*;
     use std::sync::Arc;
+
+    /// The descriptors a [`FileWatch`] leaves are closed, on the closer thread: the other
+    /// end of a socket pair handed to it reads end-of-file.
+    #[test]
+    fn a_descriptor_left_to_close_later_is_closed() {
+        use std::io::Read;
+        let (mut ours, theirs) = std::os::unix::net::UnixStream::pair().unwrap();
+        close_later(theirs.into());
+        assert!(
+            readable(ours.as_fd(), Duration::from_secs(10)),
+            "the closer thread never closed the descriptor"
+        );
+        assert_eq!(ours.read(&mut [0u8; 1]).unwrap(), 0, "end-of-file");
+    }
 
     #[test]
     fn returns_the_value_once_ready() {
