@@ -191,8 +191,9 @@ impl Default for Timing {
     }
 }
 
-/// [`Timing::connect`] while an agent waits for etcd to come up ([`EtcdClient::call_until`]).
-const EARLY_CONNECT: Duration = Duration::from_millis(100);
+/// How long one try of [`EtcdClient::call_until`] waits on one member before it begins
+/// again on a new connection.
+const EARLY_TRY: Duration = Duration::from_secs(1);
 
 /// The member that last answered, per member list, so that a new client (the simulator
 /// makes one per call) does not start with a member known to be down.
@@ -455,50 +456,99 @@ impl EtcdClient {
     }
 
     /// [`EtcdClient::call`] for an agent started while its etcd may still be electing a
-    /// leader: each try is one round over the members, and the pause between tries grows
-    /// from 10 ms to 100 ms, so the agent goes on within milliseconds of the election
-    /// (the default budget's 100 ms rounds would make it up to 100 ms late). `on_retry`
-    /// hears of each failed try (to log it); after `wait` the call gives up.
+    /// leader: `f` is tried on every member at once, and the first answer wins (the other
+    /// tries are dropped), so `f` must be something a member may be asked twice (a read, a
+    /// watch), never a write. A member that is up but has no leader yet holds the
+    /// connection and the request until it has one and answers within a millisecond of
+    /// the election; one that refuses (not listening yet) is asked again after a pause
+    /// that grows from 10 ms to 100 ms. So the agent goes on as soon as any member
+    /// serves, whichever it is and whatever the others do. `on_retry` hears of each failed
+    /// try (to log it); after `wait` the call gives up.
     pub async fn call_until<T, F, Fut>(
         &mut self,
         what: &str,
         wait: Duration,
-        mut f: F,
+        f: F,
         mut on_retry: impl FnMut(&Retry),
     ) -> std::result::Result<T, Retry>
     where
         F: FnMut(Client) -> Fut,
         Fut: Future<Output = std::result::Result<T, etcd_client::Error>>,
     {
-        let usual = self.timing;
-        self.timing.budget = Duration::ZERO;
-        // A member still starting can leave a connection attempt unanswered (seen: agents
-        // started beside the election waited the whole 500 ms for one member, then took
-        // the next): here an attempt is cheap to repeat, so it is cut short.
-        self.timing.connect = self.timing.connect.min(EARLY_CONNECT);
+        use futures::stream::{FuturesUnordered, StreamExt};
         let started = Instant::now();
-        let mut pause = Duration::from_millis(10);
+        let deadline = tokio::time::Instant::now() + wait;
+        // Locked only while `f` makes a request, never across an await.
+        let f = Mutex::new(f);
+        // A try that has not been answered within this is begun again on a new connection
+        // (one whose SYN went nowhere would otherwise wait out TCP's retransmissions).
+        let limit = EARLY_TRY.min(wait);
+        let options = connect_options(
+            &Timing {
+                connect: limit,
+                ..self.timing
+            },
+            true,
+        );
+        let try_member = |i: usize, pause: Duration| {
+            let url = self.members.endpoints[i].url.clone();
+            let options = options.clone();
+            let f = &f;
+            async move {
+                tokio::time::sleep(pause).await;
+                let asked = async {
+                    // Nothing is dialled here: the request below makes the connection.
+                    let c = Client::connect([url.as_str()], Some(options)).await?;
+                    let answer = (f.lock().unwrap_or_else(|p| p.into_inner()))(c.clone());
+                    answer.await.map(|v| (c, v))
+                };
+                let res = match tokio::time::timeout(limit, asked).await {
+                    Ok(Ok(v)) => Ok(v),
+                    Ok(Err(e)) => Err(anyhow!("{}", brief(&e))),
+                    Err(_) => Err(anyhow!("no answer within {} ms", limit.as_millis())),
+                };
+                (i, pause, res)
+            }
+        };
+        let mut tries: FuturesUnordered<_> = (0..self.members.endpoints.len())
+            .map(|i| try_member(i, Duration::ZERO))
+            .collect();
         let mut attempt = 0;
-        let res = loop {
-            attempt += 1;
-            let error = match self.call(what, &mut f).await {
-                Ok(v) => break Ok(v),
-                Err(e) => e,
+        loop {
+            let next = tokio::time::timeout_at(deadline, tries.next()).await;
+            let (i, pause, error) = match next {
+                Ok(Some((i, _, Ok((client, v))))) => {
+                    self.clients[i] = Some(client);
+                    if i != self.current {
+                        self.current = i;
+                        remember_good(&self.urls, i);
+                    }
+                    return Ok(v);
+                }
+                Ok(Some((i, pause, Err(e)))) => (i, pause, e),
+                // No members, or the time is up.
+                Ok(None) | Err(_) => {
+                    return Err(Retry {
+                        attempt,
+                        waited: started.elapsed(),
+                        error: anyhow!("{} did not answer {what}", self.members.whose()),
+                    })
+                }
             };
+            attempt += 1;
+            let ep = self.members.endpoints[i].describe();
             let retry = Retry {
                 attempt,
                 waited: started.elapsed(),
-                error,
+                error: anyhow!("{ep}: {error:#}"),
             };
-            if retry.waited >= wait {
-                break Err(retry);
+            if tokio::time::Instant::now() >= deadline {
+                return Err(retry);
             }
             on_retry(&retry);
-            tokio::time::sleep(pause.min(wait - retry.waited)).await;
-            pause = (pause * 2).min(Duration::from_millis(100));
-        };
-        self.timing = usual;
-        res
+            let pause = (pause * 2).clamp(Duration::from_millis(10), Duration::from_millis(100));
+            tries.push(try_member(i, pause));
+        }
     }
 }
 
