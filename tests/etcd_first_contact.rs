@@ -4,10 +4,11 @@
 //! Until it has a leader, etcd has its client port open but serves nothing: the kernel
 //! completes the TCP handshake, and the request waits in the socket until etcd serves,
 //! then is answered at once. Here a member that does the same is a proxy in front of the
-//! cluster's real etcd that accepts nothing for a while, then forwards everything. The
-//! agent must wait on the connection it made (not give it up and dial again, which left
-//! agents up to 100 ms late after the election) while it asks a member that refuses
-//! again and again. No time is asserted: the proxy counts the connections it was given.
+//! cluster's real etcd that accepts nothing for a while, then forwards everything; the
+//! member before it in the list refuses. The agent must move on from the refusing member
+//! and wait on the connection the proxy holds (not give it up and dial again, which left
+//! agents up to 100 ms late after the election). No time is asserted: the proxy counts
+//! the connections it was given.
 
 mod common;
 
@@ -111,7 +112,7 @@ fn first_contact_waits_on_the_connection_a_starting_member_holds() {
         "the member that held the connection was dialled again instead of waited on"
     );
     assert!(
-        retries.len() >= 2 && retries.iter().all(|r| r.contains(&format!(":{refusing}"))),
-        "the member that refused was not asked again (or another one failed): {retries:?}"
+        !retries.is_empty() && retries.iter().all(|r| r.contains(&format!(":{refusing}"))),
+        "the member that refused was not asked first (or the other one failed): {retries:?}"
     );
 }

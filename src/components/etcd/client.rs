@@ -456,98 +456,84 @@ impl EtcdClient {
     }
 
     /// [`EtcdClient::call`] for an agent started while its etcd may still be electing a
-    /// leader: `f` is tried on every member at once, and the first answer wins (the other
-    /// tries are dropped), so `f` must be something a member may be asked twice (a read, a
-    /// watch), never a write. A member that is up but has no leader yet holds the
-    /// connection and the request until it has one and answers within a millisecond of
-    /// the election; one that refuses (not listening yet) is asked again after a pause
-    /// that grows from 10 ms to 100 ms. So the agent goes on as soon as any member
-    /// serves, whichever it is and whatever the others do. `on_retry` hears of each failed
-    /// try (to log it); after `wait` the call gives up.
+    /// leader. A member that is up but has no leader yet holds the connection and the
+    /// request until it has one, then answers within a millisecond of the election: such a
+    /// try is waited on (up to [`EARLY_TRY`], then begun again on a new connection). A
+    /// member that refuses (not listening yet) or fails is left for the next one at once,
+    /// in the usual order, so the first member answers when it is up; after a round of
+    /// refusals the pause before the next grows from 10 ms to 100 ms. `on_retry` hears of
+    /// each failed try (to log it); after `wait` the call gives up.
     pub async fn call_until<T, F, Fut>(
         &mut self,
         what: &str,
         wait: Duration,
-        f: F,
+        mut f: F,
         mut on_retry: impl FnMut(&Retry),
     ) -> std::result::Result<T, Retry>
     where
         F: FnMut(Client) -> Fut,
         Fut: Future<Output = std::result::Result<T, etcd_client::Error>>,
     {
-        use futures::stream::{FuturesUnordered, StreamExt};
         let started = Instant::now();
         let deadline = tokio::time::Instant::now() + wait;
-        // Locked only while `f` makes a request, never across an await.
-        let f = Mutex::new(f);
-        // A try that has not been answered within this is begun again on a new connection
-        // (one whose SYN went nowhere would otherwise wait out TCP's retransmissions).
-        let limit = EARLY_TRY.min(wait);
-        let options = connect_options(
-            &Timing {
-                connect: limit,
-                ..self.timing
-            },
-            true,
-        );
-        let try_member = |i: usize, pause: Duration| {
-            let url = self.members.endpoints[i].url.clone();
-            let options = options.clone();
-            let f = &f;
-            async move {
-                tokio::time::sleep(pause).await;
-                let asked = async {
-                    // Nothing is dialled here: the request below makes the connection.
-                    let c = Client::connect([url.as_str()], Some(options)).await?;
-                    let answer = (f.lock().unwrap_or_else(|p| p.into_inner()))(c.clone());
-                    answer.await.map(|v| (c, v))
-                };
-                let res = match tokio::time::timeout(limit, asked).await {
-                    Ok(Ok(v)) => Ok(v),
-                    Ok(Err(e)) => Err(anyhow!("{}", brief(&e))),
-                    Err(_) => Err(anyhow!("no answer within {} ms", limit.as_millis())),
-                };
-                (i, pause, res)
-            }
-        };
-        let mut tries: FuturesUnordered<_> = (0..self.members.endpoints.len())
-            .map(|i| try_member(i, Duration::ZERO))
-            .collect();
+        let n = self.members.endpoints.len();
+        let mut pause = Duration::from_millis(10);
         let mut attempt = 0;
+        let mut last = anyhow!("{} has no members to ask", self.members.whose());
         loop {
-            let next = tokio::time::timeout_at(deadline, tries.next()).await;
-            let (i, pause, error) = match next {
-                Ok(Some((i, _, Ok((client, v))))) => {
-                    self.clients[i] = Some(client);
-                    if i != self.current {
-                        self.current = i;
-                        remember_good(&self.urls, i);
-                    }
-                    return Ok(v);
-                }
-                Ok(Some((i, pause, Err(e)))) => (i, pause, e),
-                // No members, or the time is up.
-                Ok(None) | Err(_) => {
+            for step in 0..n {
+                let i = (self.current + step) % n;
+                let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+                if left.is_zero() {
                     return Err(Retry {
                         attempt,
                         waited: started.elapsed(),
-                        error: anyhow!("{} did not answer {what}", self.members.whose()),
-                    })
+                        error: anyhow!("{what}: {last:#}"),
+                    });
                 }
-            };
-            attempt += 1;
-            let ep = self.members.endpoints[i].describe();
-            let retry = Retry {
-                attempt,
-                waited: started.elapsed(),
-                error: anyhow!("{ep}: {error:#}"),
-            };
-            if tokio::time::Instant::now() >= deadline {
-                return Err(retry);
+                let limit = EARLY_TRY.min(left);
+                let options = connect_options(
+                    &Timing {
+                        connect: limit,
+                        ..self.timing
+                    },
+                    true,
+                );
+                let url = self.members.endpoints[i].url.clone();
+                let asked = async {
+                    // Nothing is dialled here: the request below makes the connection.
+                    let c = Client::connect([url.as_str()], Some(options)).await?;
+                    f(c.clone()).await.map(|v| (c, v))
+                };
+                let error = match tokio::time::timeout(limit, asked).await {
+                    Ok(Ok((client, v))) => {
+                        self.clients[i] = Some(client);
+                        if i != self.current {
+                            self.current = i;
+                            remember_good(&self.urls, i);
+                        }
+                        return Ok(v);
+                    }
+                    Ok(Err(e)) => brief(&e),
+                    Err(_) => format!("no answer within {} ms", limit.as_millis()),
+                };
+                attempt += 1;
+                last = anyhow!("{}: {error}", self.members.endpoints[i].describe());
+                let retry = Retry {
+                    attempt,
+                    waited: started.elapsed(),
+                    error: anyhow!("{last:#}"),
+                };
+                if tokio::time::Instant::now() >= deadline {
+                    return Err(Retry {
+                        error: anyhow!("{what}: {last:#}"),
+                        ..retry
+                    });
+                }
+                on_retry(&retry);
             }
-            on_retry(&retry);
-            let pause = (pause * 2).clamp(Duration::from_millis(10), Duration::from_millis(100));
-            tries.push(try_member(i, pause));
+            tokio::time::sleep_until((tokio::time::Instant::now() + pause).min(deadline)).await;
+            pause = (pause * 2).min(Duration::from_millis(100));
         }
     }
 }
