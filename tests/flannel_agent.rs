@@ -8,7 +8,7 @@ mod common;
 
 use common::root_or_skip;
 
-use common::{run, sh, wait_for};
+use common::{run, sh, wait_for, wait_until};
 use knetsim::netns;
 use knetsim::netns::process::{run_shell, spawn_daemon};
 use nix::sys::signal::{kill, Signal};
@@ -965,5 +965,50 @@ fn watch_survives_an_etcd_restart_and_reads_real_flannel_leases() {
     assert!(
         agent.1.try_wait().unwrap().is_none(),
         "the agent is still running"
+    );
+}
+
+/// flanneld's rules come before subnet.env, as upstream's nftables traffic manager does it:
+/// subnet.env tells the CNI plugin pods may be attached, and their traffic must find the
+/// masquerade rule. Here the rules cannot be made (another process owns a table of that
+/// name, so nf_tables refuses everyone else): the agent fails and writes no subnet.env,
+/// where writing it first left a worker that takes pods without masquerading them.
+#[test]
+fn no_subnet_env_without_the_rules() {
+    if !root_or_skip() {
+        return;
+    }
+    let mut w = World::new("order");
+    w.start_etcd();
+    w.etcd(&format!("put {PREFIX}/config '{CONFIG}'"));
+    let ns = w.host("w1", "10.0.0.3");
+    // `nft -i` keeps its netlink socket, and so its table, until its stdin closes.
+    let mut owner = std::process::Command::new("ip")
+        .args(["netns", "exec", &ns, "nft", "-i"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        let stdin = owner.stdin.as_mut().unwrap();
+        stdin
+            .write_all(b"add table ip flannel-ipv4 { flags owner; }\n")
+            .unwrap();
+        stdin.flush().unwrap();
+    }
+    wait_until("the owned table", Duration::from_secs(10), || {
+        sh(&ns, "nft list tables").contains("flannel-ipv4")
+    });
+    w.start_agent("w1", "10.0.0.3", &["--ip-masq"]);
+    let code = w.wait_exit("w1");
+    drop(owner.stdin.take());
+    let _ = owner.wait();
+    let log = w.log("w1");
+    assert_ne!(code, Some(0), "the agent went on without its rules:\n{log}");
+    assert!(log.contains("flannel-ipv4"), "{log}");
+    assert!(
+        !w.subnet_file("w1").exists(),
+        "subnet.env was written although the rules were not:\n{log}"
     );
 }

@@ -5,8 +5,8 @@
 //! 2. sets up its backend ([`backend`]): the VXLAN device `flannel.<VNI>` ([`vxlan`]), or
 //!    nothing for host-gw ([`hostgw`]),
 //! 3. acquires a subnet lease `<prefix>/subnets/<net>-<len>` ([`lease`], [`subnet`]),
-//! 4. writes subnet.env for the flannel CNI plugin,
-//! 5. programs forward (and with `--ip-masq` masquerade) rules with nftables ([`masq`]),
+//! 4. programs forward (and with `--ip-masq` masquerade) rules with nftables ([`masq`]),
+//! 5. writes subnet.env for the flannel CNI plugin (flannel is ready: pods may come),
 //! 6. watches the other nodes' leases and programs for each the neighbour, FDB and route
 //!    entries (vxlan) or one route via the node (host-gw), renewing its own lease an hour
 //!    before it expires.
@@ -214,6 +214,15 @@ async fn agent(args: &FlanneldArgs) -> Result<()> {
 
     dp.configure(&nl, &own.subnet, &cfg.network).await?;
 
+    // Rules first, subnet.env after, as flanneld's main does with its nftables traffic
+    // manager (one synchronous transaction each): a pod can be attached once subnet.env is
+    // there, and its traffic must find the masquerade rule. It also keeps this commit out
+    // of the pods' way: the kernel registers each new veth under the same namespace's
+    // nf_tables commit lock, and the bridge plugins waited on this commit for about 8 ms
+    // each (off-CPU stacks of a default bring-up). One nf_tables batch, made in place: a
+    // thread of its own cost each of hundreds of agents started at once more than the batch.
+    masq::program(&cfg.network, &own.subnet, args.ip_masq)?;
+
     // flannel's network MTU: the external interface's minus the backend's overhead
     let mtu = ext.mtu.saturating_sub(cfg.backend.overhead());
     write_atomic(
@@ -227,13 +236,6 @@ async fn agent(args: &FlanneldArgs) -> Result<()> {
         own.subnet.prefix_len,
         mtu
     );
-
-    // flanneld sets up its masquerade rules in a goroutine beside the backend. Here it is
-    // one nf_tables batch, a fraction of a millisecond of the kernel's: made in place
-    // before the first listing rather than on a thread of its own, which cost each of
-    // hundreds of agents started at once more than the batch (a thread, its stack and its
-    // malloc arena).
-    masq::program(&cfg.network, &own.subnet, args.ip_masq)?;
 
     let margin = renew_margin(
         Duration::from_secs(args.subnet_lease_renew_margin * 60),
