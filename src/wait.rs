@@ -148,21 +148,20 @@ impl Drop for FileWatch {
 /// had, here.
 fn close_later(fd: std::os::fd::OwnedFd) {
     use std::sync::mpsc::{channel, Sender};
-    use std::sync::{Mutex, OnceLock};
-    static CLOSER: OnceLock<Option<Mutex<Sender<std::os::fd::OwnedFd>>>> = OnceLock::new();
+    use std::sync::OnceLock;
+    static CLOSER: OnceLock<Option<Sender<std::os::fd::OwnedFd>>> = OnceLock::new();
     let closer = CLOSER.get_or_init(|| {
         let (tx, rx) = channel::<std::os::fd::OwnedFd>();
         std::thread::Builder::new()
             .name("inotify-closer".into())
             .spawn(move || rx.into_iter().for_each(drop))
             .ok()
-            .map(|_| Mutex::new(tx))
+            .map(|_| tx)
     });
-    let unsent = match closer.as_ref().map(|tx| tx.lock()) {
-        Some(Ok(tx)) => tx.send(fd).err().map(|e| e.0),
-        _ => Some(fd),
-    };
-    drop(unsent);
+    // Unsent (no closer thread), it is closed here as it is dropped.
+    if let Some(tx) = closer {
+        let _ = tx.send(fd);
+    }
 }
 
 impl<'a> Wait<'a> {
