@@ -55,6 +55,14 @@ impl World {
         w
     }
 
+    /// A world with etcd running and the network config ([`CONFIG`]) in it.
+    fn configured(test: &str) -> World {
+        let mut w = World::new(test);
+        w.start_etcd();
+        w.etcd(&format!("put {PREFIX}/config '{CONFIG}'"));
+        w
+    }
+
     fn ns(&self, short: &str) -> String {
         format!("{}-{short}", self.name)
     }
@@ -251,9 +259,7 @@ fn agents_lease_program_overlay_and_survive_restarts() {
     if !root_or_skip() {
         return;
     }
-    let mut w = World::new("main");
-    w.start_etcd();
-    w.etcd(&format!("put {PREFIX}/config '{CONFIG}'"));
+    let mut w = World::configured("main");
     let workers = [("w1", "10.0.0.3"), ("w2", "10.0.0.4")];
     for (n, ip) in workers {
         w.host(n, ip);
@@ -762,9 +768,7 @@ fn ip_masq_hides_pods_from_the_outside_but_not_from_pods() {
     if !root_or_skip() {
         return;
     }
-    let mut w = World::new("masq");
-    w.start_etcd();
-    w.etcd(&format!("put {PREFIX}/config '{CONFIG}'"));
+    let mut w = World::configured("masq");
     w.host("w1", "10.0.0.3");
     w.host("w2", "10.0.0.4");
     // an outside host with no route to the pod network
@@ -840,9 +844,7 @@ fn lease_is_renewed_and_expires_when_the_agent_dies() {
     if !root_or_skip() {
         return;
     }
-    let mut w = World::new("ttl");
-    w.start_etcd();
-    w.etcd(&format!("put {PREFIX}/config '{CONFIG}'"));
+    let mut w = World::configured("ttl");
     w.host("w1", "10.0.0.3");
     w.host("w2", "10.0.0.4");
     // a 4 s lease: renewed every 2 s (half the TTL, as the 60 min margin does not fit)
@@ -887,9 +889,7 @@ fn watch_survives_an_etcd_restart_and_reads_real_flannel_leases() {
     if !root_or_skip() {
         return;
     }
-    let mut w = World::new("erst");
-    w.start_etcd();
-    w.etcd(&format!("put {PREFIX}/config '{CONFIG}'"));
+    let mut w = World::configured("erst");
     w.host("w1", "10.0.0.3");
     // as in a cluster with two etcd members of which one (10.1.0.2) is down
     w.start_agent_with(
@@ -978,9 +978,7 @@ fn no_subnet_env_without_the_rules() {
     if !root_or_skip() {
         return;
     }
-    let mut w = World::new("order");
-    w.start_etcd();
-    w.etcd(&format!("put {PREFIX}/config '{CONFIG}'"));
+    let mut w = World::configured("order");
     let ns = w.host("w1", "10.0.0.3");
     // `nft -i` keeps its netlink socket, and so its table, until its stdin closes.
     let mut owner = std::process::Command::new("ip")
