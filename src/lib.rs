@@ -8,9 +8,11 @@
 //! - [`components`]: protocol knowledge: etcd, flannel agent, CNI, kube-proxy, Skupper router.
 //! - [`netns`]: named network namespaces, netlink, processes inside namespaces, teardown record.
 //!
-//! Beside them: [`interrupt`] (Ctrl-C and SIGTERM) and [`wait`] (every readiness wait).
+//! Beside them: [`interrupt`] (Ctrl-C and SIGTERM), [`wait`] (every readiness wait) and
+//! [`closer`] (descriptors whose close waits on the kernel).
 
 pub mod cli;
+pub mod closer;
 pub mod components;
 pub mod console;
 pub mod interrupt;

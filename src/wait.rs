@@ -131,36 +131,14 @@ impl Wake for FileWatch {
     }
 }
 
-/// Closing an inotify descriptor waits for the kernel's fsnotify to finish an SRCU grace
-/// period (`fsnotify_destroy_group` flushes the mark reaper, whoever's marks it holds):
-/// 5-16 ms on these machines when idle, more under load. A wait that has just seen its
-/// file must not pay that before its caller goes on (at bring-up it held every pod of a
-/// worker back by about 12 ms), so the descriptors are closed on a thread of their own.
+/// Closing an inotify descriptor waits for a grace period of the kernel's (see
+/// [`crate::closer`]); a wait that has just seen its file must not pay that before its
+/// caller goes on.
 impl Drop for FileWatch {
     fn drop(&mut self) {
         if let Some(inotify) = self.inotify.take() {
-            close_later(inotify.into());
+            crate::closer::close_later(inotify.into());
         }
-    }
-}
-
-/// Closes `fd` on the closer thread (started on first use); where that thread cannot be
-/// had, here.
-fn close_later(fd: std::os::fd::OwnedFd) {
-    use std::sync::mpsc::{channel, Sender};
-    use std::sync::OnceLock;
-    static CLOSER: OnceLock<Option<Sender<std::os::fd::OwnedFd>>> = OnceLock::new();
-    let closer = CLOSER.get_or_init(|| {
-        let (tx, rx) = channel::<std::os::fd::OwnedFd>();
-        std::thread::Builder::new()
-            .name("inotify-closer".into())
-            .spawn(move || rx.into_iter().for_each(drop))
-            .ok()
-            .map(|_| tx)
-    });
-    // Unsent (no closer thread), it is closed here as it is dropped.
-    if let Some(tx) = closer {
-        let _ = tx.send(fd);
     }
 }
 
@@ -277,20 +255,6 @@ pub fn sleep_until(until: Instant, cancelled: &dyn Fn() -> bool) {
 mod tests {
     use super::*;
     use std::sync::Arc;
-
-    /// The descriptors a [`FileWatch`] leaves are closed, on the closer thread: the other
-    /// end of a socket pair handed to it reads end-of-file.
-    #[test]
-    fn a_descriptor_left_to_close_later_is_closed() {
-        use std::io::Read;
-        let (mut ours, theirs) = std::os::unix::net::UnixStream::pair().unwrap();
-        close_later(theirs.into());
-        assert!(
-            readable(ours.as_fd(), Duration::from_secs(10)),
-            "the closer thread never closed the descriptor"
-        );
-        assert_eq!(ours.read(&mut [0u8; 1]).unwrap(), 0, "end-of-file");
-    }
 
     #[test]
     fn returns_the_value_once_ready() {

@@ -595,7 +595,7 @@ fn missing_config_key_is_a_clear_error() {
     let o = run(Some(&ns),
         &format!("{bin} flanneld --etcd-endpoints http://{ETCD_IP}:2379 --iface eth0 --ip-masq --subnet-file {}", sf.display()),
     );
-    drop(owner);
+    owner.close();
     assert_eq!(o.ended, netns::process::Ended::Exited(1), "{}", o.text);
     assert!(
         o.text.contains("setting up --ip-masq (first try:")

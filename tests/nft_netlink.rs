@@ -188,11 +188,55 @@ fn tables_another_program_owns_are_refused_with_the_reason() {
         ) && e.contains("another program owns the table"),
         "{e}"
     );
-    drop(owner);
+    owner.close();
     let (ok, out) = sh_any(&ns, "nft list tables");
     assert!(
         ok && !out.contains(masq::TABLE) && !out.contains(rules::TABLE),
         "{out}"
+    );
+}
+
+/// A dropped session's socket is closed on the closer thread (its close can wait out a
+/// grace period of the kernel's, which held every flannel agent's subnet.env back), and
+/// still closed: a table with flag owner made through it goes away. `close()` closes at
+/// once.
+#[test]
+fn a_dropped_session_is_closed_on_the_closer_thread() {
+    let Some((_g, [ns])) = namespaces(["nftnl-closer"]) else {
+        return;
+    };
+    let owner_table = |name: &'static str| {
+        netns::run_in(&ns, move || {
+            let s = batch::Session::open()?;
+            let mut b = batch::Batch::new();
+            b.add_table(name, 0x2, None); // NFT_TABLE_F_OWNER
+            s.apply(&b.finish()?)?;
+            Ok(s)
+        })
+        .unwrap()
+    };
+    let tables = || sh(&ns, "nft list tables");
+    owner_table("closed-now").close();
+    assert!(!tables().contains("closed-now"), "{}", tables());
+
+    drop(owner_table("dropped"));
+    // A new thread names itself once it runs: asked until it has.
+    let threads = || -> Vec<String> {
+        std::fs::read_dir("/proc/self/task")
+            .unwrap()
+            .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+            .map(|c| c.trim().to_string())
+            .collect()
+    };
+    wait_for(
+        "a closer thread in this process",
+        std::time::Duration::from_secs(10),
+        || threads().iter().any(|t| t == "fd-closer").then_some(()),
+    );
+    wait_for(
+        "the dropped session's owner table to go",
+        std::time::Duration::from_secs(10),
+        || (!tables().contains("dropped")).then_some(()),
     );
 }
 

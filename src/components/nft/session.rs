@@ -9,9 +9,13 @@ const NLMSG_ERROR: u16 = 2;
 const NETLINK_NETFILTER: libc::c_int = 12;
 
 /// An nf_tables netlink socket of the network namespace it was opened in. A table created
-/// with flag owner (NFT_TABLE_F_OWNER) through it lives as long as the session does.
+/// with flag owner (NFT_TABLE_F_OWNER) through it lives as long as the socket does: until
+/// [`Session::close`] returns, or shortly after the session is dropped (a dropped session's
+/// socket is closed on [`crate::closer`]'s thread, because that close can wait a grace
+/// period of the kernel's).
 pub struct Session {
-    fd: std::os::fd::OwnedFd,
+    /// Always `Some` until closed or dropped.
+    fd: Option<std::os::fd::OwnedFd>,
 }
 
 fn os_err(what: &'static str) -> NftError {
@@ -36,7 +40,7 @@ impl Session {
                 return Err(os_err("opening an nf_tables netlink socket"));
             }
             let s = Session {
-                fd: std::os::fd::OwnedFd::from_raw_fd(fd),
+                fd: Some(std::os::fd::OwnedFd::from_raw_fd(fd)),
             };
             // Never wait forever for an answer (the kernel answers inside sendto()).
             let tv = libc::timeval {
@@ -60,7 +64,13 @@ impl Session {
 
     fn raw(&self) -> libc::c_int {
         use std::os::fd::AsRawFd;
-        self.fd.as_raw_fd()
+        self.fd.as_ref().map_or(-1, |fd| fd.as_raw_fd())
+    }
+
+    /// Closes the socket now, on this thread: tables with flag owner made through it are
+    /// gone when this returns.
+    pub fn close(mut self) {
+        drop(self.fd.take());
     }
 
     fn setsockopt<T>(&self, opt: libc::c_int, value: &T) {
@@ -215,6 +225,14 @@ fn answers(buf: &[u8]) -> impl Iterator<Item = (u16, u32, i32)> + '_ {
         off += (len + 3) & !3;
         Some((ty, seq, code))
     })
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        if let Some(fd) = self.fd.take() {
+            crate::closer::close_later(fd);
+        }
+    }
 }
 
 /// Applies `batch` in namespace `ns` (None: this thread's).
