@@ -598,8 +598,9 @@ fn missing_config_key_is_a_clear_error() {
     owner.close();
     assert_eq!(o.ended, netns::process::Ended::Exited(1), "{}", o.text);
     assert!(
-        o.text.contains("setting up --ip-masq (first try:")
-            && o.text.contains("another program owns the table"),
+        o.text.contains(
+            "setting up --ip-masq (tried with and without fully-random): the kernel refused"
+        ) && o.text.contains("another program owns the table"),
         "{}",
         o.text
     );

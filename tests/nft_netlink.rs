@@ -170,8 +170,9 @@ fn tables_another_program_owns_are_refused_with_the_reason() {
     let e = netns::run_in(&ns, move || masq::program(&n, &s, true)).unwrap_err();
     let e = format!("{e:#}");
     assert!(
-        e.contains("setting up --ip-masq (first try:")
-            && e.contains("the kernel refused adding table ip flannel-ipv4")
+        e.contains(
+            "setting up --ip-masq (tried with and without fully-random): the kernel refused"
+        ) && e.contains("the kernel refused adding table ip flannel-ipv4")
             && e.contains("another program owns the table"),
         "{e}"
     );

@@ -157,13 +157,23 @@ pub fn program(network: &Ipv4Net, subnet: &Ipv4Net, ip_masq: bool) -> Result<()>
         Ok(()) => log!("programmed nftables table ip {TABLE}: forward accept for {network}"),
         Err(e) => match apply(network, subnet, ip_masq, false) {
             Ok(()) => log!("programmed nftables table ip {TABLE} (masquerade without fully-random)"),
-            Err(e2) if ip_masq => {
-                return Err(e2.context(format!("setting up --ip-masq (first try: {e:#})")));
-            }
+            Err(e2) if ip_masq => return Err(masq_failed(e, e2)),
             Err(e2) => log!("warning: could not program the forward accept rules: {e2:#}"),
         },
     }
     Ok(())
+}
+
+/// The --ip-masq error after both tries (fully-random, then plain masquerade): the cause
+/// once when both failed alike (another owner, no permission), both when they differ.
+fn masq_failed(first: anyhow::Error, retry: anyhow::Error) -> anyhow::Error {
+    if format!("{first:#}") == format!("{retry:#}") {
+        retry.context("setting up --ip-masq (tried with and without fully-random)")
+    } else {
+        retry.context(format!(
+            "setting up --ip-masq (with fully-random: {first:#}; without it)"
+        ))
+    }
 }
 
 #[cfg(test)]
@@ -172,6 +182,24 @@ mod tests {
 
     fn net(s: &str) -> Ipv4Net {
         s.parse().unwrap()
+    }
+
+    #[test]
+    fn a_cause_both_tries_share_is_said_once() {
+        let same = || anyhow::anyhow!("the kernel refused adding table ip flannel-ipv4");
+        let e = format!("{:#}", masq_failed(same(), same()));
+        assert_eq!(
+            e,
+            "setting up --ip-masq (tried with and without fully-random): the kernel refused adding table ip flannel-ipv4"
+        );
+        let e = format!(
+            "{:#}",
+            masq_failed(anyhow::anyhow!("no fully-random here"), same())
+        );
+        assert_eq!(
+            e,
+            "setting up --ip-masq (with fully-random: no fully-random here; without it): the kernel refused adding table ip flannel-ipv4"
+        );
     }
 
     #[test]
