@@ -269,7 +269,7 @@ fn agents_lease_program_overlay_and_survive_restarts() {
         &w.ns("w2"),
         "ip link add flannel.100 type vxlan id 100 dstport 4789 dev eth0 local 10.0.0.4",
     );
-    w.start_agent("w1", "10.0.0.3", &["--ip-masq"]);
+    let w1_agent = w.start_agent("w1", "10.0.0.3", &["--ip-masq"]);
     w.start_agent("w2", "10.0.0.4", &[]);
 
     // 1. a lease per worker, in flannel's exact JSON, carrying the device's MAC
@@ -403,6 +403,25 @@ fn agents_lease_program_overlay_and_survive_restarts() {
     assert!(
         t2.contains("ip saddr 11.0.0.0/8 accept") && !t2.contains("masquerade"),
         "{t2}"
+    );
+    // The agent keeps the nf_tables socket it programmed through: closing one takes the
+    // namespace's commit lock, which the pods' new veths need (see masq::program).
+    let sockets: Vec<String> = std::fs::read_dir(format!("/proc/{w1_agent}/fd"))
+        .unwrap()
+        .filter_map(|f| std::fs::read_link(f.ok()?.path()).ok())
+        .filter_map(|l| {
+            let l = l.to_string_lossy().into_owned();
+            Some(l.strip_prefix("socket:[")?.strip_suffix(']')?.to_string())
+        })
+        .collect();
+    let netlink = sh(&w.ns("w1"), "cat /proc/net/netlink");
+    let netfilter = |row: &&str| {
+        let f: Vec<&str> = row.split_whitespace().collect();
+        f.len() >= 10 && f[1] == "12" && sockets.iter().any(|s| s == f[9])
+    };
+    assert!(
+        netlink.lines().any(|r| netfilter(&r)),
+        "no nf_tables socket of the agent (inodes {sockets:?}) among:\n{netlink}"
     );
 
     // 5. SIGTERM leaves device, routes and lease; a restart keeps subnet and MAC

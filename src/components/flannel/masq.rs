@@ -10,7 +10,7 @@
 
 use super::log;
 use super::subnet::Ipv4Net;
-use crate::components::nft::batch::{self, BaseChain, Batch, Encoded, NftError};
+use crate::components::nft::batch::{self, BaseChain, Batch, Encoded, NftError, Session};
 use crate::components::nft::expr::{self, CmpOp, Expr, IpField, Verdict};
 use anyhow::Result;
 
@@ -140,28 +140,53 @@ pub fn batch(
     b.finish()
 }
 
-/// Sends [`batch`] in the current network namespace.
-fn apply(network: &Ipv4Net, subnet: &Ipv4Net, ip_masq: bool, fully_random: bool) -> Result<()> {
+/// Sends [`batch`] in the current network namespace through a socket of its own (a retry
+/// on the socket of a refused batch was refused at another message), and returns it.
+fn apply(
+    network: &Ipv4Net,
+    subnet: &Ipv4Net,
+    ip_masq: bool,
+    fully_random: bool,
+) -> Result<Session> {
     let b = batch(network, subnet, ip_masq, fully_random)?;
-    Ok(batch::Session::open()?.apply(&b)?)
+    let session = Session::open()?;
+    session.apply(&b)?;
+    Ok(session)
 }
 
 /// Programs the table in the current network namespace and logs what it did, falling back
 /// to plain masquerade where the kernel lacks fully-random. An error only when `--ip-masq`
 /// was asked for (the forward rules alone only warn), as flanneld does.
-pub fn program(network: &Ipv4Net, subnet: &Ipv4Net, ip_masq: bool) -> Result<()> {
-    match apply(network, subnet, ip_masq, true) {
-        Ok(()) if ip_masq => log!(
-            "programmed nftables table ip {TABLE}: forward accept for {network} and masquerade for pod traffic leaving it"
-        ),
-        Ok(()) => log!("programmed nftables table ip {TABLE}: forward accept for {network}"),
+///
+/// Returns the nf_tables socket that programmed it, for the agent to keep open while it
+/// runs. Closing one waits out the kernel's freeing of recent commits while holding this
+/// namespace's nf_tables commit lock, and the kernel registers every new veth under that
+/// lock: closed here, just before subnet.env is written, it held up the bridge plugins
+/// attaching the worker's first pods (about 5 ms each, from off-CPU stacks). None when
+/// only a warning was logged.
+pub fn program(network: &Ipv4Net, subnet: &Ipv4Net, ip_masq: bool) -> Result<Option<Session>> {
+    let session = match apply(network, subnet, ip_masq, true) {
+        Ok(s) if ip_masq => {
+            log!("programmed nftables table ip {TABLE}: forward accept for {network} and masquerade for pod traffic leaving it");
+            s
+        }
+        Ok(s) => {
+            log!("programmed nftables table ip {TABLE}: forward accept for {network}");
+            s
+        }
         Err(e) => match apply(network, subnet, ip_masq, false) {
-            Ok(()) => log!("programmed nftables table ip {TABLE} (masquerade without fully-random)"),
+            Ok(s) => {
+                log!("programmed nftables table ip {TABLE} (masquerade without fully-random)");
+                s
+            }
             Err(e2) if ip_masq => return Err(masq_failed(e, e2)),
-            Err(e2) => log!("warning: could not program the forward accept rules: {e2:#}"),
+            Err(e2) => {
+                log!("warning: could not program the forward accept rules: {e2:#}");
+                return Ok(None);
+            }
         },
-    }
-    Ok(())
+    };
+    Ok(Some(session))
 }
 
 /// The --ip-masq error after both tries (fully-random, then plain masquerade): the cause

@@ -221,7 +221,9 @@ async fn agent(args: &FlanneldArgs) -> Result<()> {
     // nf_tables commit lock, and the bridge plugins waited on this commit for about 8 ms
     // each (off-CPU stacks of a default bring-up). One nf_tables batch, made in place: a
     // thread of its own cost each of hundreds of agents started at once more than the batch.
-    masq::program(&cfg.network, &own.subnet, args.ip_masq)?;
+    // Its socket stays open while the agent runs: closing it takes the same lock (see
+    // masq::program).
+    let _rules_socket = masq::program(&cfg.network, &own.subnet, args.ip_masq)?;
 
     // flannel's network MTU: the external interface's minus the backend's overhead
     let mtu = ext.mtu.saturating_sub(cfg.backend.overhead());

@@ -13,6 +13,7 @@ const NETLINK_NETFILTER: libc::c_int = 12;
 /// [`Session::close`] returns, or shortly after the session is dropped (a dropped session's
 /// socket is closed on [`crate::closer`]'s thread, because that close can wait a grace
 /// period of the kernel's).
+#[derive(Debug)]
 pub struct Session {
     /// Always `Some` until closed or dropped.
     fd: Option<std::os::fd::OwnedFd>,
