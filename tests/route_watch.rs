@@ -94,6 +94,42 @@ fn a_table_watch_wakes_for_its_own_table_not_for_others_in_the_namespace() {
     assert!(sh(&ns, "nft list chains").contains("services"));
 }
 
+/// The netfilter netlink sockets (protocol 12 in /proc/net/netlink) programs hold in a
+/// namespace: port id 0 is the kernel's own.
+fn netfilter_sockets(ns: &str) -> usize {
+    sh(ns, "cat /proc/net/netlink")
+        .lines()
+        .map(|row| row.split_whitespace().collect::<Vec<_>>())
+        .filter(|f| f.len() > 2 && f[1] == "12" && f[2] != "0")
+        .count()
+}
+
+/// A watch that moves to another namespace, or is dropped, closes its nf_tables socket
+/// (on the closer thread: that close holds the namespace's nf_tables commit lock for a
+/// grace period), and leaves none behind.
+#[test]
+fn a_moved_or_dropped_nftables_watch_closes_its_socket() {
+    let Some((mut g, first)) = guarded_ns("nftwatch-close") else {
+        return;
+    };
+    let second = g.ns("nftwatch-close2");
+    let gone = |ns: &str| {
+        wait_until(
+            &format!("the watch's socket in {ns} to be closed"),
+            Duration::from_secs(10),
+            || netfilter_sockets(ns) == 0,
+        )
+    };
+    let watch = Announcements::nftables_table("kube-proxy");
+    watch.listen(&first).unwrap();
+    assert_eq!(netfilter_sockets(&first), 1);
+    watch.listen(&second).unwrap();
+    assert_eq!(netfilter_sockets(&second), 1);
+    gone(&first);
+    drop(watch);
+    gone(&second);
+}
+
 /// kube-proxy's service route waits for its device on the link announcements: with the
 /// fallback retry set to an hour, only the announcement of the device coming up can bring
 /// the route. Before it, the agent says why it has none yet.

@@ -76,11 +76,12 @@ impl Announcements {
     /// same namespace (flanneld's masquerade rules beside kube-proxy's table) do not wake it.
     pub fn nftables_table(name: &str) -> Announcements {
         Announcements {
+            topic: Topic::Nftables,
             table: Some(Table {
                 family: libc::NFPROTO_IPV4 as u8,
                 name: name.to_string(),
             }),
-            ..Announcements::on(Topic::Nftables)
+            socket: RefCell::new(None),
         }
     }
 
@@ -97,7 +98,7 @@ impl Announcements {
     pub fn listen_here(&self) -> Result<()> {
         let socket = subscribe(self.topic)
             .with_context(|| format!("watching {} of this namespace", self.topic.describe()))?;
-        *self.socket.borrow_mut() = Some((HERE.to_string(), socket));
+        self.replace(Some((HERE.to_string(), socket)));
         Ok(())
     }
 
@@ -130,15 +131,43 @@ impl Announcements {
     /// From now on, wakes on changes in namespace `ns`. Call it before reading what the
     /// wait checks, so that no change made after the read goes unannounced.
     pub fn listen(&self, ns: &str) -> Result<()> {
-        let mut current = self.socket.borrow_mut();
+        let current = self.socket.borrow();
         if current.as_ref().is_some_and(|(n, _)| n == ns) {
             return Ok(());
         }
+        drop(current);
         let topic = self.topic;
         let socket = super::run_in(ns, move || subscribe(topic))
             .with_context(|| format!("watching {} of namespace '{ns}'", topic.describe()))?;
-        *current = Some((ns.to_string(), socket));
+        self.replace(Some((ns.to_string(), socket)));
         Ok(())
+    }
+
+    /// Puts `next` in place of the current socket, which is closed (see [`close`]).
+    fn replace(&self, next: Option<(String, Socket)>) {
+        let old = std::mem::replace(&mut *self.socket.borrow_mut(), next);
+        if let Some((_, socket)) = old {
+            close(self.topic, socket);
+        }
+    }
+}
+
+impl Drop for Announcements {
+    fn drop(&mut self) {
+        self.replace(None);
+    }
+}
+
+/// Closes a subscription. An nf_tables one is closed on [`crate::closer`]'s thread:
+/// closing a netfilter socket waits out the kernel's freeing of recent nf_tables commits
+/// while holding its namespace's commit lock, which a worker's next veth and its agents'
+/// commits need (a bring-up wait ending would have held them up).
+fn close(topic: Topic, socket: Socket) {
+    use std::os::fd::{FromRawFd, IntoRawFd, OwnedFd};
+    if topic == Topic::Nftables {
+        // SAFETY: into_raw_fd gives up the socket's only ownership of the descriptor.
+        let fd = unsafe { OwnedFd::from_raw_fd(socket.into_raw_fd()) };
+        crate::closer::close_later(fd);
     }
 }
 
