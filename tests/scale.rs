@@ -194,13 +194,13 @@ fn pods_created_in_bulk_are_wired_where_asked() {
     let e = c.create_containers(&plan, &labels).unwrap_err().to_string();
     assert!(e.contains("is an etcd member, not a worker"), "{e}");
     assert_eq!(c.containers().len(), 3);
-    let record: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(sim.run_dir().join("record.json")).unwrap()).unwrap();
-    let mut pods: Vec<&str> = record["namespaces"]
-        .as_array()
+    let record = knetsim::netns::record::read_record(sim.instance())
         .unwrap()
+        .expect("a record");
+    let mut pods: Vec<&str> = record
+        .namespaces
         .iter()
-        .filter_map(|n| n.as_str())
+        .map(String::as_str)
         .filter(|n| n.starts_with("scale-bulk-C0-"))
         .collect();
     pods.sort();

@@ -131,7 +131,10 @@ fn ctrl_c_before_a_pod_is_wired_makes_none() {
         .filter(|n| n.contains("-C0-"))
         .collect();
     assert!(pods.is_empty(), "namespaces made after Ctrl-C: {pods:?}");
-    let record = std::fs::read_to_string(sim.run_dir().join("record.json")).unwrap();
+    let record = knetsim::netns::record::read_record(instance)
+        .unwrap()
+        .expect("a record");
+    let record = serde_json::to_string(&record).unwrap();
     assert!(
         !record.contains("-C0-"),
         "the record keeps no pod: {record}"

@@ -88,14 +88,14 @@ fn messages(sim: &Sim) -> Vec<String> {
 
 /// Pids of the record's processes whose description is `what`.
 fn recorded_pids(sim: &Sim, what: &str) -> Vec<u64> {
-    let text = std::fs::read_to_string(sim.run_dir().join("record.json")).unwrap();
-    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
-    v["processes"]
-        .as_array()
+    let record = knetsim::netns::record::read_record(sim.instance())
         .unwrap()
+        .expect("a record");
+    record
+        .processes
         .iter()
-        .filter(|p| p["what"] == what)
-        .filter_map(|p| p["pid"].as_u64())
+        .filter(|p| p.what == what)
+        .map(|p| u64::from(p.pid))
         .collect()
 }
 

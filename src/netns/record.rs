@@ -108,6 +108,18 @@ pub fn inspect(instance: &str) -> Result<Existing> {
     })
 }
 
+/// What the record of `instance` holds now (None: there is none), read as every reader of
+/// another process's record must: under its shared lock, again when a write swapped it
+/// meanwhile, and refused when another user could have written it.
+pub fn read_record(instance: &str) -> Result<Option<RecordData>> {
+    state::check_instance(instance)?;
+    let dir = run_dir(instance);
+    if !state::existing_private_dir(state::run_base())? || !state::existing_private_dir(&dir)? {
+        return Ok(None);
+    }
+    read(&dir)
+}
+
 fn owner_alive(d: &RecordData) -> bool {
     super::process::is_same_process_cmd(d.owner_pid, d.owner_start_time, &d.owner_cmdline)
 }
@@ -645,6 +657,15 @@ pub fn instances() -> Result<(Vec<String>, Vec<PathBuf>)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A name that could leave the run directory is refused before any path is made of it;
+    /// an instance with no record reads as none.
+    #[test]
+    fn read_record_checks_the_name_and_finds_none_for_an_unknown_instance() {
+        let e = read_record("../etc").unwrap_err();
+        assert!(format!("{e:#}").contains("../etc"), "{e:#}");
+        assert!(read_record("rr-never-made").unwrap().is_none());
+    }
 
     fn proc(pid: u32, cmdline: &str) -> RecordedProcess {
         RecordedProcess {

@@ -363,18 +363,14 @@ pub fn knetsim_script(instance: &str, script: &std::path::Path) -> Command {
 /// The processes that the record of `instance` holds, of those whose description starts
 /// with `what`: (pid, start time). None recorded (yet) when there is no record.
 pub fn recorded_processes(instance: &str, what: &str) -> Vec<(u32, u64)> {
-    let path = knetsim::netns::record::run_dir(instance).join("record.json");
-    let record: serde_json::Value = std::fs::read(path)
-        .ok()
-        .and_then(|b| serde_json::from_slice(&b).ok())
-        .unwrap_or_default();
-    let Some(processes) = record["processes"].as_array() else {
+    let Some(record) = knetsim::netns::record::read_record(instance).unwrap_or_default() else {
         return vec![];
     };
-    processes
+    record
+        .processes
         .iter()
-        .filter(|p| p["what"].as_str().unwrap_or("").starts_with(what))
-        .filter_map(|p| Some((p["pid"].as_u64()? as u32, p["start_time"].as_u64()?)))
+        .filter(|p| p.what.starts_with(what))
+        .map(|p| (p.pid, p.start_time))
         .collect()
 }
 
