@@ -97,11 +97,9 @@ pub enum Existing {
 /// What is in `instance`'s run directory; an error when the directory (or its base, or its
 /// record) is not one knetsim may trust.
 pub fn inspect(instance: &str) -> Result<Existing> {
-    state::check_instance(instance)?;
-    let dir = run_dir(instance);
-    if !state::existing_private_dir(state::run_base())? || !state::existing_private_dir(&dir)? {
+    let Some(dir) = trusted_run_dir(instance)? else {
         return Ok(Existing::None);
-    }
+    };
     Ok(match read(&dir)? {
         Some(d) if owner_alive(&d) => Existing::Live(d.owner_pid),
         _ => Existing::Stale,
@@ -112,12 +110,21 @@ pub fn inspect(instance: &str) -> Result<Existing> {
 /// another process's record must: under its shared lock, again when a write swapped it
 /// meanwhile, and refused when another user could have written it.
 pub fn read_record(instance: &str) -> Result<Option<RecordData>> {
+    match trusted_run_dir(instance)? {
+        Some(dir) => read(&dir),
+        None => Ok(None),
+    }
+}
+
+/// `instance`'s run directory when it exists; an error when the name could leave the
+/// run base, or the directory or its base is not a private directory of root's.
+fn trusted_run_dir(instance: &str) -> Result<Option<PathBuf>> {
     state::check_instance(instance)?;
     let dir = run_dir(instance);
     if !state::existing_private_dir(state::run_base())? || !state::existing_private_dir(&dir)? {
         return Ok(None);
     }
-    read(&dir)
+    Ok(Some(dir))
 }
 
 fn owner_alive(d: &RecordData) -> bool {
