@@ -1,6 +1,6 @@
 //! CNI ADD of several pods of one worker with the real plugins, no simulator around them:
-//! the addresses follow the order the pods were given in (while loopbacks and namespaces
-//! overlap the bridge ADDs), and a pod whose loopback or bridge ADD fails is DELeted again,
+//! the addresses follow the order the pods were given in (while the next pods' namespaces,
+//! loopbacks and waiting bridge plugins are made ahead of the bridge ADDs), and a pod whose loopback or bridge ADD fails is DELeted again,
 //! so the worker keeps no veth and no address of it.
 
 mod common;
@@ -121,35 +121,40 @@ fn addresses_follow_the_order_given_and_both_plugins_take_effect() {
         return;
     };
     // Not in name order, one that cannot be prepared, and a stop before the last.
-    let pods = pods(&mut g, test, &["z", "bad", "a", "late"]);
-    // The subnet is written only once the first pod's namespace is made: its config is
-    // read after `ready`, as at bring-up, where the agent is still getting its lease.
+    let pods = pods(&mut g, test, &["z", "bad", "a", "b", "late"]);
+    // The subnet is written only once the first pods' namespaces are made: their config
+    // is read after `ready`, as at bring-up, where the agent is still getting its lease.
     let subnet = std::fs::read_to_string(&cni.subnet_file).unwrap();
     std::fs::remove_file(&cni.subnet_file).unwrap();
     let results = cni.add_all(
         &pods,
         |i| match i {
             1 => ControlFlow::Continue(Err(anyhow::anyhow!("no namespace for this one"))),
-            3 => ControlFlow::Break(()),
+            4 => ControlFlow::Break(()),
             _ => make_ns(&pods[i]),
         },
         || {
             assert!(
-                netns::exists(ns_of(&pods[0])),
-                "the first pod is begun first"
+                netns::exists(ns_of(&pods[0])) && netns::exists(ns_of(&pods[2])),
+                "two pods are begun before the config is read (the failed one does not count)"
             );
-            assert!(!netns::exists(ns_of(&pods[2])), "later pods wait");
+            assert!(!netns::exists(ns_of(&pods[3])), "later pods wait");
             std::fs::write(&cni.subnet_file, &subnet)?;
             Ok(())
         },
     );
-    assert_eq!(results.len(), 3, "the stop ends the batch");
+    assert_eq!(results.len(), 4, "the stop ends the batch");
     assert_eq!(ip(&results[0]), "11.12.16.2");
     assert_eq!(ip(&results[2]), "11.12.16.3");
+    assert_eq!(ip(&results[3]), "11.12.16.4");
     let bad = format!("{:#}", results[1].as_ref().unwrap_err());
     assert!(bad.contains("no namespace for this one"), "{bad}");
-    assert!(!netns::exists(ns_of(&pods[3])), "the pod after the stop");
-    for (pod, addr) in [(&pods[0], "11.12.16.2/20"), (&pods[2], "11.12.16.3/20")] {
+    assert!(!netns::exists(ns_of(&pods[4])), "the pod after the stop");
+    for (pod, addr) in [
+        (&pods[0], "11.12.16.2/20"),
+        (&pods[2], "11.12.16.3/20"),
+        (&pods[3], "11.12.16.4/20"),
+    ] {
         let addrs = sh(ns_of(pod), "ip -br addr");
         assert!(addrs.contains(addr), "eth0 in {}: {addrs}", ns_of(pod));
         let lo = sh(ns_of(pod), "ip -br link show lo");
@@ -158,15 +163,21 @@ fn addresses_follow_the_order_given_and_both_plugins_take_effect() {
             "lo is up: {lo}"
         );
     }
-    assert_eq!(held_addresses(&cni), ["11.12.16.2", "11.12.16.3"]);
-    assert_eq!(bridge_ports(&cni).lines().count(), 2);
+    assert_eq!(
+        held_addresses(&cni),
+        ["11.12.16.2", "11.12.16.3", "11.12.16.4"]
+    );
+    assert_eq!(bridge_ports(&cni).lines().count(), 3);
 
     // A single ADD after them takes the next address; its DEL gives it back.
-    let one = &pods[3];
+    let one = &pods[4];
     netns::create(ns_of(one)).unwrap();
-    assert_eq!(cni.add(one).unwrap().ip, "11.12.16.4");
+    assert_eq!(cni.add(one).unwrap().ip, "11.12.16.5");
     cni.del(one).unwrap();
-    assert_eq!(held_addresses(&cni), ["11.12.16.2", "11.12.16.3"]);
+    assert_eq!(
+        held_addresses(&cni),
+        ["11.12.16.2", "11.12.16.3", "11.12.16.4"]
+    );
 }
 
 #[test]
@@ -245,12 +256,13 @@ fn a_worker_that_never_gets_ready_attaches_nothing() {
         let e = format!("{:#}", r.as_ref().unwrap_err());
         assert!(e.contains("wrote no subnet.env"), "{e}");
     }
-    // The first pod was begun (its namespace is the caller's to remove), the second never.
-    assert!(netns::exists(ns_of(&pods[0])));
-    assert!(!netns::exists(ns_of(&pods[1])));
-    assert!(!sh_any(ns_of(&pods[0]), "ip link show eth0").0, "no eth0");
-    assert!(held_addresses(&cni).is_empty(), "no address is held");
+    // Both pods were begun before the wait (their namespaces are the caller's to
+    // remove); their bridge plugins, never given a config, touched nothing.
     for pod in &pods {
+        assert!(netns::exists(ns_of(pod)), "{} was begun", ns_of(pod));
+        assert!(!sh_any(ns_of(pod), "ip link show eth0").0, "no eth0");
         assert!(!cni.data_dir.join(&pod.id).exists(), "no kept config");
     }
+    assert!(held_addresses(&cni).is_empty(), "no address is held");
+    assert!(!sh_any(&cni.worker_ns, "ip link show cni0").0, "no cni0");
 }

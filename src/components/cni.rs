@@ -5,6 +5,7 @@
 
 use anyhow::{anyhow, bail, Context, Result};
 use serde_json::{json, Value};
+use std::collections::VecDeque;
 use std::io::Write;
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
@@ -192,6 +193,13 @@ impl Drop for Spawned {
     }
 }
 
+/// Pods of one [`WorkerCni::add_all`] begun (namespace made, loopback run, bridge plugin
+/// started and waiting for its config) ahead of the bridge ADD that runs: their plugins
+/// start up while the ADDs before them run, and at bring-up while etcd elects. Two
+/// covers every worker of the default topology; each waiting plugin is a process of its
+/// own (about 0.7 MB), so a worker given many pods has only a few waiting at once.
+const BEGUN_AHEAD: usize = 2;
+
 /// What one pod of [`WorkerCni::add_all`] has got to.
 enum Progress {
     Failed(anyhow::Error),
@@ -287,15 +295,17 @@ impl WorkerCni {
 
     /// CNI ADD of containers on this worker: loopback for `lo`, the flannel-delegated
     /// bridge for `eth0`. A pod's two plugins run side by side, as containerd attaches a
-    /// pod's networks (they touch different interfaces), and while one pod's bridge ADD
-    /// runs the next pod's namespace is made (by `prepare(i)`, which may also say stop),
-    /// its loopback run and its bridge plugin started. The bridge ADDs get their config
-    /// one after another in the order given, so host-local hands out addresses in that
-    /// order, the same on every run. The config comes from the worker's subnet.env, read
-    /// after `ready()` returns: the first pod's namespace, loopback and bridge plugin start
-    /// up before that (at bring-up, while the worker's agent still waits for its lease).
-    /// A pod whose loopback or bridge ADD failed is DELeted again, so the worker keeps
-    /// nothing of it (its namespace is the caller's). One result per pod begun, in order.
+    /// pod's networks (they touch different interfaces). Up to [`BEGUN_AHEAD`] pods are
+    /// begun before the first gets its config: each one's namespace made (by `prepare(i)`,
+    /// which may also say stop), its loopback run and its bridge plugin started, waiting
+    /// for its config; as each bridge ADD gets its config the next pod is begun. At
+    /// bring-up that is while etcd elects and the worker's agent waits for its lease, so
+    /// the part after the election holds only the bridge ADDs. The bridge ADDs get their
+    /// config one after another in the order given, so host-local hands out addresses in
+    /// that order, the same on every run. The config comes from the worker's subnet.env,
+    /// read after `ready()` returns. A pod whose loopback or bridge ADD failed is DELeted
+    /// again, so the worker keeps nothing of it (its namespace is the caller's). One
+    /// result per pod begun, in order.
     pub fn add_all(
         &self,
         pods: &[Pod],
@@ -303,47 +313,59 @@ impl WorkerCni {
         ready: impl FnOnce() -> Result<()>,
     ) -> Vec<Result<Attachment>> {
         let lo = json!({"cniVersion": CNI_VERSION, "name": "lo", "type": "loopback"});
-        let mut ready = Some(ready);
-        let mut delegate: Option<Result<Value>> = None;
         let mut progress: Vec<Progress> = Vec::new();
+        // Pods begun whose bridge plugin waits for its config, oldest first.
+        let mut waiting: VecDeque<(usize, Result<Spawned>)> = VecDeque::new();
+        // Set once `prepare` says stop: no later pod is begun, and none has a result.
+        let stopped = std::cell::Cell::new(false);
+        // Begins pods until BEGUN_AHEAD plugins wait for their config (a pod whose
+        // namespace could not be made does not count), all pods are begun, or `prepare`
+        // says stop.
+        let mut begin_more =
+            |progress: &mut Vec<Progress>, waiting: &mut VecDeque<(usize, Result<Spawned>)>| {
+                while !stopped.get() && progress.len() < pods.len() && waiting.len() < BEGUN_AHEAD {
+                    let i = progress.len();
+                    match prepare(i) {
+                        ControlFlow::Break(()) => stopped.set(true),
+                        ControlFlow::Continue(Err(e)) => progress.push(Progress::Failed(e)),
+                        ControlFlow::Continue(Ok(())) => {
+                            let loopback = self.start("loopback", "ADD", &pods[i], "lo", &lo);
+                            waiting.push_back((i, self.spawn("bridge", "ADD", &pods[i], "eth0")));
+                            progress.push(Progress::Started {
+                                loopback,
+                                bridge: None,
+                            });
+                        }
+                    }
+                }
+            };
+        begin_more(&mut progress, &mut waiting);
+        let delegate = if waiting.is_empty() {
+            None
+        } else {
+            Some(ready().and_then(|()| self.delegate()))
+        };
         let mut bridge_running: Option<(usize, Result<Running>)> = None;
-        for (i, pod) in pods.iter().enumerate() {
-            // Without a config no later pod can be attached: none is begun.
-            if let Some(Err(e)) = &delegate {
-                progress.push(Progress::Failed(anyhow!("{e:#}")));
-                continue;
-            }
-            match prepare(i) {
-                ControlFlow::Break(()) => break,
-                ControlFlow::Continue(Err(e)) => {
-                    progress.push(Progress::Failed(e));
+        while let Some((i, spawned)) = waiting.pop_front() {
+            let config = match delegate.as_ref().expect("a pod was begun") {
+                Ok(config) => config,
+                Err(e) => {
+                    // Without a config no later pod can be attached: none is begun.
+                    set_bridge(&mut progress[i], Err(anyhow!("{e:#}")));
+                    while progress.len() < pods.len() && !stopped.get() {
+                        progress.push(Progress::Failed(anyhow!("{e:#}")));
+                    }
                     continue;
                 }
-                ControlFlow::Continue(Ok(())) => {}
-            }
-            let loopback = self.start("loopback", "ADD", pod, "lo", &lo);
-            let bridge = self.spawn("bridge", "ADD", pod, "eth0");
-            let config = delegate.get_or_insert_with(|| {
-                let ready = ready.take().expect("ready is waited for once");
-                ready().and_then(|()| self.delegate())
-            });
-            let bridge = match config {
-                Ok(config) => self
-                    .keep(pod, config)
-                    .and(bridge)
-                    .map(|b| (b, config.clone())),
-                Err(e) => Err(anyhow!("{e:#}")),
             };
+            let bridge = self.keep(&pods[i], config).and(spawned);
             // The previous bridge ADD ends before this one gets its config: addresses stay
             // in order.
             if let Some((j, run)) = bridge_running.take() {
                 set_bridge(&mut progress[j], run.and_then(Running::finish));
             }
-            bridge_running = Some((i, bridge.and_then(|(b, config)| b.give(&config))));
-            progress.push(Progress::Started {
-                loopback,
-                bridge: None,
-            });
+            bridge_running = Some((i, bridge.and_then(|b| b.give(config))));
+            begin_more(&mut progress, &mut waiting);
         }
         if let Some((j, run)) = bridge_running.take() {
             set_bridge(&mut progress[j], run.and_then(Running::finish));
