@@ -133,7 +133,7 @@ impl Running {
     /// Waits for the plugin and reads its result (CNI errors come as JSON on stdout).
     fn finish(self) -> Result<Value> {
         let (plugin, command) = (self.plugin, self.command);
-        let out = self.child.wait_with_output()?;
+        let out = crate::netns::process::output_reaping_later(self.child)?;
         let stdout = String::from_utf8_lossy(&out.stdout);
         if !out.status.success() {
             let msg = serde_json::from_str::<Value>(&stdout)

@@ -67,7 +67,7 @@ pub fn run(
         }
         _ => None,
     };
-    let out = child.wait_with_output().context("waiting for nft")?;
+    let out = crate::netns::process::output_reaping_later(child).context("waiting for nft")?;
     if let Some(w) = writer {
         // A write error means nft exited early; its exit status and message say why.
         let _ = w.join();

@@ -13,10 +13,12 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 
 mod bounded;
+mod output;
 mod pids;
 mod programs;
 
 pub use bounded::{run_bounded, run_shell, run_shell_with, Ended, Interrupted, Output, OUTPUT_CAP};
+pub use output::output_reaping_later;
 pub use pids::{
     cmdline, describe_wait_status, is_same_process, is_same_process_cmd, netns_inode, pidfd_open,
     pids_in_namespaces, reap, start_time, stop,
