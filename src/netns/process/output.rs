@@ -20,8 +20,12 @@ pub fn output_reaping_later(mut child: Child) -> std::io::Result<Output> {
         (Some(mut out), Some(mut err)) => {
             read_both((&mut out, &mut stdout), (&mut err, &mut stderr))?
         }
-        (Some(mut out), None) => drop(out.read_to_end(&mut stdout)?),
-        (None, Some(mut err)) => drop(err.read_to_end(&mut stderr)?),
+        (Some(mut out), None) => {
+            out.read_to_end(&mut stdout)?;
+        }
+        (None, Some(mut err)) => {
+            err.read_to_end(&mut stderr)?;
+        }
         (None, None) => {}
     }
     let status = match exit_status_unreaped(child.id()) {
