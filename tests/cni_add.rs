@@ -1,7 +1,8 @@
 //! CNI ADD of several pods of one worker with the real plugins, no simulator around them:
-//! the addresses follow the order the pods were given in (while the next pods' namespaces,
-//! loopbacks and waiting bridge plugins are made ahead of the bridge ADDs), and a pod whose loopback or bridge ADD fails is DELeted again,
-//! so the worker keeps no veth and no address of it.
+//! the addresses follow the order the pods were given in (while the next pods'
+//! namespaces, loopbacks and waiting bridge plugins are made ahead of the bridge ADDs),
+//! and a pod whose loopback or bridge ADD fails is DELeted again, so the worker keeps no
+//! veth and no address of it.
 
 mod common;
 
@@ -246,21 +247,34 @@ fn a_failing_bridge_add_rolls_its_pod_back() {
 
 #[test]
 fn a_worker_that_never_gets_ready_attaches_nothing() {
-    let Some((_g, cni, pods, results)) = add_two("cninoready", "11.12.16.1/20", None, || {
-        anyhow::bail!("the flannel agent on the worker wrote no subnet.env")
-    }) else {
+    let test = "cninoready";
+    let Some((mut g, cni)) = setup(test, "11.12.16.1/20", None) else {
         return;
     };
-    assert_eq!(results.len(), 2, "every pod gets its answer");
+    // Three pods: two are begun before the wait, the third would be begun only later.
+    let pods = pods(&mut g, test, &["p1", "p2", "p3"]);
+    let results = cni.add_all(
+        &pods,
+        |i| make_ns(&pods[i]),
+        || anyhow::bail!("the flannel agent on the worker wrote no subnet.env"),
+    );
+    assert_eq!(results.len(), 3, "every pod gets its answer");
     for r in &results {
         let e = format!("{:#}", r.as_ref().unwrap_err());
         assert!(e.contains("wrote no subnet.env"), "{e}");
     }
-    // Both pods were begun before the wait (their namespaces are the caller's to
-    // remove); their bridge plugins, never given a config, touched nothing.
-    for pod in &pods {
+    // The first two were begun before the wait (their namespaces are the caller's to
+    // remove); their bridge plugins, never given a config, touched nothing. Without a
+    // config the third is never begun.
+    for pod in &pods[..2] {
         assert!(netns::exists(ns_of(pod)), "{} was begun", ns_of(pod));
         assert!(!sh_any(ns_of(pod), "ip link show eth0").0, "no eth0");
+    }
+    assert!(
+        !netns::exists(ns_of(&pods[2])),
+        "the third pod was never begun"
+    );
+    for pod in &pods {
         assert!(!cni.data_dir.join(&pod.id).exists(), "no kept config");
     }
     assert!(held_addresses(&cni).is_empty(), "no address is held");
