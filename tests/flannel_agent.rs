@@ -657,6 +657,53 @@ fn missing_config_key_is_a_clear_error() {
     assert!(w.log("w1").contains("connected to etcd"), "{}", w.log("w1"));
 }
 
+/// The number of etcd leases granted and not revoked or expired.
+fn granted_leases(w: &World) -> usize {
+    let out = w.etcd("lease list");
+    out.lines()
+        .find_map(|l| l.strip_prefix("found ")?.split(' ').next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no count in `etcdctl lease list`: {out}"))
+}
+
+#[test]
+fn a_full_network_is_a_clear_error_and_keeps_no_lease_granted() {
+    if !root_or_skip() {
+        return;
+    }
+    // Room for one /20 only: w1 takes it, w2 finds none.
+    let mut w = World::new("full");
+    w.start_etcd();
+    let one = r#"{"Network":"11.0.0.0/8","SubnetLen":20,"SubnetMin":"11.10.0.0","SubnetMax":"11.10.0.0","Backend":{"Type":"vxlan","VNI":100,"Port":8472}}"#;
+    w.etcd(&format!("put {PREFIX}/config '{one}'"));
+    w.host("w1", "10.0.0.3");
+    let ns = w.host("w2", "10.0.0.4");
+    w.start_agent("w1", "10.0.0.3", &[]);
+    wait_for("w1's lease", Duration::from_secs(60), || {
+        lease_of(&w, "10.0.0.3")
+    });
+    assert_eq!(granted_leases(&w), 1, "w1's lease holds one etcd lease");
+    let sf = w.subnet_file("w2");
+    let o = run(
+        Some(&ns),
+        &format!(
+            "{} flanneld --etcd-endpoints http://{ETCD_IP}:2379 --iface eth0 --subnet-file {}",
+            env!("CARGO_BIN_EXE_knetsim"),
+            sf.display()
+        ),
+    );
+    assert_eq!(o.ended, netns::process::Ended::Exited(1), "{}", o.text);
+    assert!(
+        o.text
+            .contains("out of subnets: every /20 between 11.10.0.0 and 11.10.0.0 is leased"),
+        "{}",
+        o.text
+    );
+    assert!(!sf.exists());
+    // The etcd lease w2 was granted beside its listing went back when no subnet was free.
+    assert_eq!(granted_leases(&w), 1, "{}", w.etcd("lease list"));
+    assert_eq!(leases(&w).len(), 1);
+}
+
 #[test]
 fn unreachable_etcd_and_unknown_iface_are_clear_errors() {
     if !root_or_skip() {
