@@ -6,9 +6,13 @@
 //! the election. After each run it checks, untimed, that svc1 and the ingress answer.
 //!
 //!   sudo cargo build --release --bins --examples
-//!   sudo target/release/examples/bench_bringup [RUNS]
+//!   sudo target/release/examples/bench_bringup [RUNS]      (default 15)
 //!
-//! Prints medians (the machines are noisy) and the ratio of the two.
+//! Prints medians (the machines are noisy) and the ratio of the two. Each run's own ratio
+//! is printed as a distribution too (median, quartiles, share of runs within the target):
+//! the two clusters elect at moments of their own, and when they elect together all 7
+//! pods and both clusters' leases fall after the later election (50 to 75 ms), when apart
+//! only one cluster's (30 to 40 ms), so a handful of runs can land either way.
 
 use knetsim::script::{Outcome, ScriptSession, DEFAULT_SCENARIO, DEFAULT_SCENARIO_NAME};
 use std::time::{Duration, Instant};
@@ -28,7 +32,7 @@ fn main() -> anyhow::Result<()> {
     let runs: usize = std::env::args()
         .nth(1)
         .and_then(|s| s.parse().ok())
-        .unwrap_or(5)
+        .unwrap_or(15)
         .max(1);
     let at = DEFAULT_SCENARIO.find(TOPOLOGY_END).ok_or_else(|| {
         anyhow::anyhow!(
@@ -125,9 +129,19 @@ fn main() -> anyhow::Result<()> {
         s.as_secs_f64() / e.as_secs_f64()
     );
     println!(
-        "| ratio (start() + pods) / etcd election (target <= 1.15) | {:.2} (per run: median {:.2}) |",
-        top.as_secs_f64() / e.as_secs_f64(),
-        ratios[ratios.len() / 2]
+        "| ratio (start() + pods) / etcd election, of the medians above | {:.2} |",
+        top.as_secs_f64() / e.as_secs_f64()
+    );
+    let within = ratios.iter().filter(|r| **r <= TARGET).count();
+    println!(
+        "| ratio (start() + pods) / etcd election, each run's own (target <= {TARGET}): median (quartiles) | {:.3} ({:.3} to {:.3}); {within} of {runs} runs within the target |",
+        ratios[ratios.len() / 2],
+        ratios[ratios.len() / 4],
+        ratios[(3 * ratios.len()) / 4]
     );
     Ok(())
 }
+
+/// The scale issue's target for start() and the default topology's pods, as a multiple of
+/// the etcd election of the same run.
+const TARGET: f64 = 1.15;
