@@ -699,7 +699,8 @@ fn a_full_network_is_a_clear_error_and_keeps_no_lease_granted() {
         o.text
     );
     assert!(!sf.exists());
-    // The etcd lease w2 was granted beside its listing went back when no subnet was free.
+    // w2 found no subnet, so it holds no etcd lease either (a grant asked for before the
+    // choice would have to be revoked).
     assert_eq!(granted_leases(&w), 1, "{}", w.etcd("lease list"));
     assert_eq!(leases(&w).len(), 1);
 }
