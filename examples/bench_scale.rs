@@ -59,13 +59,50 @@ fn ip_loop(n: usize, quiet: bool) -> anyhow::Result<(Duration, Duration)> {
     Ok((up, down))
 }
 
-/// The kernel frees a deleted namespace later, in a work queue; until it has, creating new
-/// ones is slower (the first `unshare` after a large teardown was seen to block 150 ms).
-/// Each measurement starts after this pause, so none pays for the one before it.
-const SETTLE: Duration = Duration::from_secs(3);
+/// Whether the kernel is freeing deleted network namespaces: a kworker running an item of
+/// the `netns` work queue carries it in its name (`kworker/u4:2-netns`; the queue's rescuer,
+/// `kworker/R-netns`, is always there and idle).
+fn netns_cleanup_running() -> bool {
+    let Ok(proc) = std::fs::read_dir("/proc") else {
+        return false;
+    };
+    proc.flatten().any(|e| {
+        e.file_name()
+            .to_str()
+            .is_some_and(|n| n.bytes().all(|b| b.is_ascii_digit()))
+            && std::fs::read_to_string(e.path().join("comm")).is_ok_and(|comm| {
+                let comm = comm.trim_end();
+                comm.starts_with("kworker/")
+                    && comm.ends_with("-netns")
+                    && comm != "kworker/R-netns"
+            })
+    })
+}
 
-fn settle() {
-    std::thread::sleep(SETTLE);
+/// At least this long after the measurement before.
+const SETTLE_MIN: Duration = Duration::from_secs(1);
+/// At most this long, if the work queue never goes quiet.
+const SETTLE_MAX: Duration = Duration::from_secs(120);
+/// How long the namespace work queue must have been idle.
+const QUIET: Duration = Duration::from_millis(500);
+
+/// The kernel frees a deleted namespace later, in a work queue, destroying its devices
+/// under the lock every new veth takes: until it has, making new ones is slower (300
+/// namespaces with a veth each took 0.38 s to make right after 300 were deleted, 0.25 s
+/// on a quiet kernel; the cleanup ran for 0.74 s after their `ip netns del`). Each
+/// measurement therefore starts once that work queue has been idle for [`QUIET`], so none
+/// pays for the one before it. Returns how long it waited.
+fn settle() -> Duration {
+    let t = Instant::now();
+    std::thread::sleep(SETTLE_MIN);
+    let mut quiet_since = Instant::now();
+    while quiet_since.elapsed() < QUIET && t.elapsed() < SETTLE_MAX {
+        if netns_cleanup_running() {
+            quiet_since = Instant::now();
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    t.elapsed()
 }
 
 /// Mininet's bare hosts on a Linux bridge, when `mn` is installed: the whole run
@@ -133,6 +170,8 @@ fn main() -> anyhow::Result<()> {
     };
     let mut rows = Vec::new();
     let mut notes = Vec::new();
+    // How long each settle waited for the kernel, the longest printed at the end.
+    let mut settled = Duration::ZERO;
     let have_mn = mininet(2).is_some();
     if !have_mn {
         notes.push("Mininet skipped: `mn` is not installed".to_string());
@@ -140,11 +179,11 @@ fn main() -> anyhow::Result<()> {
     for &n in &sizes {
         // Each baseline runs on a clean slate, before the simulation of its size or after
         // its teardown, so it never pays for the simulator's namespaces.
-        settle();
+        settled = settled.max(settle());
         let (base_up, base_down) = ip_loop(n as usize, false)?;
-        settle();
+        settled = settled.max(settle());
         let (quiet_up, _) = ip_loop(n as usize, true)?;
-        settle();
+        settled = settled.max(settle());
         let instance = format!("bscale{n}");
         let sim = common::new_sim(&instance)?;
         let c = common::declare_c0(&sim, n, 1)?;
@@ -227,9 +266,9 @@ fn main() -> anyhow::Result<()> {
         };
         let (base_n, base_down) = match pods {
             Some((total, pods_up)) => {
-                settle();
+                settled = settled.max(settle());
                 let (pods_base_up, pods_base_down) = ip_loop(total, false)?;
-                settle();
+                settled = settled.max(settle());
                 let (pods_quiet_up, _) = ip_loop(total, true)?;
                 for (base, how) in [(pods_base_up, ""), (pods_quiet_up, ", without IPv6")] {
                     rows.push(Row {
@@ -268,6 +307,12 @@ fn main() -> anyhow::Result<()> {
             secs(r.ours) / secs(r.base)
         );
     }
+    notes.push(format!(
+        "each measurement began once the kernel's namespace cleanup had been idle for {} ms (at least {} s after the one before): the longest wait was {:.1} s",
+        QUIET.as_millis(),
+        SETTLE_MIN.as_secs(),
+        secs(settled)
+    ));
     println!();
     for n in notes {
         println!("- {n}");
