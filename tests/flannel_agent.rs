@@ -203,6 +203,19 @@ impl Drop for World {
     }
 }
 
+/// Runs one flannel agent in `ns` against the test's etcd (`eth0`, subnet file `sf`, then
+/// `extra` flags) until it exits, as a test of an error that ends it does.
+fn agent_to_exit(ns: &str, sf: &std::path::Path, extra: &str) -> netns::process::Output {
+    run(
+        Some(ns),
+        &format!(
+            "{} flanneld --etcd-endpoints http://{ETCD_IP}:2379 --iface eth0 {extra} --subnet-file {}",
+            env!("CARGO_BIN_EXE_knetsim"),
+            sf.display()
+        ),
+    )
+}
+
 fn etcdctl(cmd: &str) -> String {
     format!("ETCDCTL_API=3 etcdctl --endpoints http://{ETCD_IP}:2379 --dial-timeout 2s --command-timeout 20s {cmd}")
 }
@@ -611,9 +624,7 @@ fn missing_config_key_is_a_clear_error() {
         Ok(s)
     })
     .unwrap();
-    let o = run(Some(&ns),
-        &format!("{bin} flanneld --etcd-endpoints http://{ETCD_IP}:2379 --iface eth0 --ip-masq --subnet-file {}", sf.display()),
-    );
+    let o = agent_to_exit(&ns, &sf, "--ip-masq");
     owner.close();
     assert_eq!(o.ended, netns::process::Ended::Exited(1), "{}", o.text);
     assert!(
@@ -626,13 +637,7 @@ fn missing_config_key_is_a_clear_error() {
 
     // a config that is not JSON is named too
     w.etcd(&format!("put {PREFIX}/config 'Network=11.0.0.0/8'"));
-    let o = run(
-        Some(&ns),
-        &format!(
-            "{bin} flanneld --etcd-endpoints http://{ETCD_IP}:2379 --iface eth0 --subnet-file {}",
-            sf.display()
-        ),
-    );
+    let o = agent_to_exit(&ns, &sf, "");
     assert_eq!(o.ended, netns::process::Ended::Exited(1), "{}", o.text);
     assert!(o.text.contains("not valid JSON"), "{}", o.text);
 
@@ -683,14 +688,7 @@ fn a_full_network_is_a_clear_error_and_keeps_no_lease_granted() {
     });
     assert_eq!(granted_leases(&w), 1, "w1's lease holds one etcd lease");
     let sf = w.subnet_file("w2");
-    let o = run(
-        Some(&ns),
-        &format!(
-            "{} flanneld --etcd-endpoints http://{ETCD_IP}:2379 --iface eth0 --subnet-file {}",
-            env!("CARGO_BIN_EXE_knetsim"),
-            sf.display()
-        ),
-    );
+    let o = agent_to_exit(&ns, &sf, "");
     assert_eq!(o.ended, netns::process::Ended::Exited(1), "{}", o.text);
     assert!(
         o.text
