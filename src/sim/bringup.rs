@@ -254,7 +254,7 @@ fn spawn_etcd_member(sim: &Sim, id: &str, k: usize) -> Result<()> {
     std::fs::create_dir_all(&dir)?;
     let data = etcd_data_dir(sim, &e.name)?;
     let args = etcd::member_args(&members[k], &members, &data, &format!("knetsim-C{id}"));
-    sim.spawn_daemon(DaemonSpec::new(
+    let mut spec = DaemonSpec::new(
         DaemonKind::Etcd,
         &e.name,
         &e.ns,
@@ -262,7 +262,9 @@ fn spawn_etcd_member(sim: &Sim, id: &str, k: usize) -> Result<()> {
         args,
         dir.join("etcd.log"),
         format!("etcd {}", e.name),
-    ))?;
+    );
+    spec.env = etcd::member_env();
+    sim.spawn_daemon(spec)?;
     Ok(())
 }
 
