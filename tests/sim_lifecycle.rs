@@ -266,3 +266,52 @@ fn etcd_members_start_one_after_another() {
     }
     tear_down(&sim, &[]);
 }
+
+/// etcd's WAL segments (64 MB each, the current one and the next) are sparse files on the
+/// run directory's tmpfs: they take memory only as etcd writes to them, not 125 MB a
+/// member from the start.
+#[test]
+fn etcd_wal_segments_take_memory_only_as_written() {
+    use std::os::unix::fs::MetadataExt;
+    if !common::root_or_skip() {
+        return;
+    }
+    if !cfg!(any(target_arch = "x86_64", target_arch = "aarch64")) {
+        println!("SKIPPED: the fallocate filter is not written for this architecture");
+        return;
+    }
+    let (sim, _c) = common::started("life-wal", 1, 1);
+    let dirs = [
+        knetsim::netns::record::shm_dir(sim.instance()).join("C0e1/member/wal"),
+        sim.run_dir().join("C0e1/data/member/wal"),
+    ];
+    let wal = dirs.iter().find(|d| d.is_dir()).cloned();
+    let files: Vec<_> = wal
+        .iter()
+        .flat_map(|d| std::fs::read_dir(d).unwrap())
+        .map(|e| e.unwrap().path())
+        .collect();
+    let sizes: Vec<(String, u64, u64)> = files
+        .iter()
+        .map(|p| {
+            let m = std::fs::metadata(p).unwrap();
+            (p.display().to_string(), m.len(), m.blocks() * 512)
+        })
+        .collect();
+    tear_down(&sim, &[]);
+    assert!(wal.is_some(), "no WAL directory in {dirs:?}");
+    assert!(
+        sizes.len() >= 2,
+        "expected a segment and the next one: {sizes:?}"
+    );
+    for (path, len, used) in &sizes {
+        assert!(
+            *len >= 64_000_000,
+            "{path} is {len} bytes, not a whole segment"
+        );
+        assert!(
+            *used < 8 << 20,
+            "{path} takes {used} bytes of {len}: preallocated, not sparse"
+        );
+    }
+}

@@ -16,6 +16,7 @@ mod bounded;
 mod output;
 mod pids;
 mod programs;
+mod sparse;
 
 pub use bounded::{run_bounded, run_shell, run_shell_with, Ended, Interrupted, Output, OUTPUT_CAP};
 pub use output::output_reaping_later;
@@ -56,6 +57,8 @@ pub struct NetCommand {
     cmd: Command,
     /// The namespace to start it in; None for the current one.
     ns: Option<std::fs::File>,
+    /// Started under a filter that makes `fallocate` unsupported (see [`sparse`]).
+    sparse: bool,
 }
 
 /// [`NetCommand`] for `program` in namespace `ns` (None: the current one). The namespace
@@ -64,7 +67,11 @@ pub fn command_net_only(ns: Option<&str>, program: &str) -> Result<NetCommand> {
     let ns = ns.map(super::open).transpose()?;
     let mut cmd = Command::new(program);
     cmd.process_group(0);
-    Ok(NetCommand { cmd, ns })
+    Ok(NetCommand {
+        cmd,
+        ns,
+        sparse: false,
+    })
 }
 
 impl NetCommand {
@@ -73,20 +80,35 @@ impl NetCommand {
         &mut self.cmd
     }
 
+    /// Starts it so that its files are preallocated sparse: `fallocate` fails as
+    /// unsupported and a program that falls back to `ftruncate` (etcd's WAL) gets files
+    /// that take memory only as it writes them (see [`sparse`]). Best effort: where the
+    /// filter cannot be installed the program starts as it would without this.
+    pub fn sparse_preallocation(&mut self) -> &mut Self {
+        self.sparse = true;
+        self
+    }
+
     /// Starts it inside its namespace.
     pub fn spawn(&mut self) -> std::io::Result<Child> {
-        let Some(ns) = &self.ns else {
+        if self.ns.is_none() && !self.sparse {
             return self.cmd.spawn();
-        };
-        let cmd = &mut self.cmd;
+        }
+        let (cmd, ns, sparse) = (&mut self.cmd, &self.ns, self.sparse);
         std::thread::scope(|s| {
             std::thread::Builder::new()
                 .name("knetsim spawn".into())
                 .stack_size(256 * 1024)
                 .spawn_scoped(s, move || {
-                    // Only this short-lived thread enters the namespace; it ends right
-                    // after the spawn, so no other work ever runs in the wrong namespace.
-                    nix::sched::setns(ns, nix::sched::CloneFlags::CLONE_NEWNET)?;
+                    // Only this short-lived thread enters the namespace (and takes the
+                    // filter); it ends right after the spawn, so no other work ever runs
+                    // in the wrong namespace or under the filter.
+                    if let Some(ns) = ns {
+                        nix::sched::setns(ns, nix::sched::CloneFlags::CLONE_NEWNET)?;
+                    }
+                    if sparse {
+                        let _ = sparse::deny_fallocate_on_this_thread();
+                    }
                     cmd.spawn()
                 })?
                 .join()
@@ -200,19 +222,30 @@ pub fn kill_group(pgid: i32) {
 /// Starts a daemon in namespace `ns` in its own process group (see [`NetCommand`]), output
 /// appended to `log`.
 pub fn spawn_daemon(ns: Option<&str>, program: &str, args: &[String], log: &Path) -> Result<Child> {
-    spawn_daemon_env(ns, program, args, &[], log, true)
+    spawn_daemon_env(ns, program, args, &[], log, DaemonStart::Net)
 }
 
-/// [`spawn_daemon`] with extra environment variables. With `net_only` it is a
-/// [`NetCommand`]; without, a learner's own command, it gets the session and private /sys
-/// that `ip netns exec` would give it (and is forked, to set those up).
+/// How [`spawn_daemon_env`] starts a daemon.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DaemonStart {
+    /// A [`NetCommand`] (every daemon of the simulation).
+    Net,
+    /// A [`NetCommand`] whose files are preallocated sparse
+    /// ([`NetCommand::sparse_preallocation`]: etcd).
+    NetSparse,
+    /// A learner's own command: it gets the session and private /sys that `ip netns
+    /// exec` would give it (and is forked, to set those up).
+    Shell,
+}
+
+/// [`spawn_daemon`] with extra environment variables, started as `how` says.
 pub fn spawn_daemon_env(
     ns: Option<&str>,
     program: &str,
     args: &[String],
     env: &[(&str, &str)],
     log: &Path,
-    net_only: bool,
+    how: DaemonStart,
 ) -> Result<Child> {
     let logf = std::fs::OpenOptions::new()
         .create(true)
@@ -227,7 +260,7 @@ pub fn spawn_daemon_env(
             .stderr(logf.try_clone()?);
         Ok(())
     };
-    let child = if net_only {
+    let child = if how != DaemonStart::Shell {
         // std takes the posix_spawn path only for a program given as a path when the
         // environment sets PATH; argv[0] stays the name, so `ps` and the record read the same.
         let path = env.iter().find(|(k, _)| *k == "PATH").map(|(_, v)| *v);
@@ -235,6 +268,9 @@ pub fn spawn_daemon_env(
         let mut net = command_net_only(ns, &resolved)?;
         net.command().arg0(program);
         configure(net.command())?;
+        if how == DaemonStart::NetSparse {
+            net.sparse_preallocation();
+        }
         net.spawn()
     } else {
         let mut cmd = command_with(ns, program, &Setup::default())?;

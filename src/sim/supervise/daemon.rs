@@ -1,7 +1,8 @@
 //! What the supervisor knows of one daemon: its kind (which decides the restart policy),
 //! how to start it again identically, how it is doing, and the log lines an error quotes.
 
-use crate::netns::{process, record::Record};
+use crate::netns::process::{self, DaemonStart};
+use crate::netns::record::Record;
 use anyhow::Result;
 use std::os::fd::OwnedFd;
 use std::path::PathBuf;
@@ -77,6 +78,9 @@ pub(crate) struct DaemonSpec {
     pub program: String,
     pub args: Vec<String>,
     pub env: Vec<(String, String)>,
+    /// How it is started: a learner's own command (`DaemonKind::Command`) as `ip netns
+    /// exec` would; every other daemon needs only its network namespace.
+    pub start: DaemonStart,
     pub log: PathBuf,
     /// How the teardown record describes it.
     pub what: String,
@@ -99,6 +103,11 @@ impl DaemonSpec {
             program: program.to_string(),
             args,
             env: Vec::new(),
+            start: if kind == DaemonKind::Command {
+                DaemonStart::Shell
+            } else {
+                DaemonStart::Net
+            },
             log,
             what,
         }
@@ -165,7 +174,7 @@ pub(super) fn launch(spec: &DaemonSpec, record: &Record) -> Result<(u32, u64, Ow
         &spec.args,
         &env,
         &spec.log,
-        spec.kind != DaemonKind::Command,
+        spec.start,
     )?;
     let pid = child.id();
     // The supervisor reaps it (waitpid on the pid); the handle is not needed.
