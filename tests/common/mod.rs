@@ -150,23 +150,32 @@ impl Drop for Guard {
     }
 }
 
-/// A port free right now and never handed out before in this process: a port is
-/// released as soon as it is probed, so the kernel may offer the same one to the next
-/// probe, and two listeners of one test would then collide.
+/// A port free right now and never handed out before in this process. It is released as
+/// soon as it is probed and bound later by the program under test, so it is taken from
+/// below the kernel's ephemeral range: a port from that range (what binding port 0
+/// gives) could meanwhile become the local port of some outgoing connection, and tests
+/// running beside this one open hundreds (a router then failed to listen, and the test
+/// waited for a link that never came).
 pub fn free_port() -> u16 {
     static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
-    loop {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let mut given = GIVEN.lock().unwrap();
-        if !given.contains(&port) {
+    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32768);
+    // Up to 12,000 ports below the ephemeral range, above the privileged ones; each test
+    // process starts at a place of its own, so two of them rarely probe the same ports.
+    let low = ephemeral_low.saturating_sub(12_000).max(1024);
+    let span = u32::from(ephemeral_low.saturating_sub(low).max(1));
+    let mut given = GIVEN.lock().unwrap();
+    let start = std::process::id().wrapping_mul(7919) % span;
+    for i in 0..span {
+        let port = low + ((start + given.len() as u32 * 13 + i) % span) as u16;
+        if !given.contains(&port) && TcpListener::bind(("127.0.0.1", port)).is_ok() {
             given.push(port);
             return port;
         }
     }
+    panic!("no free port between {low} and {ephemeral_low} on 127.0.0.1");
 }
 
 /// A TCP server on 127.0.0.1 (a free port, returned) running `handle` on a thread of its
