@@ -82,7 +82,7 @@ impl NetCommand {
 
     /// Starts it so that its files are preallocated sparse: `fallocate` fails as
     /// unsupported and a program that falls back to `ftruncate` (etcd's WAL) gets files
-    /// that take memory only as it writes them (see [`sparse`]). Best effort: where the
+    /// that take memory only as it writes them (see the `sparse` module). Best effort: where the
     /// filter cannot be installed the program starts as it would without this.
     pub fn sparse_preallocation(&mut self) -> &mut Self {
         self.sparse = true;
