@@ -12,7 +12,9 @@
 //! is printed as a distribution too (median, quartiles, share of runs within the target):
 //! the two clusters elect at moments of their own, and when they elect together all 7
 //! pods and both clusters' leases fall after the later election (50 to 75 ms), when apart
-//! only one cluster's (30 to 40 ms), so a handful of runs can land either way.
+//! only one cluster's (30 to 40 ms), so a handful of runs can land either way. A last
+//! table splits the runs by which cluster elected last (C0 has 4 pods, C1 3) and by
+//! whether both elected within 20 ms, so a change can be judged case by case.
 
 use knetsim::script::{Outcome, ScriptSession, DEFAULT_SCENARIO, DEFAULT_SCENARIO_NAME};
 use std::time::{Duration, Instant};
@@ -44,6 +46,7 @@ fn main() -> anyhow::Result<()> {
     let rest = "\n".repeat(topology.matches('\n').count()) + rest;
     let (mut totals, mut etcds, mut starts) = (Vec::new(), Vec::new(), Vec::new());
     let (mut tops, mut ratios, mut afters) = (Vec::new(), Vec::new(), Vec::new());
+    let mut cases: Vec<(String, Duration, f64)> = Vec::new();
     for i in 0..runs {
         // The kernel frees the namespaces of the run before in a work queue; until it has,
         // making new ones stalls (about 0.2 s after this scenario), which would pad both
@@ -64,22 +67,24 @@ fn main() -> anyhow::Result<()> {
             sim.teardown()?;
             anyhow::bail!("the default scenario failed in run {}", i + 1);
         }
-        let b = sim.last_bringup().unwrap_or(knetsim::sim::BringUpTimes {
-            total: Duration::ZERO,
-            etcd_healthy: Duration::ZERO,
-            flannel_ready: Duration::ZERO,
-        });
+        let b = sim.last_bringup().unwrap_or_default();
         let c1 = sim.get_cluster("1")?.worker("w1")?;
         let page = c1.exec_container("c1", "wget -qO- -T 5 10.0.0.8:1028")?;
         let e1 = sim.node("C0e1").expect("C0e1");
         let ing = e1.exec("curl -s -m 5 10.0.0.3:8001/svc1")?;
+        let each: Vec<String> = b
+            .elections
+            .iter()
+            .map(|(id, t)| format!("C{id} {:.3} s", t.as_secs_f64()))
+            .collect();
         println!(
-            "run {}: scenario up after {:.3} s (start() {:.3} s, start() and pods {:.3} s, etcd healthy after {:.3} s); svc1: {:?}, ingress: {:?}",
+            "run {}: scenario up after {:.3} s (start() {:.3} s, start() and pods {:.3} s, etcd healthy after {:.3} s: {}); svc1: {:?}, ingress: {:?}",
             i + 1,
             total.as_secs_f64(),
             b.total.as_secs_f64(),
             top.as_secs_f64(),
             b.etcd_healthy.as_secs_f64(),
+            each.join(", "),
             page.trim(),
             ing.trim()
         );
@@ -89,8 +94,11 @@ fn main() -> anyhow::Result<()> {
         etcds.push(b.etcd_healthy);
         starts.push(b.total);
         tops.push(top);
-        afters.push(top.saturating_sub(b.etcd_healthy));
-        ratios.push(top.as_secs_f64() / b.etcd_healthy.as_secs_f64());
+        let after = top.saturating_sub(b.etcd_healthy);
+        let ratio = top.as_secs_f64() / b.etcd_healthy.as_secs_f64();
+        afters.push(after);
+        ratios.push(ratio);
+        cases.push((case(&b.elections), after, ratio));
         drop(session);
         sim.teardown()?;
     }
@@ -139,7 +147,48 @@ fn main() -> anyhow::Result<()> {
         ratios[ratios.len() / 4],
         ratios[(3 * ratios.len()) / 4]
     );
+    print_cases(cases);
     Ok(())
+}
+
+/// Two clusters elected within this of each other count as electing together: the
+/// earlier one's agents and pods are then still at work after the later election.
+const TOGETHER: Duration = Duration::from_millis(20);
+
+/// Which election a run's window followed: "C0 elected last" (its agents and pods alone
+/// after it) or "both within 20 ms" (both clusters' work after it).
+fn case(elections: &[(String, Duration)]) -> String {
+    let mut sorted: Vec<&(String, Duration)> = elections.iter().collect();
+    sorted.sort_by_key(|(_, t)| *t);
+    match sorted.as_slice() {
+        [.., (_, before), (id, last)] if *last - *before >= TOGETHER => {
+            format!("C{id} elected last")
+        }
+        [.., _, _] => format!("both within {} ms", TOGETHER.as_millis()),
+        _ => "one cluster".to_string(),
+    }
+}
+
+/// The runs split by [`case`]: the window after the election and the ratio, each case's
+/// median, so a change can be judged apart from which cluster raft made elect last.
+fn print_cases(mut cases: Vec<(String, Duration, f64)>) {
+    cases.sort_by(|a, b| a.0.cmp(&b.0));
+    println!();
+    println!("| runs by election | runs | after the election (median) | ratio (median) | within {TARGET} |");
+    println!("| --- | --- | --- | --- | --- |");
+    for group in cases.chunk_by(|a, b| a.0 == b.0) {
+        let mut ratios: Vec<f64> = group.iter().map(|c| c.2).collect();
+        ratios.sort_by(f64::total_cmp);
+        let after = median(group.iter().map(|c| c.1).collect());
+        println!(
+            "| {} | {} | {:.0} ms | {:.3} | {} |",
+            group[0].0,
+            group.len(),
+            after.as_secs_f64() * 1000.0,
+            ratios[ratios.len() / 2],
+            ratios.iter().filter(|r| **r <= TARGET).count()
+        );
+    }
 }
 
 /// The scale issue's target for start() and the default topology's pods, as a multiple of

@@ -28,6 +28,17 @@ fn running<const N: usize>(
     let sim = sim(instance);
     let clusters = std::array::from_fn(|i| sim.cluster(&i.to_string(), spec(workers[i])).unwrap());
     sim.start().unwrap();
+    // Each cluster's election is timed on its own; the bring-up's is the last of them.
+    let b = sim.last_bringup().expect("start() keeps its times");
+    let ids: Vec<String> = b.elections.iter().map(|(id, _)| id.clone()).collect();
+    let want: Vec<String> = (0..N).map(|i| i.to_string()).collect();
+    assert_eq!(ids, want, "one election per cluster, in order: {b:?}");
+    assert_eq!(
+        b.elections.iter().map(|e| e.1).max(),
+        Some(b.etcd_healthy),
+        "{b:?}"
+    );
+    assert!(b.etcd_healthy <= b.total, "{b:?}");
     Some((before, sim, clusters))
 }
 

@@ -557,11 +557,14 @@ fn start_agents(sim: &Sim, id: &str, short: &str) -> Result<super::DaemonId> {
     Ok(agent)
 }
 
+/// Each cluster's etcd election by cluster id, as [`BringUpTimes::elections`] has it.
+type Elections = Vec<(String, Duration)>;
+
 /// Wires the workers and starts their agents, announcing each worker whose kube-proxy
 /// started on `kube_proxies`, while each cluster's etcd election is awaited beside it
 /// (its flannel config put as soon as it has a leader). Returns the flannel agents and
-/// when the last etcd became healthy (since `t0`). `failed` is set when the wiring fails
-/// and stops the election waits.
+/// when each cluster's etcd became healthy (since `t0`), in the order of `ids`. `failed`
+/// is set when the wiring fails and stops the election waits.
 fn wire_workers(
     sim: &Sim,
     ids: &[String],
@@ -570,7 +573,7 @@ fn wire_workers(
     pb: &ProgressBar,
     (t0, failed): (Instant, &AtomicBool),
     (kube_proxies, agents): (Sender<usize>, Sender<(usize, super::DaemonId)>),
-) -> (Result<Vec<super::DaemonId>>, Result<Duration>) {
+) -> (Result<Vec<super::DaemonId>>, Result<Elections>) {
     std::thread::scope(|s| {
         let waits: Vec<_> = ids
             .iter()
@@ -599,13 +602,16 @@ fn wire_workers(
         if wired.is_err() {
             failed.store(true, std::sync::atomic::Ordering::SeqCst);
         }
-        let mut healthy = Ok(Duration::ZERO);
-        for w in waits {
+        let mut healthy = Ok(Vec::new());
+        for (id, w) in ids.iter().zip(waits) {
             let r = w
                 .join()
                 .unwrap_or_else(|_| Err(anyhow::anyhow!("etcd wait panicked")));
             healthy = match (healthy, r) {
-                (Ok(a), Ok(b)) => Ok(a.max(b)),
+                (Ok(mut each), Ok(t)) => {
+                    each.push((id.clone(), t));
+                    Ok(each)
+                }
                 (Err(e), _) | (_, Err(e)) => Err(e),
             };
         }
@@ -725,8 +731,8 @@ pub(super) fn start_clusters(sim: &Sim, ids: &[String]) -> Result<()> {
                 Ok(())
             })
         });
-        let rest = (|| -> Result<(Duration, Duration)> {
-            let (wired, etcd_healthy) = wire_workers(
+        let rest = (|| -> Result<(Elections, Duration)> {
+            let (wired, elections) = wire_workers(
                 sim,
                 ids,
                 &underlay,
@@ -737,7 +743,7 @@ pub(super) fn start_clusters(sim: &Sim, ids: &[String]) -> Result<()> {
             );
             wired?;
             phases.done("workers wired, their agents started");
-            let etcd_healthy = etcd_healthy?;
+            let elections = elections?;
             pb.inc(1);
             phases.done("etcd healthy, network config put");
             pb.set_message("waiting for the flannel agents' subnets");
@@ -750,14 +756,15 @@ pub(super) fn start_clusters(sim: &Sim, ids: &[String]) -> Result<()> {
                 .into_iter()
                 .collect::<Result<Vec<()>>>()?;
             phases.done("overlay converged");
-            Ok((etcd_healthy, flannel_ready))
+            Ok((elections, flannel_ready))
         })();
         if rest.is_err() {
             failed.store(true, std::sync::atomic::Ordering::SeqCst);
         }
         (rest, join_pool(tables, "kube-proxy"))
     });
-    let (etcd_healthy, flannel_ready) = rest?;
+    let (elections, flannel_ready) = rest?;
+    let etcd_healthy = elections.iter().map(|(_, t)| *t).max().unwrap_or_default();
     tables?;
     for id in ids {
         let mut st = sim.state();
@@ -773,9 +780,10 @@ pub(super) fn start_clusters(sim: &Sim, ids: &[String]) -> Result<()> {
     let times = BringUpTimes {
         total: t0.elapsed(),
         etcd_healthy,
+        elections,
         flannel_ready,
     };
-    sim.state().last_bringup = Some(times);
+    sim.state().last_bringup = Some(times.clone());
     if sim.progress() {
         let names: Vec<String> = ids.iter().map(|i| format!("C{i}")).collect();
         eprintln!(

@@ -94,10 +94,14 @@ impl Default for Options {
 }
 
 /// Times of the last bring-up, for the benchmark and the summary line.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct BringUpTimes {
     pub total: Duration,
+    /// When the last cluster's etcd had a leader (its flannel config put).
     pub etcd_healthy: Duration,
+    /// Each cluster's own election, by id ("0"), in the order started: clusters elect at
+    /// moments of their own, and what follows the later one depends on which it was.
+    pub elections: Vec<(String, Duration)>,
     pub flannel_ready: Duration,
 }
 
@@ -333,7 +337,7 @@ impl Sim {
     }
 
     pub fn last_bringup(&self) -> Option<BringUpTimes> {
-        self.state().last_bringup
+        self.state().last_bringup.clone()
     }
 
     /// Declares cluster `id` (named `C<id>`); [`Sim::start`] or [`Cluster::start`] brings it up.
