@@ -777,20 +777,20 @@ pub(super) fn start_clusters(sim: &Sim, ids: &[String]) -> Result<()> {
     phases.done("kube-proxy tables programmed");
     pb.inc(1);
     pb.finish_and_clear();
-    let times = BringUpTimes {
-        total: t0.elapsed(),
+    let total = t0.elapsed();
+    sim.state().last_bringup = Some(BringUpTimes {
+        total,
         etcd_healthy,
         elections,
         flannel_ready,
-    };
-    sim.state().last_bringup = Some(times.clone());
+    });
     if sim.progress() {
         let names: Vec<String> = ids.iter().map(|i| format!("C{i}")).collect();
         eprintln!(
             "{} {} up in {:.2} s (etcd healthy after {:.2} s)",
             crate::ui::green("✓"),
             names.join(", "),
-            times.total.as_secs_f64(),
+            total.as_secs_f64(),
             etcd_healthy.as_secs_f64()
         );
     }
