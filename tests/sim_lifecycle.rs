@@ -267,6 +267,86 @@ fn etcd_members_start_one_after_another() {
     tear_down(&sim, &[]);
 }
 
+/// The nice value of every thread of each process the record lists as `what`.
+fn recorded_nice(sim: &knetsim::sim::Sim, what: &str) -> Vec<i32> {
+    let record = knetsim::netns::record::read_record(sim.instance())
+        .unwrap()
+        .expect("a record");
+    let mut nice = Vec::new();
+    for p in record.processes.iter().filter(|p| p.what == what) {
+        for t in std::fs::read_dir(format!("/proc/{}/task", p.pid)).unwrap() {
+            let stat = std::fs::read_to_string(t.unwrap().path().join("stat")).unwrap();
+            let rest = &stat[stat.rfind(')').unwrap() + 2..];
+            nice.push(rest.split(' ').nth(16).unwrap().parse().unwrap());
+        }
+    }
+    nice
+}
+
+/// etcd members start ahead of the wiring beside their election
+/// (`etcd::ELECTION_NICE`) and are ordinary processes once their cluster has elected.
+#[test]
+fn etcd_members_run_at_the_simulators_priority_once_elected() {
+    if !common::root_or_skip() {
+        return;
+    }
+    let (sim, _c) = common::started("life-nice", 1, 2);
+    let members = [
+        recorded_nice(&sim, "etcd C0e1"),
+        recorded_nice(&sim, "etcd C0e2"),
+    ];
+    tear_down(&sim, &[]);
+    for (m, nice) in ["C0e1", "C0e2"].iter().zip(&members) {
+        assert!(!nice.is_empty(), "no threads of {m} found in the record");
+        assert!(
+            nice.iter().all(|n| *n == 0),
+            "{m}'s threads after the election: {nice:?}"
+        );
+    }
+}
+
+/// The benchmarks' baseline: a declared cluster's etcd members started and elected the
+/// way start() does it, and nothing else: no worker's namespace is made.
+#[test]
+fn elect_alone_starts_only_the_etcd_members() {
+    if !common::root_or_skip() {
+        return;
+    }
+    let sim = sim("life-alone");
+    let c = sim
+        .cluster(
+            "0",
+            ClusterSpec {
+                workers: 2,
+                etcd: 2,
+            },
+        )
+        .unwrap();
+    let elections = sim.elect_alone();
+    let workers: Vec<String> = c.workers().iter().map(|w| w.ns()).collect();
+    let listed = knetsim::netns::list();
+    let config = sim
+        .node("C0e1")
+        .expect("C0e1")
+        .exec("etcdctl --endpoints=http://127.0.0.1:2379 get /coreos.com/network/config");
+    let nice = recorded_nice(&sim, "etcd C0e2");
+    tear_down(&sim, &[]);
+    let elections = elections.expect("the election");
+    assert_eq!(elections.len(), 1, "{elections:?}");
+    assert_eq!(elections[0].0, "0");
+    for ns in &workers {
+        assert!(
+            !listed.contains(ns),
+            "worker namespace {ns} was made: {listed:?}"
+        );
+    }
+    assert!(
+        config.as_deref().unwrap_or_default().contains("Network"),
+        "the flannel config in etcd: {config:?}"
+    );
+    assert!(nice.iter().all(|n| *n == 0), "C0e2's threads: {nice:?}");
+}
+
 /// etcd's WAL segments (64 MB each, the current one and the next) are sparse files on the
 /// run directory's tmpfs: they take memory only as etcd writes to them, not 125 MB a
 /// member from the start.

@@ -401,6 +401,15 @@ impl Sim {
         bringup::start_clusters(self, &ids)
     }
 
+    /// For benchmarks: what [`Sim::start`] does for every declared cluster up to its etcd
+    /// election, and nothing else (no worker is wired; the clusters stay not started).
+    /// Each cluster's election since the call, by id; tear the simulation down after.
+    #[doc(hidden)]
+    pub fn elect_alone(&self) -> Result<Vec<(String, std::time::Duration)>> {
+        let ids: Vec<String> = self.state().clusters.iter().map(|c| c.id.clone()).collect();
+        bringup::elect_alone(self, &ids)
+    }
+
     /// The smallest cluster id not declared yet, for examples in messages.
     fn free_cluster_id(&self) -> u32 {
         let st = self.state();

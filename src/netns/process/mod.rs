@@ -59,6 +59,8 @@ pub struct NetCommand {
     ns: Option<std::fs::File>,
     /// Started under a filter that makes `fallocate` unsupported (see [`sparse`]).
     sparse: bool,
+    /// The CPU nice value it starts at; 0 keeps the simulator's.
+    nice: i32,
 }
 
 /// [`NetCommand`] for `program` in namespace `ns` (None: the current one). The namespace
@@ -71,6 +73,7 @@ pub fn command_net_only(ns: Option<&str>, program: &str) -> Result<NetCommand> {
         cmd,
         ns,
         sparse: false,
+        nice: 0,
     })
 }
 
@@ -89,12 +92,21 @@ impl NetCommand {
         self
     }
 
+    /// Starts it at CPU nice value `nice` (below 0: ahead of the simulator's other work
+    /// when the cores are busy), it and every thread it makes. Best effort: where raising
+    /// a priority is not allowed (a container without CAP_SYS_NICE) it starts at the
+    /// simulator's. [`renice`] changes it later.
+    pub fn priority(&mut self, nice: i32) -> &mut Self {
+        self.nice = nice;
+        self
+    }
+
     /// Starts it inside its namespace.
     pub fn spawn(&mut self) -> std::io::Result<Child> {
-        if self.ns.is_none() && !self.sparse {
+        if self.ns.is_none() && !self.sparse && self.nice == 0 {
             return self.cmd.spawn();
         }
-        let (cmd, ns, sparse) = (&mut self.cmd, &self.ns, self.sparse);
+        let (cmd, ns, sparse, nice) = (&mut self.cmd, &self.ns, self.sparse, self.nice);
         std::thread::scope(|s| {
             std::thread::Builder::new()
                 .name("knetsim spawn".into())
@@ -108,6 +120,11 @@ impl NetCommand {
                     }
                     if sparse {
                         let _ = sparse::deny_fallocate_on_this_thread();
+                    }
+                    if nice != 0 {
+                        // A nice value belongs to a thread, and a child starts with its
+                        // creating thread's.
+                        let _ = set_nice(0, nice);
                     }
                     cmd.spawn()
                 })?
@@ -212,6 +229,38 @@ pub fn command_with(ns: Option<&str>, program: &str, setup: &Setup) -> Result<Co
     Ok(cmd)
 }
 
+/// Sets the nice value of thread `tid` (0: the calling thread).
+fn set_nice(tid: i32, nice: i32) -> std::io::Result<()> {
+    // SAFETY: setpriority only reads its integer arguments. For PRIO_PROCESS Linux takes
+    // the id as a thread's.
+    if unsafe { libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, nice) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Sets the CPU nice value of every thread of process `pid` (one we started). A process
+/// that has exited meanwhile is left alone.
+pub fn renice(pid: u32, nice: i32) -> Result<()> {
+    let tasks = match std::fs::read_dir(format!("/proc/{pid}/task")) {
+        Ok(tasks) => tasks,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e).with_context(|| format!("listing the threads of pid {pid}")),
+    };
+    for tid in tasks.flatten() {
+        let Some(tid) = tid.file_name().to_str().and_then(|t| t.parse::<i32>().ok()) else {
+            continue;
+        };
+        match set_nice(tid, nice) {
+            Err(e) if e.raw_os_error() != Some(libc::ESRCH) => {
+                return Err(e).with_context(|| format!("setting the priority of pid {pid}"));
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
 /// Sends SIGKILL to process group `pgid` (which we created with setsid).
 pub fn kill_group(pgid: i32) {
     if pgid > 1 {
@@ -230,9 +279,10 @@ pub fn spawn_daemon(ns: Option<&str>, program: &str, args: &[String], log: &Path
 pub enum DaemonStart {
     /// A [`NetCommand`] (every daemon of the simulation).
     Net,
-    /// A [`NetCommand`] whose files are preallocated sparse
-    /// ([`NetCommand::sparse_preallocation`]: etcd).
-    NetSparse,
+    /// A datastore (etcd): a [`NetCommand`] whose files are preallocated sparse
+    /// ([`NetCommand::sparse_preallocation`]), started at CPU nice value `nice`
+    /// ([`NetCommand::priority`]).
+    Datastore { nice: i32 },
     /// A learner's own command: it gets the session and private /sys that `ip netns
     /// exec` would give it (and is forked, to set those up).
     Shell,
@@ -268,8 +318,8 @@ pub fn spawn_daemon_env(
         let mut net = command_net_only(ns, &resolved)?;
         net.command().arg0(program);
         configure(net.command())?;
-        if how == DaemonStart::NetSparse {
-            net.sparse_preallocation();
+        if let DaemonStart::Datastore { nice } = how {
+            net.sparse_preallocation().priority(nice);
         }
         net.spawn()
     } else {
@@ -342,6 +392,64 @@ mod tests {
         let out = child.wait_with_output().unwrap();
         let pgid: u32 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
         assert_eq!(pgid, pid);
+    }
+
+    /// The nice value of every thread of `pid`, from /proc (field 19 of each stat).
+    fn nice_of_threads(pid: u32) -> Vec<i32> {
+        std::fs::read_dir(format!("/proc/{pid}/task"))
+            .unwrap()
+            .flatten()
+            .map(|t| {
+                let stat = std::fs::read_to_string(t.path().join("stat")).unwrap();
+                // After the command's name, which ends at the last ')'.
+                let rest = &stat[stat.rfind(')').unwrap() + 2..];
+                rest.split(' ').nth(16).unwrap().parse().unwrap()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_command_starts_at_its_priority_and_renice_changes_every_thread() {
+        // A raised nice value (lower priority) is allowed without privileges, and the
+        // caller's thread keeps its own.
+        let before = nice_of_threads(std::process::id());
+        let mut cmd = command_net_only(None, "/bin/sleep").unwrap();
+        cmd.command().arg("5");
+        let mut child = cmd.priority(7).spawn().unwrap();
+        let pid = child.id();
+        assert_eq!(nice_of_threads(pid), vec![7]);
+        renice(pid, 3).unwrap();
+        assert_eq!(nice_of_threads(pid), vec![3]);
+        assert_eq!(nice_of_threads(std::process::id()), before);
+        child.kill().unwrap();
+        child.wait().unwrap();
+        // No such process (beyond any pid_max): nothing to change, and no error.
+        renice(u32::MAX, 0).unwrap();
+    }
+
+    #[test]
+    fn a_datastore_starts_ahead_of_the_simulator() {
+        if !nix::unistd::geteuid().is_root() {
+            println!("SKIPPED: raising a priority needs root (CAP_SYS_NICE)");
+            return;
+        }
+        let dir = std::env::temp_dir().join(format!("knetsim-nice-{}", std::process::id()));
+        std::fs::create_dir(&dir).unwrap();
+        let started = spawn_daemon_env(
+            None,
+            "/bin/sleep",
+            &["5".to_string()],
+            &[],
+            &dir.join("log"),
+            DaemonStart::Datastore { nice: -3 },
+        );
+        let nice = started.as_ref().map(|c| nice_of_threads(c.id())).ok();
+        if let Ok(mut child) = started {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(nice, Some(vec![-3]));
     }
 
     #[test]

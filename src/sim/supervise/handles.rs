@@ -25,7 +25,7 @@ impl Sim {
     /// it, Ok(false) skip it (stopped on purpose: it catches up when started again),
     /// Err when it was given up on.
     pub(crate) fn agent_wait(&self, node: &str, kind: DaemonKind) -> Result<bool> {
-        let Some(id) = self.inner.daemons.agent(node, kind) else {
+        let Some(id) = self.inner.daemons.daemon_on(node, kind) else {
             return Ok(true);
         };
         match self.inner.daemons.health(id) {
@@ -40,7 +40,7 @@ impl Worker {
     fn agent_id(&self, agent: &str) -> Result<DaemonId> {
         let node = self.name();
         let kind = DaemonKind::agent(agent);
-        if let Some(id) = kind.and_then(|k| self.sim.inner.daemons.agent(&node, k)) {
+        if let Some(id) = kind.and_then(|k| self.sim.inner.daemons.daemon_on(&node, k)) {
             return Ok(id);
         }
         let here = self.sim.inner.daemons.agents_on(&node);

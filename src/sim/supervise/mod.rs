@@ -255,8 +255,9 @@ impl Supervisor {
         })
     }
 
-    /// The agent of kind `kind` on `node`, if one was started there.
-    pub fn agent(&self, node: &str, kind: DaemonKind) -> Option<DaemonId> {
+    /// The daemon of kind `kind` on `node` (an agent on a worker, etcd on its member), if
+    /// one was started there.
+    pub fn daemon_on(&self, node: &str, kind: DaemonKind) -> Option<DaemonId> {
         let reg = self.lock();
         reg.entries
             .iter()
