@@ -4,6 +4,9 @@
 //! of the same run; also start() with the default topology's 7 pods (the scenario's lines
 //! up to "The default topology is up"), the part the scale issue's target compares with
 //! the election. After each run it checks, untimed, that svc1 and the ingress answer.
+//! Before each run the same clusters' etcd members are started alone (what start() does up
+//! to the elections, no worker wired: `Sim::elect_alone`), for the baseline the scale
+//! issue names: the etcd election alone.
 //!
 //!   sudo cargo build --release --bins --examples
 //!   sudo target/release/examples/bench_bringup [RUNS]      (default 15)
@@ -46,8 +49,17 @@ fn main() -> anyhow::Result<()> {
     let rest = "\n".repeat(topology.matches('\n').count()) + rest;
     let (mut totals, mut etcds, mut starts) = (Vec::new(), Vec::new(), Vec::new());
     let (mut tops, mut ratios, mut afters) = (Vec::new(), Vec::new(), Vec::new());
+    let mut alones = Vec::new();
+    let declarations = topology.replacen("start();", "", 1);
+    anyhow::ensure!(
+        declarations != topology,
+        "{DEFAULT_SCENARIO_NAME} has no start(); before {TOPOLOGY_END:?}"
+    );
     let mut cases: Vec<(String, Duration, f64)> = Vec::new();
     for i in 0..runs {
+        std::thread::sleep(SETTLE);
+        let alone = elect_alone(&format!("alone{i}"), &declarations)?;
+        alones.push(alone);
         // The kernel frees the namespaces of the run before in a work queue; until it has,
         // making new ones stalls (about 0.2 s after this scenario), which would pad both
         // the election and start() alike. Each run starts on a quiet kernel, as a
@@ -78,8 +90,9 @@ fn main() -> anyhow::Result<()> {
             .map(|(id, t)| format!("C{id} {:.3} s", t.as_secs_f64()))
             .collect();
         println!(
-            "run {}: scenario up after {:.3} s (start() {:.3} s, start() and pods {:.3} s, etcd healthy after {:.3} s: {}); svc1: {:?}, ingress: {:?}",
+            "run {}: etcd alone {:.3} s; scenario up after {:.3} s (start() {:.3} s, start() and pods {:.3} s, etcd healthy after {:.3} s: {}); svc1: {:?}, ingress: {:?}",
             i + 1,
+            alone.as_secs_f64(),
             total.as_secs_f64(),
             b.total.as_secs_f64(),
             top.as_secs_f64(),
@@ -103,6 +116,7 @@ fn main() -> anyhow::Result<()> {
         sim.teardown()?;
     }
     let (t, e, s, top) = (median(totals), median(etcds), median(starts), median(tops));
+    let alone = median(alones);
     ratios.sort_by(f64::total_cmp);
     println!();
     println!("| measure (median of {runs}) | seconds |");
@@ -147,8 +161,35 @@ fn main() -> anyhow::Result<()> {
         ratios[ratios.len() / 4],
         ratios[(3 * ratios.len()) / 4]
     );
+    println!(
+        "| etcd election alone (the same members, nothing else started), alternate runs | {:.3} |",
+        alone.as_secs_f64()
+    );
+    println!(
+        "| ratio (start() + pods) / etcd election alone, of the medians (target <= {TARGET}) | {:.2} |",
+        top.as_secs_f64() / alone.as_secs_f64()
+    );
     print_cases(cases);
     Ok(())
+}
+
+/// The scenario's clusters (`declarations`: its topology without start()) with only their
+/// etcd members started, until every cluster has elected; then torn down.
+fn elect_alone(instance: &str, declarations: &str) -> anyhow::Result<Duration> {
+    let sim = common::new_sim(instance)?;
+    let mut session = ScriptSession::new(sim.clone(), false);
+    let declared = session.run_source(DEFAULT_SCENARIO_NAME, declarations);
+    drop(session);
+    let elections = match declared {
+        Outcome::Ok => sim.elect_alone(),
+        _ => Err(anyhow::anyhow!(
+            "declaring the clusters of {DEFAULT_SCENARIO_NAME} failed"
+        )),
+    };
+    let torn = sim.teardown();
+    let last = elections?.into_iter().map(|(_, t)| t).max();
+    torn?;
+    last.ok_or_else(|| anyhow::anyhow!("{DEFAULT_SCENARIO_NAME} declares no cluster"))
 }
 
 /// Two clusters elected within this of each other count as electing together: the
@@ -192,5 +233,5 @@ fn print_cases(mut cases: Vec<(String, Duration, f64)>) {
 }
 
 /// The scale issue's target for start() and the default topology's pods, as a multiple of
-/// the etcd election of the same run.
+/// the etcd election (of the same run, and alone).
 const TARGET: f64 = 1.15;
