@@ -108,7 +108,13 @@ fn held_addresses(cni: &WorkerCni) -> Vec<String> {
 
 /// Ports of the worker's cni0 bridge (one veth per attached pod).
 fn bridge_ports(cni: &WorkerCni) -> String {
+    // Only the links: `ip` names each veth's peer namespace by looking through /run/netns,
+    // and prints "Peer netns reference is invalid" when another test deletes one meanwhile.
     sh(&cni.worker_ns, "ip -o link show master cni0")
+        .lines()
+        .filter(|l| l.contains(" master cni0 "))
+        .map(|l| format!("{l}\n"))
+        .collect()
 }
 
 fn ip(r: &anyhow::Result<Attachment>) -> &str {
@@ -168,7 +174,8 @@ fn addresses_follow_the_order_given_and_both_plugins_take_effect() {
         held_addresses(&cni),
         ["11.12.16.2", "11.12.16.3", "11.12.16.4"]
     );
-    assert_eq!(bridge_ports(&cni).lines().count(), 3);
+    let ports = bridge_ports(&cni);
+    assert_eq!(ports.lines().count(), 3, "the ports of cni0:\n{ports}");
 
     // A single ADD after them takes the next address; its DEL gives it back.
     let one = &pods[4];
