@@ -288,11 +288,7 @@ const ETCD_BOOTSTRAP_CHECKED: &str = "etcdserver: starting member";
 /// 0.25 s). Started in turn, a member's question finds the later ones' ports closed and
 /// is refused at once; the later ones are still up within the first election timeout.
 fn start_later_etcd_members(sim: &Sim, id: &str, stop: &AtomicBool) -> Result<()> {
-    let names: Vec<String> = {
-        let st = sim.state();
-        let c = st.clusters.iter().find(|c| c.id == id).unwrap();
-        c.etcd.iter().map(|e| e.name.clone()).collect()
-    };
+    let names = etcd_member_names(sim, id);
     for k in 1..names.len() {
         let log = sim.run_dir().join(&names[k - 1]).join("etcd.log");
         let watch = FileWatch::appends(&log)?;
@@ -322,15 +318,18 @@ fn start_later_etcd_members(sim: &Sim, id: &str, stop: &AtomicBool) -> Result<()
     Ok(())
 }
 
+/// The names of cluster `id`'s etcd members, in order (`C0e1`, `C0e2`).
+fn etcd_member_names(sim: &Sim, id: &str) -> Vec<String> {
+    let st = sim.state();
+    let c = st.clusters.iter().find(|c| c.id == id).unwrap();
+    c.etcd.iter().map(|e| e.name.clone()).collect()
+}
+
 /// Gives cluster `id`'s etcd members the simulator's priority again once they have
 /// elected (they start ahead of it: [`etcd::ELECTION_NICE`]). Best effort: a member that
 /// keeps its priority only runs ahead of the rest.
 fn end_election_priority(sim: &Sim, id: &str) {
-    let names: Vec<String> = {
-        let st = sim.state();
-        let c = st.clusters.iter().find(|c| c.id == id).unwrap();
-        c.etcd.iter().map(|e| e.name.clone()).collect()
-    };
+    let names = etcd_member_names(sim, id);
     for name in names {
         let pid = sim
             .inner
