@@ -7,8 +7,8 @@
 mod common;
 
 use common::{root_or_skip, sh, sh_any, Guard};
-use knetsim::components::cni::{cni_path, Attachment, Pod, WorkerCni};
-use knetsim::netns;
+use knetsim::components::cni::{cni_path, Attachment, Pod, WorkerCni, PLUGIN_NICE};
+use knetsim::netns::{self, process};
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 
@@ -71,25 +71,35 @@ fn make_ns(pod: &Pod) -> ControlFlow<(), anyhow::Result<()>> {
     ControlFlow::Continue(netns::create(ns_of(pod)))
 }
 
+/// A plugin directory with the real plugins, except those of `replaced`, which become
+/// the shell scripts given.
+fn bin_dir_with(g: &mut Guard, test: &str, replaced: &[(&str, String)]) -> PathBuf {
+    let bin = g.dir(&format!("{test}-bin"));
+    for p in ["bridge", "host-local", "loopback"] {
+        match replaced.iter().find(|(r, _)| *r == p) {
+            None => {
+                std::os::unix::fs::symlink(Path::new(&cni_path()).join(p), bin.join(p)).unwrap()
+            }
+            Some((_, script)) => {
+                std::fs::write(bin.join(p), script).unwrap();
+                std::fs::set_permissions(
+                    bin.join(p),
+                    std::os::unix::fs::PermissionsExt::from_mode(0o755),
+                )
+                .unwrap();
+            }
+        }
+    }
+    bin
+}
+
 /// A plugin directory with the real bridge and host-local and `broken` replaced by a
 /// script that fails the way a plugin does (a CNI error on stdout, exit 1).
 fn bin_dir_with_broken(g: &mut Guard, test: &str, broken: &str) -> PathBuf {
-    let bin = g.dir(&format!("{test}-bin"));
-    for p in ["bridge", "host-local", "loopback"] {
-        if p != broken {
-            std::os::unix::fs::symlink(Path::new(&cni_path()).join(p), bin.join(p)).unwrap();
-        }
-    }
     let script = format!(
         "#!/bin/sh\ncat >/dev/null\necho '{{\"cniVersion\":\"0.3.1\",\"code\":100,\"msg\":\"{broken} broken on purpose\"}}'\nexit 1\n"
     );
-    std::fs::write(bin.join(broken), script).unwrap();
-    std::fs::set_permissions(
-        bin.join(broken),
-        std::os::unix::fs::PermissionsExt::from_mode(0o755),
-    )
-    .unwrap();
-    bin
+    bin_dir_with(g, test, &[(broken, script)])
 }
 
 /// Addresses host-local holds for the worker's network, sorted.
@@ -186,6 +196,54 @@ fn addresses_follow_the_order_given_and_both_plugins_take_effect() {
         held_addresses(&cni),
         ["11.12.16.2", "11.12.16.3", "11.12.16.4"]
     );
+}
+
+#[test]
+fn the_plugins_run_ahead_of_the_agents() {
+    let test = "cninice";
+    if !root_or_skip() {
+        return;
+    }
+    if !process::can_raise_priority() {
+        println!("SKIPPED: raising a priority needs CAP_SYS_NICE, which this process lacks");
+        return;
+    }
+    let mut g = Guard::default();
+    // The bridge and the host-local it runs say their nice value once they have their
+    // config (a bridge plugin started ahead waits for it), then run the real ones.
+    let said = g.dir(test).join("nice");
+    let wrapper = |plugin: &str| {
+        let real = Path::new(&cni_path()).join(plugin);
+        format!(
+            "#!/bin/sh\nconfig=$(cat)\necho \"{plugin} $(nice)\" >>{}\nprintf '%s' \"$config\" | {} \"$@\"\n",
+            said.display(),
+            real.display()
+        )
+    };
+    let replaced = [
+        ("bridge", wrapper("bridge")),
+        ("host-local", wrapper("host-local")),
+    ];
+    let bin = bin_dir_with(&mut g, test, &replaced);
+    let cni = worker(&mut g, test, "11.12.32.1/20", bin);
+    let pods = pods(&mut g, test, &["p1"]);
+    netns::create(ns_of(&pods[0])).unwrap();
+    assert_eq!(cni.add(&pods[0]).unwrap().ip, "11.12.32.2");
+    let mut lines: Vec<String> = std::fs::read_to_string(&said)
+        .unwrap()
+        .lines()
+        .map(String::from)
+        .collect();
+    lines.sort();
+    assert_eq!(
+        lines,
+        [
+            format!("bridge {PLUGIN_NICE}"),
+            format!("host-local {PLUGIN_NICE}")
+        ]
+    );
+    const { assert!(PLUGIN_NICE < 0, "ahead of the simulator's priority") };
+    cni.del(&pods[0]).unwrap();
 }
 
 #[test]

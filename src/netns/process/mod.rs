@@ -261,6 +261,21 @@ pub fn renice(pid: u32, nice: i32) -> Result<()> {
     Ok(())
 }
 
+/// Whether this process may start others ahead of itself ([`NetCommand::priority`] below
+/// 0): it holds CAP_SYS_NICE, as root does outside a container without `--privileged`.
+pub fn can_raise_priority() -> bool {
+    // CAP_SYS_NICE is bit 23 of the effective capabilities.
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix("CapEff:"))
+                .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
+        })
+        .is_some_and(|effective| effective & (1 << 23) != 0)
+}
+
 /// Sends SIGKILL to process group `pgid` (which we created with setsid).
 pub fn kill_group(pgid: i32) {
     if pgid > 1 {
@@ -429,14 +444,7 @@ mod tests {
 
     #[test]
     fn a_datastore_starts_ahead_of_the_simulator() {
-        // CAP_SYS_NICE is bit 23 of the effective capabilities.
-        let status = std::fs::read_to_string("/proc/self/status").unwrap();
-        let effective = status
-            .lines()
-            .find_map(|l| l.strip_prefix("CapEff:"))
-            .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
-            .unwrap_or(0);
-        if effective & (1 << 23) == 0 {
+        if !can_raise_priority() {
             println!("SKIPPED: raising a priority needs CAP_SYS_NICE, which this process lacks");
             return;
         }
