@@ -198,24 +198,16 @@ fn addresses_follow_the_order_given_and_both_plugins_take_effect() {
     );
 }
 
-#[test]
-fn the_plugins_run_ahead_of_the_agents() {
-    let test = "cninice";
-    if !root_or_skip() {
-        return;
-    }
-    if !process::can_raise_priority() {
-        println!("SKIPPED: raising a priority needs CAP_SYS_NICE, which this process lacks");
-        return;
-    }
+/// Adds one pod through wrappers of the bridge plugin and the host-local it runs, each of
+/// which says `<plugin> <what it prints>` once it has its config (a bridge plugin started
+/// ahead waits for it) and then runs the real one; returns the lines, sorted.
+fn what_the_plugins_say(test: &str, subnet: &str, shell: &str) -> Vec<String> {
     let mut g = Guard::default();
-    // The bridge and the host-local it runs say their nice value once they have their
-    // config (a bridge plugin started ahead waits for it), then run the real ones.
-    let said = g.dir(test).join("nice");
+    let said = g.dir(test).join("said");
     let wrapper = |plugin: &str| {
         let real = Path::new(&cni_path()).join(plugin);
         format!(
-            "#!/bin/sh\nconfig=$(cat)\necho \"{plugin} $(nice)\" >>{}\nprintf '%s' \"$config\" | {} \"$@\"\n",
+            "#!/bin/sh\nconfig=$(cat)\necho \"{plugin} {shell}\" >>{}\nprintf '%s' \"$config\" | {} \"$@\"\n",
             said.display(),
             real.display()
         )
@@ -225,25 +217,50 @@ fn the_plugins_run_ahead_of_the_agents() {
         ("host-local", wrapper("host-local")),
     ];
     let bin = bin_dir_with(&mut g, test, &replaced);
-    let cni = worker(&mut g, test, "11.12.32.1/20", bin);
+    let cni = worker(&mut g, test, subnet, bin);
     let pods = pods(&mut g, test, &["p1"]);
     netns::create(ns_of(&pods[0])).unwrap();
-    assert_eq!(cni.add(&pods[0]).unwrap().ip, "11.12.32.2");
+    let first = subnet.replace(".1/20", ".2");
+    assert_eq!(cni.add(&pods[0]).unwrap().ip, first);
     let mut lines: Vec<String> = std::fs::read_to_string(&said)
         .unwrap()
         .lines()
         .map(String::from)
         .collect();
     lines.sort();
+    cni.del(&pods[0]).unwrap();
+    lines
+}
+
+#[test]
+fn the_plugins_run_ahead_of_the_agents() {
+    if !root_or_skip() {
+        return;
+    }
+    if !process::can_raise_priority() {
+        println!("SKIPPED: raising a priority needs CAP_SYS_NICE, which this process lacks");
+        return;
+    }
     assert_eq!(
-        lines,
+        what_the_plugins_say("cninice", "11.12.32.1/20", "$(nice)"),
         [
             format!("bridge {PLUGIN_NICE}"),
             format!("host-local {PLUGIN_NICE}")
         ]
     );
     const { assert!(PLUGIN_NICE < 0, "ahead of the simulator's priority") };
-    cni.del(&pods[0]).unwrap();
+}
+
+#[test]
+fn the_plugins_run_their_go_runtime_on_one_processor() {
+    if !root_or_skip() {
+        return;
+    }
+    // host-local gets it from the bridge plugin, which passes its environment on.
+    assert_eq!(
+        what_the_plugins_say("cnigmp", "11.12.48.1/20", "GOMAXPROCS=${GOMAXPROCS:-unset}"),
+        ["bridge GOMAXPROCS=1", "host-local GOMAXPROCS=1"]
+    );
 }
 
 #[test]
