@@ -9,6 +9,7 @@ mod common;
 use common::root_or_skip;
 
 use common::{run, sh, wait_for, wait_until};
+use knetsim::components::etcd;
 use knetsim::netns;
 use knetsim::netns::process::{run_shell, spawn_daemon};
 use nix::sys::signal::{kill, Signal};
@@ -127,11 +128,10 @@ impl World {
             &p,
             "--initial-cluster",
             &format!("e1={p}"),
-            "--heartbeat-interval=10",
-            "--election-timeout=100",
         ]
         .iter()
         .map(|s| s.to_string())
+        .chain(etcd::timing_args())
         .collect();
         self.spawn("etcd", &ns, "etcd", &args);
         wait_for("etcd to answer", Duration::from_secs(60), || {

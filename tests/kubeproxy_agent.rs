@@ -6,6 +6,7 @@ mod common;
 
 use common::kubeproxy::*;
 use common::*;
+use knetsim::components::etcd;
 use knetsim::components::kubeproxy::{read_counters, store, Service};
 use knetsim::netns;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -82,11 +83,10 @@ fn agent_programs_from_etcd_and_survives_restart() {
         "http://127.0.0.1:2380",
         "--initial-cluster",
         "kp=http://127.0.0.1:2380",
-        "--heartbeat-interval=10",
-        "--election-timeout=100",
     ]
     .iter()
     .map(|s| s.to_string())
+    .chain(etcd::timing_args())
     .collect();
     let etcd =
         netns::process::spawn_daemon(Some(&t.node), "etcd", &etcd_args, &dir.join("etcd.log"))

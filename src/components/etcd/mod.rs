@@ -56,7 +56,7 @@ pub fn initial_cluster(members: &[Member]) -> String {
 /// CPU the agents and pods need in the moments after the election.
 pub fn member_args(member: &Member, all: &[Member], data_dir: &Path, token: &str) -> Vec<String> {
     let ip = member.ip;
-    vec![
+    [
         "--name".into(),
         member.name.clone(),
         "--data-dir".into(),
@@ -75,9 +75,19 @@ pub fn member_args(member: &Member, all: &[Member], data_dir: &Path, token: &str
         "new".into(),
         "--initial-cluster-token".into(),
         token.into(),
+        "--enable-v2".into(),
+    ]
+    .into_iter()
+    .chain(timing_args())
+    .collect()
+}
+
+/// The raft timing flags of [`member_args`] (20 ms heartbeat, 100 ms election timeout),
+/// for the tests that start an etcd of their own to run it as the simulator does.
+pub fn timing_args() -> [String; 2] {
+    [
         "--heartbeat-interval=20".into(),
         "--election-timeout=100".into(),
-        "--enable-v2".into(),
     ]
 }
 
