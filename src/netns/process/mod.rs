@@ -240,26 +240,44 @@ fn set_nice(tid: i32, nice: i32) -> std::io::Result<()> {
 }
 
 /// Sets the CPU nice value of every thread of process `pid` (one we started). A process
-/// that has exited meanwhile is left alone.
+/// that has exited meanwhile is left alone. A new thread takes the nice value of the
+/// thread that starts it, so one started during a pass by a thread not yet set would keep
+/// the old value: passes repeat until one finds no thread it has not set (at most
+/// [`RENICE_PASSES`]).
 pub fn renice(pid: u32, nice: i32) -> Result<()> {
-    let tasks = match std::fs::read_dir(format!("/proc/{pid}/task")) {
-        Ok(tasks) => tasks,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(e).with_context(|| format!("listing the threads of pid {pid}")),
-    };
-    for tid in tasks.flatten() {
-        let Some(tid) = tid.file_name().to_str().and_then(|t| t.parse::<i32>().ok()) else {
-            continue;
+    let mut set: std::collections::HashSet<i32> = std::collections::HashSet::new();
+    for _ in 0..RENICE_PASSES {
+        let tasks = match std::fs::read_dir(format!("/proc/{pid}/task")) {
+            Ok(tasks) => tasks,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(e).with_context(|| format!("listing the threads of pid {pid}")),
         };
-        match set_nice(tid, nice) {
-            Err(e) if e.raw_os_error() != Some(libc::ESRCH) => {
-                return Err(e).with_context(|| format!("setting the priority of pid {pid}"));
+        let mut found_new = false;
+        for tid in tasks.flatten() {
+            let Some(tid) = tid.file_name().to_str().and_then(|t| t.parse::<i32>().ok()) else {
+                continue;
+            };
+            if !set.insert(tid) {
+                continue;
             }
-            _ => {}
+            found_new = true;
+            match set_nice(tid, nice) {
+                Err(e) if e.raw_os_error() != Some(libc::ESRCH) => {
+                    return Err(e).with_context(|| format!("setting the priority of pid {pid}"));
+                }
+                _ => {}
+            }
+        }
+        if !found_new {
+            break;
         }
     }
     Ok(())
 }
+
+/// How many passes [`renice`] makes over a process's threads at most: a Go runtime
+/// starting up adds a thread or two at a time.
+const RENICE_PASSES: usize = 4;
 
 /// Whether this process may start others ahead of itself ([`NetCommand::priority`] below
 /// 0): it holds CAP_SYS_NICE, as root does outside a container without `--privileged`.
